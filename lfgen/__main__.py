@@ -1,0 +1,3 @@
+from lfgen.cli import main
+
+main()

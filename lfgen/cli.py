@@ -1,0 +1,277 @@
+"""The ``lfgen`` command line: a thin click layer over the library.
+
+Each command parses its options, calls one library function and prints the result:
+data on stdout, messages on stderr. ``LfgenError`` becomes one ``Error: ...`` line and
+exit 1 here and only here; click's usage errors exit 2. Library modules are imported
+inside the commands so ``lfgen --help`` never pays for pydantic, pandas or jinja2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from lfgen import __version__
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class _Group(click.Group):
+    """Turns lfgen's own errors into one clean line; anything else is a bug and keeps its traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from lfgen.errors import LfgenError, ProblemsFound
+
+        try:
+            return super().invoke(ctx)
+        except ProblemsFound as exc:
+            for problem in exc.problems:
+                click.echo(f"Error: {problem}", err=True)
+            sys.exit(1)
+        except LfgenError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group, context_settings=CONTEXT)
+@click.version_option(__version__, "-V", "--version", prog_name="lfgen")
+def cli() -> None:
+    """lfgen: LoRA presets, sweeps, runs and comparisons for LlamaFactory.
+
+    \b
+    Examples:
+      lfgen presets                          # the recommended presets
+      lfgen preset a800 --rank 64            # a LlamaFactory train YAML on stdout
+      lfgen preset lightweight --gpu 4090 -o configs/qv.yaml
+      lfgen explain configs/qv.yaml          # the rule behind every value
+      lfgen validate configs/*.yaml          # every problem of every file
+
+    Shell completion: eval "$(_LFGEN_COMPLETE=bash_source lfgen)" (zsh_source, fish_source).
+    """
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+# --- presets ---------------------------------------------------------------------------------------
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: a list of presets (see docs/cli.md).")
+def presets(as_json: bool) -> None:
+    """List the presets: rank, alpha, dropout, target, what each is for, and its source.
+
+    \b
+    Examples:
+      lfgen presets
+      lfgen presets --json | jq '.[].name'
+    """
+    from lfgen.presets import load_presets
+
+    rows = [p.model_dump() | {"alpha_ratio": p.lora.alpha_ratio} for p in load_presets().values()]
+    if as_json:
+        _emit_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table(title="lfgen presets (`lfgen preset NAME` writes one)", title_justify="left")
+    for column in ("name", "rank", "alpha", "dropout", "target", "for", "source"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        lora = row["lora"]
+        table.add_row(row["name"], str(lora["rank"]), str(lora["alpha"]), f"{lora['dropout']:g}", lora["target"],
+                      row["summary"], row["source"].split(" (")[0].split(",")[0])
+    _console().print(table)
+
+
+# --- preset ----------------------------------------------------------------------------------------
+
+
+def build_options(func):
+    """The options every command that builds a config shares (preset, explain; sweep later)."""
+    options = [
+        click.option("--model", help="Hugging Face id or local folder (default: the seed's Qwen/Qwen2-7B-Instruct)."),
+        click.option("--template", help="LlamaFactory chat template (default: from the model's family)."),
+        click.option("--rank", type=int, help="LoRA rank; alpha follows (2 x rank) unless --alpha is given."),
+        click.option("--alpha", type=int, help="LoRA alpha."),
+        click.option("--dropout", type=float, help="LoRA dropout, in [0, 1)."),
+        click.option("--target", help="qv, attn, mlp, all, or module names (q_proj,v_proj)."),
+        click.option("--lr", type=float, help="Learning rate (LoRA: 1e-4 to 5e-4)."),
+        click.option("--epochs", type=float, help="num_train_epochs."),
+        click.option("--cutoff-len", type=int, help="Maximum tokens per sample."),
+        click.option("--dataset", help="Dataset name(s) from dataset_info.json, comma-separated."),
+        click.option("--dataset-dir", help="Folder with dataset_info.json (its rows size the data rules)."),
+        click.option("--samples", type=int, help="Number of training samples (instead of counting them)."),
+        click.option("--output-dir", help="LlamaFactory output_dir (default: outputs/<model>-<preset>-r<rank>)."),
+        click.option("--gpu", help="GPU name from the catalog: 4090, A100-80, H200, ... (see docs/cli.md)."),
+        click.option("--gpu-mem", type=float, help="GPU memory in GB, when the GPU is not in the catalog."),
+        click.option("--num-gpus", type=int, default=1, show_default=True, help="GPUs the run uses."),
+        click.option("--precision", type=click.Choice(["bf16", "fp16", "fp32"]),
+                     help="Force a precision (default: bf16 where the GPU has it, else fp32)."),
+        click.option("--set", "set_", multiple=True, metavar="KEY=VALUE",
+                     help="Any other LlamaFactory key; repeatable (--set seed=7 --set max_samples=1000)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _options(kwargs: dict[str, Any]):
+    from lfgen.builder import BuildOptions, parse_set
+
+    dataset = kwargs.pop("dataset")
+    set_values = parse_set(kwargs.pop("set_"))
+    return BuildOptions.parse(**kwargs, dataset=[d for d in dataset.split(",") if d.strip()] if dataset else None,
+                              set=set_values)
+
+
+def _print_warnings(warnings: list[str]) -> None:
+    for line in warnings:
+        click.echo(f"warning: {line}", err=True)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("name")
+@build_options
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to FILE instead of stdout.")
+@click.option("--force", is_flag=True, help="Overwrite an existing -o FILE.")
+def preset(name: str, output: str | None, force: bool, **kwargs: Any) -> None:
+    """Write a LlamaFactory train YAML from preset NAME, sized for your GPU, model and data.
+
+    Every value carries the id of the rule that chose it; `lfgen explain FILE` says why.
+    Your options always win over the rules.
+
+    \b
+    Examples:
+      lfgen preset a800 --rank 64
+      lfgen preset lightweight --gpu 4090 --model Qwen/Qwen2.5-7B-Instruct \\
+          --dataset my_sft --dataset-dir data -o configs/qv.yaml
+      lfgen preset auto --samples 3000 --gpu A100-40
+      lfgen preset balanced --set seed=7 --set max_samples=1000
+    """
+    from lfgen.api import render_build, write_preset
+    from lfgen.builder import build
+
+    result = build(name, _options(kwargs))
+    if output:
+        path = write_preset(result, output, force=force)
+        click.echo(f"wrote {path}", err=True)
+    else:
+        click.echo(render_build(result), nl=False)
+    _print_warnings(result.warnings)
+
+
+# --- explain ---------------------------------------------------------------------------------------
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("target", metavar="FILE|PRESET")
+@build_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: config, decisions, warnings (docs/cli.md).")
+def explain(target: str, as_json: bool, **kwargs: Any) -> None:
+    """Show every value of a config, the rule that chose it and why, and the warnings.
+
+    FILE may be any LlamaFactory train YAML: for one lfgen wrote, hand edits are named;
+    for others, explain says which rules the file follows and which it does not.
+    With a PRESET name, explain shows what `lfgen preset` would write with the same options.
+
+    \b
+    Examples:
+      lfgen explain configs/qv.yaml
+      lfgen explain a800 --gpu 4090 --samples 2000
+      lfgen explain examples/train_lora/qwen3_lora_sft.yaml --json
+    """
+    from lfgen.explainer import explain as run_explain
+
+    result = run_explain(target, _options(kwargs))
+    if as_json:
+        _emit_json(result.to_json())
+        return
+    from rich.table import Table
+
+    console = _console()
+    title = f"{result.source}"
+    if result.samples is not None:
+        title += f" | N = {result.samples:,} samples ({result.samples_note})"
+    if result.gpu:
+        title += f" | {result.gpu['name']} x {result.gpu['num_gpus']}"
+    table = Table(title=title, title_justify="left", show_lines=False)
+    for column, style in (("key", "bold"), ("value", "cyan"), ("rule", "magenta"), ("why", "")):
+        table.add_column(column, style=style, overflow="fold")
+    for d in result.decisions:
+        why = d.reason + (f"\n[dim]alternative: {d.alternative}[/dim]" if d.alternative else "")
+        table.add_row(d.key, _show(d.value), d.rule, why)
+    console.print(table)
+    if result.suggestions:
+        extra = Table(title="Rules this file does not follow (lfgen would write these)", title_justify="left")
+        for column in ("key", "value", "rule", "why"):
+            extra.add_column(column, overflow="fold")
+        for d in result.suggestions:
+            extra.add_row(d.key, _show(d.value), d.rule, d.reason)
+        console.print(extra)
+    _print_warnings(result.warnings)
+
+
+def _show(value: Any) -> str:
+    from lfgen.render import yaml_scalar
+
+    return yaml_scalar(value)
+
+
+# --- validate --------------------------------------------------------------------------------------
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("files", nargs=-1, required=True, metavar="FILE...")
+@click.option("--no-parser", is_flag=True, help="Skip LlamaFactory's own parser (faster; lfgen's checks only).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: ok, llamafactory, files[] (docs/cli.md).")
+def validate(files: tuple[str, ...], no_parser: bool, as_json: bool) -> None:
+    """Check config files and report every problem of every file at once; exit 1 if any.
+
+    lfgen checks types, choices and ranges (LlamaFactory's parser does not), unknown keys
+    (with did-you-mean), the chat template and the dataset names; then LlamaFactory's own
+    parser runs on all files in one subprocess when it is installed.
+
+    \b
+    Examples:
+      lfgen validate configs/*.yaml
+      lfgen validate experiments/rank-sweep/runs/*.yaml --json
+    """
+    from lfgen.validation import validate as run_validate
+
+    report = run_validate(list(files), run_parser=not no_parser)
+    if as_json:
+        _emit_json(report.to_json())
+    else:
+        for item in report.files:
+            for problem in item.problems:
+                click.echo(f"{item.path}: {problem}")
+            for note in item.notes:
+                click.echo(f"note: {item.path}: {note}", err=True)
+        if "note" in report.llamafactory:
+            click.echo(f"note: {report.llamafactory['note']}", err=True)
+        bad = [f for f in report.files if not f.ok]
+        problems = sum(len(f.problems) for f in bad)
+        summary = (f"{len(files)} file(s) valid" if not bad else
+                   f"{len(bad)} of {len(files)} file(s) have problems ({problems} in all)")
+        click.echo(summary, err=True)
+    if not report.ok:
+        sys.exit(1)
+
+
+def main() -> None:
+    cli(prog_name="lfgen")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Where lfgen's data files live, and the one loader that reads them.
+
+In a source checkout (``pip install -e .``) the data sits in ``presets/`` and
+``templates/`` at the repository root; a wheel bundles the same folders under
+``lfgen/_bundled/``.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def _data_root(name: str) -> Path:
+    for candidate in (_PACKAGE / "_bundled" / name, _PACKAGE.parent / name):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"lfgen is installed without its {name}/ folder")
+
+
+def presets_dir() -> Path:
+    return _data_root("presets")
+
+
+def templates_dir() -> Path:
+    return _data_root("templates")
+
+
+@functools.cache
+def load_data(relative: str) -> Any:
+    """Parse one shipped data file (YAML or JSON) under ``presets/`` or ``lfgen/data/``."""
+    path = _PACKAGE / "data" / relative
+    if not path.is_file():
+        path = presets_dir() / relative
+    with path.open(encoding="utf-8") as handle:
+        return yaml.safe_load(handle)

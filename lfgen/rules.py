@@ -1,0 +1,66 @@
+"""The rule registry (``presets/rules.yaml``) and the table lookups rules make.
+
+The decisions themselves are made in ``lfgen.builder``; this module only answers
+"what does rule X say for this input", so every number lives in the data file.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from lfgen.resources import load_data
+
+
+class Rule(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    id: str
+    title: str
+    seeds: list[str]
+    says: str
+    lfgen: str
+
+    @property
+    def source(self) -> str:
+        return ", ".join(f"seed {s}" for s in self.seeds) if self.seeds else "lfgen"
+
+    def table(self, name: str) -> Any:
+        return getattr(self, name)
+
+
+@functools.cache
+def registry() -> dict[str, Rule]:
+    return {rid: Rule(id=rid, **body) for rid, body in load_data("rules.yaml")["rules"].items()}
+
+
+def rule(rule_id: str) -> Rule:
+    return registry()[rule_id]
+
+
+def band(rule_id: str, samples: int) -> dict[str, Any]:
+    """The row of a data-size rule's band table that holds *samples*."""
+    for row in rule(rule_id).table("bands"):
+        if row["upto"] is None or samples <= row["upto"]:
+            return row
+    raise AssertionError(f"{rule_id}: bands do not end with an open row")
+
+
+def batch_for(memory_gb: float, num_gpus: int) -> tuple[int, int, str]:
+    """R-HW-BATCH: (micro-batch, accumulation, tier label) for one GPU size and count."""
+    spec = rule("R-HW-BATCH")
+    target, most = spec.table("effective_batch")["target"], spec.table("effective_batch")["max"]
+    tier = next(t for t in spec.table("tiers") if memory_gb >= t["min_gb"])
+    micro = tier["micro"]
+    if micro * num_gpus > most:  # many GPUs: shrink the micro-batch before passing the 64 ceiling
+        micro = max(1, most // num_gpus)
+    accumulation = max(1, math.ceil(target / (micro * num_gpus)))
+    return micro, accumulation, tier["label"]
+
+
+def effective_batch_range() -> tuple[int, int]:
+    eff = rule("R-HW-BATCH").table("effective_batch")
+    return eff["target"], eff["max"]

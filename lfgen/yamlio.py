@@ -1,0 +1,113 @@
+"""Reading and writing config files, the way LlamaFactory reads them.
+
+LlamaFactory loads a YAML with OmegaConf, whose loader differs from plain PyYAML:
+``1e-4`` is a float (PyYAML: the string "1e-4"), timestamps stay strings and
+duplicate keys are an error. ``load_config`` mirrors that so lfgen sees the values
+LlamaFactory will see. Writes are atomic and never replace a file without ``force``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lfgen.errors import InputError
+
+# OmegaConf's float resolver (omegaconf/_yaml.py), so `1e-4` and `1_000.5` load as floats.
+_FLOAT = re.compile(
+    r"""^(?:[-+]?[0-9]+(?:_[0-9]+)*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?[0-9]+(?:_[0-9]+)*(?:[eE][-+]?[0-9]+)
+        |\.[0-9]+(?:_[0-9]+)*(?:[eE][-+][0-9]+)?
+        |[-+]?[0-9]+(?:_[0-9]+)*(?::[0-5]?[0-9])+\.[0-9_]*
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+
+
+class _LlamaFactoryLoader(yaml.SafeLoader):
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_LlamaFactoryLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+_LlamaFactoryLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in _LlamaFactoryLoader.yaml_implicit_resolvers.items()
+}
+
+
+def loads(text: str) -> Any:
+    """Parse YAML text as LlamaFactory (OmegaConf) would; safe: no Python objects."""
+    return yaml.load(text, Loader=_LlamaFactoryLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def parse_config(text: str, source: str) -> dict[str, Any]:
+    """A config mapping from YAML text; one clear InputError when it is not one."""
+    try:
+        data = loads(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or str(exc).splitlines()[0]
+        raise InputError(f"{source}: not valid YAML{where}: {problem}; fix the file's syntax") from None
+    if data is None:
+        raise InputError(f"{source}: the file is empty; a LlamaFactory config is a mapping of keys to values")
+    if not isinstance(data, dict):
+        raise InputError(
+            f"{source}: the file holds a {type(data).__name__}, not a mapping; a LlamaFactory config is "
+            "one flat mapping of keys to values (key: value per line)")
+    bad = [key for key in data if not isinstance(key, str)]
+    if bad:
+        raise InputError(f"{source}: key {bad[0]!r} is not a string; quote it or fix the line")
+    return data
+
+
+def read_text(path: str | os.PathLike[str], what: str = "file") -> str:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such {what}; check the path")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not a {what}")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a UTF-8 text file") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror})") from None
+
+
+def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read one config file; missing, malformed or non-mapping files raise one InputError."""
+    return parse_config(read_text(path, "config file"), str(path))
+
+
+def write_new(path: str | os.PathLike[str], text: str, *, force: bool = False, option: str = "-o") -> Path:
+    """Write *text* to *path* atomically; refuse to replace an existing file unless *force*."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{option}: {path} is a directory; give a file name")
+    if path.exists() and not force:
+        raise InputError(f"{option}: {path} already exists; pass --force to overwrite it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
