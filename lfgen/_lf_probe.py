@@ -1,6 +1,6 @@
 """Runs inside the Python that has LlamaFactory: describes its keys and parses configs.
 
-Started by ``lfgen.llamafactory`` as ``python -m lfgen._lf_probe REQUEST.json RESULT.json``
+Started by ``lfgen.lf_catalog`` as ``python -m lfgen._lf_probe REQUEST.json RESULT.json``
 (LlamaFactory's import takes seconds and its parser has side effects: logging, seeds,
 accelerate state, so it never runs inside the lfgen process). Only the standard library
 and LlamaFactory are imported here; lfgen may not even be installed in that Python.

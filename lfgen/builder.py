@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from lfgen import datasets, rules
 from lfgen.errors import InputError, ProblemsFound
 from lfgen.hardware import Gpu, Hardware, find_gpu, gpu_with_memory
-from lfgen.llamafactory import snapshot
+from lfgen.lf_catalog import snapshot
 from lfgen.presets import Preset, get_preset, training_block
 from lfgen.resources import load_data
 
@@ -273,12 +273,18 @@ def _data_size(ctx: _Context) -> None:
         ctx.warn("R-DATA-RANK", f"no {info_path} here, so the data size is unknown; pass --samples N or "
                                 "--dataset-dir DIR to size rank, dropout, epochs and warmup for your data")
         return
-    info = datasets.load_info(dataset_dir)
-    problems = datasets.unregistered(names, info, dataset_dir)
-    if problems:
-        raise InputError(problems[0])
-    max_samples = ctx.get("max_samples")
-    sizes = [datasets.count_rows(n, info[n], dataset_dir, max_samples) for n in names]
+    try:
+        info = datasets.load_info(dataset_dir)
+        problems = datasets.unregistered(names, info, dataset_dir)
+        if problems:
+            raise InputError(problems[0])
+        max_samples = ctx.get("max_samples")
+        sizes = [datasets.count_rows(n, info[n], dataset_dir, max_samples) for n in names]
+    except InputError as exc:
+        if explicit_dir or ctx.options.dataset is not None:  # the user named the data: a wrong name is an error
+            raise
+        ctx.warn("R-DATA-RANK", f"the data size is unknown: {exc}")
+        return
     unknown = [s.note for s in sizes if s.rows is None]
     if unknown:
         ctx.warn("R-DATA-RANK", "; ".join(unknown))

@@ -60,7 +60,10 @@ def _emit_json(data: Any) -> None:
 def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    stream = sys.stderr if stderr else sys.stdout
+    # Piped output has no terminal width; 140 columns keeps keys and rule ids on one line.
+    width = None if stream.isatty() else 140
+    return Console(file=stream, highlight=False, soft_wrap=False, width=width)
 
 
 # --- presets ---------------------------------------------------------------------------------------
@@ -175,10 +178,10 @@ def preset(name: str, output: str | None, force: bool, **kwargs: Any) -> None:
 
 
 @cli.command(context_settings=CONTEXT)
-@click.argument("target", metavar="FILE|PRESET")
+@click.argument("subject", metavar="FILE|PRESET")
 @build_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: config, decisions, warnings (docs/cli.md).")
-def explain(target: str, as_json: bool, **kwargs: Any) -> None:
+def explain(subject: str, as_json: bool, **kwargs: Any) -> None:
     """Show every value of a config, the rule that chose it and why, and the warnings.
 
     FILE may be any LlamaFactory train YAML: for one lfgen wrote, hand edits are named;
@@ -193,7 +196,7 @@ def explain(target: str, as_json: bool, **kwargs: Any) -> None:
     """
     from lfgen.explainer import explain as run_explain
 
-    result = run_explain(target, _options(kwargs))
+    result = run_explain(subject, _options(kwargs))
     if as_json:
         _emit_json(result.to_json())
         return
@@ -207,7 +210,7 @@ def explain(target: str, as_json: bool, **kwargs: Any) -> None:
         title += f" | {result.gpu['name']} x {result.gpu['num_gpus']}"
     table = Table(title=title, title_justify="left", show_lines=False)
     for column, style in (("key", "bold"), ("value", "cyan"), ("rule", "magenta"), ("why", "")):
-        table.add_column(column, style=style, overflow="fold")
+        table.add_column(column, style=style, overflow="fold", no_wrap=column in ("key", "rule"))
     for d in result.decisions:
         why = d.reason + (f"\n[dim]alternative: {d.alternative}[/dim]" if d.alternative else "")
         table.add_row(d.key, _show(d.value), d.rule, why)

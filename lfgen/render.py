@@ -82,7 +82,7 @@ def _section_of(key: str) -> str:
     for title, keys in SECTIONS.items():
         if key in keys:
             return title
-    from lfgen.llamafactory import snapshot
+    from lfgen.lf_catalog import snapshot
 
     spec = snapshot().keys.get(key)
     return _GROUP_SECTION.get(spec.group, "other") if spec else "other"

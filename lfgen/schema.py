@@ -2,7 +2,7 @@
 
 LlamaFactory's parser does not type-check YAML values (``lora_rank: "abc"`` passes it),
 so lfgen does, strictly (no coercion: ``8.5`` is not an integer). Keys outside this
-schema are checked against the LlamaFactory catalog (``lfgen.llamafactory``): is the key
+schema are checked against the LlamaFactory catalog (``lfgen.lf_catalog``): is the key
 known, does its value have the dataclass's type and one of its choices.
 """
 
@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lfgen.errors import did_you_mean
-from lfgen.llamafactory import Catalog
+from lfgen.lf_catalog import Catalog
 
 # Quantization bits LlamaFactory accepts per method at load time (model/model_utils/quantization.py).
 QUANTIZATION_BITS = {"bnb": (4, 8), "hqq": (1, 2, 3, 4, 5, 6, 8), "eetq": (8,)}

@@ -17,7 +17,7 @@ from typing import Any
 
 from lfgen import datasets, schema
 from lfgen.errors import InputError, did_you_mean
-from lfgen.llamafactory import INSTALL_HINT, Catalog, find_python, probe, snapshot
+from lfgen.lf_catalog import INSTALL_HINT, Catalog, find_python, probe, snapshot
 from lfgen.yamlio import load_config
 
 _UNUSED_KEYS = re.compile(r"Some keys are not used by the HfArgumentParser: \[(.*)\]")
@@ -117,7 +117,9 @@ def validate(paths: list[str], *, run_parser: bool = True) -> Report:
             problem = _parser_problem(error, report.problems)
             if problem:
                 report.problems.append(problem)
-        if python is not None and catalog.cuda is False and config.get("bf16") is True and "use_cpu" not in config:
-            report.notes.append("no GPU here: LlamaFactory's parser ran with use_cpu: true added, since it refuses "
-                                "bf16 without a GPU; the file is unchanged")
+    adjusted = [r.path for i, r in enumerate(reports) if str(i) in configs and python is not None
+                and catalog.cuda is False and configs[str(i)].get("bf16") is True and "use_cpu" not in configs[str(i)]]
+    if adjusted:
+        lf_info["note"] = (f"no GPU here: LlamaFactory's parser refuses bf16 without one, so it ran with use_cpu: true "
+                           f"added for {len(adjusted)} bf16 file(s); the files are unchanged")
     return Report(files=reports, llamafactory=lf_info)

@@ -111,7 +111,7 @@ def probe(configs: dict[str, dict[str, Any]] | None = None, *, python: str | Non
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
         # The parser checks the output dir against the caller's cwd; run it from a scratch dir
         # so relative paths in the config cannot touch the user's files.
-        proc = subprocess.run([python, str(probe_script), str(req), str(res)], cwd=tmp, env=env,
+        proc = subprocess.run([python, "-P", str(probe_script), str(req), str(res)], cwd=tmp, env=env,
                               capture_output=True, text=True, timeout=timeout, check=False)
         if proc.returncode != 0 or not res.exists():
             tail = "\n".join(proc.stderr.strip().splitlines()[-5:])

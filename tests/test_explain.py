@@ -1,0 +1,77 @@
+"""lfgen explain: lfgen's own files (with hand edits), anyone's files, presets; the --json shape."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from .conftest import LF_EXAMPLES
+
+
+def explain_json(runner, cli, *args):
+    result = runner.invoke(cli, ["explain", *args, "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_json_shape(runner, cli):
+    data = explain_json(runner, cli, "a800", "--gpu", "4090")
+    assert set(data) >= {"config", "decisions", "warnings", "suggestions", "samples", "gpu", "source"}
+    for decision in data["decisions"]:
+        assert set(decision) >= {"key", "value", "rule", "reason", "source"}
+    assert {d["key"] for d in data["decisions"]} == set(data["config"])
+    assert data["gpu"]["name"] == "RTX 4090"
+
+
+def test_every_value_of_a_generated_file_has_its_rule(runner, cli, tmp_path):
+    path = tmp_path / "qv.yaml"
+    assert runner.invoke(cli, ["preset", "lightweight", "--gpu", "4090", "--samples", "3000", "-o", str(path)]).exit_code == 0
+    data = explain_json(runner, cli, str(path))
+    by_key = {d["key"]: d for d in data["decisions"]}
+    assert set(by_key) == set(yaml.safe_load(path.read_text()))
+    assert by_key["per_device_train_batch_size"]["rule"] == "R-HW-BATCH"
+    assert by_key["lora_dropout"]["rule"] == "R-DATA-DROPOUT" and "3,000" in by_key["lora_dropout"]["reason"]
+    assert by_key["lora_dropout"]["alternative"].startswith("lora_dropout 0.0 (seed 003")
+    assert data["samples"] == 3000
+    assert not any(d["rule"] == "FILE" for d in data["decisions"])
+
+
+def test_hand_edits_are_named(runner, cli, tmp_path):
+    path = tmp_path / "a.yaml"
+    runner.invoke(cli, ["preset", "a800", "-o", str(path)])
+    text = path.read_text().replace("learning_rate: 2.0e-4", "learning_rate: 3.0e-4").replace(
+        "save_total_limit: 3  # LF-SKELETON\n", "") + "seed: 7\n"
+    path.write_text(text)
+    data = explain_json(runner, cli, str(path))
+    by_key = {d["key"]: d for d in data["decisions"]}
+    assert by_key["learning_rate"]["rule"] == "FILE" and "edited by hand; lfgen wrote 0.0002 (R-LR" in \
+        by_key["learning_rate"]["reason"]
+    assert by_key["seed"]["reason"] == "added by hand"
+    assert any("save_total_limit was removed by hand" in w for w in data["warnings"])
+
+
+def test_user_value_wins_and_explain_says_so(runner, cli):
+    data = explain_json(runner, cli, "a800", "--lr", "3e-4")
+    lr = next(d for d in data["decisions"] if d["key"] == "learning_rate")
+    assert lr["rule"] == "USER" and "overrides R-LR, which gives 0.0002" in lr["reason"]
+
+
+def test_llamafactory_example_file_is_explained(runner, cli, monkeypatch):
+    monkeypatch.chdir(LF_EXAMPLES)
+    data = explain_json(runner, cli, "qwen3_lora_sft.yaml")
+    by_key = {d["key"]: d for d in data["decisions"]}
+    assert by_key["learning_rate"]["rule"] == "FILE" and "overrides R-LR, which gives 0.0002" in \
+        by_key["learning_rate"]["reason"]
+    assert by_key["lora_rank"]["value"] == 8 and by_key["lr_scheduler_type"]["rule"] == "R-SCHED"
+    assert by_key["report_to"]["value"] == "none"  # the file's value stands
+    suggested = {d["key"] for d in data["suggestions"]}
+    assert {"weight_decay", "max_grad_norm", "val_size"} <= suggested
+    assert any(w.startswith("R-HW-BATCH") and "effective batch 1 x 8" in w for w in data["warnings"])
+
+
+def test_explain_text_output(runner, cli):
+    result = runner.invoke(cli, ["explain", "balanced", "--gpu", "T4"])
+    assert result.exit_code == 0
+    for fragment in ("per_device_train_batch_size", "R-HW-BATCH", "R-HW-PRECISION", "no bf16"):
+        assert fragment in result.stdout

@@ -1,0 +1,71 @@
+"""The presets are the seeds' values, exactly (RULES.md §1)."""
+
+from __future__ import annotations
+
+import pytest
+
+from lfgen import BuildOptions, build
+from lfgen.errors import InputError
+from lfgen.presets import get_preset, load_presets, training_block
+
+SEED_002 = {  # RULES.md §1, seed 002 "LoRA 参数配置示例"
+    "lightweight": (16, 32, 0.1, "q_proj,v_proj"),
+    "balanced": (32, 64, 0.1, "q_proj,k_proj,v_proj,o_proj"),
+    "a800": (64, 128, 0.1, "all"),
+    "large-rank": (128, 256, 0.1, "all"),
+}
+SEED_000 = {  # RULES.md §1, seed 000's four schemes, as LLM targets
+    "conservative": (32, 64, 0.1, "q_proj,k_proj,v_proj,o_proj"),
+    "alpha-4x": (32, 128, 0.1, "q_proj,k_proj,v_proj,o_proj"),
+    "aggressive": (64, 128, 0.05, "all"),
+    "efficiency": (8, 16, 0.1, "q_proj,v_proj"),
+}
+A800_TRAINING = {  # seed 002 "总结"
+    "learning_rate": 2.0e-4, "num_train_epochs": 3.0, "per_device_train_batch_size": 4,
+    "gradient_accumulation_steps": 8, "warmup_ratio": 0.1, "lr_scheduler_type": "cosine", "weight_decay": 0.01,
+    "bf16": True, "flash_attn": "fa2", "stage": "sft", "finetuning_type": "lora", "cutoff_len": 2048,
+    "val_size": 0.05, "eval_strategy": "steps", "eval_steps": 200, "logging_steps": 10, "save_steps": 500,
+    "save_total_limit": 3,
+}
+
+
+@pytest.mark.parametrize("name,expected", {**SEED_002, **SEED_000}.items())
+def test_preset_lora_block_is_the_seed(name, expected):
+    config = build(name).config
+    assert (config["lora_rank"], config["lora_alpha"], config["lora_dropout"], config["lora_target"]) == expected
+
+
+@pytest.mark.parametrize("name", list(SEED_002) + list(SEED_000))
+def test_every_preset_has_the_training_block_of_the_seed(name):
+    config = build(name).config
+    assert {k: config[k] for k in A800_TRAINING} == A800_TRAINING
+    assert config["report_to"] == "tensorboard" and config["plot_loss"] is True
+    assert config["disable_gradient_checkpointing"] is False  # R-HW-GC via LlamaFactory's own key
+
+
+def test_every_preset_names_its_source():
+    presets = load_presets()
+    assert list(presets)[:4] == list(SEED_002)
+    assert set(presets) == set(SEED_002) | set(SEED_000) | {"auto"}
+    for preset in presets.values():
+        assert preset.source.startswith(("seed 002", "seed 000", "lfgen"))
+    assert "seed 002" in training_block().source
+
+
+def test_seed_000_names_do_not_collide_with_seed_002():
+    assert not set(SEED_000) & set(SEED_002)
+
+
+def test_auto_takes_rank_dropout_epochs_warmup_from_data_and_batch_from_gpu():
+    small = build("auto", BuildOptions.parse(samples=800, gpu="4090")).config
+    assert (small["lora_rank"], small["lora_alpha"], small["lora_dropout"]) == (32, 64, 0.2)
+    assert (small["num_train_epochs"], small["warmup_ratio"]) == (5.0, 0.05)
+    assert (small["per_device_train_batch_size"], small["gradient_accumulation_steps"]) == (2, 16)
+    big = build("auto", BuildOptions.parse(samples=80_000, gpu="H100")).config
+    assert (big["lora_rank"], big["lora_dropout"], big["num_train_epochs"], big["weight_decay"]) == (128, 0.0, 2.0, 0.0)
+    assert (big["per_device_train_batch_size"], big["gradient_accumulation_steps"]) == (8, 4)
+
+
+def test_unknown_preset_lists_the_valid_ones():
+    with pytest.raises(InputError, match="unknown preset 'a80'.*did you mean: a800.*lightweight, balanced"):
+        get_preset("a80")

@@ -1,0 +1,144 @@
+"""Each rule of RULES.md §2-§4 as lfgen applies it, with its id and reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from lfgen import BuildOptions, build
+from lfgen.rules import batch_for, registry
+
+RULES_MD_IDS = ["R-HW-BATCH", "R-HW-HEADROOM", "R-HW-PRECISION", "R-HW-FA", "R-HW-GC", "R-HW-CLIP", "R-DATA-RANK",
+                "R-DATA-DROPOUT", "R-DATA-EPOCHS", "R-DATA-WARMUP", "R-DATA-WD", "R-ALPHA", "R-LR", "R-TARGET",
+                "R-BIAS", "R-SCHED"]
+
+
+def decided(result, key):
+    return result.decisions[key]
+
+
+def test_every_rule_of_rules_md_is_registered_with_a_seed():
+    for rule_id in RULES_MD_IDS:
+        assert registry()[rule_id].seeds, rule_id
+
+
+@pytest.mark.parametrize("gpu,expected", [("RTX 4090", (2, 16)), ("A100-40", (4, 8)), ("A800", (8, 4)),
+                                          ("T4", (1, 32)), ("L40S", (4, 8)), ("H200", (16, 2))])
+def test_batch_by_gpu_memory_keeps_effective_32(gpu, expected):
+    result = build("a800", BuildOptions.parse(gpu=gpu))
+    config = result.config
+    assert (config["per_device_train_batch_size"], config["gradient_accumulation_steps"]) == expected
+    assert decided(result, "per_device_train_batch_size").rule == "R-HW-BATCH"
+    assert "effective batch 32" in decided(result, "gradient_accumulation_steps").reason
+
+
+@pytest.mark.parametrize("memory", [11, 16, 24, 32, 40, 48, 80, 96, 141, 180])
+@pytest.mark.parametrize("gpus", [1, 2, 3, 4, 5, 8, 16, 64])
+def test_effective_batch_stays_in_32_to_64(memory, gpus):
+    micro, accumulation, _ = batch_for(memory, gpus)
+    assert 32 <= micro * accumulation * gpus <= 64
+
+
+def test_gpu_mem_sizes_the_batch_but_keeps_unknown_capabilities():
+    result = build("a800", BuildOptions.parse(gpu_mem=40))
+    assert (result.config["per_device_train_batch_size"], result.config["gradient_accumulation_steps"]) == (4, 8)
+    assert any("bf16 support unknown" in w for w in result.warnings)
+
+
+def test_no_bf16_gpu_trains_in_fp32_with_the_reason():
+    result = build("a800", BuildOptions.parse(gpu="T4"))
+    assert result.config["bf16"] is False and "fp16" not in result.config
+    assert "no bf16" in decided(result, "bf16").reason and "seed 001" in decided(result, "bf16").reason
+
+
+def test_fp16_only_when_forced_and_then_a_warning_citing_seed_001():
+    result = build("a800", BuildOptions.parse(gpu="T4", precision="fp16"))
+    assert result.config["fp16"] is True and result.config["bf16"] is False
+    assert any(w.startswith("R-HW-PRECISION") and "seed 001" in w for w in result.warnings)
+
+
+@pytest.mark.parametrize("gpu,attention", [("T4", "sdpa"), ("V100-32", "sdpa"), ("RTX 3090", "fa2"), ("H100", "fa2")])
+def test_flash_attention_only_where_supported(gpu, attention):
+    assert build("a800", BuildOptions.parse(gpu=gpu)).config["flash_attn"] == attention
+
+
+def test_rank_moves_alpha_by_the_presets_ratio():
+    assert build("a800", BuildOptions.parse(rank=32)).config["lora_alpha"] == 64
+    assert build("alpha-4x", BuildOptions.parse(rank=16)).config["lora_alpha"] == 64
+    result = build("a800", BuildOptions.parse(rank=32, alpha=16))
+    assert result.config["lora_alpha"] == 16 and decided(result, "lora_alpha").rule == "USER"
+
+
+def test_user_value_wins_and_explain_names_the_overridden_rule():
+    result = build("a800", BuildOptions.parse(gpu="A800", lr=3e-4, set={"per_device_train_batch_size": 2}))
+    lr = decided(result, "learning_rate")
+    assert (lr.value, lr.rule) == (3e-4, "USER") and "overrides R-LR" in lr.reason
+    batch = decided(result, "per_device_train_batch_size")
+    assert (batch.value, batch.rule) == (2, "USER") and "overrides R-HW-BATCH, which gives 8" in batch.reason
+
+
+@pytest.mark.parametrize("samples,dropout,epochs,warmup", [(2000, 0.2, 5.0, 0.05), (8000, 0.1, 4.0, 0.1),
+                                                          (30000, 0.05, 3.0, 0.1), (60000, 0.0, 2.0, 0.1)])
+def test_data_bands(samples, dropout, epochs, warmup):
+    config = build("balanced", BuildOptions.parse(samples=samples)).config
+    assert (config["lora_dropout"], config["num_train_epochs"], config["warmup_ratio"]) == (dropout, epochs, warmup)
+
+
+def test_fixed_rank_outside_the_band_is_a_warning_not_a_change():
+    result = build("large-rank", BuildOptions.parse(samples=2000))
+    assert result.config["lora_rank"] == 128
+    assert any("R-DATA-RANK" in w and "outside seed 002's band 16-32" in w for w in result.warnings)
+
+
+def test_pinned_dropout_is_kept_with_a_warning():
+    result = build("aggressive", BuildOptions.parse(samples=2000))
+    assert result.config["lora_dropout"] == 0.05
+    assert any(w.startswith("R-DATA-DROPOUT") for w in result.warnings)
+
+
+def test_dropout_disagreement_shows_the_alternative():
+    assert "seed 003" in decided(build("a800"), "lora_dropout").alternative
+
+
+def test_bias_is_not_invented():
+    result = build("alpha-4x")
+    assert "bias" not in result.config and "lora_bias" not in result.config
+    assert any(w.startswith("R-BIAS") and "no LoRA bias option" in w for w in result.warnings)
+
+
+def test_rank_counted_from_the_local_dataset(dataset_dir):
+    result = build("auto", BuildOptions.parse(dataset=["my_sft"], dataset_dir=str(dataset_dir)))
+    assert result.samples == 2000 and result.config["lora_rank"] == 32
+    assert "2,000 rows" in result.samples_note
+
+
+def test_jsonl_rows_are_counted(tmp_path):
+    from .conftest import make_dataset_dir
+
+    data = make_dataset_dir(tmp_path / "d", rows=6000, fmt="jsonl")
+    assert build("auto", BuildOptions.parse(dataset=["my_sft"], dataset_dir=str(data))).samples == 6000
+
+
+def test_learning_rate_outside_the_lora_range_warns():
+    assert any(w.startswith("R-LR") for w in build("a800", BuildOptions.parse(lr=1e-3)).warnings)
+
+
+def test_only_o_proj_warns():
+    assert any(w.startswith("R-TARGET") for w in build("a800", BuildOptions.parse(target="o_proj")).warnings)
+
+
+def test_target_sets_resolve():
+    assert build("a800", BuildOptions.parse(target="qv")).config["lora_target"] == "q_proj,v_proj"
+    assert build("a800", BuildOptions.parse(target="attn")).config["lora_target"] == "q_proj,k_proj,v_proj,o_proj"
+
+
+@pytest.mark.parametrize("model,template", [("Qwen/Qwen2.5-7B-Instruct", "qwen"), ("Qwen/Qwen3-8B", "qwen3"),
+                                            ("meta-llama/Meta-Llama-3.1-8B-Instruct", "llama3"),
+                                            ("mistralai/Mistral-7B-Instruct-v0.3", "mistral"),
+                                            ("google/gemma-2-9b-it", "gemma2"), ("/models/unknown-thing", "default")])
+def test_template_from_the_model_family(model, template):
+    assert build("a800", BuildOptions.parse(model=model)).config["template"] == template
+
+
+def test_headroom_warning_when_the_seed_figure_does_not_fit():
+    assert any(w.startswith("R-HW-HEADROOM") for w in build("large-rank", BuildOptions.parse(gpu="4090")).warnings)
+    assert not any(w.startswith("R-HW-HEADROOM") for w in build("lightweight", BuildOptions.parse(gpu="4090")).warnings)

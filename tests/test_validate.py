@@ -1,0 +1,111 @@
+"""lfgen validate: every problem of every file at once; LlamaFactory's own parser on lfgen's output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lfgen import BuildOptions, build, render_build
+from lfgen.presets import load_presets
+from lfgen.validation import validate
+
+from .conftest import LF_EXAMPLES, make_dataset_dir, needs_llamafactory
+
+
+def write(path: Path, text: str) -> str:
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def test_all_problems_of_all_files_at_once(tmp_path, runner, cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    make_dataset_dir(tmp_path / "data")
+    one = write(tmp_path / "one.yaml", "model_name_or_path: m\ndataset: my_sft\nlora_rank: abc\nlora_dropout: 1.5\n"
+                                       "lora_rnk: 8\ntemplate: qwen9\n")
+    two = write(tmp_path / "two.yaml", "model_name_or_path: m\ndataset: nope\nbf16: true\nfp16: true\n")
+    three = write(tmp_path / "three.yaml", "- a list\n")
+    result = runner.invoke(cli, ["validate", one, two, three, str(tmp_path / "missing.yaml"), "--no-parser"])
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert f"{one}: lora_rank: must be an integer (got 'abc')" in lines
+    assert f"{one}: lora_dropout: must be less than 1 (got 1.5)" in lines
+    assert any(line.startswith(f"{one}: lora_rnk: not a LlamaFactory 0.9.5 key (did you mean: lora_rank") for line in lines)
+    assert any(line.startswith(f"{one}: template: 'qwen9' is not a LlamaFactory") for line in lines)
+    assert any(line.startswith(f"{two}: dataset: 'nope' is not registered in data/dataset_info.json") for line in lines)
+    assert f"{two}: bf16, fp16: both are true; keep one mixed precision (bf16 where the GPU has it)" in lines
+    assert any(line.startswith(f"{three}: the file holds a list, not a mapping") for line in lines)
+    assert f"{tmp_path / 'missing.yaml'}: no such config file; check the path" in lines
+    assert "4 of 4 file(s) have problems" in result.stderr
+
+
+def test_json_report(tmp_path, runner, cli):
+    path = write(tmp_path / "bad.yaml", "model_name_or_path: m\nlora_rank: 0\n")
+    result = runner.invoke(cli, ["validate", path, "--no-parser", "--json"])
+    data = json.loads(result.stdout)
+    assert result.exit_code == 1 and data["ok"] is False
+    assert data["files"][0] == {"path": path, "ok": False, "problems": ["lora_rank: must be greater than 0 (got 0)"],
+                                "notes": []}
+    assert set(data["llamafactory"]) >= {"version", "parser_run"}
+
+
+def test_dataset_dir_without_dataset_info_is_a_problem(tmp_path):
+    path = write(tmp_path / "c.yaml", f"model_name_or_path: m\ndataset: x\ndataset_dir: {tmp_path}\n")
+    report = validate([path], run_parser=False)
+    assert report.files[0].problems == [f"dataset_dir: {tmp_path} has no dataset_info.json; register your data there "
+                                        "(https://github.com/hiyouga/LLaMA-Factory/blob/main/data/README.md) or pass "
+                                        "another --dataset-dir"]
+
+
+def test_yaml_floats_are_read_the_llamafactory_way(tmp_path):
+    path = write(tmp_path / "c.yaml", "model_name_or_path: m\nlearning_rate: 1e-4\n")
+    assert validate([path], run_parser=False).ok  # OmegaConf reads 1e-4 as a float; plain PyYAML would not
+
+
+TIERS = ["T4", "RTX 4090", "A100-40", "A800", "H200"]
+MODELS = ["Qwen/Qwen2.5-7B-Instruct", "meta-llama/Meta-Llama-3.1-8B-Instruct", "mistralai/Mistral-7B-Instruct-v0.3"]
+
+
+@pytest.mark.slow
+@needs_llamafactory
+def test_every_preset_x_gpu_x_model_passes_validate_and_llamafactorys_parser(tmp_path, monkeypatch):
+    """9 presets x 5 GPU tiers x 3 model families = 135 configs, one parser subprocess."""
+    monkeypatch.chdir(tmp_path)
+    make_dataset_dir(tmp_path / "data")
+    paths = []
+    for name in load_presets():
+        for gpu in TIERS:
+            for model in MODELS:
+                result = build(name, BuildOptions.parse(gpu=gpu, model=model, dataset=["my_sft"], dataset_dir="data"))
+                path = tmp_path / f"{name}-{gpu.replace(' ', '')}-{model.split('/')[1]}.yaml"
+                paths.append(write(path, render_build(result)))
+    report = validate(paths)
+    assert report.llamafactory["parser_run"] is True, report.llamafactory
+    assert report.ok, [(f.path, f.problems) for f in report.files if f.problems]
+    assert len(report.files) == 135
+
+
+@pytest.mark.slow
+@needs_llamafactory
+def test_llamafactorys_own_examples_are_accepted(monkeypatch):
+    monkeypatch.chdir(LF_EXAMPLES)
+    names = ["qwen3_lora_sft.yaml", "qwen3_lora_pretrain.yaml", "qwen3_lora_dpo.yaml", "qwen3_lora_kto.yaml",
+             "qwen3_lora_reward.yaml", "qwen3_lora_sft_otfq.yaml", "llama3_lora_sft_gptq.yaml",
+             "llama3_lora_sft_awq.yaml"]
+    report = validate(names)
+    assert report.llamafactory["parser_run"] is True
+    assert report.ok, [(f.path, f.problems) for f in report.files if f.problems]
+
+
+@pytest.mark.slow
+@needs_llamafactory
+def test_llamafactorys_parser_errors_are_shown_cleanly(tmp_path, monkeypatch):
+    monkeypatch.chdir(LF_EXAMPLES)
+    report = validate(["qwen3_lora_sft_ds3.yaml"])  # DeepSpeed config; deepspeed is not installed
+    problems = report.files[0].problems
+    assert len(problems) == 1 and problems[0].startswith("LlamaFactory's parser: ") and "deepspeed" in problems[0]
+    bad = write(tmp_path / "bad.yaml", "model_name_or_path: m\nfinetuning_type: lora\nquantization_bit: 4\n"
+                                       "stage: sft\ndo_train: true\ndo_predict: true\n")
+    problems = validate([bad]).files[0].problems
+    assert any("predict_with_generate" in p for p in problems), problems
