@@ -1,0 +1,57 @@
+"""Write docs/rules.md from presets/rules.yaml (the rule registry): `python scripts/gen_rules_doc.py`.
+
+tests/test_docs.py fails when docs/rules.md and the registry differ.
+"""
+
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lfgen.rules import registry  # noqa: E402
+
+INTRO = """# Rule reference
+
+Every value lfgen writes names the rule that chose it (the note after each value in a generated
+YAML, and the `rule` of each decision in `lfgen explain --json`). This page lists every rule id,
+the source document it comes from (`../shared/seeds/`, digested in `RULES.md`), what the source
+says, and what lfgen does with it. It is generated from `presets/rules.yaml`, where the numbers
+(batch tiers, data-size bands) live; edit that file and run `python scripts/gen_rules_doc.py`.
+
+## Where the sources disagree, and what lfgen picked
+
+| question | seeds say | lfgen's default | how to get the other |
+|---|---|---|---|
+| LoRA dropout | seed 002: 0.1 in general, by data size 0.0-0.2; seed 003: 0.0 by default; seed 004: 0.3-0.5 on small data | seed 002's bands (the presets come from seed 002); explain shows seed 003's 0.0 as the alternative | `--dropout 0` |
+| rank for the data size | seed 002: bands 16-32 / 32-64 / 64-128; seed 003: start at 64, never above 64 under 1K samples; seed 004: start at 8 | the top of seed 002's band (auto preset); named presets keep their rank and warn | `--rank N` |
+| batch on an 80 GB GPU | seed 002 "总结": 4 x 8; seed 002 "显存 vs Batch Size": 8 x 4 | 4 x 8 when no GPU is given; 8 x 4 with `--gpu A800` | `--set per_device_train_batch_size=...` |
+| epochs for the data size | seed 002: ranges (5-10 under 5K samples ...) | the low end of each range; the eval split tells when to stop | `--epochs N` |
+| gradient checkpointing | seed 002 writes `gradient_checkpointing: true` | LlamaFactory's own `disable_gradient_checkpointing: false` (it enables checkpointing itself) | `--set disable_gradient_checkpointing=true` to turn it off |
+| LoRA bias | seed 000's schemes 2 and 3 ask for `lora_only` | not written: LlamaFactory has no LoRA bias option; a warning says so | - |
+
+## Rules
+"""
+
+
+def render() -> str:
+    parts = [INTRO]
+    for rule in registry().values():
+        seeds = ", ".join(f"seed {s}" for s in rule.seeds) or "lfgen / LlamaFactory facts"
+        parts.append(f"\n### {rule.id}: {rule.title}\n\n- **Source:** {seeds}\n- **The source says:** {rule.says}\n"
+                     f"- **lfgen:** {rule.lfgen}\n")
+        extra = rule.model_extra or {}
+        for name in ("tiers", "bands"):
+            if name in extra:
+                rows = extra[name]
+                cols = list(rows[0])
+                parts.append("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n")
+                parts.extend("| " + " | ".join("open" if r[c] is None else str(r[c]) for c in cols) + " |\n"
+                             for r in rows)
+    return "".join(parts)
+
+
+if __name__ == "__main__":
+    out = ROOT / "docs" / "rules.md"
+    out.write_text(render(), encoding="utf-8")
+    print(f"wrote {out}")

@@ -1,0 +1,51 @@
+"""Docs are part of the feature: generated references stay in sync, the README keeps its two commands."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(script: str):
+    spec = importlib.util.spec_from_file_location(script, ROOT / "scripts" / f"{script}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rules_md_matches_the_registry():
+    assert (ROOT / "docs" / "rules.md").read_text(encoding="utf-8") == _load("gen_rules_doc").render(), \
+        "docs/rules.md is stale: run python scripts/gen_rules_doc.py"
+
+
+def test_every_rule_id_a_build_uses_is_documented():
+    from lfgen import BuildOptions, build
+    from lfgen.presets import load_presets
+    from lfgen.rules import registry
+
+    used = set()
+    for name in load_presets():
+        result = build(name, BuildOptions.parse(gpu="T4", samples=3000, lr=1e-3, set={"seed": 1}))
+        used |= {d.rule for d in result.decisions.values()} | {w.split(":")[0] for w in result.warnings}
+    assert used <= set(registry()), used - set(registry())
+
+
+def test_readme_has_exactly_two_setup_commands_and_the_command_tour():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    setup = re.search(r"## Set up\n(.*?)\n## ", readme, re.S).group(1)
+    commands = re.findall(r"```(?:bash|sh)\n(.*?)```", setup, re.S)
+    assert len(commands) == 2, commands
+    assert "scripts/test" in commands[1]
+    from lfgen.cli import cli
+
+    for command in cli.commands:
+        assert f"lfgen {command}" in readme, command
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    test_command = re.search(r"## Set up\n.*?```(?:bash|sh)\n.*?```.*?```(?:bash|sh)\n(.*?)```", readme, re.S).group(1)
+    assert test_command.strip() in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
