@@ -9,7 +9,7 @@ one-line reason; a rule overridden by a higher source is named in the reason.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,8 @@ class BuildOptions(BaseModel):
             raise InputError("; ".join(lines)) from None
 
 
-class Decision(BaseModel):
+@dataclass(frozen=True)
+class Decision:
     """Why one key has its value."""
 
     key: str
@@ -80,6 +81,9 @@ class Decision(BaseModel):
     reason: str
     source: str
     alternative: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass
@@ -305,7 +309,8 @@ def _data_rules(ctx: _Context) -> None:
     low, high = rank_band["range"]
     if preset is not None and "lora_rank" not in pinned:
         ctx.choose("lora_rank", rank_band["value"], "R-DATA-RANK",
-                   f"{count}: seed 002's band is rank {low}-{high}; lfgen takes the top")
+                   f"{count}: seed 002's band is rank {low}-{high}; lfgen takes the top",
+                   alternative=rules.rule("R-DATA-RANK").table("alternative"))
     small = rules.rule("R-DATA-RANK").table("small_data")
     rank = ctx.get("lora_rank")
     if isinstance(rank, int) and not low <= rank <= high:

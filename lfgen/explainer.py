@@ -28,9 +28,9 @@ class Explanation:
         return {
             "source": self.source,
             "config": self.config,
-            "decisions": [d.model_dump() for d in self.decisions],
+            "decisions": [d.to_json() for d in self.decisions],
             "warnings": self.warnings,
-            "suggestions": [d.model_dump() for d in self.suggestions],
+            "suggestions": [d.to_json() for d in self.suggestions],
             "samples": self.samples,
             "gpu": self.gpu,
         }

@@ -5,30 +5,30 @@ from __future__ import annotations
 import functools
 import re
 
-from pydantic import BaseModel, ConfigDict, Field
+from dataclasses import dataclass
 
 from lfgen.errors import InputError, did_you_mean
 from lfgen.resources import load_data
 
 
-class Gpu(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+@dataclass(frozen=True)
+class Gpu:
+    """One GPU model of the catalog (tests/test_catalogs.py validates every entry)."""
 
     name: str
-    memory_gb: float = Field(gt=0)
+    memory_gb: float
     bf16: bool | None  # None: unknown (only --gpu-mem was given)
     fa2: bool | None
     arch: str = "unknown"
-    aliases: list[str] = []
+    aliases: tuple[str, ...] = ()
 
 
-class Hardware(BaseModel):
+@dataclass(frozen=True)
+class Hardware:
     """What the config is sized for: one GPU model, how many of them."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     gpu: Gpu
-    num_gpus: int = Field(default=1, ge=1)
+    num_gpus: int = 1
 
     @property
     def capabilities_known(self) -> bool:
@@ -44,7 +44,7 @@ def _catalog() -> tuple[dict[str, Gpu], dict[str, list[str]]]:
     data = load_data("gpus.yaml")
     by_key: dict[str, Gpu] = {}
     for entry in data["gpus"]:
-        gpu = Gpu.model_validate(entry)
+        gpu = Gpu(**{**entry, "aliases": tuple(entry.get("aliases", ()))})
         for key in [gpu.name, *gpu.aliases]:
             by_key[_norm(key)] = gpu
         by_key.setdefault(_norm(gpu.name.removeprefix("RTX ")), gpu)

@@ -66,6 +66,21 @@ def yaml_scalar(value: Any) -> str:
     return text
 
 
+def _bytecode_cache():
+    """Compiled templates under the user cache dir: compiling costs ~10 ms of every start."""
+    import os
+    from pathlib import Path
+
+    import jinja2
+
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lfgen" / "jinja"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only home: compile every time
+        return None
+    return jinja2.FileSystemBytecodeCache(str(root))
+
+
 @functools.cache
 def _environment():
     import jinja2
@@ -73,7 +88,7 @@ def _environment():
     from lfgen.resources import templates_dir
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(templates_dir()), undefined=jinja2.StrictUndefined,
-                             keep_trailing_newline=True, autoescape=False)
+                             keep_trailing_newline=True, autoescape=False, bytecode_cache=_bytecode_cache())
     env.filters["yaml"] = yaml_scalar
     return env
 

@@ -10,31 +10,38 @@ import functools
 import math
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from dataclasses import dataclass, field
 
 from lfgen.resources import load_data
 
 
-class Rule(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True)
+@dataclass(frozen=True)
+class Rule:
+    """One rule of the registry; ``tables`` holds its data (bands, tiers, ...)."""
 
     id: str
     title: str
-    seeds: list[str]
+    seeds: tuple[str, ...]
     says: str
     lfgen: str
+    tables: dict[str, Any] = field(default_factory=dict)
 
     @property
     def source(self) -> str:
         return ", ".join(f"seed {s}" for s in self.seeds) if self.seeds else "lfgen"
 
     def table(self, name: str) -> Any:
-        return getattr(self, name)
+        return self.tables[name]
 
 
 @functools.cache
 def registry() -> dict[str, Rule]:
-    return {rid: Rule(id=rid, **body) for rid, body in load_data("rules.yaml")["rules"].items()}
+    rules = {}
+    for rule_id, body in load_data("rules.yaml")["rules"].items():
+        body = dict(body)
+        text = {key: body.pop(key) for key in ("title", "says", "lfgen")}
+        rules[rule_id] = Rule(id=rule_id, seeds=tuple(body.pop("seeds")), tables=body, **text)
+    return rules
 
 
 def rule(rule_id: str) -> Rule:

@@ -40,7 +40,7 @@ def render() -> str:
         seeds = ", ".join(f"seed {s}" for s in rule.seeds) or "lfgen / LlamaFactory facts"
         parts.append(f"\n### {rule.id}: {rule.title}\n\n- **Source:** {seeds}\n- **The source says:** {rule.says}\n"
                      f"- **lfgen:** {rule.lfgen}\n")
-        extra = rule.model_extra or {}
+        extra = rule.tables
         for name in ("tiers", "bands"):
             if name in extra:
                 rows = extra[name]

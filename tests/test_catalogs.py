@@ -1,0 +1,56 @@
+"""Every shipped data file is valid: GPU catalog, template table, rule tables (one loader, one test each)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from lfgen.hardware import _catalog, _norm, find_gpu, gpu_names
+from lfgen.lf_catalog import snapshot
+from lfgen.resources import load_data
+from lfgen.rules import registry
+
+ISSUE_GPUS = ["T4", "V100-16", "V100-32", "RTX 3090", "RTX 4090", "A10", "A10G", "L4", "A6000", "L40S", "A100-40",
+              "A100-80", "A800", "H100", "H800", "H200"]
+
+
+@pytest.mark.parametrize("entry", load_data("gpus.yaml")["gpus"], ids=lambda e: e["name"])
+def test_gpu_entry(entry):
+    assert set(entry) <= {"name", "memory_gb", "bf16", "fa2", "arch", "aliases"}
+    assert isinstance(entry["memory_gb"], (int, float)) and 8 <= entry["memory_gb"] <= 300
+    assert isinstance(entry["bf16"], bool) and isinstance(entry["fa2"], bool)
+    assert entry["arch"] in {"Volta", "Turing", "Ampere", "Ada", "Hopper", "Blackwell"}
+    # bf16 and FlashAttention-2 both start with Ampere.
+    assert entry["bf16"] == entry["fa2"] == (entry["arch"] not in {"Volta", "Turing"})
+    assert find_gpu(entry["name"]).name == entry["name"]
+    for alias in entry["aliases"]:
+        assert find_gpu(alias).name == entry["name"]
+
+
+def test_catalog_covers_the_issue_list_and_names_are_unique():
+    names = gpu_names()
+    assert set(ISSUE_GPUS) <= set(names)
+    keys = [_norm(k) for e in load_data("gpus.yaml")["gpus"] for k in [e["name"], *e["aliases"]]]
+    assert len(keys) == len(set(keys))
+    by_key, ambiguous = _catalog()
+    assert not set(ambiguous) & set(by_key)
+
+
+@pytest.mark.parametrize("family", load_data("templates.yaml")["families"], ids=lambda f: f["template"])
+def test_template_table_names_real_llamafactory_templates(family):
+    assert family["template"] in snapshot().templates
+    re.compile(family["pattern"])
+
+
+@pytest.mark.parametrize("rule", list(registry().values()), ids=lambda r: r.id)
+def test_rule_entry(rule):
+    assert rule.title and rule.says and rule.lfgen
+    assert all(re.fullmatch(r"00[0-4]", s) for s in rule.seeds)
+    if "bands" in rule.tables:
+        bounds = [b["upto"] for b in rule.tables["bands"]]
+        assert bounds[-1] is None and bounds[:-1] == sorted(bounds[:-1])
+    if "tiers" in rule.tables:
+        assert [t["min_gb"] for t in rule.tables["tiers"]] == sorted((t["min_gb"] for t in rule.tables["tiers"]),
+                                                                      reverse=True)
+        assert rule.tables["tiers"][-1]["min_gb"] == 0
