@@ -71,6 +71,18 @@ def describe() -> dict:
             "keys": keys, "templates": sorted(TEMPLATES)}
 
 
+def from_argv(argv: list[str]) -> dict:
+    """What `llamafactory-cli train <yaml> key=value ...` would parse: LlamaFactory's own read_args."""
+    from llamafactory.hparams.parser import read_args
+
+    saved = sys.argv
+    sys.argv = ["llamafactory-cli", *argv]
+    try:
+        return read_args()
+    finally:
+        sys.argv = saved
+
+
 def parse(config: dict, cuda: bool) -> str | None:
     """LlamaFactory's own get_train_args on one config; None when it accepts it, else its message.
 
@@ -104,8 +116,13 @@ def main(request_path: str, result_path: str) -> None:
     import torch
 
     result["cuda"] = cuda = torch.cuda.is_available()
-    result["results"] = [{"id": item["id"], "error": parse(item["config"], cuda)}
-                         for item in request.get("configs", [])]
+    results = []
+    for item in request.get("configs", []):
+        config = item["config"]
+        if "__argv__" in config:  # a command line: the YAML path plus key=value overrides
+            config = from_argv(config["__argv__"])
+        results.append({"id": item["id"], "error": parse(config, cuda)})
+    result["results"] = results
     with open(result_path, "w", encoding="utf-8") as handle:
         json.dump(result, handle)
 

@@ -272,6 +272,89 @@ def validate(files: tuple[str, ...], no_parser: bool, as_json: bool) -> None:
         sys.exit(1)
 
 
+# --- sweep -----------------------------------------------------------------------------------------
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("axis")
+@click.argument("values", nargs=-1)
+@click.option("--base", help="Preset name or config file the runs start from (default: a800).")
+@click.option("--from", "from_", metavar="EXPERIMENT|OUTPUTS",
+              help="Staged tuning: start from the best finished run there (by --metric).")
+@click.option("--metric", default="eval_loss", show_default=True,
+              help="What 'best' means for --from (losses: lowest; scores such as predict_rouge-l: highest).")
+@click.option("--name", help="Experiment name (default: <axis>-sweep).")
+@click.option("--space", type=click.Path(dir_okay=False), help="random: the space file (ranges, log, choices).")
+@click.option("--seed", type=int, default=0, show_default=True, help="random: the sampling seed.")
+@click.option("--export", type=click.Choice(["wandb"]), help="Also write a W&B sweep of the same values.")
+@click.option("--experiments-dir", default="experiments", show_default=True)
+@click.option("--outputs-dir", default="outputs", show_default=True, help="Runs train in OUTPUTS/<name>/<run>.")
+@click.option("--force", is_flag=True, help="Replace an existing experiment of the same name.")
+@build_options
+def sweep(axis: str, values: tuple[str, ...], base: str | None, from_: str | None, metric: str, name: str | None,
+          space: str | None, seed: int, export: str | None, experiments_dir: str, outputs_dir: str, force: bool,
+          **kwargs: Any) -> None:
+    """Lay out an experiment: one LlamaFactory YAML per run along AXIS.
+
+    \b
+    AXIS: rank (16 32 64 128, alpha = 2 x rank), alpha (r 2r 4r at the base rank),
+          lr (1e-4 2e-4 5e-4), target (qv attn all), dropout (0.0 0.1 0.2), epochs (1 3 5);
+          VALUES replace the defaults.
+          grid KEY=V1,V2 ...  any LlamaFactory keys (join module names with +)
+          random N --space FILE [--seed S]
+          plan                seed 000's tuning order for the base, as commands
+
+    Writes experiments/<name>/experiment.yaml and runs/<run>.yaml; each run trains in its own
+    outputs/<name>/<run>. An existing experiment is kept unless --force.
+
+    \b
+    Examples:
+      lfgen sweep target
+      lfgen sweep rank --base a800 --model ./qwen2-7b --gpu a800
+      lfgen sweep lr 1e-4 2e-4 3e-4 5e-4 --base configs/mine.yaml --name lr-scan
+      lfgen sweep grid lora_rank=16,32,64 learning_rate=1e-4,2e-4
+      lfgen sweep random 12 --space space.yaml --seed 0
+      lfgen sweep alpha --from experiments/rank-sweep
+      lfgen sweep plan --base lightweight
+    """
+    from lfgen.api import make_sweep, sweep_plan
+
+    options = _options(kwargs)
+    if axis == "plan":
+        for line in sweep_plan(base or "a800", options):
+            click.echo(line)
+        return
+    experiment = make_sweep(axis, list(values), base=base, options=options, name=name, force=force, from_=from_,
+                            metric=metric, seed=seed, space=space, export=export, experiments_dir=experiments_dir,
+                            outputs_dir=outputs_dir)
+    _print_experiment(experiment)
+
+
+def _print_experiment(experiment) -> None:
+    from rich.table import Table
+
+    manifest = experiment.manifest
+    table = Table(title=f"{experiment.path}: {len(manifest.runs)} runs on {manifest.base}", title_justify="left")
+    for column in ("run", "what varies", "trainable params", "peak memory", "fits"):
+        table.add_column(column, overflow="fold")
+    for run in manifest.runs:
+        estimate = run.estimate or {}
+        varies = ", ".join(f"{k}={_show(v)}" for k, v in run.varies.items()) or "(the base)"
+        params = f"{estimate['trainable_params']:,}" if "trainable_params" in estimate else "-"
+        memory = f"{estimate['memory_gib']:.1f} GiB" if "memory_gib" in estimate else "-"
+        fits = {True: "yes", False: "no"}.get(estimate.get("fits"), "?")
+        table.add_row(run.name, varies, params, memory, fits)
+    _console().print(table)
+    for dropped in manifest.dropped:
+        click.echo(f"dropped {dropped['name']}: {dropped['reason']}", err=True)
+    if manifest.base_from:
+        source = manifest.base_from
+        click.echo(f"base: run {source['run']} of {source['source']} ({source['metric']} {source['value']:.4g})",
+                   err=True)
+    click.echo(f"wrote {experiment.path}/{'experiment.yaml'} and {len(manifest.runs)} run configs; train one with "
+               f"llamafactory-cli train {experiment.path}/{manifest.runs[0].config}", err=True)
+
+
 def main() -> None:
     import os
 

@@ -99,7 +99,11 @@ class ProbeResult:
 
 def probe(configs: dict[str, dict[str, Any]] | None = None, *, python: str | None = None,
           timeout: float = 600) -> ProbeResult:
-    """Describe the installed LlamaFactory and run its parser on *configs* (id -> config), in one subprocess."""
+    """Describe the installed LlamaFactory and run its parser on *configs* (id -> config), in one subprocess.
+
+    A config ``{"__argv__": ["cfg.yaml", "key=value", ...]}`` is read the way ``llamafactory-cli train``
+    reads its command line (YAML plus OmegaConf overrides); give absolute paths.
+    """
     python = python or find_python()
     if python is None:
         raise InputError(f"LlamaFactory is not installed; install it with {INSTALL_HINT}")

@@ -33,7 +33,7 @@ _GROUP_SECTION = {"model": "model", "finetuning": "method", "data": "dataset", "
                   "generating": "generate"}
 
 
-class _Dumper(yaml.SafeDumper):
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # libyaml's emitter when PyYAML has it
     """Quotes every string LlamaFactory's loader would read as something else (``1e-4`` is a float there)."""
 
 
@@ -57,12 +57,24 @@ def _short_float(value: float) -> str | None:
 def yaml_scalar(value: Any) -> str:
     """One value as a single line of YAML that reads back as the same value, with PyYAML's safe
     loader and with LlamaFactory's (OmegaConf's) loader alike."""
-    if isinstance(value, float) and (short := _short_float(value)) is not None:
+    if isinstance(value, (list, dict)):
+        return _dump(value)
+    return _cached_scalar(type(value), value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_scalar(kind: type, value: Any) -> str:
+    # Sweeps render thousands of configs that share most values; yaml.dump is the slow part.
+    if kind is float and (short := _short_float(value)) is not None:
         return short
-    text = yaml.dump(value, Dumper=_Dumper, default_flow_style=True, allow_unicode=True, width=2**31)
+    return _dump(value)
+
+
+def _dump(value: Any) -> str:
+    text = yaml.dump(value, Dumper=_Dumper, default_flow_style=True, allow_unicode=True, width=2**31 - 1)
     text = text.removesuffix("\n").removesuffix("\n...")
     if _LINE_BREAKS.intersection(text):  # the double-quoted style escapes line breaks as \n, \N, \L, \P
-        text = yaml.dump(value, Dumper=_Dumper, default_style='"', allow_unicode=True, width=2**31).rstrip("\n")
+        text = yaml.dump(value, Dumper=_Dumper, default_style='"', allow_unicode=True, width=2**31 - 1).rstrip("\n")
     return text
 
 

@@ -1,0 +1,213 @@
+"""Experiments on disk: ``experiments/<name>/experiment.yaml`` and one LlamaFactory YAML per run.
+
+The manifest records the base and where it came from, the axis or space, the seed, and every
+run with its overrides, config path, output dir and estimate. Everything is built in memory
+first and written to a temporary folder that replaces the old one in one rename, so an error
+leaves nothing half-written and an existing experiment is never touched without ``force``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict
+
+from lfgen.builder import Build, BuildOptions, build
+from lfgen.errors import InputError
+from lfgen.sweeps import RunSpec, check_name
+
+MANIFEST = "experiment.yaml"
+
+
+class RunEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    overrides: dict[str, Any]
+    varies: dict[str, Any]
+    config: str  # relative to the experiment folder
+    output_dir: str  # as written in the config (relative to the project root)
+    estimate: dict[str, Any] | None = None
+
+
+class Manifest(BaseModel):
+    """What ``experiment.yaml`` holds; the runner and ``lfgen compare`` read it back."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    lfgen: str
+    created: str
+    base: str
+    base_from: dict[str, Any] | None = None  # staged tuning: the finished run this base was taken from
+    options: dict[str, Any]
+    sweep: dict[str, Any]  # {"axis": ..., "values"/"grid"/"space": ..., "seed": ...}
+    runs: list[RunEntry]
+    dropped: list[dict[str, Any]] = []
+
+
+@dataclass
+class Experiment:
+    path: Path
+    manifest: Manifest
+
+
+def _merge(options: BuildOptions, overrides: dict[str, Any], output_dir: str) -> BuildOptions:
+    values = options.model_dump(exclude_defaults=True)
+    extra_set = {**values.get("set", {}), **overrides.get("set", {})}
+    values.update({k: v for k, v in overrides.items() if k != "set"})
+    values["set"] = extra_set
+    values["output_dir"] = output_dir
+    return BuildOptions.parse(**values)
+
+
+def varying_keys(base: dict[str, Any], configs: list[dict[str, Any]]) -> list[str]:
+    """The keys whose values differ between the runs (for one run: from the base), output_dir aside."""
+    keys = dict.fromkeys(k for config in [base, *configs] for k in config)
+    keys.pop("output_dir", None)
+    if len(configs) == 1:
+        return [k for k in keys if base.get(k) != configs[0].get(k)]
+    return [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1]
+
+
+def plan_runs(name: str, base: str, options: BuildOptions, runs: list[RunSpec], outputs_dir: str = "outputs"
+              ) -> tuple[Build, list[tuple[RunSpec, Build]]]:
+    """Build the base and every run in memory (any error surfaces before a file is written)."""
+    check_name(name)
+    base_build = build(base, options)
+    built = []
+    for run in runs:
+        output_dir = f"{outputs_dir}/{name}/{run.name}"
+        built.append((run, build(base, _merge(options, run.options, output_dir))))
+    return base_build, built
+
+
+def write(name: str, base: str, options: BuildOptions, runs: list[RunSpec], sweep: dict[str, Any], *,
+          experiments_dir: str = "experiments", outputs_dir: str = "outputs", force: bool = False,
+          base_from: dict[str, Any] | None = None, estimates: dict[str, dict[str, Any]] | None = None,
+          dropped: list[dict[str, Any]] | None = None, extra_files: dict[str, str] | None = None) -> Experiment:
+    """Write ``<experiments_dir>/<name>/``: the manifest and ``runs/<run>.yaml`` for every run."""
+    from lfgen import __version__
+    from lfgen.api import render_build
+
+    target = Path(experiments_dir) / check_name(name)
+    if target.exists() and not force:
+        raise InputError(f"--name: experiment {target} already exists; pass --force to replace it, or --name NEW")
+    base_build, built = plan_runs(name, base, options, runs, outputs_dir)
+    varying = varying_keys(base_build.config, [result.config for _, result in built])
+    entries, files = [], {}
+    for run, result in built:
+        rel = f"runs/{run.name}.yaml"
+        files[rel] = render_build(result)
+        entries.append(RunEntry(name=run.name, overrides=run.options,
+                                varies={k: result.config.get(k) for k in varying},
+                                config=rel, output_dir=result.config["output_dir"],
+                                estimate=(estimates or {}).get(run.name)))
+    manifest = Manifest(name=name, lfgen=__version__, created=_dt.datetime.now().isoformat(timespec="seconds"),
+                        base=base, base_from=base_from, options=options.model_dump(exclude_defaults=True),
+                        sweep=sweep, runs=entries, dropped=dropped or [])
+    files[MANIFEST] = yaml.dump(json.loads(manifest.model_dump_json()), Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper),
+                                sort_keys=False, allow_unicode=True)
+    files.update(extra_files or {})
+    _replace_dir(target, files)
+    return Experiment(path=target, manifest=manifest)
+
+
+def _replace_dir(target: Path, files: dict[str, str]) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        for rel, text in files.items():
+            path = staging / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            target.rename(old)
+            staging.rename(target)
+            shutil.rmtree(old)
+        else:
+            staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def load(path: str | Path) -> Experiment:
+    """Read an experiment folder (or its ``experiment.yaml``)."""
+    path = Path(path)
+    manifest_path = path if path.name == MANIFEST else path / MANIFEST
+    if not manifest_path.is_file():
+        raise InputError(f"{path}: not an experiment (no {MANIFEST}); `lfgen sweep` writes one")
+    data = yaml.safe_load(manifest_path.read_text(encoding="utf-8"))
+    return Experiment(path=manifest_path.parent, manifest=Manifest.model_validate(data))
+
+
+# --- finished runs, for staged tuning ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finished:
+    run: str
+    output_dir: Path
+    config: Path | None
+    metric: str
+    value: float
+
+
+def _lower_is_better(metric: str) -> bool:
+    return any(word in metric for word in ("loss", "perplexity", "runtime"))
+
+
+def _metric(output_dir: Path, metric: str) -> float | None:
+    results = output_dir / "all_results.json"
+    if not results.is_file():
+        return None  # LlamaFactory writes all_results.json when training has finished
+    try:
+        value = json.loads(results.read_text(encoding="utf-8")).get(metric)
+    except (json.JSONDecodeError, OSError):
+        return None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def finished_runs(source: str | Path, metric: str = "eval_loss", root: Path | None = None) -> list[Finished]:
+    """Finished runs of an experiment folder, or of an outputs folder (runs lfgen started carry
+    ``lfgen_run.yaml``), with their *metric* from ``all_results.json``."""
+    source = Path(source)
+    found = []
+    if (source / MANIFEST).is_file():
+        exp = load(source)
+        root = root or exp.path.parent.parent
+        for entry in exp.manifest.runs:
+            out = root / entry.output_dir
+            value = _metric(out, metric)
+            if value is not None:
+                found.append(Finished(entry.name, out, exp.path / entry.config, metric, value))
+        return found
+    if not source.is_dir():
+        raise InputError(f"--from: {source} is neither an experiment folder nor an outputs folder")
+    for results in sorted(source.rglob("all_results.json")):
+        out = results.parent
+        value = _metric(out, metric)
+        config = out / "lfgen_run.yaml"
+        if value is not None:
+            found.append(Finished(out.name, out, config if config.is_file() else None, metric, value))
+    return found
+
+
+def best_run(source: str | Path, metric: str = "eval_loss") -> Finished:
+    """The best finished run (lowest loss, highest score) with a config to start the next stage from."""
+    runs = [run for run in finished_runs(source, metric) if run.config is not None]
+    if not runs:
+        raise InputError(f"--from: no finished run with {metric} in {source} (a finished run has all_results.json; "
+                         "with --metric, check the name, e.g. eval_loss or predict_rouge-l)")
+    pick = min if _lower_is_better(metric) else max
+    return pick(runs, key=lambda run: run.value)

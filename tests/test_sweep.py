@@ -1,0 +1,221 @@
+"""lfgen sweep: the seed-002 experiments, grids, random search, staged tuning, W&B export, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lfgen.api import make_sweep
+from lfgen.errors import InputError
+from lfgen.experiment import load
+from lfgen.lf_catalog import probe
+
+from .conftest import make_dataset_dir, needs_llamafactory
+
+
+@pytest.fixture(autouse=True)
+def _project(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+
+def configs(experiment):
+    return {run.name: yaml.safe_load((experiment.path / run.config).read_text()) for run in experiment.manifest.runs}
+
+
+def test_sweep_rank_is_seed_002_experiment_1():
+    runs = configs(make_sweep("rank", []))
+    assert {name: (c["lora_rank"], c["lora_alpha"]) for name, c in runs.items()} == {
+        "rank-16": (16, 32), "rank-32": (32, 64), "rank-64": (64, 128), "rank-128": (128, 256)}
+    assert {c["output_dir"] for c in runs.values()} == {f"outputs/rank-sweep/rank-{r}" for r in (16, 32, 64, 128)}
+    assert {c["learning_rate"] for c in runs.values()} == {2e-4}
+
+
+def test_sweep_lr_is_seed_002_experiment_2():
+    runs = configs(make_sweep("lr", []))
+    assert {name: c["learning_rate"] for name, c in runs.items()} == {"lr-1e-4": 1e-4, "lr-2e-4": 2e-4,
+                                                                      "lr-5e-4": 5e-4}
+    assert {c["lora_rank"] for c in runs.values()} == {64}
+
+
+def test_sweep_target_is_seed_002_experiment_3():
+    runs = configs(make_sweep("target", []))
+    assert {name: c["lora_target"] for name, c in runs.items()} == {
+        "target-qv": "q_proj,v_proj", "target-attn": "q_proj,k_proj,v_proj,o_proj", "target-all": "all"}
+
+
+def test_manifest_records_everything():
+    experiment = make_sweep("rank", ["16", "32"], base="lightweight", options=_options(gpu="4090"), name="r")
+    manifest = load(experiment.path).manifest
+    assert (manifest.name, manifest.base, manifest.sweep) == ("r", "lightweight", {"axis": "rank", "values": [16, 32]})
+    assert manifest.options == {"gpu": "4090"}
+    run = manifest.runs[0]
+    assert (run.name, run.overrides, run.varies) == ("rank-16", {"rank": 16}, {"lora_rank": 16, "lora_alpha": 32})
+    assert (run.config, run.output_dir) == ("runs/rank-16.yaml", "outputs/r/rank-16")
+    assert yaml.safe_load((experiment.path / run.config).read_text())["per_device_train_batch_size"] == 2
+
+
+def _options(**values):
+    from lfgen.builder import BuildOptions
+
+    return BuildOptions.parse(**values)
+
+
+def test_alpha_axis_at_the_base_rank():
+    runs = configs(make_sweep("alpha", [], base="balanced"))
+    assert {n: c["lora_alpha"] for n, c in runs.items()} == {"alpha-32": 32, "alpha-64": 64, "alpha-128": 128}
+    runs = configs(make_sweep("alpha", ["2r", "48"], base="balanced", name="a2"))
+    assert {n: c["lora_alpha"] for n, c in runs.items()} == {"alpha-64": 64, "alpha-48": 48}
+
+
+def test_grid_over_any_keys_with_names_that_say_what_varies():
+    experiment = make_sweep("grid", ["lora_rank=16,32", "learning_rate=1e-4,2e-4", "warmup_ratio=0.05"])
+    runs = configs(experiment)
+    assert sorted(runs) == ["lora_rank-16_learning_rate-1e-4_warmup_ratio-0.05",
+                            "lora_rank-16_learning_rate-2e-4_warmup_ratio-0.05",
+                            "lora_rank-32_learning_rate-1e-4_warmup_ratio-0.05",
+                            "lora_rank-32_learning_rate-2e-4_warmup_ratio-0.05"]
+    run = runs["lora_rank-32_learning_rate-1e-4_warmup_ratio-0.05"]
+    assert (run["lora_rank"], run["lora_alpha"], run["learning_rate"], run["warmup_ratio"]) == (32, 64, 1e-4, 0.05)
+    assert experiment.path.name == "grid-lora_rank-learning_rate-warmup_ratio"
+
+
+def test_grid_target_sets_and_module_lists():
+    runs = configs(make_sweep("grid", ["lora_target=qv,q_proj+k_proj"]))
+    assert {c["lora_target"] for c in runs.values()} == {"q_proj,v_proj", "q_proj,k_proj"}
+
+
+SPACE = "learning_rate: {low: 1.0e-4, high: 5.0e-4, log: true}\nlora_rank: {choices: [16, 32, 64]}\n" \
+        "lora_dropout: {low: 0.0, high: 0.2}\n"
+
+
+def test_random_is_reproducible_with_the_seed(tmp_path):
+    (tmp_path / "space.yaml").write_text(SPACE)
+    first = configs(make_sweep("random", ["6"], space="space.yaml", seed=3, name="a"))
+    again = configs(make_sweep("random", ["6"], space="space.yaml", seed=3, name="b"))
+    other = configs(make_sweep("random", ["6"], space="space.yaml", seed=4, name="c"))
+    strip = lambda runs: [{k: v for k, v in c.items() if k != "output_dir"} for c in runs.values()]  # noqa: E731
+    assert strip(first) == strip(again) != strip(other)
+    for config in first.values():
+        assert 1e-4 <= config["learning_rate"] <= 5e-4 and config["lora_rank"] in (16, 32, 64)
+        assert 0.0 <= config["lora_dropout"] <= 0.2 and config["lora_alpha"] == 2 * config["lora_rank"]
+    assert load("experiments/a").manifest.sweep["seed"] == 3
+
+
+def _finish(outputs: Path, run: str, eval_loss: float) -> None:
+    out = outputs / run
+    out.mkdir(parents=True)
+    (out / "all_results.json").write_text(json.dumps({"eval_loss": eval_loss, "train_loss": eval_loss + 0.1}))
+
+
+def test_staged_tuning_starts_from_the_best_run(tmp_path):
+    make_sweep("rank", [])
+    for run, loss in {"rank-16": 1.3, "rank-32": 1.1, "rank-64": 1.2}.items():  # rank-128 did not finish
+        _finish(tmp_path / "outputs" / "rank-sweep", run, loss)
+    experiment = make_sweep("alpha", [], from_="experiments/rank-sweep")
+    manifest = experiment.manifest
+    assert manifest.base_from["run"] == "rank-32" and manifest.base_from["value"] == 1.1
+    assert manifest.base.endswith("runs/rank-32.yaml")
+    assert {c["lora_alpha"] for c in configs(experiment).values()} == {32, 64, 128}  # r, 2r, 4r at rank 32
+    assert {c["lora_rank"] for c in configs(experiment).values()} == {32}
+
+
+def test_staged_tuning_by_a_score_picks_the_highest(tmp_path):
+    make_sweep("lr", [])
+    for run, score in {"lr-1e-4": 20.0, "lr-2e-4": 31.5, "lr-5e-4": 25.0}.items():
+        out = tmp_path / "outputs" / "lr-sweep" / run
+        out.mkdir(parents=True)
+        (out / "all_results.json").write_text(json.dumps({"predict_rouge-l": score}))
+    experiment = make_sweep("rank", [], from_="experiments/lr-sweep", metric="predict_rouge-l")
+    assert experiment.manifest.base_from["run"] == "lr-2e-4"
+
+
+def test_wandb_export_drives_llamafactory_with_key_value_overrides():
+    experiment = make_sweep("rank", [], export="wandb")
+    spec = yaml.safe_load((experiment.path / "wandb-sweep.yaml").read_text())
+    assert spec["command"] == ["llamafactory-cli", "train", "experiments/rank-sweep/wandb-base.yaml",
+                               "${args_no_hyphens}"]
+    assert spec["parameters"] == {"lora_rank": {"values": [16, 32, 64, 128]}}  # alpha: LlamaFactory's 2 x rank
+    base = yaml.safe_load((experiment.path / "wandb-base.yaml").read_text())
+    assert base["report_to"] == "wandb" and "lora_alpha" not in base
+
+
+@pytest.mark.slow
+@needs_llamafactory
+def test_llamafactory_parses_every_run_and_the_wandb_command_line(tmp_path):
+    make_dataset_dir(tmp_path / "data")
+    data = {"dataset": ["my_sft"], "dataset_dir": str(tmp_path / "data")}
+    experiments = [make_sweep(axis, [], options=_options(**data), export="wandb" if axis == "rank" else None)
+                   for axis in ("rank", "lr", "target", "alpha", "dropout", "epochs")]
+    experiments.append(make_sweep("grid", ["lora_rank=8,16", "learning_rate=1e-4,3e-4"], options=_options(**data)))
+    requests = {}
+    for experiment in experiments:
+        for run in experiment.manifest.runs:
+            requests[f"{experiment.path.name}/{run.name}"] = yaml.safe_load((experiment.path / run.config).read_text())
+    base = str(tmp_path / "experiments/rank-sweep/wandb-base.yaml")
+    requests["wandb"] = {"__argv__": [base, "lora_rank=16"]}  # what ${args_no_hyphens} produces
+    result = probe(requests)
+    assert {k: v for k, v in result.errors.items() if v} == {}
+    assert len(result.errors) == 4 + 3 + 3 + 3 + 3 + 3 + 4 + 1
+
+
+@pytest.mark.parametrize("args,kwargs,message", [
+    (("speed", []), {}, "axis: unknown axis 'speed'; choose one of rank, alpha, lr, target, dropout, epochs, grid"),
+    (("rank", ["abc"]), {}, "rank: 'abc' is not an integer"),
+    (("lr", ["fast"]), {}, "lr: 'fast' is not a number"),
+    (("grid", []), {}, "grid: no values"),
+    (("grid", ["lora_rank="]), {}, "grid: lora_rank= has an empty value"),
+    (("grid", ["lora_rnk=8,16"]), {}, "grid: 'lora_rnk' is not a LlamaFactory 0.9.5 key (did you mean: lora_rank"),
+    (("random", ["0"]), {"space": "space.yaml"}, "random: the number of runs must be at least 1 (got 0)"),
+    (("random", ["3"]), {}, "random: needs --space FILE"),
+    (("rank", ["16", "16"]), {}, "values: rank-16 appears twice"),
+    (("rank", []), {"name": "my runs"}, "--name: 'my runs' must be letters, digits"),
+])
+def test_bad_input(args, kwargs, message, tmp_path):
+    (tmp_path / "space.yaml").write_text(SPACE)
+    with pytest.raises(InputError) as error:
+        make_sweep(*args, **kwargs)
+    assert message in str(error.value)
+    assert not (tmp_path / "experiments").exists() or not any((tmp_path / "experiments").iterdir())
+
+
+def test_space_with_low_above_high(tmp_path):
+    (tmp_path / "bad.yaml").write_text("learning_rate: {low: 5.0e-4, high: 1.0e-4}\n")
+    with pytest.raises(InputError, match="bad.yaml: learning_rate: low 0.0005 is above high 0.0001; swap them"):
+        make_sweep("random", ["3"], space="bad.yaml")
+
+
+def test_from_a_folder_with_no_finished_run(tmp_path):
+    make_sweep("rank", [])
+    with pytest.raises(InputError, match="--from: no finished run with eval_loss in experiments/rank-sweep"):
+        make_sweep("alpha", [], from_="experiments/rank-sweep")
+
+
+def test_existing_experiment_is_kept_without_force(tmp_path):
+    make_sweep("rank", [])
+    manifest = (tmp_path / "experiments/rank-sweep/experiment.yaml").read_text()
+    with pytest.raises(InputError, match="already exists; pass --force"):
+        make_sweep("rank", ["8"])
+    assert (tmp_path / "experiments/rank-sweep/experiment.yaml").read_text() == manifest
+    make_sweep("rank", ["8"], force=True)
+    assert [r.name for r in load("experiments/rank-sweep").manifest.runs] == ["rank-8"]
+    assert not list((tmp_path / "experiments/rank-sweep/runs").glob("rank-16*"))
+
+
+def test_cli_summary_and_plan(runner, cli):
+    result = runner.invoke(cli, ["sweep", "rank", "16", "32"])
+    assert result.exit_code == 0, result.stderr
+    assert "rank-16" in result.stdout and "lora_rank=16, lora_alpha=32" in result.stdout
+    assert "wrote experiments/rank-sweep/experiment.yaml and 2 run configs" in result.stderr
+    plan = runner.invoke(cli, ["sweep", "plan", "--base", "lightweight"])
+    assert plan.exit_code == 0
+    assert "lfgen sweep alpha --from experiments/rank-sweep" in plan.stdout
+    assert plan.stdout.index("rank") < plan.stdout.index("alpha") < plan.stdout.index("dropout") < \
+        plan.stdout.index("target")
+
+
+def test_cli_bad_axis_is_one_error_line(runner, cli):
+    result = runner.invoke(cli, ["sweep", "rnk"])
+    assert result.exit_code == 1 and result.stderr.startswith("Error: axis: unknown axis 'rnk' (did you mean: rank?)")
