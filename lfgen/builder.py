@@ -357,7 +357,6 @@ def _alpha(ctx: _Context) -> None:
 
 def _hardware(ctx: _Context) -> None:
     opts = ctx.options
-    _user_precision(ctx)
     if opts.gpu is not None and opts.gpu_mem is not None:
         raise InputError("--gpu and --gpu-mem: give one of them (the catalog knows each GPU's memory)")
     gpu: Gpu | None = find_gpu(opts.gpu) if opts.gpu else gpu_with_memory(opts.gpu_mem) if opts.gpu_mem else None
@@ -502,6 +501,7 @@ def build(base: str = "a800", options: BuildOptions | None = None, *, check_data
         preset = get_preset(base)
     ctx = _Context(base, options, preset, file_values, file_source)
     _user_target(ctx)
+    _user_precision(ctx)
     _skeleton(ctx)
     if check_data:
         _data_size(ctx)

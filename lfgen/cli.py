@@ -355,6 +355,159 @@ def _print_experiment(experiment) -> None:
                f"llamafactory-cli train {experiment.path}/{manifest.runs[0].config}", err=True)
 
 
+# --- run, status, export, chat, sample ---------------------------------------------------------------
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("target", metavar="EXPERIMENT|CONFIG")
+@click.option("--gpus", help="GPUs to share out, e.g. 0,1,2,3 or 0-7 (default: one run at a time).")
+@click.option("--gpus-per-run", type=int, default=1, show_default=True, help="GPUs each run gets (torchrun).")
+@click.option("--dry-run", is_flag=True, help="Print the commands, environment and GPU plan; start nothing.")
+@click.option("--retry-failed", is_flag=True, help="Run failed runs again, from scratch.")
+@click.option("--rerun", multiple=True, metavar="NAME", help="Run NAME again from scratch, even if done.")
+@click.option("--max-oom-retries", type=int, default=3, show_default=True,
+              help="Times a run that ran out of memory is retried with half the micro-batch.")
+@click.option("--fail-fast", is_flag=True, help="Stop at the first failed run (default: go on).")
+@click.option("-q", "--quiet", is_flag=True, help="Plain log lines instead of progress bars.")
+@click.option("--experiments-dir", default="experiments", show_default=True)
+def run(target: str, gpus: str | None, gpus_per_run: int, dry_run: bool, retry_failed: bool, rerun: tuple[str, ...],
+        max_oom_retries: int, fail_fast: bool, quiet: bool, experiments_dir: str) -> None:
+    """Train every run of an experiment (or one config) with llamafactory-cli, resuming where it stopped.
+
+    Done runs are skipped and interrupted ones resume; a run that runs out of memory is retried
+    with half the micro-batch and twice the accumulation (same effective batch); a NaN loss stops
+    a run at once. State lives in experiments/<name>/state.sqlite; exit 1 if a run failed,
+    130 on Ctrl-C.
+
+    \b
+    Examples:
+      lfgen run experiments/rank-sweep
+      lfgen run configs/qv.yaml
+      lfgen run rank-sweep --gpus 0,1,2,3
+      lfgen run big --gpus 0-7 --gpus-per-run 8
+      lfgen run rank-sweep --dry-run
+    """
+    from lfgen import launch
+    from lfgen.progress import PlainReporter, RichReporter
+    from lfgen.runner import Runner, resolve
+
+    resolved = resolve(target, experiments_dir)
+    gpu_list = launch.parse_gpus(gpus, launch.visible_gpus()) if gpus else None
+    interactive = not quiet and not dry_run and sys.stderr.isatty()
+    reporter = RichReporter(len(resolved.runs)) if interactive else PlainReporter()
+    runner = Runner(resolved, reporter, gpus=gpu_list, gpus_per_run=gpus_per_run, max_oom_retries=max_oom_retries,
+                    fail_fast=fail_fast)
+    try:
+        if interactive:
+            with reporter:
+                summary = runner.run(retry_failed=retry_failed, rerun=list(rerun), dry_run=dry_run)
+        else:
+            summary = runner.run(retry_failed=retry_failed, rerun=list(rerun), dry_run=dry_run)
+    except KeyboardInterrupt:
+        click.echo("interrupted: the running runs were stopped and will resume with the next lfgen run", err=True)
+        sys.exit(130)
+    if dry_run:
+        return
+    click.echo(f"{resolved.name}: {len(summary.done)} done, {len(summary.failed)} failed, "
+               f"{len(summary.interrupted)} interrupted, {len(summary.skipped)} not run"
+               + (" (--retry-failed reruns the failed)" if summary.failed else ""), err=True)
+    if summary.failed:
+        sys.exit(1)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("target", metavar="EXPERIMENT|CONFIG")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: one object per run.")
+@click.option("--experiments-dir", default="experiments", show_default=True)
+def status(target: str, as_json: bool, experiments_dir: str) -> None:
+    """Show every run of an experiment: state, step/total, last loss, eval loss, retries.
+
+    \b
+    Examples:
+      lfgen status rank-sweep
+      lfgen status experiments/rank-sweep --json
+    """
+    from lfgen.runner import resolve, status as run_status
+
+    rows = run_status(resolve(target, experiments_dir))
+    if as_json:
+        _emit_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{target}", title_justify="left")
+    for column in ("run", "state", "step", "loss", "eval loss", "attempts", "oom retries", "note"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        step = f"{row['step']}/{row['total']}" if row["total"] else "-"
+        note = row["reason"] or ""
+        if row["state"] == "failed" and row["detail"]:
+            note = f"{note}: {row['detail'].splitlines()[0][:120]}"
+        table.add_row(row["run"], row["state"], step, _num(row["loss"]), _num(row["eval_loss"]),
+                      str(row["attempts"]), str(row["oom_retries"]), note)
+    _console().print(table)
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+@cli.command(name="export", context_settings=CONTEXT)
+@click.argument("run_dir", type=click.Path())
+@click.option("--export-dir", type=click.Path(file_okay=False), help="Where to write the merged model "
+              "(default: RUN_DIR/merged).")
+@click.option("--force", is_flag=True, help="Overwrite a non-empty --export-dir.")
+def export_command(run_dir: str, export_dir: str | None, force: bool) -> None:
+    """Merge a finished run's LoRA adapter into its base model (llamafactory-cli export).
+
+    Model, adapter, template and finetuning type come from the run's own config.
+
+    \b
+    Examples:
+      lfgen export outputs/rank-sweep/rank-64
+      lfgen export outputs/rank-sweep/rank-64 --export-dir models/rank-64-merged
+    """
+    from lfgen.inference import export
+
+    _, target = export(run_dir, export_dir, force=force)
+    click.echo(f"merged model written to {target}", err=True)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("run_dir", type=click.Path())
+def chat(run_dir: str) -> None:
+    """Chat with a finished run's adapter (llamafactory-cli chat); end of input or `exit` quits.
+
+    \b
+    Examples:
+      lfgen chat outputs/rank-sweep/rank-64
+      printf 'hello\n' | lfgen chat outputs/rank-sweep/rank-64
+    """
+    from lfgen.inference import chat as run_chat
+
+    sys.exit(run_chat(run_dir))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("run_dir", type=click.Path())
+@click.option("--prompts", required=True, type=click.Path(dir_okay=False), help="A text file, one prompt a line.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="JSONL to write (default: RUN_DIR/samples.jsonl).")
+@click.option("--max-new-tokens", type=int, default=256, show_default=True)
+def sample(run_dir: str, prompts: str, output: str | None, max_new_tokens: int) -> None:
+    """Answer fixed prompts with a finished run's adapter, for the qualitative check of seed 003.
+
+    Greedy decoding, so runs compare like for like; writes {"prompt", "response"} lines.
+
+    \b
+    Examples:
+      lfgen sample outputs/rank-sweep/rank-64 --prompts prompts.txt
+    """
+    from lfgen.inference import sample as run_sample
+
+    path = run_sample(run_dir, prompts, output, max_new_tokens=max_new_tokens)
+    click.echo(f"wrote {path}", err=True)
+
+
 def main() -> None:
     import os
 

@@ -11,6 +11,9 @@ import difflib
 from collections.abc import Iterable
 
 
+INSTALL_HINT = "pip install 'lfgen[train]'"  # how to get LlamaFactory and the training stack
+
+
 class LfgenError(Exception):
     """Root of every error lfgen raises on purpose."""
 

@@ -48,6 +48,7 @@ class Manifest(BaseModel):
     created: str
     base: str
     base_from: dict[str, Any] | None = None  # staged tuning: the finished run this base was taken from
+    root: str = "../.."  # where runs start, relative to this folder (the directory lfgen sweep ran in)
     options: dict[str, Any]
     sweep: dict[str, Any]  # {"axis": ..., "values"/"grid"/"space": ..., "seed": ...}
     runs: list[RunEntry]
@@ -113,7 +114,8 @@ def write(name: str, base: str, options: BuildOptions, runs: list[RunSpec], swee
                                 estimate=(estimates or {}).get(run.name)))
     manifest = Manifest(name=name, lfgen=__version__, created=_dt.datetime.now().isoformat(timespec="seconds"),
                         base=base, base_from=base_from, options=options.model_dump(exclude_defaults=True),
-                        sweep=sweep, runs=entries, dropped=dropped or [])
+                        sweep=sweep, runs=entries, dropped=dropped or [],
+                        root=os.path.relpath(Path.cwd(), target.resolve()))
     files[MANIFEST] = yaml.dump(json.loads(manifest.model_dump_json()), Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper),
                                 sort_keys=False, allow_unicode=True)
     files.update(extra_files or {})
@@ -185,7 +187,7 @@ def finished_runs(source: str | Path, metric: str = "eval_loss", root: Path | No
     found = []
     if (source / MANIFEST).is_file():
         exp = load(source)
-        root = root or exp.path.parent.parent
+        root = root or (exp.path / exp.manifest.root).resolve()
         for entry in exp.manifest.runs:
             out = root / entry.output_dir
             value = _metric(out, metric)

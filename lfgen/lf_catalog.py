@@ -13,17 +13,14 @@ import functools
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lfgen.errors import InputError, did_you_mean
+from lfgen.errors import INSTALL_HINT, InputError, did_you_mean
 from lfgen.resources import load_data
-
-INSTALL_HINT = "pip install 'lfgen[train]'"
 
 
 @dataclass(frozen=True)
@@ -104,6 +101,8 @@ def probe(configs: dict[str, dict[str, Any]] | None = None, *, python: str | Non
     A config ``{"__argv__": ["cfg.yaml", "key=value", ...]}`` is read the way ``llamafactory-cli train``
     reads its command line (YAML plus OmegaConf overrides); give absolute paths.
     """
+    from lfgen.launch import run_captured
+
     python = python or find_python()
     if python is None:
         raise InputError(f"LlamaFactory is not installed; install it with {INSTALL_HINT}")
@@ -115,8 +114,8 @@ def probe(configs: dict[str, dict[str, Any]] | None = None, *, python: str | Non
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
         # The parser checks the output dir against the caller's cwd; run it from a scratch dir
         # so relative paths in the config cannot touch the user's files.
-        proc = subprocess.run([python, "-P", str(probe_script), str(req), str(res)], cwd=tmp, env=env,
-                              capture_output=True, text=True, timeout=timeout, check=False)
+        proc = run_captured([python, "-P", str(probe_script), str(req), str(res)], cwd=tmp, env=env,
+                            timeout=timeout)
         if proc.returncode != 0 or not res.exists():
             tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
             raise InputError(f"could not run LlamaFactory's parser with {python} (exit {proc.returncode}):\n{tail}")

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from lfgen import datasets, schema
-from lfgen.errors import InputError, did_you_mean
-from lfgen.lf_catalog import INSTALL_HINT, Catalog, find_python, probe, snapshot
+from lfgen.errors import INSTALL_HINT, InputError, did_you_mean
+from lfgen.lf_catalog import Catalog, find_python, probe, snapshot
 from lfgen.yamlio import load_config
 
 _UNUSED_KEYS = re.compile(r"Some keys are not used by the HfArgumentParser: \[(.*)\]")

@@ -56,6 +56,13 @@ def test_fp16_only_when_forced_and_then_a_warning_citing_seed_001():
     assert any(w.startswith("R-HW-PRECISION") and "seed 001" in w for w in result.warnings)
 
 
+@pytest.mark.parametrize("precision,bf16,fp16", [("fp32", False, False), ("fp16", False, True), ("bf16", True, False)])
+def test_precision_without_a_gpu(precision, bf16, fp16):
+    result = build("a800", BuildOptions.parse(precision=precision))
+    assert result.config["bf16"] is bf16 and result.config.get("fp16") is fp16
+    assert result.decisions["bf16"].rule == "USER"
+
+
 @pytest.mark.parametrize("gpu,attention", [("T4", "sdpa"), ("V100-32", "sdpa"), ("RTX 3090", "fa2"), ("H100", "fa2")])
 def test_flash_attention_only_where_supported(gpu, attention):
     assert build("a800", BuildOptions.parse(gpu=gpu)).config["flash_attn"] == attention

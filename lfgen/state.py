@@ -1,0 +1,142 @@
+"""Run state of one experiment: an SQLite database (WAL) and the lock that keeps one runner per experiment.
+
+Every change is one transaction, so a crash of lfgen (even kill -9) leaves each run either
+before or after a change, never half-recorded. The lock is an ``flock`` on ``.lock``: the
+kernel drops it when the holder dies, so a stale lock never blocks the next ``lfgen run``;
+runs still marked ``running`` then belong to a dead runner and are recovered.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lfgen.errors import InputError
+
+STATES = ("pending", "running", "done", "failed", "interrupted")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    name TEXT PRIMARY KEY, config TEXT NOT NULL, output_dir TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending', reason TEXT, detail TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0, oom_retries INTEGER NOT NULL DEFAULT 0,
+    command TEXT, gpus TEXT, pid INTEGER, pgid INTEGER, runner_pid INTEGER,
+    started REAL, ended REAL, updated REAL, position INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, run TEXT NOT NULL, time REAL NOT NULL, kind TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+"""
+
+
+@dataclass
+class RunRow:
+    name: str
+    config: str
+    output_dir: str
+    state: str
+    reason: str | None
+    detail: str | None
+    attempts: int
+    oom_retries: int
+    command: str | None
+    gpus: str | None
+    pid: int | None
+    pgid: int | None
+    runner_pid: int | None
+    started: float | None
+    ended: float | None
+    updated: float | None
+    position: int
+
+
+class Store:
+    """The runs table and the event log of one experiment."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(path, timeout=30, isolation_level=None)  # explicit transactions below
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _tx(self, sql: str, params: tuple | dict = ()) -> None:
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute(sql, params)
+
+    def sync_runs(self, runs: list[tuple[str, str, str]]) -> None:
+        """Make the table list these (name, config, output_dir); new runs are pending, known ones kept."""
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            for position, (name, config, output_dir) in enumerate(runs):
+                self.db.execute(
+                    "INSERT INTO runs (name, config, output_dir, position, updated) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET config=excluded.config, output_dir=excluded.output_dir, "
+                    "position=excluded.position", (name, config, output_dir, position, time.time()))
+
+    def runs(self) -> list[RunRow]:
+        cursor = self.db.execute("SELECT * FROM runs ORDER BY position")
+        columns = [c[0] for c in cursor.description]
+        return [RunRow(**dict(zip(columns, row))) for row in cursor.fetchall()]
+
+    def get(self, name: str) -> RunRow:
+        for row in self.runs():
+            if row.name == name:
+                return row
+        raise KeyError(name)
+
+    def update(self, name: str, **fields: Any) -> None:
+        fields["updated"] = time.time()
+        assignments = ", ".join(f"{key}=:{key}" for key in fields)
+        self._tx(f"UPDATE runs SET {assignments} WHERE name=:name", {**fields, "name": name})
+
+    def event(self, run: str, kind: str, message: str | dict) -> None:
+        text = message if isinstance(message, str) else json.dumps(message)
+        self._tx("INSERT INTO events (run, time, kind, message) VALUES (?, ?, ?, ?)", (run, time.time(), kind, text))
+
+    def events(self, run: str | None = None) -> list[tuple[str, float, str, str]]:
+        sql, params = "SELECT run, time, kind, message FROM events", ()
+        if run is not None:
+            sql, params = sql + " WHERE run=?", (run,)
+        return list(self.db.execute(sql + " ORDER BY id", params).fetchall())
+
+
+class Lock:
+    """One runner per experiment: an flock on ``.lock``, naming the holder for the next one."""
+
+    def __init__(self, path: Path, what: str):
+        self.path, self.what = path, what
+        self.handle = None
+
+    def __enter__(self) -> Lock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")  # noqa: SIM115 - held for the lock's lifetime
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise InputError(f"{self.what} is already being run by {holder}; wait for it, or stop it "
+                             "(Ctrl-C there, or kill that pid)") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"lfgen pid {os.getpid()} (started {time.strftime('%Y-%m-%d %H:%M:%S')})")
+        handle.flush()
+        self.handle = handle
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.handle is not None:
+            self.handle.close()

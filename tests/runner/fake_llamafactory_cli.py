@@ -1,0 +1,73 @@
+"""A stand-in for `llamafactory-cli train`, ONLY for faults a CPU run cannot produce (OOM, NaN) and for
+timing-controlled crashes and kills. The real end-to-end test (tests/test_e2e.py) trains for real.
+
+It writes what LlamaFactory writes (trainer_log.jsonl lines, the transformers console dict, adapter
+and results files) and behaves per FAKE_LF_MODES, a JSON map from a run-name substring to a mode:
+  ok | slow:SECONDS | oom-above:MICRO | oom | nan-at:STEP | zero-gradnan-at:STEP | crash | config
+Every call is appended to FAKE_LF_RECORD (argv, env, config, start/end) as one JSON line.
+"""
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+
+def main() -> int:
+    command, config_path = sys.argv[1], sys.argv[2]
+    config = yaml.safe_load(Path(config_path).read_text())
+    out = Path(config["output_dir"])
+    modes = json.loads(os.environ.get("FAKE_LF_MODES", "{}"))
+    mode = next((m for key, m in modes.items() if key in str(out)), "ok")
+    record = {"argv": sys.argv, "mode": mode, "start": time.time(), "pid": os.getpid(),
+              "env": {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "FORCE_TORCHRUN", "RECORD_VRAM")},
+              "micro": config.get("per_device_train_batch_size"), "accum": config.get("gradient_accumulation_steps")}
+    log = Path(os.environ["FAKE_LF_RECORD"]).open("a")
+    log.write(json.dumps(record) + "\n")
+    log.flush()
+    print(f"[fake llamafactory-cli] {command} {config_path} mode={mode}", flush=True)
+    name, _, arg = mode.partition(":")
+    if name == "config":
+        print('Traceback (most recent call last):\n  File "/x/llamafactory/hparams/parser.py", line 99, in '
+              "_parse_args\nValueError: Some keys are not used by the HfArgumentParser: ['lora_rnk']", flush=True)
+        return 1
+    if name == "oom" or (name == "oom-above" and config["per_device_train_batch_size"] > int(arg)):
+        time.sleep(0.2)
+        print("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.15 GiB total "
+              "capacity)", file=sys.stderr, flush=True)
+        return 1
+    out.mkdir(parents=True, exist_ok=True)
+    total = 200 if name in ("nan-at", "zero-gradnan-at", "slow") else 5
+    delay = float(arg) if name == "slow" else 0.3 if name in ("nan-at", "zero-gradnan-at") else 0.01
+    with (out / "trainer_log.jsonl").open("a") as jsonl:
+        for step in range(1, total + 1):
+            loss = 2.0 / step
+            if name == "nan-at" and step >= int(arg):
+                loss = math.nan
+            grad = 0.5
+            if name == "zero-gradnan-at" and step >= int(arg):
+                loss, grad = 0.0, math.nan
+            print(f"{{'loss': {loss}, 'grad_norm': {grad}, 'learning_rate': 0.0002, 'epoch': {step / total}}}",
+                  flush=True)
+            jsonl.write(json.dumps({"current_steps": step, "total_steps": total, "loss": loss, "lr": 2e-4,
+                                    "epoch": step / total, "percentage": 100 * step / total,
+                                    "elapsed_time": "0:00:01", "remaining_time": "0:00:01"}) + "\n")
+            jsonl.flush()
+            if name == "crash" and step == 3:
+                print("Traceback (most recent call last):\n  File \"/x/transformers/trainer.py\", line 1\n"
+                      "RuntimeError: NCCL error: unhandled system error", file=sys.stderr, flush=True)
+                return 1
+            time.sleep(delay)
+    (out / "adapter_model.safetensors").write_bytes(b"fake")
+    (out / "all_results.json").write_text(json.dumps({"eval_loss": 1.0, "train_loss": 1.1}))
+    record["end"] = time.time()
+    log.write(json.dumps({**record, "finished": True}) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

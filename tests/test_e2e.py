@@ -1,0 +1,109 @@
+"""The whole loop for real, on the CPU, offline: a tiny model built here, a 2-run sweep, `lfgen run`,
+`lfgen status`, a second `lfgen run` that does nothing, `lfgen export`, `lfgen sample`, `lfgen chat`.
+
+No stand-ins: real LlamaFactory trains, merges and generates (HF_HUB_OFFLINE=1, nothing downloaded).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import needs_llamafactory
+
+pytestmark = [pytest.mark.slow, needs_llamafactory]
+
+
+def lfgen(project: Path, *args: str, stdin: str | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"  # the test venv's llamafactory-cli
+    return subprocess.run([sys.executable, "-m", "lfgen", *args], cwd=project, capture_output=True, text=True,
+                          env=env, input=stdin, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A project with a tiny model and dataset, and a finished 2-run rank sweep (trained once per module)."""
+    from lfgen.tiny import CPU_SETTINGS, make_dataset, make_model
+
+    project = tmp_path_factory.mktemp("e2e")
+    make_model(project / "tiny-model")
+    make_dataset(project / "data")
+    sets = [arg for key, value in CPU_SETTINGS.items() for arg in ("--set", f"{key}={value}")]
+    sweep = lfgen(project, "sweep", "rank", "4", "8", "--base", "lightweight", "--model", "./tiny-model",
+                  "--template", "qwen", "--dataset", "tiny_alpaca", "--dataset-dir", "data", "--precision", "fp32",
+                  "--name", "tiny", *sets)
+    assert sweep.returncode == 0, sweep.stderr
+    start = time.perf_counter()
+    result = lfgen(project, "run", "tiny", "--quiet")
+    elapsed = time.perf_counter() - start
+    print(f"\nlfgen run of 2 tiny runs: {elapsed:.1f} s wall")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return project, result
+
+
+def test_every_run_trained_for_real(trained):
+    project, result = trained
+    assert "tiny: 2 done, 0 failed" in result.stderr
+    for run in ("rank-4", "rank-8"):
+        out = project / "outputs/tiny" / run
+        for name in ("adapter_model.safetensors", "adapter_config.json", "trainer_log.jsonl", "all_results.json",
+                     "lfgen_run.yaml", "lfgen_train.log"):
+            assert (out / name).is_file(), f"{run}: {name} missing"
+        adapter = json.loads((out / "adapter_config.json").read_text())
+        assert adapter["r"] == int(run.split("-")[1]) and adapter["lora_alpha"] == 2 * adapter["r"]
+        assert any((out / "runs").iterdir())  # TensorBoard events (report_to: tensorboard)
+        records = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
+        assert records[-1]["current_steps"] == 10
+
+
+def test_status_is_right(trained):
+    project, _ = trained
+    rows = json.loads(lfgen(project, "status", "tiny", "--json").stdout)
+    assert [(r["run"], r["state"], r["step"], r["total"], r["attempts"]) for r in rows] == [
+        ("rank-4", "done", 10, 10, 1), ("rank-8", "done", 10, 10, 1)]
+    assert all(isinstance(r["loss"], float) and isinstance(r["eval_loss"], float) for r in rows)
+
+
+def test_a_second_run_does_nothing(trained):
+    project, _ = trained
+    before = (project / "outputs/tiny/rank-4/adapter_model.safetensors").stat().st_mtime_ns
+    result = lfgen(project, "run", "tiny", "--quiet")
+    assert result.returncode == 0 and "started" not in result.stderr
+    assert "tiny: 2 done, 0 failed" in result.stderr
+    assert (project / "outputs/tiny/rank-4/adapter_model.safetensors").stat().st_mtime_ns == before
+
+
+def test_export_merges_the_adapter(trained):
+    project, _ = trained
+    result = lfgen(project, "export", "outputs/tiny/rank-8")
+    assert result.returncode == 0, result.stderr[-2000:]
+    merged = project / "outputs/tiny/rank-8/merged"
+    assert (merged / "model.safetensors").is_file() and (merged / "config.json").is_file()
+    again = lfgen(project, "export", "outputs/tiny/rank-8")
+    assert again.returncode == 1 and "already exists and is not empty; pass --force" in again.stderr
+
+
+def test_sample_answers_fixed_prompts(trained):
+    project, _ = trained
+    (project / "prompts.txt").write_text("what is 3 + 4?\n\ngive a short answer\n")
+    result = lfgen(project, "sample", "outputs/tiny/rank-4", "--prompts", "prompts.txt", "--max-new-tokens", "8")
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [json.loads(line) for line in (project / "outputs/tiny/rank-4/samples.jsonl").read_text().splitlines()]
+    assert [line["prompt"] for line in lines] == ["what is 3 + 4?", "give a short answer"]
+    assert all(isinstance(line["response"], str) for line in lines)
+
+
+def test_chat_ends_cleanly_at_end_of_input(trained):
+    project, _ = trained
+    result = lfgen(project, "chat", "outputs/tiny/rank-4", stdin="what is 3 + 4?\n")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "EOFError" not in result.stderr and "Traceback" not in result.stderr
+    assert "Assistant:" in result.stdout
