@@ -1,0 +1,43 @@
+"""Model-aware estimates: architecture numbers, LoRA target names, exact trainable counts, memory.
+
+Nothing here downloads a model or imports torch/transformers at import time; the meta-device
+skeleton is built lazily, with per-architecture tables as the fallback.
+"""
+
+from lfgen.models.catalog import SUPPORTED_TYPES, ModelSpec, catalog_ids, load_model
+from lfgen.models.memory import (
+    Fit,
+    MemoryEstimate,
+    MemorySettings,
+    Option,
+    estimate_memory,
+    fit_micro_batch,
+)
+from lfgen.models.modules import (
+    ABSTRACT_TARGETS,
+    Inventory,
+    Targets,
+    inventory,
+    resolve_targets,
+)
+from lfgen.models.params import LoraCount, count_lora_params
+
+__all__ = [
+    "ABSTRACT_TARGETS",
+    "SUPPORTED_TYPES",
+    "Fit",
+    "Inventory",
+    "LoraCount",
+    "MemoryEstimate",
+    "MemorySettings",
+    "ModelSpec",
+    "Option",
+    "Targets",
+    "catalog_ids",
+    "count_lora_params",
+    "estimate_memory",
+    "fit_micro_batch",
+    "inventory",
+    "load_model",
+    "resolve_targets",
+]

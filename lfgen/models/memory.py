@@ -1,0 +1,323 @@
+"""Peak training memory per GPU for a LoRA/QLoRA run under LlamaFactory, and the batch that fits.
+
+All figures are GiB (2**30 bytes). The estimate is a sum of parts (T = micro_batch x cutoff_len,
+the worst case: LlamaFactory pads each batch to its longest sample, at most cutoff_len):
+
+* weights: Linear layers at the base dtype (bf16/fp16 2 B, fp32 4 B), 8-bit (LLM.int8: 1 B plus
+  a 4 B scale per output row) or 4-bit NF4 (4.5 bits/param, 4.127 with double quantization:
+  QLoRA paper). Embeddings, norms, the output head, MoE routers and fused expert tensors stay
+  16-bit: bitsandbytes only replaces nn.Linear and skips the output head. ZeRO-3 shards
+  weights across GPUs and gathers them back layer by layer (counted: 2 layers, or the output
+  head, whichever is larger).
+* lora / gradients / optimizer: 4 + 4 + 8 B per trainable parameter (LlamaFactory upcasts
+  trainable params to fp32; AdamW keeps m and v). pure_bf16 halves each; 8-bit optimizers keep
+  2 B of state. ZeRO-2 shards gradients and optimizer state, ZeRO-3 all three.
+* activations: 16-bit elements saved per token and layer. Chosen over the peers.md section 4
+  formulas because those assume MHA, a 4H GELU MLP and trainable weights (Korthikanti), skip the
+  norms' fp32 copies (Unsloth) or scale by a flat 0.15 for checkpointing (gpu_poor); this one
+  counts what autograd keeps in transformers 5.x with frozen base weights and SDPA/flash
+  attention (no s^2 term). Per norm, RMSNorm's fp32 copy of its input (2H; 1H with Liger or
+  LayerNorm); q/k/v input (H); q, k, v and the attention output (2q + 2kv); MLP input (H);
+  gate, up, act(gate) and their product (4I; 3I with Liger's fused SwiGLU; 2I for GELU MLPs). MoE layers: k routed copies of (2H + 4I_moe) plus shared experts.
+  LoRA adds r per adapted module, and with lora_dropout > 0 a dropped-out input copy and mask
+  (1.5 x in_features) per adapted module. Gradient checkpointing (LlamaFactory default) keeps
+  only each layer's input (L x H) plus one recomputed layer; without it all L layers are kept
+  (Llama-3-8B: 45 s b H bytes per layer, against Korthikanti's 34 s b H for a 4H GELU MLP).
+  fp32 compute doubles every element.
+  ``flash_attn: disabled`` (eager) adds 3 x heads x s per token and layer (fp32 softmax +
+  16-bit probabilities). Backward adds 2H + 2I of gradient temporaries; the final norm 2H.
+* logits: T x V x 12 B: transformers upcasts logits to fp32 for the loss (ForCausalLMLoss), the
+  log-softmax output is kept (4 B) and backward holds two more fp32 buffers. With
+  enable_liger_kernel (stage sft/pt) LlamaFactory uses Liger's fused linear cross entropy,
+  which never builds them: one chunk of ~T/(V/H) rows instead.
+  Logits and activations are summed although their peaks do not coincide: an upper bound on
+  allocated memory that the caching allocator's reserved memory (what nvidia-smi shows) tends
+  to reach.
+* overhead: 1.0 GiB for the CUDA context, cuBLAS workspaces and allocator slack (gpu_poor uses
+  0.65 GB, Unsloth 1.4 GB), plus, for quantized models, one dequantized 16-bit copy of the
+  largest Linear. NCCL and DeepSpeed buckets are not modelled.
+
+Not modelled: fragmentation beyond the constant, autocast weight copies (<= 2 B per trainable
+param), torch.compile, packing. ``benchmarks/memory_reference.py`` publishes the error against
+measurements; the constants above were not fitted to them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lfgen.errors import InputError
+from lfgen.models.catalog import ModelSpec, load_model
+from lfgen.models.modules import inventory
+from lfgen.models.params import LoraCount, count_lora_params
+
+GIB = 2**30
+CUDA_OVERHEAD_GIB = 1.0
+LOGITS_BYTES = 12  # fp32 logits copy + kept log-softmax + backward buffers (see docstring)
+NF4_BITS = 4.5  # 4-bit codes + one fp32 absmax per 64-block
+NF4_DOUBLE_QUANT_BITS = 4 + 8 / 64 + 32 / (64 * 256)  # absmax quantized to 8 bits per 256 blocks
+BREAKDOWN_KEYS = ("weights", "lora", "gradients", "optimizer", "activations", "logits", "overhead", "total")
+
+
+class MemorySettings(BaseModel):
+    """The training settings the estimate depends on; names follow LlamaFactory's keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    micro_batch: int = Field(default=1, ge=1)  # per_device_train_batch_size
+    cutoff_len: int = Field(default=2048, ge=1)
+    lora_rank: int = Field(default=8, ge=1)
+    lora_target: str | list[str] = "all"
+    additional_target: str | list[str] | None = None
+    lora_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    use_dora: bool = False
+    compute_dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+    quantization_bit: Literal[4, 8] | None = None
+    double_quantization: bool = True
+    gradient_checkpointing: bool = True  # LlamaFactory: on unless disable_gradient_checkpointing
+    pure_bf16: bool = False
+    optim: str = "adamw_torch"
+    zero_stage: Literal[0, 1, 2, 3] = 0
+    num_gpus: int = Field(default=1, ge=1)
+    flash_attn: Literal["auto", "sdpa", "fa2", "fa3", "disabled"] = "auto"
+    enable_liger_kernel: bool = False
+
+
+def settings_from(**values: Any) -> MemorySettings:
+    """Validate settings; a bad value becomes one InputError line per field."""
+    try:
+        return MemorySettings(**values)
+    except ValidationError as exc:
+        lines = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err.get('input')!r})"
+                 for err in exc.errors()]
+        raise InputError("; ".join(lines)) from None
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Peak memory per GPU in GiB, by part, with the assumptions that matter."""
+
+    model: str
+    settings: MemorySettings
+    breakdown: dict[str, float]
+    trainable_params: int
+    notes: tuple[str, ...]
+
+    @property
+    def total(self) -> float:
+        return self.breakdown["total"]
+
+
+def _optimizer_bytes(optim: str, pure_bf16: bool) -> float:
+    name = optim.lower()
+    if "8bit" in name:
+        return 2.0
+    if name.startswith(("adamw", "adam", "paged_adamw", "lion")):
+        states = 1 if "lion" in name else 2  # Lion keeps one momentum, Adam two
+        return states * (2.0 if pure_bf16 else 4.0)
+    if name in ("sgd", "adafactor"):
+        return 0.0  # HF SGD has no momentum by default; Adafactor's factored state is tiny for LoRA
+    raise InputError(f"optim: '{optim}' has no memory rule in lfgen; use adamw_torch, adamw_torch_fused, "
+                     "adamw_8bit, paged_adamw_8bit, paged_adamw_32bit, lion_32bit, sgd or adafactor")
+
+
+def _weights(spec: ModelSpec, s: MemorySettings, notes: list[str]) -> tuple[float, int]:
+    """Bytes of the base weights on one GPU, and the largest quantized Linear (elements)."""
+    inv = inventory(spec)
+    dense_bytes = 4 if s.compute_dtype == "fp32" and s.quantization_bit is None else 2
+    total, largest = 0.0, 0
+    for g in inv.groups:
+        is_head = g.kind == "linear" and spec.vocab_size in (g.in_features, g.out_features)
+        if g.kind != "linear" or is_head or s.quantization_bit is None:
+            total += g.count * g.params_each * dense_bytes
+            continue
+        weight = g.in_features * g.out_features
+        bias = g.params_each - weight
+        largest = max(largest, weight)
+        if s.quantization_bit == 8:
+            per = weight * 1 + g.out_features * 4  # int8 codes + fp32 row scale
+        else:
+            per = weight * (NF4_DOUBLE_QUANT_BITS if s.double_quantization else NF4_BITS) / 8
+        total += g.count * (per + bias * 2)
+    total -= inv.tied_params * dense_bytes
+    if s.quantization_bit and any(g.kind == "experts" for g in inv.groups):
+        notes.append("bitsandbytes quantizes nn.Linear only: the fused MoE expert tensors stay 16-bit")
+    if s.zero_stage == 3:
+        layer = sum(g.count * g.params_each for g in inv.groups if ".layers." in g.path) / spec.num_hidden_layers
+        head = spec.vocab_size * spec.hidden_size
+        total = total / s.num_gpus + max(2 * layer, head) * 2  # partition + gathered working set
+    return total, largest
+
+
+def _layer_elements(spec: ModelSpec, s: MemorySettings, lora: LoraCount, sparse: bool) -> float:
+    """16-bit elements one decoder layer keeps per token for backward (see module docstring)."""
+    h, q, kv = spec.hidden_size, spec.q_dim, spec.kv_dim
+    layer_norm = spec.model_type == "gpt_neox"
+    norm_each = h if (s.enable_liger_kernel or layer_norm) else 2 * h
+    norms = (4 if spec.model_type in ("gemma2", "gemma3_text") else 2) * norm_each
+    if spec.model_type in ("qwen3", "qwen3_moe", "gemma3_text"):
+        norms += 2 * (q + kv)  # per-head q/k RMSNorm, fp32 copies
+    attention = h + 2 * q + 2 * kv
+    if s.flash_attn == "disabled":
+        attention += 3 * spec.num_attention_heads * s.cutoff_len
+    gated = 3 if s.enable_liger_kernel else 4
+    if sparse:
+        k, moe = spec.num_experts_per_tok, spec.moe_intermediate_size
+        mlp = h + k * (2 * h + gated * moe) + 4 * spec.num_experts + gated * spec.shared_expert_intermediate_size
+    else:
+        mlp = h + (2 if layer_norm else gated) * spec.intermediate_size
+    per_layer = spec.num_hidden_layers
+    adapted = sum(a.count for a in lora.adapted) / per_layer
+    extra = lora.rank * adapted
+    if s.lora_dropout > 0:
+        extra += 1.5 * sum(a.count * a.in_features for a in lora.adapted) / per_layer
+    return norms + attention + mlp + extra
+
+
+def _activations(spec: ModelSpec, s: MemorySettings, lora: LoraCount) -> float:
+    tokens = s.micro_batch * s.cutoff_len
+    dense = _layer_elements(spec, s, lora, sparse=False)
+    sparse = _layer_elements(spec, s, lora, sparse=True) if spec.is_moe else 0.0
+    n_sparse = sum(spec.is_sparse_layer(i) for i in range(spec.num_hidden_layers))
+    n_dense = spec.num_hidden_layers - n_sparse
+    inner = spec.intermediate_size if n_dense else 0
+    if spec.is_moe:
+        inner = max(inner, spec.num_experts_per_tok * spec.moe_intermediate_size + spec.shared_expert_intermediate_size)
+    temporaries = 2 * spec.hidden_size + 2 * inner + 2 * spec.hidden_size  # grads in flight + final norm
+    if s.gradient_checkpointing:
+        kept = spec.num_hidden_layers * spec.hidden_size + max(dense if n_dense else 0, sparse)
+    else:
+        kept = n_dense * dense + n_sparse * sparse
+    element = 4 if s.compute_dtype == "fp32" else 2
+    return tokens * (kept + temporaries) * element
+
+
+def _logits(spec: ModelSpec, s: MemorySettings) -> float:
+    tokens = s.micro_batch * s.cutoff_len
+    if not s.enable_liger_kernel:
+        return tokens * spec.vocab_size * LOGITS_BYTES
+    # Liger FLCE: chunk = next_pow2(ceil(T / ceil(V/H))) rows of 16-bit logits + fp32 grad of the input.
+    chunk = 2 ** math.ceil(math.log2(max(1, math.ceil(tokens / math.ceil(spec.vocab_size / spec.hidden_size)))))
+    return chunk * spec.vocab_size * 6 + tokens * spec.hidden_size * 4
+
+
+def estimate_memory(model: ModelSpec | str, settings: MemorySettings | None = None, **values: Any) -> MemoryEstimate:
+    """Peak training memory per GPU (GiB) as a breakdown; keyword values override *settings*."""
+    spec = model if isinstance(model, ModelSpec) else load_model(model)
+    if spec.model_type == "clip":
+        raise InputError(f"--model {spec.name}: memory estimates cover causal language models "
+                         "(what LlamaFactory trains); CLIP is supported for module names and counts only")
+    base = settings.model_dump() if settings else {}
+    s = settings_from(**{**base, **values})
+    lora = count_lora_params(spec, s.lora_rank, s.lora_target, s.additional_target, s.use_dora)
+    notes = list(lora.notes)
+    weights, largest = _weights(spec, s, notes)
+    trainable = lora.trainable
+    half = 2.0 if s.pure_bf16 else 4.0
+    shard_state = s.num_gpus if s.zero_stage >= 1 else 1
+    shard_grads = s.num_gpus if s.zero_stage >= 2 else 1
+    shard_params = s.num_gpus if s.zero_stage == 3 else 1
+    parts = {
+        "weights": weights,
+        "lora": trainable * half / shard_params,
+        "gradients": trainable * half / shard_grads,
+        "optimizer": trainable * _optimizer_bytes(s.optim, s.pure_bf16) / shard_state,
+        "activations": _activations(spec, s, lora),
+        "logits": _logits(spec, s),
+        "overhead": CUDA_OVERHEAD_GIB * GIB + largest * 2,
+    }
+    breakdown = {key: value / GIB for key, value in parts.items()}
+    breakdown["total"] = sum(breakdown.values())
+    if s.flash_attn == "disabled":
+        notes.append("flash_attn: disabled (eager attention) keeps heads x s^2 scores per layer")
+    if spec.multimodal:
+        notes.append("weights cover the text model; the checkpoint's frozen vision tower adds its own "
+                     "weights on top (Gemma 3 4B-27B: a ~0.4B-param SigLIP encoder, ~0.8 GiB in bf16)")
+    if s.compute_dtype == "fp16":
+        notes.append("fp16 LoRA training can overflow to NaN; prefer bf16 where the GPU has it")
+    return MemoryEstimate(spec.name, s, breakdown, trainable, tuple(notes))
+
+
+@dataclass(frozen=True)
+class Option:
+    """One change that would make the run fit, with its estimate."""
+
+    description: str
+    changes: dict[str, Any]
+    estimate: MemoryEstimate
+
+
+@dataclass(frozen=True)
+class Fit:
+    """The largest micro-batch that fits, and the accumulation that keeps the effective batch."""
+
+    fits: bool
+    micro_batch: int  # 0 when even 1 does not fit
+    gradient_accumulation_steps: int
+    effective_batch: int  # micro_batch x accumulation x num_gpus
+    budget_gib: float
+    estimate: MemoryEstimate  # at the chosen micro-batch (or at 1 when nothing fits)
+    options: tuple[Option, ...] = ()  # only when nothing fits
+
+
+def _divisors_descending(n: int) -> list[int]:
+    return sorted((d for d in range(1, n + 1) if n % d == 0), reverse=True)
+
+
+def _options(spec: ModelSpec, s: MemorySettings, budget: float) -> list[Option]:
+    """Single changes that make micro-batch 1 fit; per kind, only the mildest one that fits."""
+    kinds: list[list[tuple[str, dict[str, Any]]]] = []
+    if not s.gradient_checkpointing:
+        kinds.append([("turn gradient checkpointing back on", {"gradient_checkpointing": True})])
+    if not s.enable_liger_kernel:
+        kinds.append([("enable_liger_kernel: true (no full-vocab logits)", {"enable_liger_kernel": True})])
+    if s.quantization_bit != 4:
+        kinds.append([("4-bit quantization (QLoRA: quantization_bit 4)", {"quantization_bit": 4})])
+    cutoffs = [s.cutoff_len // 2**i for i in range(1, 8) if s.cutoff_len // 2**i >= 128]
+    kinds.append([(f"cutoff_len {c}", {"cutoff_len": c}) for c in cutoffs])  # longest first
+    kinds.append([(f"{n} GPUs with DeepSpeed ZeRO-3", {"num_gpus": n, "zero_stage": 3})
+                  for n in (2, 4, 8, 16) if n > s.num_gpus])  # fewest first
+    found: list[Option] = []
+    for kind in kinds:
+        for description, changes in kind:
+            estimate = estimate_memory(spec, s, **{**changes, "micro_batch": 1})
+            if estimate.total <= budget:
+                found.append(Option(description, changes, estimate))
+                break
+    return found
+
+
+def fit_micro_batch(
+    model: ModelSpec | str,
+    gpu_mem_gib: float,
+    settings: MemorySettings | None = None,
+    *,
+    effective_batch: int = 32,
+    headroom: float = 0.15,
+    **values: Any,
+) -> Fit:
+    """Largest micro-batch within ``gpu_mem_gib x (1 - headroom)`` keeping *effective_batch*.
+
+    When even micro-batch 1 does not fit, ``options`` lists single changes that would.
+    """
+    if gpu_mem_gib <= 0:
+        raise InputError(f"gpu_mem_gib: must be > 0 (got {gpu_mem_gib})")
+    if not 0 <= headroom < 1:
+        raise InputError(f"headroom: must be in [0, 1) (got {headroom})")
+    if effective_batch < 1:
+        raise InputError(f"effective_batch: must be >= 1 (got {effective_batch})")
+    spec = model if isinstance(model, ModelSpec) else load_model(model)
+    s = settings_from(**{**(settings.model_dump() if settings else {}), **values})
+    budget = gpu_mem_gib * (1 - headroom)
+    per_gpu = max(1, math.ceil(effective_batch / s.num_gpus))
+    for micro in _divisors_descending(per_gpu):
+        estimate = estimate_memory(spec, s, micro_batch=micro)
+        if estimate.total <= budget:
+            accumulation = per_gpu // micro
+            return Fit(True, micro, accumulation, micro * accumulation * s.num_gpus, budget, estimate)
+    estimate = estimate_memory(spec, s, micro_batch=1)
+    return Fit(False, 0, 0, 0, budget, estimate, tuple(_options(spec, s, budget)))
