@@ -29,7 +29,7 @@ def write_preset(result: Build, path: str | Path, *, force: bool = False) -> Pat
 
 def make_sweep(axis: str, values: list[str], *, base: str | None = None, options: BuildOptions | None = None,
                name: str | None = None, force: bool = False, from_: str | None = None, metric: str = "eval_loss",
-               seed: int = 0, space: str | None = None, export: str | None = None,
+               seed: int = 0, space: str | None = None, export: str | None = None, prune: bool = True,
                experiments_dir: str = "experiments", outputs_dir: str = "outputs") -> Experiment:
     """Lay out an experiment: expand the axis, grid or random space on the base, write it."""
     from lfgen import sweeps
@@ -68,7 +68,7 @@ def make_sweep(axis: str, values: list[str], *, base: str | None = None, options
         raise InputError(f"--export: {export!r} is not supported; use --export wandb")
     extra = _wandb_files(name, base, options, runs, sweep, experiments_dir, outputs_dir) if export else None
     return write(name, base, options, runs, sweep, experiments_dir=experiments_dir, outputs_dir=outputs_dir,
-                 force=force, base_from=base_from, extra_files=extra)
+                 force=force, base_from=base_from, prune=prune, extra_files=extra)
 
 
 def _count(values: list[str]) -> int:

@@ -98,6 +98,7 @@ class Build:
     samples: int | None
     samples_note: str
     hardware: Hardware | None
+    estimate: Any
     preset: Preset | None
     # For a base file: what the rules would add that the file does not have (explain shows them).
     not_applied: list[Decision] = field(default_factory=list)
@@ -125,17 +126,26 @@ def parse_set(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
     return parsed
 
 
-def resolve_target(value: str) -> tuple[str, str]:
-    """R-TARGET: an abstract set (qv, attn, mlp, all) or module names -> (lora_target, how)."""
-    sets = rules.rule("R-TARGET").table("sets")
-    if value in sets:
-        return sets[value], f"'{value}' = {sets[value]}"
+def resolve_target(value: str, model: str | None = None) -> tuple[str, str, tuple[str, ...]]:
+    """R-TARGET: an abstract set (qv, attn, mlp, all) or module names -> (lora_target, how, notes).
+
+    With a known *model* the sets map to its real module names (q_proj on Llama, query_key_value on
+    GPT-NeoX, qkv_proj on Phi-3) and explicit names are checked against it; without one the sets are
+    written as Llama/Qwen names.
+    """
     names = [n.strip() for n in value.split(",")]
-    bad = [n for n in names if not _MODULE_NAME.match(n)]
-    if bad or not names:
+    if not names or any(not _MODULE_NAME.match(n) for n in names):
         raise InputError(f"--target: {value!r} is not a module list; use qv, attn, mlp, all or names like "
                          "q_proj,v_proj")
-    return ",".join(names), "module names as given"
+    if model is not None:
+        from lfgen.estimates import resolve_target as on_model
+
+        written, real, notes = on_model(model, value)
+        return written, f"'{value}' = {', '.join(real)} on {model}", notes
+    sets = rules.rule("R-TARGET").table("sets")
+    if value in sets:
+        return sets[value], f"'{value}' = {sets[value]}", ()
+    return ",".join(names), "module names as given", ()
 
 
 def _is_file_base(base: str) -> bool:
@@ -162,6 +172,9 @@ class _Context:
         self.samples: int | None = None
         self.samples_note = ""
         self.hardware: Hardware | None = None
+        self.model_spec: Any = None  # lfgen.models.ModelSpec when the architecture is known
+        self.estimate: Any = None  # lfgen.estimates.Estimate, with a GPU
+        self.fit: Any = None  # lfgen.models.Fit, with a GPU
         # key -> (value, rule, where): the user's options win over the file's values.
         self.fixed: dict[str, tuple[Any, str, str]] = {k: (v, "FILE", f"set in {file_source}")
                                                       for k, v in file_values.items()}
@@ -175,6 +188,10 @@ class _Context:
                 raise InputError(f"--set {key}={value}: conflicts with {self.fixed[key][2].split('(')[-1][:-1]} "
                                  f"= {self.fixed[key][0]}; give the value once")
             self.fixed[key] = (value, "USER", f"you set it (--set {key}=...)")
+
+    @property
+    def model_name(self) -> str | None:
+        return str(self.get("model_name_or_path")) if self.model_spec is not None else None
 
     @property
     def from_file_only(self) -> bool:
@@ -241,8 +258,10 @@ def _lora(ctx: _Context) -> None:
         return
     source = f"preset {preset.name}: {preset.source}"
     ctx.choose("lora_rank", preset.lora.rank, "PRESET", f"the {preset.name} preset's rank", source=source)
-    target, how = resolve_target(preset.lora.target)
+    target, how, notes = resolve_target(preset.lora.target, ctx.model_name)
     ctx.choose("lora_target", target, "R-TARGET", f"the {preset.name} preset targets {how}", source=source)
+    for note in notes:
+        ctx.warn("R-TARGET", note)
     ctx.choose("lora_dropout", preset.lora.dropout, "R-DATA-DROPOUT" if "lora_dropout" not in preset.pinned
                else "PRESET", f"the {preset.name} preset's dropout" + (" (data size not known)"
                                                                        if "lora_dropout" not in preset.pinned else ""),
@@ -260,8 +279,22 @@ def _dropout_alternative() -> str:
 def _user_target(ctx: _Context) -> None:
     """--target takes the abstract sets too; store the resolved names as the user's value."""
     if ctx.options.target is not None:
-        target, how = resolve_target(ctx.options.target)
+        target, how, notes = resolve_target(ctx.options.target, ctx.model_name)
         ctx.fixed["lora_target"] = (target, "USER", f"you set it (--target {ctx.options.target}: {how})")
+        for note in notes:
+            ctx.warn("R-TARGET", note)
+
+
+def _model(ctx: _Context) -> None:
+    """LF-MODEL: the architecture, from a local config.json or the offline catalog (never downloaded)."""
+    from lfgen.estimates import model_spec
+
+    model = str(ctx.get("model_name_or_path", ""))
+    spec, why = model_spec(model, required=False)
+    ctx.model_spec = spec
+    if spec is None:
+        ctx.warn("LF-MODEL", f"{why.removeprefix('--model ')}; without its architecture lfgen writes Llama/Qwen "
+                             "module names and makes no memory estimate")
 
 
 def _data_size(ctx: _Context) -> None:
@@ -365,15 +398,7 @@ def _hardware(ctx: _Context) -> None:
             ctx.warn("R-HW-BATCH", "--num-gpus without --gpu or --gpu-mem: the batch is not sized for the GPUs")
         return
     ctx.hardware = Hardware(gpu=gpu, num_gpus=opts.num_gpus)
-    micro, accumulation, tier = rules.batch_for(gpu.memory_gb, opts.num_gpus)
-    gpus = f" x {opts.num_gpus} GPUs" if opts.num_gpus > 1 else ""
-    effective = micro * accumulation * opts.num_gpus
     asked = "--gpu" if opts.gpu else "--gpu-mem"
-    ctx.choose("per_device_train_batch_size", micro, "R-HW-BATCH",
-               f"{gpu.name} ({gpu.memory_gb:g} GB) is in the {tier} tier: micro-batch {micro}", asked=asked)
-    ctx.choose("gradient_accumulation_steps", accumulation, "R-HW-BATCH",
-               f"{micro} x {accumulation}{gpus} = effective batch {effective} (seed 002 keeps it at 32-64)",
-               asked=asked)
     _precision(ctx, gpu, asked)
     if gpu.fa2 is None:
         ctx.warn("R-HW-FA", f"{gpu.name}: FlashAttention-2 support unknown with --gpu-mem; keeping "
@@ -383,11 +408,66 @@ def _hardware(ctx: _Context) -> None:
     else:
         ctx.choose("flash_attn", "sdpa", "R-HW-FA", f"{gpu.name} ({gpu.arch}) has no FlashAttention-2; "
                                                     "PyTorch's fused sdpa attention instead", asked=asked)
+    micro, accumulation, tier = rules.batch_for(gpu.memory_gb, opts.num_gpus)
+    gpus = f" x {opts.num_gpus} GPUs" if opts.num_gpus > 1 else ""
+    seed_way = f"seed 002's {tier} tier: {micro} x {accumulation}{gpus}"
+    if ctx.model_spec is not None:
+        _fit_to_gpu(ctx, gpu, asked, seed_way)
+        return
     _headroom(ctx, gpu)
+    effective = micro * accumulation * opts.num_gpus
+    ctx.choose("per_device_train_batch_size", micro, "R-HW-BATCH",
+               f"{gpu.name} ({gpu.memory_gb:g} GB) is in the {tier} tier: micro-batch {micro}", asked=asked)
+    ctx.choose("gradient_accumulation_steps", accumulation, "R-HW-BATCH",
+               f"{micro} x {accumulation}{gpus} = effective batch {effective} (seed 002 keeps it at 32-64)",
+               asked=asked)
+
+
+def _fit_to_gpu(ctx: _Context, gpu: Gpu, asked: str, seed_way: str) -> None:
+    """R-HW-HEADROOM with the estimator: the largest micro-batch that leaves the headroom free."""
+    from lfgen.estimates import fit
+
+    headroom = rules.rule("R-HW-HEADROOM").table("headroom")
+    target, _ = rules.effective_batch_range()
+    model = ctx.model_name
+    result = fit(model, {**ctx.config, **{k: v[0] for k, v in ctx.fixed.items() if k not in ctx.config}},
+                 gpu.name, gpu.memory_gb, ctx.options.num_gpus, headroom, target)
+    ctx.fit = result
+    if not result.fits:
+        options = "; ".join(f"{o.description} (~{o.estimate.total:.1f} GiB)" for o in result.options) or \
+            "none of lfgen's single changes"
+        ctx.warn("R-HW-HEADROOM", f"{model} does not fit on {gpu.name} ({gpu.memory_gb:g} GB, keeping {headroom:.0%} "
+                                  f"free) even at micro-batch 1 (estimate {result.estimate.total:.1f} GiB); what "
+                                  f"would: {options}")
+        micro, accumulation = 1, max(1, -(-target // ctx.options.num_gpus))
+        ctx.choose("per_device_train_batch_size", micro, "R-HW-BATCH", "micro-batch 1: nothing larger can fit",
+                   asked=asked, alternative=seed_way)
+        ctx.choose("gradient_accumulation_steps", accumulation, "R-HW-BATCH",
+                   f"1 x {accumulation} keeps the effective batch", asked=asked)
+        return
+    budget = gpu.memory_gb * (1 - headroom)
+    ctx.choose("per_device_train_batch_size", result.micro_batch, "R-HW-HEADROOM",
+               f"the largest micro-batch whose estimated peak ({result.estimate.total:.1f} GiB for {model}) stays "
+               f"under {budget:.1f} of {gpu.name}'s {gpu.memory_gb:g} GB ({headroom:.0%} left free)", asked=asked,
+               alternative=seed_way)
+    gpus = f" x {ctx.options.num_gpus} GPUs" if ctx.options.num_gpus > 1 else ""
+    ctx.choose("gradient_accumulation_steps", result.gradient_accumulation_steps, "R-HW-BATCH",
+               f"{result.micro_batch} x {result.gradient_accumulation_steps}{gpus} = effective batch "
+               f"{result.effective_batch} (seed 002 keeps it at 32-64)", asked=asked)
+
+
+def _estimate(ctx: _Context) -> None:
+    from lfgen.estimates import estimate
+
+    gpu = ctx.hardware.gpu
+    ctx.estimate = estimate(ctx.model_name, ctx.config, gpu.name, gpu.memory_gb, ctx.options.num_gpus,
+                            rules.rule("R-HW-HEADROOM").table("headroom"))
 
 
 def _headroom(ctx: _Context, gpu: Gpu) -> None:
     headroom = rules.rule("R-HW-HEADROOM").table("headroom")
+    if ctx.model_spec is not None:
+        return  # the estimator sized the batch for this very model; the seed's 7B figure adds nothing
     figure = re.search(r"~(\d+)\s*GB", ctx.preset.seed_figures.vram) if ctx.preset else None
     if figure and float(figure.group(1)) > gpu.memory_gb * (1 - headroom):
         ctx.warn("R-HW-HEADROOM", f"seed 002 puts the {ctx.preset.name} preset at ~{figure.group(1)} GB for a 7B "
@@ -500,9 +580,10 @@ def build(base: str = "a800", options: BuildOptions | None = None, *, check_data
     else:
         preset = get_preset(base)
     ctx = _Context(base, options, preset, file_values, file_source)
-    _user_target(ctx)
     _user_precision(ctx)
     _skeleton(ctx)
+    _model(ctx)
+    _user_target(ctx)
     if check_data:
         _data_size(ctx)
     elif options.samples is not None:
@@ -515,6 +596,8 @@ def build(base: str = "a800", options: BuildOptions | None = None, *, check_data
     _output(ctx)
     _user_rest(ctx)
     _checks(ctx)
+    if ctx.model_spec is not None and ctx.hardware is not None:
+        _estimate(ctx)
     # Rule values are tested against LlamaFactory's parser; only raw values from --set or a base
     # file need lfgen's schema (skipping it keeps `lfgen preset` inside its startup budget).
     if options.set or file_values:
@@ -524,4 +607,4 @@ def build(base: str = "a800", options: BuildOptions | None = None, *, check_data
         if problems:
             raise ProblemsFound(problems)
     return Build(base=base, options=options, config=ctx.config, decisions=ctx.decisions, warnings=ctx.warnings,
-                 samples=ctx.samples, samples_note=ctx.samples_note, hardware=ctx.hardware, preset=preset, not_applied=ctx.not_applied)
+                 samples=ctx.samples, samples_note=ctx.samples_note, hardware=ctx.hardware, estimate=ctx.estimate, preset=preset, not_applied=ctx.not_applied)

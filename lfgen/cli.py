@@ -172,6 +172,18 @@ def preset(name: str, output: str | None, force: bool, **kwargs: Any) -> None:
     else:
         click.echo(render_build(result), nl=False)
     _print_warnings(result.warnings)
+    if result.estimate is not None:
+        click.echo(_estimate_line(result.estimate), err=True)
+
+
+def _estimate_line(estimate) -> str:
+    memory, gpu = estimate.memory_gib, estimate.gpu or {}
+    total = memory.get("calibrated_total", memory["total"])
+    where = f" on {gpu['name']}" if gpu else ""
+    verdict = "" if estimate.fits is None else (
+        f" of {gpu['memory_gib']:g} GB: fits" if estimate.fits else f" of {gpu['memory_gib']:g} GB: does NOT fit")
+    return (f"estimate for {estimate.model['id']}{where}: {estimate.trainable_params:,} trainable parameters, "
+            f"peak ~{total:.1f} GiB per GPU{verdict} (lfgen explain shows the breakdown)")
 
 
 # --- explain ---------------------------------------------------------------------------------------
@@ -222,7 +234,30 @@ def explain(subject: str, as_json: bool, **kwargs: Any) -> None:
         for d in result.suggestions:
             extra.add_row(d.key, _show(d.value), d.rule, d.reason)
         console.print(extra)
+    if result.estimate is not None:
+        _print_estimate(console, result.estimate)
     _print_warnings(result.warnings)
+
+
+def _print_estimate(console, estimate) -> None:
+    from rich.table import Table
+
+    model = estimate.model
+    table = Table(title=f"{model['id']} ({model['architecture']}, {model['params'] / 1e9:.2f}B parameters): "
+                        f"{estimate.trainable_params:,} trainable on {', '.join(estimate.target_modules)}",
+                  title_justify="left")
+    table.add_column("memory per GPU")
+    table.add_column("GiB", justify="right")
+    for part, value in estimate.memory_gib.items():
+        table.add_row(part.replace("_", " "), f"{value:.2f}")
+    console.print(table)
+    gpu = estimate.gpu
+    if gpu is not None:
+        total = estimate.memory_gib.get("calibrated_total", estimate.memory_gib["total"])
+        verdict = "fits" if estimate.fits else "does not fit"
+        console.print(f"verdict: {total:.1f} GiB on {gpu['name']} ({gpu['memory_gib']:g} GB, 15% kept free): {verdict}")
+    for note in estimate.notes:
+        console.print(f"note: {note}", markup=False)
 
 
 def _show(value: Any) -> str:
@@ -287,13 +322,14 @@ def validate(files: tuple[str, ...], no_parser: bool, as_json: bool) -> None:
 @click.option("--space", type=click.Path(dir_okay=False), help="random: the space file (ranges, log, choices).")
 @click.option("--seed", type=int, default=0, show_default=True, help="random: the sampling seed.")
 @click.option("--export", type=click.Choice(["wandb"]), help="Also write a W&B sweep of the same values.")
+@click.option("--no-prune", is_flag=True, help="Keep runs the memory estimate says cannot fit the GPU.")
 @click.option("--experiments-dir", default="experiments", show_default=True)
 @click.option("--outputs-dir", default="outputs", show_default=True, help="Runs train in OUTPUTS/<name>/<run>.")
 @click.option("--force", is_flag=True, help="Replace an existing experiment of the same name.")
 @build_options
 def sweep(axis: str, values: tuple[str, ...], base: str | None, from_: str | None, metric: str, name: str | None,
-          space: str | None, seed: int, export: str | None, experiments_dir: str, outputs_dir: str, force: bool,
-          **kwargs: Any) -> None:
+          space: str | None, seed: int, export: str | None, no_prune: bool, experiments_dir: str, outputs_dir: str,
+          force: bool, **kwargs: Any) -> None:
     """Lay out an experiment: one LlamaFactory YAML per run along AXIS.
 
     \b
@@ -305,7 +341,9 @@ def sweep(axis: str, values: tuple[str, ...], base: str | None, from_: str | Non
           plan                seed 000's tuning order for the base, as commands
 
     Writes experiments/<name>/experiment.yaml and runs/<run>.yaml; each run trains in its own
-    outputs/<name>/<run>. An existing experiment is kept unless --force.
+    outputs/<name>/<run>. With a known model and --gpu, each run is sized to fit (micro-batch down,
+    accumulation up) and one that cannot fit is dropped with the reason (--no-prune keeps it).
+    An existing experiment is kept unless --force.
 
     \b
     Examples:
@@ -325,8 +363,8 @@ def sweep(axis: str, values: tuple[str, ...], base: str | None, from_: str | Non
             click.echo(line)
         return
     experiment = make_sweep(axis, list(values), base=base, options=options, name=name, force=force, from_=from_,
-                            metric=metric, seed=seed, space=space, export=export, experiments_dir=experiments_dir,
-                            outputs_dir=outputs_dir)
+                            metric=metric, seed=seed, space=space, export=export, prune=not no_prune,
+                            experiments_dir=experiments_dir, outputs_dir=outputs_dir)
     _print_experiment(experiment)
 
 
@@ -506,6 +544,43 @@ def sample(run_dir: str, prompts: str, output: str | None, max_new_tokens: int) 
 
     path = run_sample(run_dir, prompts, output, max_new_tokens=max_new_tokens)
     click.echo(f"wrote {path}", err=True)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("run_dirs", nargs=-1, required=True, metavar="RUN_DIR...")
+@click.option("--gpu", help="The GPU the runs trained on, when their recipe does not say.")
+@click.option("--dry-run", is_flag=True, help="Show estimate against measured; store nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: runs and factors.")
+def calibrate(run_dirs: tuple[str, ...], gpu: str | None, dry_run: bool, as_json: bool) -> None:
+    """Compare the memory estimate with the peak LlamaFactory measured, and store correction factors.
+
+    lfgen run sets RECORD_VRAM=1, so each run's trainer_log.jsonl holds its measured vram_reserved.
+    The median measured/estimated ratio per GPU and model family scales later estimates and the
+    fit-to-GPU sizing (stored in ~/.config/lfgen/calibration.json, or $LFGEN_CALIBRATION).
+
+    \b
+    Examples:
+      lfgen calibrate outputs/rank-sweep/*
+      lfgen calibrate outputs/qv --gpu A800 --dry-run
+    """
+    from lfgen.calibration import calibrate as run_calibrate
+    from lfgen.estimates import calibration_path
+
+    rows, factors = run_calibrate(list(run_dirs), gpu, store=not dry_run)
+    if as_json:
+        _emit_json({"runs": [{**vars(r), "error": r.error} for r in rows], "factors": factors})
+        return
+    from rich.table import Table
+
+    table = Table(title="memory estimate against LlamaFactory's measured peak (vram_reserved)", title_justify="left")
+    for column in ("run", "model", "GPU", "estimate GiB", "measured GiB", "error"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r.run, r.model, r.gpu, f"{r.estimate_gib:.2f}", f"{r.measured_gib:.2f}", f"{r.error:+.1%}")
+    _console().print(table)
+    for key, value in factors.items():
+        click.echo(f"factor {value['factor']:.3f} for {key.replace('|', ' / ')} ({value['runs']} run(s))"
+                   + ("" if dry_run else f", stored in {calibration_path()}"), err=True)
 
 
 def main() -> None:

@@ -91,10 +91,28 @@ def plan_runs(name: str, base: str, options: BuildOptions, runs: list[RunSpec], 
     return base_build, built
 
 
+def _run_estimate(result: Build) -> dict[str, Any] | None:
+    """Trainable parameters, peak memory and fit for a run, when its model's architecture is known."""
+    from lfgen import estimates
+
+    model = str(result.config.get("model_name_or_path", ""))
+    try:
+        spec, _ = estimates.model_spec(model, required=False)
+    except InputError:
+        return None
+    if spec is None:
+        return None
+    found = result.estimate
+    if found is None:
+        found = estimates.estimate(model, result.config, None, None, result.options.num_gpus, 0.15)
+    memory = found.memory_gib.get("calibrated_total", found.memory_gib["total"])
+    return {"trainable_params": found.trainable_params, "memory_gib": round(memory, 2), "fits": found.fits}
+
+
 def write(name: str, base: str, options: BuildOptions, runs: list[RunSpec], sweep: dict[str, Any], *,
           experiments_dir: str = "experiments", outputs_dir: str = "outputs", force: bool = False,
-          base_from: dict[str, Any] | None = None, estimates: dict[str, dict[str, Any]] | None = None,
-          dropped: list[dict[str, Any]] | None = None, extra_files: dict[str, str] | None = None) -> Experiment:
+          base_from: dict[str, Any] | None = None, prune: bool = True,
+          extra_files: dict[str, str] | None = None) -> Experiment:
     """Write ``<experiments_dir>/<name>/``: the manifest and ``runs/<run>.yaml`` for every run."""
     from lfgen import __version__
     from lfgen.api import render_build
@@ -104,17 +122,24 @@ def write(name: str, base: str, options: BuildOptions, runs: list[RunSpec], swee
         raise InputError(f"--name: experiment {target} already exists; pass --force to replace it, or --name NEW")
     base_build, built = plan_runs(name, base, options, runs, outputs_dir)
     varying = varying_keys(base_build.config, [result.config for _, result in built])
-    entries, files = [], {}
+    entries, files, dropped = [], {}, []
     for run, result in built:
+        estimate = _run_estimate(result)
+        if prune and estimate is not None and estimate["fits"] is False:
+            # The build already tried every micro-batch down to 1 (effective batch kept); nothing fits.
+            why = next((w for w in result.warnings if w.startswith("R-HW-HEADROOM")), "does not fit")
+            dropped.append({"name": run.name, "reason": why, "estimate": estimate})
+            continue
         rel = f"runs/{run.name}.yaml"
         files[rel] = render_build(result)
         entries.append(RunEntry(name=run.name, overrides=run.options,
                                 varies={k: result.config.get(k) for k in varying},
-                                config=rel, output_dir=result.config["output_dir"],
-                                estimate=(estimates or {}).get(run.name)))
+                                config=rel, output_dir=result.config["output_dir"], estimate=estimate))
+    if not entries:
+        raise InputError(f"no run of {name} fits: {dropped[0]['reason']}; use --no-prune to write them anyway")
     manifest = Manifest(name=name, lfgen=__version__, created=_dt.datetime.now().isoformat(timespec="seconds"),
                         base=base, base_from=base_from, options=options.model_dump(exclude_defaults=True),
-                        sweep=sweep, runs=entries, dropped=dropped or [],
+                        sweep=sweep, runs=entries, dropped=dropped,
                         root=os.path.relpath(Path.cwd(), target.resolve()))
     files[MANIFEST] = yaml.dump(json.loads(manifest.model_dump_json()), Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper),
                                 sort_keys=False, allow_unicode=True)

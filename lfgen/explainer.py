@@ -23,16 +23,20 @@ class Explanation:
     gpu: dict[str, Any] | None = None
     # Rules the file does not follow: values lfgen would add or choose differently.
     suggestions: list[Decision] = field(default_factory=list)
+    estimate: Any = None  # lfgen.estimates.Estimate when the model's architecture is known
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        extra = self.estimate.to_json() if self.estimate is not None else {}
+        if extra and self.gpu is not None:
+            extra["gpu"] = {**self.gpu, "memory_gib": self.gpu["memory_gb"]}
+        return {**extra,
             "source": self.source,
             "config": self.config,
             "decisions": [d.to_json() for d in self.decisions],
             "warnings": self.warnings,
             "suggestions": [d.to_json() for d in self.suggestions],
             "samples": self.samples,
-            "gpu": self.gpu,
+            "gpu": extra.get("gpu", self.gpu),
         }
 
 
@@ -81,15 +85,32 @@ def _explain_generated(path: str, text: str, options: BuildOptions) -> Explanati
 
 
 def explain(target: str, options: BuildOptions | None = None) -> Explanation:
-    """Explain a config file (lfgen's or anyone's) or a preset built with *options*."""
+    """Explain a config file (lfgen's or anyone's) or a preset built with *options*, with the model's
+    target modules, trainable parameters and memory estimate when its architecture is known."""
     options = options or BuildOptions()
     if not _is_file_base(target):
-        return _from_build(f"preset {target}", build(target, options))
-    text = read_text(target, "config file")
-    generated = _explain_generated(target, text, options)
-    if generated is not None:
-        return generated
-    values = parse_config(text, target)
-    result = build(target, options)
-    keys = list(values) + [k for k in result.config if k not in values]
-    return _from_build(target, result, keys)
+        result = _from_build(f"preset {target}", build(target, options))
+    else:
+        text = read_text(target, "config file")
+        result = _explain_generated(target, text, options)
+        if result is None:
+            values = parse_config(text, target)
+            built = build(target, options)
+            result = _from_build(target, built, list(values) + [k for k in built.config if k not in values])
+    result.estimate = _estimate(result, options)
+    return result
+
+
+def _estimate(result: Explanation, options: BuildOptions) -> Any:
+    from lfgen.estimates import estimate, model_spec
+    from lfgen.rules import rule
+
+    model = result.config.get("model_name_or_path")
+    if not model:
+        return None
+    spec, _ = model_spec(str(model), required=options.model is not None)  # --model X: X must be known
+    if spec is None:
+        return None
+    gpu = result.gpu or {}
+    return estimate(str(model), result.config, gpu.get("name"), gpu.get("memory_gb"), gpu.get("num_gpus", options.num_gpus),
+                    rule("R-HW-HEADROOM").table("headroom"))

@@ -181,6 +181,10 @@ class Runner:
             f"{config.get('gradient_accumulation_steps')}") or ""
         header = [f"The config lfgen ran for run {name} of {self.target.name} (from {row.config})",
                   f"lfgen-root: {self.target.root}"]
+        recipe = next((line.lstrip("# ").strip() for line in (self.target.root / row.config).read_text(
+            encoding="utf-8").splitlines() if "lfgen-recipe:" in line), None)
+        if recipe:  # the GPU and options it was built for: lfgen calibrate reads them
+            header.append(recipe)
         if note:
             header.append(note)
         (output_dir / RUN_CONFIG).write_text(render(config, header=header), encoding="utf-8")

@@ -68,8 +68,9 @@ def test_issue_example_command(runner, cli, dataset_dir, tmp_path, monkeypatch):
                  "--dataset", "my_sft", "--dataset-dir", "data", "-o", "configs/qv.yaml")
     assert result.exit_code == 0, result.stderr
     config = yaml.safe_load((tmp_path / "configs/qv.yaml").read_text())
-    assert config["dataset"] == "my_sft" and config["per_device_train_batch_size"] == 2
-    assert config["lora_dropout"] == 0.2  # 2,000 rows counted from data/my_sft.json
+    assert config["dataset"] == "my_sft" and config["lora_dropout"] == 0.2  # 2,000 rows counted from data/my_sft.json
+    assert config["per_device_train_batch_size"] * config["gradient_accumulation_steps"] == 32
+    assert "estimate for Qwen/Qwen2.5-7B-Instruct on RTX 4090" in result.stderr  # printed after writing
 
 
 def test_set_any_llamafactory_key(runner, cli):

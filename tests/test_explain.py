@@ -30,11 +30,34 @@ def test_every_value_of_a_generated_file_has_its_rule(runner, cli, tmp_path):
     data = explain_json(runner, cli, str(path))
     by_key = {d["key"]: d for d in data["decisions"]}
     assert set(by_key) == set(yaml.safe_load(path.read_text()))
-    assert by_key["per_device_train_batch_size"]["rule"] == "R-HW-BATCH"
+    assert by_key["per_device_train_batch_size"]["rule"] == "R-HW-HEADROOM"  # the estimator, on a known model
+    assert by_key["gradient_accumulation_steps"]["rule"] == "R-HW-BATCH"
     assert by_key["lora_dropout"]["rule"] == "R-DATA-DROPOUT" and "3,000" in by_key["lora_dropout"]["reason"]
     assert by_key["lora_dropout"]["alternative"].startswith("lora_dropout 0.0 (seed 003")
     assert data["samples"] == 3000
     assert not any(d["rule"] == "FILE" for d in data["decisions"])
+
+
+def test_model_and_memory_in_the_json(runner, cli):
+    data = explain_json(runner, cli, "a800", "--model", "Qwen/Qwen2.5-7B-Instruct", "--gpu", "A800")
+    assert data["model"]["architecture"] == "qwen2" and data["model"]["params"] > 7e9
+    assert data["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert data["trainable_params"] == 161_480_704  # r64 on every linear layer of Qwen2.5-7B (PEFT's count)
+    assert set(data["memory_gib"]) >= {"weights", "lora", "gradients", "optimizer", "activations", "logits",
+                                       "overhead", "total"}
+    assert data["gpu"]["name"] == "A800" and data["gpu"]["memory_gib"] == 80 and data["fits"] is True
+
+
+def test_seventy_b_on_a_24gb_gpu_says_it_does_not_fit_and_what_would(runner, cli):
+    result = runner.invoke(cli, ["explain", "a800", "--model", "meta-llama/Llama-2-70b-hf", "--gpu", "4090"])
+    assert result.exit_code == 0
+    assert "does not fit" in result.stdout and "ZeRO-3" in result.stderr + result.stdout
+
+
+def test_explain_an_unknown_model_is_an_error(runner, cli):
+    result = runner.invoke(cli, ["explain", "a800", "--model", "my-org/nothing-like-it"])
+    assert result.exit_code == 1 and "not a local folder and not in lfgen's offline catalog" in result.stderr
+    assert "config.json" in result.stderr
 
 
 def test_hand_edits_are_named(runner, cli, tmp_path):

@@ -60,10 +60,14 @@ def test_auto_takes_rank_dropout_epochs_warmup_from_data_and_batch_from_gpu():
     small = build("auto", BuildOptions.parse(samples=800, gpu="4090")).config
     assert (small["lora_rank"], small["lora_alpha"], small["lora_dropout"]) == (32, 64, 0.2)
     assert (small["num_train_epochs"], small["warmup_ratio"]) == (5.0, 0.05)
-    assert (small["per_device_train_batch_size"], small["gradient_accumulation_steps"]) == (2, 16)
-    big = build("auto", BuildOptions.parse(samples=80_000, gpu="H100")).config
-    assert (big["lora_rank"], big["lora_dropout"], big["num_train_epochs"], big["weight_decay"]) == (128, 0.0, 2.0, 0.0)
-    assert (big["per_device_train_batch_size"], big["gradient_accumulation_steps"]) == (8, 4)
+    assert small["per_device_train_batch_size"] * small["gradient_accumulation_steps"] == 32
+    big = build("auto", BuildOptions.parse(samples=80_000, gpu="H100"))
+    config = big.config
+    assert (config["lora_rank"], config["lora_dropout"], config["num_train_epochs"], config["weight_decay"]) == \
+        (128, 0.0, 2.0, 0.0)
+    assert config["per_device_train_batch_size"] * config["gradient_accumulation_steps"] == 32
+    assert config["per_device_train_batch_size"] > small["per_device_train_batch_size"]  # 80 GB fits more than 24
+    assert big.decisions["per_device_train_batch_size"].rule == "R-HW-HEADROOM"
 
 
 def test_unknown_preset_lists_the_valid_ones():

@@ -21,10 +21,13 @@ def test_every_rule_of_rules_md_is_registered_with_a_seed():
         assert registry()[rule_id].seeds, rule_id
 
 
+UNKNOWN_MODEL = "my-org/private-7b"  # in no catalog and not on disk: the seed's tiers size the batch
+
+
 @pytest.mark.parametrize("gpu,expected", [("RTX 4090", (2, 16)), ("A100-40", (4, 8)), ("A800", (8, 4)),
                                           ("T4", (1, 32)), ("L40S", (4, 8)), ("H200", (16, 2))])
 def test_batch_by_gpu_memory_keeps_effective_32(gpu, expected):
-    result = build("a800", BuildOptions.parse(gpu=gpu))
+    result = build("a800", BuildOptions.parse(gpu=gpu, model=UNKNOWN_MODEL))
     config = result.config
     assert (config["per_device_train_batch_size"], config["gradient_accumulation_steps"]) == expected
     assert decided(result, "per_device_train_batch_size").rule == "R-HW-BATCH"
@@ -39,9 +42,53 @@ def test_effective_batch_stays_in_32_to_64(memory, gpus):
 
 
 def test_gpu_mem_sizes_the_batch_but_keeps_unknown_capabilities():
-    result = build("a800", BuildOptions.parse(gpu_mem=40))
+    result = build("a800", BuildOptions.parse(gpu_mem=40, model=UNKNOWN_MODEL))
     assert (result.config["per_device_train_batch_size"], result.config["gradient_accumulation_steps"]) == (4, 8)
     assert any("bf16 support unknown" in w for w in result.warnings)
+
+
+@pytest.mark.parametrize("gpu", ["A100-40", "L40S", "A800", "H200"])  # a800 on a 7B does not fit 24 GB (see below)
+def test_known_model_and_gpu_get_the_largest_micro_batch_that_fits(gpu):
+    result = build("a800", BuildOptions.parse(gpu=gpu, model="Qwen/Qwen2.5-7B-Instruct"))
+    micro = result.decisions["per_device_train_batch_size"]
+    config = result.config
+    assert micro.rule == "R-HW-HEADROOM" and "seed 002's" in micro.alternative
+    assert config["per_device_train_batch_size"] * config["gradient_accumulation_steps"] == 32
+    budget = result.hardware.gpu.memory_gb * 0.85
+    assert result.estimate.memory_gib["total"] <= budget and result.estimate.fits is True
+    bigger = build("a800", BuildOptions.parse(gpu=gpu, model="Qwen/Qwen2.5-7B-Instruct",
+                                              set={"per_device_train_batch_size": micro.value * 2}))
+    assert bigger.estimate.memory_gib["total"] > budget or micro.value * 2 > 32  # the next size up would not fit
+
+
+def test_a800_on_a_7b_does_not_fit_a_24gb_card_at_2048_tokens():
+    # LlamaFactory #7409 measured 26.1 GB for Qwen2-7B at rank 8, s2048, b1; the a800 preset is rank 64 on every layer.
+    result = build("a800", BuildOptions.parse(gpu="RTX 4090", model="Qwen/Qwen2.5-7B-Instruct"))
+    assert result.estimate.fits is False and any("cutoff_len" in w for w in result.warnings)
+    lighter = build("lightweight", BuildOptions.parse(gpu="RTX 4090", model="Qwen/Qwen2.5-7B-Instruct", cutoff_len=1024))
+    assert lighter.estimate.fits is True
+
+
+def test_a_model_that_cannot_fit_says_what_would():
+    result = build("a800", BuildOptions.parse(gpu="RTX 4090", model="meta-llama/Llama-2-70b-hf"))
+    warning = next(w for w in result.warnings if w.startswith("R-HW-HEADROOM"))
+    assert "does not fit on RTX 4090" in warning and "DeepSpeed ZeRO-3" in warning
+    assert result.config["per_device_train_batch_size"] == 1 and result.estimate.fits is False
+
+
+def test_targets_map_to_the_architectures_real_names():
+    assert build("lightweight", BuildOptions.parse(model="EleutherAI/pythia-410m")).config["lora_target"] == \
+        "query_key_value"
+    assert build("balanced", BuildOptions.parse(model="microsoft/Phi-3-mini-4k-instruct")).config["lora_target"] == \
+        "qkv_proj,o_proj"
+
+
+def test_a_module_the_model_lacks_is_an_error():
+    from lfgen.errors import InputError
+
+    with pytest.raises(InputError, match=r"lora_target: 'c_attn' is not a module of Qwen/Qwen2.5-7B-Instruct .*its "
+                                         r"Linear layers are"):
+        build("a800", BuildOptions.parse(model="Qwen/Qwen2.5-7B-Instruct", target="c_attn"))
 
 
 def test_no_bf16_gpu_trains_in_fp32_with_the_reason():
@@ -76,7 +123,8 @@ def test_rank_moves_alpha_by_the_presets_ratio():
 
 
 def test_user_value_wins_and_explain_names_the_overridden_rule():
-    result = build("a800", BuildOptions.parse(gpu="A800", lr=3e-4, set={"per_device_train_batch_size": 2}))
+    result = build("a800", BuildOptions.parse(gpu="A800", lr=3e-4, set={"per_device_train_batch_size": 2},
+                                              model=UNKNOWN_MODEL))
     lr = decided(result, "learning_rate")
     assert (lr.value, lr.rule) == (3e-4, "USER") and "overrides R-LR" in lr.reason
     batch = decided(result, "per_device_train_batch_size")

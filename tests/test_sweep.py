@@ -54,7 +54,9 @@ def test_manifest_records_everything():
     run = manifest.runs[0]
     assert (run.name, run.overrides, run.varies) == ("rank-16", {"rank": 16}, {"lora_rank": 16, "lora_alpha": 32})
     assert (run.config, run.output_dir) == ("runs/rank-16.yaml", "outputs/r/rank-16")
-    assert yaml.safe_load((experiment.path / run.config).read_text())["per_device_train_batch_size"] == 2
+    config = yaml.safe_load((experiment.path / run.config).read_text())
+    assert config["per_device_train_batch_size"] * config["gradient_accumulation_steps"] == 32
+    assert run.estimate["fits"] is True and run.estimate["trainable_params"] == 5_046_272  # 28 x 16 x ((3584+3584) + (3584+512)): r16 on q,v of Qwen2-7B
 
 
 def _options(**values):

@@ -1,0 +1,80 @@
+"""lfgen calibrate on run directories the test creates: the measured peaks are written here the way
+LlamaFactory writes them with RECORD_VRAM=1 (a CPU machine measures no GPU memory)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lfgen import BuildOptions, build, render_build
+from lfgen.calibration import calibrate
+from lfgen.errors import InputError
+from lfgen.estimates import load_calibration
+
+MODEL = "Qwen/Qwen2.5-7B-Instruct"
+
+
+@pytest.fixture(autouse=True)
+def _store(tmp_path, monkeypatch):
+    monkeypatch.setenv("LFGEN_CALIBRATION", str(tmp_path / "calibration.json"))
+    monkeypatch.chdir(tmp_path)
+
+
+def run_dir(tmp_path, name: str, measured: list[float], gpu: str = "A800", rank: int = 16):
+    out = tmp_path / "outputs" / name
+    out.mkdir(parents=True)
+    result = build("lightweight", BuildOptions.parse(model=MODEL, gpu=gpu, rank=rank))
+    (out / "lfgen_run.yaml").write_text(render_build(result))  # carries the recipe with the GPU
+    lines = [{"current_steps": i + 1, "total_steps": 9, "loss": 1.0, "vram_allocated": v * 0.9, "vram_reserved": v}
+             for i, v in enumerate(measured)]
+    (out / "trainer_log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return out, result
+
+
+def test_factor_is_the_median_ratio_and_later_estimates_use_it(tmp_path):
+    one, result = run_dir(tmp_path, "r16", [20.0, 31.0, 30.5])
+    estimate = result.estimate.memory_gib["total"]
+    two, _ = run_dir(tmp_path, "r16b", [estimate * 1.2])
+    rows, factors = calibrate([str(one), str(two)])
+    assert [r.measured_gib for r in rows] == [31.0, pytest.approx(estimate * 1.2)]
+    assert rows[0].estimate_gib == pytest.approx(estimate)
+    assert rows[0].error == pytest.approx((estimate - 31.0) / 31.0)
+    expected = (31.0 / estimate + 1.2) / 2
+    assert factors["A800|qwen2"]["factor"] == pytest.approx(expected, abs=1e-4) and factors["A800|qwen2"]["runs"] == 2
+    assert load_calibration()["A800|qwen2"]["factor"] == pytest.approx(expected, abs=1e-4)
+    again = build("lightweight", BuildOptions.parse(model=MODEL, gpu="A800", rank=16))
+    assert again.estimate.calibration == pytest.approx(expected, abs=1e-4)
+    assert again.estimate.memory_gib["calibrated_total"] == pytest.approx(estimate * expected, rel=1e-3)
+
+
+def test_a_larger_factor_shrinks_the_fitted_micro_batch(tmp_path):
+    out, result = run_dir(tmp_path, "r", [0.0])
+    before = result.config["per_device_train_batch_size"]
+    (out / "trainer_log.jsonl").write_text(json.dumps({"vram_reserved": result.estimate.memory_gib["total"] * 3}))
+    calibrate([str(out)])
+    after = build("lightweight", BuildOptions.parse(model=MODEL, gpu="A800", rank=16)).config
+    assert after["per_device_train_batch_size"] < before
+    assert after["per_device_train_batch_size"] * after["gradient_accumulation_steps"] == 32
+
+
+def test_dry_run_stores_nothing(tmp_path):
+    out, _ = run_dir(tmp_path, "r", [25.0])
+    calibrate([str(out)], store=False)
+    assert load_calibration() == {}
+
+
+def test_runs_without_measurements_or_config_are_clear_errors(tmp_path):
+    out, _ = run_dir(tmp_path, "r", [25.0])
+    (out / "trainer_log.jsonl").write_text(json.dumps({"current_steps": 1, "loss": 1.0}) + "\n")
+    with pytest.raises(InputError, match="has no vram_reserved; the run must train on a GPU with RECORD_VRAM=1"):
+        calibrate([str(out)])
+    with pytest.raises(InputError, match="has no lfgen_run.yaml"):
+        calibrate([str(tmp_path)])
+
+
+def test_cli(tmp_path, runner, cli):
+    out, _ = run_dir(tmp_path, "r", [25.0])
+    result = runner.invoke(cli, ["calibrate", str(out)])
+    assert result.exit_code == 0, result.stderr
+    assert "25.00" in result.stdout and "factor" in result.stderr and "A800 / qwen2" in result.stderr
