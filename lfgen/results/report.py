@@ -1,0 +1,102 @@
+"""One self-contained HTML report of a comparison: the table, the curves (PNG embedded as base64),
+each run's findings, and each experiment's best run and next step. No external resources: the file
+can be mailed, archived or opened offline.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import math
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lfgen.results.diagnosis import HEALTHY
+from lfgen.results.table import Comparison, collect, frame
+
+TEMPLATE = "report.html.j2"
+PLOT_MAX_RUNS = 40  # per experiment figure; beyond that the lines are unreadable anyway
+_CODE = re.compile(r"`([^`]+)`")
+
+
+def render_report(comparison: Comparison, *, sort: str | None = None,
+                  filter: str | Sequence[str] | None = None, title: str | None = None) -> str:  # noqa: A002
+    """The HTML text of the report for *comparison* (rows and plots limited by *filter*)."""
+    import jinja2
+
+    from lfgen.resources import templates_dir
+
+    df = frame(comparison, sort=sort, filter=filter)
+    index = {name: i for i, name in enumerate(comparison.names)}
+    shown = [index[name] for name in df["run"]]
+    experiments = []
+    for name, summary in df.attrs["experiments"].items():
+        members = [i for i in shown if comparison.experiments[i] == name]
+        experiments.append(_experiment(comparison, summary, members))
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    return env.get_template(TEMPLATE).render(
+        title=title or f"lfgen compare: {comparison.root}",
+        generated=dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        root=str(comparison.root),
+        columns=list(df.columns),
+        rows=[[_format(column, value) for column, value in zip(df.columns, row)]
+              for row in df.astype(object).where(df.notna(), None).itertuples(index=False)],  # NaN, <NA> -> None
+        experiments=experiments,
+    )
+
+
+def write_report(source: str | os.PathLike[str] | Comparison, out: str | os.PathLike[str], *,
+                 sort: str | None = None, filter: str | Sequence[str] | None = None,  # noqa: A002
+                 force: bool = False) -> Path:
+    """Write the report of *source* (a path with runs, or a Comparison) to *out*; refuses to replace a
+    file unless *force*."""
+    from lfgen.yamlio import write_new
+
+    comparison = source if isinstance(source, Comparison) else collect(source)
+    return write_new(out, render_report(comparison, sort=sort, filter=filter), force=force, option="--report")
+
+
+def _experiment(comparison: Comparison, summary: dict[str, Any], members: list[int]) -> dict[str, Any]:
+    name = summary["experiment"]
+    best = [i for i in members if comparison.names[i] == summary["best_run"]]
+    plotted = (best + [i for i in members if i not in best])[:PLOT_MAX_RUNS]
+    image = ""
+    if any(comparison.runs[i].train_loss or comparison.runs[i].eval_loss for i in plotted):
+        from lfgen.results.plots import render_png
+
+        png = render_png([(comparison.names[i], comparison.runs[i]) for i in plotted], title=name)
+        image = base64.b64encode(png).decode("ascii")
+    runs = []
+    for i in members:
+        findings = [f for f in comparison.findings[i] if f.kind != HEALTHY]
+        runs.append({"name": comparison.names[i], "state": comparison.runs[i].state,
+                     "healthy": any(f.kind == HEALTHY for f in comparison.findings[i]),
+                     "findings": [f.to_dict() for f in findings], "notes": comparison.runs[i].notes})
+    return {"name": name, "best_run": summary["best_run"], "best_by": summary["best_by"],
+            "best_value": _format("", summary["best_value"]), "varied": ", ".join(summary["varied"]) or "-",
+            "next_step": _segments(summary["next_step"]), "image": image,
+            "plotted": len(plotted), "members": len(members), "runs": runs}
+
+
+def _segments(text: str) -> list[tuple[str, bool]]:
+    """Text split at `code` spans: (text, is_code) pairs the template renders safely."""
+    parts = _CODE.split(text)
+    return [(part, i % 2 == 1) for i, part in enumerate(parts) if part]
+
+
+def _format(column: str, value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if hasattr(value, "item") and not isinstance(value, str):
+        value = value.item()  # numpy scalars from the DataFrame
+    if isinstance(value, (bool, int)):
+        return str(value)
+    if isinstance(value, float):
+        if column == "learning_rate" or (value and abs(value) < 1e-3):
+            return f"{value:.2e}"
+        return f"{value:.4g}"
+    return str(value)

@@ -1,0 +1,92 @@
+"""The HTML report is one self-contained file; the PNG of the curves is a real image."""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from pathlib import Path
+
+import pytest
+
+from lfgen.errors import InputError
+from lfgen.results.plots import plot_curves, render_png
+from lfgen.results.reader import read_run
+from lfgen.results.report import write_report
+from lfgen.results.table import collect
+from tests.results.lf_files import Curves, decay, write_run
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+N = 60
+
+
+def sweep(root: Path) -> Path:
+    for r in (16, 32):
+        curves = Curves(decay(N, seed=r), {s: 1.6 - r / 100 - s / 2000 for s in range(100, 601, 100)},
+                        grad_norm=[0.5] * N, logging_steps=10)
+        write_run(root / "rank-sweep" / f"r{r}", curves, config={"lora_rank": r, "lora_alpha": 2 * r})
+    loss = decay(N)
+    loss[40:] = [float("nan")] * (N - 40)
+    write_run(root / "rank-sweep" / "r<b>64", Curves(loss, logging_steps=10), config={"lora_rank": 64})
+    return root
+
+
+def test_report_is_self_contained_and_holds_table_curves_and_advice(tmp_path: Path) -> None:
+    out = write_report(sweep(tmp_path / "exp"), tmp_path / "report.html")
+    text = out.read_text(encoding="utf-8")
+    links = re.findall(r"""\b(?:src|href)\s*=\s*["']?([^"'\s>]+)""", text, re.I)
+    assert links and all(link.startswith("data:") for link in links)
+    assert not re.search(r"https?://", text)
+    assert "<script" not in text.lower() and "@import" not in text
+    # the table: a header per column and a row per run
+    assert "<th>best_eval_loss</th>" in text and "<th>diagnosis</th>" in text
+    assert text.count("<tr") == 1 + 3
+    assert "rank-sweep/r16" in text and "rank-sweep/r32" in text
+    # the user's folder name is escaped, never markup
+    assert "r&lt;b&gt;64" in text and "r<b>64" not in text
+    # curves: one embedded PNG for the experiment
+    (image,) = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
+    png = base64.b64decode(image)
+    assert png.startswith(PNG_MAGIC) and b"http" not in png  # not even in the PNG metadata
+    # diagnosis, best run and next step with the rule ids
+    assert "R-DIAG-NAN" in text and "Best run: <strong>rank-sweep/r32</strong> (final_eval_loss" in text
+    next_step = html.unescape(re.search(r'<p class="next">(.*?)</p>', text, re.S).group(1))
+    assert "rank 32 best → sweep alpha at rank 32" in next_step
+    assert "<code>lfgen sweep alpha --from " in next_step
+
+
+def test_report_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
+    root = sweep(tmp_path / "exp")
+    comparison = collect(root)
+    out = write_report(comparison, tmp_path / "report.html")
+    with pytest.raises(InputError, match="already exists; pass --force"):
+        write_report(comparison, out)
+    assert write_report(comparison, out, force=True) == out
+
+
+def test_report_respects_the_filter(tmp_path: Path) -> None:
+    out = write_report(sweep(tmp_path / "exp"), tmp_path / "r.html", filter="lora_rank=16")
+    text = out.read_text(encoding="utf-8")
+    assert text.count("<tr") == 1 + 1 and "rank-sweep/r32" not in text
+
+
+def test_png_has_loss_panel_and_lr_grad_panels_when_logged(tmp_path: Path) -> None:
+    from matplotlib.image import imread
+
+    with_grad = read_run(write_run(tmp_path / "a", Curves(decay(N), {200: 1.5, 400: 1.2}, grad_norm=[0.5] * N)))
+    path = plot_curves([("a", with_grad)], tmp_path / "plots" / "curves.png", title="exp")
+    assert path.read_bytes().startswith(PNG_MAGIC)
+    tall = imread(path)
+    assert tall.shape[0] == 700 and tall.shape[1] == 1000  # 10 x 7 inches at 100 dpi: loss + lr | grad
+
+    only_loss = read_run(write_run(tmp_path / "b", Curves(decay(N))))
+    only_loss.learning_rate.steps.clear()
+    only_loss.learning_rate.values.clear()
+    (tmp_path / "b.png").write_bytes(render_png([("b", only_loss)]))
+    assert imread(tmp_path / "b.png").shape[0] == 420  # the loss panel alone
+
+
+def test_png_with_many_runs_hides_the_legend_but_draws(tmp_path: Path) -> None:
+    runs = [(f"r{i}", read_run(write_run(tmp_path / f"r{i}", Curves(decay(20, seed=i))))) for i in range(15)]
+    png = render_png(runs)
+    assert png.startswith(PNG_MAGIC) and len(png) > 10_000

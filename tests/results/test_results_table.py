@@ -1,0 +1,135 @@
+"""The comparison DataFrame: columns, differing config keys, sort, filter, errors."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from lfgen.errors import InputError
+from lfgen.results import table
+from lfgen.results.table import collect, compare, frame, read_runs
+from tests.results.lf_files import Curves, decay, write_run
+
+N = 60
+EVALS = {s: 1.5 - s / 1000 for s in (100, 200, 300, 400, 500, 600)}
+BASE_COLUMNS = ["run", "experiment", "path", "lora_rank", "lora_alpha", "learning_rate", "lora_target",
+                "lora_dropout", "num_train_epochs", "effective_batch"]
+METRICS = ["final_train_loss", "best_eval_loss", "best_eval_step", "final_eval_loss", "runtime_s", "samples_per_s",
+           "peak_vram_gib", "state", "diagnosis"]
+
+
+def rank_sweep(root: Path, **extra: dict) -> Path:
+    for r in (16, 32, 64):
+        curves = Curves(decay(N, end=1.2 - r / 200, seed=r), {s: v - r / 200 for s, v in EVALS.items()},
+                        grad_norm=[0.5] * N, logging_steps=10)
+        write_run(root / "rank-sweep" / "runs" / f"r{r}", curves,
+                  config={"lora_rank": r, "lora_alpha": 2 * r, **extra.get(f"r{r}", {})})
+    return root
+
+
+def test_columns_and_values(tmp_path: Path) -> None:
+    df = compare(rank_sweep(tmp_path))
+    assert list(df.columns) == BASE_COLUMNS + METRICS
+    assert list(df["run"]) == ["rank-sweep/runs/r16", "rank-sweep/runs/r32", "rank-sweep/runs/r64"]
+    assert set(df["experiment"]) == {"rank-sweep"}
+    assert list(df["lora_rank"]) == [16, 32, 64] and str(df["lora_rank"].dtype) == "Int64"
+    assert list(df["lora_alpha"]) == [32, 64, 128]
+    assert list(df["effective_batch"]) == [32, 32, 32]
+    assert list(df["learning_rate"]) == [2e-4] * 3
+    row = df.iloc[2]
+    assert row["best_eval_loss"] == pytest.approx(0.9 - 0.32)
+    assert row["best_eval_step"] == 600 and row["final_eval_loss"] == pytest.approx(0.9 - 0.32)
+    assert row["final_train_loss"] == pytest.approx(decay(N, end=1.2 - 0.32, seed=64)[-1])
+    assert row["runtime_s"] == 300.0 and row["samples_per_s"] == 64.0  # 600 steps x 0.5 s; 32 / 0.5 s
+    assert math.isnan(row["peak_vram_gib"])
+    assert list(df["state"]) == ["done"] * 3 and list(df["diagnosis"]) == ["healthy"] * 3
+    best = df.attrs["experiments"]["rank-sweep"]
+    assert best["best_run"] == "rank-sweep/runs/r64"
+    assert best["next_step"].startswith("rank 64 best → sweep alpha at rank 64")
+
+
+def test_config_keys_that_differ_become_columns(tmp_path: Path) -> None:
+    root = rank_sweep(tmp_path, r32={"lr_scheduler_type": "linear"}, r64={"weight_decay": 0.01})
+    df = compare(root)
+    assert list(df.columns) == BASE_COLUMNS + ["lr_scheduler_type", "weight_decay"] + METRICS
+    assert list(df["lr_scheduler_type"]) == ["cosine", "linear", "cosine"]
+    assert df["weight_decay"].isna().tolist() == [True, True, False]
+    assert "output_dir" not in df.columns  # differs in every run by construction
+
+
+def test_predict_and_vram_columns_when_present(tmp_path: Path) -> None:
+    predict = {"predict_bleu-4": 12.5, "predict_rouge-1": 30.1, "predict_rouge-2": 10.2, "predict_rouge-l": 25.0}
+    write_run(tmp_path / "a", Curves(decay(N), logging_steps=10), predict=predict, vram=True)
+    write_run(tmp_path / "b", Curves(decay(N), logging_steps=10))
+    df = compare(tmp_path)
+    for column in ("predict_rouge-1", "predict_rouge-2", "predict_rouge-l", "predict_bleu-4"):
+        assert column in df.columns
+    assert df.loc[df["run"] == "a", "predict_bleu-4"].item() == 12.5
+    assert math.isnan(df.loc[df["run"] == "b", "predict_rouge-l"].item())
+    assert df.loc[df["run"] == "a", "peak_vram_gib"].item() == 18.0
+
+
+def test_states_of_a_mixed_folder(tmp_path: Path) -> None:
+    write_run(tmp_path / "done", Curves(decay(N), logging_steps=10))
+    write_run(tmp_path / "running", Curves(decay(N // 2), logging_steps=10), finished=False, total_steps=N * 10)
+    (tmp_path / "queued").mkdir()
+    (tmp_path / "queued" / "lfgen_run.yaml").write_text("lora_rank: 8\n")
+    df = compare(tmp_path).set_index("run")
+    assert df["state"].to_dict() == {"done": "done", "queued": "empty", "running": "running"}
+    assert df.loc["queued", "diagnosis"] == "no data"
+
+
+def test_sort(tmp_path: Path) -> None:
+    root = rank_sweep(tmp_path)
+    assert list(compare(root, sort="-lora_rank")["lora_rank"]) == [64, 32, 16]
+    assert list(compare(root, sort="best_eval_loss")["lora_rank"]) == [64, 32, 16]
+    assert list(compare(root, sort="experiment, -best_eval_loss")["lora_rank"]) == [16, 32, 64]
+
+
+@pytest.mark.parametrize(("condition", "ranks"), [
+    ("lora_rank>=32", [32, 64]),
+    ("lora_rank = 16", [16]),
+    ("lora_rank!=16", [32, 64]),
+    ("run~*r6*", [64]),
+    ("state=done", [16, 32, 64]),
+    ("lr_scheduler_type=cosine", [16, 32, 64]),  # a config key that is no column
+    ("best_eval_loss<0.7", [64]),
+])
+def test_filter(condition: str, ranks: list[int], tmp_path: Path) -> None:
+    assert list(compare(rank_sweep(tmp_path), filter=condition)["lora_rank"]) == ranks
+
+
+def test_filters_combine_and_limit_the_differing_keys(tmp_path: Path) -> None:
+    root = rank_sweep(tmp_path, r64={"weight_decay": 0.01})
+    df = compare(root, filter=["lora_rank>=16", "lora_rank<64"])
+    assert list(df["lora_rank"]) == [16, 32]
+    assert "weight_decay" not in df.columns  # it differs only in a run filtered out
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"sort": "best_eval"}, "sort 'best_eval': no column 'best_eval' (did you mean: best_eval_step, best_eval_loss?)"),
+    ({"filter": "lora_rnk>8"}, "no column or config key 'lora_rnk' (did you mean: lora_rank"),
+    ({"filter": "lora_rank"}, "write COLUMN OP VALUE"),
+])
+def test_bad_sort_or_filter_is_one_input_error(kwargs: dict, message: str, tmp_path: Path) -> None:
+    with pytest.raises(InputError) as error:
+        compare(rank_sweep(tmp_path), **kwargs)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_no_runs_is_an_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no run directories found"):
+        compare(tmp_path)
+
+
+def test_worker_processes_read_the_same_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = rank_sweep(tmp_path)
+    dirs = sorted(p for p in (root / "rank-sweep" / "runs").iterdir())
+    monkeypatch.setattr(table, "PARALLEL_MIN_RUNS", 2)
+    parallel = read_runs(dirs, workers=2)
+    serial = read_runs(dirs, workers=1)
+    assert parallel == serial
+    pd.testing.assert_frame_equal(frame(collect(root, workers=2)), frame(collect(root, workers=1)))
