@@ -144,3 +144,25 @@ def sweep_plan(base: str, options: BuildOptions) -> list[str]:
     summary = (f"{base} (rank {config.get('lora_rank')}, alpha {config.get('lora_alpha')}, dropout "
                f"{config.get('lora_dropout')}, target {config.get('lora_target')})")
     return sweeps.plan(f"--base {args}", summary)
+
+
+def tensorboard_argv(path: str, *, port: int = 6006, host: str = "127.0.0.1") -> list[str]:
+    """``tensorboard --logdir_spec name:dir,...`` over the TensorBoard dirs of every run under *path*."""
+    import shutil
+    import sys
+
+    from lfgen.errors import INSTALL_HINT
+    from lfgen.results import find_runs
+    from lfgen.results.discover import run_name
+
+    root = Path(path)
+    runs = [d for d in find_runs(root) if (d / "runs").is_dir()] if root.exists() else []
+    if not runs:
+        raise InputError(f"{path}: no run with TensorBoard logs (<output_dir>/runs/) under it; runs need "
+                         "report_to: tensorboard (lfgen's default)")
+    binary = shutil.which("tensorboard") or str(Path(sys.executable).with_name("tensorboard"))
+    if not Path(binary).exists():
+        raise InputError(f"tensorboard is not installed; install it with {INSTALL_HINT}")
+    base = root if root.is_dir() else root.parent
+    spec = ",".join(f"{run_name(d, base).replace(',', '_').replace(':', '_')}:{(d / 'runs').resolve()}" for d in runs)
+    return [binary, "--logdir_spec", spec, "--port", str(port), "--host", host]

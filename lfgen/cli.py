@@ -583,6 +583,184 @@ def calibrate(run_dirs: tuple[str, ...], gpu: str | None, dry_run: bool, as_json
                    + ("" if dry_run else f", stored in {calibration_path()}"), err=True)
 
 
+# --- results ---------------------------------------------------------------------------------------
+
+FORMATS = ("table", "csv", "json", "markdown", "html")
+_TABLE_COLUMNS = ("run", "state", "lora_rank", "lora_alpha", "learning_rate", "lora_target", "final_train_loss",
+                  "best_eval_loss", "best_eval_step", "runtime_s", "peak_vram_gib", "diagnosis")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("path", type=click.Path())
+@click.option("--sort", help="Columns, comma-separated; '-' first for descending (e.g. best_eval_loss).")
+@click.option("--filter", "filters", multiple=True, metavar="COND",
+              help="COLUMN OP VALUE (OP: = != > >= < <= ~glob), repeatable; config keys work too.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the table to FILE.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Also write overlaid loss curves to a PNG.")
+@click.option("--force", is_flag=True, help="Overwrite an existing -o or --plot file.")
+def compare(path: str, sort: str | None, filters: tuple[str, ...], fmt: str, output: str | None, plot: str | None,
+            force: bool) -> None:
+    """Compare every LlamaFactory run found under PATH: one table, with a diagnosis of each run.
+
+    Works on any output directories (runs lfgen did not start too). Each experiment's best run
+    and the next tuning step (seed 000's order) follow the table on stderr.
+
+    \b
+    Examples:
+      lfgen compare outputs/
+      lfgen compare outputs/rank-sweep --sort best_eval_loss --format markdown
+      lfgen compare outputs/ --format csv -o runs.csv
+      lfgen compare outputs/ --plot curves.png
+    """
+    from lfgen.results import collect, frame
+
+    comparison = collect(path)
+    df = frame(comparison, sort=sort, filter=list(filters))
+    if fmt == "table":
+        text = None
+        _print_frame(df)
+    else:
+        text = {"csv": lambda: df.to_csv(index=False), "json": lambda: df.to_json(orient="records", indent=1),
+                "markdown": lambda: df.to_markdown(index=False) + "\n",
+                "html": lambda: df.to_html(index=False, na_rep="")}[fmt]()
+    if output:
+        from lfgen.yamlio import write_new
+
+        if text is None:
+            text = df.to_string(index=False) + "\n"
+        click.echo(f"wrote {write_new(output, text, force=force)}", err=True)
+    elif text is not None:
+        click.echo(text, nl=False)
+    if plot:
+        from lfgen.results import render_png
+        from lfgen.yamlio import write_new
+
+        index = {name: i for i, name in enumerate(comparison.names)}
+        png = render_png([(name, comparison.runs[index[name]]) for name in df["run"]], title=str(comparison.root))
+        target = __import__("pathlib").Path(plot)
+        if target.exists() and not force:
+            from lfgen.errors import InputError
+
+            raise InputError(f"--plot: {target} already exists; pass --force to overwrite it")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(png)
+        click.echo(f"wrote {target}", err=True)
+    for name, summary in df.attrs.get("experiments", {}).items():
+        click.echo(f"{name}: best {summary.get('best_run')} ({summary.get('best_by')}); next: {summary.get('next_step')}",
+                   err=True)
+
+
+def _print_frame(df) -> None:
+    from rich.table import Table
+
+    columns = [c for c in _TABLE_COLUMNS if c in df.columns] + \
+        [c for c in df.columns if c not in _TABLE_COLUMNS and c not in _HIDDEN]
+    table = Table(title=f"{len(df)} run(s)", title_justify="left")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in df[columns].astype(object).where(df[columns].notna(), None).itertuples(index=False):
+        table.add_row(*("-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+    _console().print(table)
+
+
+_HIDDEN = {"path", "experiment", "predict_rouge-1", "predict_rouge-2", "samples_per_s", "final_eval_loss",
+           "num_train_epochs", "lora_dropout", "effective_batch", "trainable_params"}
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("path", type=click.Path())
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default="report.html", show_default=True)
+@click.option("--sort", help="As in lfgen compare.")
+@click.option("--filter", "filters", multiple=True, metavar="COND", help="As in lfgen compare.")
+@click.option("--force", is_flag=True, help="Overwrite an existing report.")
+def report(path: str, output: str, sort: str | None, filters: tuple[str, ...], force: bool) -> None:
+    """Write one self-contained HTML report: table, curves, diagnoses, best run and next step.
+
+    Images are embedded; it opens in a browser with no server.
+
+    \b
+    Examples:
+      lfgen report outputs/rank-sweep -o report.html
+    """
+    from lfgen.results import write_report
+
+    click.echo(f"wrote {write_report(path, output, sort=sort, filter=list(filters), force=force)}", err=True)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("path", type=click.Path(exists=False))
+@click.option("--port", type=int, default=6006, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+def tensorboard(path: str, port: int, host: str) -> None:
+    """Start TensorBoard over every run found under PATH, each under its run name.
+
+    \b
+    Examples:
+      lfgen tensorboard outputs/
+      lfgen tensorboard outputs/rank-sweep --port 6007
+    """
+    from lfgen.api import tensorboard_argv
+    from lfgen import launch
+
+    argv = tensorboard_argv(path, port=port, host=host)
+    click.echo(f"TensorBoard on http://{host}:{port} ({len(argv[2].split(','))} run(s)); Ctrl-C stops it", err=True)
+    child = launch.spawn(argv, cwd=".", env=dict(__import__("os").environ), log_path=None, stdin=None)
+    try:
+        sys.exit(child.proc.wait())
+    except KeyboardInterrupt:
+        launch.stop_group(child.pid, grace=5)
+        sys.exit(130)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("directory", default="lfgen-demo", type=click.Path(file_okay=False))
+@click.option("-q", "--quiet", is_flag=True, help="Plain log lines instead of progress bars.")
+def demo(directory: str, quiet: bool) -> None:
+    """The whole loop on a tiny model, on the CPU, offline: sweep, run, compare, report.
+
+    Builds a tiny model, tokenizer and dataset in DIRECTORY (no download), lays out a 3-run rank
+    sweep, trains it, prints the comparison and writes DIRECTORY/report.html. A second run resumes.
+
+    \b
+    Examples:
+      lfgen demo
+      lfgen demo /tmp/try-lfgen
+    """
+    import os
+
+    from lfgen.demo import prepare
+    from lfgen.progress import PlainReporter, RichReporter
+    from lfgen.results import collect, frame, write_report
+    from lfgen.runner import Runner, resolve
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; never wait on the hub
+    click.echo(f"lfgen demo in {directory}: building a tiny model and a 3-run rank sweep", err=True)
+    paths = prepare(directory)
+    target = resolve(str(paths.experiment))
+    interactive = not quiet and sys.stderr.isatty()
+    reporter = RichReporter(len(target.runs)) if interactive else PlainReporter()
+    runner = Runner(target, reporter)
+    try:
+        if interactive:
+            with reporter:
+                summary = runner.run()
+        else:
+            summary = runner.run()
+    except KeyboardInterrupt:
+        click.echo("interrupted: run lfgen demo again to resume", err=True)
+        sys.exit(130)
+    comparison = collect(paths.outputs)
+    df = frame(comparison, sort="best_eval_loss")
+    _print_frame(df)
+    for name, item in df.attrs.get("experiments", {}).items():
+        click.echo(f"{name}: best {item.get('best_run')}; next: {item.get('next_step')}", err=True)
+    write_report(comparison, paths.report, force=True)
+    click.echo(f"report: {paths.report} (open it in a browser); runs: {paths.outputs}", err=True)
+    if summary.failed:
+        sys.exit(1)
+
+
 def main() -> None:
     import os
 

@@ -26,6 +26,9 @@ def make_model(out: str | Path, hidden: int = 64, layers: int = 2) -> Path:
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Writing model shards" bars are noise in lfgen demo
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

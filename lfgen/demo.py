@@ -1,0 +1,49 @@
+"""``lfgen demo``: the whole loop on a tiny model, on the CPU, offline, in a few minutes.
+
+Builds a tiny model, tokenizer and dataset locally (lfgen.tiny), lays out a 3-run rank sweep,
+trains it with the runner, and writes the comparison and the HTML report. Run it again and it
+resumes: finished runs are not trained twice.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from lfgen.builder import BuildOptions
+
+RANKS = ("4", "8", "16")
+NAME = "demo-rank"
+
+
+@dataclass
+class DemoPaths:
+    root: Path
+    experiment: Path
+    outputs: Path
+    report: Path
+
+
+def prepare(root: str | Path) -> DemoPaths:
+    """The demo project: tiny model and data (made once) and the rank sweep (laid out once)."""
+    from lfgen.api import make_sweep
+    from lfgen.tiny import CPU_SETTINGS, make_dataset, make_model
+
+    root = Path(root).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    if not (root / "tiny-model" / "config.json").is_file():
+        make_model(root / "tiny-model")
+    if not (root / "data" / "dataset_info.json").is_file():
+        make_dataset(root / "data", rows=80)
+    paths = DemoPaths(root, root / "experiments" / NAME, root / "outputs" / NAME, root / "report.html")
+    if not (paths.experiment / "experiment.yaml").is_file():
+        options = BuildOptions.parse(model="./tiny-model", template="qwen", dataset=["tiny_alpaca"], dataset_dir="data",
+                                     precision="fp32", set={**CPU_SETTINGS, "max_steps": 30, "num_train_epochs": 3.0})
+        cwd = Path.cwd()
+        os.chdir(root)  # relative paths in the configs resolve from the demo folder
+        try:
+            make_sweep("rank", list(RANKS), base="lightweight", options=options, name=NAME)
+        finally:
+            os.chdir(cwd)
+    return paths

@@ -1,0 +1,83 @@
+"""lfgen compare / report / tensorboard from the command line, on run directories written in LlamaFactory's
+formats (tests/results/lf_files.py); the real-training path is covered by tests/test_e2e.py and lfgen demo."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .results.lf_files import Curves, decay, evals_at, write_run
+
+
+@pytest.fixture
+def outputs(tmp_path):
+    root = tmp_path / "outputs" / "rank-sweep"
+    for rank, end in ((16, 1.3), (32, 1.1), (64, 1.2)):
+        steps = 40
+        write_run(root / f"rank-{rank}", Curves(loss=decay(steps, end=end), logging_steps=5,
+                                                eval=evals_at([50, 100, 150, 200], lambda s: end + 0.1 + 20 / s)),
+                  config={"lora_rank": rank, "lora_alpha": 2 * rank}, vram=True)
+    return tmp_path / "outputs"
+
+
+def test_compare_table_names_the_best_run_and_the_next_step(runner, cli, outputs):
+    result = runner.invoke(cli, ["compare", str(outputs), "--sort", "best_eval_loss"])
+    assert result.exit_code == 0, result.stderr
+    body = result.stdout
+    assert body.index("rank-32") < body.index("rank-64") < body.index("rank-16")
+    assert "rank-sweep: best rank-sweep/rank-32 (final_eval_loss)" in result.stderr
+    assert f"lfgen sweep alpha --from {outputs / 'rank-sweep'}" in result.stderr
+
+
+@pytest.mark.parametrize("fmt,check", [
+    ("csv", lambda text: text.splitlines()[0].startswith("run,")),
+    ("json", lambda text: {row["lora_rank"] for row in json.loads(text)} == {16, 32, 64}),
+    ("markdown", lambda text: text.lstrip().startswith("| run")),
+    ("html", lambda text: "<table" in text and "rank-32" in text),
+])
+def test_formats(runner, cli, outputs, fmt, check):
+    result = runner.invoke(cli, ["compare", str(outputs), "--format", fmt])
+    assert result.exit_code == 0, result.stderr
+    assert check(result.stdout)
+
+
+def test_output_file_plot_and_no_clobber(runner, cli, outputs, tmp_path):
+    target, png = tmp_path / "runs.csv", tmp_path / "curves.png"
+    result = runner.invoke(cli, ["compare", str(outputs), "--format", "csv", "-o", str(target), "--plot", str(png)])
+    assert result.exit_code == 0, result.stderr
+    assert target.read_text().startswith("run,") and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    again = runner.invoke(cli, ["compare", str(outputs), "--format", "csv", "-o", str(target)])
+    assert again.exit_code == 1 and "already exists; pass --force" in again.stderr
+
+
+def test_filter(runner, cli, outputs):
+    result = runner.invoke(cli, ["compare", str(outputs), "--format", "json", "--filter", "lora_rank>=32"])
+    assert {row["lora_rank"] for row in json.loads(result.stdout)} == {32, 64}
+
+
+def test_report_is_written_once(runner, cli, outputs, tmp_path):
+    target = tmp_path / "report.html"
+    assert runner.invoke(cli, ["report", str(outputs), "-o", str(target)]).exit_code == 0
+    html = target.read_text()
+    assert "rank-32" in html and "data:image/png;base64," in html
+    again = runner.invoke(cli, ["report", str(outputs), "-o", str(target)])
+    assert again.exit_code == 1 and "already exists" in again.stderr
+
+
+def test_no_runs_is_a_clear_error(runner, cli, tmp_path):
+    result = runner.invoke(cli, ["compare", str(tmp_path)])
+    assert result.exit_code == 1 and "no run directories found" in result.stderr and "Traceback" not in result.output
+
+
+def test_tensorboard_command_line(outputs):
+    from lfgen.api import tensorboard_argv
+
+    for run in ("rank-16", "rank-32"):
+        (outputs / "rank-sweep" / run / "runs" / "Nov23_01-00-00_host").mkdir(parents=True)
+    argv = tensorboard_argv(str(outputs), port=6010)
+    assert argv[0].endswith("tensorboard") and argv[1] == "--logdir_spec" and argv[3:] == ["--port", "6010",
+                                                                                           "--host", "127.0.0.1"]
+    spec = dict(item.split(":", 1) for item in argv[2].split(","))
+    assert set(spec) == {"rank-sweep/rank-16", "rank-sweep/rank-32"}  # rank-64 has no TensorBoard logs
+    assert all(path.endswith("/runs") for path in spec.values())
