@@ -39,7 +39,7 @@ def prepare(root: str | Path) -> DemoPaths:
     paths = DemoPaths(root, root / "experiments" / NAME, root / "outputs" / NAME, root / "report.html")
     if not (paths.experiment / "experiment.yaml").is_file():
         options = BuildOptions.parse(model="./tiny-model", template="qwen", dataset=["tiny_alpaca"], dataset_dir="data",
-                                     precision="fp32", set={**CPU_SETTINGS, "max_steps": 30, "num_train_epochs": 3.0})
+                                     precision="fp32", set={**CPU_SETTINGS, "max_steps": 60, "learning_rate": 5.0e-3})
         cwd = Path.cwd()
         os.chdir(root)  # relative paths in the configs resolve from the demo folder
         try:
