@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lfgen.builder import Build, BuildOptions, build
 from lfgen.errors import InputError
-from lfgen.experiment import Experiment
 from lfgen.recipe import header
 from lfgen.render import render
 from lfgen.yamlio import write_new
+
+if TYPE_CHECKING:  # the sweep machinery loads only when a sweep is made (startup of `lfgen preset`)
+    from lfgen.experiment import Experiment
 
 
 def render_build(result: Build, command: str = "preset") -> str:

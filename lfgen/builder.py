@@ -18,7 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from lfgen import datasets, rules
 from lfgen.errors import InputError, ProblemsFound
 from lfgen.hardware import Gpu, Hardware, find_gpu, gpu_with_memory
-from lfgen.lf_catalog import snapshot
 from lfgen.presets import Preset, get_preset, training_block
 from lfgen.resources import load_data
 
@@ -106,6 +105,7 @@ class Build:
 
 def parse_set(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """``--set key=value`` pairs; values are read as YAML scalars the way LlamaFactory's loader reads them."""
+    from lfgen.lf_catalog import snapshot
     from lfgen.yamlio import loads
 
     catalog = snapshot()
@@ -126,7 +126,7 @@ def parse_set(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
     return parsed
 
 
-def resolve_target(value: str, model: str | None = None) -> tuple[str, str, tuple[str, ...]]:
+def resolve_target(value: str, model: Any = None) -> tuple[str, str, tuple[str, ...]]:
     """R-TARGET: an abstract set (qv, attn, mlp, all) or module names -> (lora_target, how, notes).
 
     With a known *model* the sets map to its real module names (q_proj on Llama, query_key_value on
@@ -137,6 +137,9 @@ def resolve_target(value: str, model: str | None = None) -> tuple[str, str, tupl
     if not names or any(not _MODULE_NAME.match(n) for n in names):
         raise InputError(f"--target: {value!r} is not a module list; use qv, attn, mlp, all or names like "
                          "q_proj,v_proj")
+    if value == "all":  # LlamaFactory's own `all` is right on every architecture
+        return "all", "'all' = every linear layer (LlamaFactory's own `all`)", ()
+    model = model() if callable(model) else model
     if model is not None:
         from lfgen.estimates import resolve_target as on_model
 
@@ -172,7 +175,7 @@ class _Context:
         self.samples: int | None = None
         self.samples_note = ""
         self.hardware: Hardware | None = None
-        self.model_spec: Any = None  # lfgen.models.ModelSpec when the architecture is known
+        self._model_spec: Any = False  # not looked up yet; then lfgen.models.ModelSpec, or None if unknown
         self.estimate: Any = None  # lfgen.estimates.Estimate, with a GPU
         self.fit: Any = None  # lfgen.models.Fit, with a GPU
         # key -> (value, rule, where): the user's options win over the file's values.
@@ -188,6 +191,20 @@ class _Context:
                 raise InputError(f"--set {key}={value}: conflicts with {self.fixed[key][2].split('(')[-1][:-1]} "
                                  f"= {self.fixed[key][0]}; give the value once")
             self.fixed[key] = (value, "USER", f"you set it (--set {key}=...)")
+
+    @property
+    def model_spec(self) -> Any:
+        """The model's architecture, looked up on first use (LF-MODEL): most builds of a preset with
+        target `all` and no GPU never need it, and looking it up loads lfgen.models."""
+        if self._model_spec is False:
+            from lfgen.estimates import model_spec
+
+            model = str(self.get("model_name_or_path", ""))
+            self._model_spec, why = model_spec(model, required=False)
+            if self._model_spec is None:
+                self.warn("LF-MODEL", f"{why.removeprefix('--model ')}; without its architecture lfgen writes "
+                                      "Llama/Qwen module names and makes no memory estimate")
+        return self._model_spec
 
     @property
     def model_name(self) -> str | None:
@@ -258,7 +275,7 @@ def _lora(ctx: _Context) -> None:
         return
     source = f"preset {preset.name}: {preset.source}"
     ctx.choose("lora_rank", preset.lora.rank, "PRESET", f"the {preset.name} preset's rank", source=source)
-    target, how, notes = resolve_target(preset.lora.target, ctx.model_name)
+    target, how, notes = resolve_target(preset.lora.target, lambda: ctx.model_name)
     ctx.choose("lora_target", target, "R-TARGET", f"the {preset.name} preset targets {how}", source=source)
     for note in notes:
         ctx.warn("R-TARGET", note)
@@ -279,22 +296,10 @@ def _dropout_alternative() -> str:
 def _user_target(ctx: _Context) -> None:
     """--target takes the abstract sets too; store the resolved names as the user's value."""
     if ctx.options.target is not None:
-        target, how, notes = resolve_target(ctx.options.target, ctx.model_name)
+        target, how, notes = resolve_target(ctx.options.target, lambda: ctx.model_name)
         ctx.fixed["lora_target"] = (target, "USER", f"you set it (--target {ctx.options.target}: {how})")
         for note in notes:
             ctx.warn("R-TARGET", note)
-
-
-def _model(ctx: _Context) -> None:
-    """LF-MODEL: the architecture, from a local config.json or the offline catalog (never downloaded)."""
-    from lfgen.estimates import model_spec
-
-    model = str(ctx.get("model_name_or_path", ""))
-    spec, why = model_spec(model, required=False)
-    ctx.model_spec = spec
-    if spec is None:
-        ctx.warn("LF-MODEL", f"{why.removeprefix('--model ')}; without its architecture lfgen writes Llama/Qwen "
-                             "module names and makes no memory estimate")
 
 
 def _data_size(ctx: _Context) -> None:
@@ -582,7 +587,6 @@ def build(base: str = "a800", options: BuildOptions | None = None, *, check_data
     ctx = _Context(base, options, preset, file_values, file_source)
     _user_precision(ctx)
     _skeleton(ctx)
-    _model(ctx)
     _user_target(ctx)
     if check_data:
         _data_size(ctx)
@@ -601,6 +605,7 @@ def build(base: str = "a800", options: BuildOptions | None = None, *, check_data
     # Rule values are tested against LlamaFactory's parser; only raw values from --set or a base
     # file need lfgen's schema (skipping it keeps `lfgen preset` inside its startup budget).
     if options.set or file_values:
+        from lfgen.lf_catalog import snapshot
         from lfgen.schema import check
 
         problems = check(ctx.config, snapshot())
