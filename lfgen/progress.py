@@ -42,14 +42,14 @@ class PlainReporter:
 class RichReporter(PlainReporter):
     """A bar per running run (step/total, loss, eval loss, ETA) and one for the experiment."""
 
-    def __init__(self, total_runs: int):
+    def __init__(self, total_runs: int, console: Any = None):
         super().__init__()
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bars, TextColumn, TimeRemainingColumn
 
         self.bars = Bars(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                          TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
-                         console=Console(stderr=True), transient=False)
+                         console=console or Console(stderr=True), transient=False)
         self.overall = self.bars.add_task("[bold]experiment", total=total_runs, info="")
         self.tasks: dict[str, Any] = {}
 

@@ -107,3 +107,47 @@ def test_chat_ends_cleanly_at_end_of_input(trained):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "EOFError" not in result.stderr and "Traceback" not in result.stderr
     assert "Assistant:" in result.stdout
+
+
+def test_a_config_llamafactory_rejects_is_recorded_as_failed_config(trained):
+    project, _ = trained
+    (project / "bad.yaml").write_text("model_name_or_path: ./tiny-model\nstage: sft\ndo_train: true\n"
+                                      "finetuning_type: lora\nlora_rnk: 8\ndataset: tiny_alpaca\ndataset_dir: data\n"
+                                      "template: qwen\noutput_dir: outputs/bad\nreport_to: none\n")
+    result = lfgen(project, "run", "bad.yaml", "--quiet")
+    assert result.returncode == 1 and "bad: 0 done, 1 failed" in result.stderr
+    rows = json.loads(lfgen(project, "status", "bad.yaml", "--json").stdout)
+    assert rows[0]["state"] == "failed" and rows[0]["reason"] == "config"
+    assert "Some keys are not used by the HfArgumentParser: ['lora_rnk']" in rows[0]["detail"]
+
+
+def test_tensorboard_serves_the_runs(trained):
+    import socket
+    import urllib.request
+
+    project, _ = trained
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    server = subprocess.Popen([sys.executable, "-m", "lfgen", "tensorboard", "outputs/tiny", "--port", str(port)],
+                              cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        runs = None
+        while time.monotonic() < deadline and runs is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=2) as response:
+                    runs = json.loads(response.read())
+            except OSError:
+                time.sleep(0.5)
+        assert runs is not None, "TensorBoard did not answer"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not {r.split("/")[0] for r in runs} >= {"rank-4", "rank-8"}:
+            time.sleep(1)  # TensorBoard loads event files in the background
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=2) as response:
+                runs = json.loads(response.read())
+        assert {r.split("/")[0] for r in runs} >= {"rank-4", "rank-8"}, runs
+    finally:
+        server.send_signal(2)
+        server.wait(timeout=30)

@@ -221,3 +221,20 @@ def test_cli_summary_and_plan(runner, cli):
 def test_cli_bad_axis_is_one_error_line(runner, cli):
     result = runner.invoke(cli, ["sweep", "rnk"])
     assert result.exit_code == 1 and result.stderr.startswith("Error: axis: unknown axis 'rnk' (did you mean: rank?)")
+
+
+def test_runs_that_cannot_fit_are_resized_or_dropped_with_the_reason():
+    options = _options(model="Qwen/Qwen2.5-7B-Instruct", gpu="RTX 4090", cutoff_len=512)
+    experiment = make_sweep("rank", ["8", "256", "1024"], base="balanced", options=options, name="fit")
+    kept = {run.name: run for run in experiment.manifest.runs}
+    assert set(kept) == {"rank-8", "rank-256"} and all(run.estimate["fits"] for run in kept.values())
+    sizes = {name: (c["per_device_train_batch_size"], c["gradient_accumulation_steps"])
+             for name, c in configs(experiment).items()}
+    assert sizes["rank-8"][0] > sizes["rank-256"][0]  # the larger rank got a smaller micro-batch ...
+    assert {m * a for m, a in sizes.values()} == {32}  # ... and the same effective batch
+    (dropped,) = experiment.manifest.dropped
+    assert dropped["name"] == "rank-1024" and "does not fit on RTX 4090" in dropped["reason"]
+    assert not (experiment.path / "runs" / "rank-1024.yaml").exists()
+    everything = make_sweep("rank", ["8", "1024"], base="balanced", options=options, name="all", prune=False)
+    assert [run.name for run in everything.manifest.runs] == ["rank-8", "rank-1024"]
+    assert everything.manifest.runs[1].estimate["fits"] is False

@@ -358,3 +358,23 @@ def test_argv_and_env_are_pure_functions():
     assert env == {"PATH": "/bin", "RECORD_VRAM": "1", "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": "3"}
     assert launch.train_env({}, [0, 1])["FORCE_TORCHRUN"] == "1"
     assert "CUDA_VISIBLE_DEVICES" not in launch.train_env({}, None)
+
+
+def test_rich_progress_bars_show_step_loss_and_the_experiment(project, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from lfgen.progress import RichReporter
+    from lfgen.watch import Progress
+
+    reporter = RichReporter(total_runs=2, console=Console(file=io.StringIO(), force_terminal=True, width=120))
+    with reporter:
+        reporter.started("rank-8", 1, None, "")
+        reporter.progress("rank-8", Progress(step=5, total=10, loss=1.25, eval_loss=1.5))
+        reporter.bars.refresh()
+        shown = reporter.bars.console.file.getvalue()
+        reporter.finished("rank-8", "done", None, None)
+    assert "rank-8" in shown and "5/10" in shown and "loss 1.25" in shown and "eval 1.5" in shown
+    overall = reporter.bars.tasks[0]
+    assert (overall.description, overall.completed, overall.total) == ("[bold]experiment", 1, 2)
