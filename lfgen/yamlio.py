@@ -30,7 +30,7 @@ _FLOAT = re.compile(
 )
 
 
-class _LlamaFactoryLoader(yaml.SafeLoader):
+class _LlamaFactoryLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser when PyYAML has it
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:

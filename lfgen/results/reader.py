@@ -34,7 +34,7 @@ from lfgen.results.parsing import (
     VRAM, Series, by_step, elapsed_seconds, grad_norms, last_per_step, last_record, lines_with, loads_lines,
     series_of, thin, to_float, to_int,
 )
-from lfgen.yamlio import _FLOAT
+from lfgen.yamlio import loads
 
 MAX_POINTS = 200  # per curve: enough for a plot and the diagnosis; reading stays fast for 1,000s of runs
 STALE_AFTER_S = 1800  # an unfinished run whose files are older than this is "stopped", not "running"
@@ -47,13 +47,6 @@ _ADAPTER_KEYS = {"r": "lora_rank", "lora_alpha": "lora_alpha", "lora_dropout": "
 _EXCEPTION_LINE = re.compile(r"^(?:[\w.]+(?:Error|Exception)|KeyboardInterrupt)(?::|$)")
 _TB_TAGS = {"train/loss": "train_loss", "eval/loss": "eval_loss", "train/learning_rate": "learning_rate",
             "train/grad_norm": "grad_norm"}
-
-
-class _ConfigLoader(yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader):  # type: ignore[misc]
-    """LlamaFactory's (OmegaConf's) scalar typing, on libyaml's fast parser: ``1e-4`` is a float."""
-
-
-_ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
 
 
 @dataclass(slots=True)
@@ -262,7 +255,7 @@ def _read_config(run: RunData, names: dict[str, os.DirEntry[str]]) -> None:
         if name in names:
             text = _read(run.path / name, run.notes)
             try:
-                data = yaml.load(text or "", Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader
+                data = loads(text or "")  # LlamaFactory's (OmegaConf's) scalar typing: 1e-4 is a float
             except yaml.YAMLError as exc:
                 run.notes.append(f"{name}: not valid YAML ({str(exc).splitlines()[0]}); config not read")
                 continue
