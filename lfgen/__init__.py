@@ -11,7 +11,9 @@ Heavy packages (torch, transformers, llamafactory) are never imported here.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from lfgen._lazy import exports
 
 __version__ = "0.1.0"
 
@@ -32,13 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from lfgen.validation import validate  # noqa: F401
 
 
-def __getattr__(name: str) -> Any:
-    # Lazy: `import lfgen` stays instant, each name loads its module on first use.
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'lfgen' has no attribute {name!r}")
+__getattr__ = exports(__name__, _EXPORTS)
 
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

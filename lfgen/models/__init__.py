@@ -4,30 +4,29 @@ Nothing here downloads a model or imports torch/transformers at import time; the
 skeleton is built lazily, with per-architecture tables as the fallback.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-_EXPORTS = {
-    "SUPPORTED_TYPES": "catalog", "ModelSpec": "catalog", "catalog_ids": "catalog", "load_model": "catalog",
-    "Fit": "memory", "MemoryEstimate": "memory", "MemorySettings": "memory", "Option": "memory",
-    "estimate_memory": "memory", "fit_micro_batch": "memory",
-    "ABSTRACT_TARGETS": "modules", "Inventory": "modules", "Targets": "modules", "inventory": "modules",
-    "resolve_targets": "modules", "LoraCount": "params", "count_lora_params": "params",
+from lfgen._lazy import exports
+
+_MODULES = {
+    "lfgen.models.catalog": ("SUPPORTED_TYPES", "ModelSpec", "catalog_ids", "load_model"),
+    "lfgen.models.memory": ("Fit", "MemoryEstimate", "MemorySettings", "Option", "estimate_memory",
+                            "fit_micro_batch"),
+    "lfgen.models.modules": ("ABSTRACT_TARGETS", "Inventory", "Targets", "inventory", "resolve_targets"),
+    "lfgen.models.params": ("LoraCount", "count_lora_params"),
 }
+_EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
 
 if TYPE_CHECKING:  # pragma: no cover
     from lfgen.models.catalog import SUPPORTED_TYPES, ModelSpec, catalog_ids, load_model  # noqa: F401
-    from lfgen.models.memory import Fit, MemoryEstimate, MemorySettings, Option, estimate_memory, fit_micro_batch  # noqa: F401
+    from lfgen.models.memory import (Fit, MemoryEstimate, MemorySettings, Option,  # noqa: F401
+                                     estimate_memory, fit_micro_batch)
     from lfgen.models.modules import ABSTRACT_TARGETS, Inventory, Targets, inventory, resolve_targets  # noqa: F401
     from lfgen.models.params import LoraCount, count_lora_params  # noqa: F401
 
 
-def __getattr__(name: str) -> Any:
-    # Lazy: the builder looks a model up without loading the memory model's schemas (startup budget).
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(f"lfgen.models.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'lfgen.models' has no attribute {name!r}")
+# Lazy: the builder looks a model up without loading the memory model's schemas (startup budget).
+__getattr__ = exports(__name__, _EXPORTS)
 
 
 __all__ = [

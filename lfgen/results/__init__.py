@@ -12,7 +12,9 @@ pandas, matplotlib and tensorboard load only when a function needs them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from lfgen._lazy import exports
 
 _EXPORTS = {
     "find_runs": "lfgen.results.discover",
@@ -34,13 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from lfgen.results.table import Comparison, collect, compare, frame, read_runs  # noqa: F401
 
 
-def __getattr__(name: str) -> Any:
-    # Lazy, like lfgen/__init__.py: `import lfgen.results` costs nothing until a name is used.
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'lfgen.results' has no attribute {name!r}")
+__getattr__ = exports(__name__, _EXPORTS)
 
 
 __all__ = sorted(_EXPORTS)
