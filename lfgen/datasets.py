@@ -23,13 +23,10 @@ def load_info(dataset_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(f"dataset_dir: {dataset_dir} has no {INFO_FILE}; register your data there "
                          "(https://github.com/hiyouga/LLaMA-Factory/blob/main/data/README.md) or pass another --dataset-dir")
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not valid JSON ({exc}); fix the file") from None
-    if not isinstance(info, dict):
-        raise InputError(f"{path}: must be a JSON object mapping dataset names to their descriptions")
-    return info
+    from lfgen.yamlio import read_json_object
+
+    return read_json_object(path, str(path), "fix the file",
+                            what="a JSON object mapping dataset names to their descriptions")
 
 
 def split_names(value: Any) -> list[str]:

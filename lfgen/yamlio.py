@@ -89,6 +89,19 @@ def read_text(path: str | os.PathLike[str], what: str = "file") -> str:
         raise InputError(f"{path}: cannot be read ({exc.strerror})") from None
 
 
+def read_json_object(path: str | os.PathLike[str], where: str, fix: str, what: str = "a JSON object") -> dict[str, Any]:
+    """A JSON file that must hold an object (config.json, dataset_info.json); one InputError otherwise."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{where}: not valid JSON ({exc}); {fix}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: must hold {what}; {fix}")
+    return data
+
+
 def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read one config file; missing, malformed or non-mapping files raise one InputError."""
     return parse_config(read_text(path, "config file"), str(path))

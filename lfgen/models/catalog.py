@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -223,18 +222,13 @@ def catalog_entry(model_id: str) -> dict[str, Any] | None:
 
 
 def _read_config(folder: Path) -> dict[str, Any]:
+    from lfgen.yamlio import read_json_object
+
     path = folder / "config.json"
     if not path.is_file():
         raise InputError(f"--model {folder}: the folder has no config.json; "
                          "point --model at the model folder that holds config.json")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"--model {folder}: config.json is not valid JSON ({exc}); "
-                         "re-download or fix the file") from exc
-    if not isinstance(config, dict):
-        raise InputError(f"--model {folder}: config.json must hold a JSON object; re-download or fix the file")
-    return config
+    return read_json_object(path, f"--model {folder}: config.json", "re-download or fix the file")
 
 
 def load_model(name_or_path: str | Path) -> ModelSpec:
