@@ -157,10 +157,15 @@ def test_llamafactory_parses_every_run_and_the_wandb_command_line(tmp_path):
         for run in experiment.manifest.runs:
             requests[f"{experiment.path.name}/{run.name}"] = yaml.safe_load((experiment.path / run.config).read_text())
     base = str(tmp_path / "experiments/rank-sweep/wandb-base.yaml")
-    requests["wandb"] = {"__argv__": [base, "lora_rank=16"]}  # what ${args_no_hyphens} produces
-    result = probe(requests)
-    assert {k: v for k, v in result.errors.items() if v} == {}
-    assert len(result.errors) == 4 + 3 + 3 + 3 + 3 + 3 + 4 + 1
+    result = probe({"wandb": {"__argv__": [base, "lora_rank=16"]}})  # what ${args_no_hyphens} produces
+    assert result.errors == {"wandb": None}
+    from lfgen.validation import validate
+
+    paths = [str(e.path / run.config) for e in experiments for run in e.manifest.runs]
+    report = validate(paths)  # lfgen's checks, then LlamaFactory's own parser on every run
+    assert report.llamafactory["parser_run"] is True
+    assert report.ok, [(f.path, f.problems) for f in report.files if f.problems]
+    assert len(paths) == len(requests) == 4 + 3 + 3 + 3 + 3 + 3 + 4
 
 
 @pytest.mark.parametrize("args,kwargs,message", [
