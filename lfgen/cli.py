@@ -638,14 +638,7 @@ def compare(path: str, sort: str | None, filters: tuple[str, ...], fmt: str, out
 
         index = {name: i for i, name in enumerate(comparison.names)}
         png = render_png([(name, comparison.runs[index[name]]) for name in df["run"]], title=str(comparison.root))
-        target = __import__("pathlib").Path(plot)
-        if target.exists() and not force:
-            from lfgen.errors import InputError
-
-            raise InputError(f"--plot: {target} already exists; pass --force to overwrite it")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(png)
-        click.echo(f"wrote {target}", err=True)
+        click.echo(f"wrote {write_new(plot, png, force=force, option='--plot')}", err=True)
     for name, summary in df.attrs.get("experiments", {}).items():
         click.echo(f"{name}: best {summary.get('best_run')} ({summary.get('best_by')}); next: {summary.get('next_step')}",
                    err=True)
@@ -700,12 +693,14 @@ def tensorboard(path: str, port: int, host: str) -> None:
       lfgen tensorboard outputs/
       lfgen tensorboard outputs/rank-sweep --port 6007
     """
-    from lfgen.api import tensorboard_argv
+    import os
+
     from lfgen import launch
+    from lfgen.api import tensorboard_argv
 
     argv = tensorboard_argv(path, port=port, host=host)
     click.echo(f"TensorBoard on http://{host}:{port} ({len(argv[2].split(','))} run(s)); Ctrl-C stops it", err=True)
-    child = launch.spawn(argv, cwd=".", env=dict(__import__("os").environ), log_path=None, stdin=None)
+    child = launch.spawn(argv, cwd=".", env=dict(os.environ), log_path=None, stdin=None)
     try:
         sys.exit(child.proc.wait())
     except KeyboardInterrupt:

@@ -107,8 +107,8 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     return parse_config(read_text(path, "config file"), str(path))
 
 
-def write_new(path: str | os.PathLike[str], text: str, *, force: bool = False, option: str = "-o") -> Path:
-    """Write *text* to *path* atomically; refuse to replace an existing file unless *force*."""
+def write_new(path: str | os.PathLike[str], text: str | bytes, *, force: bool = False, option: str = "-o") -> Path:
+    """Write *text* (or bytes) to *path* atomically; refuse to replace an existing file unless *force*."""
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{option}: {path} is a directory; give a file name")
@@ -117,7 +117,7 @@ def write_new(path: str | os.PathLike[str], text: str, *, force: bool = False, o
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with (os.fdopen(fd, "wb") if isinstance(text, bytes) else os.fdopen(fd, "w", encoding="utf-8")) as handle:
             handle.write(text)
         os.replace(tmp, path)
     except BaseException:

@@ -81,3 +81,13 @@ def test_tensorboard_command_line(outputs):
     spec = dict(item.split(":", 1) for item in argv[2].split(","))
     assert set(spec) == {"rank-sweep/rank-16", "rank-sweep/rank-32"}  # rank-64 has no TensorBoard logs
     assert all(path.endswith("/runs") for path in spec.values())
+
+
+def test_existing_plot_is_kept_without_force(runner, cli, outputs, tmp_path):
+    png = tmp_path / "curves.png"
+    png.write_bytes(b"mine")
+    result = runner.invoke(cli, ["compare", str(outputs), "--plot", str(png)])
+    assert result.exit_code == 1 and f"Error: --plot: {png} already exists; pass --force to overwrite it" in result.stderr
+    assert png.read_bytes() == b"mine"
+    assert runner.invoke(cli, ["compare", str(outputs), "--plot", str(png), "--force"]).exit_code == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
