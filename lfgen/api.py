@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,7 +69,7 @@ def make_sweep(axis: str, values: list[str], *, base: str | None = None, options
         name = f"{axis}-sweep" if axis != "grid" else "grid-" + "-".join(v.partition("=")[0] for v in values)
     if export not in (None, "wandb"):
         raise InputError(f"--export: {export!r} is not supported; use --export wandb")
-    extra = _wandb_files(name, base, options, runs, sweep, experiments_dir, outputs_dir) if export else None
+    extra = functools.partial(_wandb_files, name, sweep, experiments_dir, outputs_dir) if export else None
     return write(name, base, options, runs, sweep, experiments_dir=experiments_dir, outputs_dir=outputs_dir,
                  force=force, base_from=base_from, prune=prune, extra_files=extra)
 
@@ -85,8 +86,8 @@ def _count(values: list[str]) -> int:
     return count
 
 
-def _wandb_files(name: str, base: str, options: BuildOptions, runs: list, sweep: dict[str, Any],
-                 experiments_dir: str, outputs_dir: str) -> dict[str, str]:
+def _wandb_files(name: str, sweep: dict[str, Any], experiments_dir: str, outputs_dir: str, base_build: Build,
+                 built: list) -> dict[str, str]:
     """A W&B sweep over the same values: `wandb sweep experiments/<name>/wandb-sweep.yaml`.
 
     LlamaFactory takes ``key=value`` overrides after the YAML (``--key value`` fails there), which is
@@ -94,9 +95,8 @@ def _wandb_files(name: str, base: str, options: BuildOptions, runs: list, sweep:
     """
     import yaml
 
-    from lfgen.experiment import plan_runs, varying_keys
+    from lfgen.experiment import varying_keys
 
-    base_build, built = plan_runs(name, base, options, runs, outputs_dir)
     base_config = dict(base_build.config)
     base_config.update(report_to="wandb", output_dir=f"{outputs_dir}/{name}/wandb", overwrite_output_dir=True)
     parameters: dict[str, Any] = {}

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,8 +113,11 @@ def _run_estimate(result: Build) -> dict[str, Any] | None:
 def write(name: str, base: str, options: BuildOptions, runs: list[RunSpec], sweep: dict[str, Any], *,
           experiments_dir: str = "experiments", outputs_dir: str = "outputs", force: bool = False,
           base_from: dict[str, Any] | None = None, prune: bool = True,
-          extra_files: dict[str, str] | None = None) -> Experiment:
-    """Write ``<experiments_dir>/<name>/``: the manifest and ``runs/<run>.yaml`` for every run."""
+          extra_files: Callable[[Build, list[tuple[RunSpec, Build]]], dict[str, str]] | None = None) -> Experiment:
+    """Write ``<experiments_dir>/<name>/``: the manifest and ``runs/<run>.yaml`` for every run.
+
+    *extra_files* makes more files (the W&B export) from the same built base and runs.
+    """
     from lfgen import __version__
     from lfgen.api import render_build
 
@@ -143,7 +147,8 @@ def write(name: str, base: str, options: BuildOptions, runs: list[RunSpec], swee
                         root=os.path.relpath(Path.cwd(), target.resolve()))
     files[MANIFEST] = yaml.dump(json.loads(manifest.model_dump_json()), Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper),
                                 sort_keys=False, allow_unicode=True)
-    files.update(extra_files or {})
+    if extra_files is not None:
+        files.update(extra_files(base_build, built))
     _replace_dir(target, files)
     return Experiment(path=target, manifest=manifest)
 
