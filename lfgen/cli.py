@@ -426,24 +426,14 @@ def run(target: str, gpus: str | None, gpus_per_run: int, dry_run: bool, retry_f
       lfgen run rank-sweep --dry-run
     """
     from lfgen import launch
-    from lfgen.progress import PlainReporter, RichReporter
-    from lfgen.runner import Runner, resolve
+    from lfgen.runner import resolve
 
     resolved = resolve(target, experiments_dir)
     gpu_list = launch.parse_gpus(gpus, launch.visible_gpus()) if gpus else None
-    interactive = not quiet and not dry_run and sys.stderr.isatty()
-    reporter = RichReporter(len(resolved.runs)) if interactive else PlainReporter()
-    runner = Runner(resolved, reporter, gpus=gpu_list, gpus_per_run=gpus_per_run, max_oom_retries=max_oom_retries,
-                    fail_fast=fail_fast)
-    try:
-        if interactive:
-            with reporter:
-                summary = runner.run(retry_failed=retry_failed, rerun=list(rerun), dry_run=dry_run)
-        else:
-            summary = runner.run(retry_failed=retry_failed, rerun=list(rerun), dry_run=dry_run)
-    except KeyboardInterrupt:
-        click.echo("interrupted: the running runs were stopped and will resume with the next lfgen run", err=True)
-        sys.exit(130)
+    summary = _run_experiment(resolved, quiet=quiet or dry_run, resume_hint="the next lfgen run",
+                              runner_options={"gpus": gpu_list, "gpus_per_run": gpus_per_run,
+                                              "max_oom_retries": max_oom_retries, "fail_fast": fail_fast},
+                              run_options={"retry_failed": retry_failed, "rerun": list(rerun), "dry_run": dry_run})
     if dry_run:
         return
     click.echo(f"{resolved.name}: {len(summary.done)} done, {len(summary.failed)} failed, "
@@ -451,6 +441,25 @@ def run(target: str, gpus: str | None, gpus_per_run: int, dry_run: bool, retry_f
                + (" (--retry-failed reruns the failed)" if summary.failed else ""), err=True)
     if summary.failed:
         sys.exit(1)
+
+
+def _run_experiment(target, *, quiet: bool, resume_hint: str, runner_options: dict[str, Any] | None = None,
+                    run_options: dict[str, Any] | None = None):
+    """Run an experiment with progress bars on a terminal (plain lines otherwise); Ctrl-C exits 130."""
+    from lfgen.progress import PlainReporter, RichReporter
+    from lfgen.runner import Runner
+
+    interactive = not quiet and sys.stderr.isatty()
+    reporter = RichReporter(len(target.runs)) if interactive else PlainReporter()
+    runner = Runner(target, reporter, **(runner_options or {}))
+    try:
+        if interactive:
+            with reporter:
+                return runner.run(**(run_options or {}))
+        return runner.run(**(run_options or {}))
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: the running runs were stopped and will resume with {resume_hint}", err=True)
+        sys.exit(130)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -639,6 +648,10 @@ def compare(path: str, sort: str | None, filters: tuple[str, ...], fmt: str, out
         index = {name: i for i, name in enumerate(comparison.names)}
         png = render_png([(name, comparison.runs[index[name]]) for name in df["run"]], title=str(comparison.root))
         click.echo(f"wrote {write_new(plot, png, force=force, option='--plot')}", err=True)
+    _print_next_steps(df)
+
+
+def _print_next_steps(df) -> None:
     for name, summary in df.attrs.get("experiments", {}).items():
         click.echo(f"{name}: best {summary.get('best_run')} ({summary.get('best_by')}); next: {summary.get('next_step')}",
                    err=True)
@@ -725,31 +738,17 @@ def demo(directory: str, quiet: bool) -> None:
     import os
 
     from lfgen.demo import prepare
-    from lfgen.progress import PlainReporter, RichReporter
     from lfgen.results import collect, frame, write_report
-    from lfgen.runner import Runner, resolve
+    from lfgen.runner import resolve
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; never wait on the hub
     click.echo(f"lfgen demo in {directory}: building a tiny model and a 3-run rank sweep", err=True)
     paths = prepare(directory)
-    target = resolve(str(paths.experiment))
-    interactive = not quiet and sys.stderr.isatty()
-    reporter = RichReporter(len(target.runs)) if interactive else PlainReporter()
-    runner = Runner(target, reporter)
-    try:
-        if interactive:
-            with reporter:
-                summary = runner.run()
-        else:
-            summary = runner.run()
-    except KeyboardInterrupt:
-        click.echo("interrupted: run lfgen demo again to resume", err=True)
-        sys.exit(130)
+    summary = _run_experiment(resolve(str(paths.experiment)), quiet=quiet, resume_hint="the next lfgen demo")
     comparison = collect(paths.outputs)
     df = frame(comparison, sort="best_eval_loss")
     _print_frame(df)
-    for name, item in df.attrs.get("experiments", {}).items():
-        click.echo(f"{name}: best {item.get('best_run')}; next: {item.get('next_step')}", err=True)
+    _print_next_steps(df)
     write_report(comparison, paths.report, force=True)
     click.echo(f"report: {paths.report} (open it in a browser); runs: {paths.outputs}", err=True)
     if summary.failed:
