@@ -144,11 +144,12 @@ class Runner:
 
     # --- one run ------------------------------------------------------------------------------------
 
-    def _prepare(self, row: RunRow) -> tuple[Path, dict[str, Any]]:
-        from lfgen.yamlio import load_config
+    def _prepare(self, row: RunRow) -> tuple[Path, dict[str, Any], str]:
+        from lfgen.yamlio import parse_config, read_text
 
         root = self.target.root
-        config = load_config(root / row.config)
+        text = read_text(root / row.config, "config file")
+        config = parse_config(text, str(root / row.config))
         output_dir = root / row.output_dir
         fresh = row.reason in ("fresh", "oom-retry") or row.state == "pending"
         if output_dir.exists() and any(p.name not in (CONSOLE_LOG, MARKER) for p in output_dir.iterdir()):
@@ -164,7 +165,7 @@ class Runner:
         (output_dir / MARKER).touch()
         adjusted = json.loads(row.detail) if row.reason == "oom-retry" and row.detail else {}
         config.update(adjusted.get("config", {}))
-        return output_dir, config
+        return output_dir, config, text
 
     def _start(self, name: str, slot: list[int] | None) -> None:
         from lfgen.render import render
@@ -172,7 +173,7 @@ class Runner:
         store = self.store
         row = store.get(name)
         try:
-            output_dir, config = self._prepare(row)
+            output_dir, config, text = self._prepare(row)
         except _ConfigProblem as problem:
             self._finish_failed(row, "config", str(problem))
             return
@@ -181,8 +182,7 @@ class Runner:
             f"{config.get('gradient_accumulation_steps')}") or ""
         header = [f"The config lfgen ran for run {name} of {self.target.name} (from {row.config})",
                   f"lfgen-root: {self.target.root}"]
-        recipe = next((line.lstrip("# ").strip() for line in (self.target.root / row.config).read_text(
-            encoding="utf-8").splitlines() if "lfgen-recipe:" in line), None)
+        recipe = next((line.lstrip("# ").strip() for line in text.splitlines() if "lfgen-recipe:" in line), None)
         if recipe:  # the GPU and options it was built for: lfgen calibrate reads them
             header.append(recipe)
         if note:
