@@ -23,7 +23,7 @@ BUDGET_S = 2.0
 
 
 def lfgen_grid(workdir: Path) -> float:
-    from lfgen.api import make_sweep
+    from lfgen.experiments.make import make_sweep
 
     os.chdir(workdir)
     start = time.perf_counter()

@@ -18,20 +18,22 @@ from lfgen._lazy import exports
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "build": "lfgen.builder", "BuildOptions": "lfgen.builder", "Build": "lfgen.builder", "Decision": "lfgen.builder",
-    "render_build": "lfgen.api", "write_preset": "lfgen.api",
-    "explain": "lfgen.explainer", "validate": "lfgen.validation",
-    "load_presets": "lfgen.presets", "get_preset": "lfgen.presets",
+    "build": "lfgen.builder.steps", "BuildOptions": "lfgen.builder.options", "Build": "lfgen.builder.context",
+    "Decision": "lfgen.builder.context", "render_build": "lfgen.builder.render", "write_preset": "lfgen.builder.render",
+    "explain": "lfgen.builder.explain", "validate": "lfgen.builder.validate",
+    "load_presets": "lfgen.catalogs.presets", "get_preset": "lfgen.catalogs.presets",
     "LfgenError": "lfgen.errors", "InputError": "lfgen.errors",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from lfgen.api import render_build, write_preset  # noqa: F401
-    from lfgen.builder import Build, BuildOptions, Decision, build  # noqa: F401
+    from lfgen.builder.context import Build, Decision  # noqa: F401
+    from lfgen.builder.options import BuildOptions  # noqa: F401
+    from lfgen.builder.render import render_build, write_preset  # noqa: F401
+    from lfgen.builder.steps import build  # noqa: F401
     from lfgen.errors import InputError, LfgenError  # noqa: F401
-    from lfgen.explainer import explain  # noqa: F401
-    from lfgen.presets import get_preset, load_presets  # noqa: F401
-    from lfgen.validation import validate  # noqa: F401
+    from lfgen.builder.explain import explain  # noqa: F401
+    from lfgen.catalogs.presets import get_preset, load_presets  # noqa: F401
+    from lfgen.builder.validate import validate  # noqa: F401
 
 
 __getattr__ = exports(__name__, _EXPORTS)

@@ -11,7 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from lfgen.builder import BuildOptions
+from lfgen.builder.options import BuildOptions
+from lfgen.layout import DATASET_INFO, MANIFEST
 
 RANKS = ("4", "8", "16")
 NAME = "demo-rank"
@@ -27,17 +28,17 @@ class DemoPaths:
 
 def prepare(root: str | Path) -> DemoPaths:
     """The demo project: tiny model and data (made once) and the rank sweep (laid out once)."""
-    from lfgen.api import make_sweep
+    from lfgen.experiments.make import make_sweep
     from lfgen.tiny import CPU_SETTINGS, make_dataset, make_model
 
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     if not (root / "tiny-model" / "config.json").is_file():
         make_model(root / "tiny-model")
-    if not (root / "data" / "dataset_info.json").is_file():
+    if not (root / "data" / DATASET_INFO).is_file():
         make_dataset(root / "data", rows=80)
     paths = DemoPaths(root, root / "experiments" / NAME, root / "outputs" / NAME, root / "report.html")
-    if not (paths.experiment / "experiment.yaml").is_file():
+    if not (paths.experiment / MANIFEST).is_file():
         options = BuildOptions.parse(model="./tiny-model", template="qwen", dataset=["tiny_alpaca"], dataset_dir="data",
                                      precision="fp32", set={**CPU_SETTINGS, "max_steps": 60, "learning_rate": 5.0e-3})
         cwd = Path.cwd()

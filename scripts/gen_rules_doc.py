@@ -9,7 +9,7 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lfgen.rules import registry  # noqa: E402
+from lfgen.catalogs.rules import registry  # noqa: E402
 
 INTRO = """# Rule reference
 

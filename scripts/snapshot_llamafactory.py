@@ -11,7 +11,7 @@ import pathlib
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from lfgen import _lf_probe  # noqa: E402
+from lfgen._lf import probe as _lf_probe  # noqa: E402
 
 snapshot = _lf_probe.describe()
 out = pathlib.Path(__file__).resolve().parents[1] / "lfgen" / "data" / "llamafactory.json"

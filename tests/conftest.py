@@ -15,7 +15,7 @@ GOLDEN = Path(__file__).parent / "golden"
 
 
 def has_llamafactory() -> bool:
-    from lfgen.lf_catalog import find_python
+    from lfgen.catalogs.llamafactory import find_python
 
     return find_python() is not None
 

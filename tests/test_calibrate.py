@@ -8,9 +8,9 @@ import json
 import pytest
 
 from lfgen import BuildOptions, build, render_build
-from lfgen.calibration import calibrate
+from lfgen.builder.calibration import calibrate
 from lfgen.errors import InputError
-from lfgen.estimates import load_calibration
+from lfgen.builder.estimates import load_calibration
 
 MODEL = "Qwen/Qwen2.5-7B-Instruct"
 

@@ -6,10 +6,10 @@ import re
 
 import pytest
 
-from lfgen.hardware import _catalog, _norm, find_gpu, gpu_names
-from lfgen.lf_catalog import snapshot
+from lfgen.catalogs.gpus import _catalog, _norm, find_gpu, gpu_names
+from lfgen.catalogs.llamafactory import snapshot
 from lfgen.resources import load_data
-from lfgen.rules import registry
+from lfgen.catalogs.rules import registry
 
 ISSUE_GPUS = ["T4", "V100-16", "V100-32", "RTX 3090", "RTX 4090", "A10", "A10G", "L4", "A6000", "L40S", "A100-40",
               "A100-80", "A800", "H100", "H800", "H200"]

@@ -23,8 +23,8 @@ def test_rules_md_matches_the_registry():
 
 def test_every_rule_id_a_build_uses_is_documented():
     from lfgen import BuildOptions, build
-    from lfgen.presets import load_presets
-    from lfgen.rules import registry
+    from lfgen.catalogs.presets import load_presets
+    from lfgen.catalogs.rules import registry
 
     used = set()
     for name in load_presets():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lfgen.errors import InputError
-from lfgen.lf_catalog import probe, snapshot
+from lfgen.catalogs.llamafactory import probe, snapshot
 
 from .conftest import needs_llamafactory
 

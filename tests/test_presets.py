@@ -6,7 +6,7 @@ import pytest
 
 from lfgen import BuildOptions, build
 from lfgen.errors import InputError
-from lfgen.presets import get_preset, load_presets, training_block
+from lfgen.catalogs.presets import get_preset, load_presets, training_block
 
 SEED_002 = {  # RULES.md §1, seed 002 "LoRA 参数配置示例"
     "lightweight": (16, 32, 0.1, "q_proj,v_proj"),

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lfgen import BuildOptions, build, render_build
-from lfgen.presets import load_presets
-from lfgen.render import SECTIONS, render, yaml_scalar
+from lfgen.catalogs.presets import load_presets
+from lfgen.builder.render import SECTIONS, render, yaml_scalar
 from lfgen.yamlio import loads
 
 from .conftest import GOLDEN

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lfgen import BuildOptions, build
-from lfgen.rules import batch_for, registry
+from lfgen.catalogs.rules import batch_for, registry
 
 RULES_MD_IDS = ["R-HW-BATCH", "R-HW-HEADROOM", "R-HW-PRECISION", "R-HW-FA", "R-HW-GC", "R-HW-CLIP", "R-DATA-RANK",
                 "R-DATA-DROPOUT", "R-DATA-EPOCHS", "R-DATA-WARMUP", "R-DATA-WD", "R-ALPHA", "R-LR", "R-TARGET",

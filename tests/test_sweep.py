@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lfgen.api import make_sweep
+from lfgen.experiments.make import make_sweep
 from lfgen.errors import InputError
-from lfgen.experiment import load
-from lfgen.lf_catalog import probe
+from lfgen.experiments.manifest import load
+from lfgen.catalogs.llamafactory import probe
 
 from .conftest import make_dataset_dir, needs_llamafactory
 
@@ -60,7 +60,7 @@ def test_manifest_records_everything():
 
 
 def _options(**values):
-    from lfgen.builder import BuildOptions
+    from lfgen.builder.options import BuildOptions
 
     return BuildOptions.parse(**values)
 
@@ -159,7 +159,7 @@ def test_llamafactory_parses_every_run_and_the_wandb_command_line(tmp_path):
     base = str(tmp_path / "experiments/rank-sweep/wandb-base.yaml")
     result = probe({"wandb": {"__argv__": [base, "lora_rank=16"]}})  # what ${args_no_hyphens} produces
     assert result.errors == {"wandb": None}
-    from lfgen.validation import validate
+    from lfgen.builder.validate import validate
 
     paths = [str(e.path / run.config) for e in experiments for run in e.manifest.runs]
     report = validate(paths)  # lfgen's checks, then LlamaFactory's own parser on every run

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from lfgen import BuildOptions, build, render_build
-from lfgen.presets import load_presets
-from lfgen.validation import validate
+from lfgen.catalogs.presets import load_presets
+from lfgen.builder.validate import validate
 
 from .conftest import LF_EXAMPLES, make_dataset_dir, needs_llamafactory
 

@@ -297,13 +297,18 @@ def fit_micro_batch(
     settings: MemorySettings | None = None,
     *,
     effective_batch: int = 32,
-    headroom: float = 0.15,
+    headroom: float | None = None,
     **values: Any,
 ) -> Fit:
-    """Largest micro-batch within ``gpu_mem_gib x (1 - headroom)`` keeping *effective_batch*.
+    """Largest micro-batch within ``gpu_mem_gib x (1 - headroom)`` keeping *effective_batch*
+    (*headroom*: R-HW-HEADROOM's, unless given).
 
     When even micro-batch 1 does not fit, ``options`` lists single changes that would.
     """
+    if headroom is None:
+        from lfgen.catalogs.rules import headroom as registry_headroom
+
+        headroom = registry_headroom()
     if gpu_mem_gib <= 0:
         raise InputError(f"gpu_mem_gib: must be > 0 (got {gpu_mem_gib})")
     if not 0 <= headroom < 1:

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from lfgen.layout import RUN_CONFIG
 from lfgen.resources import load_data
 from lfgen.results.reader import RunData
 
@@ -331,7 +332,7 @@ def _values(axis: str, cfg: dict[str, object]) -> str:
 
 
 def _command(axis: str, best: RunData, folder: Path | None, best_by: str) -> str:
-    if folder is not None and best.config_file is not None and best.config_file.name == "lfgen_run.yaml":
+    if folder is not None and best.config_file is not None and best.config_file.name == RUN_CONFIG:
         # lfgen sweep --from picks the best finished run in that folder itself, by all_results.json.
         metric = "" if best_by == "final_eval_loss" else " --metric train_loss"
         return f"`lfgen sweep {axis} --from {_shown(folder)}{metric}`"

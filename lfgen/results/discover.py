@@ -7,10 +7,10 @@ import re
 from pathlib import Path
 
 from lfgen.errors import InputError
+from lfgen.layout import RUN_MARKERS
 
 # A directory holding any of these is a run: LlamaFactory writes the first three into output_dir,
 # lfgen writes the last before training starts (so a queued run shows up as "empty").
-RUN_MARKERS = ("trainer_log.jsonl", "trainer_state.json", "all_results.json", "lfgen_run.yaml")
 # Checkpoints repeat trainer_state.json; hidden folders (.git, .cache) hold no runs.
 _SKIP_PREFIXES = ("checkpoint-", ".")
 # Inside a run, runs/ is LlamaFactory's TensorBoard folder (elsewhere it may group lfgen's runs).

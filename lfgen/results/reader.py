@@ -34,13 +34,11 @@ from lfgen.results.parsing import (
     VRAM, Series, by_step, elapsed_seconds, grad_norms, last_per_step, last_record, lines_with, loads_lines,
     series_of, thin, to_float, to_int,
 )
+from lfgen.layout import CONFIG_FILES, CONSOLE_LOG, RESULT_FILES, RESULTS_FILE, TRAINER_LOG, TRAINER_STATE
 from lfgen.yamlio import loads
 
 MAX_POINTS = 200  # per curve: enough for a plot and the diagnosis; reading stays fast for 1,000s of runs
 STALE_AFTER_S = 1800  # an unfinished run whose files are older than this is "stopped", not "running"
-CONFIG_FILES = ("lfgen_run.yaml", "training_args.yaml")
-CONSOLE_LOG = "lfgen_train.log"  # lfgen's runner appends the run's stdout and stderr here (lfgen/runner.py)
-RESULT_FILES = ("train_results.json", "eval_results.json", "predict_results.json")
 # adapter_config.json (peft) key -> LlamaFactory key
 _ADAPTER_KEYS = {"r": "lora_rank", "lora_alpha": "lora_alpha", "lora_dropout": "lora_dropout",
                  "target_modules": "lora_target"}
@@ -129,9 +127,9 @@ def read_run(run_dir: str | os.PathLike[str], *, max_points: int | None = MAX_PO
         run.notes.append(f"{run.path}: cannot be listed ({exc.strerror})")
         return run
     newest = 0.0
-    if "trainer_log.jsonl" in names:
-        newest = max(newest, _mtime(names["trainer_log.jsonl"]))
-        text = _read(run.path / "trainer_log.jsonl", run.notes)
+    if TRAINER_LOG in names:
+        newest = max(newest, _mtime(names[TRAINER_LOG]))
+        text = _read(run.path / TRAINER_LOG, run.notes)
         if text is not None:
             _read_log(text, run, max_points)
     state_file = _state_file(run.path, names)
@@ -141,7 +139,7 @@ def read_run(run_dir: str | os.PathLike[str], *, max_points: int | None = MAX_PO
     if (not run.sources or not run.grad_norm) and "runs" in names:
         _read_tensorboard(run.path / "runs", run, max_points)
     # all_results.json is the union of the others (Trainer.save_metrics); they matter only without it.
-    union = _read_json(run.path / "all_results.json", run.notes) if "all_results.json" in names else None
+    union = _read_json(run.path / RESULTS_FILE, run.notes) if RESULTS_FILE in names else None
     for name in RESULT_FILES if union is None else ():
         if name in names and (data := _read_json(run.path / name, run.notes)) is not None:
             run.results.update(data)
@@ -176,7 +174,7 @@ def _read_log(text: str, run: RunData, max_points: int | None) -> None:
     if '"vram_' in body[:body.find("\n")] or '"vram_' in body[body.rfind("\n"):]:  # RECORD_VRAM is per run
         values = [v for v in map(to_float, VRAM.findall(body)) if v is not None and math.isfinite(v)]
         run.vram_peak_gib = max(values) if values else None
-    run.sources["curves"] = "trainer_log.jsonl"
+    run.sources["curves"] = TRAINER_LOG
 
 
 def _read_state(path: Path, run: RunData, max_points: int | None, *, curves: bool) -> None:
@@ -290,7 +288,7 @@ def _lora_defaults(config: dict[str, Any]) -> None:
 def _state(run: RunData, names: dict[str, os.DirEntry[str]], newest: float) -> str:
     """done, failed, running, stopped or empty (RunData's docstring says what each means)."""
     # LlamaFactory writes the results files and the top-level trainer_state.json only once a stage ends.
-    if run.results or "trainer_state.json" in names:
+    if run.results or TRAINER_STATE in names:
         return "done"
     error = _last_error(run.path / CONSOLE_LOG) if CONSOLE_LOG in names else None
     if error:
@@ -318,12 +316,12 @@ def _last_error(path: Path) -> str | None:
 
 
 def _state_file(run_dir: Path, names: dict[str, os.DirEntry[str]]) -> Path | None:
-    if "trainer_state.json" in names:
-        return run_dir / "trainer_state.json"
+    if TRAINER_STATE in names:
+        return run_dir / TRAINER_STATE
     checkpoints = [(int(n[11:]), n) for n in names if n.startswith("checkpoint-") and n[11:].isdigit()]
     for _, name in sorted(checkpoints, reverse=True):
-        if (run_dir / name / "trainer_state.json").is_file():
-            return run_dir / name / "trainer_state.json"
+        if (run_dir / name / TRAINER_STATE).is_file():
+            return run_dir / name / TRAINER_STATE
     return None
 
 

@@ -25,9 +25,7 @@ _CODE = re.compile(r"`([^`]+)`")
 def render_report(comparison: Comparison, *, sort: str | None = None,
                   filter: str | Sequence[str] | None = None, title: str | None = None) -> str:  # noqa: A002
     """The HTML text of the report for *comparison* (rows and plots limited by *filter*)."""
-    import jinja2
-
-    from lfgen.resources import templates_dir
+    from lfgen.resources import jinja_environment
 
     df = frame(comparison, sort=sort, filter=filter)
     index = {name: i for i, name in enumerate(comparison.names)}
@@ -36,9 +34,7 @@ def render_report(comparison: Comparison, *, sort: str | None = None,
     for name, summary in df.attrs["experiments"].items():
         members = [i for i in shown if comparison.experiments[i] == name]
         experiments.append(_experiment(comparison, summary, members))
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    return env.get_template(TEMPLATE).render(
+    return jinja_environment(html=True).get_template(TEMPLATE).render(
         title=title or f"lfgen compare: {comparison.root}",
         generated=dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         root=str(comparison.root),
@@ -57,7 +53,7 @@ def write_report(source: str | os.PathLike[str] | Comparison, out: str | os.Path
     from lfgen.yamlio import write_new
 
     comparison = source if isinstance(source, Comparison) else collect(source)
-    return write_new(out, render_report(comparison, sort=sort, filter=filter), force=force, option="--report")
+    return write_new(out, render_report(comparison, sort=sort, filter=filter), force=force, option="-o/--output")
 
 
 def _experiment(comparison: Comparison, summary: dict[str, Any], members: list[int]) -> dict[str, Any]:

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lfgen.api import make_sweep
-from lfgen.builder import BuildOptions
+from lfgen.experiments.make import make_sweep
+from lfgen.builder.options import BuildOptions
 from lfgen.errors import InputError
-from lfgen.runner import Runner, resolve, status
-from lfgen.state import Store
+from lfgen.training.runner import Runner, resolve, status
+from lfgen.training.state import Store
 
 HERE = Path(__file__).parent
 
@@ -279,7 +279,7 @@ def test_gpus_are_shared_one_run_per_gpu(project, monkeypatch):
     fake_gpus(project, 2)
     experiment(runs=("4", "8", "16", "32"))
     modes(monkeypatch, rank_4="slow:0.05", rank_8="slow:0.05", rank_16="slow:0.05", rank_32="slow:0.05")
-    from lfgen import launch
+    from lfgen.training import launch
 
     summary, _ = run(gpus=launch.parse_gpus("0,1", launch.visible_gpus()))
     assert len(summary.done) == 4
@@ -294,7 +294,7 @@ def test_gpus_are_shared_one_run_per_gpu(project, monkeypatch):
 def test_dry_run_shows_the_gpu_plan_and_starts_nothing(project, monkeypatch):
     fake_gpus(project, 4)
     experiment(runs=("8", "16", "32"))
-    from lfgen import launch
+    from lfgen.training import launch
 
     _, recorder = run(gpus=launch.parse_gpus("0-3", launch.visible_gpus()), gpus_per_run=2, dry_run=True)
     text = "\n".join(recorder.events[0][1])
@@ -332,7 +332,7 @@ def test_bad_input(project, runner, cli, args, message):
 
 
 def test_llamafactory_cli_not_installed(project, monkeypatch, tmp_path):
-    from lfgen import launch
+    from lfgen.training import launch
 
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     monkeypatch.setattr(launch.sys, "executable", str(tmp_path / "nowhere" / "python"))
@@ -351,7 +351,7 @@ def test_an_output_dir_lfgen_did_not_make_is_not_touched(project, monkeypatch):
 
 
 def test_argv_and_env_are_pure_functions():
-    from lfgen import launch
+    from lfgen.training import launch
 
     assert launch.train_argv("/bin/lf", "o/r/lfgen_run.yaml") == ["/bin/lf", "train", "o/r/lfgen_run.yaml"]
     env = launch.train_env({"PATH": "/bin", "FORCE_TORCHRUN": "1"}, [3])
@@ -365,8 +365,8 @@ def test_rich_progress_bars_show_step_loss_and_the_experiment(project, monkeypat
 
     from rich.console import Console
 
-    from lfgen.progress import RichReporter
-    from lfgen.watch import Progress
+    from lfgen.training.reporting import RichReporter
+    from lfgen.training.watch import Progress
 
     reporter = RichReporter(total_runs=2, console=Console(file=io.StringIO(), force_terminal=True, width=120))
     with reporter:

@@ -1,0 +1,44 @@
+"""Warnings about the finished config: the combinations the seeds warn against."""
+
+from __future__ import annotations
+
+from lfgen.builder.context import EXPLICIT_KEYS, Context
+from lfgen.catalogs import rules
+
+
+def checks(ctx: Context) -> None:
+    cfg = ctx.config
+    lr, rank, alpha = cfg.get("learning_rate"), cfg.get("lora_rank"), cfg.get("lora_alpha")
+    low, high = rules.rule("R-LR").table("range")
+    if isinstance(lr, (int, float)) and not low <= lr <= high:
+        ctx.warn("R-LR", f"learning_rate {lr:g} is outside the LoRA range {low:g}-{high:g} (seed 001: 5e-6 too slow, "
+                         "1e-3 oscillates)")
+    if isinstance(rank, int) and isinstance(alpha, int) and alpha / rank > 2 and isinstance(lr, (int, float)) \
+            and lr >= 2e-4:
+        ctx.warn("R-LR", f"alpha/rank = {alpha / rank:g} with learning_rate {lr:g}: seed 004 says a higher alpha "
+                         "may need a lower learning rate (try 1e-4)")
+    target = str(cfg.get("lora_target", ""))
+    if target and set(target.split(",")) <= {"o_proj", "down_proj"}:
+        ctx.warn("R-TARGET", f"lora_target {target}: seed 003 says targeting only o_proj or down_proj usually "
+                             "works poorly; add q_proj,v_proj or use all")
+    micro, accumulation = cfg.get("per_device_train_batch_size"), cfg.get("gradient_accumulation_steps")
+    if isinstance(micro, int) and isinstance(accumulation, int):
+        effective = micro * accumulation * ctx.options.num_gpus
+        lo, hi = rules.effective_batch_range()
+        if not lo <= effective <= hi:
+            ctx.warn("R-HW-BATCH", f"effective batch {micro} x {accumulation} x {ctx.options.num_gpus} GPU(s) = "
+                                   f"{effective}; seed 002 keeps it at {lo}-{hi}")
+    if cfg.get("fp16") is True:
+        ctx.warn("R-HW-PRECISION", "fp16 is on: seed 001 saw LoRA training go NaN after the first batch in plain "
+                                   "fp16 and fixed it with float32; prefer bf16 (or fp32 where bf16 is missing)")
+    gpu = ctx.hardware.gpu if ctx.hardware else None
+    if gpu is not None and gpu.bf16 is False and cfg.get("bf16") is True:
+        ctx.warn("R-HW-PRECISION", f"bf16 is on but {gpu.name} has no bf16; set --precision fp32")
+    if gpu is not None and gpu.fa2 is False and cfg.get("flash_attn") in ("fa2", "fa3"):
+        ctx.warn("R-HW-FA", f"flash_attn {cfg['flash_attn']} on {gpu.name}, which does not support it")
+    if ctx.from_file_only:
+        for key in EXPLICIT_KEYS:
+            if key in ctx.config and key not in ctx.fixed:
+                ctx.warn("LF-EXPLICIT", f"the file does not set {key}; lfgen writes {key}: {ctx.config[key]} "
+                                        "(LlamaFactory's default depends on the installed transformers)")
+

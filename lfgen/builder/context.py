@@ -1,0 +1,159 @@
+"""The state of one build: every key's value and the ``Decision`` behind it, and the precedence.
+
+Precedence, highest first: the user's options (rule ``USER``), a base file's values (``FILE``),
+the rules, the preset and the shared training block. A rule calls ``Context.choose``; a higher
+source that fixed the key keeps it, and the decision names the rule it overrode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from lfgen.builder.options import OPTION_KEYS, BuildOptions
+from lfgen.catalogs import rules
+from lfgen.catalogs.gpus import Hardware
+from lfgen.catalogs.presets import Preset
+from lfgen.errors import InputError
+from lfgen.numbers import fmt
+
+EXPLICIT_KEYS = ("output_dir", "report_to", "logging_steps", "save_steps", "plot_loss")
+
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Why one key has its value."""
+
+    key: str
+    value: Any
+    rule: str
+    reason: str
+    source: str
+    alternative: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+
+@dataclass
+class Build:
+    """A built config with the decision behind every key and the warnings found on the way."""
+
+    base: str
+    options: BuildOptions
+    config: dict[str, Any]
+    decisions: dict[str, Decision]
+    warnings: list[str]
+    samples: int | None
+    samples_note: str
+    hardware: Hardware | None
+    estimate: Any
+    preset: Preset | None
+    # For a base file: what the rules would add that the file does not have (explain shows them).
+    not_applied: list[Decision] = field(default_factory=list)
+
+
+
+def same(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return float(a) == float(b)
+    return a == b
+
+
+
+class Context:
+    """The state of one build; rules call ``choose`` and ``warn``."""
+
+    def __init__(self, base: str, options: BuildOptions, preset: Preset | None, file_values: dict[str, Any],
+                 file_source: str | None):
+        self.base, self.options, self.preset = base, options, preset
+        self.file_source = file_source
+        self.config: dict[str, Any] = {}
+        self.decisions: dict[str, Decision] = {}
+        self.warnings: list[str] = []
+        self.not_applied: list[Decision] = []
+        self.samples: int | None = None
+        self.samples_note = ""
+        self.hardware: Hardware | None = None
+        self._model_spec: Any = False  # not looked up yet; then lfgen.models.ModelSpec, or None if unknown
+        self.estimate: Any = None  # lfgen.builder.estimates.Estimate, with a GPU
+        self.fit: Any = None  # lfgen.models.Fit, with a GPU
+        # key -> (value, rule, where): the user's options win over the file's values.
+        self.fixed: dict[str, tuple[Any, str, str]] = {k: (v, "FILE", f"set in {file_source}")
+                                                      for k, v in file_values.items()}
+        for name, key in OPTION_KEYS.items():
+            value = getattr(options, name)
+            if value is not None:
+                value = ",".join(value) if name == "dataset" else value
+                self.fixed[key] = (value, "USER", f"you set it (--{name.replace('_', '-')})")
+        for key, value in options.set.items():
+            if key in self.fixed and self.fixed[key][1] == "USER" and not same(self.fixed[key][0], value):
+                raise InputError(f"--set {key}={value}: conflicts with {self.fixed[key][2].split('(')[-1][:-1]} "
+                                 f"= {self.fixed[key][0]}; give the value once")
+            self.fixed[key] = (value, "USER", f"you set it (--set {key}=...)")
+
+    @property
+    def model_spec(self) -> Any:
+        """The model's architecture, looked up on first use (LF-MODEL): most builds of a preset with
+        target `all` and no GPU never need it, and looking it up loads lfgen.models."""
+        if self._model_spec is False:
+            from lfgen.builder.model import model_spec
+
+            model = str(self.get("model_name_or_path", ""))
+            self._model_spec, why = model_spec(model, required=False)
+            if self._model_spec is None:
+                self.warn("LF-MODEL", f"{why.removeprefix('--model ')}; without its architecture lfgen writes "
+                                      "Llama/Qwen module names and makes no memory estimate")
+        return self._model_spec
+
+    @property
+    def model_name(self) -> str | None:
+        return str(self.get("model_name_or_path")) if self.model_spec is not None else None
+
+    @property
+    def from_file_only(self) -> bool:
+        """A base file is the truth: rules give opinions but add no keys the file lacks."""
+        return self.file_source is not None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key in self.config:
+            return self.config[key]
+        return self.fixed[key][0] if key in self.fixed else default
+
+    def choose(self, key: str, value: Any, rule_id: str, reason: str, alternative: str | None = None,
+               source: str | None = None, asked: str | None = None) -> None:
+        """Set *key* by a rule, unless a higher source fixed it. *asked*: the option that asked for this
+        rule (``--gpu``); such a rule also replaces a base file's value."""
+        source = source or rules.rule(rule_id).source
+        if asked and key in self.fixed and self.fixed[key][1] == "FILE":
+            old = self.fixed.pop(key)[0]
+            if not same(old, value):
+                reason = f"{reason} (replaces the file's {fmt(old)}: you asked with {asked})"
+        if key in self.fixed:
+            fixed_value, fixed_rule, where = self.fixed[key]
+            if fixed_rule == "FILE" and same(fixed_value, value):
+                decision = Decision(key=key, value=fixed_value, rule=rule_id, reason=f"{reason} (as in the file)",
+                                    source=source, alternative=alternative)
+            elif same(fixed_value, value):
+                decision = Decision(key=key, value=fixed_value, rule=fixed_rule, source=where,
+                                    reason=f"{where}; the same as {rule_id}: {reason}")
+            else:
+                decision = Decision(key=key, value=fixed_value, rule=fixed_rule, source=where,
+                                    reason=f"{where}; overrides {rule_id}, which gives {fmt(value)}: {reason}")
+            self.config[key] = fixed_value
+            self.decisions[key] = decision
+            return
+        decision = Decision(key=key, value=value, rule=rule_id, reason=reason, source=source, alternative=alternative)
+        if self.from_file_only and key not in EXPLICIT_KEYS and not asked:
+            self.not_applied.append(decision)
+            return
+        self.config[key] = value
+        self.decisions[key] = decision
+
+    def warn(self, rule_id: str, message: str) -> None:
+        line = f"{rule_id}: {message}"
+        if line not in self.warnings:
+            self.warnings.append(line)
+

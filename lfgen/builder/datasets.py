@@ -1,0 +1,94 @@
+"""Local datasets: the names registered in ``<dataset_dir>/dataset_info.json`` and their sizes."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lfgen.errors import InputError, did_you_mean
+from lfgen.layout import DATASET_INFO
+
+INFO_FILE = DATASET_INFO
+_REMOTE_SOURCES = ("hf_hub_url", "ms_hub_url", "script_url", "cloud_file_name", "om_hub_url")
+
+
+def load_info(dataset_dir: str | Path) -> dict[str, Any]:
+    """Parse ``dataset_info.json``; a missing or broken file is one InputError."""
+    path = Path(dataset_dir) / INFO_FILE
+    if not Path(dataset_dir).is_dir():
+        raise InputError(f"dataset_dir: {dataset_dir} is not a directory; pass --dataset-dir with the folder "
+                         f"that holds {INFO_FILE}")
+    if not path.is_file():
+        raise InputError(f"dataset_dir: {dataset_dir} has no {INFO_FILE}; register your data there "
+                         "(https://github.com/hiyouga/LLaMA-Factory/blob/main/data/README.md) or pass another --dataset-dir")
+    from lfgen.yamlio import read_json_object
+
+    return read_json_object(path, str(path), "fix the file",
+                            what="a JSON object mapping dataset names to their descriptions")
+
+
+def split_names(value: Any) -> list[str]:
+    """LlamaFactory's comma list (``dataset: a,b``) as names."""
+    if value is None:
+        return []
+    return [name.strip() for name in str(value).split(",") if name.strip()]
+
+
+def unregistered(names: list[str], info: dict[str, Any], dataset_dir: str | Path, key: str = "dataset") -> list[str]:
+    """One problem line per name missing from dataset_info.json."""
+    return [
+        f"{key}: {name!r} is not registered in {Path(dataset_dir) / INFO_FILE}{did_you_mean(name, info)}; "
+        f"registered: {', '.join(sorted(info)) or 'none'}"
+        for name in names if name not in info
+    ]
+
+
+def _count_file(path: Path) -> int:
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        with path.open("rb") as handle:
+            return sum(1 for line in handle if line.strip())
+    if suffix == ".json":
+        with path.open(encoding="utf-8") as handle:
+            data = json.load(handle)
+        return len(data) if isinstance(data, list) else len(next(iter(data.values()), [])) if isinstance(data, dict) else 0
+    if suffix == ".csv":
+        with path.open(encoding="utf-8", newline="") as handle:
+            return max(0, sum(1 for _ in csv.reader(handle)) - 1)
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq  # pandas' parquet engine; imported only for parquet data
+
+        return pq.ParquetFile(path).metadata.num_rows
+    raise ValueError(f"cannot count rows of a {suffix or 'extension-less'} file")
+
+
+@dataclass(frozen=True)
+class Size:
+    rows: int | None  # None: could not be counted
+    note: str
+
+
+def count_rows(name: str, entry: dict[str, Any], dataset_dir: str | Path, max_samples: int | None = None) -> Size:
+    """Rows LlamaFactory will read from one registered dataset, or why they can't be counted."""
+    if any(entry.get(src) for src in _REMOTE_SOURCES):
+        return Size(None, f"{name} is on a hub; its rows can't be counted offline (pass --samples)")
+    if "num_samples" in entry:
+        return Size(int(entry["num_samples"]), f"{name}: num_samples {entry['num_samples']} in {INFO_FILE}")
+    file_name = entry.get("file_name")
+    if not file_name:
+        return Size(None, f"{name} has no file_name in {INFO_FILE} (pass --samples)")
+    path = Path(dataset_dir) / file_name
+    if not path.exists():
+        raise InputError(f"dataset: {name!r} points to {path}, which does not exist; fix file_name in "
+                         f"{Path(dataset_dir) / INFO_FILE}")
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    try:
+        rows = sum(_count_file(f) for f in files)
+    except (ValueError, json.JSONDecodeError, UnicodeDecodeError, ImportError) as exc:
+        return Size(None, f"{name}: rows of {path} can't be counted ({exc}); pass --samples")
+    if max_samples is not None and rows > max_samples:
+        return Size(max_samples, f"{name}: {rows:,} rows, capped by max_samples {max_samples:,}")
+    return Size(rows, f"{name}: {rows:,} rows in {path}")

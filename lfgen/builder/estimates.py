@@ -1,0 +1,141 @@
+"""The model-aware side of a build: the model's architecture, its real target modules, trainable
+parameters, the memory estimate and fit-to-GPU sizing, with stored calibration applied.
+
+This is the glue between a config (``lfgen.builder.steps``) and ``lfgen.models``; it never downloads:
+a model is a local folder with config.json or an id of the offline catalog (presets/models.yaml).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lfgen.builder.model import model_spec, spec_of
+from lfgen.builder.targets import model_order
+from lfgen.errors import InputError
+
+
+def _zero_stage(config: dict[str, Any]) -> int:
+    found = re.search(r"z(ero)?[_-]?([0-3])", str(config.get("deepspeed") or ""))
+    return int(found.group(2)) if found else 0
+
+
+def settings_for(config: dict[str, Any], num_gpus: int) -> dict[str, Any]:
+    """MemorySettings values from a LlamaFactory config."""
+    dtype = "bf16" if config.get("bf16") else "fp16" if config.get("fp16") else "fp32"
+    values = {
+        "micro_batch": config.get("per_device_train_batch_size", 8),
+        "cutoff_len": config.get("cutoff_len", 2048),
+        "lora_rank": config.get("lora_rank", 8),
+        "lora_target": config.get("lora_target", "all"),
+        "additional_target": config.get("additional_target"),
+        "lora_dropout": config.get("lora_dropout", 0.0),
+        "use_dora": bool(config.get("use_dora", False)),
+        "compute_dtype": dtype,
+        "quantization_bit": config.get("quantization_bit"),
+        "double_quantization": bool(config.get("double_quantization", True)),
+        "gradient_checkpointing": not config.get("disable_gradient_checkpointing", False),
+        "pure_bf16": bool(config.get("pure_bf16", False)),
+        "optim": config.get("optim", "adamw_torch"),
+        "zero_stage": _zero_stage(config),
+        "num_gpus": num_gpus,
+        "flash_attn": config.get("flash_attn", "auto"),
+        "enable_liger_kernel": bool(config.get("enable_liger_kernel", False)),
+    }
+    if values["quantization_bit"] is not None and values["quantization_bit"] not in (4, 8):
+        raise InputError(f"quantization_bit: the estimate covers bitsandbytes 4 and 8 bits "
+                         f"(got {values['quantization_bit']})")
+    return values
+
+
+# --- calibration ----------------------------------------------------------------------------------
+
+
+def calibration_path() -> Path:
+    env = os.environ.get("LFGEN_CALIBRATION")
+    if env:
+        return Path(env)
+    base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return base / "lfgen" / "calibration.json"
+
+
+def load_calibration() -> dict[str, Any]:
+    path = calibration_path()
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def calibration_key(gpu: str, model_type: str) -> str:
+    return f"{gpu}|{model_type}"
+
+
+@dataclass
+class Estimate:
+    """What explain reports about the model and memory; ``to_json`` is the documented shape."""
+
+    model: dict[str, Any]
+    target_modules: list[str]
+    trainable_params: int
+    memory_gib: dict[str, float]
+    gpu: dict[str, Any] | None
+    fits: bool | None
+    notes: list[str] = field(default_factory=list)
+    calibration: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model": self.model, "target_modules": self.target_modules, "trainable_params": self.trainable_params,
+                "memory_gib": self.memory_gib, "gpu": self.gpu, "fits": self.fits, "notes": self.notes,
+                "calibration": self.calibration}
+
+
+def estimate(model: str, config: dict[str, Any], gpu_name: str | None, gpu_gib: float | None, num_gpus: int,
+             headroom: float | None = None) -> Estimate:
+    """Trainable parameters and peak memory per GPU for *config*, calibrated when factors are stored;
+    it fits when it leaves *headroom* (R-HW-HEADROOM's by default) of *gpu_gib* free."""
+    from lfgen.catalogs.rules import headroom as registry_headroom
+
+    from lfgen.models import count_lora_params, estimate_memory
+
+    spec = spec_of(model)
+    values = settings_for(config, num_gpus)
+    target = str(values["lora_target"])
+    count = count_lora_params(spec, values["lora_rank"], target, additional_target=values["additional_target"],
+                              use_dora=values["use_dora"])
+    memory = estimate_memory(spec, **values)
+    breakdown = {k: round(v, 3) for k, v in memory.breakdown.items()}
+    factor = factor_for(gpu_name, model)
+    if factor:
+        breakdown["calibrated_total"] = round(breakdown["total"] * factor, 3)
+    total = breakdown.get("calibrated_total", breakdown["total"])
+    headroom = registry_headroom() if headroom is None else headroom
+    fits = None if gpu_gib is None else total <= gpu_gib * (1 - headroom)
+    return Estimate(model={"id": spec.name, "architecture": spec.model_type, "params": count.total_params,
+                           "source": spec.source},
+                    target_modules=list(model_order(model, count.targets)), trainable_params=count.trainable, memory_gib=breakdown,
+                    gpu=None if gpu_name is None else {"name": gpu_name, "memory_gib": gpu_gib, "num_gpus": num_gpus},
+                    fits=fits, notes=list(dict.fromkeys([*count.notes, *memory.notes])), calibration=factor)
+
+
+def factor_for(gpu_name: str | None, model: str) -> float | None:
+    """The stored measured/estimated ratio for this GPU and model family (lfgen calibrate), if any."""
+    if not gpu_name:
+        return None
+    return load_calibration().get(calibration_key(gpu_name, spec_of(model).model_type), {}).get("factor")
+
+
+def fit(model: str, config: dict[str, Any], gpu_name: str | None, gpu_gib: float, num_gpus: int, headroom: float,
+        effective: int):
+    """The largest micro-batch that fits (models.fit_micro_batch); a calibration factor f scales every
+    estimate, which is the same as dividing the memory it must fit in by f."""
+    from lfgen.models import fit_micro_batch
+
+    values = settings_for(config, num_gpus)
+    values.pop("micro_batch")
+    factor = factor_for(gpu_name, model) or 1.0
+    return fit_micro_batch(spec_of(model), gpu_gib / factor, effective_batch=effective, headroom=headroom, **values)

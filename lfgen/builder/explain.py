@@ -1,0 +1,116 @@
+"""``lfgen explain``: every value of a config, the rule that chose it and why."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from lfgen.builder.context import Build, Decision, same
+from lfgen.builder.options import BuildOptions
+from lfgen.builder.steps import build, is_file_base
+from lfgen.builder.recipe import read_recipe
+from lfgen.yamlio import parse_config, read_text
+
+
+@dataclass
+class Explanation:
+    """What ``lfgen explain`` reports; ``to_json`` is the documented ``--json`` shape."""
+
+    source: str
+    config: dict[str, Any]
+    decisions: list[Decision]
+    warnings: list[str]
+    samples: int | None = None
+    samples_note: str = ""
+    gpu: dict[str, Any] | None = None
+    # Rules the file does not follow: values lfgen would add or choose differently.
+    suggestions: list[Decision] = field(default_factory=list)
+    estimate: Any = None  # lfgen.builder.estimates.Estimate when the model's architecture is known
+
+    def to_json(self) -> dict[str, Any]:
+        extra = self.estimate.to_json() if self.estimate is not None else {}
+        if extra and self.gpu is not None:
+            extra["gpu"] = {**self.gpu, "memory_gib": self.gpu["memory_gb"]}
+        return {**extra,
+            "source": self.source,
+            "config": self.config,
+            "decisions": [d.to_json() for d in self.decisions],
+            "warnings": self.warnings,
+            "suggestions": [d.to_json() for d in self.suggestions],
+            "samples": self.samples,
+            "gpu": extra.get("gpu", self.gpu),
+        }
+
+
+def _gpu(result: Build) -> dict[str, Any] | None:
+    if result.hardware is None:
+        return None
+    gpu = result.hardware.gpu
+    return {"name": gpu.name, "memory_gb": gpu.memory_gb, "num_gpus": result.hardware.num_gpus, "bf16": gpu.bf16,
+            "fa2": gpu.fa2}
+
+
+def _from_build(source: str, result: Build, keys: list[str] | None = None) -> Explanation:
+    keys = keys if keys is not None else list(result.config)
+    return Explanation(source=source, config={k: result.config[k] for k in keys if k in result.config},
+                       decisions=[result.decisions[k] for k in keys if k in result.decisions],
+                       warnings=list(result.warnings), samples=result.samples, samples_note=result.samples_note,
+                       gpu=_gpu(result), suggestions=list(result.not_applied))
+
+
+def _explain_generated(path: str, text: str, options: BuildOptions) -> Explanation | None:
+    """A file lfgen wrote: rebuild it from its recipe and tell lfgen's choices from hand edits."""
+    recipe = read_recipe(text)
+    if recipe is None or options.model_dump(exclude_defaults=True):
+        return None
+    rebuilt = build(recipe.base, BuildOptions.parse(**{**recipe.options, "samples": recipe.samples}),
+                    check_data=False)
+    values = parse_config(text, path)
+    decisions, warnings = [], list(rebuilt.warnings)
+    for key, value in values.items():
+        chosen = rebuilt.decisions.get(key)
+        if chosen is not None and same(chosen.value, value):
+            decisions.append(chosen)
+        elif chosen is not None:
+            decisions.append(Decision(key=key, value=value, rule="FILE", source=path,
+                                      reason=f"edited by hand; lfgen wrote {chosen.value!r} ({chosen.rule}: "
+                                             f"{chosen.reason})"))
+        else:
+            decisions.append(Decision(key=key, value=value, rule="FILE", source=path, reason="added by hand"))
+    for key in rebuilt.config:
+        if key not in values:
+            warnings.append(f"FILE: {key} was removed by hand; lfgen wrote {key}: {rebuilt.config[key]!r} "
+                            f"({rebuilt.decisions[key].rule})")
+    return Explanation(source=path, config=values, decisions=decisions, warnings=warnings, samples=rebuilt.samples,
+                       samples_note=rebuilt.samples_note and "as recorded when the file was written",
+                       gpu=_gpu(rebuilt))
+
+
+def explain(target: str, options: BuildOptions | None = None) -> Explanation:
+    """Explain a config file (lfgen's or anyone's) or a preset built with *options*, with the model's
+    target modules, trainable parameters and memory estimate when its architecture is known."""
+    options = options or BuildOptions()
+    if not is_file_base(target):
+        result = _from_build(f"preset {target}", build(target, options))
+    else:
+        text = read_text(target, "config file")
+        result = _explain_generated(target, text, options)
+        if result is None:
+            values = parse_config(text, target)
+            built = build(target, options)
+            result = _from_build(target, built, list(values) + [k for k in built.config if k not in values])
+    result.estimate = _estimate(result, options)
+    return result
+
+
+def _estimate(result: Explanation, options: BuildOptions) -> Any:
+    from lfgen.builder.estimates import estimate, model_spec
+
+    model = result.config.get("model_name_or_path")
+    if not model:
+        return None
+    spec, _ = model_spec(str(model), required=options.model is not None)  # --model X: X must be known
+    if spec is None:
+        return None
+    gpu = result.gpu or {}
+    return estimate(str(model), result.config, gpu.get("name"), gpu.get("memory_gb"), gpu.get("num_gpus", options.num_gpus))

@@ -1,0 +1,41 @@
+"""The model a build is for: its architecture and module inventory, looked up once per process.
+
+A model is a local folder with config.json or an id of the offline catalog (presets/models.yaml);
+nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+from lfgen.errors import InputError
+
+
+@functools.lru_cache(maxsize=32)
+def spec_of(model: str):
+    from lfgen.models import load_model
+
+    return load_model(model)
+
+
+@functools.lru_cache(maxsize=32)
+def inventory_of(model: str):
+    from lfgen.models import inventory
+
+    return inventory(spec_of(model))
+
+
+def model_spec(model: str, *, required: bool) -> tuple[Any | None, str | None]:
+    """(spec, None), or (None, why) when an id is neither on disk nor in the catalog and not *required*.
+
+    A local folder that is broken (no config.json, bad JSON, unsupported architecture) is always an error:
+    the user pointed at it.
+    """
+    try:
+        return spec_of(model), None
+    except InputError as exc:
+        if required or Path(model).expanduser().exists():
+            raise
+        return None, str(exc)

@@ -1,0 +1,70 @@
+"""The build options, as plain data: the one table that ``BuildOptions`` (pydantic) and the CLI's
+``--model``/``--rank``/... options (click) are both generated from.
+
+Plain Python on purpose: ``lfgen --help`` builds its options from this table without importing pydantic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Option:
+    """One build option: its name (``gpu_mem`` is ``--gpu-mem``), value type, help, the LlamaFactory key it
+    sets (if any), whether a sweep grid over that key goes through it, and its pydantic constraints."""
+
+    name: str
+    type: type
+    help: str
+    key: str | None = None
+    grid: bool = False
+    default: Any = None
+    many: bool = False  # a comma-separated list (--dataset a,b)
+    choices: tuple[str, ...] = ()
+    constraints: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+_NONEMPTY = {"min_length": 1}
+_POSITIVE = {"gt": 0}
+_FINITE = {"gt": 0, "allow_inf_nan": False}
+
+OPTIONS: tuple[Option, ...] = (
+    Option("model", str, "Hugging Face id or local folder (default: the seed's Qwen/Qwen2-7B-Instruct).",
+           "model_name_or_path", constraints=_NONEMPTY),
+    Option("template", str, "LlamaFactory chat template (default: from the model's family).", "template",
+           constraints=_NONEMPTY),
+    Option("rank", int, "LoRA rank; alpha follows (2 x rank) unless --alpha is given.", "lora_rank", True,
+           constraints=_POSITIVE),
+    Option("alpha", int, "LoRA alpha.", "lora_alpha", True, constraints=_POSITIVE),
+    Option("dropout", float, "LoRA dropout, in [0, 1).", "lora_dropout", True, constraints={"ge": 0, "lt": 1}),
+    Option("target", str, "qv, attn, mlp, all, or module names (q_proj,v_proj).", "lora_target", True,
+           constraints=_NONEMPTY),
+    Option("lr", float, "Learning rate (LoRA: 1e-4 to 5e-4).", "learning_rate", True, constraints=_FINITE),
+    Option("epochs", float, "num_train_epochs.", "num_train_epochs", True, constraints=_FINITE),
+    Option("cutoff_len", int, "Maximum tokens per sample.", "cutoff_len", True, constraints=_POSITIVE),
+    Option("dataset", str, "Dataset name(s) from dataset_info.json, comma-separated.", "dataset", many=True,
+           constraints=_NONEMPTY),
+    Option("dataset_dir", str, "Folder with dataset_info.json (its rows size the data rules).", "dataset_dir",
+           constraints=_NONEMPTY),
+    Option("samples", int, "Number of training samples (instead of counting them).", constraints=_POSITIVE),
+    Option("output_dir", str, "LlamaFactory output_dir (default: outputs/<model>-<preset>-r<rank>).",
+           "output_dir", constraints=_NONEMPTY),
+    Option("gpu", str, "GPU name from the catalog: 4090, A100-80, H200, ... (see docs/cli.md).",
+           constraints=_NONEMPTY),
+    Option("gpu_mem", float, "GPU memory in GB, when the GPU is not in the catalog.", constraints=_FINITE),
+    Option("num_gpus", int, "GPUs the run uses.", default=1, constraints=_POSITIVE),
+    Option("precision", str, "Force a precision (default: bf16 where the GPU has it, else fp32).",
+           choices=("bf16", "fp16", "fp32")),
+)
+SET_HELP = "Any other LlamaFactory key; repeatable (--set seed=7 --set max_samples=1000)."
+
+# Option name -> the LlamaFactory key it sets; and the keys a sweep grid sets through their option
+# (so alpha follows rank and `lora_target=qv` resolves, exactly as with `lfgen preset --rank`).
+OPTION_KEYS: dict[str, str] = {o.name: o.key for o in OPTIONS if o.key}
+GRID_OPTIONS: dict[str, str] = {o.key: o.name for o in OPTIONS if o.grid and o.key}

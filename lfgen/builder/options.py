@@ -1,0 +1,70 @@
+"""``BuildOptions``, the validated form of what a user asks a build for, and ``--set key=value``.
+
+Generated from the one option table (``lfgen.builder.option_table``), as the CLI's options are; the
+option <-> LlamaFactory-key map lives there too.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from lfgen.builder.option_table import GRID_OPTIONS, OPTION_KEYS, OPTIONS, SET_HELP, Option  # noqa: F401
+from lfgen.errors import InputError
+
+
+class _Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def parse(cls, **values: Any) -> BuildOptions:
+        """Validate options; errors name the CLI option, the value and what is allowed."""
+        try:
+            return cls.model_validate({k: v for k, v in values.items() if v is not None})
+        except ValidationError as exc:
+            lines = []
+            for err in exc.errors():
+                option = "--" + str(err["loc"][0]).replace("_", "-")
+                message = err["msg"].replace("Input should be", "must be")
+                lines.append(f"{option}: {message} (got {err['input']!r})")
+            raise InputError("; ".join(lines)) from None
+
+
+def _field(option: Option) -> tuple[Any, Any]:
+    kind: Any = list[option.type] if option.many else option.type
+    if option.choices:
+        kind = Literal[option.choices]  # type: ignore[valid-type]
+    if option.default is None:
+        kind = kind | None
+    return kind, Field(default=option.default, description=option.help, **option.constraints)
+
+
+# What a user can ask for; field names are the CLI options (``--gpu-mem`` is ``gpu_mem``).
+BuildOptions = create_model("BuildOptions", __base__=_Options, __module__=__name__,
+                            **{o.name: _field(o) for o in OPTIONS},
+                            set=(dict[str, Any], Field(default={}, description=SET_HELP)))
+
+
+def parse_set(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``--set key=value`` pairs; values are read as YAML scalars the way LlamaFactory's loader reads them."""
+    from lfgen.catalogs.llamafactory import snapshot
+    from lfgen.yamlio import loads
+
+    catalog = snapshot()
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise InputError(f"--set: {item!r} is not key=value; write it as --set key=value (e.g. --set seed=7)")
+        catalog.check_key(key)
+        try:
+            value = loads(raw) if raw.strip() else ""
+        except Exception:  # noqa: BLE001 - any YAML error means: take the text as it is
+            value = raw
+        if isinstance(value, (dict, list)) and key not in ("report_to",):
+            value = raw
+        parsed[key] = value
+    return parsed
+

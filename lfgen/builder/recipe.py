@@ -1,0 +1,70 @@
+"""The comment header lfgen writes at the top of a config, and reading it back.
+
+``# lfgen-recipe: {...}`` records the base and options a file was built from, so
+``lfgen explain FILE`` can rebuild it and tell lfgen's choices from later hand edits.
+LlamaFactory ignores comments, so the file stays a plain LlamaFactory config.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from lfgen.builder.context import Build
+from lfgen.builder.options import BuildOptions
+from lfgen.layout import GENERATED_PREFIX, RECIPE_PREFIX
+
+
+
+class Recipe(BaseModel):
+    lfgen: str
+    base: str
+    options: dict[str, Any]
+    samples: int | None = None
+
+
+def command_line(command: str, base: str, options: BuildOptions) -> str:
+    """The shell command that builds the same config."""
+    argv = ["lfgen", command, base]
+    for name, value in options.model_dump(exclude_defaults=True).items():
+        flag = "--" + name.replace("_", "-")
+        if name == "set":
+            for key, item in value.items():
+                argv += ["--set", f"{key}={item}"]
+        elif name == "dataset":
+            argv += [flag, ",".join(value)]
+        else:
+            argv += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    return shlex.join(argv)
+
+
+def header(result: Build, command: str = "preset") -> list[str]:
+    from lfgen import __version__
+
+    recipe = Recipe(lfgen=__version__, base=result.base, options=result.options.model_dump(exclude_defaults=True),
+                    samples=result.samples)
+    return [
+        f"{GENERATED_PREFIX} {__version__}: {command_line(command, result.base, result.options)}",
+        "`lfgen explain <this file>` shows the rule behind every value; the note after each value names it.",
+        RECIPE_PREFIX + json.dumps(recipe.model_dump(), sort_keys=True, ensure_ascii=False, default=str),
+    ]
+
+
+def read_recipe(text: str) -> Recipe | None:
+    """The recipe in a file's leading comments, or None (a file lfgen did not write)."""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if not stripped.startswith("#"):
+            return None
+        body = stripped.lstrip("#").strip()
+        if body.startswith(RECIPE_PREFIX):
+            try:
+                return Recipe.model_validate(json.loads(body[len(RECIPE_PREFIX):]))
+            except (json.JSONDecodeError, ValidationError):
+                return None
+    return None

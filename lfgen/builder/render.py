@@ -1,0 +1,140 @@
+"""Rendering a config to LlamaFactory YAML through the dumb template in ``templates/``.
+
+Keys are grouped under LlamaFactory's own section headers (``### model`` ... ``### eval``)
+in the order of its examples; each value goes through ``yaml_scalar`` so any string
+(``: ``, ``#``, quotes, newlines, unicode) loads back unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from lfgen.yamlio import _FLOAT
+
+if TYPE_CHECKING:
+    from lfgen.builder.context import Build
+
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "model": ("model_name_or_path", "adapter_name_or_path", "trust_remote_code", "quantization_bit",
+              "quantization_method", "flash_attn"),
+    "method": ("stage", "do_train", "finetuning_type", "lora_rank", "lora_alpha", "lora_dropout", "lora_target",
+               "additional_target", "disable_gradient_checkpointing"),
+    "dataset": ("dataset", "dataset_dir", "template", "cutoff_len", "max_samples", "overwrite_cache",
+                "preprocessing_num_workers", "dataloader_num_workers"),
+    "output": ("output_dir", "logging_steps", "save_steps", "save_total_limit", "plot_loss", "overwrite_output_dir",
+               "save_only_model", "report_to"),
+    "train": ("per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "num_train_epochs",
+              "max_steps", "lr_scheduler_type", "warmup_ratio", "warmup_steps", "weight_decay", "max_grad_norm", "bf16",
+              "fp16", "use_cpu", "seed", "ddp_timeout", "resume_from_checkpoint"),
+    "eval": ("eval_dataset", "val_size", "per_device_eval_batch_size", "eval_strategy", "eval_steps"),
+}
+# Keys no list above names go under the section of their LlamaFactory argument group.
+_GROUP_SECTION = {"model": "model", "finetuning": "method", "data": "dataset", "training": "train",
+                  "generating": "generate"}
+
+
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # libyaml's emitter when PyYAML has it
+    """Quotes every string LlamaFactory's loader would read as something else (``1e-4`` is a float there)."""
+
+
+_Dumper.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+_LINE_BREAKS = frozenset("\n\r\x85\u2028\u2029")
+
+
+def _short_float(value: float) -> str | None:
+    """``2.0e-4`` rather than ``0.0002`` for small learning rates, as LlamaFactory's examples write them."""
+    if value == 0 or not 0 < abs(value) < 1e-3:
+        return None
+    for digits in range(1, 18):
+        mantissa, exponent = f"{value:.{digits}e}".split("e")
+        if float(f"{mantissa}e{exponent}") == value:
+            mantissa = mantissa.rstrip("0")
+            mantissa += "0" if mantissa.endswith(".") else ""
+            return f"{mantissa}e{int(exponent)}"
+    return None
+
+
+def yaml_scalar(value: Any) -> str:
+    """One value as a single line of YAML that reads back as the same value, with PyYAML's safe
+    loader and with LlamaFactory's (OmegaConf's) loader alike."""
+    if isinstance(value, (list, dict)):
+        return _dump(value)
+    return _cached_scalar(type(value), value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_scalar(kind: type, value: Any) -> str:
+    # Sweeps render thousands of configs that share most values; yaml.dump is the slow part.
+    if kind is float and (short := _short_float(value)) is not None:
+        return short
+    return _dump(value)
+
+
+def _dump(value: Any) -> str:
+    text = yaml.dump(value, Dumper=_Dumper, default_flow_style=True, allow_unicode=True, width=2**31 - 1)
+    text = text.removesuffix("\n").removesuffix("\n...")
+    if _LINE_BREAKS.intersection(text):  # the double-quoted style escapes line breaks as \n, \N, \L, \P
+        text = yaml.dump(value, Dumper=_Dumper, default_style='"', allow_unicode=True, width=2**31 - 1).rstrip("\n")
+    return text
+
+
+@functools.cache
+def _environment():
+    from lfgen.resources import jinja_environment
+
+    env = jinja_environment(html=False)
+    env.filters["yaml"] = yaml_scalar
+    return env
+
+
+def _section_of(key: str) -> str:
+    for title, keys in SECTIONS.items():
+        if key in keys:
+            return title
+    from lfgen.catalogs.llamafactory import snapshot
+
+    spec = snapshot().keys.get(key)
+    return _GROUP_SECTION.get(spec.group, "other") if spec else "other"
+
+
+def sections(config: dict[str, Any], notes: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """The config as ordered sections of ``{"key", "value", "note"}`` items."""
+    notes = notes or {}
+    grouped: dict[str, list[str]] = {}
+    for key in config:
+        grouped.setdefault(_section_of(key), []).append(key)
+    order = list(SECTIONS) + ["generate", "other"]
+    result = []
+    for title in order:
+        keys = grouped.get(title, [])
+        known = SECTIONS.get(title, ())
+        keys.sort(key=lambda k: (known.index(k) if k in known else len(known), k))
+        if keys:
+            result.append({"title": title, "items": [{"key": k, "value": config[k], "note": notes.get(k, "")}
+                                                     for k in keys]})
+    return result
+
+
+def render(config: dict[str, Any], header: list[str] | None = None, notes: dict[str, str] | None = None) -> str:
+    """The config as LlamaFactory YAML: optional comment header, sections, a rule id note per key."""
+    return _environment().get_template("train.yaml.j2").render(header=header or [],
+                                                               sections=sections(config, notes))
+
+
+def render_build(result: Build, command: str = "preset") -> str:
+    """The YAML text of a build: recipe header, sections, the rule id after each value."""
+    from lfgen.builder.recipe import header
+
+    notes = {key: decision.rule for key, decision in result.decisions.items()}
+    return render(result.config, header=header(result, command), notes=notes)
+
+
+def write_preset(result: Build, path: str | Path, *, force: bool = False) -> Path:
+    """Write a build to *path*; an existing file is kept unless *force*."""
+    from lfgen.yamlio import write_new
+
+    return write_new(path, render_build(result), force=force)

@@ -1,0 +1,344 @@
+"""The rule pipeline: one function per step, run in the order of ``STEPS``.
+
+Each step reads the context and calls ``ctx.choose(key, value, rule_id, reason)`` or ``ctx.warn``;
+``build`` runs them and returns the ``Build``. Where a step's number comes from the rule registry
+(presets/rules.yaml), it is read there, never written again here.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from lfgen.builder import datasets
+from lfgen.builder.checks import checks
+from lfgen.builder.context import Build, Context, Decision, same
+from lfgen.builder.options import BuildOptions
+from lfgen.builder.targets import resolve_target
+from lfgen.catalogs import rules
+from lfgen.catalogs.gpus import Gpu, Hardware, find_gpu, gpu_with_memory
+from lfgen.catalogs.presets import Preset, get_preset, training_block
+from lfgen.errors import InputError, ProblemsFound
+from lfgen.numbers import fmt
+from lfgen.resources import load_data
+
+def _skeleton(ctx: Context) -> None:
+    block = training_block()
+    for key, choice in {**block.values, **block.defaults}.items():
+        ctx.choose(key, choice.value, choice.rule, choice.reason)
+
+
+def _lora(ctx: Context) -> None:
+    preset = ctx.preset
+    if preset is None:
+        return
+    source = f"preset {preset.name}: {preset.source}"
+    ctx.choose("lora_rank", preset.lora.rank, "PRESET", f"the {preset.name} preset's rank", source=source)
+    target, how, notes = resolve_target(preset.lora.target, lambda: ctx.model_name)
+    ctx.choose("lora_target", target, "R-TARGET", f"the {preset.name} preset targets {how}", source=source)
+    for note in notes:
+        ctx.warn("R-TARGET", note)
+    ctx.choose("lora_dropout", preset.lora.dropout, "R-DATA-DROPOUT" if "lora_dropout" not in preset.pinned
+               else "PRESET", f"the {preset.name} preset's dropout" + (" (data size not known)"
+                                                                       if "lora_dropout" not in preset.pinned else ""),
+               alternative=_dropout_alternative(), source=source)
+    for key, value in preset.unsupported.items():
+        ctx.warn("R-BIAS", f"the {preset.name} preset's seed asks for {key} {value}; LlamaFactory has no LoRA "
+                           f"{key} option (its LoraConfig uses bias none), so nothing is written for it")
+
+
+def _dropout_alternative() -> str:
+    alt = rules.rule("R-DATA-DROPOUT").table("alternative")
+    return f"lora_dropout {alt['value']} ({alt['source']}); pass --dropout {alt['value']}"
+
+
+def _user_target(ctx: Context) -> None:
+    """--target takes the abstract sets too; store the resolved names as the user's value."""
+    if ctx.options.target is not None:
+        target, how, notes = resolve_target(ctx.options.target, lambda: ctx.model_name)
+        ctx.fixed["lora_target"] = (target, "USER", f"you set it (--target {ctx.options.target}: {how})")
+        for note in notes:
+            ctx.warn("R-TARGET", note)
+
+
+def _data_size(ctx: Context) -> None:
+    """How many training rows: --samples, else counted from dataset_info.json."""
+    if ctx.options.samples is not None:
+        ctx.samples, ctx.samples_note = ctx.options.samples, "you set it (--samples)"
+        return
+    names = datasets.split_names(ctx.get("dataset"))
+    dataset_dir = ctx.get("dataset_dir", "data")
+    explicit_dir = ctx.options.dataset_dir is not None
+    info_path = Path(dataset_dir) / datasets.INFO_FILE
+    if not explicit_dir and not info_path.is_file():
+        ctx.warn("R-DATA-RANK", f"no {info_path} here, so the data size is unknown; pass --samples N or "
+                                "--dataset-dir DIR to size rank, dropout, epochs and warmup for your data")
+        return
+    try:
+        info = datasets.load_info(dataset_dir)
+        problems = datasets.unregistered(names, info, dataset_dir)
+        if problems:
+            raise InputError(problems[0])
+        max_samples = ctx.get("max_samples")
+        sizes = [datasets.count_rows(n, info[n], dataset_dir, max_samples) for n in names]
+    except InputError as exc:
+        if explicit_dir or ctx.options.dataset is not None:  # the user named the data: a wrong name is an error
+            raise
+        ctx.warn("R-DATA-RANK", f"the data size is unknown: {exc}")
+        return
+    unknown = [s.note for s in sizes if s.rows is None]
+    if unknown:
+        ctx.warn("R-DATA-RANK", "; ".join(unknown))
+        return
+    ctx.samples = sum(s.rows for s in sizes if s.rows is not None)
+    ctx.samples_note = "counted: " + "; ".join(s.note for s in sizes)
+
+
+def _data_rules(ctx: Context) -> None:
+    n = ctx.samples
+    preset = ctx.preset
+    pinned = set(preset.pinned) if preset else {"lora_rank", "lora_alpha", "lora_target", "lora_dropout"}
+    if n is None:
+        return
+    count = f"N = {n:,} samples"
+    asked = "--samples" if ctx.options.samples else "--dataset-dir" if ctx.options.dataset_dir else None
+    rank_band = rules.band("R-DATA-RANK", n)
+    low, high = rank_band["range"]
+    if preset is not None and "lora_rank" not in pinned:
+        ctx.choose("lora_rank", rank_band["value"], "R-DATA-RANK",
+                   f"{count}: seed 002's band is rank {low}-{high}; lfgen takes the top",
+                   alternative=rules.rule("R-DATA-RANK").table("alternative"))
+    small = rules.rule("R-DATA-RANK").table("small_data")
+    rank = ctx.get("lora_rank")
+    if isinstance(rank, int) and not low <= rank <= high:
+        ctx.warn("R-DATA-RANK", f"rank {rank} is outside seed 002's band {low}-{high} for {count} "
+                                f"({'risk of overfitting' if rank > high else 'may underfit'}); your call")
+    if isinstance(rank, int) and n <= small["upto"] and rank > small["max_rank"]:
+        ctx.warn("R-DATA-RANK", f"rank {rank} with under 1,000 samples: seed 003 says never above "
+                                f"{small['max_rank']} (overfitting)")
+    dropout = rules.band("R-DATA-DROPOUT", n)["value"]
+    if "lora_dropout" in pinned:
+        if not same(ctx.get("lora_dropout"), dropout):
+            ctx.warn("R-DATA-DROPOUT", f"the {preset.name} preset keeps dropout {ctx.get('lora_dropout')}; "
+                                       f"seed 002's band for {count} is {dropout}")
+    else:
+        ctx.choose("lora_dropout", dropout, "R-DATA-DROPOUT", f"{count}: seed 002's band gives {dropout}",
+                   alternative=_dropout_alternative(), asked=asked)
+    epochs = rules.band("R-DATA-EPOCHS", n)
+    ctx.choose("num_train_epochs", epochs["value"], "R-DATA-EPOCHS",
+               f"{count}: seed 002's band is {epochs['range'][0]}-{epochs['range'][1]} epochs; lfgen takes the low "
+               "end (stop when eval loss stops falling)", asked=asked)
+    warmup = rules.band("R-DATA-WARMUP", n)["value"]
+    ctx.choose("warmup_ratio", warmup, "R-DATA-WARMUP", f"{count}: warmup {warmup} for this data size", asked=asked)
+    decay = rules.band("R-DATA-WD", n)["value"]
+    ctx.choose("weight_decay", decay, "R-DATA-WD", f"{count}: weight decay {decay}", asked=asked)
+
+
+def _alpha(ctx: Context) -> None:
+    """R-ALPHA: alpha keeps the base's alpha/rank ratio (the preset's, or the file's), 2 by default."""
+    rank = ctx.get("lora_rank")
+    if not isinstance(rank, int):
+        return
+    if ctx.preset is not None:
+        ratio, whose = ctx.preset.lora.alpha_ratio, f"the {ctx.preset.name} preset's ratio"
+    else:
+        file_rank = ctx.fixed.get("lora_rank", (None, "FILE"))
+        file_alpha = ctx.fixed.get("lora_alpha", (None, "FILE"))
+        if file_rank[1] == "FILE" and isinstance(file_rank[0], int) and isinstance(file_alpha[0], int):
+            ratio, whose = file_alpha[0] / file_rank[0], "the file's ratio"
+        else:
+            ratio, whose = 2.0, "the default ratio"
+    ctx.choose("lora_alpha", round(ratio * rank), "R-ALPHA", f"alpha = {ratio:g} x rank {rank} ({whose})",
+               asked="--rank" if ctx.options.rank is not None and ctx.options.alpha is None else None)
+
+
+def _hardware(ctx: Context) -> None:
+    opts = ctx.options
+    if opts.gpu is not None and opts.gpu_mem is not None:
+        raise InputError("--gpu and --gpu-mem: give one of them (the catalog knows each GPU's memory)")
+    gpu: Gpu | None = find_gpu(opts.gpu) if opts.gpu else gpu_with_memory(opts.gpu_mem) if opts.gpu_mem else None
+    if gpu is None:
+        if opts.num_gpus > 1:
+            ctx.warn("R-HW-BATCH", "--num-gpus without --gpu or --gpu-mem: the batch is not sized for the GPUs")
+        return
+    ctx.hardware = Hardware(gpu=gpu, num_gpus=opts.num_gpus)
+    asked = "--gpu" if opts.gpu else "--gpu-mem"
+    _precision(ctx, gpu, asked)
+    if gpu.fa2 is None:
+        ctx.warn("R-HW-FA", f"{gpu.name}: FlashAttention-2 support unknown with --gpu-mem; keeping "
+                            f"flash_attn {ctx.get('flash_attn')} (pass --gpu NAME to check)")
+    elif gpu.fa2:
+        ctx.choose("flash_attn", "fa2", "R-HW-FA", f"{gpu.name} ({gpu.arch}) supports FlashAttention-2", asked=asked)
+    else:
+        ctx.choose("flash_attn", "sdpa", "R-HW-FA", f"{gpu.name} ({gpu.arch}) has no FlashAttention-2; "
+                                                    "PyTorch's fused sdpa attention instead", asked=asked)
+    micro, accumulation, tier = rules.batch_for(gpu.memory_gb, opts.num_gpus)
+    gpus = f" x {opts.num_gpus} GPUs" if opts.num_gpus > 1 else ""
+    seed_way = f"seed 002's {tier} tier: {micro} x {accumulation}{gpus}"
+    if ctx.model_spec is not None:
+        _fit_to_gpu(ctx, gpu, asked, seed_way)
+        return
+    _headroom(ctx, gpu)
+    effective = micro * accumulation * opts.num_gpus
+    ctx.choose("per_device_train_batch_size", micro, "R-HW-BATCH",
+               f"{gpu.name} ({gpu.memory_gb:g} GB) is in the {tier} tier: micro-batch {micro}", asked=asked)
+    ctx.choose("gradient_accumulation_steps", accumulation, "R-HW-BATCH",
+               f"{micro} x {accumulation}{gpus} = effective batch {effective} (seed 002 keeps it at 32-64)",
+               asked=asked)
+
+
+def _fit_to_gpu(ctx: Context, gpu: Gpu, asked: str, seed_way: str) -> None:
+    """R-HW-HEADROOM with the estimator: the largest micro-batch that leaves the headroom free."""
+    from lfgen.builder.estimates import fit
+
+    headroom = rules.headroom()
+    target, _ = rules.effective_batch_range()
+    model = ctx.model_name
+    result = fit(model, {**ctx.config, **{k: v[0] for k, v in ctx.fixed.items() if k not in ctx.config}},
+                 gpu.name, gpu.memory_gb, ctx.options.num_gpus, headroom, target)
+    ctx.fit = result
+    if not result.fits:
+        options = "; ".join(f"{o.description} (~{o.estimate.total:.1f} GiB)" for o in result.options) or \
+            "none of lfgen's single changes"
+        ctx.warn("R-HW-HEADROOM", f"{model} does not fit on {gpu.name} ({gpu.memory_gb:g} GB, keeping {headroom:.0%} "
+                                  f"free) even at micro-batch 1 (estimate {result.estimate.total:.1f} GiB); what "
+                                  f"would: {options}")
+        micro, accumulation = 1, max(1, -(-target // ctx.options.num_gpus))
+        ctx.choose("per_device_train_batch_size", micro, "R-HW-BATCH", "micro-batch 1: nothing larger can fit",
+                   asked=asked, alternative=seed_way)
+        ctx.choose("gradient_accumulation_steps", accumulation, "R-HW-BATCH",
+                   f"1 x {accumulation} keeps the effective batch", asked=asked)
+        return
+    budget = gpu.memory_gb * (1 - headroom)
+    ctx.choose("per_device_train_batch_size", result.micro_batch, "R-HW-HEADROOM",
+               f"the largest micro-batch whose estimated peak ({result.estimate.total:.1f} GiB for {model}) stays "
+               f"under {budget:.1f} of {gpu.name}'s {gpu.memory_gb:g} GB ({headroom:.0%} left free)", asked=asked,
+               alternative=seed_way)
+    gpus = f" x {ctx.options.num_gpus} GPUs" if ctx.options.num_gpus > 1 else ""
+    ctx.choose("gradient_accumulation_steps", result.gradient_accumulation_steps, "R-HW-BATCH",
+               f"{result.micro_batch} x {result.gradient_accumulation_steps}{gpus} = effective batch "
+               f"{result.effective_batch} (seed 002 keeps it at 32-64)", asked=asked)
+
+
+def _estimate(ctx: Context) -> None:
+    from lfgen.builder.estimates import estimate
+
+    gpu = ctx.hardware.gpu
+    ctx.estimate = estimate(ctx.model_name, ctx.config, gpu.name, gpu.memory_gb, ctx.options.num_gpus)
+
+
+def _headroom(ctx: Context, gpu: Gpu) -> None:
+    headroom = rules.headroom()
+    if ctx.model_spec is not None:
+        return  # the estimator sized the batch for this very model; the seed's 7B figure adds nothing
+    figure = re.search(r"~(\d+)\s*GB", ctx.preset.seed_figures.vram) if ctx.preset else None
+    if figure and float(figure.group(1)) > gpu.memory_gb * (1 - headroom):
+        ctx.warn("R-HW-HEADROOM", f"seed 002 puts the {ctx.preset.name} preset at ~{figure.group(1)} GB for a 7B "
+                                  f"model, which leaves less than {headroom:.0%} of {gpu.name}'s {gpu.memory_gb:g} GB "
+                                  "free; consider a lighter preset or quantization_bit 4")
+
+
+def _user_precision(ctx: Context) -> None:
+    wanted = ctx.options.precision
+    if wanted is not None:
+        for key in ("bf16", "fp16"):
+            ctx.fixed[key] = (wanted == key, "USER", f"you set it (--precision {wanted})")
+
+
+def _precision(ctx: Context, gpu: Gpu, asked: str) -> None:
+    if gpu.bf16 is None:
+        ctx.warn("R-HW-PRECISION", f"{gpu.name}: bf16 support unknown with --gpu-mem; keeping bf16 "
+                                   f"{ctx.get('bf16')} (pass --gpu NAME to check)")
+    elif gpu.bf16:
+        ctx.choose("bf16", True, "R-HW-PRECISION", f"{gpu.name} ({gpu.arch}) supports bf16 mixed precision",
+                   asked=asked)
+    else:
+        ctx.choose("bf16", False, "R-HW-PRECISION",
+                   f"{gpu.name} ({gpu.arch}) has no bf16: train in fp32 (seed 001: fp16 LoRA went NaN)", asked=asked)
+
+
+def _template(ctx: Context) -> None:
+    model = str(ctx.get("model_name_or_path", ""))
+    families = load_data("templates.yaml")
+    for family in families["families"]:
+        if re.search(family["pattern"], model, re.IGNORECASE):
+            ctx.choose("template", family["template"], "LF-TEMPLATE",
+                       f"{model} is a {family['template']}-template model")
+            return
+    ctx.choose("template", families["fallback"], "LF-TEMPLATE",
+               f"no family known for {model}; LlamaFactory's generic template")
+    if "template" not in ctx.fixed:
+        ctx.warn("LF-TEMPLATE", f"no chat template known for {model!r}; wrote template: default, pass --template "
+                                "NAME (see LlamaFactory's supported models table)")
+
+
+def _output(ctx: Context) -> None:
+    model_name = Path(str(ctx.get("model_name_or_path", "model")).rstrip("/")).name.lower()
+    tag = ctx.preset.name if ctx.preset else Path(ctx.base).stem
+    output_dir = f"outputs/{model_name}-{tag}-r{ctx.get('lora_rank', 8)}"
+    ctx.choose("output_dir", output_dir, "LF-DEFAULT", "a fresh folder per run (LlamaFactory resumes or refuses "
+                                                       "in a used one)")
+    micro = ctx.get("per_device_train_batch_size")
+    if micro is not None:
+        ctx.choose("per_device_eval_batch_size", micro, "R-HW-BATCH",
+                   "evaluate with the training micro-batch (the default 8 can run out of memory)")
+
+
+def _user_rest(ctx: Context) -> None:
+    """Every fixed key no rule touched: the user's --set keys and the rest of a base file."""
+    for key, (value, rule_id, where) in ctx.fixed.items():
+        if key not in ctx.decisions:
+            ctx.config[key] = value
+            ctx.decisions[key] = Decision(key=key, value=value, rule=rule_id, reason=where,
+                                          source=where if rule_id == "USER" else ctx.file_source or "")
+
+
+
+def is_file_base(base: str) -> bool:
+    return base.endswith((".yaml", ".yml", ".json")) or Path(base).is_file()
+
+
+
+def build(base: str = "a800", options: BuildOptions | None = None, *, check_data: bool = True) -> Build:
+    """Build one LlamaFactory train config from a preset name or a config file, plus options."""
+    options = options or BuildOptions()
+    preset: Preset | None = None
+    file_values: dict[str, Any] = {}
+    file_source = None
+    if is_file_base(base):
+        from lfgen.yamlio import load_config
+
+        file_values, file_source = load_config(base), base
+    else:
+        preset = get_preset(base)
+    ctx = Context(base, options, preset, file_values, file_source)
+    _user_precision(ctx)
+    _skeleton(ctx)
+    _user_target(ctx)
+    if check_data:
+        _data_size(ctx)
+    elif options.samples is not None:
+        ctx.samples, ctx.samples_note = options.samples, "as recorded when the file was written"
+    _lora(ctx)
+    _data_rules(ctx)
+    _alpha(ctx)
+    _hardware(ctx)
+    _template(ctx)
+    _output(ctx)
+    _user_rest(ctx)
+    checks(ctx)
+    if ctx.model_spec is not None and ctx.hardware is not None:
+        _estimate(ctx)
+    # Rule values are tested against LlamaFactory's parser; only raw values from --set or a base
+    # file need lfgen's schema (skipping it keeps `lfgen preset` inside its startup budget).
+    if options.set or file_values:
+        from lfgen.catalogs.llamafactory import snapshot
+        from lfgen.builder.schema import check
+
+        problems = check(ctx.config, snapshot())
+        if problems:
+            raise ProblemsFound(problems)
+    return Build(base=base, options=options, config=ctx.config, decisions=ctx.decisions, warnings=ctx.warnings,
+                 samples=ctx.samples, samples_note=ctx.samples_note, hardware=ctx.hardware, estimate=ctx.estimate, preset=preset, not_applied=ctx.not_applied)
+

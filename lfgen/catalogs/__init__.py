@@ -1,0 +1,1 @@
+"""What lfgen knows, as data with schemas: presets, the rule registry, GPUs, LlamaFactory's keys and templates."""

@@ -1,0 +1,243 @@
+"""Config commands: presets, preset, explain, validate, calibrate."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from lfgen.cli.options import build_options, to_build_options
+from lfgen.cli.output import CONTEXT, console, emit_json, print_warnings, show
+
+# --- presets ---------------------------------------------------------------------------------------
+
+
+@click.command(context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: a list of presets (see docs/cli.md).")
+def presets(as_json: bool) -> None:
+    """List the presets: rank, alpha, dropout, target, what each is for, and its source.
+
+    \b
+    Examples:
+      lfgen presets
+      lfgen presets --json | jq '.[].name'
+    """
+    from lfgen.catalogs.presets import load_presets
+
+    rows = [p.model_dump() | {"alpha_ratio": p.lora.alpha_ratio} for p in load_presets().values()]
+    if as_json:
+        emit_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table(title="lfgen presets (`lfgen preset NAME` writes one)", title_justify="left")
+    for column in ("name", "rank", "alpha", "dropout", "target", "for", "source"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        lora = row["lora"]
+        table.add_row(row["name"], str(lora["rank"]), str(lora["alpha"]), f"{lora['dropout']:g}", lora["target"],
+                      row["summary"], row["source"].split(" (")[0].split(",")[0])
+    console().print(table)
+
+
+# --- preset ----------------------------------------------------------------------------------------
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("name")
+@build_options
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to FILE instead of stdout.")
+@click.option("--force", is_flag=True, help="Overwrite an existing -o FILE.")
+def preset(name: str, output: str | None, force: bool, **kwargs: Any) -> None:
+    """Write a LlamaFactory train YAML from preset NAME, sized for your GPU, model and data.
+
+    Every value carries the id of the rule that chose it; `lfgen explain FILE` says why.
+    Your options always win over the rules.
+
+    \b
+    Examples:
+      lfgen preset a800 --rank 64
+      lfgen preset lightweight --gpu 4090 --model Qwen/Qwen2.5-7B-Instruct \\
+          --dataset my_sft --dataset-dir data -o configs/qv.yaml
+      lfgen preset auto --samples 3000 --gpu A100-40
+      lfgen preset balanced --set seed=7 --set max_samples=1000
+    """
+    from lfgen.builder.render import render_build, write_preset
+    from lfgen.builder.steps import build
+
+    result = build(name, to_build_options(kwargs))
+    if output:
+        path = write_preset(result, output, force=force)
+        click.echo(f"wrote {path}", err=True)
+    else:
+        click.echo(render_build(result), nl=False)
+    print_warnings(result.warnings)
+    if result.estimate is not None:
+        click.echo(_estimate_line(result.estimate), err=True)
+
+
+def _estimate_line(estimate) -> str:
+    memory, gpu = estimate.memory_gib, estimate.gpu or {}
+    total = memory.get("calibrated_total", memory["total"])
+    where = f" on {gpu['name']}" if gpu else ""
+    verdict = "" if estimate.fits is None else (
+        f" of {gpu['memory_gib']:g} GB: fits" if estimate.fits else f" of {gpu['memory_gib']:g} GB: does NOT fit")
+    return (f"estimate for {estimate.model['id']}{where}: {estimate.trainable_params:,} trainable parameters, "
+            f"peak ~{total:.1f} GiB per GPU{verdict} (lfgen explain shows the breakdown)")
+
+
+# --- explain ---------------------------------------------------------------------------------------
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("subject", metavar="FILE|PRESET")
+@build_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: config, decisions, warnings (docs/cli.md).")
+def explain(subject: str, as_json: bool, **kwargs: Any) -> None:
+    """Show every value of a config, the rule that chose it and why, and the warnings.
+
+    FILE may be any LlamaFactory train YAML: for one lfgen wrote, hand edits are named;
+    for others, explain says which rules the file follows and which it does not.
+    With a PRESET name, explain shows what `lfgen preset` would write with the same options.
+
+    \b
+    Examples:
+      lfgen explain configs/qv.yaml
+      lfgen explain a800 --gpu 4090 --samples 2000
+      lfgen explain examples/train_lora/qwen3_lora_sft.yaml --json
+    """
+    from lfgen.builder.explain import explain as run_explain
+
+    result = run_explain(subject, to_build_options(kwargs))
+    if as_json:
+        emit_json(result.to_json())
+        return
+    from rich.table import Table
+
+    out = console()
+    title = f"{result.source}"
+    if result.samples is not None:
+        title += f" | N = {result.samples:,} samples ({result.samples_note})"
+    if result.gpu:
+        title += f" | {result.gpu['name']} x {result.gpu['num_gpus']}"
+    table = Table(title=title, title_justify="left", show_lines=False)
+    for column, style in (("key", "bold"), ("value", "cyan"), ("rule", "magenta"), ("why", "")):
+        table.add_column(column, style=style, overflow="fold", no_wrap=column in ("key", "rule"))
+    for d in result.decisions:
+        why = d.reason + (f"\n[dim]alternative: {d.alternative}[/dim]" if d.alternative else "")
+        table.add_row(d.key, show(d.value), d.rule, why)
+    out.print(table)
+    if result.suggestions:
+        extra = Table(title="Rules this file does not follow (lfgen would write these)", title_justify="left")
+        for column in ("key", "value", "rule", "why"):
+            extra.add_column(column, overflow="fold")
+        for d in result.suggestions:
+            extra.add_row(d.key, show(d.value), d.rule, d.reason)
+        out.print(extra)
+    if result.estimate is not None:
+        _print_estimate(out, result.estimate)
+    print_warnings(result.warnings)
+
+
+def _print_estimate(out, estimate) -> None:
+    from lfgen.catalogs.rules import headroom
+    from rich.table import Table
+
+    model = estimate.model
+    table = Table(title=f"{model['id']} ({model['architecture']}, {model['params'] / 1e9:.2f}B parameters): "
+                        f"{estimate.trainable_params:,} trainable on {', '.join(estimate.target_modules)}",
+                  title_justify="left")
+    table.add_column("memory per GPU")
+    table.add_column("GiB", justify="right")
+    for part, value in estimate.memory_gib.items():
+        table.add_row(part.replace("_", " "), f"{value:.2f}")
+    out.print(table)
+    gpu = estimate.gpu
+    if gpu is not None:
+        total = estimate.memory_gib.get("calibrated_total", estimate.memory_gib["total"])
+        verdict = "fits" if estimate.fits else "does not fit"
+        out.print(f"verdict: {total:.1f} GiB on {gpu['name']} ({gpu['memory_gib']:g} GiB, {headroom():.0%} kept free): {verdict}")
+    for note in estimate.notes:
+        out.print(f"note: {note}", markup=False)
+
+
+# --- validate --------------------------------------------------------------------------------------
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("files", nargs=-1, required=True, metavar="FILE...")
+@click.option("--no-parser", is_flag=True, help="Skip LlamaFactory's own parser (faster; lfgen's checks only).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: ok, llamafactory, files[] (docs/cli.md).")
+def validate(files: tuple[str, ...], no_parser: bool, as_json: bool) -> None:
+    """Check config files and report every problem of every file at once; exit 1 if any.
+
+    lfgen checks types, choices and ranges (LlamaFactory's parser does not), unknown keys
+    (with did-you-mean), the chat template and the dataset names; then LlamaFactory's own
+    parser runs on all files in one subprocess when it is installed.
+
+    \b
+    Examples:
+      lfgen validate configs/*.yaml
+      lfgen validate experiments/rank-sweep/runs/*.yaml --json
+    """
+    from lfgen.builder.validate import validate as run_validate
+
+    report = run_validate(list(files), run_parser=not no_parser)
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        for item in report.files:
+            for problem in item.problems:
+                click.echo(f"{item.path}: {problem}")
+            for note in item.notes:
+                click.echo(f"note: {item.path}: {note}", err=True)
+        if "note" in report.llamafactory:
+            click.echo(f"note: {report.llamafactory['note']}", err=True)
+        bad = [f for f in report.files if not f.ok]
+        problems = sum(len(f.problems) for f in bad)
+        summary = (f"{len(files)} file(s) valid" if not bad else
+                   f"{len(bad)} of {len(files)} file(s) have problems ({problems} in all)")
+        click.echo(summary, err=True)
+    if not report.ok:
+        sys.exit(1)
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("run_dirs", nargs=-1, required=True, metavar="RUN_DIR...")
+@click.option("--gpu", help="The GPU the runs trained on, when their recipe does not say.")
+@click.option("--dry-run", is_flag=True, help="Show estimate against measured; store nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: runs and factors.")
+def calibrate(run_dirs: tuple[str, ...], gpu: str | None, dry_run: bool, as_json: bool) -> None:
+    """Compare the memory estimate with the peak LlamaFactory measured, and store correction factors.
+
+    lfgen run sets RECORD_VRAM=1, so each run's trainer_log.jsonl holds its measured vram_reserved.
+    The median measured/estimated ratio per GPU and model family scales later estimates and the
+    fit-to-GPU sizing (stored in ~/.config/lfgen/calibration.json, or $LFGEN_CALIBRATION).
+
+    \b
+    Examples:
+      lfgen calibrate outputs/rank-sweep/*
+      lfgen calibrate outputs/qv --gpu A800 --dry-run
+    """
+    from lfgen.builder.calibration import calibrate as run_calibrate
+    from lfgen.builder.estimates import calibration_path
+
+    rows, factors = run_calibrate(list(run_dirs), gpu, store=not dry_run)
+    if as_json:
+        emit_json({"runs": [{**vars(r), "error": r.error} for r in rows], "factors": factors})
+        return
+    from rich.table import Table
+
+    table = Table(title="memory estimate against LlamaFactory's measured peak (vram_reserved)", title_justify="left")
+    for column in ("run", "model", "GPU", "estimate GiB", "measured GiB", "error"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r.run, r.model, r.gpu, f"{r.estimate_gib:.2f}", f"{r.measured_gib:.2f}", f"{r.error:+.1%}")
+    console().print(table)
+    for key, value in factors.items():
+        click.echo(f"factor {value['factor']:.3f} for {key.replace('|', ' / ')} ({value['runs']} run(s))"
+                   + ("" if dry_run else f", stored in {calibration_path()}"), err=True)
+
+
+COMMANDS = (presets, preset, explain, validate, calibrate,)

@@ -1,0 +1,206 @@
+"""Experiment commands: sweep (lay one out), run (train it), status."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from lfgen.cli.options import build_options, to_build_options
+from lfgen.cli.output import CONTEXT, console, emit_json, show
+from lfgen.numbers import short
+
+# --- sweep -----------------------------------------------------------------------------------------
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("axis")
+@click.argument("values", nargs=-1)
+@click.option("--base", help="Preset name or config file the runs start from (default: a800).")
+@click.option("--from", "from_", metavar="EXPERIMENT|OUTPUTS",
+              help="Staged tuning: start from the best finished run there (by --metric).")
+@click.option("--metric", default="eval_loss", show_default=True,
+              help="What 'best' means for --from (losses: lowest; scores such as predict_rouge-l: highest).")
+@click.option("--name", help="Experiment name (default: <axis>-sweep).")
+@click.option("--space", type=click.Path(dir_okay=False), help="random: the space file (ranges, log, choices).")
+@click.option("--seed", type=int, default=0, show_default=True, help="random: the sampling seed.")
+@click.option("--export", type=click.Choice(["wandb"]), help="Also write a W&B sweep of the same values.")
+@click.option("--no-prune", is_flag=True, help="Keep runs the memory estimate says cannot fit the GPU.")
+@click.option("--experiments-dir", default="experiments", show_default=True)
+@click.option("--outputs-dir", default="outputs", show_default=True, help="Runs train in OUTPUTS/<name>/<run>.")
+@click.option("--force", is_flag=True, help="Replace an existing experiment of the same name.")
+@build_options
+def sweep(axis: str, values: tuple[str, ...], base: str | None, from_: str | None, metric: str, name: str | None,
+          space: str | None, seed: int, export: str | None, no_prune: bool, experiments_dir: str, outputs_dir: str,
+          force: bool, **kwargs: Any) -> None:
+    """Lay out an experiment: one LlamaFactory YAML per run along AXIS.
+
+    \b
+    AXIS: rank (16 32 64 128, alpha = 2 x rank), alpha (r 2r 4r at the base rank),
+          lr (1e-4 2e-4 5e-4), target (qv attn all), dropout (0.0 0.1 0.2), epochs (1 3 5);
+          VALUES replace the defaults.
+          grid KEY=V1,V2 ...  any LlamaFactory keys (join module names with +)
+          random N --space FILE [--seed S]
+          plan                seed 000's tuning order for the base, as commands
+
+    Writes experiments/<name>/experiment.yaml and runs/<run>.yaml; each run trains in its own
+    outputs/<name>/<run>. With a known model and --gpu, each run is sized to fit (micro-batch down,
+    accumulation up) and one that cannot fit is dropped with the reason (--no-prune keeps it).
+    An existing experiment is kept unless --force.
+
+    \b
+    Examples:
+      lfgen sweep target
+      lfgen sweep rank --base a800 --model ./qwen2-7b --gpu a800
+      lfgen sweep lr 1e-4 2e-4 3e-4 5e-4 --base configs/mine.yaml --name lr-scan
+      lfgen sweep grid lora_rank=16,32,64 learning_rate=1e-4,2e-4
+      lfgen sweep random 12 --space space.yaml --seed 0
+      lfgen sweep alpha --from experiments/rank-sweep
+      lfgen sweep plan --base lightweight
+    """
+    from lfgen.experiments.make import make_sweep, sweep_plan
+
+    options = to_build_options(kwargs)
+    if axis == "plan":
+        for line in sweep_plan(base or "a800", options):
+            click.echo(line)
+        return
+    experiment = make_sweep(axis, list(values), base=base, options=options, name=name, force=force, from_=from_,
+                            metric=metric, seed=seed, space=space, export=export, prune=not no_prune,
+                            experiments_dir=experiments_dir, outputs_dir=outputs_dir)
+    _print_experiment(experiment)
+
+
+def _print_experiment(experiment) -> None:
+    from rich.table import Table
+
+    manifest = experiment.manifest
+    table = Table(title=f"{experiment.path}: {len(manifest.runs)} runs on {manifest.base}", title_justify="left")
+    for column in ("run", "what varies", "trainable params", "peak memory", "fits"):
+        table.add_column(column, overflow="fold")
+    for run in manifest.runs:
+        estimate = run.estimate or {}
+        varies = ", ".join(f"{k}={show(v)}" for k, v in run.varies.items()) or "(the base)"
+        params = f"{estimate['trainable_params']:,}" if "trainable_params" in estimate else "-"
+        memory = f"{estimate['memory_gib']:.1f} GiB" if "memory_gib" in estimate else "-"
+        fits = {True: "yes", False: "no"}.get(estimate.get("fits"), "?")
+        table.add_row(run.name, varies, params, memory, fits)
+    console().print(table)
+    for dropped in manifest.dropped:
+        click.echo(f"dropped {dropped['name']}: {dropped['reason']}", err=True)
+    if manifest.base_from:
+        source = manifest.base_from
+        click.echo(f"base: run {source['run']} of {source['source']} ({source['metric']} {source['value']:.4g})",
+                   err=True)
+    click.echo(f"wrote {experiment.path}/{'experiment.yaml'} and {len(manifest.runs)} run configs; train one with "
+               f"llamafactory-cli train {experiment.path}/{manifest.runs[0].config}", err=True)
+
+
+# --- run, status, export, chat, sample ---------------------------------------------------------------
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("target", metavar="EXPERIMENT|CONFIG")
+@click.option("--gpus", help="GPUs to share out, e.g. 0,1,2,3 or 0-7 (default: one run at a time).")
+@click.option("--gpus-per-run", type=int, default=1, show_default=True, help="GPUs each run gets (torchrun).")
+@click.option("--dry-run", is_flag=True, help="Print the commands, environment and GPU plan; start nothing.")
+@click.option("--retry-failed", is_flag=True, help="Run failed runs again, from scratch.")
+@click.option("--rerun", multiple=True, metavar="NAME", help="Run NAME again from scratch, even if done.")
+@click.option("--max-oom-retries", type=int, default=3, show_default=True,
+              help="Times a run that ran out of memory is retried with half the micro-batch.")
+@click.option("--fail-fast", is_flag=True, help="Stop at the first failed run (default: go on).")
+@click.option("-q", "--quiet", is_flag=True, help="Plain log lines instead of progress bars.")
+@click.option("--experiments-dir", default="experiments", show_default=True)
+def run(target: str, gpus: str | None, gpus_per_run: int, dry_run: bool, retry_failed: bool, rerun: tuple[str, ...],
+        max_oom_retries: int, fail_fast: bool, quiet: bool, experiments_dir: str) -> None:
+    """Train every run of an experiment (or one config) with llamafactory-cli, resuming where it stopped.
+
+    Done runs are skipped and interrupted ones resume; a run that runs out of memory is retried
+    with half the micro-batch and twice the accumulation (same effective batch); a NaN loss stops
+    a run at once. State lives in experiments/<name>/state.sqlite; exit 1 if a run failed,
+    130 on Ctrl-C.
+
+    \b
+    Examples:
+      lfgen run experiments/rank-sweep
+      lfgen run configs/qv.yaml
+      lfgen run rank-sweep --gpus 0,1,2,3
+      lfgen run big --gpus 0-7 --gpus-per-run 8
+      lfgen run rank-sweep --dry-run
+    """
+    from lfgen.training import launch
+    from lfgen.training.runner import resolve
+
+    resolved = resolve(target, experiments_dir)
+    gpu_list = launch.parse_gpus(gpus, launch.visible_gpus()) if gpus else None
+    summary = run_experiment(resolved, quiet=quiet or dry_run, resume_hint="the next lfgen run",
+                              runner_options={"gpus": gpu_list, "gpus_per_run": gpus_per_run,
+                                              "max_oom_retries": max_oom_retries, "fail_fast": fail_fast},
+                              run_options={"retry_failed": retry_failed, "rerun": list(rerun), "dry_run": dry_run})
+    if dry_run:
+        return
+    click.echo(f"{resolved.name}: {len(summary.done)} done, {len(summary.failed)} failed, "
+               f"{len(summary.interrupted)} interrupted, {len(summary.skipped)} not run"
+               + (" (--retry-failed reruns the failed)" if summary.failed else ""), err=True)
+    if summary.failed:
+        sys.exit(1)
+
+
+def run_experiment(target, *, quiet: bool, resume_hint: str, runner_options: dict[str, Any] | None = None,
+                    run_options: dict[str, Any] | None = None):
+    """Run an experiment with progress bars on a terminal (plain lines otherwise); Ctrl-C exits 130."""
+    from lfgen.training.reporting import PlainReporter, RichReporter
+    from lfgen.training.runner import Runner
+
+    interactive = not quiet and sys.stderr.isatty()
+    reporter = RichReporter(len(target.runs)) if interactive else PlainReporter()
+    runner = Runner(target, reporter, **(runner_options or {}))
+    try:
+        if interactive:
+            with reporter:
+                return runner.run(**(run_options or {}))
+        return runner.run(**(run_options or {}))
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: the running runs were stopped and will resume with {resume_hint}", err=True)
+        sys.exit(130)
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("target", metavar="EXPERIMENT|CONFIG")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: one object per run.")
+@click.option("--experiments-dir", default="experiments", show_default=True)
+def status(target: str, as_json: bool, experiments_dir: str) -> None:
+    """Show every run of an experiment: state, step/total, last loss, eval loss, retries.
+
+    \b
+    Examples:
+      lfgen status rank-sweep
+      lfgen status experiments/rank-sweep --json
+    """
+    from lfgen.training.runner import resolve, status as run_status
+
+    rows = run_status(resolve(target, experiments_dir))
+    if as_json:
+        emit_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{target}", title_justify="left")
+    for column in ("run", "state", "step", "loss", "eval loss", "attempts", "oom retries", "note"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        step = f"{row['step']}/{row['total']}" if row["total"] else "-"
+        note = row["reason"] or ""
+        if row["state"] == "failed" and row["detail"]:
+            note = f"{note}: {row['detail'].splitlines()[0][:120]}"
+        table.add_row(row["run"], row["state"], step, short(row["loss"]), short(row["eval_loss"]),
+                      str(row["attempts"]), str(row["oom_retries"]), note)
+    console().print(table)
+
+
+def short(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+COMMANDS = (sweep, run, status,)

@@ -1,0 +1,36 @@
+"""The build options of preset, explain and sweep, generated from the one option table."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from lfgen.builder.option_table import OPTIONS, SET_HELP
+
+
+def _click_option(option: Any) -> Callable[[Any], Any]:
+    kind = click.Choice(list(option.choices)) if option.choices else None if option.type is str else option.type
+    extra = {"default": option.default, "show_default": True} if option.default is not None else {}
+    return click.option(option.flag, type=kind, help=option.help, **extra)
+
+
+def build_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every command that builds a config shares (preset, explain, sweep)."""
+    options = [_click_option(option) for option in OPTIONS]
+    options.append(click.option("--set", "set_", multiple=True, metavar="KEY=VALUE", help=SET_HELP))
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def to_build_options(kwargs: dict[str, Any]) -> Any:
+    """Pop the build options out of a command's *kwargs* into a validated ``BuildOptions``."""
+    from lfgen.builder.options import BuildOptions, parse_set
+
+    values = {option.name: kwargs.pop(option.name) for option in OPTIONS}
+    for option in OPTIONS:
+        if option.many and values[option.name]:
+            values[option.name] = [item for item in values[option.name].split(",") if item.strip()] or None
+    return BuildOptions.parse(**values, set=parse_set(kwargs.pop("set_")))

@@ -1,0 +1,1 @@
+"""Experiments on disk: sweeps (axes, grids, random spaces), the manifest, making one, finished runs, W&B export."""

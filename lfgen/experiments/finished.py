@@ -1,0 +1,69 @@
+"""Finished runs of an experiment (or an outputs folder) and the best of them, for staged tuning
+(``lfgen sweep --from``): the value of a metric from each run's ``all_results.json``, ranked by
+``lfgen.results.ranking`` like everywhere else."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from lfgen.errors import InputError
+from lfgen.experiments.manifest import load
+from lfgen.layout import MANIFEST, RESULTS_FILE, RUN_CONFIG
+from lfgen.results.ranking import best
+
+
+@dataclass(frozen=True)
+class Finished:
+    run: str
+    output_dir: Path
+    config: Path | None
+    metric: str
+    value: float
+
+
+def _metric(output_dir: Path, metric: str) -> float | None:
+    results = output_dir / RESULTS_FILE
+    if not results.is_file():
+        return None  # LlamaFactory writes all_results.json when training has finished
+    try:
+        value = json.loads(results.read_text(encoding="utf-8")).get(metric)
+    except (json.JSONDecodeError, OSError):
+        return None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def finished_runs(source: str | Path, metric: str = "eval_loss", root: Path | None = None) -> list[Finished]:
+    """Finished runs of an experiment folder, or of an outputs folder (runs lfgen started carry
+    ``lfgen_run.yaml``), with their *metric* from ``all_results.json``."""
+    source = Path(source)
+    found = []
+    if (source / MANIFEST).is_file():
+        exp = load(source)
+        root = root or (exp.path / exp.manifest.root).resolve()
+        for entry in exp.manifest.runs:
+            out = root / entry.output_dir
+            value = _metric(out, metric)
+            if value is not None:
+                found.append(Finished(entry.name, out, exp.path / entry.config, metric, value))
+        return found
+    if not source.is_dir():
+        raise InputError(f"--from: {source} is neither an experiment folder nor an outputs folder")
+    for results in sorted(source.rglob(RESULTS_FILE)):
+        out = results.parent
+        value = _metric(out, metric)
+        config = out / RUN_CONFIG
+        if value is not None:
+            found.append(Finished(out.name, out, config if config.is_file() else None, metric, value))
+    return found
+
+
+def best_run(source: str | Path, metric: str = "eval_loss") -> Finished:
+    """The best finished run (lowest loss, highest score) with a config to start the next stage from."""
+    found = best([run for run in finished_runs(source, metric) if run.config is not None], lambda run: run.value,
+                 metric)
+    if found is None:
+        raise InputError(f"--from: no finished run with {metric} in {source} (a finished run has all_results.json with a finite value; "
+                         "with --metric, check the name, e.g. eval_loss or predict_rouge-l)")
+    return found

@@ -1,0 +1,178 @@
+"""Experiments on disk: ``experiments/<name>/experiment.yaml`` and one LlamaFactory YAML per run.
+
+The manifest records the base and where it came from, the axis or space, the seed, and every
+run with its overrides, config path, output dir and estimate. Everything is built in memory
+first and written to a temporary folder that replaces the old one in one rename, so an error
+leaves nothing half-written and an existing experiment is never touched without ``force``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict
+
+from lfgen.builder.context import Build
+from lfgen.builder.options import BuildOptions
+from lfgen.builder.steps import build
+from lfgen.errors import InputError
+from lfgen.layout import MANIFEST
+from lfgen.experiments.sweeps import RunSpec, check_name
+
+
+
+class RunEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    overrides: dict[str, Any]
+    varies: dict[str, Any]
+    config: str  # relative to the experiment folder
+    output_dir: str  # as written in the config (relative to the project root)
+    estimate: dict[str, Any] | None = None
+
+
+class Manifest(BaseModel):
+    """What ``experiment.yaml`` holds; the runner and ``lfgen compare`` read it back."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    lfgen: str
+    created: str
+    base: str
+    base_from: dict[str, Any] | None = None  # staged tuning: the finished run this base was taken from
+    root: str = "../.."  # where runs start, relative to this folder (the directory lfgen sweep ran in)
+    options: dict[str, Any]
+    sweep: dict[str, Any]  # {"axis": ..., "values"/"grid"/"space": ..., "seed": ...}
+    runs: list[RunEntry]
+    dropped: list[dict[str, Any]] = []
+
+
+@dataclass
+class Experiment:
+    path: Path
+    manifest: Manifest
+
+
+def _merge(options: BuildOptions, overrides: dict[str, Any], output_dir: str) -> BuildOptions:
+    values = options.model_dump(exclude_defaults=True)
+    extra_set = {**values.get("set", {}), **overrides.get("set", {})}
+    values.update({k: v for k, v in overrides.items() if k != "set"})
+    values["set"] = extra_set
+    values["output_dir"] = output_dir
+    return BuildOptions.parse(**values)
+
+
+def plan_runs(name: str, base: str, options: BuildOptions, runs: list[RunSpec], outputs_dir: str = "outputs"
+              ) -> tuple[Build, list[tuple[RunSpec, Build]]]:
+    """Build the base and every run in memory (any error surfaces before a file is written)."""
+    check_name(name)
+    base_build = build(base, options)
+    built = []
+    for run in runs:
+        output_dir = f"{outputs_dir}/{name}/{run.name}"
+        built.append((run, build(base, _merge(options, run.options, output_dir))))
+    return base_build, built
+
+
+def _run_estimate(result: Build) -> dict[str, Any] | None:
+    """Trainable parameters, peak memory and fit for a run, when its model's architecture is known."""
+    from lfgen.builder import estimates
+
+    model = str(result.config.get("model_name_or_path", ""))
+    try:
+        spec, _ = estimates.model_spec(model, required=False)
+    except InputError:
+        return None
+    if spec is None:
+        return None
+    found = result.estimate
+    if found is None:
+        found = estimates.estimate(model, result.config, None, None, result.options.num_gpus)
+    memory = found.memory_gib.get("calibrated_total", found.memory_gib["total"])
+    return {"trainable_params": found.trainable_params, "memory_gib": round(memory, 2), "fits": found.fits}
+
+
+def write(name: str, base: str, options: BuildOptions, runs: list[RunSpec], sweep: dict[str, Any], *,
+          experiments_dir: str = "experiments", outputs_dir: str = "outputs", force: bool = False,
+          base_from: dict[str, Any] | None = None, prune: bool = True,
+          extra_files: Callable[[Build, list[tuple[RunSpec, Build]]], dict[str, str]] | None = None) -> Experiment:
+    """Write ``<experiments_dir>/<name>/``: the manifest and ``runs/<run>.yaml`` for every run.
+
+    *extra_files* makes more files (the W&B export) from the same built base and runs.
+    """
+    from lfgen import __version__
+    from lfgen.builder.render import render_build
+
+    target = Path(experiments_dir) / check_name(name)
+    if target.exists() and not force:
+        raise InputError(f"--name: experiment {target} already exists; pass --force to replace it, or --name NEW")
+    base_build, built = plan_runs(name, base, options, runs, outputs_dir)
+    from lfgen.results.ranking import varying_keys
+
+    varying = varying_keys([result.config for _, result in built], base=base_build.config)
+    entries, files, dropped = [], {}, []
+    for run, result in built:
+        estimate = _run_estimate(result)
+        if prune and estimate is not None and estimate["fits"] is False:
+            # The build already tried every micro-batch down to 1 (effective batch kept); nothing fits.
+            why = next((w for w in result.warnings if w.startswith("R-HW-HEADROOM")), "does not fit")
+            dropped.append({"name": run.name, "reason": why, "estimate": estimate})
+            continue
+        rel = f"runs/{run.name}.yaml"
+        files[rel] = render_build(result)
+        entries.append(RunEntry(name=run.name, overrides=run.options,
+                                varies={k: result.config.get(k) for k in varying},
+                                config=rel, output_dir=result.config["output_dir"], estimate=estimate))
+    if not entries:
+        raise InputError(f"no run of {name} fits: {dropped[0]['reason']}; use --no-prune to write them anyway")
+    manifest = Manifest(name=name, lfgen=__version__, created=_dt.datetime.now().isoformat(timespec="seconds"),
+                        base=base, base_from=base_from, options=options.model_dump(exclude_defaults=True),
+                        sweep=sweep, runs=entries, dropped=dropped,
+                        root=os.path.relpath(Path.cwd(), target.resolve()))
+    files[MANIFEST] = yaml.dump(json.loads(manifest.model_dump_json()), Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper),
+                                sort_keys=False, allow_unicode=True)
+    if extra_files is not None:
+        files.update(extra_files(base_build, built))
+    _replace_dir(target, files)
+    return Experiment(path=target, manifest=manifest)
+
+
+def _replace_dir(target: Path, files: dict[str, str]) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        for rel, text in files.items():
+            path = staging / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            target.rename(old)
+            staging.rename(target)
+            shutil.rmtree(old)
+        else:
+            staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def load(path: str | Path) -> Experiment:
+    """Read an experiment folder (or its ``experiment.yaml``)."""
+    path = Path(path)
+    manifest_path = path if path.name == MANIFEST else path / MANIFEST
+    if not manifest_path.is_file():
+        raise InputError(f"{path}: not an experiment (no {MANIFEST}); `lfgen sweep` writes one")
+    data = yaml.safe_load(manifest_path.read_text(encoding="utf-8"))
+    return Experiment(path=manifest_path.parent, manifest=Manifest.model_validate(data))

@@ -1,0 +1,237 @@
+"""Sweeps: an axis, a grid or a random space expanded into runs (``RunSpec``).
+
+A run is a set of *option* overrides on the experiment's base (``rank=32``, ``set={...}``),
+so every run config is built by the same rules as ``lfgen preset`` and ``lfgen explain``
+can rebuild it. Axis defaults live in ``presets/sweeps.yaml``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from lfgen.errors import InputError, did_you_mean
+from lfgen.resources import load_data
+
+# LlamaFactory keys that have an lfgen option: a grid over them goes through the option, so
+# alpha follows rank and `lora_target=qv` resolves, exactly as with `lfgen preset --rank`.
+KEY_OPTIONS = {"lora_rank": "rank", "lora_alpha": "alpha", "lora_dropout": "dropout", "lora_target": "target",
+               "learning_rate": "lr", "num_train_epochs": "epochs", "cutoff_len": "cutoff_len"}
+SPECIAL_AXES = ("grid", "random", "plan")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of an experiment: its name and the option overrides that make it."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def axes() -> dict[str, dict[str, Any]]:
+    return load_data("sweeps.yaml")["axes"]
+
+
+def seed_order() -> list[str]:
+    return list(load_data("sweeps.yaml")["order"])
+
+
+def format_value(value: Any) -> str:
+    """A value as it appears in a run name: short, no commas or slashes (LlamaFactory splits paths on ',')."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        if value != 0 and abs(value) < 1e-3:
+            mantissa, exponent = f"{value:e}".split("e")
+            return f"{float(mantissa):g}e{int(exponent)}"
+        return f"{value:g}"
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", str(value).replace(",", "+"))
+
+
+def check_name(name: str, what: str = "--name") -> str:
+    if not _SAFE_NAME.match(name):
+        raise InputError(f"{what}: {name!r} must be letters, digits, '.', '_' or '-' (it becomes a folder name)")
+    return name
+
+
+def _parse(axis: str, kind: str, raw: str) -> Any:
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind in ("float", "ratio"):
+            value = float(raw.removesuffix("r") or 1) if kind == "ratio" and raw.endswith("r") else float(raw)
+            if not math.isfinite(value):
+                raise ValueError
+            return value
+    except ValueError:
+        article = "an integer" if kind == "int" else "a number"
+        raise InputError(f"{axis}: {raw!r} is not {article}; e.g. lfgen sweep {axis} "
+                         f"{' '.join(map(str, axes()[axis]['values']))}") from None
+    return raw
+
+
+def axis_runs(axis: str, values: list[str], base_rank: int) -> list[RunSpec]:
+    """Runs along one named axis; *values* replace the axis defaults when given."""
+    table = axes()
+    if axis not in table:
+        names = list(table) + list(SPECIAL_AXES)
+        raise InputError(f"axis: unknown axis {axis!r}{did_you_mean(axis, names)}; choose one of {', '.join(names)}")
+    spec = table[axis]
+    raws = values or [str(v) for v in spec["values"]]
+    runs = []
+    for raw in raws:
+        value = _parse(axis, spec["type"], raw)
+        if spec["type"] == "ratio":
+            # alpha: the defaults and "2r" are multiples of the base rank; a plain number is alpha itself.
+            alpha = round(value * base_rank) if (not values or raw.endswith("r")) else int(value)
+            runs.append(RunSpec(spec["name"].format(alpha), {"alpha": alpha}))
+        else:
+            runs.append(RunSpec(spec["name"].format(format_value(value)), {spec["option"]: value}))
+    return _unique(runs)
+
+
+def _grid_values(key: str, raw: str) -> list[Any]:
+    from lfgen.yamlio import loads
+
+    items = [item.strip() for item in raw.split(",")]
+    if not raw.strip() or not all(items):
+        raise InputError(f"grid: {key}= has an empty value; write {key}=v1,v2 (join module names with +)")
+    values = []
+    for item in items:
+        if key == "lora_target":
+            values.append(item.replace("+", ","))
+            continue
+        try:
+            values.append(loads(item))
+        except Exception:  # noqa: BLE001 - not YAML: keep the text
+            values.append(item)
+    return values
+
+
+def grid_runs(assignments: list[str]) -> list[RunSpec]:
+    """The Cartesian product of ``key=v1,v2`` assignments over any LlamaFactory keys."""
+    from lfgen.catalogs.llamafactory import snapshot
+
+    if not assignments:
+        raise InputError("grid: no values; e.g. lfgen sweep grid lora_rank=16,32,64 learning_rate=1e-4,2e-4")
+    dims: dict[str, list[Any]] = {}
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise InputError(f"grid: {item!r} is not key=v1,v2; e.g. lora_rank=16,32,64")
+        snapshot().check_key(key.strip(), option="grid")
+        dims[key.strip()] = _grid_values(key.strip(), raw)
+    runs = []
+    for combo in itertools.product(*dims.values()):
+        options: dict[str, Any] = {"set": {}}
+        for key, value in zip(dims, combo):
+            if key in KEY_OPTIONS:
+                options[KEY_OPTIONS[key]] = value
+            else:
+                options["set"][key] = value
+        name = "_".join(f"{key}-{format_value(value)}" for key, value in zip(dims, combo))
+        runs.append(RunSpec(name, {k: v for k, v in options.items() if v != {}}))
+    return _unique(runs)
+
+
+def _unique(runs: list[RunSpec]) -> list[RunSpec]:
+    seen: set[str] = set()
+    for run in runs:
+        if run.name in seen:
+            raise InputError(f"values: {run.name} appears twice; give each value once")
+        seen.add(run.name)
+    return runs
+
+
+# --- random search over a space file ---------------------------------------------------------------
+
+
+def load_space(path: str) -> dict[str, dict[str, Any]]:
+    """A space file: ``key: {low, high, log?, type?}`` or ``key: {choices: [...]}`` per LlamaFactory key."""
+    from lfgen.catalogs.llamafactory import snapshot
+    from lfgen.yamlio import load_config
+
+    space = load_config(path)
+    if not space:
+        raise InputError(f"{path}: the space is empty; give at least one key, e.g. learning_rate: "
+                         "{low: 1.0e-4, high: 5.0e-4, log: true}")
+    for key, spec in space.items():
+        snapshot().check_key(key, option=f"{path}")
+        where = f"{path}: {key}"
+        if not isinstance(spec, dict):
+            raise InputError(f"{where}: must be {{low, high}} or {{choices: [...]}} (got {spec!r})")
+        if "choices" in spec:
+            if set(spec) != {"choices"} or not isinstance(spec["choices"], list) or not spec["choices"]:
+                raise InputError(f"{where}: choices must be a non-empty list and alone (got {spec!r})")
+            continue
+        unknown = set(spec) - {"low", "high", "log", "type"}
+        if unknown or not {"low", "high"} <= set(spec):
+            raise InputError(f"{where}: a range has low, high and optionally log: true, type: int (got {spec!r})")
+        low, high = spec["low"], spec["high"]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
+            raise InputError(f"{where}: low and high must be numbers (got {low!r}, {high!r})")
+        if low > high:
+            raise InputError(f"{where}: low {low} is above high {high}; swap them")
+        if spec.get("log") and low <= 0:
+            raise InputError(f"{where}: a log range needs low > 0 (got {low})")
+        if spec.get("type", "float") not in ("int", "float"):
+            raise InputError(f"{where}: type must be int or float (got {spec['type']!r})")
+    return space
+
+
+def _sample(rng: random.Random, spec: dict[str, Any]) -> Any:
+    if "choices" in spec:
+        return rng.choice(spec["choices"])
+    low, high = float(spec["low"]), float(spec["high"])
+    value = math.exp(rng.uniform(math.log(low), math.log(high))) if spec.get("log") else rng.uniform(low, high)
+    if spec.get("type") == "int":
+        return int(round(value))
+    return float(f"{value:.3g}")  # 3 significant digits: readable names, no false precision
+
+
+def random_runs(count: int, space: dict[str, dict[str, Any]], seed: int) -> list[RunSpec]:
+    """*count* samples of the space, the same for the same seed; duplicates are drawn again."""
+    if count < 1:
+        raise InputError(f"random: the number of runs must be at least 1 (got {count})")
+    rng = random.Random(seed)
+    runs, seen = [], set()
+    for attempt in range(count * 100):
+        values = {key: _sample(rng, spec) for key, spec in space.items()}
+        frozen = tuple(sorted((k, repr(v)) for k, v in values.items()))
+        if frozen in seen:
+            continue
+        seen.add(frozen)
+        options: dict[str, Any] = {"set": {}}
+        for key, value in values.items():
+            if key in KEY_OPTIONS:
+                options[KEY_OPTIONS[key]] = value
+            else:
+                options["set"][key] = value
+        runs.append(RunSpec(f"trial-{len(runs):03d}", {k: v for k, v in options.items() if v != {}}))
+        if len(runs) == count:
+            return runs
+    raise InputError(f"random: the space has fewer than {count} distinct points (found {len(runs)}); "
+                     "ask for fewer runs or widen the space")
+
+
+def plan(base_args: str, base_summary: str) -> list[str]:
+    """Seed 000's tuning path for a base, one command per stage (R-EXP-ORDER)."""
+    table = axes()
+    lines = [f"Seed 000's order, one parameter at a time (R-EXP-ORDER), from {base_summary}:"]
+    previous = None
+    for step, axis in enumerate(seed_order(), start=1):
+        spec = table[axis]
+        shown = ", ".join((f"{v:g}r" if v != 1 else "r") if spec["type"] == "ratio" else str(v)
+                          for v in spec["values"])
+        where = f"--from experiments/{previous}-sweep" if previous else base_args
+        lines.append(f"  {step}. {axis:8} {shown:24} lfgen sweep {axis} {where}".rstrip())
+        previous = axis
+    lines += [f"  {len(seed_order()) + 1}. combine the best values, then check held-out results, overfitting and time "
+              "against gain (lfgen compare)",
+              "Seed 002 tunes the learning rate right after rank: lfgen sweep lr --from experiments/rank-sweep"]
+    return lines

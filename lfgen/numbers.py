@@ -1,0 +1,18 @@
+"""How lfgen shows numbers, in one place: configs, explain, tables, progress lines."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def fmt(value: Any) -> str:
+    """A value as a rule reason shows it: floats shortest (``0.0002``, ``1e-05``), the rest as str."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def short(value: float | None, digits: int = 4) -> str:
+    """A measured number for a table cell: *digits* significant digits, ``-`` when missing or NaN."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}g}"

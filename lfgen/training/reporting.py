@@ -1,0 +1,83 @@
+"""How ``lfgen run`` shows its work: rich progress bars on a terminal, plain lines otherwise (--quiet)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from lfgen.training.watch import Progress
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+class PlainReporter:
+    """One line per event on stderr: for logs, CI and --quiet."""
+
+    def __init__(self, stream: Any = None):
+        self.stream = stream or sys.stderr
+
+    def _say(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def plan(self, lines: list[str]) -> None:
+        for line in lines:
+            print(line, flush=True)  # the plan is the command's output: stdout
+
+    def started(self, name: str, attempt: int, gpus: list[int] | None, note: str) -> None:
+        where = f"GPUs {','.join(map(str, gpus))}" if gpus else "default devices"
+        self._say(f"[{name}] started (attempt {attempt}, {where}){': ' + note if note else ''}")
+
+    def progress(self, name: str, progress: Progress) -> None:
+        pass
+
+    def finished(self, name: str, state: str, reason: str | None, detail: str | None) -> None:
+        self._say(f"[{name}] {state}{': ' + reason if reason else ''}{' - ' + detail if detail else ''}")
+
+    def message(self, text: str) -> None:
+        self._say(text)
+
+
+class RichReporter(PlainReporter):
+    """A bar per running run (step/total, loss, eval loss, ETA) and one for the experiment."""
+
+    def __init__(self, total_runs: int, console: Any = None):
+        super().__init__()
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bars, TextColumn, TimeRemainingColumn
+
+        self.bars = Bars(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                         TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
+                         console=console or Console(stderr=True), transient=False)
+        self.overall = self.bars.add_task("[bold]experiment", total=total_runs, info="")
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> RichReporter:
+        self.bars.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bars.stop()
+
+    def _say(self, text: str) -> None:
+        self.bars.console.print(text, highlight=False, markup=False)
+
+    def started(self, name: str, attempt: int, gpus: list[int] | None, note: str) -> None:
+        super().started(name, attempt, gpus, note)
+        if name not in self.tasks:
+            self.tasks[name] = self.bars.add_task(name, total=None, info="starting")
+
+    def progress(self, name: str, progress: Progress) -> None:
+        task = self.tasks.get(name)
+        if task is not None and progress.total:
+            info = f"loss {_fmt(progress.loss)}  eval {_fmt(progress.eval_loss)}"
+            self.bars.update(task, completed=progress.step, total=progress.total, info=info)
+
+    def finished(self, name: str, state: str, reason: str | None, detail: str | None) -> None:
+        super().finished(name, state, reason, detail)
+        task = self.tasks.pop(name, None)
+        if task is not None:
+            self.bars.remove_task(task)
+        if state != "pending":
+            self.bars.advance(self.overall)

@@ -1,0 +1,391 @@
+"""``lfgen run``: every run of an experiment through ``llamafactory-cli train``, with faults handled.
+
+Queue and resume (SQLite state, one runner per experiment), GPU slots, OOM retry that keeps the
+effective batch (micro-batch halved, accumulation doubled), a NaN watchdog that stops a run at
+the first bad log step, crash records with the log's last lines, and Ctrl-C / kill -9 recovery.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import shutil
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from lfgen.training import launch
+from lfgen.errors import InputError
+from lfgen.layout import CONSOLE_LOG, MANIFEST, MARKER, RECIPE_PREFIX, ROOT_PREFIX, RUN_CONFIG, SINGLE_STATE_DIR, STATE
+from lfgen.training.state import Lock, RunRow, Store
+from lfgen.training.watch import NAN_ADVICE, OOM_ADVICE, Progress, RunWatcher, classify_failure
+
+POLL_S = 0.2
+
+
+@dataclass
+class Target:
+    """What ``lfgen run`` was pointed at: an experiment, or a single config (an experiment of one run)."""
+
+    name: str
+    root: Path  # the directory runs start in; configs' relative paths resolve from here
+    state_path: Path
+    runs: list[tuple[str, str, str]]  # (name, config path relative to root, output_dir as in the config)
+
+
+def resolve(spec: str, experiments_dir: str = "experiments") -> Target:
+    """An experiment folder, an experiment name under *experiments_dir*, or a config file."""
+    from lfgen.experiments.manifest import load
+    from lfgen.yamlio import load_config
+
+    path = Path(spec)
+    if not (path / MANIFEST).is_file() and (Path(experiments_dir) / spec / MANIFEST).is_file():
+        path = Path(experiments_dir) / spec
+    if (path / MANIFEST).is_file():
+        exp = load(path)
+        root = (exp.path / exp.manifest.root).resolve()
+        runs = [(r.name, os.path.relpath(exp.path / r.config, root), r.output_dir) for r in exp.manifest.runs]
+        return Target(exp.manifest.name, root, exp.path / STATE, runs)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        config = load_config(path)
+        if not config.get("output_dir"):
+            raise InputError(f"{path}: has no output_dir; lfgen needs one per run (lfgen preset writes it)")
+        root = Path.cwd()
+        state = path.resolve().parent / SINGLE_STATE_DIR / f"{path.stem}.sqlite"
+        return Target(path.stem, root, state, [(path.stem, os.path.relpath(path.resolve(), root),
+                                                str(config["output_dir"]))])
+    known = sorted(p.parent.name for p in Path(experiments_dir).glob(f"*/{MANIFEST}"))
+    listing = ", ".join(known) if known else f"none in {experiments_dir}/ (lfgen sweep writes one)"
+    raise InputError(f"{spec}: no such experiment or config file; experiments: {listing}")
+
+
+class Reporter(Protocol):
+    """What the runner tells its user; the CLI shows it as progress bars or plain lines."""
+
+    def plan(self, lines: list[str]) -> None: ...
+    def started(self, name: str, attempt: int, gpus: list[int] | None, note: str) -> None: ...
+    def progress(self, name: str, progress: Progress) -> None: ...
+    def finished(self, name: str, state: str, reason: str | None, detail: str | None) -> None: ...
+    def message(self, text: str) -> None: ...
+
+
+@dataclass
+class _Active:
+    row: RunRow
+    child: launch.Child
+    watcher: RunWatcher
+    gpus: list[int] | None
+    micro: int | None
+    accumulation: int | None
+
+
+@dataclass
+class Summary:
+    done: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    interrupted: list[str] = field(default_factory=list)
+
+
+def _slots(gpus: list[int] | None, per_run: int) -> list[list[int] | None]:
+    if gpus is None:
+        if per_run != 1:
+            raise InputError("--gpus-per-run: needs --gpus (which GPUs to share out)")
+        return [None]  # one run at a time, on whatever LlamaFactory sees (the CPU here when there is no GPU)
+    if per_run < 1:
+        raise InputError(f"--gpus-per-run: must be at least 1 (got {per_run})")
+    if per_run > len(gpus):
+        raise InputError(f"--gpus-per-run: {per_run} is more than the {len(gpus)} GPU(s) given with --gpus")
+    return [gpus[i:i + per_run] for i in range(0, len(gpus) - per_run + 1, per_run)]
+
+
+class Runner:
+    def __init__(self, target: Target, reporter: Reporter, *, gpus: list[int] | None = None, gpus_per_run: int = 1,
+                 max_oom_retries: int = 3, fail_fast: bool = False):
+        self.target, self.reporter = target, reporter
+        self.slots = _slots(gpus, gpus_per_run)
+        self.max_oom_retries, self.fail_fast = max_oom_retries, fail_fast
+        self.store: Store | None = None
+        self.active: dict[str, _Active] = {}
+
+    # --- selection and recovery ---------------------------------------------------------------------
+
+    def _recover(self, store: Store) -> None:
+        """Runs left 'running' by a runner that is gone (we hold the lock): stop leftovers, mark interrupted."""
+        for row in store.runs():
+            if row.state != "running":
+                continue
+            if row.pgid and launch.group_alive(row.pgid):
+                launch.stop_group(row.pgid)
+            store.update(row.name, state="interrupted", reason="interrupted", pid=None, pgid=None,
+                         detail=f"lfgen (pid {row.runner_pid}) stopped while this run trained", ended=time.time())
+            store.event(row.name, "recovered", f"runner pid {row.runner_pid} gone; marked interrupted")
+            self.reporter.message(f"{row.name}: its last runner (pid {row.runner_pid}) is gone; it will resume")
+
+    def _queue(self, store: Store, retry_failed: bool, rerun: list[str]) -> list[str]:
+        rows = {row.name: row for row in store.runs()}
+        unknown = [name for name in rerun if name not in rows]
+        if unknown:
+            raise InputError(f"--rerun: no run {unknown[0]!r} in {self.target.name}; runs: {', '.join(rows)}")
+        queue = []
+        for name, row in rows.items():
+            if name in rerun or (retry_failed and row.state == "failed"):
+                store.update(name, state="pending", reason="fresh", detail=None, oom_retries=0)
+                queue.append(name)
+            elif row.state in ("pending", "interrupted"):
+                queue.append(name)
+        return queue
+
+    # --- one run ------------------------------------------------------------------------------------
+
+    def _prepare(self, row: RunRow) -> tuple[Path, dict[str, Any], str]:
+        from lfgen.yamlio import parse_config, read_text
+
+        root = self.target.root
+        text = read_text(root / row.config, "config file")
+        config = parse_config(text, str(root / row.config))
+        output_dir = root / row.output_dir
+        fresh = row.reason in ("fresh", "oom-retry") or row.state == "pending"
+        if output_dir.exists() and any(p.name not in (CONSOLE_LOG, MARKER) for p in output_dir.iterdir()):
+            if not (output_dir / MARKER).exists():
+                raise _ConfigProblem(f"output_dir {row.output_dir} exists and lfgen did not make it; move it away "
+                                     "or give the run another output_dir (LlamaFactory would resume or refuse there)")
+            has_checkpoint = any(output_dir.glob("checkpoint-*"))
+            if fresh or not has_checkpoint:  # LlamaFactory refuses weights without a checkpoint to resume
+                for entry in output_dir.iterdir():
+                    if entry.name not in (CONSOLE_LOG, MARKER):
+                        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / MARKER).touch()
+        adjusted = json.loads(row.detail) if row.reason == "oom-retry" and row.detail else {}
+        config.update(adjusted.get("config", {}))
+        return output_dir, config, text
+
+    def _start(self, name: str, slot: list[int] | None) -> None:
+        from lfgen.builder.render import render
+
+        store = self.store
+        row = store.get(name)
+        try:
+            output_dir, config, text = self._prepare(row)
+        except _ConfigProblem as problem:
+            self._finish_failed(row, "config", str(problem))
+            return
+        note = row.reason == "oom-retry" and (
+            f"after OOM: micro-batch {config.get('per_device_train_batch_size')} x accumulation "
+            f"{config.get('gradient_accumulation_steps')}") or ""
+        header = [f"The config lfgen ran for run {name} of {self.target.name} (from {row.config})",
+                  f"{ROOT_PREFIX}{self.target.root}"]
+        recipe = next((line.lstrip("# ").strip() for line in text.splitlines() if RECIPE_PREFIX in line), None)
+        if recipe:  # the GPU and options it was built for: lfgen calibrate reads them
+            header.append(recipe)
+        if note:
+            header.append(note)
+        (output_dir / RUN_CONFIG).write_text(render(config, header=header), encoding="utf-8")
+        cli = launch.find_cli()
+        argv = launch.train_argv(cli, Path(row.output_dir) / RUN_CONFIG)
+        env = launch.train_env(dict(os.environ), slot)
+        attempt = row.attempts + 1
+        with (output_dir / CONSOLE_LOG).open("a", encoding="utf-8") as log:
+            log.write(f"\n===== lfgen: attempt {attempt} of run {name}: {shlex.join(argv)}"
+                      f"{' (' + note + ')' if note else ''} =====\n")
+        watcher = RunWatcher(output_dir, output_dir / CONSOLE_LOG)
+        watcher.skip_existing()  # a resumed run appends to the same files
+        child = launch.spawn(argv, cwd=self.target.root, env=env, log_path=output_dir / CONSOLE_LOG)
+        command = {"argv": argv, "cwd": str(self.target.root),
+                   "env": {k: env[k] for k in ("CUDA_VISIBLE_DEVICES", "FORCE_TORCHRUN", "NPROC_PER_NODE",
+                                               "RECORD_VRAM") if k in env}}
+        store.update(name, state="running", attempts=attempt, command=json.dumps(command), pid=child.pid,
+                     pgid=child.pid, runner_pid=os.getpid(), gpus=",".join(map(str, slot)) if slot else None,
+                     started=time.time(), ended=None)
+        store.event(name, "started", command)
+        self.active[name] = _Active(row=store.get(name), child=child, watcher=watcher, gpus=slot,
+                                    micro=config.get("per_device_train_batch_size"),
+                                    accumulation=config.get("gradient_accumulation_steps"))
+        self.reporter.started(name, attempt, slot, note)
+
+    def _finish_failed(self, row: RunRow, reason: str, detail: str) -> None:
+        self.store.update(row.name, state="failed", reason=reason, detail=detail, pid=None, pgid=None,
+                          ended=time.time())
+        self.store.event(row.name, f"failed:{reason}", detail)
+        self.reporter.finished(row.name, "failed", reason, detail)
+
+    def _check(self, name: str, queue: deque) -> bool:
+        """Poll one active run; True when it has ended (its slot is free)."""
+        active = self.active[name]
+        progress = active.watcher.poll()
+        self.reporter.progress(name, progress)
+        rc = active.child.proc.poll()
+        if progress.nan and rc is None:
+            launch.stop_group(active.child.pid, grace=5)
+            active.child.proc.wait()
+            self._finish_failed(active.row, "nan", f"{progress.nan}; stopped at once. {NAN_ADVICE}")
+            return True
+        if rc is None:
+            return False
+        active.watcher.poll()
+        if progress.nan:
+            self._finish_failed(active.row, "nan", f"{progress.nan}. {NAN_ADVICE}")
+        elif rc == 0:
+            self.store.update(name, state="done", reason=None, detail=None, pid=None, pgid=None, ended=time.time())
+            self.store.event(name, "done", progress.as_dict())
+            self.reporter.finished(name, "done", None, None)
+        else:
+            reason, detail = classify_failure(_log_tail(active.child.log_path))
+            if reason == "oom":
+                self._oom(active, detail, queue)
+            else:
+                self._finish_failed(active.row, reason, f"exit {rc}: {detail}")
+        return True
+
+    def _oom(self, active: _Active, detail: str, queue: deque) -> None:
+        row = self.store.get(active.row.name)
+        micro, accumulation = active.micro or 1, active.accumulation or 1
+        if micro <= 1 or row.oom_retries >= self.max_oom_retries:
+            why = "at micro-batch 1" if micro <= 1 else f"after {row.oom_retries} OOM retries"
+            self._finish_failed(row, "oom", f"{detail} ({why}). {OOM_ADVICE}")
+            return
+        new_micro = micro // 2
+        new_accumulation = math.ceil(micro * accumulation / new_micro)  # keeps micro x accumulation
+        change = {"config": {"per_device_train_batch_size": new_micro, "gradient_accumulation_steps": new_accumulation},
+                  "from": [micro, accumulation], "to": [new_micro, new_accumulation]}
+        self.store.update(row.name, state="pending", reason="oom-retry", detail=json.dumps(change),
+                          oom_retries=row.oom_retries + 1, pid=None, pgid=None, ended=time.time())
+        self.store.event(row.name, "oom-retry", f"{detail}; micro-batch {micro} x accumulation {accumulation} -> "
+                                                f"{new_micro} x {new_accumulation} (effective batch kept)")
+        self.reporter.message(f"{row.name}: out of memory; retrying with micro-batch {new_micro} x accumulation "
+                              f"{new_accumulation} (was {micro} x {accumulation})")
+        queue.appendleft(row.name)
+
+    # --- the loop -----------------------------------------------------------------------------------
+
+    def dry_run_lines(self, queue: list[str]) -> list[str]:
+        cli = launch.find_cli()
+        lines = [f"{self.target.name}: {len(queue)} run(s) to start in {self.target.root}, "
+                 f"{len(self.slots)} at a time"]
+        for index, name in enumerate(queue):
+            row = self.store.get(name)
+            slot = self.slots[index % len(self.slots)]
+            env = launch.train_env({}, slot)
+            where = f"GPUs {','.join(map(str, slot))}" if slot else "default devices (CPU when there is no GPU)"
+            lines.append(f"  {name} [{row.state}{', ' + row.reason if row.reason else ''}] on {where}")
+            lines.append(f"    {' '.join(f'{k}={v}' for k, v in sorted(env.items()) if k != 'TOKENIZERS_PARALLELISM')} "
+                         f"{shlex.join(launch.train_argv(cli, Path(row.output_dir) / RUN_CONFIG))}")
+            lines.append(f"    config {row.config} -> {row.output_dir}/{RUN_CONFIG}; log {row.output_dir}/{CONSOLE_LOG}")
+        return lines
+
+    def run(self, *, retry_failed: bool = False, rerun: list[str] | None = None, dry_run: bool = False) -> Summary:
+        with Lock(self.target.state_path.with_name(".lock"), f"experiment {self.target.name}"):
+            self.store = Store(self.target.state_path)
+            try:
+                self.store.sync_runs(self.target.runs)
+                self._recover(self.store)
+                queue = deque(self._queue(self.store, retry_failed, list(rerun or [])))
+                if dry_run:
+                    self.reporter.plan(self.dry_run_lines(list(queue)))
+                    return Summary()
+                if queue:
+                    launch.find_cli()  # fail before anything is marked running
+                return self._loop(queue)
+            finally:
+                self.store.close()
+
+    def _loop(self, queue: deque) -> Summary:
+        free = list(self.slots)
+        busy: dict[str, list[int] | None] = {}
+        stop = False
+        try:
+            while (queue and not stop) or self.active:
+                while queue and free and not stop:
+                    name = queue.popleft()
+                    slot = free.pop(0)
+                    self._start(name, slot)
+                    if name in self.active:
+                        busy[name] = slot
+                    else:
+                        free.insert(0, slot)
+                        stop = self.fail_fast
+                for name in list(self.active):
+                    if self._check(name, queue):
+                        del self.active[name]
+                        free.append(busy.pop(name))
+                        free.sort(key=lambda s: self.slots.index(s))
+                        if self.fail_fast and self.store.get(name).state == "failed":
+                            stop = True
+                if self.active:
+                    _wait_any(self.active.values(), POLL_S)
+        except KeyboardInterrupt:
+            for name, active in list(self.active.items()):
+                launch.stop_group(active.child.pid)
+                active.child.proc.wait()
+                self.store.update(name, state="interrupted", reason="interrupted", pid=None, pgid=None,
+                                  detail="stopped with Ctrl-C", ended=time.time())
+                self.store.event(name, "interrupted", "Ctrl-C")
+                self.reporter.finished(name, "interrupted", "interrupted", "stopped with Ctrl-C")
+            self.active.clear()
+            raise
+        return self.summary()
+
+    def summary(self) -> Summary:
+        result = Summary()
+        for row in self.store.runs():
+            {"done": result.done, "failed": result.failed, "interrupted": result.interrupted}.get(
+                row.state, result.skipped).append(row.name)
+        return result
+
+
+class _ConfigProblem(Exception):
+    pass
+
+
+def _wait_any(actives: Any, timeout: float) -> None:
+    """Sleep up to *timeout*, waking early when the first child exits (so the end of a run costs no poll)."""
+    actives = list(actives)
+    if len(actives) == 1:
+        try:
+            actives[0].child.proc.wait(timeout=timeout)
+        except Exception:  # noqa: BLE001 - TimeoutExpired: the run goes on
+            pass
+        return
+    time.sleep(timeout)
+
+
+def _log_tail(path: Path | None, lines: int = 200) -> list[str]:
+    if path is None or not path.exists():
+        return []
+    with path.open("rb") as handle:
+        handle.seek(max(0, path.stat().st_size - 64_000))
+        text = handle.read().decode("utf-8", "replace")
+    return text.splitlines()[-lines:]
+
+
+# --- status ----------------------------------------------------------------------------------------
+
+
+def status(target: Target) -> list[dict[str, Any]]:
+    """Every run's state, progress from its trainer_log.jsonl, retries and the reason of a failure."""
+    rows = {}
+    if target.state_path.exists():
+        store = Store(target.state_path)
+        try:
+            rows = {row.name: row for row in store.runs()}
+        finally:
+            store.close()
+    table = []
+    for name, _config, output_dir in target.runs:
+        row = rows.get(name)
+        out = target.root / output_dir
+        progress = RunWatcher(out, out / CONSOLE_LOG).poll() if out.exists() else Progress()
+        state = row.state if row else "pending"
+        if state == "running" and row and row.pgid and not launch.group_alive(row.pgid):
+            state = "interrupted?"  # its runner died; the next lfgen run recovers it
+        table.append({"run": name, "state": state, "reason": row.reason if row else None,
+                      "step": progress.step, "total": progress.total, "loss": progress.loss,
+                      "eval_loss": progress.eval_loss, "attempts": row.attempts if row else 0,
+                      "oom_retries": row.oom_retries if row else 0, "detail": row.detail if row else None,
+                      "output_dir": output_dir, "vram_gib": progress.vram_gib})
+    return table
