@@ -201,7 +201,7 @@ def _fit_to_gpu(ctx: Context, gpu: Gpu, asked: str, seed_way: str) -> None:
     if not result.fits:
         options = "; ".join(f"{o.description} (~{o.estimate.total:.1f} GiB)" for o in result.options) or \
             "none of lfgen's single changes"
-        ctx.warn("R-HW-HEADROOM", f"{model} does not fit on {gpu.name} ({gpu.memory_gb:g} GB, keeping {headroom:.0%} "
+        ctx.warn("R-HW-HEADROOM", f"{model} does not fit on {gpu.name} ({gpu.memory_gb:g} GiB, keeping {headroom:.0%} "
                                   f"free) even at micro-batch 1 (estimate {result.estimate.total:.1f} GiB); what "
                                   f"would: {options}")
         micro, accumulation = 1, max(1, -(-target // ctx.options.num_gpus))
@@ -213,7 +213,7 @@ def _fit_to_gpu(ctx: Context, gpu: Gpu, asked: str, seed_way: str) -> None:
     budget = gpu.memory_gb * (1 - headroom)
     ctx.choose("per_device_train_batch_size", result.micro_batch, "R-HW-HEADROOM",
                f"the largest micro-batch whose estimated peak ({result.estimate.total:.1f} GiB for {model}) stays "
-               f"under {budget:.1f} of {gpu.name}'s {gpu.memory_gb:g} GB ({headroom:.0%} left free)", asked=asked,
+               f"under {budget:.1f} of {gpu.name}'s {gpu.memory_gb:g} GiB ({headroom:.0%} left free)", asked=asked,
                alternative=seed_way)
     gpus = f" x {ctx.options.num_gpus} GPUs" if ctx.options.num_gpus > 1 else ""
     ctx.choose("gradient_accumulation_steps", result.gradient_accumulation_steps, "R-HW-BATCH",

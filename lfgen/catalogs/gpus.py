@@ -30,10 +30,6 @@ class Hardware:
     gpu: Gpu
     num_gpus: int = 1
 
-    @property
-    def capabilities_known(self) -> bool:
-        return self.gpu.bf16 is not None
-
 
 def _norm(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower()).removeprefix("nvidia").removeprefix("geforce")

@@ -82,7 +82,7 @@ def _estimate_line(estimate) -> str:
     total = memory.get("calibrated_total", memory["total"])
     where = f" on {gpu['name']}" if gpu else ""
     verdict = "" if estimate.fits is None else (
-        f" of {gpu['memory_gib']:g} GB: fits" if estimate.fits else f" of {gpu['memory_gib']:g} GB: does NOT fit")
+        f" of {gpu['memory_gib']:g} GiB: fits" if estimate.fits else f" of {gpu['memory_gib']:g} GiB: does NOT fit")
     return (f"estimate for {estimate.model['id']}{where}: {estimate.trainable_params:,} trainable parameters, "
             f"peak ~{total:.1f} GiB per GPU{verdict} (lfgen explain shows the breakdown)")
 
@@ -122,8 +122,15 @@ def explain(subject: str, as_json: bool, **kwargs: Any) -> None:
     if result.gpu:
         title += f" | {result.gpu['name']} x {result.gpu['num_gpus']}"
     table = Table(title=title, title_justify="left", show_lines=False)
+    # A value (a model path, a target list) keeps its own width while the "why" column keeps 40, so the
+    # reasons wrap first: folding a path at 26 characters makes it unreadable.
+    longest = max((len(show(d.value)) for d in result.decisions), default=5)
+    keys = max((len(d.key) for d in result.decisions), default=10) + max((len(d.rule) for d in result.decisions),
+                                                                         default=10)
+    value_width = min(longest, max(12, (out.width or 140) - keys - 12 - 40))
     for column, style in (("key", "bold"), ("value", "cyan"), ("rule", "magenta"), ("why", "")):
-        table.add_column(column, style=style, overflow="fold", no_wrap=column in ("key", "rule"))
+        table.add_column(column, style=style, overflow="fold", no_wrap=column in ("key", "rule"),
+                         min_width=value_width if column == "value" else None)
     for d in result.decisions:
         why = d.reason + (f"\n[dim]alternative: {d.alternative}[/dim]" if d.alternative else "")
         table.add_row(d.key, show(d.value), d.rule, why)

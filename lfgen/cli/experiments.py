@@ -93,8 +93,8 @@ def _print_experiment(experiment) -> None:
         source = manifest.base_from
         click.echo(f"base: run {source['run']} of {source['source']} ({source['metric']} {source['value']:.4g})",
                    err=True)
-    click.echo(f"wrote {experiment.path}/{'experiment.yaml'} and {len(manifest.runs)} run configs; train one with "
-               f"llamafactory-cli train {experiment.path}/{manifest.runs[0].config}", err=True)
+    click.echo(f"wrote {experiment.path}/experiment.yaml and {len(manifest.runs)} run configs; train them with "
+               f"lfgen run {experiment.path}", err=True)
 
 
 # --- run, status, export, chat, sample ---------------------------------------------------------------

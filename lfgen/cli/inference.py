@@ -38,7 +38,7 @@ def chat(run_dir: str) -> None:
     \b
     Examples:
       lfgen chat outputs/rank-sweep/rank-64
-      printf 'hello\n' | lfgen chat outputs/rank-sweep/rank-64
+      printf 'hello\\n' | lfgen chat outputs/rank-sweep/rank-64
     """
     from lfgen.training.inference import chat as run_chat
 

@@ -20,8 +20,14 @@ LEGEND_MAX = 12  # more entries than this hide the curves; the report's table na
 
 def render_png(runs: Sequence[tuple[str, RunData]], title: str | None = None, *, dpi: int = 100) -> bytes:
     """The PNG bytes of the curves of *runs* (pairs of name and data)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        from lfgen.errors import InputError
+
+        raise InputError("loss curves need matplotlib, which is not installed; install it with "
+                         "pip install 'lfgen[plot]' (or 'lfgen[train]')") from None
 
     has_lr = any(run.learning_rate for _, run in runs)
     has_grad = any(run.grad_norm for _, run in runs)

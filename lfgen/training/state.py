@@ -19,7 +19,6 @@ from typing import Any
 
 from lfgen.errors import InputError
 
-STATES = ("pending", "running", "done", "failed", "interrupted")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     name TEXT PRIMARY KEY, config TEXT NOT NULL, output_dir TEXT NOT NULL,
