@@ -150,7 +150,7 @@ def run(target: str, gpus: str | None, gpus_per_run: int, dry_run: bool, retry_f
 def run_experiment(target, *, quiet: bool, resume_hint: str, runner_options: dict[str, Any] | None = None,
                     run_options: dict[str, Any] | None = None):
     """Run an experiment with progress bars on a terminal (plain lines otherwise); Ctrl-C exits 130."""
-    from lfgen.training.reporting import PlainReporter, RichReporter
+    from lfgen.cli.progress import PlainReporter, RichReporter
     from lfgen.training.runner import Runner
 
     interactive = not quiet and sys.stderr.isatty()

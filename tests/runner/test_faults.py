@@ -365,7 +365,7 @@ def test_rich_progress_bars_show_step_loss_and_the_experiment(project, monkeypat
 
     from rich.console import Console
 
-    from lfgen.training.reporting import RichReporter
+    from lfgen.cli.progress import RichReporter
     from lfgen.training.watch import Progress
 
     reporter = RichReporter(total_runs=2, console=Console(file=io.StringIO(), force_terminal=True, width=120))

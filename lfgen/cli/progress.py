@@ -1,29 +1,31 @@
-"""How ``lfgen run`` shows its work: rich progress bars on a terminal, plain lines otherwise (--quiet)."""
+"""How ``lfgen run`` shows its work: rich progress bars on a terminal, plain lines otherwise (--quiet).
+
+The runner (``lfgen.training.runner``) reports events to a ``Reporter``; these two print them, to the
+streams they are given: messages to *stream* (stderr), the dry-run plan to *out* (stdout).
+"""
 
 from __future__ import annotations
 
 import sys
 from typing import Any
 
+from lfgen.numbers import short
 from lfgen.training.watch import Progress
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4g}"
 
 
 class PlainReporter:
     """One line per event on stderr: for logs, CI and --quiet."""
 
-    def __init__(self, stream: Any = None):
+    def __init__(self, stream: Any = None, out: Any = None):
         self.stream = stream or sys.stderr
+        self.out = out or sys.stdout
 
     def _say(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
 
     def plan(self, lines: list[str]) -> None:
         for line in lines:
-            print(line, flush=True)  # the plan is the command's output: stdout
+            print(line, file=self.out, flush=True)  # the plan is the command's output
 
     def started(self, name: str, attempt: int, gpus: list[int] | None, note: str) -> None:
         where = f"GPUs {','.join(map(str, gpus))}" if gpus else "default devices"
@@ -71,7 +73,7 @@ class RichReporter(PlainReporter):
     def progress(self, name: str, progress: Progress) -> None:
         task = self.tasks.get(name)
         if task is not None and progress.total:
-            info = f"loss {_fmt(progress.loss)}  eval {_fmt(progress.eval_loss)}"
+            info = f"loss {short(progress.loss)}  eval {short(progress.eval_loss)}"
             self.bars.update(task, completed=progress.step, total=progress.total, info=info)
 
     def finished(self, name: str, state: str, reason: str | None, detail: str | None) -> None:
