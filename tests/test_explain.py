@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 import yaml
 
 from .conftest import LF_EXAMPLES
@@ -98,3 +100,18 @@ def test_explain_text_output(runner, cli):
     assert result.exit_code == 0
     for fragment in ("per_device_train_batch_size", "R-HW-BATCH", "R-HW-PRECISION", "no bf16"):
         assert fragment in result.stdout
+
+
+@pytest.mark.parametrize("command", [["explain"], ["sweep", "rank", "--name", "from-file"]])
+def test_a_file_base_with_a_data_size_is_explained_not_a_traceback(runner, cli, tmp_path, monkeypatch, command):
+    """LlamaFactory's own example with --samples: the dropout rule's warning named a preset that is not there."""
+    monkeypatch.chdir(tmp_path)
+    example = LF_EXAMPLES / "qwen3_lora_sft.yaml"
+    args = [command[0], *command[1:2], *(["--base", str(example)] if command[0] == "sweep" else [str(example)]),
+            *command[2:], "--samples", "500"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    if command[0] == "explain":
+        assert f"{example} has LlamaFactory's default dropout 0; seed 002's band for N = 500 samples is 0.2" \
+            in result.stderr

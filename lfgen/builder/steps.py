@@ -120,7 +120,10 @@ def _data_rules(ctx: Context) -> None:
     dropout = rules.band("R-DATA-DROPOUT", n)["value"]
     if "lora_dropout" in pinned:
         if not same(ctx.get("lora_dropout"), dropout):
-            ctx.warn("R-DATA-DROPOUT", f"the {preset.name} preset keeps dropout {ctx.get('lora_dropout')}; "
+            kept = ctx.get("lora_dropout")
+            has = f"dropout {kept}" if kept is not None else "LlamaFactory's default dropout 0"
+            whose = f"the {preset.name} preset keeps" if preset else f"{ctx.base} has"
+            ctx.warn("R-DATA-DROPOUT", f"{whose} {has}; "
                                        f"seed 002's band for {count} is {dropout}")
     else:
         ctx.choose("lora_dropout", dropout, "R-DATA-DROPOUT", f"{count}: seed 002's band gives {dropout}",
