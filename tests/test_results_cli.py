@@ -71,11 +71,12 @@ def test_no_runs_is_a_clear_error(runner, cli, tmp_path):
 
 
 def test_tensorboard_command_line(outputs):
+    from lfgen.results.discover import tensorboard_dirs
     from lfgen.training.launch import tensorboard_argv
 
     for run in ("rank-16", "rank-32"):
         (outputs / "rank-sweep" / run / "runs" / "Nov23_01-00-00_host").mkdir(parents=True)
-    argv = tensorboard_argv(str(outputs), port=6010)
+    argv = tensorboard_argv(tensorboard_dirs(outputs), port=6010)
     assert argv[0].endswith("tensorboard") and argv[1] == "--logdir_spec" and argv[3:] == ["--port", "6010",
                                                                                            "--host", "127.0.0.1"]
     spec = dict(item.split(":", 1) for item in argv[2].split(","))

@@ -127,7 +127,9 @@ def tensorboard(path: str, port: int, host: str) -> None:
 
     from lfgen.training import launch
 
-    argv = launch.tensorboard_argv(path, port=port, host=host)
+    from lfgen.results.discover import tensorboard_dirs
+
+    argv = launch.tensorboard_argv(tensorboard_dirs(path), port=port, host=host)
     click.echo(f"TensorBoard on http://{host}:{port} ({len(argv[2].split(','))} run(s)); Ctrl-C stops it", err=True)
     child = launch.spawn(argv, cwd=".", env=dict(os.environ), log_path=None, stdin=None)
     try:

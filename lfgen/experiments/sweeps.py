@@ -14,14 +14,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from lfgen.builder.option_table import GRID_OPTIONS, OPTION_KEYS
 from lfgen.errors import InputError, did_you_mean
 from lfgen.resources import load_data
 
-# LlamaFactory keys that have an lfgen option: a grid over them goes through the option, so
-# alpha follows rank and `lora_target=qv` resolves, exactly as with `lfgen preset --rank`.
-KEY_OPTIONS = {"lora_rank": "rank", "lora_alpha": "alpha", "lora_dropout": "dropout", "lora_target": "target",
-               "learning_rate": "lr", "num_train_epochs": "epochs", "cutoff_len": "cutoff_len"}
 SPECIAL_AXES = ("grid", "random", "plan")
+MAX_RUNS = 10_000  # one experiment folder; more is a mistake or a job for a tuner
+STALE_DRAWS = 10_000  # random search gives up after this many draws in a row that found no new point
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -35,6 +34,11 @@ class RunSpec:
 
 def axes() -> dict[str, dict[str, Any]]:
     return load_data("sweeps.yaml")["axes"]
+
+
+def axis_keys() -> dict[str, str]:
+    """Each sweep axis and the LlamaFactory key it moves (rank -> lora_rank), through its option."""
+    return {axis: OPTION_KEYS[spec["option"]] for axis, spec in axes().items()}
 
 
 def seed_order() -> list[str]:
@@ -124,14 +128,21 @@ def grid_runs(assignments: list[str]) -> list[RunSpec]:
         key, sep, raw = item.partition("=")
         if not sep:
             raise InputError(f"grid: {item!r} is not key=v1,v2; e.g. lora_rank=16,32,64")
-        snapshot().check_key(key.strip(), option="grid")
-        dims[key.strip()] = _grid_values(key.strip(), raw)
+        key = key.strip()
+        snapshot().check_key(key, option="grid")
+        if key in dims:
+            raise InputError(f"grid: {key}= is given twice; give it once with every value ({key}=v1,v2,...)")
+        dims[key] = _grid_values(key, raw)
+    size = math.prod(len(values) for values in dims.values())
+    if size > MAX_RUNS:
+        raise InputError(f"grid: {size:,} runs is more than lfgen lays out at once ({MAX_RUNS:,}); split the grid "
+                         "or sample it (lfgen sweep random N --space FILE)")
     runs = []
     for combo in itertools.product(*dims.values()):
         options: dict[str, Any] = {"set": {}}
         for key, value in zip(dims, combo):
-            if key in KEY_OPTIONS:
-                options[KEY_OPTIONS[key]] = value
+            if key in GRID_OPTIONS:
+                options[GRID_OPTIONS[key]] = value
             else:
                 options["set"][key] = value
         name = "_".join(f"{key}-{format_value(value)}" for key, value in zip(dims, combo))
@@ -194,22 +205,43 @@ def _sample(rng: random.Random, spec: dict[str, Any]) -> Any:
     return float(f"{value:.3g}")  # 3 significant digits: readable names, no false precision
 
 
+def _space_size(space: dict[str, dict[str, Any]]) -> int | None:
+    """How many distinct points a space has, when every key is a choice list or an int range; else None."""
+    size = 1
+    for spec in space.values():
+        if "choices" in spec:
+            size *= len({repr(choice) for choice in spec["choices"]})
+        elif spec.get("type") == "int":
+            size *= int(math.floor(spec["high"]) - math.ceil(spec["low"]) + 1)
+        else:
+            return None
+    return size
+
+
 def random_runs(count: int, space: dict[str, dict[str, Any]], seed: int) -> list[RunSpec]:
     """*count* samples of the space, the same for the same seed; duplicates are drawn again."""
     if count < 1:
         raise InputError(f"random: the number of runs must be at least 1 (got {count})")
+    if count > MAX_RUNS:
+        raise InputError(f"random: {count:,} runs is more than lfgen lays out at once ({MAX_RUNS:,}); ask for fewer")
+    size = _space_size(space)
+    if size is not None and count > size:
+        raise InputError(f"random: the space has {size:,} distinct point(s), fewer than {count:,}; ask for at most "
+                         f"{size:,} runs or widen the space")
     rng = random.Random(seed)
-    runs, seen = [], set()
-    for attempt in range(count * 100):
+    runs, seen, stale = [], set(), 0
+    while stale < STALE_DRAWS:
+        stale += 1
         values = {key: _sample(rng, spec) for key, spec in space.items()}
         frozen = tuple(sorted((k, repr(v)) for k, v in values.items()))
         if frozen in seen:
             continue
         seen.add(frozen)
+        stale = 0
         options: dict[str, Any] = {"set": {}}
         for key, value in values.items():
-            if key in KEY_OPTIONS:
-                options[KEY_OPTIONS[key]] = value
+            if key in GRID_OPTIONS:
+                options[GRID_OPTIONS[key]] = value
             else:
                 options["set"][key] = value
         runs.append(RunSpec(f"trial-{len(runs):03d}", {k: v for k, v in options.items() if v != {}}))

@@ -39,10 +39,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
+from lfgen.experiments.sweeps import axes, axis_keys, seed_order
 from lfgen.layout import RUN_CONFIG
-from lfgen.resources import load_data
 from lfgen.results.reader import RunData
 
 MIN_POINTS = 8
@@ -62,10 +61,6 @@ ZERO_LOSS_POINTS = 2
 
 HEALTHY, NAN, STALL, OSC, OVERFIT, GRAD, SLOW = (
     "healthy", "nan", "not-learning", "oscillating", "overfitting", "gradient-explosion", "slow")
-# lfgen sweep's axes and the config key each sets (presets/sweeps.yaml); seed 000's order if the file has none.
-AXIS_KEYS = {"rank": "lora_rank", "alpha": "lora_alpha", "dropout": "lora_dropout", "target": "lora_target",
-             "lr": "learning_rate", "epochs": "num_train_epochs"}
-DEFAULT_ORDER = ("rank", "alpha", "dropout", "target")
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,29 +274,27 @@ def _slow(run: RunData, peer_speeds: Sequence[float]) -> Finding | None:
 
 def tuning_order() -> tuple[str, ...]:
     """Seed 000's one-parameter-at-a-time order of sweep axes, from presets/sweeps.yaml (as ``lfgen sweep plan``)."""
-    try:
-        order = tuple(load_data("sweeps.yaml").get("order", ()))
-    except (OSError, AttributeError, yaml.YAMLError):
-        order = ()
-    return tuple(axis for axis in order if axis in AXIS_KEYS) or DEFAULT_ORDER
+    keys = axis_keys()
+    return tuple(axis for axis in seed_order() if axis in keys)
 
 
 def _varied(runs: Sequence[RunData]) -> tuple[str, ...]:
-    return tuple(key for key in AXIS_KEYS.values()
+    return tuple(key for key in axis_keys().values()
                  if len({repr(run.config.get(key)) for run in runs if run.config}) > 1)
 
 
 def _next_step(best: RunData, varied: tuple[str, ...], folder: Path | None, best_by: str) -> str:
     cfg = best.config
     order = tuning_order()
-    axis_of = {key: axis for axis, key in AXIS_KEYS.items()}
+    keys = axis_keys()
+    axis_of = {key: axis for axis, key in keys.items()}
     # The first axis of the order the experiment varied is its stage; a rank sweep moves alpha too.
-    stage = next((axis for axis in order if AXIS_KEYS[axis] in varied),
+    stage = next((axis for axis in order if keys[axis] in varied),
                  next((axis_of[key] for key in varied), None))
     if stage is None:
         what, following = "one configuration only", order[0]
     else:
-        what = f"{stage} {_num(cfg.get(AXIS_KEYS[stage]))} best"
+        what = f"{stage} {_num(cfg.get(keys[stage]))} best"
         if stage == "alpha" and cfg.get("lora_rank") is not None:
             what += f" (rank {cfg['lora_rank']})"
         following = order[order.index(stage) + 1] if stage in order[:-1] else None if stage in order else order[0]
@@ -310,7 +303,7 @@ def _next_step(best: RunData, varied: tuple[str, ...], folder: Path | None, best
                 f"weighing overfitting and time against the gain (start from {_shown(best.config_file or best.path)})")
     else:
         text = f"{what} → sweep {following}{_values(following, cfg)}: {_command(following, best, folder, best_by)}"
-    extra = [k for k in varied if stage and k != AXIS_KEYS[stage] and not (stage == "rank" and k == "lora_alpha")]
+    extra = [k for k in varied if stage and k != keys[stage] and not (stage == "rank" and k == "lora_alpha")]
     if extra:
         text += (f" (note: {', '.join(extra)} changed as well; R-EXP-ORDER tunes one parameter at a time, "
                  "so the comparison mixes their effects)")
@@ -319,9 +312,8 @@ def _next_step(best: RunData, varied: tuple[str, ...], folder: Path | None, best
 
 def _values(axis: str, cfg: dict[str, object]) -> str:
     """The values ``lfgen sweep AXIS`` tries by default, as presets/sweeps.yaml lists them."""
-    try:
-        spec = load_data("sweeps.yaml")["axes"][axis]
-    except (OSError, KeyError, TypeError, yaml.YAMLError):
+    spec = axes().get(axis)
+    if spec is None:
         return ""
     rank = cfg.get("lora_rank")
     if spec.get("type") == "ratio":

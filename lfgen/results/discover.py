@@ -68,3 +68,14 @@ def experiment_name(run_dir: Path) -> str:
     if parent.name == "runs" and parent.parent.name:
         return parent.parent.name
     return parent.name or "-"
+
+
+def tensorboard_dirs(path: str | os.PathLike[str]) -> list[tuple[str, Path]]:
+    """(run name, its TensorBoard dir ``<output_dir>/runs``) for every run under *path* that has one."""
+    root = Path(path)
+    runs = [d for d in find_runs(root) if (d / "runs").is_dir()] if root.exists() else []
+    if not runs:
+        raise InputError(f"{path}: no run with TensorBoard logs (<output_dir>/runs/) under it; runs need "
+                         "report_to: tensorboard (lfgen's default)")
+    base = root if root.is_dir() else root.parent
+    return [(run_name(d, base), d / "runs") for d in runs]

@@ -179,22 +179,11 @@ def run_captured(argv: list[str], *, cwd: str | os.PathLike[str], env: dict[str,
     return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def tensorboard_argv(path: str, *, port: int = 6006, host: str = "127.0.0.1") -> list[str]:
-    """``tensorboard --logdir_spec name:dir,...`` over the TensorBoard dirs of every run under *path*."""
-    import shutil
-    import sys
-
-    from lfgen.results import find_runs
-    from lfgen.results.discover import run_name
-
-    root = Path(path)
-    runs = [d for d in find_runs(root) if (d / "runs").is_dir()] if root.exists() else []
-    if not runs:
-        raise InputError(f"{path}: no run with TensorBoard logs (<output_dir>/runs/) under it; runs need "
-                         "report_to: tensorboard (lfgen's default)")
+def tensorboard_argv(logdirs: list[tuple[str, Path]], *, port: int = 6006, host: str = "127.0.0.1") -> list[str]:
+    """``tensorboard --logdir_spec name:dir,... --port P --host H`` over (run name, TensorBoard dir) pairs."""
     binary = shutil.which("tensorboard") or str(Path(sys.executable).with_name("tensorboard"))
     if not Path(binary).exists():
         raise InputError(f"tensorboard is not installed; install it with {INSTALL_HINT}")
-    base = root if root.is_dir() else root.parent
-    spec = ",".join(f"{run_name(d, base).replace(',', '_').replace(':', '_')}:{(d / 'runs').resolve()}" for d in runs)
+    # TensorBoard splits the spec on ',' and a name from its dir on ':'.
+    spec = ",".join(f"{name.replace(',', '_').replace(':', '_')}:{Path(d).resolve()}" for name, d in logdirs)
     return [binary, "--logdir_spec", spec, "--port", str(port), "--host", host]
