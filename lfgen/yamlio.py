@@ -3,14 +3,16 @@
 LlamaFactory loads a YAML with OmegaConf, whose loader differs from plain PyYAML:
 ``1e-4`` is a float (PyYAML: the string "1e-4"), timestamps stay strings and
 duplicate keys are an error. ``load_config`` mirrors that so lfgen sees the values
-LlamaFactory will see. Writes are atomic and never replace a file without ``force``.
+LlamaFactory will see. Writes are atomic and never replace a file without ``force``; what they
+create gets the modes any tool gives under the user's umask (0644 files, 0755 folders under 022).
 """
 
 from __future__ import annotations
 
 import os
 import re
-import tempfile
+import secrets
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -54,15 +56,20 @@ def loads(text: str) -> Any:
     return yaml.load(text, Loader=_LlamaFactoryLoader)  # noqa: S506 - a SafeLoader subclass
 
 
+def describe_yaml_error(exc: yaml.YAMLError) -> str:
+    """`` at line L, column C: problem`` of a YAML parse error (its first line when it has no mark)."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or str(exc).splitlines()[0]
+    return f"{where}: {problem}"
+
+
 def parse_config(text: str, source: str) -> dict[str, Any]:
     """A config mapping from YAML text; one clear InputError when it is not one."""
     try:
         data = loads(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or str(exc).splitlines()[0]
-        raise InputError(f"{source}: not valid YAML{where}: {problem}; fix the file's syntax") from None
+        raise InputError(f"{source}: not valid YAML{describe_yaml_error(exc)}; fix the file's syntax") from None
     if data is None:
         raise InputError(f"{source}: the file is empty; a LlamaFactory config is a mapping of keys to values")
     if not isinstance(data, dict):
@@ -114,13 +121,66 @@ def write_new(path: str | os.PathLike[str], text: str | bytes, *, force: bool = 
         raise InputError(f"{option}: {path} is a directory; give a file name")
     if path.exists() and not force:
         raise InputError(f"{option}: {path} already exists; pass --force to overwrite it")
+    return write_atomic(path, text)
+
+
+def _fresh_name(parent: Path, name: str) -> Path:
+    return parent / f".{name}.{secrets.token_hex(4)}.tmp"
+
+
+def write_atomic(path: str | os.PathLike[str], text: str | bytes) -> Path:
+    """Write *path* through a temporary file and one rename: readers see the old file or the new one.
+
+    The file is created with mode 0666 less the umask, like ``open(path, "w")`` (mkstemp would make it 0600).
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    while True:
+        tmp = _fresh_name(path.parent, path.name)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:
+            continue
     try:
         with (os.fdopen(fd, "wb") if isinstance(text, bytes) else os.fdopen(fd, "w", encoding="utf-8")) as handle:
             handle.write(text)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def replace_dir(target: str | os.PathLike[str], files: dict[str, str]) -> Path:
+    """Make folder *target* hold exactly *files* ({relative path: text}), swapped in by rename: an error
+    leaves the old folder as it was. Folders get 0777 less the umask, files 0666 less it."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        staging = _fresh_name(target.parent, target.name)
+        try:
+            staging.mkdir(0o777)
+            break
+        except FileExistsError:
+            continue
+    try:
+        for rel, text in files.items():
+            path = staging / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        if target.exists():
+            old = _fresh_name(target.parent, f"{target.name}.old")
+            target.rename(old)
+            try:
+                staging.rename(target)
+            except BaseException:
+                old.rename(target)
+                raise
+            shutil.rmtree(old)
+        else:
+            staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target

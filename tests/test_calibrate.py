@@ -78,3 +78,29 @@ def test_cli(tmp_path, runner, cli):
     result = runner.invoke(cli, ["calibrate", str(out)])
     assert result.exit_code == 0, result.stderr
     assert "25.00" in result.stdout and "factor" in result.stderr and "A800 / qwen2" in result.stderr
+
+
+def test_runs_trained_on_the_cpu_measured_nothing_and_nothing_is_saved(tmp_path, runner, cli):
+    # LlamaFactory with RECORD_VRAM=1 on a CPU: torch.cuda.memory_* are 0, logged as -0.0
+    gpu_run, _ = run_dir(tmp_path, "gpu", [25.0])
+    cpu_run, _ = run_dir(tmp_path, "cpu", [-0.0, -0.0])
+    with pytest.raises(InputError, match="has no GPU measurement .*trained on the CPU"):
+        calibrate([str(cpu_run)])
+    result = runner.invoke(cli, ["calibrate", str(gpu_run), str(cpu_run)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.startswith(f"Error: {cpu_run}: trainer_log.jsonl has no GPU measurement")
+    assert not (tmp_path / "calibration.json").exists()
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_the_calibration_file_is_written_atomically_with_the_umask(tmp_path, umask, mode):
+    import os
+
+    out, _ = run_dir(tmp_path, "r", [25.0])
+    old = os.umask(umask)
+    try:
+        calibrate([str(out)])
+    finally:
+        os.umask(old)
+    assert (tmp_path / "calibration.json").stat().st_mode & 0o777 == mode
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calibration.json", "outputs"]  # no temporary left

@@ -22,7 +22,8 @@ from lfgen.errors import InputError
 from lfgen.catalogs.gpus import find_gpu
 from lfgen.builder.recipe import read_recipe
 from lfgen.layout import RUN_CONFIG, TRAINER_LOG
-from lfgen.yamlio import parse_config, read_text
+from lfgen.results.parsing import peak_vram_gib
+from lfgen.yamlio import parse_config, read_text, write_atomic
 
 
 @dataclass
@@ -40,18 +41,19 @@ class Measured:
         return (self.estimate_gib - self.measured_gib) / self.measured_gib
 
 
-def _peak(trainer_log: Path) -> float | None:
-    peak = None
+def _reserved(trainer_log: Path) -> list[Any]:
+    """Every ``vram_reserved`` value LlamaFactory logged (RECORD_VRAM=1)."""
     if not trainer_log.exists():
-        return None
+        return []
+    values = []
     for line in trainer_log.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
-            value = json.loads(line).get("vram_reserved")
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(value, (int, float)):
-            peak = max(peak or 0.0, float(value))
-    return peak
+        if isinstance(record, dict) and "vram_reserved" in record:
+            values.append(record["vram_reserved"])
+    return values
 
 
 def measure(run_dir: str | Path, gpu: str | None = None) -> Measured:
@@ -68,10 +70,14 @@ def measure(run_dir: str | Path, gpu: str | None = None) -> Measured:
     if not gpu_name:
         raise InputError(f"{run_dir}: the run does not say which GPU it ran on; pass --gpu NAME")
     card = find_gpu(gpu_name)
-    peak = _peak(run_dir / TRAINER_LOG)
-    if peak is None:
+    values = _reserved(run_dir / TRAINER_LOG)
+    peak = peak_vram_gib(values)
+    if not values:
         raise InputError(f"{run_dir}: {TRAINER_LOG} has no vram_reserved; the run must train on a GPU with "
                          "RECORD_VRAM=1 (lfgen run sets it)")
+    if peak is None:
+        raise InputError(f"{run_dir}: {TRAINER_LOG} has no GPU measurement (vram_reserved is {values[-1]} at every "
+                         "step: the run trained on the CPU); calibrate runs that trained on a GPU")
     model = str(config.get("model_name_or_path", ""))
     spec, _ = estimates.model_spec(model, required=True)
     num_gpus = int(options.get("num_gpus", 1))
@@ -88,11 +94,7 @@ def calibrate(run_dirs: list[str], gpu: str | None = None, *, store: bool = True
     factors = {key: {"factor": round(statistics.median(r.measured_gib / r.estimate_gib for r in items), 4),
                      "runs": len(items), "updated": _dt.datetime.now().isoformat(timespec="seconds")}
                for key, items in groups.items()}
-    if store:
-        path = estimates.calibration_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
+    if store:  # load_calibration refuses a broken file, so it is never overwritten
         merged: dict[str, Any] = {**estimates.load_calibration(), **factors}
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(merged, indent=1, sort_keys=True), encoding="utf-8")
-        tmp.replace(path)
+        write_atomic(estimates.calibration_path(), json.dumps(merged, indent=1, sort_keys=True))
     return rows, factors

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 from lfgen.builder.model import model_spec, spec_of
 from lfgen.builder.targets import model_order
-from lfgen.errors import InputError
+from lfgen.errors import InputError, StateError
 
 
 def _zero_stage(config: dict[str, Any]) -> int:
@@ -64,11 +65,30 @@ def calibration_path() -> Path:
 
 
 def load_calibration() -> dict[str, Any]:
+    """The stored factors ({"GPU|family": {"factor": f, "runs": n, "updated": ...}}); {} when there are none.
+    A file that is not valid JSON or not of that shape is a StateError: lfgen never replaces it."""
     path = calibration_path()
+    move = f"mv {shlex.quote(str(path))} {shlex.quote(f'{path}.broken')}"
+    fix = (f"lfgen leaves it as it is and saves nothing into it: move it away ({move}) and run lfgen calibrate "
+           "again, or point $LFGEN_CALIBRATION at another file")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
         return {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StateError(f"{path}: the calibration file is not valid JSON ({exc}); {fix}") from None
+    except OSError as exc:
+        raise StateError(f"{path}: the calibration file cannot be read ({exc.strerror}); {fix}") from None
+    if not isinstance(data, dict):
+        raise StateError(f"{path}: the calibration file holds a {type(data).__name__}, not an object of "
+                         f'"GPU|family": {{"factor": ...}}; {fix}')
+    for key, entry in data.items():
+        factor = entry.get("factor") if isinstance(entry, dict) else None
+        if not isinstance(factor, (int, float)) or isinstance(factor, bool) or not factor > 0 \
+                or factor == float("inf"):
+            raise StateError(f"{path}: {key}: the factor must be a number above 0 "
+                             f"(got {json.dumps(entry)[:60]}); {fix}")
+    return data
 
 
 def calibration_key(gpu: str, model_type: str) -> str:

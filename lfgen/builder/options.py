@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from lfgen.builder.option_table import GRID_OPTIONS, OPTION_KEYS, OPTIONS, SET_HELP, Option  # noqa: F401
-from lfgen.errors import InputError
+from lfgen.errors import InputError, validation_problems
 
 
 class _Options(BaseModel):
@@ -23,12 +23,11 @@ class _Options(BaseModel):
         try:
             return cls.model_validate({k: v for k, v in values.items() if v is not None})
         except ValidationError as exc:
-            lines = []
-            for err in exc.errors():
-                option = "--" + str(err["loc"][0]).replace("_", "-")
-                message = err["msg"].replace("Input should be", "must be")
-                lines.append(f"{option}: {message} (got {err['input']!r})")
-            raise InputError("; ".join(lines)) from None
+            raise InputError("; ".join(validation_problems(exc, name=_option_name))) from None
+
+
+def _option_name(loc: tuple[Any, ...]) -> str:
+    return "--" + str(loc[0]).replace("_", "-") if loc else "options"
 
 
 def _field(option: Option) -> tuple[Any, Any]:

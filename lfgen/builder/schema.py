@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from lfgen.errors import did_you_mean
+from lfgen.errors import did_you_mean, validation_problems
 from lfgen.catalogs.llamafactory import Catalog
 
 # Quantization bits LlamaFactory accepts per method at load time (model/model_utils/quantization.py).
@@ -103,27 +103,12 @@ def _describe(value: Any) -> str:
     return repr(value) if not isinstance(value, str) else f"'{value}'"
 
 
+def _key(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc if not isinstance(part, int) or len(loc) == 1)
+
+
 def _field_problems(exc: ValidationError) -> list[str]:
-    lines = []
-    for err in exc.errors():
-        key = ".".join(str(part) for part in err["loc"] if not isinstance(part, int) or len(err["loc"]) == 1)
-        if err["type"] == "missing":
-            lines.append(f"{key}: required; LlamaFactory needs it")
-            continue
-        message = err["msg"].replace("Input should be", "must be").replace("String should have", "must have")
-        if err["type"].endswith(("_type", "_parsing")) and "union" not in err["type"]:
-            message = message.replace("a valid number", "a number").replace("a valid integer", "an integer") \
-                .replace("a valid boolean", "true or false").replace("a valid string", "a string")
-        lines.append(f"{key}: {message} (got {_describe(err['input'])})")
-    # A union field reports each branch; keep one line per key.
-    seen, unique = set(), []
-    for line in lines:
-        head = line.split(":", 1)[0]
-        if head.split(".")[0] in seen and "," not in head:
-            continue
-        seen.add(head.split(".")[0])
-        unique.append(line)
-    return unique
+    return validation_problems(exc, name=_key, missing="required; LlamaFactory needs it", one_per_field=True)
 
 
 def _one_of(value: Any, choices: tuple[Any, ...]) -> str:

@@ -11,22 +11,21 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from lfgen.builder.context import Build
 from lfgen.builder.options import BuildOptions
 from lfgen.builder.steps import build
-from lfgen.errors import InputError
+from lfgen.errors import InputError, StateError, describe_validation
 from lfgen.layout import MANIFEST
 from lfgen.experiments.sweeps import RunSpec, check_name
+from lfgen.yamlio import describe_yaml_error, read_text, replace_dir
 
 
 
@@ -144,35 +143,33 @@ def write(name: str, base: str, options: BuildOptions, runs: list[RunSpec], swee
                                 sort_keys=False, allow_unicode=True)
     if extra_files is not None:
         files.update(extra_files(base_build, built))
-    _replace_dir(target, files)
+    replace_dir(target, files)
     return Experiment(path=target, manifest=manifest)
 
 
-def _replace_dir(target: Path, files: dict[str, str]) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        for rel, text in files.items():
-            path = staging / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            target.rename(old)
-            staging.rename(target)
-            shutil.rmtree(old)
-        else:
-            staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
 def load(path: str | Path) -> Experiment:
-    """Read an experiment folder (or its ``experiment.yaml``)."""
+    """Read an experiment folder (or its ``experiment.yaml``); a broken manifest is one StateError."""
     path = Path(path)
     manifest_path = path if path.name == MANIFEST else path / MANIFEST
     if not manifest_path.is_file():
         raise InputError(f"{path}: not an experiment (no {MANIFEST}); `lfgen sweep` writes one")
-    data = yaml.safe_load(manifest_path.read_text(encoding="utf-8"))
-    return Experiment(path=manifest_path.parent, manifest=Manifest.model_validate(data))
+    fix = (f"lfgen sweep wrote it: undo the hand edit, or write the experiment again "
+           f"(lfgen sweep ... --name {manifest_path.parent.name} --force replaces the folder)")
+    try:
+        text = manifest_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise StateError(f"{manifest_path}: not a UTF-8 text file; {fix}") from None
+    except OSError:
+        text = read_text(manifest_path, "experiment manifest")  # its one InputError: cannot be read
+    try:
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 - a safe loader
+    except yaml.YAMLError as exc:
+        raise StateError(f"{manifest_path}: not valid YAML{describe_yaml_error(exc)}; {fix}") from None
+    if not isinstance(data, dict):
+        what = "is empty" if data is None else f"holds a {type(data).__name__}, not a mapping"
+        raise StateError(f"{manifest_path}: {what}; {fix}") from None
+    try:
+        manifest = Manifest.model_validate(data)
+    except ValidationError as exc:
+        raise StateError(f"{describe_validation(exc, str(manifest_path))}; {fix}") from None
+    return Experiment(path=manifest_path.parent, manifest=manifest)

@@ -50,7 +50,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from lfgen.errors import InputError
+from lfgen.errors import InputError, validation_problems
 from lfgen.models.catalog import ModelSpec, load_model
 from lfgen.models.modules import inventory
 from lfgen.models.params import LoraCount, count_lora_params
@@ -92,9 +92,7 @@ def settings_from(**values: Any) -> MemorySettings:
     try:
         return MemorySettings(**values)
     except ValidationError as exc:
-        lines = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err.get('input')!r})"
-                 for err in exc.errors()]
-        raise InputError("; ".join(lines)) from None
+        raise InputError("; ".join(validation_problems(exc))) from None
 
 
 @dataclass(frozen=True)

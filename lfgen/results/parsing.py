@@ -13,6 +13,7 @@ import heapq
 import json
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,6 +180,13 @@ def thin(series: Series, max_points: int | None, *, keep_extremes: bool = False)
     if len(index) == len(series):
         return series
     return Series([series.steps[i] for i in index], [series.values[i] for i in index])
+
+
+def peak_vram_gib(values: Iterable[Any]) -> float | None:
+    """The peak of measured VRAM values (GiB), or None when none is a number above 0: LlamaFactory logs
+    ``"vram_reserved": -0.0`` for a run on the CPU, which measured nothing."""
+    found = [v for v in map(to_float, values) if v is not None and math.isfinite(v) and v > 0]
+    return max(found) if found else None
 
 
 def to_float(value: Any) -> float | None:

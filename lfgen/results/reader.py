@@ -32,7 +32,7 @@ import yaml
 
 from lfgen.results.parsing import (
     VRAM, Series, by_step, elapsed_seconds, grad_norms, last_per_step, last_record, lines_with, loads_lines,
-    series_of, thin, to_float, to_int,
+    peak_vram_gib, series_of, thin, to_float, to_int,
 )
 from lfgen.layout import CONFIG_FILES, CONSOLE_LOG, RESULT_FILES, RESULTS_FILE, TRAINER_LOG, TRAINER_STATE
 from lfgen.yamlio import loads
@@ -172,8 +172,7 @@ def _read_log(text: str, run: RunData, max_points: int | None) -> None:
     run.total_steps = to_int(last.get("total_steps"))
     run.elapsed_s = elapsed_seconds(last.get("elapsed_time"))
     if '"vram_' in body[:body.find("\n")] or '"vram_' in body[body.rfind("\n"):]:  # RECORD_VRAM is per run
-        values = [v for v in map(to_float, VRAM.findall(body)) if v is not None and math.isfinite(v)]
-        run.vram_peak_gib = max(values) if values else None
+        run.vram_peak_gib = peak_vram_gib(VRAM.findall(body))
     run.sources["curves"] = TRAINER_LOG
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from lfgen.errors import InputError, did_you_mean
 from lfgen.results.diagnosis import ExperimentSummary, Finding, diagnose_run, summarize_experiment, summary_text
+from lfgen.layout import MANIFEST
 from lfgen.results.discover import RUN_MARKERS, experiment_name, find_runs, run_name
 from lfgen.results.reader import MAX_POINTS, RunData, read_run
 
@@ -53,11 +54,23 @@ class Comparison:
     summaries: dict[str, ExperimentSummary]
 
 
+def _experiment_runs(folder: Path) -> list[Path]:
+    """The output dirs of an experiment folder's runs (lfgen sweep's manifest names them) that hold a run."""
+    from lfgen.experiments.manifest import load
+
+    exp = load(folder)
+    root = exp.path / exp.manifest.root
+    found = [root / entry.output_dir for entry in exp.manifest.runs]
+    return [d for d in found if d.is_dir() and any((d / marker).is_file() for marker in RUN_MARKERS)]
+
+
 def collect(path: str | os.PathLike[str], *, max_points: int | None = MAX_POINTS,
             workers: int | None = None) -> Comparison:
     """Find, read and diagnose every run at or under *path* (*workers*: see ``read_runs``)."""
     root = Path(path)
     dirs = find_runs(root)
+    if not dirs and (root / MANIFEST).is_file():
+        dirs = _experiment_runs(root)
     if not dirs:
         raise InputError(f"{root}: no run directories found (none holds {', '.join(RUN_MARKERS)}); give a run's "
                          "output_dir or a folder above it")

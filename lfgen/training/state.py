@@ -11,13 +11,16 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shlex
 import sqlite3
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from lfgen.errors import InputError
+from lfgen.errors import InputError, StateError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -56,27 +59,74 @@ class RunRow:
 
 
 class Store:
-    """The runs table and the event log of one experiment."""
+    """The runs table and the event log of one experiment.
+
+    A state file that is not SQLite, is cut short or lacks lfgen's tables is a StateError naming the file
+    and how to start over; lfgen never writes to it.
+    """
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        existed = path.exists() and path.stat().st_size > 0
         self.db = sqlite3.connect(path, timeout=30, isolation_level=None)  # explicit transactions below
+        try:
+            with self._guard():
+                self._open(existed)
+        except BaseException:
+            self.db.close()
+            raise
+
+    def _open(self, existed: bool) -> None:
+        if existed:
+            self._check()
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(_SCHEMA)
+
+    def _check(self) -> None:
+        """A state file from before: whole (quick_check) and holding lfgen's tables with their columns."""
+        problems = [row[0] for row in self.db.execute("PRAGMA quick_check").fetchall()]
+        if problems != ["ok"]:
+            raise sqlite3.DatabaseError(f"damaged ({problems[0]})")
+        tables = {row[0] for row in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        missing = [t for t in ("runs", "events") if t not in tables]
+        if missing:
+            raise sqlite3.DatabaseError(f"has no {' or '.join(missing)} table")
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(runs)")}
+        lacking = [f.name for f in fields(RunRow) if f.name not in columns]
+        if lacking:
+            raise sqlite3.DatabaseError(f"its runs table lacks {', '.join(lacking)}")
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """sqlite3's errors about the file itself become one StateError (a busy database stays an error of its own)."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise StateError(f"{self.path}: the run state is busy ({exc}); another lfgen is writing it, "
+                                 "try again when it has finished") from None
+            raise self._broken(str(exc)) from None
+        except sqlite3.DatabaseError as exc:
+            raise self._broken(str(exc)) from None
+
+    def _broken(self, why: str) -> StateError:
+        move = f"mv {shlex.quote(str(self.path))} {shlex.quote(f'{self.path}.broken')}"
+        return StateError(f"{self.path}: not a usable lfgen run state ({why}); move it away ({move}) and "
+                          "lfgen run starts a new state, training every run again from the start")
 
     def close(self) -> None:
         self.db.close()
 
     def _tx(self, sql: str, params: tuple | dict = ()) -> None:
-        with self.db:
+        with self._guard(), self.db:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.execute(sql, params)
 
     def sync_runs(self, runs: list[tuple[str, str, str]]) -> None:
         """Make the table list these (name, config, output_dir); new runs are pending, known ones kept."""
-        with self.db:
+        with self._guard(), self.db:
             self.db.execute("BEGIN IMMEDIATE")
             for position, (name, config, output_dir) in enumerate(runs):
                 self.db.execute(
@@ -85,9 +135,10 @@ class Store:
                     "position=excluded.position", (name, config, output_dir, position, time.time()))
 
     def runs(self) -> list[RunRow]:
-        cursor = self.db.execute("SELECT * FROM runs ORDER BY position")
-        columns = [c[0] for c in cursor.description]
-        return [RunRow(**dict(zip(columns, row))) for row in cursor.fetchall()]
+        names = ", ".join(f.name for f in fields(RunRow))
+        with self._guard():
+            rows = self.db.execute(f"SELECT {names} FROM runs ORDER BY position").fetchall()
+        return [RunRow(*row) for row in rows]
 
     def get(self, name: str) -> RunRow:
         for row in self.runs():
@@ -108,7 +159,8 @@ class Store:
         sql, params = "SELECT run, time, kind, message FROM events", ()
         if run is not None:
             sql, params = sql + " WHERE run=?", (run,)
-        return list(self.db.execute(sql + " ORDER BY id", params).fetchall())
+        with self._guard():
+            return list(self.db.execute(sql + " ORDER BY id", params).fetchall())
 
 
 class Lock:

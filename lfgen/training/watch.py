@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lfgen.layout import TRAINER_LOG
+from lfgen.results.parsing import peak_vram_gib
 
 OOM_PATTERNS = re.compile(r"CUDA out of memory|OutOfMemoryError|HIP out of memory|MPS backend out of memory|"
                           r"NPU out of memory|CUBLAS_STATUS_ALLOC_FAILED|out of memory", re.IGNORECASE)
@@ -110,8 +111,8 @@ class RunWatcher:
             p.total = int(record.get("total_steps", p.total))
             p.percentage = float(record.get("percentage", p.percentage))
             p.remaining = str(record.get("remaining_time", p.remaining))
-            if "vram_reserved" in record:
-                p.vram_gib = max(p.vram_gib or 0.0, float(record["vram_reserved"]))
+            if "vram_reserved" in record:  # -0.0 on the CPU: no measurement
+                p.vram_gib = peak_vram_gib([p.vram_gib, record["vram_reserved"]])
             if "loss" in record:
                 p.loss = record["loss"]
                 if _bad(p.loss) and p.nan is None:

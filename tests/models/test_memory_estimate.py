@@ -132,7 +132,7 @@ def test_fit_on_a_small_gpu_suggests_shorter_cutoff():
 
 
 @pytest.mark.parametrize("kwargs, pattern", [
-    ({"micro_batch": 0}, "micro_batch: Input should be greater than or equal to 1"),
+    ({"micro_batch": 0}, "micro_batch: must be greater than or equal to 1"),
     ({"cutoff_len": "long"}, "cutoff_len"),
     ({"quantization_bit": 3}, "quantization_bit"),
     ({"lora_rnak": 8}, "lora_rnak: Extra inputs are not permitted"),

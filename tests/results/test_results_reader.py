@@ -248,3 +248,23 @@ def test_console_log_of_a_healthy_run_is_not_a_failure(tmp_path: Path) -> None:
     run_dir = write_run(tmp_path / "r", Curves(decay(20)), finished=False, total_steps=100)
     (run_dir / "lfgen_train.log").write_text("{'loss': 1.2345, 'grad_norm': 0.5, 'learning_rate': 0.0002}\n")
     assert read_run(run_dir).state == "running"
+
+
+def test_a_run_on_the_cpu_has_no_vram_peak(tmp_path: Path) -> None:
+    # RECORD_VRAM=1 without a GPU: LlamaFactory logs -0.0 for both values
+    out = write_run(tmp_path / "cpu", Curves(decay(5)))
+    lines = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
+    (out / "trainer_log.jsonl").write_text("".join(
+        json.dumps({**line, "vram_allocated": -0.0, "vram_reserved": -0.0}) + "\n" for line in lines))
+    assert '"vram_reserved": -0.0' in (out / "trainer_log.jsonl").read_text()
+    assert read_run(out).vram_peak_gib is None
+
+
+@pytest.mark.parametrize("values, peak", [
+    ([], None), ([-0.0, -0.0], None), ([0.0, None, "x", float("nan")], None), ([-0.0, 3.5, 2.0], 3.5),
+    (["1.5", 2], 2.0), ([True, 1.0], 1.0), ([float("inf"), 4.0], 4.0),
+])
+def test_peak_vram_gib(values, peak):
+    from lfgen.results.parsing import peak_vram_gib
+
+    assert peak_vram_gib(values) == peak
