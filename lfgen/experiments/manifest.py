@@ -174,5 +174,11 @@ def load(path: str | Path) -> Experiment:
     manifest_path = path if path.name == MANIFEST else path / MANIFEST
     if not manifest_path.is_file():
         raise InputError(f"{path}: not an experiment (no {MANIFEST}); `lfgen sweep` writes one")
-    data = yaml.safe_load(manifest_path.read_text(encoding="utf-8"))
-    return Experiment(path=manifest_path.parent, manifest=Manifest.model_validate(data))
+    try:
+        data = yaml.safe_load(manifest_path.read_text(encoding="utf-8"))
+        manifest = Manifest.model_validate(data)
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: pydantic's ValidationError
+        first = " ".join(str(exc).split())[:200]
+        raise InputError(f"{manifest_path}: not a valid experiment manifest ({first}); `lfgen sweep --force` "
+                         "rewrites it") from None
+    return Experiment(path=manifest_path.parent, manifest=manifest)
