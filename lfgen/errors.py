@@ -26,6 +26,10 @@ class InputError(LfgenError):
     """A value given by the user (option, file, name) is wrong; the message says how to fix it."""
 
 
+class FilterError(InputError):
+    """A ``--filter`` condition is malformed; the CLI reports it as a usage error (exit 2)."""
+
+
 class ProblemsFound(LfgenError):
     """Validation found problems; each one is a line of the message."""
 

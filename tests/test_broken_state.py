@@ -131,7 +131,8 @@ def test_compare_follows_the_manifest_to_the_output_dirs(tmp_path, runner, cli):
     write_run(tmp_path / "outputs/rank-sweep/rank-8", Curves(loss=[2.0, 1.5, 1.2]), total_steps=3)
     result = runner.invoke(cli, ["compare", "experiments/rank-sweep", "--format", "csv"])
     assert result.exit_code == 0, result.stderr
-    assert "rank-8" in result.stdout and "rank-16" not in result.stdout
+    rows = {line.split(",")[0]: line for line in result.stdout.splitlines()[1:]}
+    assert "rank-8" in rows and ",pending," in rows["rank-16"]  # planned, not started: a pending row
 
 
 # --- state.sqlite -------------------------------------------------------------------------------------

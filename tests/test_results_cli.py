@@ -92,3 +92,42 @@ def test_existing_plot_is_kept_without_force(runner, cli, outputs, tmp_path):
     assert png.read_bytes() == b"mine"
     assert runner.invoke(cli, ["compare", str(outputs), "--plot", str(png), "--force"]).exit_code == 0
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("condition,message", [
+    ("lora_rank > abc", "filter 'lora_rank > abc': > compares numbers and 'abc' is not one"),
+    ("lora_rank", "filter 'lora_rank': write COLUMN OP VALUE"),
+    ("lora_rnk>=8", "filter 'lora_rnk>=8': no column or config key 'lora_rnk' (did you mean: lora_rank"),
+])
+@pytest.mark.parametrize("command", ["compare", "report"])
+def test_a_malformed_filter_is_a_usage_error(runner, cli, outputs, tmp_path, command, condition, message):
+    extra = ["-o", str(tmp_path / "report.html")] if command == "report" else []
+    result = runner.invoke(cli, [command, str(outputs), "--filter", condition, *extra])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert line.startswith("Error: Invalid value for '--filter': ") and message in line
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_environment_columns_in_json_and_csv(runner, cli, outputs):
+    env = {"lfgen": "0.1.0", "llamafactory": "0.9.5", "transformers": "4.57.1", "peft": "0.17.1", "torch": "2.8.0",
+           "python": "3.11.7", "gpus": [], "device": "cpu", "command": ["lfgen", "run", "x"], "started": "2026-12-01"}
+    for run in ("rank-16", "rank-32", "rank-64"):
+        (outputs / "rank-sweep" / run / "lfgen_env.json").write_text(json.dumps(env))
+    rows = json.loads(runner.invoke(cli, ["compare", str(outputs), "--format", "json"]).stdout)
+    assert {(row["device"], row["llamafactory_version"]) for row in rows} == {("cpu", "0.9.5")}
+    header = runner.invoke(cli, ["compare", str(outputs), "--format", "csv"]).stdout.splitlines()[0]
+    assert header.endswith(",device,llamafactory_version")
+
+
+def test_compare_of_an_experiment_folder(runner, cli, tmp_path, monkeypatch):
+    from lfgen.builder.options import BuildOptions
+    from lfgen.experiments.make import make_sweep
+
+    monkeypatch.chdir(tmp_path)
+    make_sweep("rank", ["8", "16"], options=BuildOptions.parse(model="fake/model", gpu="A800"), name="exp")
+    result = runner.invoke(cli, ["compare", "experiments/exp", "--format", "json"])
+    assert result.exit_code == 0, result.stderr
+    assert [(row["run"], row["state"], row["lora_rank"]) for row in json.loads(result.stdout)] == [
+        ("rank-8", "pending", 8), ("rank-16", "pending", 16)]
+    assert "exp: no run has logged a loss yet" in result.stderr and "best None" not in result.stderr

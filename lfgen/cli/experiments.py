@@ -167,17 +167,24 @@ def run_experiment(target, *, quiet: bool, resume_hint: str, runner_options: dic
 
 
 @click.command(context_settings=CONTEXT)
-@click.argument("target", metavar="EXPERIMENT|CONFIG")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON: one object per run.")
+@click.argument("target", metavar="[EXPERIMENT|CONFIG]", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: one object per run (per experiment without TARGET).")
 @click.option("--experiments-dir", default="experiments", show_default=True)
-def status(target: str, as_json: bool, experiments_dir: str) -> None:
+def status(target: str | None, as_json: bool, experiments_dir: str) -> None:
     """Show every run of an experiment: state, step/total, last loss, eval loss, retries.
+
+    Without an experiment: every experiment under --experiments-dir, with how many of its runs
+    are done, failed, running, interrupted and pending.
 
     \b
     Examples:
+      lfgen status
       lfgen status rank-sweep
       lfgen status experiments/rank-sweep --json
     """
+    if target is None:
+        _experiments_status(experiments_dir, as_json)
+        return
     from lfgen.training.runner import resolve, status as run_status
 
     rows = run_status(resolve(target, experiments_dir))
@@ -196,6 +203,23 @@ def status(target: str, as_json: bool, experiments_dir: str) -> None:
             note = f"{note}: {row['detail'].splitlines()[0][:120]}"
         table.add_row(row["run"], row["state"], step, short(row["loss"]), short(row["eval_loss"]),
                       str(row["attempts"]), str(row["oom_retries"]), note)
+    console().print(table)
+
+
+def _experiments_status(experiments_dir: str, as_json: bool) -> None:
+    from lfgen.training.overview import COUNTED, experiments
+
+    rows = experiments(experiments_dir)
+    if as_json:
+        emit_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{experiments_dir}: {len(rows)} experiment(s)", title_justify="left")
+    for column in ("experiment", "runs", *COUNTED, "note"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row["experiment"], str(row["runs"]), *(str(row[state]) for state in COUNTED), row["note"] or "")
     console().print(table)
 
 

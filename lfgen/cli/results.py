@@ -29,12 +29,14 @@ def compare(path: str, sort: str | None, filters: tuple[str, ...], fmt: str, out
             force: bool) -> None:
     """Compare every LlamaFactory run found under PATH: one table, with a diagnosis of each run.
 
-    Works on any output directories (runs lfgen did not start too). Each experiment's best run
-    and the next tuning step (seed 000's order) follow the table on stderr.
+    Works on any output directories (runs lfgen did not start too). PATH may also be an experiment
+    folder: its runs, with the state lfgen run recorded (runs not started yet are pending rows).
+    Each experiment's best run and the next tuning step (seed 000's order) follow the table on stderr.
 
     \b
     Examples:
       lfgen compare outputs/
+      lfgen compare experiments/rank-sweep
       lfgen compare outputs/rank-sweep --sort best_eval_loss --format markdown
       lfgen compare outputs/ --format csv -o runs.csv
       lfgen compare outputs/ --plot curves.png
@@ -42,7 +44,7 @@ def compare(path: str, sort: str | None, filters: tuple[str, ...], fmt: str, out
     from lfgen.results import collect, frame
 
     comparison = collect(path)
-    df = frame(comparison, sort=sort, filter=list(filters))
+    df = with_filter(frame, comparison, sort=sort, filter=list(filters))
     if fmt == "table":
         text = None
         print_frame(df)
@@ -68,8 +70,22 @@ def compare(path: str, sort: str | None, filters: tuple[str, ...], fmt: str, out
     print_next_steps(df)
 
 
+def with_filter(call, *args: Any, **kwargs: Any) -> Any:
+    """``call(*args, **kwargs)`` with a malformed --filter made a usage error (exit 2), like any malformed
+    option value."""
+    from lfgen.errors import FilterError
+
+    try:
+        return call(*args, **kwargs)
+    except FilterError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--filter'") from None
+
+
 def print_next_steps(df) -> None:
     for name, summary in df.attrs.get("experiments", {}).items():
+        if summary.get("best_run") is None:
+            click.echo(f"{name}: {summary.get('next_step')}", err=True)
+            continue
         click.echo(f"{name}: best {summary.get('best_run')} ({summary.get('best_by')}); next: {summary.get('next_step')}",
                    err=True)
 
@@ -88,7 +104,7 @@ def print_frame(df) -> None:
 
 
 _HIDDEN = {"path", "experiment", "predict_rouge-1", "predict_rouge-2", "samples_per_s", "final_eval_loss",
-           "num_train_epochs", "lora_dropout", "effective_batch", "trainable_params"}
+           "num_train_epochs", "lora_dropout", "effective_batch", "trainable_params", "device", "llamafactory_version"}
 
 
 @click.command(context_settings=CONTEXT)
@@ -108,7 +124,8 @@ def report(path: str, output: str, sort: str | None, filters: tuple[str, ...], f
     """
     from lfgen.results import write_report
 
-    click.echo(f"wrote {write_report(path, output, sort=sort, filter=list(filters), force=force)}", err=True)
+    written = with_filter(write_report, path, output, sort=sort, filter=list(filters), force=force)
+    click.echo(f"wrote {written}", err=True)
 
 
 @click.command(context_settings=CONTEXT)

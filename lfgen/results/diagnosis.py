@@ -31,6 +31,7 @@ ZERO_LOSS_POINTS   2       exact-zero losses that make the #2916/#8088 signature
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import statistics
@@ -42,7 +43,8 @@ import numpy as np
 
 from lfgen.experiments.sweeps import axes, axis_keys, seed_order
 from lfgen.layout import RUN_CONFIG
-from lfgen.results.reader import RunData
+from lfgen.results.ranking import best as best_of
+from lfgen.results.reader import NOT_STARTED, RunData
 
 MIN_POINTS = 8
 WINDOW_FRACTION = 0.1
@@ -61,6 +63,7 @@ ZERO_LOSS_POINTS = 2
 
 HEALTHY, NAN, STALL, OSC, OVERFIT, GRAD, SLOW = (
     "healthy", "nan", "not-learning", "oscillating", "overfitting", "gradient-explosion", "slow")
+BEST_BY = ("final_eval_loss", "final_train_loss")  # what ranks an experiment's runs, first found first
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +117,7 @@ def diagnose_run(run: RunData, peer_speeds: Sequence[float] = ()) -> list[Findin
 def summary_text(findings: Sequence[Finding], run: RunData) -> str:
     """A few words for a table cell: the kinds, with the best eval step for overfitting."""
     if not findings:
-        return "no data" if run.state == "empty" else "too short to judge"
+        return "no data" if run.state in NOT_STARTED else "too short to judge"
     words = []
     for finding in findings:
         if finding.kind == OVERFIT and run.best_eval[1] is not None:
@@ -125,23 +128,31 @@ def summary_text(findings: Sequence[Finding], run: RunData) -> str:
 
 
 def summarize_experiment(name: str, runs: Sequence[tuple[str, RunData, Sequence[Finding]]]) -> ExperimentSummary:
-    """Best run and next step. Best: lowest final eval loss (the adapter a run ends with; what
-    ``lfgen sweep --from`` ranks by), else lowest final train loss; NaN and empty runs never win."""
+    """Best run and next step. Best (``lfgen.results.ranking.best``): lowest final eval loss (the adapter a
+    run ends with; what ``lfgen sweep --from`` ranks by), else lowest final train loss; NaN runs and runs
+    not started never win."""
+    nan = any(f.kind == NAN for _, _, findings in runs for f in findings)
     usable = [(label, run) for label, run, findings in runs
-              if run.state != "empty" and not any(f.kind == NAN for f in findings)]
-    with_eval = [(loss, label, run) for label, run in usable
-                 if (loss := run.final_eval_loss) is not None and math.isfinite(loss)]
-    with_train = [(loss, label, run) for label, run in usable
-                  if (loss := run.final_train_loss) is not None and math.isfinite(loss)]
-    ranked, best_by = (with_eval, "final_eval_loss") if with_eval else (with_train, "final_train_loss")
+              if run.state not in NOT_STARTED and not any(f.kind == NAN for f in findings)]
     varied = _varied([run for _, run in usable] or [run for _, run, _ in runs])
-    if not ranked:
-        return ExperimentSummary(name, len(runs), None, None, None, varied,
-                                 "no run has a loss without NaN yet; fix the findings above first")
-    value, label, best = min(ranked, key=lambda item: item[0])
+    found, best_by = None, None
+    for best_by in BEST_BY:
+        found = best_of(usable, functools.partial(_loss, best_by), best_by)
+        if found is not None:
+            break
+    if found is None:
+        why = ("no run has a loss without NaN yet; fix the findings above first" if nan else
+               "no run has logged a loss yet; compare again once training has logged its first steps")
+        return ExperimentSummary(name, len(runs), None, None, None, varied, why)
+    label, best = found
+    value = getattr(best, best_by)
     # --from takes the folder of the experiment's runs; a lone run's folder may hold unrelated runs.
     folder = Path(os.path.commonpath([str(run.path) for _, run, _ in runs])) if len(runs) > 1 else None
     return ExperimentSummary(name, len(runs), label, best_by, value, varied, _next_step(best, varied, folder, best_by))
+
+
+def _loss(metric: str, item: tuple[str, RunData]) -> float | None:
+    return getattr(item[1], metric)
 
 
 # --- findings ---------------------------------------------------------------------------------------

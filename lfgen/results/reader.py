@@ -34,10 +34,14 @@ from lfgen.results.parsing import (
     VRAM, Series, by_step, elapsed_seconds, grad_norms, last_per_step, last_record, lines_with, loads_lines,
     peak_vram_gib, series_of, thin, to_float, to_int,
 )
-from lfgen.layout import CONFIG_FILES, CONSOLE_LOG, RESULT_FILES, RESULTS_FILE, TRAINER_LOG, TRAINER_STATE
+from lfgen.layout import (
+    CONFIG_FILES, CONSOLE_LOG, ENV_MANIFEST, RESULT_FILES, RESULTS_FILE, TRAINER_LOG, TRAINER_STATE,
+)
+from lfgen.results.environment import counted_samples, read_environment
 from lfgen.yamlio import loads
 
 MAX_POINTS = 200  # per curve: enough for a plot and the diagnosis; reading stays fast for 1,000s of runs
+NOT_STARTED = ("empty", "pending")  # states of a run with nothing to judge yet
 STALE_AFTER_S = 1800  # an unfinished run whose files are older than this is "stopped", not "running"
 # adapter_config.json (peft) key -> LlamaFactory key
 _ADAPTER_KEYS = {"r": "lora_rank", "lora_alpha": "lora_alpha", "lora_dropout": "lora_dropout",
@@ -53,7 +57,10 @@ class RunData:
 
     ``state``: done (a results file or the final trainer_state.json written), failed (lfgen_train.log ends
     with an exception), running (log written in the last STALE_AFTER_S), stopped (unfinished, quiet
-    since), empty (nothing logged yet).
+    since), empty (nothing logged yet). Compared as part of an experiment, the experiment's run state
+    replaces it: pending, running, done, failed or interrupted (``lfgen.results.sources``).
+    ``environment``: the run's lfgen_env.json (lfgen.results.environment); ``samples``: its training
+    samples when known.
     """
 
     path: Path
@@ -71,6 +78,8 @@ class RunData:
     state: str = "empty"
     notes: list[str] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
+    samples: int | None = None
 
     @property
     def final_train_loss(self) -> float | None:
@@ -145,6 +154,8 @@ def read_run(run_dir: str | os.PathLike[str], *, max_points: int | None = MAX_PO
             run.results.update(data)
     run.results.update(union or {})
     _read_config(run, names)
+    if ENV_MANIFEST in names:
+        run.environment = read_environment(run.path / ENV_MANIFEST, run.notes)
     run.state = _state(run, names, newest)
     return run
 
@@ -246,22 +257,39 @@ def _read_tensorboard(runs_dir: Path, run: RunData, max_points: int | None) -> N
         run.sources["grad_norm"] = where
 
 
+def read_planned(run_dir: str | os.PathLike[str], config_file: str | os.PathLike[str]) -> RunData:
+    """A run of an experiment that has not written anything yet: state ``pending``, its config read from
+    the experiment's ``runs/<run>.yaml``."""
+    run = RunData(path=Path(run_dir), state="pending")
+    _read_config_file(run, Path(config_file))
+    return run
+
+
+def _read_config_file(run: RunData, path: Path) -> bool:
+    """Read *path* into ``run.config``; False (and a note) when it holds no config."""
+    text = _read(path, run.notes)
+    if text is None:
+        return False
+    try:
+        data = loads(text)  # LlamaFactory's (OmegaConf's) scalar typing: 1e-4 is a float
+    except yaml.YAMLError as exc:
+        run.notes.append(f"{path.name}: not valid YAML ({str(exc).splitlines()[0]}); config not read")
+        return False
+    if not isinstance(data, dict):
+        run.notes.append(f"{path.name}: holds no mapping of keys to values; config not read")
+        return False
+    run.config, run.config_file = data, path
+    run.samples = counted_samples(text, data)
+    if data.get("finetuning_type", "lora") == "lora":
+        _lora_defaults(data)
+    return True
+
+
 def _read_config(run: RunData, names: dict[str, os.DirEntry[str]]) -> None:
-    config: dict[str, Any] = {}
     for name in CONFIG_FILES:
-        if name in names:
-            text = _read(run.path / name, run.notes)
-            try:
-                data = loads(text or "")  # LlamaFactory's (OmegaConf's) scalar typing: 1e-4 is a float
-            except yaml.YAMLError as exc:
-                run.notes.append(f"{name}: not valid YAML ({str(exc).splitlines()[0]}); config not read")
-                continue
-            if isinstance(data, dict):
-                config, run.config_file = data, run.path / name
-                if config.get("finetuning_type", "lora") == "lora":
-                    _lora_defaults(config)
-                break
-            run.notes.append(f"{name}: holds no mapping of keys to values; config not read")
+        if name in names and _read_config_file(run, run.path / name):
+            break
+    config = run.config
     if "adapter_config.json" in names:
         adapter = _read_json(run.path / "adapter_config.json", run.notes) or {}
         for peft_key, key in _ADAPTER_KEYS.items():

@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from lfgen.results.diagnosis import HEALTHY
+from lfgen.results.environment import setup
 from lfgen.results.table import Comparison, collect, frame
 
 TEMPLATE = "report.html.j2"
 PLOT_MAX_RUNS = 40  # per experiment figure; beyond that the lines are unreadable anyway
 _CODE = re.compile(r"`([^`]+)`")
+_NOT_SHOWN = ("path",)
 
 
 def render_report(comparison: Comparison, *, sort: str | None = None,
@@ -34,13 +36,17 @@ def render_report(comparison: Comparison, *, sort: str | None = None,
     for name, summary in df.attrs["experiments"].items():
         members = [i for i in shown if comparison.experiments[i] == name]
         experiments.append(_experiment(comparison, summary, members))
+    # The absolute path would push every metric off-screen: it is the run name's tooltip instead.
+    columns = [column for column in df.columns if column not in _NOT_SHOWN]
+    shown_df = df[columns].astype(object).where(df[columns].notna(), None)  # NaN, <NA> -> None
+    rows = [{"run": run, "path": path, "cells": [_format(column, value) for column, value in zip(columns, row)]}
+            for run, path, row in zip(df["run"], df["path"], shown_df.itertuples(index=False))]
     return jinja_environment(html=True).get_template(TEMPLATE).render(
         title=title or f"lfgen compare: {comparison.root}",
         generated=dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         root=str(comparison.root),
-        columns=list(df.columns),
-        rows=[[_format(column, value) for column, value in zip(df.columns, row)]
-              for row in df.astype(object).where(df.notna(), None).itertuples(index=False)],  # NaN, <NA> -> None
+        columns=columns,
+        rows=rows,
         experiments=experiments,
     )
 
@@ -75,7 +81,8 @@ def _experiment(comparison: Comparison, summary: dict[str, Any], members: list[i
     return {"name": name, "best_run": summary["best_run"], "best_by": summary["best_by"],
             "best_value": _format("", summary["best_value"]), "varied": ", ".join(summary["varied"]) or "-",
             "next_step": _segments(summary["next_step"]), "image": image,
-            "plotted": len(plotted), "members": len(members), "runs": runs}
+            "plotted": len(plotted), "members": len(members), "runs": runs,
+            "setup": setup([comparison.runs[i] for i in members])}
 
 
 def _segments(text: str) -> list[tuple[str, bool]]:

@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lfgen.errors import InputError, did_you_mean
+from lfgen.errors import FilterError, InputError, did_you_mean
 from lfgen.results.diagnosis import ExperimentSummary, Finding, diagnose_run, summarize_experiment, summary_text
-from lfgen.layout import MANIFEST
-from lfgen.results.discover import RUN_MARKERS, experiment_name, find_runs, run_name
-from lfgen.results.reader import MAX_POINTS, RunData, read_run
+from lfgen.results.reader import MAX_POINTS, RunData, read_planned, read_run
+from lfgen.results.sources import find
 
 if TYPE_CHECKING:  # pandas is imported where the frame is built: collect() does not need it
     import pandas as pd
@@ -33,12 +32,15 @@ KEY_COLUMNS = ("lora_rank", "lora_alpha", "learning_rate", "lora_target", "lora_
 PREDICT_COLUMNS = ("predict_rouge-1", "predict_rouge-2", "predict_rouge-l", "predict_bleu-4")
 METRIC_COLUMNS = ("final_train_loss", "best_eval_loss", "best_eval_step", "final_eval_loss", *PREDICT_COLUMNS,
                   "runtime_s", "samples_per_s", "peak_vram_gib", "state", "diagnosis")
+# From the runs' lfgen_env.json; shown when a run compared has one.
+ENV_COLUMNS = ("device", "llamafactory_version")
 # Keys that differ between any two runs by construction; a column of them says nothing.
 _NOT_COMPARED = frozenset({"output_dir", "logging_dir", "run_name"})
 _INTEGER_COLUMNS = ("lora_rank", "lora_alpha", "effective_batch", "best_eval_step")
 _FLOAT_COLUMNS = ("final_train_loss", "best_eval_loss", "final_eval_loss", *PREDICT_COLUMNS, "runtime_s",
                   "samples_per_s", "peak_vram_gib")
 PARALLEL_MIN_RUNS = 200  # below this, starting worker processes costs more than it saves
+_ORDER_OPS = (">", ">=", "<", "<=")
 _CONDITION = re.compile(r"^\s*([\w.\-/]+)\s*(==|!=|>=|<=|=|>|<|~)\s*(.*?)\s*$")
 
 
@@ -54,30 +56,20 @@ class Comparison:
     summaries: dict[str, ExperimentSummary]
 
 
-def _experiment_runs(folder: Path) -> list[Path]:
-    """The output dirs of an experiment folder's runs (lfgen sweep's manifest names them) that hold a run."""
-    from lfgen.experiments.manifest import load
-
-    exp = load(folder)
-    root = exp.path / exp.manifest.root
-    found = [root / entry.output_dir for entry in exp.manifest.runs]
-    return [d for d in found if d.is_dir() and any((d / marker).is_file() for marker in RUN_MARKERS)]
-
-
 def collect(path: str | os.PathLike[str], *, max_points: int | None = MAX_POINTS,
             workers: int | None = None) -> Comparison:
-    """Find, read and diagnose every run at or under *path* (*workers*: see ``read_runs``)."""
-    root = Path(path)
-    dirs = find_runs(root)
-    if not dirs and (root / MANIFEST).is_file():
-        dirs = _experiment_runs(root)
-    if not dirs:
-        raise InputError(f"{root}: no run directories found (none holds {', '.join(RUN_MARKERS)}); give a run's "
-                         "output_dir or a folder above it")
-    base = root.parent if root.is_file() else root
-    runs = read_runs(dirs, max_points=max_points, workers=workers)
-    names = [run_name(d, base) for d in dirs]
-    experiments = [experiment_name(d) for d in dirs]
+    """Find, read and diagnose every run at or under *path*, or every run of the experiment folder *path*
+    (``experiments/<name>``: its runs' output dirs, with the state lfgen run recorded; see
+    ``lfgen.results.sources``). *workers*: see ``read_runs``."""
+    source = find(path)
+    started = [i for i in range(len(source.dirs)) if source.started(i)]
+    read = dict(zip(started, read_runs([source.dirs[i] for i in started], max_points=max_points, workers=workers)))
+    runs = [read[i] if i in read else read_planned(source.dirs[i], source.planned[i])
+            for i in range(len(source.dirs))]
+    for run, state in zip(runs, source.states or [None] * len(runs)):
+        run.state = state or run.state
+        run.notes.extend(source.notes)
+    names, experiments = source.names, source.experiments
     members: dict[str, list[int]] = defaultdict(list)
     for index, experiment in enumerate(experiments):
         members[experiment].append(index)
@@ -88,7 +80,7 @@ def collect(path: str | os.PathLike[str], *, max_points: int | None = MAX_POINTS
             findings[i] = diagnose_run(runs[i], [speeds[j] for j in indexes if j != i and speeds[j]])
     summaries = {name: summarize_experiment(name, [(names[i], runs[i], findings[i]) for i in indexes])
                  for name, indexes in members.items()}
-    return Comparison(root, runs, names, experiments, findings, summaries)
+    return Comparison(Path(path), runs, names, experiments, findings, summaries)
 
 
 def read_runs(dirs: Sequence[Path], *, max_points: int | None = MAX_POINTS,
@@ -143,8 +135,9 @@ def frame(comparison: Comparison, sort: str | None = None,
     for i in kept:
         rows[i].update({key: _cell(comparison.runs[i].config.get(key)) for key in extra})
     predict = [c for c in PREDICT_COLUMNS if any(rows[i][c] is not None for i in kept)]
+    env = [c for c in ENV_COLUMNS if any(rows[i][c] is not None for i in kept)]
     columns = ["run", "experiment", "path", *KEY_COLUMNS, *extra,
-               *(c for c in METRIC_COLUMNS if c not in PREDICT_COLUMNS or c in predict)]
+               *(c for c in METRIC_COLUMNS if c not in PREDICT_COLUMNS or c in predict), *env]
     df = pd.DataFrame([rows[i] for i in kept], columns=columns)
     for column in _INTEGER_COLUMNS:
         df[column] = _as_integers(df[column])
@@ -179,7 +172,8 @@ def _row(comparison: Comparison, index: int) -> dict[str, Any]:
                final_eval_loss=run.final_eval_loss)
     row.update({key: _number(run.results.get(key)) for key in PREDICT_COLUMNS})
     row.update(runtime_s=run.runtime_s, samples_per_s=run.samples_per_s, peak_vram_gib=run.vram_peak_gib,
-               state=run.state, diagnosis=summary_text(comparison.findings[index], run))
+               state=run.state, diagnosis=summary_text(comparison.findings[index], run),
+               device=run.environment.get("device"), llamafactory_version=run.environment.get("llamafactory"))
     return row
 
 
@@ -192,17 +186,22 @@ def _differing_keys(configs: list[dict[str, Any]], taken: set[str]) -> list[str]
 
 
 def _condition(text: str, rows: list[dict[str, Any]], comparison: Comparison):  # noqa: ANN202
+    """The test of one ``--filter`` condition; ``FilterError`` when it is malformed."""
     match = _CONDITION.match(text)
     if not match:
-        raise InputError(f"filter {text!r}: write COLUMN OP VALUE with OP one of = != > >= < <= ~ "
-                         "(e.g. lora_rank>=32, state=done, run~'r6*')")
+        raise FilterError(f"filter {text!r}: write COLUMN OP VALUE with OP one of = != > >= < <= ~ "
+                          "(e.g. lora_rank>=32, state=done, run~'r6*')")
     column, op, raw = match.groups()
     known = set(rows[0]) if rows else set()
     config_keys = set().union(*(run.config for run in comparison.runs))
     if column not in known and column not in config_keys:
-        raise InputError(f"filter {text!r}: no column or config key {column!r}"
-                         f"{did_you_mean(column, known | config_keys)}; columns: {', '.join(rows[0]) if rows else '-'}")
+        raise FilterError(f"filter {text!r}: no column or config key {column!r}"
+                          f"{did_you_mean(column, known | config_keys)}; columns: {', '.join(rows[0]) if rows else '-'}")
     wanted = _parse_value(raw.strip("'\""))
+    if op in _ORDER_OPS:
+        values = [row[column] if column in row else _cell(run.config.get(column))
+                  for row, run in zip(rows, comparison.runs)]
+        _check_order(text, column, op, raw, wanted, values)
 
     def test(row: dict[str, Any], config: dict[str, Any]) -> bool:
         value = row[column] if column in row else _cell(config.get(column))
@@ -217,6 +216,17 @@ def _condition(text: str, rows: list[dict[str, Any]], comparison: Comparison):  
         return {">": left > right, ">=": left >= right, "<": left < right, "<=": left <= right}[op]
 
     return test
+
+
+def _check_order(text: str, column: str, op: str, raw: str, wanted: Any, values: list[Any]) -> None:
+    """> >= < <= compare numbers: the value must be one, and the column must hold some."""
+    if _number(wanted) is None:
+        raise FilterError(f"filter {text!r}: {op} compares numbers and {raw or '(nothing)'!r} is not one; give a "
+                          f"number (e.g. {column}{op}32), or use = or ~ to match text")
+    present = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if present and all(_number(v) is None for v in present):
+        raise FilterError(f"filter {text!r}: {op} compares numbers and column {column!r} holds text (e.g. "
+                          f"{present[0]!r}); use = or ~ to match it (e.g. {column}~'{present[0]}*')")
 
 
 def _sorted(df: pd.DataFrame, sort: str) -> pd.DataFrame:

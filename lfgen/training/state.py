@@ -22,6 +22,8 @@ from typing import Any
 
 from lfgen.errors import InputError, StateError
 
+STATES = ("pending", "running", "done", "failed", "interrupted")  # a run's life, in order
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     name TEXT PRIMARY KEY, config TEXT NOT NULL, output_dir TEXT NOT NULL,
@@ -161,6 +163,39 @@ class Store:
             sql, params = sql + " WHERE run=?", (run,)
         with self._guard():
             return list(self.db.execute(sql + " ORDER BY id", params).fetchall())
+
+
+def read_rows(path: Path) -> dict[str, RunRow]:
+    """The runs table at *path*, read only: nothing is created or changed; {} when there is no state yet.
+
+    Raises ``InputError`` when the file exists but cannot be read as lfgen's run state.
+    """
+    if not path.is_file():
+        return {}
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+        try:
+            cursor = db.execute("SELECT * FROM runs ORDER BY position")
+            columns = [c[0] for c in cursor.description]
+            rows = [RunRow(**dict(zip(columns, row))) for row in cursor.fetchall()]
+        finally:
+            db.close()
+    except (sqlite3.Error, TypeError) as exc:  # TypeError: a runs table with other columns
+        raise InputError(f"{path}: the run state cannot be read ({exc})") from None
+    return {row.name: row for row in rows}
+
+
+def current_state(row: RunRow | None) -> str:
+    """A run's state as lfgen run left it: pending when it has no row yet; a run marked running whose
+    process group is gone (its runner was killed) is interrupted: the next lfgen run resumes it."""
+    if row is None:
+        return "pending"
+    if row.state == "running" and row.pgid:
+        from lfgen.training.launch import group_alive
+
+        if not group_alive(row.pgid):
+            return "interrupted"
+    return row.state
 
 
 class Lock:

@@ -214,3 +214,35 @@ def test_best_by_train_loss_without_eval_and_nan_runs_excluded(tmp_path: Path) -
     s = summary(root)
     assert (s.best_run, s.best_by) == ("r32", "final_train_loss")
     assert s.next_step.endswith(f"`lfgen sweep alpha --from {root} --metric train_loss`")
+
+
+def test_no_loss_yet_is_not_called_nan(tmp_path: Path) -> None:
+    """Runs queued (only their config) or started but before their first loss line: nothing was NaN."""
+    root = tmp_path / "exp"
+    for name in ("queued-a", "queued-b"):
+        (root / name).mkdir(parents=True)
+        (root / name / "lfgen_run.yaml").write_text("lora_rank: 8\n")
+    (root / "starting").mkdir()
+    (root / "starting" / "trainer_log.jsonl").write_text(
+        '{"current_steps": 5, "total_steps": 100, "epoch": 0.1, "percentage": 5.0, '
+        '"elapsed_time": "0:00:10", "remaining_time": "0:03:10"}\n')
+    s = summary(root)
+    assert s.best_run is None and "NaN" not in s.next_step
+    assert s.next_step.startswith("no run has logged a loss yet")
+
+
+def test_only_nan_runs_say_nan(tmp_path: Path) -> None:
+    loss = decay(N)
+    loss[-1] = math.nan
+    write_run(tmp_path / "exp" / "bad", Curves(loss, grad_norm=grad(), logging_steps=10))
+    (tmp_path / "exp" / "queued").mkdir()
+    (tmp_path / "exp" / "queued" / "lfgen_run.yaml").write_text("lora_rank: 8\n")
+    s = summary(tmp_path / "exp")
+    assert s.best_run is None
+    assert s.next_step == "no run has a loss without NaN yet; fix the findings above first"
+
+
+def test_ties_keep_the_first_run_as_ranking_best_does(tmp_path: Path) -> None:
+    configs = {f"r{r}": {"lora_rank": r, "lora_alpha": 2 * r} for r in (16, 32)}
+    s = summary(sweep(tmp_path / "tie", configs, {"r16": 0.1, "r32": 0.1}))
+    assert s.best_run == "r16" and s.best_by == "final_eval_loss"

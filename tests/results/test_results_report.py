@@ -90,3 +90,31 @@ def test_png_with_many_runs_hides_the_legend_but_draws(tmp_path: Path) -> None:
     runs = [(f"r{i}", read_run(write_run(tmp_path / f"r{i}", Curves(decay(20, seed=i))))) for i in range(15)]
     png = render_png(runs)
     assert png.startswith(PNG_MAGIC) and len(png) > 10_000
+
+
+ENV = {"lfgen": "0.1.0", "llamafactory": "0.9.5", "transformers": "4.57.1", "peft": "0.17.1", "torch": "2.8.0",
+       "python": "3.11.7", "gpus": ["NVIDIA H100 80GB HBM3", "NVIDIA H100 80GB HBM3"], "device": "cuda",
+       "command": ["lfgen", "run", "rank-sweep"], "started": "2026-12-01T10:00:00"}
+
+
+def test_report_has_no_path_column_and_says_what_the_runs_trained_with(tmp_path: Path) -> None:
+    import json
+
+    root = sweep(tmp_path / "exp")
+    run_dir = root / "rank-sweep" / "r16"
+    (run_dir / "lfgen_env.json").write_text(json.dumps(ENV))
+    config = run_dir / "lfgen_run.yaml"
+    config.write_text(f'# lfgen-recipe: {{"samples": 12000}}\n{config.read_text()}max_samples: 5000\n')
+    text = write_report(root, tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "<th>path</th>" not in text and "<th>run</th>" in text
+    assert f'title="{run_dir}">rank-sweep/r16</td>' in text  # the path is the run name's tooltip
+    setup = dict(re.findall(r"<dt>(.*?)</dt><dd>(.*?)</dd>", text))
+    assert setup["model"] == "Qwen/Qwen2-7B-Instruct" and setup["dataset"] == "alpaca_en_demo"
+    assert setup["samples"] == "5,000"  # 12,000 counted, capped by max_samples
+    assert setup["device"] == "cuda: 2 x NVIDIA H100 80GB HBM3"
+    assert (setup["llamafactory"], setup["transformers"], setup["torch"]) == ("0.9.5", "4.57.1", "2.8.0")
+
+
+def test_report_without_environment_files_shows_model_and_dataset_only(tmp_path: Path) -> None:
+    text = write_report(sweep(tmp_path / "exp"), tmp_path / "report.html").read_text(encoding="utf-8")
+    assert set(dict(re.findall(r"<dt>(.*?)</dt><dd>(.*?)</dd>", text))) == {"model", "dataset"}

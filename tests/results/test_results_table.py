@@ -133,3 +133,37 @@ def test_worker_processes_read_the_same_data(tmp_path: Path, monkeypatch: pytest
     serial = read_runs(dirs, workers=1)
     assert parallel == serial
     pd.testing.assert_frame_equal(frame(collect(root, workers=2)), frame(collect(root, workers=1)))
+
+
+@pytest.mark.parametrize(("condition", "message"), [
+    ("lora_rank > abc", "filter 'lora_rank > abc': > compares numbers and 'abc' is not one; give a number"),
+    ("lora_rank<=", "<= compares numbers and '(nothing)' is not one"),
+    ("lora_target>5", "> compares numbers and column 'lora_target' holds text (e.g. 'all'); use = or ~"),
+    ("lora_rank", "write COLUMN OP VALUE"),
+    ("lora_rnk=8", "no column or config key 'lora_rnk'"),
+])
+def test_malformed_filters_are_filter_errors(condition: str, message: str, tmp_path: Path) -> None:
+    from lfgen.errors import FilterError
+
+    with pytest.raises(FilterError) as error:
+        compare(rank_sweep(tmp_path), filter=condition)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+ENV = {"lfgen": "0.1.0", "llamafactory": "0.9.5", "transformers": "4.57.1", "peft": "0.17.1", "torch": "2.8.0",
+       "python": "3.11.7", "gpus": ["NVIDIA H100 80GB HBM3", "NVIDIA H100 80GB HBM3"], "device": "cuda",
+       "command": ["lfgen", "run", "rank-sweep"], "started": "2026-12-01T10:00:00"}
+
+
+def test_environment_columns_come_from_lfgen_env_json(tmp_path: Path) -> None:
+    import json
+
+    root = rank_sweep(tmp_path)
+    runs = root / "rank-sweep" / "runs"
+    (runs / "r16" / "lfgen_env.json").write_text(json.dumps(ENV))
+    (runs / "r32" / "lfgen_env.json").write_text(json.dumps({**ENV, "device": "cpu", "gpus": []}))
+    df = compare(root)
+    assert list(df.columns) == BASE_COLUMNS + METRICS + ["device", "llamafactory_version"]
+    assert df["device"].tolist() == ["cuda", "cpu", None]
+    assert df["llamafactory_version"].tolist() == ["0.9.5", "0.9.5", None]
+    assert "device" not in compare(root, filter="lora_rank=64").columns  # no run kept has the file
