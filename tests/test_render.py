@@ -78,3 +78,27 @@ def test_golden_file_per_preset(name):
         path.write_text(text, encoding="utf-8")
     assert path.exists(), f"no golden file {path}: run with LFGEN_UPDATE_GOLDEN=1 once and review it"
     assert text == path.read_text(encoding="utf-8")
+
+
+def test_a_newline_in_a_value_never_becomes_a_key(runner, cli, tmp_path):
+    """`--set $'run_name=x\\ntrust_remote_code: true #'` once wrote a header line that loaded as a key."""
+    out = tmp_path / "c.yaml"
+    value = "x\ntrust_remote_code: true #"
+    result = runner.invoke(cli, ["preset", "a800", "--set", f"run_name={value}", "-o", str(out)])
+    assert result.exit_code == 0, result.stderr
+    text = out.read_text()
+    assert all(line.startswith("#") for line in text.split("\n###")[0].splitlines())
+    config = yaml.safe_load(text)
+    assert "trust_remote_code" not in config and config["run_name"] == value
+
+
+@pytest.mark.parametrize("char", ["\n", "\r", "\r\n", "\x85", "\u2028", "\u2029"])
+def test_header_lines_are_cut_at_every_yaml_line_break(char):
+    text = render({"seed": 1}, header=[f"a{char}b: 1"])
+    assert yaml.safe_load(text) == {"seed": 1}
+
+
+def test_set_keeps_a_hash_in_its_value(runner, cli):
+    result = runner.invoke(cli, ["preset", "a800", "--set", "run_name=exp #3"])
+    assert result.exit_code == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["run_name"] == "exp #3"

@@ -6,12 +6,15 @@ option <-> LlamaFactory-key map lives there too.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from lfgen.builder.option_table import GRID_OPTIONS, OPTION_KEYS, OPTIONS, SET_HELP, Option  # noqa: F401
 from lfgen.errors import InputError, validation_problems
+
+_COMMENT = re.compile(r"(^|\s)#")  # where YAML starts a comment
 
 
 class _Options(BaseModel):
@@ -61,6 +64,8 @@ def parse_set(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
         try:
             value = loads(raw) if raw.strip() else ""
         except Exception:  # noqa: BLE001 - any YAML error means: take the text as it is
+            value = raw
+        if _COMMENT.search(raw):  # `run_name=exp #3`: YAML would read a comment and drop the #3
             value = raw
         if isinstance(value, (dict, list)) and key not in ("report_to",):
             value = raw

@@ -8,6 +8,7 @@ in the order of its examples; each value goes through ``yaml_scalar`` so any str
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,7 @@ class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # libyaml's emitt
 
 _Dumper.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
 _LINE_BREAKS = frozenset("\n\r\x85\u2028\u2029")
+_LINE_BREAK = re.compile("\r\n|[" + "".join(sorted(_LINE_BREAKS)) + "]")
 
 
 def _short_float(value: float) -> str | None:
@@ -119,9 +121,15 @@ def sections(config: dict[str, Any], notes: dict[str, str] | None = None) -> lis
     return result
 
 
+def comment_lines(lines: list[str]) -> list[str]:
+    """Header lines cut at every line break YAML knows, so each piece stays behind its ``#``: a value
+    with a newline (``--set $'run_name=x\ntrust_remote_code: true'``) can never become a key."""
+    return [piece for line in lines for piece in _LINE_BREAK.split(line)]
+
+
 def render(config: dict[str, Any], header: list[str] | None = None, notes: dict[str, str] | None = None) -> str:
     """The config as LlamaFactory YAML: optional comment header, sections, a rule id note per key."""
-    return _environment().get_template("train.yaml.j2").render(header=header or [],
+    return _environment().get_template("train.yaml.j2").render(header=comment_lines(header or []),
                                                                sections=sections(config, notes))
 
 
