@@ -151,3 +151,16 @@ def test_sweep_from_a_project_made_elsewhere_rebases_its_paths(source, demo, tmp
     assert report.exit_code == 0, report.output
     dry = runner.invoke(cli, ["run", str(experiment), "--dry-run"])
     assert dry.exit_code == 0 and f"to start in {tmp_path.resolve()}," in dry.output
+
+
+def test_explain_from_another_directory_rebuilds_at_the_root(demo, tmp_path, monkeypatch, cli, runner):
+    _demo_experiment(demo)
+    monkeypatch.chdir(tmp_path)
+    assert runner.invoke(cli, ["sweep", "alpha", "--from", "demo/outputs/rank-sweep"]).exit_code == 0
+    os.chdir(demo)
+    result = runner.invoke(cli, ["explain", "../experiments/alpha-sweep/runs/alpha-8.yaml", "--json"])
+    assert result.exit_code == 0, result.output
+    explained = json.loads(result.output)
+    assert explained["source"] == "../experiments/alpha-sweep/runs/alpha-8.yaml"
+    assert not [d for d in explained["decisions"] if "by hand" in d["reason"]]
+    assert not [w for w in explained["warnings"] if "by hand" in w]
