@@ -7,7 +7,7 @@ resumes: finished runs are not trained twice.
 
 from __future__ import annotations
 
-import os
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,10 +41,6 @@ def prepare(root: str | Path) -> DemoPaths:
     if not (paths.experiment / MANIFEST).is_file():
         options = BuildOptions.parse(model="./tiny-model", template="qwen", dataset=["tiny_alpaca"], dataset_dir="data",
                                      precision="fp32", set={**CPU_SETTINGS, "max_steps": 60, "learning_rate": 5.0e-3})
-        cwd = Path.cwd()
-        os.chdir(root)  # relative paths in the configs resolve from the demo folder
-        try:
+        with contextlib.chdir(root):  # the demo folder is the experiment's root: its paths are relative to it
             make_sweep("rank", list(RANKS), base="lightweight", options=options, name=NAME)
-        finally:
-            os.chdir(cwd)
     return paths

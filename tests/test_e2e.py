@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from .conftest import needs_llamafactory
 
@@ -151,3 +154,31 @@ def test_tensorboard_serves_the_runs(trained):
     finally:
         server.send_signal(2)
         server.wait(timeout=30)
+
+
+def test_the_demos_next_step_works_from_where_the_demo_ran(tmp_path):
+    """`lfgen demo demo` in tmp; then, typed from tmp, the next step it printed (`lfgen sweep ... --from
+    demo/outputs/...`), `lfgen validate` of the new runs (LlamaFactory's parser) and `lfgen run` of one of
+    them, from yet another directory: the run config's recorded root says where LlamaFactory starts."""
+    demo = lfgen(tmp_path, "demo", "demo", "--quiet")
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    step = re.search(r"`lfgen (sweep [^`]+)`", demo.stderr)
+    assert step, demo.stderr[-2000:]
+    args = shlex.split(step.group(1))
+    assert args[args.index("--from") + 1].startswith("demo/outputs/")
+    sweep = lfgen(tmp_path, *args)
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    runs = sorted((tmp_path / "experiments").glob("*/runs/*.yaml"))
+    assert runs, sweep.stderr
+    config = yaml.safe_load(runs[0].read_text())
+    assert (config["model_name_or_path"], config["dataset_dir"]) == ("./demo/tiny-model", "./demo/data")
+    assert not config["output_dir"].startswith("demo/")  # the new runs write under the new experiment
+    report = lfgen(tmp_path, "validate", "--json", *(str(p.relative_to(tmp_path)) for p in runs))
+    assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-2000:]
+    assert json.loads(report.stdout)["llamafactory"]["parser_run"] is True
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    run = lfgen(elsewhere, "run", str(runs[0]), "--quiet")
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = tmp_path / config["output_dir"]
+    assert (out / "adapter_model.safetensors").is_file() and (out / "all_results.json").is_file()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from lfgen.builder.context import Build, Decision, same
 from lfgen.builder.options import BuildOptions
 from lfgen.builder.steps import build, is_file_base
 from lfgen.builder.recipe import read_recipe
+from lfgen.paths import config_root
 from lfgen.yamlio import parse_config, read_text
 
 
@@ -92,6 +95,12 @@ def explain(target: str, options: BuildOptions | None = None) -> Explanation:
     options = options or BuildOptions()
     if not is_file_base(target):
         result = _from_build(f"preset {target}", build(target, options))
+    elif (root := config_root(target)) is not None and root != Path.cwd().resolve():
+        path = str(Path(target).resolve())
+        with contextlib.chdir(root):  # its recipe (base, dataset_dir, model) is relative to the root it was made in
+            result = explain(path, options)
+        result.source = target
+        return result
     else:
         text = read_text(target, "config file")
         result = _explain_generated(target, text, options)

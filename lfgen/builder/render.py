@@ -133,16 +133,19 @@ def render(config: dict[str, Any], header: list[str] | None = None, notes: dict[
                                                                sections=sections(config, notes))
 
 
-def render_build(result: Build, command: str = "preset") -> str:
-    """The YAML text of a build: recipe header, sections, the rule id after each value."""
+def render_build(result: Build, command: str = "preset", folder: str | Path | None = None) -> str:
+    """The YAML text of a build: recipe header, sections, the rule id after each value. A file written
+    into *folder* also records its root (``lfgen-root:``, the working directory, relative to *folder*)."""
     from lfgen.builder.recipe import header
+    from lfgen.paths import root_line
 
     notes = {key: decision.rule for key, decision in result.decisions.items()}
-    return render(result.config, header=header(result, command), notes=notes)
+    lines = header(result, command) + (root_line(result.config, folder) if folder is not None else [])
+    return render(result.config, header=lines, notes=notes)
 
 
 def write_preset(result: Build, path: str | Path, *, force: bool = False) -> Path:
-    """Write a build to *path*; an existing file is kept unless *force*."""
+    """Write a build to *path* (recording its root); an existing file is kept unless *force*."""
     from lfgen.yamlio import write_new
 
-    return write_new(path, render_build(result), force=force)
+    return write_new(path, render_build(result, folder=Path(path).parent), force=force)

@@ -303,6 +303,18 @@ def is_file_base(base: str) -> bool:
 
 
 
+def _load_base(path: str) -> dict[str, Any]:
+    """A base config's values, its relative paths rebased from the root it was made in (its
+    ``lfgen-root:`` line) onto the working directory, where the new config is made."""
+    from lfgen.paths import config_root, rebase
+    from lfgen.yamlio import parse_config, read_text
+
+    text = read_text(path, "config file")
+    values = parse_config(text, path)
+    root = config_root(path, text)
+    return values if root is None else rebase(values, root, Path.cwd())
+
+
 def build(base: str = "a800", options: BuildOptions | None = None, *, check_data: bool = True) -> Build:
     """Build one LlamaFactory train config from a preset name or a config file, plus options."""
     options = options or BuildOptions()
@@ -310,9 +322,7 @@ def build(base: str = "a800", options: BuildOptions | None = None, *, check_data
     file_values: dict[str, Any] = {}
     file_source = None
     if is_file_base(base):
-        from lfgen.yamlio import load_config
-
-        file_values, file_source = load_config(base), base
+        file_values, file_source = _load_base(base), base
     else:
         preset = get_preset(base)
     ctx = Context(base, options, preset, file_values, file_source)

@@ -4,7 +4,7 @@ Four layers, each catching what the one before cannot:
 1. the file itself (exists, YAML, a mapping);
 2. lfgen's schema (types, choices, ranges; LlamaFactory's parser checks none of them);
 3. names that must exist: keys (with did-you-mean), the chat template, the datasets in
-   ``<dataset_dir>/dataset_info.json``;
+   ``<dataset_dir>/dataset_info.json`` (from the root the config records, else the working directory);
 4. LlamaFactory's own ``get_train_args``, in one subprocess for all files, when it is installed.
 """
 
@@ -52,17 +52,21 @@ class Report:
         return {"ok": self.ok, "llamafactory": self.llamafactory, "files": [f.to_json() for f in self.files]}
 
 
-def _dataset_problems(config: dict[str, Any]) -> tuple[list[str], list[str]]:
+def _dataset_problems(config: dict[str, Any], root: Path | None = None) -> tuple[list[str], list[str]]:
     names = {key: datasets.split_names(config.get(key)) for key in ("dataset", "eval_dataset")}
     if not any(names.values()):
         return [], []
     dataset_dir = str(config.get("dataset_dir") or "data")
     if dataset_dir.startswith("REMOTE:") or dataset_dir == "ONLINE":
         return [], [f"dataset_dir {dataset_dir}: datasets on the hub are not checked offline"]
+    relative = not Path(dataset_dir).is_absolute()
+    if relative and root is not None:  # lfgen run starts LlamaFactory in the config's recorded root
+        dataset_dir = str(root / dataset_dir)
     try:
         info = datasets.load_info(dataset_dir)
     except InputError as exc:
-        where = "" if Path(dataset_dir).is_absolute() else " (LlamaFactory resolves it from the current directory)"
+        where = "" if not relative else (f" (relative to the config's root {root}, its lfgen-root: line)" if root
+                                         else " (LlamaFactory resolves it from the current directory)")
         return [f"{exc}{where}"], []
     problems = []
     for key, found in names.items():
@@ -71,12 +75,14 @@ def _dataset_problems(config: dict[str, Any]) -> tuple[list[str], list[str]]:
 
 
 def _check_file(report: FileReport, config: dict[str, Any], catalog: Catalog) -> None:
+    from lfgen.paths import config_root
+
     report.problems += schema.check(config, catalog)
     template = config.get("template")
     if isinstance(template, str) and template not in catalog.templates:
         report.problems.append(f"template: {template!r} is not a LlamaFactory {catalog.version} template"
                                f"{did_you_mean(template, catalog.templates)}")
-    problems, notes = _dataset_problems(config)
+    problems, notes = _dataset_problems(config, config_root(report.path))
     report.problems += problems
     report.notes += notes
 

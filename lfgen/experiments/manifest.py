@@ -23,7 +23,7 @@ from lfgen.builder.context import Build
 from lfgen.builder.options import BuildOptions
 from lfgen.builder.steps import build
 from lfgen.errors import InputError, StateError, describe_validation
-from lfgen.layout import MANIFEST
+from lfgen.layout import MANIFEST, RUNS_DIR
 from lfgen.experiments.sweeps import RunSpec, check_name
 from lfgen.yamlio import describe_yaml_error, read_text, replace_dir
 
@@ -128,8 +128,8 @@ def write(name: str, base: str, options: BuildOptions, runs: list[RunSpec], swee
             why = next((w for w in result.warnings if w.startswith("R-HW-HEADROOM")), "does not fit")
             dropped.append({"name": run.name, "reason": why, "estimate": estimate})
             continue
-        rel = f"runs/{run.name}.yaml"
-        files[rel] = render_build(result)
+        rel = f"{RUNS_DIR}/{run.name}.yaml"
+        files[rel] = render_build(result, folder=target.resolve() / RUNS_DIR)
         entries.append(RunEntry(name=run.name, overrides=run.options,
                                 varies={k: result.config.get(k) for k in varying},
                                 config=rel, output_dir=result.config["output_dir"], estimate=estimate))

@@ -54,7 +54,9 @@ def resolve(spec: str, experiments_dir: str = "experiments") -> Target:
         config = load_config(path)
         if not config.get("output_dir"):
             raise InputError(f"{path}: has no output_dir; lfgen needs one per run (lfgen preset writes it)")
-        root = Path.cwd()
+        from lfgen.paths import config_root
+
+        root = config_root(path) or Path.cwd()  # where lfgen made it; a hand-written config: here
         state = path.resolve().parent / SINGLE_STATE_DIR / f"{path.stem}.sqlite"
         return Target(path.stem, root, state, [(path.stem, os.path.relpath(path.resolve(), root),
                                                 str(config["output_dir"]))])
