@@ -54,3 +54,19 @@ def test_rule_entry(rule):
         assert [t["min_gb"] for t in rule.tables["tiers"]] == sorted((t["min_gb"] for t in rule.tables["tiers"]),
                                                                       reverse=True)
         assert rule.tables["tiers"][-1]["min_gb"] == 0
+
+
+@pytest.mark.parametrize("model_type,family", [("qwen2", "qwen"), ("qwen3_moe", "qwen"), ("llama", "llama"),
+                                               ("mixtral", "mistral"), ("gemma3_text", "gemma"), ("phi3", "phi"),
+                                               ("gpt_neox", None), ("starcoder2", None)])
+def test_architecture_family_of_a_model_type(model_type, family):
+    from lfgen.catalogs.templates import architecture_family
+
+    assert architecture_family(model_type) == family
+
+
+def test_borrowed_architectures_name_families_of_the_table():
+    from lfgen.catalogs.templates import family_of
+
+    families = {family_of(f["template"]) for f in load_data("templates.yaml")["families"]}
+    assert all(any(f.startswith(b) for f in families) for b in load_data("templates.yaml")["borrowed_architectures"])

@@ -123,6 +123,23 @@ def test_dataset_not_registered(runner, cli, dataset_dir):
     assert "dataset: 'my_sf' is not registered in" in result.stderr and "did you mean: my_sft" in result.stderr
 
 
+def test_samples_does_not_skip_the_registration_check(runner, cli, dataset_dir):
+    result = runner.invoke(cli, ["preset", "a800", "--samples", "500", "--dataset", "nope", "--dataset-dir",
+                                 str(dataset_dir)])
+    assert result.exit_code == 1 and result.stdout == ""
+    assert (f"Error: dataset: 'nope' is not registered in {dataset_dir}/dataset_info.json" in result.stderr)
+    result = runner.invoke(cli, ["preset", "a800", "--samples", "500", "--dataset-dir", str(dataset_dir.parent)])
+    assert result.exit_code == 1 and "has no dataset_info.json" in result.stderr
+
+
+def test_samples_with_registered_data_or_no_named_data_builds(runner, cli, dataset_dir, tmp_path, monkeypatch):
+    result = runner.invoke(cli, ["preset", "a800", "--samples", "500", "--dataset", "my_sft", "--dataset-dir",
+                                 str(dataset_dir)])
+    assert result.exit_code == 0 and yaml.safe_load(result.stdout)["dataset"] == "my_sft"
+    monkeypatch.chdir(tmp_path)  # no data/ here: the preset's own dataset is not checked when the user named none
+    assert runner.invoke(cli, ["preset", "a800", "--samples", "500"]).exit_code == 0
+
+
 def test_fp16_forced_is_a_warning_not_an_error(runner, cli):
     result = runner.invoke(cli, ["preset", "a800", "--gpu", "4090", "--precision", "fp16"])
     assert result.exit_code == 0

@@ -109,3 +109,71 @@ def test_llamafactorys_parser_errors_are_shown_cleanly(tmp_path, monkeypatch):
                                        "stage: sft\ndo_train: true\ndo_predict: true\n")
     problems = validate([bad]).files[0].problems
     assert any("predict_with_generate" in p for p in problems), problems
+
+
+def _model_dir(root: Path, name: str, model_type: str) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": model_type}), encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize("model", ["./nope", "../nope", "models/qwen/7b", "~/surely-not-here-lfgen"])
+def test_a_local_model_path_that_does_not_exist_is_a_problem(tmp_path, monkeypatch, model):
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path / "c.yaml", f"model_name_or_path: {model}\ntemplate: qwen\n")
+    problems = validate([path], run_parser=False).files[0].problems
+    assert len(problems) == 1 and problems[0].startswith(f"model_name_or_path: {model} does not exist"), problems
+    if not model.startswith("~"):
+        assert f"(relative to the current directory, {tmp_path})" in problems[0]
+
+
+def test_an_absolute_model_path_that_does_not_exist(tmp_path):
+    path = write(tmp_path / "c.yaml", f"model_name_or_path: {tmp_path / 'gone'}\n")
+    assert validate([path], run_parser=False).files[0].problems == [
+        f"model_name_or_path: {tmp_path / 'gone'} does not exist; give the folder of a Hugging Face model or a Hub "
+        "id such as Qwen/Qwen2.5-7B-Instruct"]
+
+
+@pytest.mark.parametrize("model", ["Qwen/Qwen2.5-7B-Instruct", "gpt2", "m"])
+def test_hub_ids_are_not_checked_offline(tmp_path, monkeypatch, model):
+    monkeypatch.chdir(tmp_path)
+    assert validate([write(tmp_path / "c.yaml", f"model_name_or_path: {model}\n")], run_parser=False).ok
+
+
+def test_a_model_folder_without_config_json(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty").mkdir()
+    path = write(tmp_path / "c.yaml", "model_name_or_path: ./empty\n")
+    assert validate([path], run_parser=False).files[0].problems == [
+        "model_name_or_path: ./empty has no config.json, so it is not a Hugging Face model folder"]
+
+
+@pytest.mark.parametrize("name,model_type,template,problem", [
+    ("my-model", "qwen2", "llama3", "template: 'llama3' is not a template for ./my-model: its config.json says "
+                                    "model_type 'qwen2' (a qwen model); use template: qwen"),
+    ("Meta-Llama-3-8B", "llama", "qwen", "template: 'qwen' is not a template for ./Meta-Llama-3-8B: its config.json "
+                                         "says model_type 'llama' (a llama model); use template: llama3"),
+    ("base", "llama", "qwen3", "template: 'qwen3' is not a template for ./base: its config.json says model_type "
+                               "'llama' (a llama model); use a llama template"),
+    ("m", "mixtral", "gemma", "template: 'gemma' is not a template for ./m: its config.json says model_type "
+                              "'mixtral' (a mistral model); use template: mistral"),
+])
+def test_a_template_of_another_family_than_the_local_model(tmp_path, monkeypatch, name, model_type, template, problem):
+    monkeypatch.chdir(tmp_path)
+    _model_dir(tmp_path, name, model_type)
+    path = write(tmp_path / "c.yaml", f"model_name_or_path: ./{name}\ntemplate: {template}\n")
+    assert validate([path], run_parser=False).files[0].problems == [problem]
+
+
+@pytest.mark.parametrize("model_type,template", [
+    ("qwen2", "qwen"), ("qwen2", "qwen3"), ("qwen3", "qwen3_nothink"),  # same family
+    ("qwen2", "deepseekr1"), ("llama", "yi"), ("llama", "smollm2"),  # families that borrow an architecture
+    ("qwen2", "default"), ("qwen2", "alpaca"), ("qwen2", "chatml"),  # templates outside the family table
+    ("gpt_neox", "llama3"), ("starcoder2", "qwen"),  # architectures the table does not know
+])
+def test_templates_not_known_to_be_wrong_pass(tmp_path, monkeypatch, model_type, template):
+    monkeypatch.chdir(tmp_path)
+    _model_dir(tmp_path, "model", model_type)
+    assert validate([write(tmp_path / "c.yaml", f"model_name_or_path: ./model\ntemplate: {template}\n")],
+                    run_parser=False).ok

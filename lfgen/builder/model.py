@@ -7,10 +7,31 @@ nothing is downloaded.
 from __future__ import annotations
 
 import functools
+import os
+import re
 from pathlib import Path
 from typing import Any
 
 from lfgen.errors import InputError
+
+
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")  # org/name, as the Hugging Face Hub spells a model id
+
+
+def looks_local(model: str) -> bool:
+    """Whether *model* names a folder on disk rather than a Hub id: ``./m``, ``../m``, ``/m``, ``~/m``,
+    or a path with more than one separator (``models/qwen/7b``). ``org/name`` and ``gpt2`` are Hub ids."""
+    model = str(model)
+    if model.startswith(("./", "../", "/", "~", ".\\", "..\\")) or model in (".", ".."):
+        return True
+    return (os.sep in model or "/" in model) and not _HUB_ID.match(model)
+
+
+def local_path(model: str, root: str | os.PathLike[str] | None = None) -> Path:
+    """Where a local *model* is, relative paths resolved from *root* (the current directory by default),
+    as LlamaFactory resolves them from the directory it runs in."""
+    path = Path(str(model)).expanduser()
+    return path if path.is_absolute() or root is None else Path(root) / path
 
 
 @functools.lru_cache(maxsize=32)

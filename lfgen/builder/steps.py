@@ -21,7 +21,6 @@ from lfgen.catalogs.gpus import Gpu, Hardware, find_gpu, gpu_with_memory
 from lfgen.catalogs.presets import Preset, get_preset, training_block
 from lfgen.errors import InputError, ProblemsFound
 from lfgen.numbers import fmt
-from lfgen.resources import load_data
 
 def _skeleton(ctx: Context) -> None:
     block = training_block()
@@ -62,10 +61,22 @@ def _user_target(ctx: Context) -> None:
             ctx.warn("R-TARGET", note)
 
 
+def _check_registered(ctx: Context) -> None:
+    """With --samples: the datasets the user named (--dataset, --dataset-dir) must be registered."""
+    if ctx.options.dataset is None and ctx.options.dataset_dir is None:
+        return
+    dataset_dir = ctx.get("dataset_dir", "data")
+    problems = datasets.unregistered(datasets.split_names(ctx.get("dataset")), datasets.load_info(dataset_dir),
+                                     dataset_dir)
+    if problems:
+        raise InputError(problems[0])
+
+
 def _data_size(ctx: Context) -> None:
     """How many training rows: --samples, else counted from dataset_info.json."""
     if ctx.options.samples is not None:
         ctx.samples, ctx.samples_note = ctx.options.samples, "you set it (--samples)"
+        _check_registered(ctx)  # --samples replaces counting, not the check that the named data exists
         return
     names = datasets.split_names(ctx.get("dataset"))
     dataset_dir = ctx.get("dataset_dir", "data")
@@ -262,14 +273,14 @@ def _precision(ctx: Context, gpu: Gpu, asked: str) -> None:
 
 
 def _template(ctx: Context) -> None:
+    from lfgen.catalogs.templates import table, template_for
+
     model = str(ctx.get("model_name_or_path", ""))
-    families = load_data("templates.yaml")
-    for family in families["families"]:
-        if re.search(family["pattern"], model, re.IGNORECASE):
-            ctx.choose("template", family["template"], "LF-TEMPLATE",
-                       f"{model} is a {family['template']}-template model")
-            return
-    ctx.choose("template", families["fallback"], "LF-TEMPLATE",
+    template = template_for(model)
+    if template is not None:
+        ctx.choose("template", template, "LF-TEMPLATE", f"{model} is a {template}-template model")
+        return
+    ctx.choose("template", table()["fallback"], "LF-TEMPLATE",
                f"no family known for {model}; LlamaFactory's generic template")
     if "template" not in ctx.fixed:
         ctx.warn("LF-TEMPLATE", f"no chat template known for {model!r}; wrote template: default, pass --template "

@@ -74,15 +74,61 @@ def _dataset_problems(config: dict[str, Any], root: Path | None = None) -> tuple
     return problems, []
 
 
+def _model_problems(config: dict[str, Any], root: Path | None = None) -> list[str]:
+    """A local-looking model path that is not there; a template known to be wrong for the local model's
+    architecture (config.json's model_type). Relative paths resolve from the config's recorded root (where
+    lfgen run starts LlamaFactory), else from the current directory, as LlamaFactory resolves them."""
+    import json
+
+    from lfgen.builder.model import local_path, looks_local
+    from lfgen.catalogs.templates import family_of, template_for, wrong_template
+
+    model = config.get("model_name_or_path")
+    if not isinstance(model, str) or not model:
+        return []
+    path = local_path(model)
+    if root is not None and not path.is_absolute():
+        path = root / path
+    if not path.exists():
+        if not looks_local(model):
+            return []  # a Hub id: not checked offline
+        where = "" if Path(model).expanduser().is_absolute() else (
+            f" (relative to the config's root {root}, its lfgen-root: line)" if root is not None
+            else f" (relative to the current directory, {Path.cwd()})")
+        return [f"model_name_or_path: {model} does not exist{where}; give the folder of a Hugging Face model "
+                "or a Hub id such as Qwen/Qwen2.5-7B-Instruct"]
+    if not path.is_dir():
+        return [f"model_name_or_path: {model} is a file; give the model's folder (the one with config.json)"]
+    try:
+        model_type = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except FileNotFoundError:
+        return [f"model_name_or_path: {model} has no config.json, so it is not a Hugging Face model folder"]
+    except (OSError, ValueError, AttributeError):
+        return []  # an unreadable config.json is LlamaFactory's to report
+    template = config.get("template")
+    if not isinstance(template, str) or not isinstance(model_type, str):
+        return []
+    family = wrong_template(template, model_type)
+    if family is None:
+        return []
+    suggestion = next((t for t in (template_for(model), template_for(model_type)) if t and family_of(t) == family),
+                      None)
+    fix = f"use template: {suggestion}" if suggestion else f"use a {family} template"
+    return [f"template: {template!r} is not a template for {model}: its config.json says model_type "
+            f"{model_type!r} (a {family} model); {fix}"]
+
+
 def _check_file(report: FileReport, config: dict[str, Any], catalog: Catalog) -> None:
     from lfgen.paths import config_root
 
+    root = config_root(report.path)
     report.problems += schema.check(config, catalog)
+    report.problems += _model_problems(config, root)
     template = config.get("template")
     if isinstance(template, str) and template not in catalog.templates:
         report.problems.append(f"template: {template!r} is not a LlamaFactory {catalog.version} template"
                                f"{did_you_mean(template, catalog.templates)}")
-    problems, notes = _dataset_problems(config, config_root(report.path))
+    problems, notes = _dataset_problems(config, root)
     report.problems += problems
     report.notes += notes
 

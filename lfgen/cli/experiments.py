@@ -199,8 +199,8 @@ def status(target: str | None, as_json: bool, experiments_dir: str) -> None:
     for row in rows:
         step = f"{row['step']}/{row['total']}" if row["total"] else "-"
         note = row["reason"] or ""
-        if row["state"] == "failed" and row["detail"]:
-            note = f"{note}: {row['detail'].splitlines()[0][:120]}"
+        if row["state"] == "failed" and row["detail"]:  # its first line: the cause, the fix and the log
+            note = f"{note}: {row['detail'].splitlines()[0]}"
         table.add_row(row["run"], row["state"], step, short(row["loss"]), short(row["eval_loss"]),
                       str(row["attempts"]), str(row["oom_retries"]), note)
     console().print(table)

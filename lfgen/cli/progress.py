@@ -35,6 +35,9 @@ class PlainReporter:
         pass
 
     def finished(self, name: str, state: str, reason: str | None, detail: str | None) -> None:
+        if state == "failed" and detail:  # the cause, where to fix it and the log, then the log lines that show it
+            self._say(f"run {name} failed: {detail}")
+            return
         self._say(f"[{name}] {state}{': ' + reason if reason else ''}{' - ' + detail if detail else ''}")
 
     def message(self, text: str) -> None:

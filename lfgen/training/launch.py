@@ -59,17 +59,41 @@ def train_env(base: dict[str, str], gpus: list[int] | None) -> dict[str, str]:
     return env
 
 
-def visible_gpus() -> list[int]:
-    """GPU indices nvidia-smi reports (none without nvidia-smi); no torch import."""
+def _nvidia_smi(query: str) -> str:
+    """nvidia-smi's CSV answer to ``--query-gpu=QUERY`` ("" without nvidia-smi or when it fails)."""
     smi = shutil.which("nvidia-smi")
     if smi is None:
-        return []
+        return ""
     try:
-        out = subprocess.run([smi, "--query-gpu=index", "--format=csv,noheader"], capture_output=True, text=True,
-                             timeout=30, check=False)
+        out = subprocess.run(nvidia_smi_argv(smi, query), capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [int(line) for line in out.stdout.split() if line.strip().isdigit()]
+        return ""
+    return out.stdout
+
+
+def nvidia_smi_argv(smi: str, query: str) -> list[str]:
+    return [smi, f"--query-gpu={query}", "--format=csv,noheader"]
+
+
+def visible_gpus() -> list[int]:
+    """GPU indices nvidia-smi reports (none without nvidia-smi); no torch import."""
+    return [int(line) for line in _nvidia_smi("index").split() if line.strip().isdigit()]
+
+
+def parse_gpu_names(csv: str) -> dict[int, str]:
+    """``index, name`` lines of nvidia-smi -> {index: name}; lines that are not that are skipped."""
+    names = {}
+    for line in csv.splitlines():
+        index, sep, name = line.partition(",")
+        if sep and index.strip().isdigit() and name.strip():
+            names[int(index)] = name.strip()
+    return names
+
+
+def gpu_names(indices: list[int] | None = None) -> list[str]:
+    """Names of the GPUs nvidia-smi reports (only *indices*, when given); [] without nvidia-smi."""
+    names = parse_gpu_names(_nvidia_smi("index,name"))
+    return [name for index, name in sorted(names.items()) if indices is None or index in indices]
 
 
 def parse_gpus(spec: str, available: list[int]) -> list[int]:
@@ -149,12 +173,15 @@ def group_alive(pgid: int) -> bool:
         return False
     except PermissionError:
         return True
-    # A zombie leader still "exists"; reap it if it is our child.
+    # A zombie leader still "exists"; reap it if it is our child. The group outlives its leader while any
+    # member runs (torchrun's workers, a shell's children), so look at the members once it is gone.
     try:
         pid, _ = os.waitpid(pgid, os.WNOHANG)
-        return pid == 0
+        if pid == 0:
+            return True
     except ChildProcessError:
-        return _any_live_member(pgid)
+        pass
+    return _any_live_member(pgid)
 
 
 def _any_live_member(pgid: int) -> bool:

@@ -12,57 +12,23 @@ import math
 import os
 import shlex
 import shutil
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from lfgen.training import launch
 from lfgen.errors import InputError
-from lfgen.layout import CONSOLE_LOG, MANIFEST, MARKER, RECIPE_PREFIX, ROOT_PREFIX, RUN_CONFIG, SINGLE_STATE_DIR, STATE
+from lfgen.layout import CONSOLE_LOG, MARKER, RECIPE_PREFIX, ROOT_PREFIX, RUN_CONFIG
+from lfgen.training import failures, launch
+from lfgen.training.environment import write_manifest
+from lfgen.training.failures import NAN_ADVICE, OOM_ADVICE, classify_failure
 from lfgen.training.state import Lock, RunRow, Store
-from lfgen.training.watch import NAN_ADVICE, OOM_ADVICE, Progress, RunWatcher, classify_failure
+from lfgen.training.target import Target, resolve  # noqa: F401 - lfgen.training.runner.resolve is public
+from lfgen.training.watch import Progress, RunWatcher
 
 POLL_S = 0.2
-
-
-@dataclass
-class Target:
-    """What ``lfgen run`` was pointed at: an experiment, or a single config (an experiment of one run)."""
-
-    name: str
-    root: Path  # the directory runs start in; configs' relative paths resolve from here
-    state_path: Path
-    runs: list[tuple[str, str, str]]  # (name, config path relative to root, output_dir as in the config)
-
-
-def resolve(spec: str, experiments_dir: str = "experiments") -> Target:
-    """An experiment folder, an experiment name under *experiments_dir*, or a config file."""
-    from lfgen.experiments.manifest import load
-    from lfgen.yamlio import load_config
-
-    path = Path(spec)
-    if not (path / MANIFEST).is_file() and (Path(experiments_dir) / spec / MANIFEST).is_file():
-        path = Path(experiments_dir) / spec
-    if (path / MANIFEST).is_file():
-        exp = load(path)
-        root = (exp.path / exp.manifest.root).resolve()
-        runs = [(r.name, os.path.relpath(exp.path / r.config, root), r.output_dir) for r in exp.manifest.runs]
-        return Target(exp.manifest.name, root, exp.path / STATE, runs)
-    if path.suffix in (".yaml", ".yml") and path.is_file():
-        config = load_config(path)
-        if not config.get("output_dir"):
-            raise InputError(f"{path}: has no output_dir; lfgen needs one per run (lfgen preset writes it)")
-        from lfgen.paths import config_root
-
-        root = config_root(path) or Path.cwd()  # where lfgen made it; a hand-written config: here
-        state = path.resolve().parent / SINGLE_STATE_DIR / f"{path.stem}.sqlite"
-        return Target(path.stem, root, state, [(path.stem, os.path.relpath(path.resolve(), root),
-                                                str(config["output_dir"]))])
-    known = sorted(p.parent.name for p in Path(experiments_dir).glob(f"*/{MANIFEST}"))
-    listing = ", ".join(known) if known else f"none in {experiments_dir}/ (lfgen sweep writes one)"
-    raise InputError(f"{spec}: no such experiment or config file; experiments: {listing}")
 
 
 class Reporter(Protocol):
@@ -83,6 +49,7 @@ class _Active:
     gpus: list[int] | None
     micro: int | None
     accumulation: int | None
+    config: dict[str, Any] = field(default_factory=dict)  # what it trains with (lfgen_run.yaml)
 
 
 @dataclass
@@ -107,8 +74,9 @@ def _slots(gpus: list[int] | None, per_run: int) -> list[list[int] | None]:
 
 class Runner:
     def __init__(self, target: Target, reporter: Reporter, *, gpus: list[int] | None = None, gpus_per_run: int = 1,
-                 max_oom_retries: int = 3, fail_fast: bool = False):
+                 max_oom_retries: int = 3, fail_fast: bool = False, command: list[str] | None = None):
         self.target, self.reporter = target, reporter
+        self.command = list(sys.argv if command is None else command)  # the lfgen command line, for lfgen_env.json
         self.slots = _slots(gpus, gpus_per_run)
         self.max_oom_retries, self.fail_fast = max_oom_retries, fail_fast
         self.store: Store | None = None
@@ -175,7 +143,7 @@ class Runner:
         try:
             output_dir, config, text = self._prepare(row)
         except _ConfigProblem as problem:
-            self._finish_failed(row, "config", str(problem))
+            self._finish_failed(row, "config", f"{problem}; fix it in {row.config}")
             return
         note = row.reason == "oom-retry" and (
             f"after OOM: micro-batch {config.get('per_device_train_batch_size')} x accumulation "
@@ -195,6 +163,7 @@ class Runner:
         with (output_dir / CONSOLE_LOG).open("a", encoding="utf-8") as log:
             log.write(f"\n===== lfgen: attempt {attempt} of run {name}: {shlex.join(argv)}"
                       f"{' (' + note + ')' if note else ''} =====\n")
+        self._record_environment(output_dir, name, attempt, slot)
         watcher = RunWatcher(output_dir, output_dir / CONSOLE_LOG)
         watcher.skip_existing()  # a resumed run appends to the same files
         child = launch.spawn(argv, cwd=self.target.root, env=env, log_path=output_dir / CONSOLE_LOG)
@@ -207,8 +176,19 @@ class Runner:
         store.event(name, "started", command)
         self.active[name] = _Active(row=store.get(name), child=child, watcher=watcher, gpus=slot,
                                     micro=config.get("per_device_train_batch_size"),
-                                    accumulation=config.get("gradient_accumulation_steps"))
+                                    accumulation=config.get("gradient_accumulation_steps"), config=config)
         self.reporter.started(name, attempt, slot, note)
+
+    def _record_environment(self, output_dir: Path, name: str, attempt: int, slot: list[int] | None) -> None:
+        from lfgen.catalogs.llamafactory import find_python
+        from lfgen.training.environment import environment
+
+        manifest = environment(python=find_python(), gpus=launch.gpu_names(slot), command=self.command,
+                               run=name, attempt=attempt)
+        write_manifest(output_dir, manifest)
+
+    def _log(self, row: RunRow) -> str:
+        return f"{row.output_dir}/{CONSOLE_LOG}"
 
     def _finish_failed(self, row: RunRow, reason: str, detail: str) -> None:
         self.store.update(row.name, state="failed", reason=reason, detail=detail, pid=None, pgid=None,
@@ -222,16 +202,19 @@ class Runner:
         progress = active.watcher.poll()
         self.reporter.progress(name, progress)
         rc = active.child.proc.poll()
+        log = self._log(active.row)
         if progress.nan and rc is None:
             launch.stop_group(active.child.pid, grace=5)
             active.child.proc.wait()
-            self._finish_failed(active.row, "nan", f"{progress.nan}; stopped at once. {NAN_ADVICE}")
+            self._finish_failed(active.row, "nan", failures.with_log(
+                f"the loss went NaN ({progress.nan}); stopped at once. {NAN_ADVICE}", log))
             return True
         if rc is None:
             return False
         active.watcher.poll()
         if progress.nan:
-            self._finish_failed(active.row, "nan", f"{progress.nan}. {NAN_ADVICE}")
+            self._finish_failed(active.row, "nan", failures.with_log(f"the loss went NaN ({progress.nan}). {NAN_ADVICE}",
+                                                                     log))
         elif rc == 0:
             self.store.update(name, state="done", reason=None, detail=None, pid=None, pgid=None, ended=time.time())
             self.store.event(name, "done", progress.as_dict())
@@ -241,7 +224,9 @@ class Runner:
             if reason == "oom":
                 self._oom(active, detail, queue)
             else:
-                self._finish_failed(active.row, reason, f"exit {rc}: {detail}")
+                reason, message = failures.explain(reason, detail, config=active.config, config_file=active.row.config,
+                                                   log=log, root=self.target.root, exit_code=rc)
+                self._finish_failed(active.row, reason, message)
         return True
 
     def _oom(self, active: _Active, detail: str, queue: deque) -> None:
@@ -249,7 +234,8 @@ class Runner:
         micro, accumulation = active.micro or 1, active.accumulation or 1
         if micro <= 1 or row.oom_retries >= self.max_oom_retries:
             why = "at micro-batch 1" if micro <= 1 else f"after {row.oom_retries} OOM retries"
-            self._finish_failed(row, "oom", f"{detail} ({why}). {OOM_ADVICE}")
+            self._finish_failed(row, "oom", failures.with_log(f"out of memory {why}. {OOM_ADVICE}", self._log(row),
+                                                              detail))
             return
         new_micro = micro // 2
         new_accumulation = math.ceil(micro * accumulation / new_micro)  # keeps micro x accumulation

@@ -1,4 +1,4 @@
-"""Reading a training run as it happens: progress, NaN, and why it failed.
+"""Reading a training run as it happens: progress and NaN (why a run failed: ``lfgen.training.failures``).
 
 Two files are tailed by byte offset (a partial last line waits for the next read):
 - ``trainer_log.jsonl``, LlamaFactory's log (steps, loss, eval_loss, ETA, measured VRAM);
@@ -20,19 +20,8 @@ from typing import Any
 from lfgen.layout import TRAINER_LOG
 from lfgen.results.parsing import peak_vram_gib
 
-OOM_PATTERNS = re.compile(r"CUDA out of memory|OutOfMemoryError|HIP out of memory|MPS backend out of memory|"
-                          r"NPU out of memory|CUBLAS_STATUS_ALLOC_FAILED|out of memory", re.IGNORECASE)
-# A failure inside LlamaFactory's argument parsing is the config's fault, not the run's.
-CONFIG_PATTERNS = re.compile(r"llamafactory/hparams/parser\.py|Some keys are not used by the HfArgumentParser|"
-                             r"is not a valid \w+, please select one of|Template \S+ does not exist|"
-                             r"Undefined dataset \S+ in dataset_info\.json|Cannot open \S+dataset_info\.json")
 _CONSOLE_LOSS = re.compile(r"'loss':\s*'?([-+\w.]+)'?")
 _CONSOLE_GRAD = re.compile(r"'grad_norm':\s*'?([-+\w.]+)'?")
-NAN_ADVICE = ("R-DIAG-NAN: check the precision (fp16 -> bf16, or fp32 where bf16 is missing), keep gradient "
-              "clipping on (max_grad_norm 1.0), lower the learning rate; with loss 0 and grad_norm NaN also try "
-              "flash_attn: disabled (LlamaFactory #8088)")
-OOM_ADVICE = ("R-DIAG-OOM: at micro-batch 1 it still does not fit: use quantization_bit 4 (QLoRA), a shorter "
-              "cutoff_len, or more GPUs with DeepSpeed ZeRO-3")
 
 
 class _Tail:
@@ -54,11 +43,20 @@ class _Tail:
         return [line.decode("utf-8", "replace") for line in complete if line.strip()]
 
 
-def _number(text: str) -> float | None:
+def _number(value: Any, default: Any = None) -> Any:
+    """*value* as a float (``"nan"`` and ``NaN`` included), else *default*; never raises."""
+    if isinstance(value, bool):
+        return default
     try:
-        return float(text)
-    except ValueError:
-        return None
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        return default
+
+
+def _count(value: Any, default: int) -> int:
+    """A step count: a finite number, else *default*."""
+    number = _number(value)
+    return int(number) if number is not None and math.isfinite(number) else default
 
 
 def _bad(value: Any) -> bool:
@@ -107,18 +105,21 @@ class RunWatcher:
                 record = json.loads(line)  # json reads NaN and Infinity, as Python's json.dumps writes them
             except json.JSONDecodeError:
                 continue
-            p.step = int(record.get("current_steps", p.step))
-            p.total = int(record.get("total_steps", p.total))
-            p.percentage = float(record.get("percentage", p.percentage))
+            if not isinstance(record, dict):
+                continue
+            # A field that is not a number (a hand-edited or foreign log, a null) keeps the last value.
+            p.step = _count(record.get("current_steps"), p.step)
+            p.total = _count(record.get("total_steps"), p.total)
+            p.percentage = _number(record.get("percentage"), p.percentage)
             p.remaining = str(record.get("remaining_time", p.remaining))
-            if "vram_reserved" in record:  # -0.0 on the CPU: no measurement
+            if "vram_reserved" in record:  # -0.0 on the CPU: no measurement; a non-number: ignored
                 p.vram_gib = peak_vram_gib([p.vram_gib, record["vram_reserved"]])
             if "loss" in record:
-                p.loss = record["loss"]
+                p.loss = _number(record["loss"], p.loss)
                 if _bad(p.loss) and p.nan is None:
                     p.nan = f"loss {p.loss} at step {p.step}"
             if "eval_loss" in record:
-                p.eval_loss = record["eval_loss"]
+                p.eval_loss = _number(record["eval_loss"], p.eval_loss)
                 if _bad(p.eval_loss) and p.nan is None:
                     p.nan = f"eval_loss {p.eval_loss} at step {p.step}"
         for line in self._console.lines():
@@ -133,15 +134,3 @@ class RunWatcher:
                 elif loss_value == 0.0 and grad_value is not None and math.isnan(grad_value):
                     p.nan = "loss 0 with grad_norm NaN (LlamaFactory #2916, #8088)"
         return p
-
-
-def classify_failure(tail: list[str]) -> tuple[str, str]:
-    """Why a run exited non-zero: ("oom" | "config" | "crashed", the lines that show it)."""
-    text = "\n".join(tail)
-    if OOM_PATTERNS.search(text):
-        lines = [line for line in tail if OOM_PATTERNS.search(line)]
-        return "oom", lines[-1].strip()[:500]
-    if CONFIG_PATTERNS.search(text):
-        errors = [line for line in tail if re.match(r"^\w*(Error|Exception)\b", line.strip())]
-        return "config", (errors[-1] if errors else tail[-1]).strip()[:500]
-    return "crashed", "\n".join(tail[-8:])[:2000]
