@@ -90,9 +90,11 @@ def test_every_preset_x_gpu_x_model_passes_validate_and_llamafactorys_parser(tmp
 @needs_llamafactory
 def test_llamafactorys_own_examples_are_accepted(monkeypatch):
     monkeypatch.chdir(LF_EXAMPLES)
-    names = ["qwen3_lora_sft.yaml", "qwen3_lora_pretrain.yaml", "qwen3_lora_dpo.yaml", "qwen3_lora_kto.yaml",
-             "qwen3_lora_reward.yaml", "qwen3_lora_sft_otfq.yaml", "llama3_lora_sft_gptq.yaml",
-             "llama3_lora_sft_awq.yaml"]
+    names = [f"examples/train_lora/{n}" for n in ("qwen3_lora_sft.yaml", "qwen3_lora_pretrain.yaml",
+                                                  "qwen3_lora_dpo.yaml", "qwen3_lora_kto.yaml",
+                                                  "qwen3_lora_reward.yaml")]
+    names += [f"examples/train_qlora/{n}" for n in ("qwen3_lora_sft_otfq.yaml", "llama3_lora_sft_gptq.yaml",
+                                                    "llama3_lora_sft_awq.yaml")]
     report = validate(names)
     assert report.llamafactory["parser_run"] is True
     assert report.ok, [(f.path, f.problems) for f in report.files if f.problems]
@@ -102,7 +104,7 @@ def test_llamafactorys_own_examples_are_accepted(monkeypatch):
 @needs_llamafactory
 def test_llamafactorys_parser_errors_are_shown_cleanly(tmp_path, monkeypatch):
     monkeypatch.chdir(LF_EXAMPLES)
-    report = validate(["qwen3_lora_sft_ds3.yaml"])  # DeepSpeed config; deepspeed is not installed
+    report = validate(["examples/train_lora/qwen3_lora_sft_ds3.yaml"])  # DeepSpeed config; deepspeed is not installed
     problems = report.files[0].problems
     assert len(problems) == 1 and problems[0].startswith("LlamaFactory's parser: ") and "deepspeed" in problems[0]
     bad = write(tmp_path / "bad.yaml", "model_name_or_path: m\nfinetuning_type: lora\nquantization_bit: 4\n"

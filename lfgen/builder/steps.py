@@ -23,9 +23,32 @@ from lfgen.errors import InputError, ProblemsFound
 from lfgen.numbers import fmt
 from lfgen.resources import load_data
 
+def is_lora(ctx: Context) -> bool:
+    return ctx.get("finetuning_type", "lora") == "lora"
+
+
+def _premise_holds(ctx: Context, key: str, rule_id: str, value: Any, block: dict[str, Any]) -> bool:
+    """For a base file: does the skeleton's rule apply to this file at all?"""
+    if rule_id == "R-LR" and not (is_lora(ctx) and ctx.get("stage", "sft") in ("sft", "pt")):
+        return False  # the LoRA SFT learning rate; full, freeze, OFT and preference stages have none in lfgen
+    pair = ("per_device_train_batch_size", "gradient_accumulation_steps")
+    if key in pair:  # "4 x 8 = 32" holds only when the file has both numbers
+        return all(same(ctx.get(k), block[k].value) for k in pair)
+    if key not in ctx.fixed:
+        from lfgen.catalogs.llamafactory import snapshot
+
+        spec = snapshot().keys.get(key)
+        if spec is not None and same(spec.default, value):
+            return False  # LlamaFactory does it already: nothing to suggest
+    return True
+
+
 def _skeleton(ctx: Context) -> None:
     block = training_block()
-    for key, choice in {**block.values, **block.defaults}.items():
+    choices = {**block.values, **block.defaults}
+    for key, choice in choices.items():
+        if ctx.from_file_only and not _premise_holds(ctx, key, choice.rule, choice.value, choices):
+            continue
         ctx.choose(key, choice.value, choice.rule, choice.reason)
 
 
@@ -97,12 +120,19 @@ def _data_size(ctx: Context) -> None:
 
 def _data_rules(ctx: Context) -> None:
     n = ctx.samples
-    preset = ctx.preset
-    pinned = set(preset.pinned) if preset else {"lora_rank", "lora_alpha", "lora_target", "lora_dropout"}
     if n is None:
         return
     count = f"N = {n:,} samples"
     asked = "--samples" if ctx.options.samples else "--dataset-dir" if ctx.options.dataset_dir else None
+    if is_lora(ctx):
+        _lora_data_rules(ctx, n, count, asked)
+    _epoch_rules(ctx, n, count, asked)
+
+
+def _lora_data_rules(ctx: Context, n: int, count: str, asked: str | None) -> None:
+    """R-DATA-RANK and R-DATA-DROPOUT: LoRA's rank and dropout for the data size."""
+    preset = ctx.preset
+    pinned = set(preset.pinned) if preset else {"lora_rank", "lora_alpha", "lora_target", "lora_dropout"}
     rank_band = rules.band("R-DATA-RANK", n)
     low, high = rank_band["range"]
     if preset is not None and "lora_rank" not in pinned:
@@ -128,6 +158,9 @@ def _data_rules(ctx: Context) -> None:
     else:
         ctx.choose("lora_dropout", dropout, "R-DATA-DROPOUT", f"{count}: seed 002's band gives {dropout}",
                    alternative=_dropout_alternative(), asked=asked)
+
+
+def _epoch_rules(ctx: Context, n: int, count: str, asked: str | None) -> None:
     epochs = rules.band("R-DATA-EPOCHS", n)
     ctx.choose("num_train_epochs", epochs["value"], "R-DATA-EPOCHS",
                f"{count}: seed 002's band is {epochs['range'][0]}-{epochs['range'][1]} epochs; lfgen takes the low "
@@ -141,7 +174,7 @@ def _data_rules(ctx: Context) -> None:
 def _alpha(ctx: Context) -> None:
     """R-ALPHA: alpha keeps the base's alpha/rank ratio (the preset's, or the file's), 2 by default."""
     rank = ctx.get("lora_rank")
-    if not isinstance(rank, int):
+    if not isinstance(rank, int) or not is_lora(ctx):
         return
     if ctx.preset is not None:
         ratio, whose = ctx.preset.lora.alpha_ratio, f"the {ctx.preset.name} preset's ratio"
@@ -152,6 +185,8 @@ def _alpha(ctx: Context) -> None:
             ratio, whose = file_alpha[0] / file_rank[0], "the file's ratio"
         else:
             ratio, whose = 2.0, "the default ratio"
+    if ctx.from_file_only and "lora_alpha" not in ctx.fixed and round(ratio * rank) == 2 * rank:
+        return  # LlamaFactory's own default is alpha = 2 x rank: nothing to suggest
     ctx.choose("lora_alpha", round(ratio * rank), "R-ALPHA", f"alpha = {ratio:g} x rank {rank} ({whose})",
                asked="--rank" if ctx.options.rank is not None and ctx.options.alpha is None else None)
 
@@ -180,8 +215,13 @@ def _hardware(ctx: Context) -> None:
     gpus = f" x {opts.num_gpus} GPUs" if opts.num_gpus > 1 else ""
     seed_way = f"seed 002's {tier} tier: {micro} x {accumulation}{gpus}"
     if ctx.model_spec is not None:
-        _fit_to_gpu(ctx, gpu, asked, seed_way)
-        return
+        from lfgen.builder.estimates import cannot_estimate
+
+        ctx.no_estimate = cannot_estimate(_merged(ctx))
+        if not ctx.no_estimate:
+            _fit_to_gpu(ctx, gpu, asked, seed_way)
+            return
+        ctx.warn("R-HW-HEADROOM", f"no memory estimate: {ctx.no_estimate}; the batch follows {seed_way}")
     _headroom(ctx, gpu)
     effective = micro * accumulation * opts.num_gpus
     ctx.choose("per_device_train_batch_size", micro, "R-HW-BATCH",
@@ -191,6 +231,11 @@ def _hardware(ctx: Context) -> None:
                asked=asked)
 
 
+def _merged(ctx: Context) -> dict[str, Any]:
+    """The config so far with the keys the user or the file fixed that no rule has chosen yet."""
+    return {**ctx.config, **{k: v[0] for k, v in ctx.fixed.items() if k not in ctx.config}}
+
+
 def _fit_to_gpu(ctx: Context, gpu: Gpu, asked: str, seed_way: str) -> None:
     """R-HW-HEADROOM with the estimator: the largest micro-batch that leaves the headroom free."""
     from lfgen.builder.estimates import fit
@@ -198,8 +243,7 @@ def _fit_to_gpu(ctx: Context, gpu: Gpu, asked: str, seed_way: str) -> None:
     headroom = rules.headroom()
     target, _ = rules.effective_batch_range()
     model = ctx.model_name
-    result = fit(model, {**ctx.config, **{k: v[0] for k, v in ctx.fixed.items() if k not in ctx.config}},
-                 gpu.name, gpu.memory_gb, ctx.options.num_gpus, headroom, target)
+    result = fit(model, _merged(ctx), gpu.name, gpu.memory_gb, ctx.options.num_gpus, headroom, target)
     ctx.fit = result
     if not result.fits:
         options = "; ".join(f"{o.description} (~{o.estimate.total:.1f} GiB)" for o in result.options) or \
@@ -303,8 +347,10 @@ def is_file_base(base: str) -> bool:
 
 
 
-def build(base: str = "a800", options: BuildOptions | None = None, *, check_data: bool = True) -> Build:
-    """Build one LlamaFactory train config from a preset name or a config file, plus options."""
+def build(base: str = "a800", options: BuildOptions | None = None, *, check_data: bool = True,
+          check_schema: bool = True) -> Build:
+    """Build one LlamaFactory train config from a preset name or a config file, plus options
+    (*check_schema* False: explain reports the schema's problems itself instead of stopping on them)."""
     options = options or BuildOptions()
     preset: Preset | None = None
     file_values: dict[str, Any] = {}
@@ -331,11 +377,11 @@ def build(base: str = "a800", options: BuildOptions | None = None, *, check_data
     _output(ctx)
     _user_rest(ctx)
     checks(ctx)
-    if ctx.model_spec is not None and ctx.hardware is not None:
+    if ctx.model_spec is not None and ctx.hardware is not None and not ctx.no_estimate:
         _estimate(ctx)
     # Rule values are tested against LlamaFactory's parser; only raw values from --set or a base
     # file need lfgen's schema (skipping it keeps `lfgen preset` inside its startup budget).
-    if options.set or file_values:
+    if check_schema and (options.set or file_values):
         from lfgen.catalogs.llamafactory import snapshot
         from lfgen.builder.schema import check
 

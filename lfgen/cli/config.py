@@ -113,9 +113,14 @@ def explain(subject: str, as_json: bool, **kwargs: Any) -> None:
     if as_json:
         emit_json(result.to_json())
         return
+    if result.kind is not None and not result.kind.is_llamafactory:
+        click.echo(f"{result.source}: {result.kind.line}")
+        return
     from rich.table import Table
 
     out = console()
+    if result.kind is not None:
+        out.print(f"kind: {result.kind.label} ({result.kind.advice})", markup=False)
     title = f"{result.source}"
     if result.samples is not None:
         title += f" | N = {result.samples:,} samples ({result.samples_note})"
@@ -144,6 +149,10 @@ def explain(subject: str, as_json: bool, **kwargs: Any) -> None:
         out.print(extra)
     if result.estimate is not None:
         _print_estimate(out, result.estimate)
+    elif result.estimate_note:
+        out.print(f"no memory estimate: {result.estimate_note}", markup=False)
+    for problem in result.problems:
+        click.echo(f"problem: {result.source}: {problem} (lfgen validate checks the file)", err=True)
     print_warnings(result.warnings)
 
 
@@ -152,8 +161,11 @@ def _print_estimate(out, estimate) -> None:
     from rich.table import Table
 
     model = estimate.model
+    where = f"on {', '.join(estimate.target_modules)}" if estimate.target_modules else "(every parameter)"
+    if estimate.finetuning_type == "freeze":
+        where = f"(freeze: {', '.join(estimate.target_modules)} of the trainable layers)"
     table = Table(title=f"{model['id']} ({model['architecture']}, {model['params'] / 1e9:.2f}B parameters): "
-                        f"{estimate.trainable_params:,} trainable on {', '.join(estimate.target_modules)}",
+                        f"{estimate.trainable_params:,} trainable {where}",
                   title_justify="left")
     table.add_column("memory per GPU")
     table.add_column("GiB", justify="right")
