@@ -187,13 +187,17 @@ def _print_estimate(out, estimate) -> None:
 @click.command(context_settings=CONTEXT)
 @click.argument("files", nargs=-1, required=True, metavar="FILE...")
 @click.option("--no-parser", is_flag=True, help="Skip LlamaFactory's own parser (faster; lfgen's checks only).")
+@click.option("--dataset-dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Check the dataset names against DIR/dataset_info.json instead of each file's dataset_dir.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: ok, llamafactory, files[] (docs/cli.md).")
-def validate(files: tuple[str, ...], no_parser: bool, as_json: bool) -> None:
+def validate(files: tuple[str, ...], no_parser: bool, dataset_dir: str | None, as_json: bool) -> None:
     """Check config files and report every problem of every file at once; exit 1 if any.
 
     lfgen checks types, choices and ranges (LlamaFactory's parser does not), unknown keys
     (with did-you-mean), the chat template and the dataset names; then LlamaFactory's own
-    parser runs on all files in one subprocess when it is installed.
+    parser runs on all files in one subprocess when it is installed (the parser of the file's
+    command: train, chat, export, eval), from the current directory as llamafactory-cli would.
+    A file that is not a LlamaFactory config (DeepSpeed, accelerate, v1) gets one note and is skipped.
 
     \b
     Examples:
@@ -202,7 +206,7 @@ def validate(files: tuple[str, ...], no_parser: bool, as_json: bool) -> None:
     """
     from lfgen.builder.validate import validate as run_validate
 
-    report = run_validate(list(files), run_parser=not no_parser)
+    report = run_validate(list(files), run_parser=not no_parser, dataset_dir=dataset_dir)
     if as_json:
         emit_json(report.to_json())
     else:
@@ -215,8 +219,11 @@ def validate(files: tuple[str, ...], no_parser: bool, as_json: bool) -> None:
             click.echo(f"note: {report.llamafactory['note']}", err=True)
         bad = [f for f in report.files if not f.ok]
         problems = sum(len(f.problems) for f in bad)
+        skipped = sum(not f.checked for f in report.files)
         summary = (f"{len(files)} file(s) valid" if not bad else
                    f"{len(bad)} of {len(files)} file(s) have problems ({problems} in all)")
+        if skipped:
+            summary += f"; {skipped} not a LlamaFactory config (skipped)"
         click.echo(summary, err=True)
     if not report.ok:
         sys.exit(1)
