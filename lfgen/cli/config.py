@@ -120,7 +120,7 @@ def explain(subject: str, as_json: bool, **kwargs: Any) -> None:
 
     out = console()
     if result.kind is not None:
-        out.print(f"kind: {result.kind.label} ({result.kind.advice})", markup=False)
+        click.echo(f"kind: {result.kind.label} ({result.kind.advice})")
     title = f"{result.source}"
     if result.samples is not None:
         title += f" | N = {result.samples:,} samples ({result.samples_note})"
