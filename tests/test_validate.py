@@ -46,7 +46,9 @@ def test_json_report(tmp_path, runner, cli):
     data = json.loads(result.stdout)
     assert result.exit_code == 1 and data["ok"] is False
     assert data["files"][0] == {"path": path, "ok": False, "problems": ["lora_rank: must be greater than 0 (got 0)"],
-                                "notes": []}
+                                "notes": [], "checked": True,
+                                "kind": {"name": "train", "label": "LoRA SFT training config",
+                                         "advice": "run it with `llamafactory-cli train FILE`"}}
     assert set(data["llamafactory"]) >= {"version", "parser_run"}
 
 
@@ -90,9 +92,11 @@ def test_every_preset_x_gpu_x_model_passes_validate_and_llamafactorys_parser(tmp
 @needs_llamafactory
 def test_llamafactorys_own_examples_are_accepted(monkeypatch):
     monkeypatch.chdir(LF_EXAMPLES)
-    names = ["qwen3_lora_sft.yaml", "qwen3_lora_pretrain.yaml", "qwen3_lora_dpo.yaml", "qwen3_lora_kto.yaml",
-             "qwen3_lora_reward.yaml", "qwen3_lora_sft_otfq.yaml", "llama3_lora_sft_gptq.yaml",
-             "llama3_lora_sft_awq.yaml"]
+    names = [f"examples/train_lora/{n}" for n in ("qwen3_lora_sft.yaml", "qwen3_lora_pretrain.yaml",
+                                                  "qwen3_lora_dpo.yaml", "qwen3_lora_kto.yaml",
+                                                  "qwen3_lora_reward.yaml")]
+    names += [f"examples/train_qlora/{n}" for n in ("qwen3_lora_sft_otfq.yaml", "llama3_lora_sft_gptq.yaml",
+                                                    "llama3_lora_sft_awq.yaml")]
     report = validate(names)
     assert report.llamafactory["parser_run"] is True
     assert report.ok, [(f.path, f.problems) for f in report.files if f.problems]
@@ -102,7 +106,7 @@ def test_llamafactorys_own_examples_are_accepted(monkeypatch):
 @needs_llamafactory
 def test_llamafactorys_parser_errors_are_shown_cleanly(tmp_path, monkeypatch):
     monkeypatch.chdir(LF_EXAMPLES)
-    report = validate(["qwen3_lora_sft_ds3.yaml"])  # DeepSpeed config; deepspeed is not installed
+    report = validate(["examples/train_lora/qwen3_lora_sft_ds3.yaml"])  # DeepSpeed config; deepspeed is not installed
     problems = report.files[0].problems
     assert len(problems) == 1 and problems[0].startswith("LlamaFactory's parser: ") and "deepspeed" in problems[0]
     bad = write(tmp_path / "bad.yaml", "model_name_or_path: m\nfinetuning_type: lora\nquantization_bit: 4\n"
@@ -177,3 +181,54 @@ def test_templates_not_known_to_be_wrong_pass(tmp_path, monkeypatch, model_type,
     _model_dir(tmp_path, "model", model_type)
     assert validate([write(tmp_path / "c.yaml", f"model_name_or_path: ./model\ntemplate: {template}\n")],
                     run_parser=False).ok
+
+
+def test_dataset_dir_option_and_close_matches_only(tmp_path, runner, cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    make_dataset_dir(tmp_path / "mine", name="my_sft")
+    path = write(tmp_path / "c.yaml", "model_name_or_path: m\ndataset: my_sft\n")
+    assert validate([path], run_parser=False).files[0].problems  # data/ does not exist here
+    result = runner.invoke(cli, ["validate", path, "--no-parser", "--dataset-dir", str(tmp_path / "mine")])
+    assert result.exit_code == 0, result.output
+    many = {f"set_{i}": {"file_name": "x.json"} for i in range(50)}
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "dataset_info.json").write_text(json.dumps(many))
+    bad = write(tmp_path / "b.yaml", "model_name_or_path: m\ndataset: set_7x\n")
+    problem = validate([bad], run_parser=False).files[0].problems[0]
+    assert "did you mean: set_7" in problem and "set_42" not in problem
+
+
+def test_a_launcher_config_is_one_note_not_unknown_keys(runner, cli, monkeypatch):
+    monkeypatch.chdir(LF_EXAMPLES)
+    result = runner.invoke(cli, ["validate", "--no-parser", "examples/accelerate/fsdp_config.yaml"])
+    assert result.exit_code == 0 and result.stdout == ""
+    assert "an accelerate launcher config (FSDP)" in result.stderr and "not a LlamaFactory key" not in result.stderr
+
+
+@pytest.mark.slow
+@needs_llamafactory
+def test_the_parser_runs_from_the_users_directory_and_writes_nothing(tmp_path, monkeypatch):
+    """Relative paths resolve from the cwd, as llamafactory-cli resolves them: a used output_dir is found."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "model.safetensors").write_text("x")
+    path = write(tmp_path / "c.yaml", "model_name_or_path: m\nstage: sft\ndo_train: true\ndataset: my_sft\n"
+                                      "template: qwen\noutput_dir: out\n")
+    make_dataset_dir(tmp_path / "data")
+    before = sorted(p for p in tmp_path.rglob("*"))
+    problems = validate([path]).files[0].problems
+    assert any("Output directory already exists" in p for p in problems), problems
+    assert sorted(p for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.slow
+@needs_llamafactory
+def test_pure_bf16_gets_the_no_gpu_note(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    make_dataset_dir(tmp_path / "data")
+    path = write(tmp_path / "c.yaml", "model_name_or_path: m\nstage: sft\ndo_train: true\ndataset: my_sft\n"
+                                      "template: qwen\nfinetuning_type: full\npure_bf16: true\noutput_dir: o\n")
+    report = validate([path])
+    if report.llamafactory["cuda"] is False:
+        assert report.ok, report.files[0].problems
+        assert "pure_bf16" in report.llamafactory["note"]

@@ -83,24 +83,52 @@ def from_argv(argv: list[str]) -> dict:
         sys.argv = saved
 
 
-def parse(config: dict, cuda: bool) -> str | None:
-    """LlamaFactory's own get_train_args on one config; None when it accepts it, else its message.
+GPU_ONLY = ("bf16", "pure_bf16")  # keys LlamaFactory's parser refuses without a GPU
 
-    Without a GPU its parser refuses bf16 ("Your setup doesn't support bf16/gpu"): a config
-    written for a GPU is parsed with use_cpu added, as on the machine it targets.
+
+def _torchrun_env() -> dict:
+    """What torchrun sets for a one-process launch: `llamafactory-cli train` starts DeepSpeed and FSDP that way."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
+            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+
+
+def parse(config: dict, cuda: bool, mode: str = "train", cwd: str | None = None) -> str | None:
+    """LlamaFactory's own parser on one config (get_train_args, get_infer_args or get_eval_args: *mode*),
+    run from *cwd* so relative paths resolve as `llamafactory-cli` resolves them; None when it accepts it.
+
+    Without a GPU its parser refuses bf16 and pure_bf16: a config written for a GPU is parsed with use_cpu
+    added, as on the machine it targets. A DeepSpeed or FSDP config is parsed inside a one-process torchrun
+    environment, the way `llamafactory-cli train` launches it.
     """
-    from llamafactory.hparams import get_train_args
+    from llamafactory.hparams import get_eval_args, get_infer_args, get_train_args
 
+    function = {"train": get_train_args, "infer": get_infer_args, "eval": get_eval_args}[mode]
     config = dict(config)
-    if not cuda and config.get("bf16") is True and "use_cpu" not in config:
+    if mode == "train" and not cuda and any(config.get(k) is True for k in GPU_ONLY) and "use_cpu" not in config:
         config["use_cpu"] = True
+        if config.pop("pure_bf16", None) is True:  # "This device does not support pure_bf16": parse it as bf16
+            config["bf16"] = True
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    if mode == "train" and (config.get("deepspeed") or config.get("fsdp")):
+        os.environ.update(_torchrun_env())
     try:
-        get_train_args(config)
+        if cwd:
+            os.chdir(cwd)
+        function(config)
     except SystemExit as exc:  # argparse-style failures exit instead of raising
         return f"LlamaFactory's parser exited ({exc.code})"
     except Exception as exc:  # noqa: BLE001 - any parser failure is the answer we want
         message = str(exc).strip() or type(exc).__name__
         return f"{type(exc).__name__}: {message}"
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
     return None
 
 
@@ -117,11 +145,13 @@ def main(request_path: str, result_path: str) -> None:
 
     result["cuda"] = cuda = torch.cuda.is_available()
     results = []
-    for item in request.get("configs", []):
+    # accelerate keeps its distributed state for the process: configs launched by torchrun parse last.
+    items = sorted(request.get("configs", []), key=lambda i: bool(i["config"].get("deepspeed") or i["config"].get("fsdp")))
+    for item in items:
         config = item["config"]
         if "__argv__" in config:  # a command line: the YAML path plus key=value overrides
             config = from_argv(config["__argv__"])
-        results.append({"id": item["id"], "error": parse(config, cuda)})
+        results.append({"id": item["id"], "error": parse(config, cuda, item.get("mode", "train"), item.get("cwd"))})
     result["results"] = results
     with open(result_path, "w", encoding="utf-8") as handle:
         json.dump(result, handle)

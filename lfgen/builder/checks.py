@@ -9,16 +9,19 @@ from lfgen.catalogs import rules
 def checks(ctx: Context) -> None:
     cfg = ctx.config
     lr, rank, alpha = cfg.get("learning_rate"), cfg.get("lora_rank"), cfg.get("lora_alpha")
+    lora = cfg.get("finetuning_type", "lora") == "lora"
     low, high = rules.rule("R-LR").table("range")
-    if isinstance(lr, (int, float)) and not low <= lr <= high:
+    # R-LR's range is seed 001's for LoRA SFT: full, freeze and OFT fine-tuning and the preference stages
+    # (DPO's 5e-6) have no learning-rate rule in lfgen, so nothing is said about theirs.
+    if lora and cfg.get("stage", "sft") in ("sft", "pt") and isinstance(lr, (int, float)) and not low <= lr <= high:
         ctx.warn("R-LR", f"learning_rate {lr:g} is outside the LoRA range {low:g}-{high:g} (seed 001: 5e-6 too slow, "
                          "1e-3 oscillates)")
-    if isinstance(rank, int) and isinstance(alpha, int) and alpha / rank > 2 and isinstance(lr, (int, float)) \
+    if lora and isinstance(rank, int) and isinstance(alpha, int) and alpha / rank > 2 and isinstance(lr, (int, float)) \
             and lr >= 2e-4:
         ctx.warn("R-LR", f"alpha/rank = {alpha / rank:g} with learning_rate {lr:g}: seed 004 says a higher alpha "
                          "may need a lower learning rate (try 1e-4)")
     target = str(cfg.get("lora_target", ""))
-    if target and set(target.split(",")) <= {"o_proj", "down_proj"}:
+    if lora and target and set(target.split(",")) <= {"o_proj", "down_proj"}:
         ctx.warn("R-TARGET", f"lora_target {target}: seed 003 says targeting only o_proj or down_proj usually "
                              "works poorly; add q_proj,v_proj or use all")
     micro, accumulation = cfg.get("per_device_train_batch_size"), cfg.get("gradient_accumulation_steps")
@@ -39,6 +42,8 @@ def checks(ctx: Context) -> None:
     if ctx.from_file_only:
         for key in EXPLICIT_KEYS:
             if key in ctx.config and key not in ctx.fixed:
+                default = ("LlamaFactory's own flag, default false" if key == "plot_loss" else
+                           "LlamaFactory's default depends on the installed transformers")
                 ctx.warn("LF-EXPLICIT", f"the file does not set {key}; lfgen writes {key}: {ctx.config[key]} "
-                                        "(LlamaFactory's default depends on the installed transformers)")
+                                        f"({default})")
 

@@ -80,6 +80,7 @@ class Context:
         self._model_spec: Any = False  # not looked up yet; then lfgen.models.ModelSpec, or None if unknown
         self.estimate: Any = None  # lfgen.builder.estimates.Estimate, with a GPU
         self.fit: Any = None  # lfgen.models.Fit, with a GPU
+        self.no_estimate = ""  # why lfgen cannot estimate this config's memory (estimates.cannot_estimate)
         # key -> (value, rule, where): the user's options win over the file's values.
         self.fixed: dict[str, tuple[Any, str, str]] = {k: (v, "FILE", f"set in {file_source}")
                                                       for k, v in file_values.items()}

@@ -38,12 +38,15 @@ def split_names(value: Any) -> list[str]:
 
 
 def unregistered(names: list[str], info: dict[str, Any], dataset_dir: str | Path, key: str = "dataset") -> list[str]:
-    """One problem line per name missing from dataset_info.json."""
-    return [
-        f"{key}: {name!r} is not registered in {Path(dataset_dir) / INFO_FILE}{did_you_mean(name, info)}; "
-        f"registered: {', '.join(sorted(info)) or 'none'}"
-        for name in names if name not in info
-    ]
+    """One problem line per name missing from dataset_info.json: close matches, or every name when few."""
+    def known(name: str) -> str:
+        close = did_you_mean(name, info)
+        if len(info) <= 8:
+            return f"{close}; registered: {', '.join(sorted(info)) or 'none'}"
+        return close or f"; none of its {len(info)} names is close"
+
+    return [f"{key}: {name!r} is not registered in {Path(dataset_dir) / INFO_FILE}{known(name)}"
+            for name in names if name not in info]
 
 
 def _count_file(path: Path) -> int:

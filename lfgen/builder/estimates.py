@@ -21,8 +21,48 @@ from lfgen.errors import InputError, StateError
 
 
 def _zero_stage(config: dict[str, Any]) -> int:
+    """ZeRO stage from the DeepSpeed config's name; FSDP's full_shard shards like ZeRO-3, shard_grad_op like 2."""
     found = re.search(r"z(ero)?[_-]?([0-3])", str(config.get("deepspeed") or ""))
-    return int(found.group(2)) if found else 0
+    if found:
+        return int(found.group(2))
+    fsdp = " ".join(config["fsdp"]) if isinstance(config.get("fsdp"), list) else str(config.get("fsdp") or "")
+    return 3 if "full_shard" in fsdp else 2 if "shard_grad_op" in fsdp else 0
+
+
+# Settings whose memory lfgen does not model: the estimate would be a wrong number, so it says so instead.
+_UNMODELLED = {
+    "use_galore": "GaLore projects the optimizer state", "use_apollo": "APOLLO keeps a low-rank optimizer state",
+    "use_badam": "BAdam trains one block at a time", "use_adam_mini": "Adam-mini shares its second moments",
+    "use_muon": "Muon keeps its own optimizer state", "use_unsloth": "Unsloth's kernels change the activations",
+    "use_kt": "KTransformers offloads the experts to the CPU", "fp8": "FP8 training changes every dtype",
+    "mixture_of_depths": "mixture-of-depths changes the layers",
+}
+
+
+def cannot_estimate(config: dict[str, Any]) -> str:
+    """Why lfgen cannot estimate this training config's memory, or "" when it can."""
+    stage, method = config.get("stage", "sft"), config.get("finetuning_type", "lora")
+    if stage == "ppo":
+        return "PPO holds a policy, a value head, a reference and a reward model at once; lfgen does not estimate it"
+    if stage in ("dpo", "kto") and method in ("full", "freeze") and not config.get("ref_model"):
+        return (f"{stage.upper()} with {method} fine-tuning loads a second, frozen copy of the model as the "
+                "reference; lfgen does not estimate it")
+    for key, why in _UNMODELLED.items():
+        if config.get(key):
+            return f"{key}: {why}; lfgen does not estimate its memory"
+    if "offload" in str(config.get("deepspeed") or "") or "offload" in str(config.get("fsdp") or ""):
+        return "CPU offload moves the optimizer state off the GPU; lfgen does not estimate it"
+    bits = config.get("quantization_bit")
+    if bits is not None and (bits not in (4, 8) or config.get("quantization_method", "bnb") != "bnb"):
+        return f"quantization_bit {bits} ({config.get('quantization_method', 'bnb')}): the estimate covers " \
+               "bitsandbytes 4 and 8 bits"
+    try:
+        from lfgen.models.memory import _optimizer_bytes
+
+        _optimizer_bytes(str(config.get("optim", "adamw_torch")), False)
+    except InputError as exc:
+        return str(exc)
+    return ""
 
 
 def settings_for(config: dict[str, Any], num_gpus: int) -> dict[str, Any]:
@@ -46,6 +86,14 @@ def settings_for(config: dict[str, Any], num_gpus: int) -> dict[str, Any]:
         "num_gpus": num_gpus,
         "flash_attn": config.get("flash_attn", "auto"),
         "enable_liger_kernel": bool(config.get("enable_liger_kernel", False)),
+        "finetuning_type": config.get("finetuning_type", "lora"),
+        "freeze_trainable_layers": config.get("freeze_trainable_layers", 2),
+        "freeze_trainable_modules": config.get("freeze_trainable_modules", "all"),
+        "freeze_extra_modules": config.get("freeze_extra_modules"),
+        "use_llama_pro": bool(config.get("use_llama_pro", False)),
+        "oft_rank": config.get("oft_rank", 0),
+        "oft_block_size": config.get("oft_block_size", 32),
+        "deepspeed": bool(config.get("deepspeed")),
     }
     if values["quantization_bit"] is not None and values["quantization_bit"] not in (4, 8):
         raise InputError(f"quantization_bit: the estimate covers bitsandbytes 4 and 8 bits "
@@ -107,9 +155,11 @@ class Estimate:
     fits: bool | None
     notes: list[str] = field(default_factory=list)
     calibration: float | None = None
+    finetuning_type: str = "lora"
 
     def to_json(self) -> dict[str, Any]:
-        return {"model": self.model, "target_modules": self.target_modules, "trainable_params": self.trainable_params,
+        return {"model": self.model, "finetuning_type": self.finetuning_type, "target_modules": self.target_modules,
+                "trainable_params": self.trainable_params,
                 "memory_gib": self.memory_gib, "gpu": self.gpu, "fits": self.fits, "notes": self.notes,
                 "calibration": self.calibration}
 
@@ -120,13 +170,12 @@ def estimate(model: str, config: dict[str, Any], gpu_name: str | None, gpu_gib: 
     it fits when it leaves *headroom* (R-HW-HEADROOM's by default) of *gpu_gib* free."""
     from lfgen.catalogs.rules import headroom as registry_headroom
 
-    from lfgen.models import count_lora_params, estimate_memory
+    from lfgen.models import estimate_memory
+    from lfgen.models.trainable import count_trainable
 
     spec = spec_of(model)
     values = settings_for(config, num_gpus)
-    target = str(values["lora_target"])
-    count = count_lora_params(spec, values["lora_rank"], target, additional_target=values["additional_target"],
-                              use_dora=values["use_dora"])
+    count = count_trainable(spec, **values)
     memory = estimate_memory(spec, **values)
     breakdown = {k: round(v, 3) for k, v in memory.breakdown.items()}
     factor = factor_for(gpu_name, model)
@@ -137,9 +186,11 @@ def estimate(model: str, config: dict[str, Any], gpu_name: str | None, gpu_gib: 
     fits = None if gpu_gib is None else total <= gpu_gib * (1 - headroom)
     return Estimate(model={"id": spec.name, "architecture": spec.model_type, "params": count.total_params,
                            "source": spec.source},
-                    target_modules=list(model_order(model, count.targets)), trainable_params=count.trainable, memory_gib=breakdown,
+                    target_modules=list(model_order(model, count.targets)) if count.adapted else list(count.targets),
+                    trainable_params=count.trainable, memory_gib=breakdown,
                     gpu=None if gpu_name is None else {"name": gpu_name, "memory_gib": gpu_gib, "num_gpus": num_gpus},
-                    fits=fits, notes=list(dict.fromkeys([*count.notes, *memory.notes])), calibration=factor)
+                    fits=fits, notes=list(dict.fromkeys([*count.notes, *memory.notes])), calibration=factor,
+                    finetuning_type=values["finetuning_type"])
 
 
 def factor_for(gpu_name: str | None, model: str) -> float | None:

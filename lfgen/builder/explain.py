@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from lfgen.builder.context import Build, Decision, same
+from lfgen.builder.kinds import Kind, classify
 from lfgen.builder.options import BuildOptions
 from lfgen.builder.steps import build, is_file_base
 from lfgen.builder.recipe import read_recipe
@@ -29,6 +30,9 @@ class Explanation:
     # Rules the file does not follow: values lfgen would add or choose differently.
     suggestions: list[Decision] = field(default_factory=list)
     estimate: Any = None  # lfgen.builder.estimates.Estimate when the model's architecture is known
+    kind: Kind | None = None
+    problems: list[str] = field(default_factory=list)  # what lfgen validate reports on the file's values
+    estimate_note: str = ""  # why there is no estimate, when lfgen cannot make one
 
     def to_json(self) -> dict[str, Any]:
         extra = self.estimate.to_json() if self.estimate is not None else {}
@@ -36,6 +40,9 @@ class Explanation:
             extra["gpu"] = {**self.gpu, "memory_gib": self.gpu["memory_gb"]}
         return {**extra,
             "source": self.source,
+            "kind": self.kind.to_json() if self.kind else None,
+            "problems": self.problems,
+            "estimate_note": self.estimate_note,
             "config": self.config,
             "decisions": [d.to_json() for d in self.decisions],
             "warnings": self.warnings,
@@ -89,12 +96,39 @@ def _explain_generated(path: str, text: str, options: BuildOptions) -> Explanati
                        gpu=_gpu(rebuilt))
 
 
+def _explain_as_is(path: str, values: dict[str, Any], kind: Kind) -> Explanation:
+    """A chat / export / predict config, or no LlamaFactory config at all: its keys as they are, no rules,
+    no suggestions, no training estimate."""
+    from lfgen.catalogs.llamafactory import snapshot
+
+    catalog, decisions = snapshot(), []
+    if kind.is_llamafactory:
+        for key, value in values.items():
+            spec = catalog.keys.get(key)
+            default = f"; LlamaFactory's default: {spec.default!r}" if spec is not None else "; not a LlamaFactory key"
+            decisions.append(Decision(key=key, value=value, rule="FILE", source=path,
+                                      reason=f"set in {path}{default}"))
+    return Explanation(source=path, config=values if kind.is_llamafactory else {}, decisions=decisions,
+                       warnings=[], kind=kind)
+
+
+def _schema_problems(values: dict[str, Any]) -> list[str]:
+    from lfgen.builder.schema import check
+    from lfgen.catalogs.llamafactory import snapshot
+
+    return check(values, snapshot())
+
+
 def explain(target: str, options: BuildOptions | None = None) -> Explanation:
     """Explain a config file (lfgen's or anyone's) or a preset built with *options*, with the model's
-    target modules, trainable parameters and memory estimate when its architecture is known."""
+    target modules, trainable parameters and memory estimate when its architecture is known.
+
+    The file's kind (``lfgen.builder.kinds``) decides what is said: the rules and the estimate only for
+    a training config."""
     options = options or BuildOptions()
     if not is_file_base(target):
         result = _from_build(f"preset {target}", build(target, options))
+        result.kind = classify(result.config)
     elif (root := config_root(target)) is not None and root != Path.cwd().resolve():
         path = str(Path(target).resolve())
         with contextlib.chdir(root):  # its recipe (base, dataset_dir, model) is relative to the root it was made in
@@ -103,23 +137,33 @@ def explain(target: str, options: BuildOptions | None = None) -> Explanation:
         return result
     else:
         text = read_text(target, "config file")
+        values = parse_config(text, target)
+        kind = classify(values)
+        if not kind.is_training:
+            return _explain_as_is(target, values, kind)
         result = _explain_generated(target, text, options)
         if result is None:
-            values = parse_config(text, target)
-            built = build(target, options)
+            built = build(target, options, check_schema=False)
+            problems = _schema_problems(built.config)
             result = _from_build(target, built, list(values) + [k for k in built.config if k not in values])
-    result.estimate = _estimate(result, options)
+            result.problems = problems
+        result.kind = kind
+    result.estimate, result.estimate_note = _estimate(result, options)
     return result
 
 
-def _estimate(result: Explanation, options: BuildOptions) -> Any:
-    from lfgen.builder.estimates import estimate, model_spec
+def _estimate(result: Explanation, options: BuildOptions) -> tuple[Any, str]:
+    from lfgen.builder.estimates import cannot_estimate, estimate, model_spec
 
     model = result.config.get("model_name_or_path")
     if not model:
-        return None
+        return None, ""
     spec, _ = model_spec(str(model), required=options.model is not None)  # --model X: X must be known
     if spec is None:
-        return None
+        return None, ""
+    why = cannot_estimate(result.config)
+    if why:
+        return None, why
     gpu = result.gpu or {}
-    return estimate(str(model), result.config, gpu.get("name"), gpu.get("memory_gb"), gpu.get("num_gpus", options.num_gpus))
+    return estimate(str(model), result.config, gpu.get("name"), gpu.get("memory_gb"),
+                    gpu.get("num_gpus", options.num_gpus)), ""

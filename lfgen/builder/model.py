@@ -52,8 +52,10 @@ def model_spec(model: str, *, required: bool) -> tuple[Any | None, str | None]:
     """(spec, None), or (None, why) when an id is neither on disk nor in the catalog and not *required*.
 
     A local folder that is broken (no config.json, bad JSON, unsupported architecture) is always an error:
-    the user pointed at it.
+    the user pointed at it. No model at all is (None, why), never the current folder.
     """
+    if not model.strip():
+        return None, "model_name_or_path is not set (LlamaFactory needs it)"
     try:
         return spec_of(model), None
     except InputError as exc:

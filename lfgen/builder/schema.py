@@ -89,6 +89,8 @@ def _cross_field_problems(config: dict[str, Any]) -> list[str]:
         if allowed and bits not in allowed:
             problems.append(f"quantization_bit: {method} supports {', '.join(map(str, allowed))} bits (got {bits}); "
                             "4 is QLoRA's usual choice")
+    if get("pure_bf16") is True and "z3" in str(get("deepspeed") or "").replace("zero3", "z3"):
+        problems.append("pure_bf16: LlamaFactory refuses it with DeepSpeed ZeRO-3; use bf16 or ZeRO-2")
     strategy = get("eval_strategy", "no")
     if strategy not in ("no", None) and not val_size and not get("eval_dataset"):
         problems.append(f"eval_strategy: {strategy!r} needs eval data; set val_size (e.g. 0.05) or eval_dataset, "

@@ -7,24 +7,46 @@ Each step reads the context and calls ``ctx.choose(key, value, rule_id, reason)`
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from lfgen.builder import datasets
 from lfgen.builder.checks import checks
 from lfgen.builder.context import Build, Context, Decision, same
 from lfgen.builder.options import BuildOptions
+from lfgen.builder.sizing import estimate_memory, hardware, user_precision
 from lfgen.builder.targets import resolve_target
 from lfgen.catalogs import rules
-from lfgen.catalogs.gpus import Gpu, Hardware, find_gpu, gpu_with_memory
 from lfgen.catalogs.presets import Preset, get_preset, training_block
 from lfgen.errors import InputError, ProblemsFound
-from lfgen.numbers import fmt
+
+def is_lora(ctx: Context) -> bool:
+    return ctx.get("finetuning_type", "lora") == "lora"
+
+
+def _premise_holds(ctx: Context, key: str, rule_id: str, value: Any, block: dict[str, Any]) -> bool:
+    """For a base file: does the skeleton's rule apply to this file at all?"""
+    if rule_id == "R-LR" and not (is_lora(ctx) and ctx.get("stage", "sft") in ("sft", "pt")):
+        return False  # the LoRA SFT learning rate; full, freeze, OFT and preference stages have none in lfgen
+    pair = ("per_device_train_batch_size", "gradient_accumulation_steps")
+    if key in pair:  # "4 x 8 = 32" holds only when the file has both numbers
+        return all(same(ctx.get(k), block[k].value) for k in pair)
+    if key not in ctx.fixed:
+        from lfgen.catalogs.llamafactory import snapshot
+
+        spec = snapshot().keys.get(key)
+        if spec is not None and same(spec.default, value):
+            return False  # LlamaFactory does it already: nothing to suggest
+    return True
+
 
 def _skeleton(ctx: Context) -> None:
     block = training_block()
-    for key, choice in {**block.values, **block.defaults}.items():
+    choices = {**block.values, **block.defaults}
+    for key, choice in choices.items():
+        if ctx.from_file_only and not _premise_holds(ctx, key, choice.rule, choice.value, choices):
+            continue
         ctx.choose(key, choice.value, choice.rule, choice.reason)
 
 
@@ -108,12 +130,19 @@ def _data_size(ctx: Context) -> None:
 
 def _data_rules(ctx: Context) -> None:
     n = ctx.samples
-    preset = ctx.preset
-    pinned = set(preset.pinned) if preset else {"lora_rank", "lora_alpha", "lora_target", "lora_dropout"}
     if n is None:
         return
     count = f"N = {n:,} samples"
     asked = "--samples" if ctx.options.samples else "--dataset-dir" if ctx.options.dataset_dir else None
+    if is_lora(ctx):
+        _lora_data_rules(ctx, n, count, asked)
+    _epoch_rules(ctx, n, count, asked)
+
+
+def _lora_data_rules(ctx: Context, n: int, count: str, asked: str | None) -> None:
+    """R-DATA-RANK and R-DATA-DROPOUT: LoRA's rank and dropout for the data size."""
+    preset = ctx.preset
+    pinned = set(preset.pinned) if preset else {"lora_rank", "lora_alpha", "lora_target", "lora_dropout"}
     rank_band = rules.band("R-DATA-RANK", n)
     low, high = rank_band["range"]
     if preset is not None and "lora_rank" not in pinned:
@@ -139,6 +168,9 @@ def _data_rules(ctx: Context) -> None:
     else:
         ctx.choose("lora_dropout", dropout, "R-DATA-DROPOUT", f"{count}: seed 002's band gives {dropout}",
                    alternative=_dropout_alternative(), asked=asked)
+
+
+def _epoch_rules(ctx: Context, n: int, count: str, asked: str | None) -> None:
     epochs = rules.band("R-DATA-EPOCHS", n)
     ctx.choose("num_train_epochs", epochs["value"], "R-DATA-EPOCHS",
                f"{count}: seed 002's band is {epochs['range'][0]}-{epochs['range'][1]} epochs; lfgen takes the low "
@@ -152,7 +184,7 @@ def _data_rules(ctx: Context) -> None:
 def _alpha(ctx: Context) -> None:
     """R-ALPHA: alpha keeps the base's alpha/rank ratio (the preset's, or the file's), 2 by default."""
     rank = ctx.get("lora_rank")
-    if not isinstance(rank, int):
+    if not isinstance(rank, int) or not is_lora(ctx):
         return
     if ctx.preset is not None:
         ratio, whose = ctx.preset.lora.alpha_ratio, f"the {ctx.preset.name} preset's ratio"
@@ -163,113 +195,10 @@ def _alpha(ctx: Context) -> None:
             ratio, whose = file_alpha[0] / file_rank[0], "the file's ratio"
         else:
             ratio, whose = 2.0, "the default ratio"
+    if ctx.from_file_only and "lora_alpha" not in ctx.fixed and round(ratio * rank) == 2 * rank:
+        return  # LlamaFactory's own default is alpha = 2 x rank: nothing to suggest
     ctx.choose("lora_alpha", round(ratio * rank), "R-ALPHA", f"alpha = {ratio:g} x rank {rank} ({whose})",
                asked="--rank" if ctx.options.rank is not None and ctx.options.alpha is None else None)
-
-
-def _hardware(ctx: Context) -> None:
-    opts = ctx.options
-    if opts.gpu is not None and opts.gpu_mem is not None:
-        raise InputError("--gpu and --gpu-mem: give one of them (the catalog knows each GPU's memory)")
-    gpu: Gpu | None = find_gpu(opts.gpu) if opts.gpu else gpu_with_memory(opts.gpu_mem) if opts.gpu_mem else None
-    if gpu is None:
-        if opts.num_gpus > 1:
-            ctx.warn("R-HW-BATCH", "--num-gpus without --gpu or --gpu-mem: the batch is not sized for the GPUs")
-        return
-    ctx.hardware = Hardware(gpu=gpu, num_gpus=opts.num_gpus)
-    asked = "--gpu" if opts.gpu else "--gpu-mem"
-    _precision(ctx, gpu, asked)
-    if gpu.fa2 is None:
-        ctx.warn("R-HW-FA", f"{gpu.name}: FlashAttention-2 support unknown with --gpu-mem; keeping "
-                            f"flash_attn {ctx.get('flash_attn')} (pass --gpu NAME to check)")
-    elif gpu.fa2:
-        ctx.choose("flash_attn", "fa2", "R-HW-FA", f"{gpu.name} ({gpu.arch}) supports FlashAttention-2", asked=asked)
-    else:
-        ctx.choose("flash_attn", "sdpa", "R-HW-FA", f"{gpu.name} ({gpu.arch}) has no FlashAttention-2; "
-                                                    "PyTorch's fused sdpa attention instead", asked=asked)
-    micro, accumulation, tier = rules.batch_for(gpu.memory_gb, opts.num_gpus)
-    gpus = f" x {opts.num_gpus} GPUs" if opts.num_gpus > 1 else ""
-    seed_way = f"seed 002's {tier} tier: {micro} x {accumulation}{gpus}"
-    if ctx.model_spec is not None:
-        _fit_to_gpu(ctx, gpu, asked, seed_way)
-        return
-    _headroom(ctx, gpu)
-    effective = micro * accumulation * opts.num_gpus
-    ctx.choose("per_device_train_batch_size", micro, "R-HW-BATCH",
-               f"{gpu.name} ({gpu.memory_gb:g} GB) is in the {tier} tier: micro-batch {micro}", asked=asked)
-    ctx.choose("gradient_accumulation_steps", accumulation, "R-HW-BATCH",
-               f"{micro} x {accumulation}{gpus} = effective batch {effective} (seed 002 keeps it at 32-64)",
-               asked=asked)
-
-
-def _fit_to_gpu(ctx: Context, gpu: Gpu, asked: str, seed_way: str) -> None:
-    """R-HW-HEADROOM with the estimator: the largest micro-batch that leaves the headroom free."""
-    from lfgen.builder.estimates import fit
-
-    headroom = rules.headroom()
-    target, _ = rules.effective_batch_range()
-    model = ctx.model_name
-    result = fit(model, {**ctx.config, **{k: v[0] for k, v in ctx.fixed.items() if k not in ctx.config}},
-                 gpu.name, gpu.memory_gb, ctx.options.num_gpus, headroom, target)
-    ctx.fit = result
-    if not result.fits:
-        options = "; ".join(f"{o.description} (~{o.estimate.total:.1f} GiB)" for o in result.options) or \
-            "none of lfgen's single changes"
-        ctx.warn("R-HW-HEADROOM", f"{model} does not fit on {gpu.name} ({gpu.memory_gb:g} GiB, keeping {headroom:.0%} "
-                                  f"free) even at micro-batch 1 (estimate {result.estimate.total:.1f} GiB); what "
-                                  f"would: {options}")
-        micro, accumulation = 1, max(1, -(-target // ctx.options.num_gpus))
-        ctx.choose("per_device_train_batch_size", micro, "R-HW-BATCH", "micro-batch 1: nothing larger can fit",
-                   asked=asked, alternative=seed_way)
-        ctx.choose("gradient_accumulation_steps", accumulation, "R-HW-BATCH",
-                   f"1 x {accumulation} keeps the effective batch", asked=asked)
-        return
-    budget = gpu.memory_gb * (1 - headroom)
-    ctx.choose("per_device_train_batch_size", result.micro_batch, "R-HW-HEADROOM",
-               f"the largest micro-batch whose estimated peak ({result.estimate.total:.1f} GiB for {model}) stays "
-               f"under {budget:.1f} of {gpu.name}'s {gpu.memory_gb:g} GiB ({headroom:.0%} left free)", asked=asked,
-               alternative=seed_way)
-    gpus = f" x {ctx.options.num_gpus} GPUs" if ctx.options.num_gpus > 1 else ""
-    ctx.choose("gradient_accumulation_steps", result.gradient_accumulation_steps, "R-HW-BATCH",
-               f"{result.micro_batch} x {result.gradient_accumulation_steps}{gpus} = effective batch "
-               f"{result.effective_batch} (seed 002 keeps it at 32-64)", asked=asked)
-
-
-def _estimate(ctx: Context) -> None:
-    from lfgen.builder.estimates import estimate
-
-    gpu = ctx.hardware.gpu
-    ctx.estimate = estimate(ctx.model_name, ctx.config, gpu.name, gpu.memory_gb, ctx.options.num_gpus)
-
-
-def _headroom(ctx: Context, gpu: Gpu) -> None:
-    headroom = rules.headroom()
-    if ctx.model_spec is not None:
-        return  # the estimator sized the batch for this very model; the seed's 7B figure adds nothing
-    figure = re.search(r"~(\d+)\s*GB", ctx.preset.seed_figures.vram) if ctx.preset else None
-    if figure and float(figure.group(1)) > gpu.memory_gb * (1 - headroom):
-        ctx.warn("R-HW-HEADROOM", f"seed 002 puts the {ctx.preset.name} preset at ~{figure.group(1)} GB for a 7B "
-                                  f"model, which leaves less than {headroom:.0%} of {gpu.name}'s {gpu.memory_gb:g} GB "
-                                  "free; consider a lighter preset or quantization_bit 4")
-
-
-def _user_precision(ctx: Context) -> None:
-    wanted = ctx.options.precision
-    if wanted is not None:
-        for key in ("bf16", "fp16"):
-            ctx.fixed[key] = (wanted == key, "USER", f"you set it (--precision {wanted})")
-
-
-def _precision(ctx: Context, gpu: Gpu, asked: str) -> None:
-    if gpu.bf16 is None:
-        ctx.warn("R-HW-PRECISION", f"{gpu.name}: bf16 support unknown with --gpu-mem; keeping bf16 "
-                                   f"{ctx.get('bf16')} (pass --gpu NAME to check)")
-    elif gpu.bf16:
-        ctx.choose("bf16", True, "R-HW-PRECISION", f"{gpu.name} ({gpu.arch}) supports bf16 mixed precision",
-                   asked=asked)
-    else:
-        ctx.choose("bf16", False, "R-HW-PRECISION",
-                   f"{gpu.name} ({gpu.arch}) has no bf16: train in fp32 (seed 001: fp16 LoRA went NaN)", asked=asked)
 
 
 def _template(ctx: Context) -> None:
@@ -309,9 +238,15 @@ def _user_rest(ctx: Context) -> None:
 
 
 
+# The pipeline, in order: the user's fixed values first, then each rule's step; later steps read what
+# earlier ones chose (alpha reads the rank, the batch reads the precision, output_dir the rank).
+STEPS: tuple[Callable[[Context], None], ...] = (
+    user_precision, _skeleton, _user_target, _data_size, _lora, _data_rules, _alpha, hardware, _template, _output,
+    _user_rest, checks)
+
+
 def is_file_base(base: str) -> bool:
     return base.endswith((".yaml", ".yml", ".json")) or Path(base).is_file()
-
 
 
 def _load_base(path: str) -> dict[str, Any]:
@@ -326,8 +261,10 @@ def _load_base(path: str) -> dict[str, Any]:
     return values if root is None else rebase(values, root, Path.cwd())
 
 
-def build(base: str = "a800", options: BuildOptions | None = None, *, check_data: bool = True) -> Build:
-    """Build one LlamaFactory train config from a preset name or a config file, plus options."""
+def build(base: str = "a800", options: BuildOptions | None = None, *, check_data: bool = True,
+          check_schema: bool = True) -> Build:
+    """Build one LlamaFactory train config from a preset name or a config file, plus options
+    (*check_schema* False: explain reports the schema's problems itself instead of stopping on them)."""
     options = options or BuildOptions()
     preset: Preset | None = None
     file_values: dict[str, Any] = {}
@@ -337,26 +274,16 @@ def build(base: str = "a800", options: BuildOptions | None = None, *, check_data
     else:
         preset = get_preset(base)
     ctx = Context(base, options, preset, file_values, file_source)
-    _user_precision(ctx)
-    _skeleton(ctx)
-    _user_target(ctx)
-    if check_data:
-        _data_size(ctx)
-    elif options.samples is not None:
+    if not check_data and options.samples is not None:
         ctx.samples, ctx.samples_note = options.samples, "as recorded when the file was written"
-    _lora(ctx)
-    _data_rules(ctx)
-    _alpha(ctx)
-    _hardware(ctx)
-    _template(ctx)
-    _output(ctx)
-    _user_rest(ctx)
-    checks(ctx)
-    if ctx.model_spec is not None and ctx.hardware is not None:
-        _estimate(ctx)
+    for step in STEPS:
+        if check_data or step is not _data_size:
+            step(ctx)
+    if ctx.model_spec is not None and ctx.hardware is not None and not ctx.no_estimate:
+        estimate_memory(ctx)
     # Rule values are tested against LlamaFactory's parser; only raw values from --set or a base
     # file need lfgen's schema (skipping it keeps `lfgen preset` inside its startup budget).
-    if options.set or file_values:
+    if check_schema and (options.set or file_values):
         from lfgen.catalogs.llamafactory import snapshot
         from lfgen.builder.schema import check
 
@@ -364,5 +291,6 @@ def build(base: str = "a800", options: BuildOptions | None = None, *, check_data
         if problems:
             raise ProblemsFound(problems)
     return Build(base=base, options=options, config=ctx.config, decisions=ctx.decisions, warnings=ctx.warnings,
-                 samples=ctx.samples, samples_note=ctx.samples_note, hardware=ctx.hardware, estimate=ctx.estimate, preset=preset, not_applied=ctx.not_applied)
+                 samples=ctx.samples, samples_note=ctx.samples_note, hardware=ctx.hardware, estimate=ctx.estimate,
+                 preset=preset, not_applied=ctx.not_applied)
 

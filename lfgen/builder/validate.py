@@ -4,12 +4,19 @@ Four layers, each catching what the one before cannot:
 1. the file itself (exists, YAML, a mapping);
 2. lfgen's schema (types, choices, ranges; LlamaFactory's parser checks none of them);
 3. names that must exist: keys (with did-you-mean), the chat template, the datasets in
-   ``<dataset_dir>/dataset_info.json`` (from the root the config records, else the working directory);
-4. LlamaFactory's own ``get_train_args``, in one subprocess for all files, when it is installed.
+   ``<dataset_dir>/dataset_info.json`` (from the root the config records, else the working directory; or
+   ``--dataset-dir``);
+4. LlamaFactory's own parser, in one subprocess for all files, when it is installed: the parser of the
+   file's command (``get_train_args`` for train and predict, ``get_infer_args`` for chat and export,
+   ``get_eval_args`` for eval), run from the current directory as ``llamafactory-cli`` would.
+
+A file that is not a LlamaFactory config (a DeepSpeed or accelerate config, the v1 trainer's schema, a
+token list: ``lfgen.builder.kinds``) is not checked: one note says what it is and what to do with it.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +25,7 @@ from typing import Any
 from lfgen.builder import datasets
 
 from lfgen.builder import schema
+from lfgen.builder.kinds import Kind, classify
 from lfgen.errors import INSTALL_HINT, InputError, did_you_mean
 from lfgen.catalogs.llamafactory import Catalog, find_python, probe, snapshot
 from lfgen.yamlio import load_config
@@ -30,13 +38,20 @@ class FileReport:
     path: str
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    kind: Kind | None = None  # None when the file could not be read
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
+    @property
+    def checked(self) -> bool:
+        """False for a file that is not a LlamaFactory config: validate says what it is and skips it."""
+        return self.kind is None or self.kind.is_llamafactory
+
     def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "ok": self.ok, "problems": self.problems, "notes": self.notes}
+        return {"path": self.path, "ok": self.ok, "problems": self.problems, "notes": self.notes,
+                "kind": self.kind.to_json() if self.kind else None, "checked": self.checked}
 
 
 @dataclass
@@ -52,11 +67,12 @@ class Report:
         return {"ok": self.ok, "llamafactory": self.llamafactory, "files": [f.to_json() for f in self.files]}
 
 
-def _dataset_problems(config: dict[str, Any], root: Path | None = None) -> tuple[list[str], list[str]]:
+def _dataset_problems(config: dict[str, Any], root: Path | None = None,
+                      dataset_dir: str | None = None) -> tuple[list[str], list[str]]:
     names = {key: datasets.split_names(config.get(key)) for key in ("dataset", "eval_dataset")}
     if not any(names.values()):
         return [], []
-    dataset_dir = str(config.get("dataset_dir") or "data")
+    dataset_dir = dataset_dir or str(config.get("dataset_dir") or "data")  # --dataset-dir wins
     if dataset_dir.startswith("REMOTE:") or dataset_dir == "ONLINE":
         return [], [f"dataset_dir {dataset_dir}: datasets on the hub are not checked offline"]
     relative = not Path(dataset_dir).is_absolute()
@@ -118,7 +134,7 @@ def _model_problems(config: dict[str, Any], root: Path | None = None) -> list[st
             f"{model_type!r} (a {family} model); {fix}"]
 
 
-def _check_file(report: FileReport, config: dict[str, Any], catalog: Catalog) -> None:
+def _check_file(report: FileReport, config: dict[str, Any], catalog: Catalog, dataset_dir: str | None) -> None:
     from lfgen.paths import config_root
 
     root = config_root(report.path)
@@ -128,7 +144,7 @@ def _check_file(report: FileReport, config: dict[str, Any], catalog: Catalog) ->
     if isinstance(template, str) and template not in catalog.templates:
         report.problems.append(f"template: {template!r} is not a LlamaFactory {catalog.version} template"
                                f"{did_you_mean(template, catalog.templates)}")
-    problems, notes = _dataset_problems(config, root)
+    problems, notes = _dataset_problems(config, root, dataset_dir)
     report.problems += problems
     report.notes += notes
 
@@ -143,19 +159,42 @@ def _parser_problem(message: str, already: list[str]) -> str | None:
     return f"LlamaFactory's parser: {message}"
 
 
-def validate(paths: list[str], *, run_parser: bool = True) -> Report:
-    """Check every file; LlamaFactory's parser runs once for all of them when it is installed."""
-    reports = [FileReport(str(p)) for p in paths]
+def _read(reports: list[FileReport]) -> dict[str, dict[str, Any]]:
+    """The LlamaFactory configs among the files, by index; the others get their kind or their problem."""
     configs: dict[str, dict[str, Any]] = {}
     for index, report in enumerate(reports):
         try:
-            configs[str(index)] = load_config(report.path)
+            config = load_config(report.path)
         except InputError as exc:
             report.problems.append(str(exc).removeprefix(f"{report.path}: "))
+            continue
+        report.kind = classify(config)
+        if report.kind.is_llamafactory:
+            configs[str(index)] = config
+        else:
+            report.notes.append(f"{report.kind.line}; not checked")
+    return configs
+
+
+def _gpu_note(configs: dict[str, dict[str, Any]], reports: list[FileReport]) -> str | None:
+    adjusted = [i for i, c in configs.items() if reports[int(i)].kind.parser == "train"
+                and any(c.get(k) is True for k in ("bf16", "pure_bf16")) and "use_cpu" not in c]
+    if not adjusted:
+        return None
+    return (f"no GPU here: LlamaFactory's parser refuses bf16 and pure_bf16 without one, so it ran with use_cpu: "
+            f"true added (and pure_bf16 read as bf16) for {len(adjusted)} such file(s); the files are unchanged")
+
+
+def validate(paths: list[str], *, run_parser: bool = True, dataset_dir: str | None = None) -> Report:
+    """Check every file; LlamaFactory's parser runs once for all of them when it is installed, from the
+    current directory. *dataset_dir* replaces each file's dataset_dir for the dataset check."""
+    reports = [FileReport(str(p)) for p in paths]
+    configs = _read(reports)
     catalog, parser_errors = snapshot(), {}
     python = find_python() if run_parser else None
     if python is not None:
-        result = probe(configs, python=python)
+        modes = {i: reports[int(i)].kind.parser for i in configs}
+        result = probe(configs, python=python, modes=modes, cwd=os.getcwd())
         catalog, parser_errors = result.catalog, result.errors
         lf_info = {"version": catalog.version, "python": python, "parser_run": True, "cuda": catalog.cuda}
     else:
@@ -165,15 +204,13 @@ def validate(paths: list[str], *, run_parser: bool = True) -> Report:
                            "its own parser was not run"}
     for index, config in configs.items():
         report = reports[int(index)]
-        _check_file(report, config, catalog)
+        _check_file(report, config, catalog, dataset_dir)
         error = parser_errors.get(index)
         if error:
             problem = _parser_problem(error, report.problems)
             if problem:
                 report.problems.append(problem)
-    adjusted = [r.path for i, r in enumerate(reports) if str(i) in configs and python is not None
-                and catalog.cuda is False and configs[str(i)].get("bf16") is True and "use_cpu" not in configs[str(i)]]
-    if adjusted:
-        lf_info["note"] = (f"no GPU here: LlamaFactory's parser refuses bf16 without one, so it ran with use_cpu: true "
-                           f"added for {len(adjusted)} bf16 file(s); the files are unchanged")
+    note = _gpu_note(configs, reports) if python is not None and catalog.cuda is False else None
+    if note:
+        lf_info["note"] = note
     return Report(files=reports, llamafactory=lf_info)

@@ -95,18 +95,22 @@ class ProbeResult:
 
 
 def probe(configs: dict[str, dict[str, Any]] | None = None, *, python: str | None = None,
-          timeout: float = 600) -> ProbeResult:
+          timeout: float = 600, modes: dict[str, str] | None = None, cwd: str | None = None) -> ProbeResult:
     """Describe the installed LlamaFactory and run its parser on *configs* (id -> config), in one subprocess.
 
     A config ``{"__argv__": ["cfg.yaml", "key=value", ...]}`` is read the way ``llamafactory-cli train``
-    reads its command line (YAML plus OmegaConf overrides); give absolute paths.
+    reads its command line (YAML plus OmegaConf overrides); give absolute paths. *modes* (id -> train,
+    infer or eval) picks the parser of each config's command; *cwd* is where relative paths resolve
+    (the user's working directory for validate; the process itself runs in a scratch directory).
     """
     from lfgen.training.launch import run_captured
 
     python = python or find_python()
     if python is None:
         raise InputError(f"LlamaFactory is not installed; install it with {INSTALL_HINT}")
-    request = {"describe": True, "configs": [{"id": cid, "config": cfg} for cid, cfg in (configs or {}).items()]}
+    modes = modes or {}
+    request = {"describe": True, "configs": [{"id": cid, "config": cfg, "mode": modes.get(cid, "train"), "cwd": cwd}
+                                             for cid, cfg in (configs or {}).items()]}
     with tempfile.TemporaryDirectory(prefix="lfgen-probe-") as tmp:
         req, res = Path(tmp, "request.json"), Path(tmp, "result.json")
         req.write_text(json.dumps(request, default=str), encoding="utf-8")
@@ -114,8 +118,8 @@ def probe(configs: dict[str, dict[str, Any]] | None = None, *, python: str | Non
 
         probe_script = script("probe")
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-        # The parser checks the output dir against the caller's cwd; run it from a scratch dir
-        # so relative paths in the config cannot touch the user's files.
+        # The process runs from a scratch dir (with -P, so no module of the caller's folder is imported);
+        # each parse runs from *cwd*, where the config's relative paths point. The parser only reads there.
         proc = run_captured([python, "-P", str(probe_script), str(req), str(res)], cwd=tmp, env=env,
                             timeout=timeout)
         if proc.returncode != 0 or not res.exists():

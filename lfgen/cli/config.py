@@ -113,9 +113,14 @@ def explain(subject: str, as_json: bool, **kwargs: Any) -> None:
     if as_json:
         emit_json(result.to_json())
         return
+    if result.kind is not None and not result.kind.is_llamafactory:
+        click.echo(f"{result.source}: {result.kind.line}")
+        return
     from rich.table import Table
 
     out = console()
+    if result.kind is not None:
+        click.echo(f"kind: {result.kind.label} ({result.kind.advice})")
     title = f"{result.source}"
     if result.samples is not None:
         title += f" | N = {result.samples:,} samples ({result.samples_note})"
@@ -144,6 +149,10 @@ def explain(subject: str, as_json: bool, **kwargs: Any) -> None:
         out.print(extra)
     if result.estimate is not None:
         _print_estimate(out, result.estimate)
+    elif result.estimate_note:
+        out.print(f"no memory estimate: {result.estimate_note}", markup=False)
+    for problem in result.problems:
+        click.echo(f"problem: {result.source}: {problem} (lfgen validate checks the file)", err=True)
     print_warnings(result.warnings)
 
 
@@ -152,8 +161,11 @@ def _print_estimate(out, estimate) -> None:
     from rich.table import Table
 
     model = estimate.model
+    where = f"on {', '.join(estimate.target_modules)}" if estimate.target_modules else "(every parameter)"
+    if estimate.finetuning_type == "freeze":
+        where = f"(freeze: {', '.join(estimate.target_modules)} of the trainable layers)"
     table = Table(title=f"{model['id']} ({model['architecture']}, {model['params'] / 1e9:.2f}B parameters): "
-                        f"{estimate.trainable_params:,} trainable on {', '.join(estimate.target_modules)}",
+                        f"{estimate.trainable_params:,} trainable {where}",
                   title_justify="left")
     table.add_column("memory per GPU")
     table.add_column("GiB", justify="right")
@@ -175,13 +187,17 @@ def _print_estimate(out, estimate) -> None:
 @click.command(context_settings=CONTEXT)
 @click.argument("files", nargs=-1, required=True, metavar="FILE...")
 @click.option("--no-parser", is_flag=True, help="Skip LlamaFactory's own parser (faster; lfgen's checks only).")
+@click.option("--dataset-dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Check the dataset names against DIR/dataset_info.json instead of each file's dataset_dir.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: ok, llamafactory, files[] (docs/cli.md).")
-def validate(files: tuple[str, ...], no_parser: bool, as_json: bool) -> None:
+def validate(files: tuple[str, ...], no_parser: bool, dataset_dir: str | None, as_json: bool) -> None:
     """Check config files and report every problem of every file at once; exit 1 if any.
 
     lfgen checks types, choices and ranges (LlamaFactory's parser does not), unknown keys
     (with did-you-mean), the chat template and the dataset names; then LlamaFactory's own
-    parser runs on all files in one subprocess when it is installed.
+    parser runs on all files in one subprocess when it is installed (the parser of the file's
+    command: train, chat, export, eval), from the current directory as llamafactory-cli would.
+    A file that is not a LlamaFactory config (DeepSpeed, accelerate, v1) gets one note and is skipped.
 
     \b
     Examples:
@@ -190,7 +206,7 @@ def validate(files: tuple[str, ...], no_parser: bool, as_json: bool) -> None:
     """
     from lfgen.builder.validate import validate as run_validate
 
-    report = run_validate(list(files), run_parser=not no_parser)
+    report = run_validate(list(files), run_parser=not no_parser, dataset_dir=dataset_dir)
     if as_json:
         emit_json(report.to_json())
     else:
@@ -203,8 +219,11 @@ def validate(files: tuple[str, ...], no_parser: bool, as_json: bool) -> None:
             click.echo(f"note: {report.llamafactory['note']}", err=True)
         bad = [f for f in report.files if not f.ok]
         problems = sum(len(f.problems) for f in bad)
+        skipped = sum(not f.checked for f in report.files)
         summary = (f"{len(files)} file(s) valid" if not bad else
                    f"{len(bad)} of {len(files)} file(s) have problems ({problems} in all)")
+        if skipped:
+            summary += f"; {skipped} not a LlamaFactory config (skipped)"
         click.echo(summary, err=True)
     if not report.ok:
         sys.exit(1)

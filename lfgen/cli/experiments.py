@@ -223,8 +223,4 @@ def _experiments_status(experiments_dir: str, as_json: bool) -> None:
     console().print(table)
 
 
-def short(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4g}"
-
-
 COMMANDS = (sweep, run, status,)

@@ -53,7 +53,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from lfgen.errors import InputError, validation_problems
 from lfgen.models.catalog import ModelSpec, load_model
 from lfgen.models.modules import inventory
-from lfgen.models.params import LoraCount, count_lora_params
+from lfgen.models.params import LoraCount
+from lfgen.models.trainable import count_trainable
 
 GIB = 2**30
 CUDA_OVERHEAD_GIB = 1.0
@@ -85,6 +86,15 @@ class MemorySettings(BaseModel):
     num_gpus: int = Field(default=1, ge=1)
     flash_attn: Literal["auto", "sdpa", "fa2", "fa3", "disabled"] = "auto"
     enable_liger_kernel: bool = False
+    # Any finetuning type (lfgen.models.trainable); full and freeze keep every trainable weight in fp32.
+    finetuning_type: Literal["lora", "oft", "freeze", "full"] = "lora"
+    freeze_trainable_layers: int = 2
+    freeze_trainable_modules: str | list[str] = "all"
+    freeze_extra_modules: str | list[str] | None = None
+    use_llama_pro: bool = False
+    oft_rank: int = Field(default=0, ge=0)
+    oft_block_size: int = Field(default=32, ge=0)
+    deepspeed: bool = False  # a DeepSpeed engine: 16-bit weights and grads, fp32 master copy in the optimizer
 
 
 def settings_from(**values: Any) -> MemorySettings:
@@ -171,7 +181,9 @@ def _layer_elements(spec: ModelSpec, s: MemorySettings, lora: LoraCount, sparse:
     per_layer = spec.num_hidden_layers
     adapted = sum(a.count for a in lora.adapted) / per_layer
     extra = lora.rank * adapted
-    if s.lora_dropout > 0:
+    if s.finetuning_type == "oft":  # OFT rotates each adapted module's input: one more copy of it
+        extra += sum(a.count * a.in_features for a in lora.adapted) / per_layer
+    if s.lora_dropout > 0 and s.finetuning_type == "lora":
         extra += 1.5 * sum(a.count * a.in_features for a in lora.adapted) / per_layer
     return norms + attention + mlp + extra
 
@@ -211,7 +223,7 @@ def estimate_memory(model: ModelSpec | str, settings: MemorySettings | None = No
                          "(what LlamaFactory trains); CLIP is supported for module names and counts only")
     base = settings.model_dump() if settings else {}
     s = settings_from(**{**base, **values})
-    lora = count_lora_params(spec, s.lora_rank, s.lora_target, s.additional_target, s.use_dora)
+    lora = count_trainable(spec, **s.model_dump())
     notes = list(lora.notes)
     weights, largest = _weights(spec, s, notes)
     trainable = lora.trainable
@@ -219,11 +231,19 @@ def estimate_memory(model: ModelSpec | str, settings: MemorySettings | None = No
     shard_state = s.num_gpus if s.zero_stage >= 1 else 1
     shard_grads = s.num_gpus if s.zero_stage >= 2 else 1
     shard_params = s.num_gpus if s.zero_stage == 3 else 1
+    weight_bytes, grad_bytes, state_bytes = half, half, _optimizer_bytes(s.optim, s.pure_bf16)
+    if s.finetuning_type in ("full", "freeze"):
+        if s.deepspeed:  # DeepSpeed trains 16-bit weights and keeps the fp32 master copy with the optimizer
+            weight_bytes, grad_bytes, state_bytes = 2.0, 2.0, state_bytes + (0.0 if s.pure_bf16 else 4.0)
+        # The trainable weights are the model's own: take them out of the 16-bit base and count them here.
+        dense = 4 if s.compute_dtype == "fp32" else 2
+        weights -= trainable * dense / shard_params
     parts = {
-        "weights": weights,
-        "lora": trainable * half / shard_params,
-        "gradients": trainable * half / shard_grads,
-        "optimizer": trainable * _optimizer_bytes(s.optim, s.pure_bf16) / shard_state,
+        "weights": weights + (trainable * weight_bytes / shard_params if s.finetuning_type in ("full", "freeze")
+                              else 0.0),
+        "lora": 0.0 if s.finetuning_type in ("full", "freeze") else trainable * half / shard_params,
+        "gradients": trainable * grad_bytes / shard_grads,
+        "optimizer": trainable * state_bytes / shard_state,
         "activations": _activations(spec, s, lora),
         "logits": _logits(spec, s),
         "overhead": CUDA_OVERHEAD_GIB * GIB + largest * 2,
@@ -273,7 +293,7 @@ def _options(spec: ModelSpec, s: MemorySettings, budget: float) -> list[Option]:
         kinds.append([("turn gradient checkpointing back on", {"gradient_checkpointing": True})])
     if not s.enable_liger_kernel:
         kinds.append([("enable_liger_kernel: true (no full-vocab logits)", {"enable_liger_kernel": True})])
-    if s.quantization_bit != 4:
+    if s.quantization_bit != 4 and s.finetuning_type in ("lora", "oft"):  # LlamaFactory quantizes adapters only
         kinds.append([("4-bit quantization (QLoRA: quantization_bit 4)", {"quantization_bit": 4})])
     cutoffs = [s.cutoff_len // 2**i for i in range(1, 8) if s.cutoff_len // 2**i >= 128]
     kinds.append([(f"cutoff_len {c}", {"cutoff_len": c}) for c in cutoffs])  # longest first

@@ -17,7 +17,7 @@ from lfgen.training import launch
 from lfgen.errors import INSTALL_HINT, InputError
 from lfgen.builder.render import render
 from lfgen.layout import SAMPLES, read_run_config
-from lfgen.yamlio import load_config, read_text
+from lfgen.yamlio import read_text
 
 _CARRY = ("model_name_or_path", "template", "finetuning_type", "trust_remote_code", "cache_dir")
 
