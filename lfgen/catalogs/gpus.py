@@ -13,7 +13,7 @@ from lfgen.resources import load_data
 
 @dataclass(frozen=True)
 class Gpu:
-    """One GPU model of the catalog (tests/test_catalogs.py validates every entry)."""
+    """One GPU model of the catalog (tests/catalogs/test_catalogs.py validates every entry)."""
 
     name: str
     memory_gb: float

@@ -12,7 +12,7 @@ import pytest
 
 from lfgen.results import write_report
 
-from .results.lf_files import Curves, decay, evals_at, write_run
+from ..results.lf_files import Curves, decay, evals_at, write_run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"),

@@ -11,7 +11,7 @@ from lfgen import BuildOptions, build, render_build
 from lfgen.catalogs.presets import load_presets
 from lfgen.builder.validate import validate
 
-from .conftest import LF_EXAMPLES, make_dataset_dir, needs_llamafactory
+from ..conftest import LF_EXAMPLES, make_dataset_dir, needs_llamafactory
 
 
 def write(path: Path, text: str) -> str:

@@ -167,7 +167,7 @@ def test_rank_counted_from_the_local_dataset(dataset_dir):
 
 
 def test_jsonl_rows_are_counted(tmp_path):
-    from .conftest import make_dataset_dir
+    from ..conftest import make_dataset_dir
 
     data = make_dataset_dir(tmp_path / "d", rows=6000, fmt="jsonl")
     assert build("auto", BuildOptions.parse(dataset=["my_sft"], dataset_dir=str(data))).samples == 6000

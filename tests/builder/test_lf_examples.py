@@ -13,7 +13,7 @@ import pytest
 from lfgen.builder.kinds import classify
 from lfgen.yamlio import load_config
 
-from .conftest import LF_EXAMPLES, needs_llamafactory
+from ..conftest import LF_EXAMPLES, needs_llamafactory
 
 EXAMPLES = sorted(str(p.relative_to(LF_EXAMPLES)) for p in (LF_EXAMPLES / "examples").rglob("*")
                   if p.suffix in (".yaml", ".yml", ".json"))

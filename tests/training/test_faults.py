@@ -1,4 +1,4 @@
-"""lfgen run's fault handling, with a stand-in llamafactory-cli (tests/runner/fake_llamafactory_cli.py).
+"""lfgen run's fault handling, with a stand-in llamafactory-cli (tests/training/fake_llamafactory_cli.py).
 
 A CPU run cannot produce CUDA OOM or a NaN loss on demand, and kill/Ctrl-C tests need runs whose
 timing the test controls; these tests simulate those faults with the stand-in, and a fake

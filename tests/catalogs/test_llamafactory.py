@@ -7,7 +7,7 @@ import pytest
 from lfgen.errors import InputError
 from lfgen.catalogs.llamafactory import probe, snapshot
 
-from .conftest import needs_llamafactory
+from ..conftest import needs_llamafactory
 
 
 @pytest.mark.slow

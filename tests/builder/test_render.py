@@ -14,7 +14,7 @@ from lfgen.catalogs.presets import load_presets
 from lfgen.builder.render import SECTIONS, render, yaml_scalar
 from lfgen.yamlio import loads
 
-from .conftest import GOLDEN
+from ..conftest import GOLDEN
 
 scalars = st.one_of(
     st.text(),  # any unicode, including ": ", "#", quotes, newlines, NEL, LS, BOM, surrogates excluded

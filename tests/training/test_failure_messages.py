@@ -1,6 +1,6 @@
 """What `lfgen run` and `lfgen status` say about a failed run: the cause, the file to fix, the log.
 
-The crash comes from the stand-in llamafactory-cli (tests/runner/fake_llamafactory_cli.py): a crash at a
+The crash comes from the stand-in llamafactory-cli (tests/training/fake_llamafactory_cli.py): a crash at a
 chosen step cannot be produced on demand on a CPU. The real missing-model failure is
 tests/training/test_failure_e2e.py.
 """

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from .results.lf_files import Curves, decay, evals_at, write_run
+from ..results.lf_files import Curves, decay, evals_at, write_run
 
 
 @pytest.fixture

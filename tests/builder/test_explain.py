@@ -8,7 +8,7 @@ import pytest
 
 import yaml
 
-from .conftest import LF_EXAMPLES
+from ..conftest import LF_EXAMPLES
 
 
 def explain_json(runner, cli, *args):

@@ -1,6 +1,6 @@
 """lfgen_env.json, the environment manifest every attempt of a run writes in its output dir.
 
-These use the stand-in llamafactory-cli (tests/runner/fake_llamafactory_cli.py) and a fake nvidia-smi:
+These use the stand-in llamafactory-cli (tests/training/fake_llamafactory_cli.py) and a fake nvidia-smi:
 the manifest is lfgen's own file, and which GPUs a run got cannot be shown on a CPU machine.
 """
 

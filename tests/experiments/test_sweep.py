@@ -13,7 +13,7 @@ from lfgen.errors import InputError
 from lfgen.experiments.manifest import load
 from lfgen.catalogs.llamafactory import probe
 
-from .conftest import make_dataset_dir, needs_llamafactory
+from ..conftest import make_dataset_dir, needs_llamafactory
 
 
 @pytest.fixture(autouse=True)
