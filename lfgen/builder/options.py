@@ -39,7 +39,7 @@ def _field(option: Option) -> tuple[Any, Any]:
         kind = Literal[option.choices]  # type: ignore[valid-type]
     if option.default is None:
         kind = kind | None
-    return kind, Field(default=option.default, description=option.help, **option.constraints)
+    return kind, Field(default=option.default, description=option.help, **(option.constraints or {}))
 
 
 # What a user can ask for; field names are the CLI options (``--gpu-mem`` is ``gpu_mem``).
