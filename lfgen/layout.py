@@ -41,8 +41,9 @@ RECIPE_PREFIX = "lfgen-recipe: "  # the base and options a file was built from (
 ROOT_PREFIX = "lfgen-root: "  # the directory a config's relative paths resolve from (lfgen.paths)
 
 
-def header_root(text: str, folder: str | Path) -> Path | None:
-    """The root a ``# lfgen-root:`` line in the leading comments of *text* names (relative to *folder*)."""
+def header_value(text: str, prefix: str) -> str | None:
+    """The text after *prefix* (``RECIPE_PREFIX``, ``ROOT_PREFIX``) on a ``#`` line of the leading comments of
+    a config, or None: only the header counts, never a comment further down."""
     for line in text.splitlines():
         stripped = line.strip()
         if not stripped:
@@ -50,9 +51,15 @@ def header_root(text: str, folder: str | Path) -> Path | None:
         if not stripped.startswith("#"):
             return None
         body = stripped.lstrip("#").strip()
-        if body.startswith(ROOT_PREFIX):
-            return (Path(folder) / body[len(ROOT_PREFIX):].strip()).resolve()
+        if body.startswith(prefix):
+            return body[len(prefix):].strip()
     return None
+
+
+def header_root(text: str, folder: str | Path) -> Path | None:
+    """The root a ``# lfgen-root:`` line in the leading comments of *text* names (relative to *folder*)."""
+    value = header_value(text, ROOT_PREFIX)
+    return None if value is None else (Path(folder) / value).resolve()
 
 
 def read_run_config(run_dir: str | Path) -> tuple[dict[str, Any], Path, Path]:

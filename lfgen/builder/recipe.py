@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from lfgen.builder.context import Build
 from lfgen.builder.options import BuildOptions
-from lfgen.layout import GENERATED_PREFIX, RECIPE_PREFIX
+from lfgen.layout import GENERATED_PREFIX, RECIPE_PREFIX, header_value
 
 
 
@@ -55,16 +55,10 @@ def header(result: Build, command: str = "preset") -> list[str]:
 
 def read_recipe(text: str) -> Recipe | None:
     """The recipe in a file's leading comments, or None (a file lfgen did not write)."""
-    for line in text.splitlines():
-        stripped = line.strip()
-        if not stripped:
-            continue
-        if not stripped.startswith("#"):
-            return None
-        body = stripped.lstrip("#").strip()
-        if body.startswith(RECIPE_PREFIX):
-            try:
-                return Recipe.model_validate(json.loads(body[len(RECIPE_PREFIX):]))
-            except (json.JSONDecodeError, ValidationError):
-                return None
-    return None
+    body = header_value(text, RECIPE_PREFIX)
+    if body is None:
+        return None
+    try:
+        return Recipe.model_validate(json.loads(body))
+    except (json.JSONDecodeError, ValidationError):
+        return None
