@@ -7,6 +7,7 @@ Each step reads the context and calls ``ctx.choose(key, value, rule_id, reason)`
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any
@@ -228,6 +229,28 @@ def _output(ctx: Context) -> None:
                    "evaluate with the training micro-batch (the default 8 can run out of memory)")
 
 
+def _output_digest(ctx: Context) -> None:
+    """The default output_dir ends with a short hash of the finished config (all but output_dir), so two
+    configs that differ never share a folder; a value the user or a base file gave is kept as it is."""
+    decision = ctx.decisions.get("output_dir")
+    if decision is None or decision.rule != "LF-DEFAULT" or "output_dir" in ctx.fixed or "output_dir" not in ctx.config:
+        return
+    value = f"{ctx.config['output_dir']}-{config_digest(ctx.config)}"
+    ctx.config["output_dir"] = value
+    ctx.decisions["output_dir"] = replace(decision, value=value, reason=f"{decision.reason}; the suffix is a hash "
+                                          "of the config's other keys, so other settings get another folder")
+
+
+def config_digest(config: dict[str, Any]) -> str:
+    """Six hex digits that change whenever any key but output_dir changes (the same config, the same digest)."""
+    import hashlib
+    import json
+
+    content = {key: value for key, value in config.items() if key != "output_dir"}
+    text = json.dumps(content, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:6]
+
+
 def _user_rest(ctx: Context) -> None:
     """Every fixed key no rule touched: the user's --set keys and the rest of a base file."""
     for key, (value, rule_id, where) in ctx.fixed.items():
@@ -242,7 +265,7 @@ def _user_rest(ctx: Context) -> None:
 # earlier ones chose (alpha reads the rank, the batch reads the precision, output_dir the rank).
 STEPS: tuple[Callable[[Context], None], ...] = (
     user_precision, _skeleton, _user_target, _data_size, _lora, _data_rules, _alpha, hardware, _template, _output,
-    _user_rest, checks)
+    _user_rest, _output_digest, checks)
 
 
 def is_file_base(base: str) -> bool:

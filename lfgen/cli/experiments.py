@@ -110,10 +110,12 @@ def _print_experiment(experiment) -> None:
 @click.option("--max-oom-retries", type=int, default=3, show_default=True,
               help="Times a run that ran out of memory is retried with half the micro-batch.")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failed run (default: go on).")
+@click.option("--force", is_flag=True, help="Train into an output dir that holds another config's finished "
+              "results, replacing them.")
 @click.option("-q", "--quiet", is_flag=True, help="Plain log lines instead of progress bars.")
 @click.option("--experiments-dir", default="experiments", show_default=True)
 def run(target: str, gpus: str | None, gpus_per_run: int, dry_run: bool, retry_failed: bool, rerun: tuple[str, ...],
-        max_oom_retries: int, fail_fast: bool, quiet: bool, experiments_dir: str) -> None:
+        max_oom_retries: int, fail_fast: bool, force: bool, quiet: bool, experiments_dir: str) -> None:
     """Train every run of an experiment (or one config) with llamafactory-cli, resuming where it stopped.
 
     Done runs are skipped and interrupted ones resume; a run that runs out of memory is retried
@@ -136,7 +138,8 @@ def run(target: str, gpus: str | None, gpus_per_run: int, dry_run: bool, retry_f
     gpu_list = launch.parse_gpus(gpus, launch.visible_gpus()) if gpus else None
     summary = run_experiment(resolved, quiet=quiet or dry_run, resume_hint="the next lfgen run",
                               runner_options={"gpus": gpu_list, "gpus_per_run": gpus_per_run,
-                                              "max_oom_retries": max_oom_retries, "fail_fast": fail_fast},
+                                              "max_oom_retries": max_oom_retries, "fail_fast": fail_fast,
+                                              "force": force},
                               run_options={"retry_failed": retry_failed, "rerun": list(rerun), "dry_run": dry_run})
     if dry_run:
         return

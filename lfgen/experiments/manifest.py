@@ -23,7 +23,7 @@ from lfgen.builder.context import Build
 from lfgen.builder.options import BuildOptions
 from lfgen.builder.steps import build
 from lfgen.errors import InputError, StateError, describe_validation
-from lfgen.layout import MANIFEST, RUNS_DIR
+from lfgen.layout import MANIFEST, RUNS_DIR, experiment_lock
 from lfgen.experiments.sweeps import RunSpec, check_name
 from lfgen.yamlio import describe_yaml_error, read_text, replace_dir
 
@@ -109,13 +109,35 @@ def write(name: str, base: str, options: BuildOptions, runs: list[RunSpec], swee
     """Write ``<experiments_dir>/<name>/``: the manifest and ``runs/<run>.yaml`` for every run.
 
     *extra_files* makes more files (the W&B export) from the same built base and runs.
+
+    Replacing (*force*) takes the experiment's lock, the one ``lfgen run`` holds: an experiment a runner
+    holds is never replaced, and of two sweeps writing one name at once only one succeeds.
     """
+    from lfgen.training.state import Lock
+
+    target = Path(experiments_dir) / check_name(name)
+    _refuse_existing(target, force)
+    files, manifest = _contents(target, name, base, options, runs, sweep, outputs_dir, base_from, prune, extra_files)
+    # The lock lives beside the folder, so the replace below never removes it; taken only once everything
+    # is built, so bad input writes nothing.
+    with Lock(experiment_lock(target), f"experiment {target}", holder="lfgen sweep"):
+        _refuse_existing(target, force)  # another sweep may have written it meanwhile
+        replace_dir(target, files)
+    return Experiment(path=target, manifest=manifest)
+
+
+def _refuse_existing(target: Path, force: bool) -> None:
+    if target.exists() and not force:
+        raise InputError(f"--name: experiment {target} already exists; pass --force to replace it, or --name NEW")
+
+
+def _contents(target: Path, name: str, base: str, options: BuildOptions, runs: list[RunSpec], sweep: dict[str, Any],
+              outputs_dir: str, base_from: dict[str, Any] | None, prune: bool,
+              extra_files: Callable[[Build, list[tuple[RunSpec, Build]]], dict[str, str]] | None
+              ) -> tuple[dict[str, str], Manifest]:
     from lfgen import __version__
     from lfgen.builder.render import render_build
 
-    target = Path(experiments_dir) / check_name(name)
-    if target.exists() and not force:
-        raise InputError(f"--name: experiment {target} already exists; pass --force to replace it, or --name NEW")
     base_build, built = plan_runs(name, base, options, runs, outputs_dir)
     from lfgen.results.ranking import varying_keys
 
@@ -143,8 +165,7 @@ def write(name: str, base: str, options: BuildOptions, runs: list[RunSpec], swee
                                 sort_keys=False, allow_unicode=True)
     if extra_files is not None:
         files.update(extra_files(base_build, built))
-    replace_dir(target, files)
-    return Experiment(path=target, manifest=manifest)
+    return files, manifest
 
 
 def load(path: str | Path) -> Experiment:

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from lfgen.errors import InputError
 from lfgen.layout import CONSOLE_LOG, MARKER, RECIPE_PREFIX, ROOT_PREFIX, RUN_CONFIG
-from lfgen.training import failures, launch
+from lfgen.training import failures, launch, outputs
 from lfgen.training.environment import write_manifest
 from lfgen.training.failures import NAN_ADVICE, OOM_ADVICE, classify_failure
 from lfgen.training.state import Lock, RunRow, Store
@@ -74,13 +74,16 @@ def _slots(gpus: list[int] | None, per_run: int) -> list[list[int] | None]:
 
 class Runner:
     def __init__(self, target: Target, reporter: Reporter, *, gpus: list[int] | None = None, gpus_per_run: int = 1,
-                 max_oom_retries: int = 3, fail_fast: bool = False, command: list[str] | None = None):
+                 max_oom_retries: int = 3, fail_fast: bool = False, command: list[str] | None = None,
+                 force: bool = False):
         self.target, self.reporter = target, reporter
         self.command = list(sys.argv if command is None else command)  # the lfgen command line, for lfgen_env.json
         self.slots = _slots(gpus, gpus_per_run)
         self.max_oom_retries, self.fail_fast = max_oom_retries, fail_fast
+        self.force = force  # train into an output dir that holds another config's finished results
         self.store: Store | None = None
         self.active: dict[str, _Active] = {}
+        self.output_locks: dict[str, Lock] = {}  # held while a run trains (one lock per output dir)
 
     # --- selection and recovery ---------------------------------------------------------------------
 
@@ -101,13 +104,11 @@ class Runner:
         unknown = [name for name in rerun if name not in rows]
         if unknown:
             raise InputError(f"--rerun: no run {unknown[0]!r} in {self.target.name}; runs: {', '.join(rows)}")
-        queue = []
-        for name, row in rows.items():
-            if name in rerun or (retry_failed and row.state == "failed"):
-                store.update(name, state="pending", reason="fresh", detail=None, oom_retries=0)
-                queue.append(name)
-            elif row.state in ("pending", "interrupted"):
-                queue.append(name)
+        again = [name for name, row in rows.items() if name in rerun or (retry_failed and row.state == "failed")]
+        queue = [name for name, row in rows.items() if name in again or row.state in ("pending", "interrupted")]
+        outputs.preflight(self.target.root, [(n, rows[n].config, rows[n].output_dir) for n in queue], force=self.force)
+        for name in again:
+            store.update(name, state="pending", reason="fresh", detail=None, oom_retries=0)
         return queue
 
     # --- one run ------------------------------------------------------------------------------------
@@ -124,6 +125,10 @@ class Runner:
             if not (output_dir / MARKER).exists():
                 raise _ConfigProblem(f"output_dir {row.output_dir} exists and lfgen did not make it; move it away "
                                      "or give the run another output_dir (LlamaFactory would resume or refuse there)")
+            foreign = outputs.foreign_results(output_dir, config, row.output_dir, row.config)
+            if foreign and not self.force:
+                raise _ConfigProblem(foreign)
+            fresh = fresh or bool(foreign)  # --force: never resume another config's checkpoints
             has_checkpoint = any(output_dir.glob("checkpoint-*"))
             if fresh or not has_checkpoint:  # LlamaFactory refuses weights without a checkpoint to resume
                 for entry in output_dir.iterdir():
@@ -141,8 +146,15 @@ class Runner:
         store = self.store
         row = store.get(name)
         try:
+            self.output_locks[name] = outputs.lock(self.target.root / row.output_dir,
+                                                   f"run {name} of {self.target.name}")
+        except InputError as busy:  # another door reached it since the preflight: leave it pending
+            self.reporter.message(f"{name}: not started: {busy}")
+            return
+        try:
             output_dir, config, text = self._prepare(row)
         except _ConfigProblem as problem:
+            outputs.release(self.output_locks, name)
             self._finish_failed(row, "config", f"{problem}; fix it in {row.config}")
             return
         note = row.reason == "oom-retry" and (
@@ -267,10 +279,12 @@ class Runner:
         return lines
 
     def run(self, *, retry_failed: bool = False, rerun: list[str] | None = None, dry_run: bool = False) -> Summary:
-        with Lock(self.target.state_path.with_name(".lock"), f"experiment {self.target.name}"):
+        with Lock(self.target.lock_path, f"experiment {self.target.name}", holder="lfgen run"):
             self.store = Store(self.target.state_path)
             try:
                 self.store.sync_runs(self.target.runs)
+                for name in outputs.recognise_finished(self.store, self.target.root):
+                    self.reporter.message(f"{name}: its output dir holds its finished results; recorded as done")
                 self._recover(self.store)
                 queue = deque(self._queue(self.store, retry_failed, list(rerun or [])))
                 if dry_run:
@@ -280,6 +294,8 @@ class Runner:
                     launch.find_cli()  # fail before anything is marked running
                 return self._loop(queue)
             finally:
+                for name in list(self.output_locks):
+                    outputs.release(self.output_locks, name)
                 self.store.close()
 
     def _loop(self, queue: deque) -> Summary:
@@ -300,6 +316,7 @@ class Runner:
                 for name in list(self.active):
                     if self._check(name, queue):
                         del self.active[name]
+                        outputs.release(self.output_locks, name)
                         free.append(busy.pop(name))
                         free.sort(key=lambda s: self.slots.index(s))
                         if self.fail_fast and self.store.get(name).state == "failed":

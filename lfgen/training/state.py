@@ -116,7 +116,9 @@ class Store:
     def _broken(self, why: str) -> StateError:
         move = f"mv {shlex.quote(str(self.path))} {shlex.quote(f'{self.path}.broken')}"
         return StateError(f"{self.path}: not a usable lfgen run state ({why}); move it away ({move}) and "
-                          "lfgen run starts a new state, training every run again from the start")
+                          "lfgen run starts a new state: runs whose output dirs hold their finished results "
+                          "(lfgen_run.yaml matching the run's config, and all_results.json) are recorded as done, "
+                          "the others train again")
 
     def close(self) -> None:
         self.db.close()
@@ -199,10 +201,10 @@ def current_state(row: RunRow | None) -> str:
 
 
 class Lock:
-    """One runner per experiment: an flock on ``.lock``, naming the holder for the next one."""
+    """An flock on *path* (one runner per experiment, one run per output dir), naming the holder for the next one."""
 
-    def __init__(self, path: Path, what: str):
-        self.path, self.what = path, what
+    def __init__(self, path: Path, what: str, holder: str = "", verb: str = "run"):
+        self.path, self.what, self.holder, self.verb = path, what, holder, verb
         self.handle = None
 
     def __enter__(self) -> Lock:
@@ -214,11 +216,12 @@ class Lock:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
-            raise InputError(f"{self.what} is already being run by {holder}; wait for it, or stop it "
+            raise InputError(f"{self.what} is already being {self.verb} by {holder}; wait for it, or stop it "
                              "(Ctrl-C there, or kill that pid)") from None
         handle.seek(0)
         handle.truncate()
-        handle.write(f"lfgen pid {os.getpid()} (started {time.strftime('%Y-%m-%d %H:%M:%S')})")
+        doing = f"{self.holder}, " if self.holder else ""
+        handle.write(f"lfgen pid {os.getpid()} ({doing}started {time.strftime('%Y-%m-%d %H:%M:%S')})")
         handle.flush()
         self.handle = handle
         return self
@@ -226,3 +229,19 @@ class Lock:
     def __exit__(self, *exc: object) -> None:
         if self.handle is not None:
             self.handle.close()
+            self.handle = None
+
+
+def lock_holder(path: Path) -> str | None:
+    """Who holds the flock on *path* (the text its holder wrote), or None when nobody does; creates nothing."""
+    try:
+        handle = open(path)  # noqa: SIM115 - closed below
+    except OSError:
+        return None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return handle.read().strip() or "another process"
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lfgen.errors import InputError
-from lfgen.layout import MANIFEST, SINGLE_STATE_DIR, STATE
+from lfgen.layout import MANIFEST, SINGLE_STATE_DIR, STATE, experiment_lock
 
 
 @dataclass
@@ -18,6 +18,11 @@ class Target:
     root: Path  # the directory runs start in; configs' relative paths resolve from here
     state_path: Path
     runs: list[tuple[str, str, str]]  # (name, config path relative to root, output_dir as in the config)
+    lock_path: Path | None = None  # the runner's flock; a single config's is beside its state
+
+    def __post_init__(self) -> None:
+        if self.lock_path is None:
+            self.lock_path = self.state_path.with_suffix(".lock")
 
 
 def resolve(spec: str, experiments_dir: str = "experiments") -> Target:
@@ -32,7 +37,7 @@ def resolve(spec: str, experiments_dir: str = "experiments") -> Target:
         exp = load(path)
         root = (exp.path / exp.manifest.root).resolve()
         runs = [(r.name, os.path.relpath(exp.path / r.config, root), r.output_dir) for r in exp.manifest.runs]
-        return Target(exp.manifest.name, root, exp.path / STATE, runs)
+        return Target(exp.manifest.name, root, exp.path / STATE, runs, experiment_lock(exp.path))
     if path.suffix in (".yaml", ".yml") and path.is_file():
         config = load_config(path)
         if not config.get("output_dir"):
