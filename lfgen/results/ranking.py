@@ -1,6 +1,6 @@
 """THE best run and THE keys that vary: one ranking for compare, ``sweep --from`` and the tuner.
 
-A metric whose name says loss, perplexity or runtime is better low; any other (ROUGE, BLEU, accuracy)
+A metric whose name says loss, perplexity, runtime or time is better low; any other (ROUGE, BLEU, accuracy)
 is better high. A value that is missing, NaN or infinite never ranks: a run whose loss went NaN is
 never "best".
 """
@@ -17,7 +17,7 @@ NOT_COMPARED = frozenset({"output_dir", "logging_dir", "run_name"})
 
 
 def lower_is_better(metric: str) -> bool:
-    return any(word in metric for word in ("loss", "perplexity", "runtime"))
+    return any(word in metric for word in ("loss", "perplexity", "runtime", "time"))
 
 
 def finite(value: Any) -> float | None:
