@@ -171,3 +171,19 @@ def _last_turn(prompt: str) -> str:
         prompt = prompt.split(end, 1)[0]
     return prompt.strip()
 
+
+
+ANSWER_SHARE = 0.5  # half or more of a run's answers empty (or repetitive) is a finding
+
+
+def answer_flags(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(kind, message, advice) for a run whose generated answers (lfgen eval) are mostly empty or repetitive."""
+    out = []
+    for key, kind, advice in (("empty_share", "empty-answers", "the model stops at once: check the template matches "
+                               "the model and that training converged (more steps, a higher learning rate)"),
+                              ("repetitive_share", "repetitive-answers", "the model loops: train longer, check the "
+                               "template's stop words, or raise repetition_penalty when generating")):
+        share = results.get(key)
+        if isinstance(share, (int, float)) and not isinstance(share, bool) and share >= ANSWER_SHARE:
+            out.append((kind, f"{share:.0%} of its generated answers are {kind.split('-')[0]} (lfgen eval)", advice))
+    return out
