@@ -16,6 +16,7 @@ from lfgen.layout import DATASET_INFO, MANIFEST
 
 RANKS = ("4", "8", "16")
 NAME = "demo-rank"
+EVAL = {"max_samples": 4, "max_new_tokens": 16}  # lfgen eval of each run, kept quick: a few held-out rows
 
 
 @dataclass

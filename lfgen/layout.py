@@ -23,11 +23,19 @@ ENV_MANIFEST = "lfgen_env.json"  # versions, GPUs and the command line of the ru
 MARKER = ".lfgen-run"  # lfgen made this output dir: it may clear it for a fresh start
 SAMPLES = "samples.jsonl"  # lfgen sample's answers
 
+# --- a run's evaluation (lfgen eval): its own folder, so nothing clashes with training's files ------
+EVAL_DIR = "eval"  # <output_dir>/eval/: LlamaFactory's predict output_dir
+EVAL_CONFIG = "lfgen_eval.yaml"  # the predict config lfgen ran (in EVAL_DIR)
+EVAL_LOG = "lfgen_eval.log"  # its stdout and stderr (in EVAL_DIR)
+PREDICTIONS = "generated_predictions.jsonl"  # LlamaFactory's {"prompt", "predict", "label"} lines
+PREDICT_RESULTS = "predict_results.json"  # LlamaFactory's BLEU-4 and ROUGE-1/2/L (x100)
+SCORES = "lfgen_scores.json"  # lfgen's accuracy, samples scored, generation time, tokens/s
+
 # --- a run's output dir: LlamaFactory's files -----------------------------------------------------
 TRAINER_LOG = "trainer_log.jsonl"
 TRAINER_STATE = "trainer_state.json"
 RESULTS_FILE = "all_results.json"  # written when training has finished
-RESULT_FILES = ("train_results.json", "eval_results.json", "predict_results.json")
+RESULT_FILES = ("train_results.json", "eval_results.json", PREDICT_RESULTS)
 LLAMABOARD_CONFIG = "training_args.yaml"
 CONFIG_FILES = (RUN_CONFIG, LLAMABOARD_CONFIG)  # where a run's config is found, best first
 RUN_MARKERS = (TRAINER_LOG, TRAINER_STATE, RESULTS_FILE, RUN_CONFIG)  # any of them makes a folder a run

@@ -26,14 +26,18 @@ def demo(directory: str, quiet: bool) -> None:
     """
     import os
 
-    from lfgen.demo import prepare
+    from lfgen.cli.evaluation import echo_outcome
+    from lfgen.demo import EVAL, prepare
+    from lfgen.training.evaluate import EvalOptions, evaluate_experiment
     from lfgen.results import collect, frame, write_report
     from lfgen.training.runner import resolve
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; never wait on the hub
     click.echo(f"lfgen demo in {directory}: building a tiny model and a 3-run rank sweep", err=True)
     paths = prepare(directory)
-    summary = run_experiment(resolve(str(paths.experiment)), quiet=quiet, resume_hint="the next lfgen demo")
+    target = resolve(str(paths.experiment))
+    summary = run_experiment(target, quiet=quiet, resume_hint="the next lfgen demo")
+    evaluate_experiment(target, EvalOptions(**EVAL), progress=echo_outcome)  # ROUGE and accuracy (lfgen eval)
     comparison = collect(paths.outputs)
     df = frame(comparison, sort="best_eval_loss")
     print_frame(df)

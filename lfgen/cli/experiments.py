@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from lfgen.cli.evaluation import echo_outcome, eval_options, generation_options
 from lfgen.cli.options import build_options, to_build_options
 from lfgen.cli.output import CONTEXT, console, emit_json, show
 from lfgen.numbers import short
@@ -113,9 +114,13 @@ def _print_experiment(experiment) -> None:
 @click.option("--force", is_flag=True, help="Train into an output dir that holds another config's finished "
               "results, replacing them.")
 @click.option("-q", "--quiet", is_flag=True, help="Plain log lines instead of progress bars.")
+@click.option("--eval", "evaluate", is_flag=True, help="Evaluate each run right after it trains, in its slot "
+              "(lfgen eval; the generation options below).")
+@eval_options
 @click.option("--experiments-dir", default="experiments", show_default=True)
 def run(target: str, gpus: str | None, gpus_per_run: int, dry_run: bool, retry_failed: bool, rerun: tuple[str, ...],
-        max_oom_retries: int, fail_fast: bool, force: bool, quiet: bool, experiments_dir: str) -> None:
+        max_oom_retries: int, fail_fast: bool, force: bool, quiet: bool, evaluate: bool, max_samples: int | None,
+        batch_size: int | None, max_new_tokens: int, temperature: float, experiments_dir: str) -> None:
     """Train every run of an experiment (or one config) with llamafactory-cli, resuming where it stopped.
 
     Done runs are skipped and interrupted ones resume; a run that runs out of memory is retried
@@ -130,16 +135,19 @@ def run(target: str, gpus: str | None, gpus_per_run: int, dry_run: bool, retry_f
       lfgen run rank-sweep --gpus 0,1,2,3
       lfgen run big --gpus 0-7 --gpus-per-run 8
       lfgen run rank-sweep --dry-run
+      lfgen run rank-sweep --eval --max-samples 200
     """
     from lfgen.training import launch
     from lfgen.training.runner import resolve
 
     resolved = resolve(target, experiments_dir)
     gpu_list = launch.parse_gpus(gpus, launch.visible_gpus()) if gpus else None
+    after_done = _evaluator(resolved, generation_options(max_samples, batch_size, max_new_tokens, temperature)) \
+        if evaluate and not dry_run else None
     summary = run_experiment(resolved, quiet=quiet or dry_run, resume_hint="the next lfgen run",
                               runner_options={"gpus": gpu_list, "gpus_per_run": gpus_per_run,
                                               "max_oom_retries": max_oom_retries, "fail_fast": fail_fast,
-                                              "force": force},
+                                              "force": force, "after_done": after_done},
                               run_options={"retry_failed": retry_failed, "rerun": list(rerun), "dry_run": dry_run})
     if dry_run:
         return
@@ -148,6 +156,16 @@ def run(target: str, gpus: str | None, gpus_per_run: int, dry_run: bool, retry_f
                + (" (--retry-failed reruns the failed)" if summary.failed else ""), err=True)
     if summary.failed:
         sys.exit(1)
+
+
+def _evaluator(target: Any, options: Any) -> Any:
+    """The runner's after_done for --eval: evaluate the run in its slot and say how it went."""
+    from lfgen.training.evaluate import evaluate_recorded
+
+    def after_done(store: Any, row: Any, gpus: list[int] | None) -> None:
+        echo_outcome(evaluate_recorded(store, row.name, target.root / row.output_dir, options, gpus=gpus))
+
+    return after_done
 
 
 def run_experiment(target, *, quiet: bool, resume_hint: str, runner_options: dict[str, Any] | None = None,

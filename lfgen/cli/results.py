@@ -86,6 +86,8 @@ def print_next_steps(df) -> None:
         if summary.get("best_run") is None:
             click.echo(f"{name}: {summary.get('next_step')}", err=True)
             continue
+        if summary.get("disagreement"):
+            click.echo(f"{name}: {summary['disagreement']}", err=True)
         click.echo(f"{name}: best {summary.get('best_run')} ({summary.get('best_by')}); next: {summary.get('next_step')}",
                    err=True)
 

@@ -1,6 +1,6 @@
 """Finished runs of an experiment (or an outputs folder) and the best of them, for staged tuning
 (``lfgen sweep --from``): the value of a metric from each run's ``all_results.json``, ranked by
-``lfgen.results.ranking`` like everywhere else."""
+``lfgen.results.ranking`` like everywhere else; ``lfgen eval``'s scores count as results too."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from pathlib import Path
 
 from lfgen.errors import InputError
 from lfgen.experiments.manifest import load
-from lfgen.layout import MANIFEST, RESULTS_FILE, RUN_CONFIG
+from lfgen.layout import EVAL_DIR, MANIFEST, RESULTS_FILE, RUN_CONFIG
 from lfgen.results.ranking import best
+from lfgen.results.scoring import read_eval
 
 
 @dataclass(frozen=True)
@@ -28,9 +29,13 @@ def _metric(output_dir: Path, metric: str) -> float | None:
     if not results.is_file():
         return None  # LlamaFactory writes all_results.json when training has finished
     try:
-        value = json.loads(results.read_text(encoding="utf-8")).get(metric)
+        values = json.loads(results.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, OSError):
         return None
+    if not isinstance(values, dict):
+        return None
+    values = {**values, **read_eval(output_dir)}  # lfgen eval's ROUGE, BLEU and accuracy (<run>/eval/)
+    value = values.get(metric)
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
@@ -52,6 +57,8 @@ def finished_runs(source: str | Path, metric: str = "eval_loss", root: Path | No
         raise InputError(f"--from: {source} is neither an experiment folder nor an outputs folder")
     for results in sorted(source.rglob(RESULTS_FILE)):
         out = results.parent
+        if out.name == EVAL_DIR and (out.parent / RESULTS_FILE).is_file():
+            continue  # lfgen eval's predict output inside a run, not a run
         value = _metric(out, metric)
         config = out / RUN_CONFIG
         if value is not None:

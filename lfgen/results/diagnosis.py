@@ -44,6 +44,8 @@ import numpy as np
 from lfgen.experiments.sweeps import axes, axis_keys, seed_order
 from lfgen.layout import RUN_CONFIG
 from lfgen.results.ranking import best as best_of
+from lfgen.results.ranking import disagreement
+from lfgen.results.scoring import answer_flags
 from lfgen.results.reader import NOT_STARTED, RunData
 
 MIN_POINTS = 8
@@ -90,6 +92,7 @@ class ExperimentSummary:
     best_value: float | None
     varied: tuple[str, ...]
     next_step: str
+    disagreement: str | None = None  # the best run by ROUGE-L / accuracy, when it is not the best by loss
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -107,6 +110,7 @@ def diagnose_run(run: RunData, peer_speeds: Sequence[float] = ()) -> list[Findin
     slow = _slow(run, peer_speeds)
     if slow:
         findings.append(slow)
+    findings += _answers(run)
     if not findings and len(_finite(run.train_loss.values)) >= MIN_POINTS:
         head, tail = _ends(_finite(run.train_loss.values))
         findings.append(Finding(HEALTHY, None, f"training loss fell {_pct(head - tail, head)} ({head:.3g} → "
@@ -148,8 +152,17 @@ def summarize_experiment(name: str, runs: Sequence[tuple[str, RunData, Sequence[
     value = getattr(best, best_by)
     # --from takes the folder of the experiment's runs; a lone run's folder may hold unrelated runs.
     folder = Path(os.path.commonpath([str(run.path) for _, run, _ in runs])) if len(runs) > 1 else None
-    return ExperimentSummary(name, len(runs), label, best_by, value, varied, _next_step(best, varied, folder, best_by))
+    return ExperimentSummary(name, len(runs), label, best_by, value, varied, _next_step(best, varied, folder, best_by),
+                             _disagreement(usable, label, best, best_by))
 
+
+
+def _disagreement(usable: Sequence[tuple[str, RunData]], label: str, best: RunData, best_by: str) -> str | None:
+    return disagreement(usable, lambda item, m: item[1].results.get(m), label, best_by, getattr(best, best_by))
+
+
+def _answers(run: RunData) -> list[Finding]:
+    return [Finding(kind, None, message, advice) for kind, message, advice in answer_flags(run.results)]
 
 def _loss(metric: str, item: tuple[str, RunData]) -> float | None:
     return getattr(item[1], metric)

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from lfgen.errors import InputError
-from lfgen.layout import RUN_MARKERS
+from lfgen.layout import EVAL_DIR, RUN_MARKERS
 
 # A directory holding any of these is a run: LlamaFactory writes the first three into output_dir,
 # lfgen writes the last before training starts (so a queued run shows up as "empty").
@@ -42,7 +42,7 @@ def find_runs(path: str | os.PathLike[str]) -> list[Path]:
         for entry in entries:
             if not entry.is_dir(follow_symlinks=False) or entry.name.startswith(_SKIP_PREFIXES):
                 continue
-            if not (is_run and entry.name == _TENSORBOARD_DIR):
+            if not (is_run and entry.name in (_TENSORBOARD_DIR, EVAL_DIR)):  # a run's TensorBoard and lfgen eval folders
                 stack.append(Path(entry.path))
     return sorted(found, key=natural_key)
 

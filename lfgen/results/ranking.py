@@ -1,6 +1,6 @@
 """THE best run and THE keys that vary: one ranking for compare, ``sweep --from`` and the tuner.
 
-A metric whose name says loss, perplexity or runtime is better low; any other (ROUGE, BLEU, accuracy)
+A metric whose name says loss, perplexity, runtime or time is better low; any other (ROUGE, BLEU, accuracy)
 is better high. A value that is missing, NaN or infinite never ranks: a run whose loss went NaN is
 never "best".
 """
@@ -17,7 +17,7 @@ NOT_COMPARED = frozenset({"output_dir", "logging_dir", "run_name"})
 
 
 def lower_is_better(metric: str) -> bool:
-    return any(word in metric for word in ("loss", "perplexity", "runtime"))
+    return any(word in metric for word in ("loss", "perplexity", "runtime", "time"))
 
 
 def finite(value: Any) -> float | None:
@@ -47,3 +47,22 @@ def varying_keys(configs: Sequence[dict[str, Any]], base: dict[str, Any] | None 
     if len(configs) < 2:
         return []
     return [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1]
+
+
+EVAL_METRICS = ("predict_rouge-l", "accuracy")  # lfgen eval's scores, checked against the loss ranking
+
+
+def disagreement(items: Sequence[tuple[str, Any]], value: Callable[[tuple[str, Any], str], Any], label: str,
+                 best_by: str, best_value: float) -> str | None:
+    """When the best of (name, item) *items* by *best_by* (a loss) is not the best by ROUGE-L (or accuracy),
+    say so with both values; None when they agree or nothing was evaluated."""
+    for metric in EVAL_METRICS:
+        found = best(items, lambda item, m=metric: value(item, m), metric)
+        if found is None or found[0] == label:
+            continue
+        mine = finite(value(next(i for i in items if i[0] == label), metric))
+        shown = f"{mine:.4g}" if mine is not None else "none"
+        return (f"best by {best_by} is {label} ({best_value:.4g}) but best by {metric} is {found[0]} "
+                f"({value(found, metric):.4g}, against {shown}); loss is only a proxy: judge the answers "
+                f"(sweep --from ... --metric {metric} ranks by it)")
+    return None

@@ -35,7 +35,7 @@ from lfgen.results.parsing import (
     peak_vram_gib, series_of, thin, to_float, to_int,
 )
 from lfgen.layout import (
-    CONFIG_FILES, CONSOLE_LOG, ENV_MANIFEST, RESULT_FILES, RESULTS_FILE, TRAINER_LOG, TRAINER_STATE,
+    CONFIG_FILES, CONSOLE_LOG, ENV_MANIFEST, EVAL_DIR, RESULT_FILES, RESULTS_FILE, TRAINER_LOG, TRAINER_STATE,
 )
 from lfgen.results.environment import counted_samples, read_environment
 from lfgen.yamlio import loads
@@ -153,6 +153,10 @@ def read_run(run_dir: str | os.PathLike[str], *, max_points: int | None = MAX_PO
         if name in names and (data := _read_json(run.path / name, run.notes)) is not None:
             run.results.update(data)
     run.results.update(union or {})
+    if EVAL_DIR in names:  # lfgen eval's predict_results.json and scores (lfgen.results.scoring)
+        from lfgen.results.scoring import read_eval
+
+        run.results.update(read_eval(run.path))
     _read_config(run, names)
     if ENV_MANIFEST in names:
         run.environment = read_environment(run.path / ENV_MANIFEST, run.notes)

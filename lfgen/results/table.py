@@ -29,7 +29,9 @@ if TYPE_CHECKING:  # pandas is imported where the frame is built: collect() does
 
 KEY_COLUMNS = ("lora_rank", "lora_alpha", "learning_rate", "lora_target", "lora_dropout", "num_train_epochs",
                "effective_batch")
-PREDICT_COLUMNS = ("predict_rouge-1", "predict_rouge-2", "predict_rouge-l", "predict_bleu-4")
+# LlamaFactory's predict metrics and lfgen eval's scores (lfgen.results.scoring); shown when a run has them.
+PREDICT_COLUMNS = ("predict_rouge-1", "predict_rouge-2", "predict_rouge-l", "predict_bleu-4", "accuracy",
+                   "answer_accuracy", "samples_scored", "eval_time_s", "tokens_per_s")
 METRIC_COLUMNS = ("final_train_loss", "best_eval_loss", "best_eval_step", "final_eval_loss", *PREDICT_COLUMNS,
                   "runtime_s", "samples_per_s", "peak_vram_gib", "state", "diagnosis")
 # From the runs' lfgen_env.json; shown when a run compared has one.

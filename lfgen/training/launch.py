@@ -36,6 +36,11 @@ def train_argv(cli: str, config: str | os.PathLike[str]) -> list[str]:
     return [cli, "train", str(config)]
 
 
+def predict_argv(cli: str, config: str | os.PathLike[str]) -> list[str]:
+    """LlamaFactory 0.9.5 generates through ``train`` (``do_predict``); its ``eval`` command is MMLU-style only."""
+    return [cli, "train", str(config)]
+
+
 def export_argv(cli: str, config: str | os.PathLike[str]) -> list[str]:
     return [cli, "export", str(config)]
 

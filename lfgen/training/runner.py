@@ -75,8 +75,11 @@ def _slots(gpus: list[int] | None, per_run: int) -> list[list[int] | None]:
 class Runner:
     def __init__(self, target: Target, reporter: Reporter, *, gpus: list[int] | None = None, gpus_per_run: int = 1,
                  max_oom_retries: int = 3, fail_fast: bool = False, command: list[str] | None = None,
-                 force: bool = False):
+                 force: bool = False, after_done: Any = None):
         self.target, self.reporter = target, reporter
+        # after_done(store, row, gpus): called when a run has trained, in its slot (lfgen run --eval evaluates
+        # it there); it records its own outcome, so a failure in it never marks the training failed.
+        self.after_done = after_done
         self.command = list(sys.argv if command is None else command)  # the lfgen command line, for lfgen_env.json
         self.slots = _slots(gpus, gpus_per_run)
         self.max_oom_retries, self.fail_fast = max_oom_retries, fail_fast
@@ -231,6 +234,8 @@ class Runner:
             self.store.update(name, state="done", reason=None, detail=None, pid=None, pgid=None, ended=time.time())
             self.store.event(name, "done", progress.as_dict())
             self.reporter.finished(name, "done", None, None)
+            if self.after_done is not None:
+                self.after_done(self.store, self.store.get(name), active.gpus)
         else:
             reason, detail = classify_failure(_log_tail(active.child.log_path))
             if reason == "oom":

@@ -36,7 +36,11 @@ CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, run TEXT NOT NULL, time REAL NOT NULL, kind TEXT NOT NULL,
     message TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS evaluations (
+    run TEXT PRIMARY KEY, state TEXT NOT NULL, started REAL, ended REAL, detail TEXT, options TEXT
+);
 """
+EVAL_STATES = ("running", "done", "failed")  # an evaluation's life (lfgen eval); no row: not evaluated
 
 
 @dataclass
@@ -158,6 +162,23 @@ class Store:
     def event(self, run: str, kind: str, message: str | dict) -> None:
         text = message if isinstance(message, str) else json.dumps(message)
         self._tx("INSERT INTO events (run, time, kind, message) VALUES (?, ?, ?, ?)", (run, time.time(), kind, text))
+
+    def evaluation(self, run: str) -> tuple[str, str | None] | None:
+        """(state, detail) of the run's evaluation, None when it was never evaluated."""
+        with self._guard():
+            row = self.db.execute("SELECT state, detail FROM evaluations WHERE run=?", (run,)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def set_evaluation(self, run: str, state: str, *, detail: str | None = None, options: dict | None = None) -> None:
+        """Record the run's evaluation as *state* (running: its start; done/failed: its end), one transaction."""
+        now = time.time()
+        if state == "running":
+            self._tx("INSERT INTO evaluations (run, state, started, ended, detail, options) VALUES (?, ?, ?, NULL, NULL, ?)"
+                     " ON CONFLICT(run) DO UPDATE SET state=excluded.state, started=excluded.started, ended=NULL, "
+                     "detail=NULL, options=excluded.options", (run, state, now, json.dumps(options or {})))
+        else:
+            self._tx("UPDATE evaluations SET state=?, ended=?, detail=? WHERE run=?", (state, now, detail, run))
+        self.event(run, f"eval:{state}", detail or (options or {}))
 
     def events(self, run: str | None = None) -> list[tuple[str, float, str, str]]:
         sql, params = "SELECT run, time, kind, message FROM events", ()

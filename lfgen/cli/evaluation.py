@@ -1,0 +1,99 @@
+"""``lfgen eval``: generate on a run's held-out rows with LlamaFactory and score the answers."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lfgen.cli.output import CONTEXT
+
+
+def eval_options(function: Any) -> Any:
+    """The generation options ``lfgen eval`` and ``lfgen run --eval`` share."""
+    for option in reversed((
+            click.option("--max-samples", type=int, help="Score at most N held-out rows (a fast check; recorded "
+                         "with the score)."),
+            click.option("--batch-size", type=int, help="Generation batch size (default: the run's "
+                         "per_device_eval_batch_size, else 8)."),
+            click.option("--max-new-tokens", type=int, default=128, show_default=True),
+            click.option("--temperature", type=float, default=0.0, show_default=True,
+                         help="0 decodes greedily, so scores are deterministic."))):
+        function = option(function)
+    return function
+
+
+def generation_options(max_samples: int | None, batch_size: int | None, max_new_tokens: int, temperature: float) -> Any:
+    from lfgen.training.evaluate import EvalOptions
+
+    options = EvalOptions(max_samples, batch_size, max_new_tokens, temperature)
+    options.check()
+    return options
+
+
+def _is_run_dir(path: Path) -> bool:
+    from lfgen.layout import CONFIG_FILES
+
+    return path.is_dir() and any((path / name).is_file() for name in CONFIG_FILES)
+
+
+def echo_outcome(outcome: Any) -> None:
+    """One line per run: its scores, why it was skipped, or why its evaluation failed."""
+    from lfgen.numbers import short
+
+    if outcome.status in ("scored", "skipped") and outcome.scores:
+        s = outcome.scores
+        what = "scored" if outcome.status == "scored" else "already scored (--force re-scores it)"
+        click.echo(f"{outcome.run}: {what}: {s.get('samples_scored')} samples, accuracy {short(s.get('accuracy'))}"
+                   f", {short(s.get('tokens_per_s'))} tokens/s", err=True)
+    elif outcome.status == "failed":
+        click.echo(f"{outcome.run}: evaluation failed: {outcome.detail}", err=True)
+    else:
+        click.echo(f"{outcome.run}: {outcome.status} ({outcome.detail}); not evaluated", err=True)
+
+
+@click.command(name="eval", context_settings=CONTEXT)
+@click.argument("target", metavar="RUN_DIR|EXPERIMENT")
+@eval_options
+@click.option("--force", is_flag=True, help="Score runs that are already scored again.")
+@click.option("--experiments-dir", default="experiments", show_default=True)
+def eval_command(target: str, max_samples: int | None, batch_size: int | None, max_new_tokens: int,
+                 temperature: float, force: bool, experiments_dir: str) -> None:
+    """Generate on each run's held-out rows (llamafactory-cli train with do_predict) and score them.
+
+    The run's eval_dataset, or the rows val_size held out in training, never training rows.
+    LlamaFactory writes BLEU-4 and ROUGE-1/2/L; lfgen adds exact-match and answer accuracy, samples
+    scored and tokens/s, all in RUN_DIR/eval/. An experiment's evaluations are recorded in its state:
+    a killed lfgen eval resumes and scored runs are not scored again (--force re-scores).
+
+    \b
+    Examples:
+      lfgen eval outputs/rank-sweep/rank-64
+      lfgen eval experiments/rank-sweep --max-samples 200
+      lfgen compare experiments/rank-sweep --sort -predict_rouge-l
+    """
+    from lfgen.training.evaluate import Outcome, evaluate, evaluate_experiment
+
+    options = generation_options(max_samples, batch_size, max_new_tokens, temperature)
+    path = Path(target)
+    if _is_run_dir(path):
+        scores = evaluate(path, options, force=force)
+        echo_outcome(Outcome(path.name, "scored" if scores else "skipped",
+                             scores or _scores_on_disk(path)))
+        return
+    from lfgen.training.target import resolve
+
+    outcomes = evaluate_experiment(resolve(target, experiments_dir), options, force=force, progress=echo_outcome)
+    if any(outcome.status == "failed" for outcome in outcomes):
+        sys.exit(1)
+
+
+def _scores_on_disk(run_dir: Path) -> dict[str, Any]:
+    from lfgen.results.scoring import read_eval
+
+    return read_eval(run_dir)
+
+
+COMMANDS = [eval_command]

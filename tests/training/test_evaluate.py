@@ -1,0 +1,105 @@
+"""lfgen eval's predict config (pure), its held-out rows and its errors; the real run is in tests/test_e2e_eval.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lfgen.errors import InputError
+from lfgen.tiny import make_dataset
+from lfgen.training.evaluate import EvalOptions, held_out, predict_config, require_finished
+from lfgen.training.launch import predict_argv
+
+TRAIN = {"model_name_or_path": "./tiny-model", "template": "qwen", "finetuning_type": "lora", "stage": "sft",
+         "do_train": True, "dataset": "tiny_alpaca", "dataset_dir": "data", "val_size": 0.1, "cutoff_len": 128,
+         "lora_rank": 8, "learning_rate": 1e-3, "output_dir": "outputs/x/r", "per_device_eval_batch_size": 2,
+         "eval_strategy": "steps", "report_to": "tensorboard"}
+
+
+def test_predict_config_keeps_the_runs_model_data_and_split(tmp_path):
+    values = predict_config(TRAIN, tmp_path / "run", tmp_path, EvalOptions())
+    assert values == {
+        "model_name_or_path": "./tiny-model", "template": "qwen", "finetuning_type": "lora",
+        "adapter_name_or_path": str((tmp_path / "run").resolve()), "stage": "sft", "do_train": False,
+        "do_predict": True, "predict_with_generate": True, "dataset_dir": "data", "cutoff_len": 128,
+        "dataset": "tiny_alpaca", "val_size": 0.1, "output_dir": str((tmp_path / "run").resolve() / "eval"),
+        "overwrite_output_dir": True, "report_to": "none", "per_device_eval_batch_size": 2, "max_new_tokens": 128,
+        "do_sample": False}
+
+
+def test_temperature_and_batch_size_are_passed(tmp_path):
+    values = predict_config(TRAIN, tmp_path, tmp_path, EvalOptions(batch_size=16, max_new_tokens=8, temperature=0.7))
+    assert (values["per_device_eval_batch_size"], values["max_new_tokens"], values["do_sample"],
+            values["temperature"]) == (16, 8, True, 0.7)
+
+
+def test_a_full_finetune_is_its_own_model(tmp_path):
+    values = predict_config({**TRAIN, "finetuning_type": "full"}, tmp_path / "run", tmp_path, EvalOptions())
+    assert values["model_name_or_path"] == str((tmp_path / "run").resolve()) and "adapter_name_or_path" not in values
+
+
+def test_eval_dataset_is_used_and_capped(tmp_path):
+    config = {**TRAIN, "val_size": None, "eval_dataset": "tiny_eval", "max_samples": 100}
+    assert held_out(config, tmp_path, None, "r") == {"eval_dataset": "tiny_eval", "max_samples": 100}
+    assert held_out(config, tmp_path, 5, "r") == {"eval_dataset": "tiny_eval", "max_samples": 5}
+
+
+def test_max_samples_cuts_a_val_size_split_only_below_its_size(tmp_path):
+    make_dataset(tmp_path / "data", rows=40)  # val_size 0.1 of 40 rows: 4 held out
+    assert held_out(TRAIN, tmp_path, 3, "r")["val_size"] == 3  # the first 3 of the same permutation
+    assert held_out(TRAIN, tmp_path, 4, "r")["val_size"] == 0.1
+    assert held_out(TRAIN, tmp_path, 50, "r")["val_size"] == 0.1  # never more rows than training held out
+    assert held_out({**TRAIN, "max_samples": 20}, tmp_path, 50, "r") == {"dataset": "tiny_alpaca", "max_samples": 20,
+                                                                         "val_size": 0.1}
+    with pytest.raises(InputError, match="run r: --max-samples 1 cannot cut a val_size split"):
+        held_out(TRAIN, tmp_path, 1, "r")
+
+
+def test_a_smaller_int_val_size_holds_out_a_subset_of_the_same_rows():
+    """The premise of held_out(): datasets' train_test_split takes its test rows from the front of one
+    permutation of (seed, rows), so val_size N < the held-out count gives held-out rows only."""
+    datasets = pytest.importorskip("datasets")
+    rows = datasets.Dataset.from_list([{"i": i} for i in range(80)])
+    full = rows.train_test_split(test_size=0.1, seed=42)
+    cut = rows.train_test_split(test_size=3, seed=42)
+    assert set(cut["test"]["i"]) < set(full["test"]["i"])
+    assert cut["test"]["i"] == full["test"]["i"][:3]
+
+
+def run_dir(tmp_path: Path, config: dict, files: tuple[str, ...]) -> Path:
+    out = tmp_path / "outputs" / "r"
+    out.mkdir(parents=True)
+    for name in files:
+        (out / name).write_text("{}")
+    (out / "lfgen_run.yaml").write_text(json.dumps(config))
+    return out
+
+
+@pytest.mark.parametrize(("files", "config", "message"), [
+    ((), TRAIN, r"run r: not finished \(.* has no all_results.json\); finish it with `lfgen run`"),
+    (("all_results.json",), TRAIN, "run r: .* has no trained adapter or model; train it again"),
+    (("all_results.json", "adapter_model.safetensors"), {**TRAIN, "val_size": 0.0},
+     "run r: has no held-out data .*; set val_size"),
+])
+def test_a_run_that_cannot_be_evaluated_is_one_clear_error(tmp_path, files, config, message):
+    out = run_dir(tmp_path, config, files)
+    with pytest.raises(InputError, match=message):
+        require_finished(out, config, "r")
+
+
+def test_cli_errors_name_the_run_and_the_fix(tmp_path, runner):
+    from lfgen.cli.app import cli
+
+    out = run_dir(tmp_path, TRAIN, ())
+    result = runner.invoke(cli, ["eval", str(out)])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: run r: not finished") and result.output.count("\n") == 1
+    result = runner.invoke(cli, ["eval", str(out), "--max-new-tokens", "0"])
+    assert result.exit_code == 1 and "Error: --max-new-tokens: must be at least 1 (got 0)" in result.output
+
+
+def test_predict_argv():
+    assert predict_argv("llamafactory-cli", "outputs/r/eval/lfgen_eval.yaml") == [
+        "llamafactory-cli", "train", "outputs/r/eval/lfgen_eval.yaml"]
