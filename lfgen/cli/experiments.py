@@ -107,19 +107,21 @@ def _print_experiment(experiment) -> None:
 @click.option("--dry-run", is_flag=True, help="Print the commands, environment and GPU plan; start nothing.")
 @click.option("--retry-failed", is_flag=True, help="Run failed runs again, from scratch.")
 @click.option("--rerun", multiple=True, metavar="NAME", help="Run NAME again from scratch, even if done.")
+@click.option("--retry-missing", is_flag=True, help="Retrain done runs whose output dir or results were deleted.")
 @click.option("--max-oom-retries", type=int, default=3, show_default=True,
               help="Times a run that ran out of memory is retried with half the micro-batch.")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failed run (default: go on).")
 @click.option("-q", "--quiet", is_flag=True, help="Plain log lines instead of progress bars.")
 @click.option("--experiments-dir", default="experiments", show_default=True)
 def run(target: str, gpus: str | None, gpus_per_run: int, dry_run: bool, retry_failed: bool, rerun: tuple[str, ...],
-        max_oom_retries: int, fail_fast: bool, quiet: bool, experiments_dir: str) -> None:
+        retry_missing: bool, max_oom_retries: int, fail_fast: bool, quiet: bool, experiments_dir: str) -> None:
     """Train every run of an experiment (or one config) with llamafactory-cli, resuming where it stopped.
 
     Done runs are skipped and interrupted ones resume; a run that runs out of memory is retried
     with half the micro-batch and twice the accumulation (same effective batch); a NaN loss stops
-    a run at once. State lives in experiments/<name>/state.sqlite; exit 1 if a run failed,
-    130 on Ctrl-C.
+    a run at once. A done run whose results were deleted is reported, and retrained with
+    --retry-missing. State lives in experiments/<name>/state.sqlite; exit 1 if a run failed,
+    130 on Ctrl-C, 143 on SIGTERM (both stop the runs and record them interrupted).
 
     \b
     Examples:
@@ -137,11 +139,13 @@ def run(target: str, gpus: str | None, gpus_per_run: int, dry_run: bool, retry_f
     summary = run_experiment(resolved, quiet=quiet or dry_run, resume_hint="the next lfgen run",
                               runner_options={"gpus": gpu_list, "gpus_per_run": gpus_per_run,
                                               "max_oom_retries": max_oom_retries, "fail_fast": fail_fast},
-                              run_options={"retry_failed": retry_failed, "rerun": list(rerun), "dry_run": dry_run})
+                              run_options={"retry_failed": retry_failed, "rerun": list(rerun), "dry_run": dry_run,
+                                           "retry_missing": retry_missing})
     if dry_run:
         return
     click.echo(f"{resolved.name}: {len(summary.done)} done, {len(summary.failed)} failed, "
                f"{len(summary.interrupted)} interrupted, {len(summary.skipped)} not run"
+               + (f", {len(summary.missing)} missing (--retry-missing retrains them)" if summary.missing else "")
                + (" (--retry-failed reruns the failed)" if summary.failed else ""), err=True)
     if summary.failed:
         sys.exit(1)
@@ -149,21 +153,24 @@ def run(target: str, gpus: str | None, gpus_per_run: int, dry_run: bool, retry_f
 
 def run_experiment(target, *, quiet: bool, resume_hint: str, runner_options: dict[str, Any] | None = None,
                     run_options: dict[str, Any] | None = None):
-    """Run an experiment with progress bars on a terminal (plain lines otherwise); Ctrl-C exits 130."""
+    """Run an experiment with progress bars on a terminal (plain lines otherwise); Ctrl-C exits 130, SIGTERM 143."""
     from lfgen.cli.progress import PlainReporter, RichReporter
     from lfgen.training.runner import Runner
+    from lfgen.training.signals import Terminated, sigterm_as_interrupt
 
     interactive = not quiet and sys.stderr.isatty()
     reporter = RichReporter(len(target.runs)) if interactive else PlainReporter()
     runner = Runner(target, reporter, **(runner_options or {}))
     try:
-        if interactive:
-            with reporter:
-                return runner.run(**(run_options or {}))
-        return runner.run(**(run_options or {}))
-    except KeyboardInterrupt:
-        click.echo(f"interrupted: the running runs were stopped and will resume with {resume_hint}", err=True)
-        sys.exit(130)
+        with sigterm_as_interrupt():
+            if interactive:
+                with reporter:
+                    return runner.run(**(run_options or {}))
+            return runner.run(**(run_options or {}))
+    except KeyboardInterrupt as stop:
+        how = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
+        click.echo(f"{how}: the running runs were stopped and will resume with {resume_hint}", err=True)
+        sys.exit(stop.exit_code if isinstance(stop, Terminated) else 130)
 
 
 @click.command(context_settings=CONTEXT)

@@ -86,7 +86,7 @@ def experiment(runs=("8", "16"), name="exp", **options):
 
 def run(name="exp", **kwargs):
     recorder = Recorder()
-    flags = {k: kwargs.pop(k) for k in ("retry_failed", "rerun", "dry_run") if k in kwargs}
+    flags = {k: kwargs.pop(k) for k in ("retry_failed", "rerun", "dry_run", "retry_missing") if k in kwargs}
     summary = Runner(resolve(name), recorder, **kwargs).run(**flags)
     return summary, recorder
 
