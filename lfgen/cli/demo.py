@@ -30,7 +30,7 @@ def demo(directory: str, quiet: bool) -> None:
     from lfgen.demo import EVAL, prepare
     from lfgen.training.evaluate import EvalOptions, evaluate_experiment
     from lfgen.results import collect, frame, write_report
-    from lfgen.training.runner import resolve
+    from lfgen.training.target import resolve
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; never wait on the hub
     click.echo(f"lfgen demo in {directory}: building a tiny model and a 3-run rank sweep", err=True)

@@ -108,6 +108,7 @@ def _print_experiment(experiment) -> None:
 @click.option("--dry-run", is_flag=True, help="Print the commands, environment and GPU plan; start nothing.")
 @click.option("--retry-failed", is_flag=True, help="Run failed runs again, from scratch.")
 @click.option("--rerun", multiple=True, metavar="NAME", help="Run NAME again from scratch, even if done.")
+@click.option("--retry-missing", is_flag=True, help="Retrain done runs whose output dir or results were deleted.")
 @click.option("--max-oom-retries", type=int, default=3, show_default=True,
               help="Times a run that ran out of memory is retried with half the micro-batch.")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failed run (default: go on).")
@@ -119,14 +120,16 @@ def _print_experiment(experiment) -> None:
 @eval_options
 @click.option("--experiments-dir", default="experiments", show_default=True)
 def run(target: str, gpus: str | None, gpus_per_run: int, dry_run: bool, retry_failed: bool, rerun: tuple[str, ...],
-        max_oom_retries: int, fail_fast: bool, force: bool, quiet: bool, evaluate: bool, max_samples: int | None,
-        batch_size: int | None, max_new_tokens: int, temperature: float, experiments_dir: str) -> None:
+        retry_missing: bool, max_oom_retries: int, fail_fast: bool, force: bool, quiet: bool, evaluate: bool,
+        max_samples: int | None, batch_size: int | None, max_new_tokens: int, temperature: float,
+        experiments_dir: str) -> None:
     """Train every run of an experiment (or one config) with llamafactory-cli, resuming where it stopped.
 
     Done runs are skipped and interrupted ones resume; a run that runs out of memory is retried
     with half the micro-batch and twice the accumulation (same effective batch); a NaN loss stops
-    a run at once. State lives in experiments/<name>/state.sqlite; exit 1 if a run failed,
-    130 on Ctrl-C.
+    a run at once. A done run whose results were deleted is reported, and retrained with
+    --retry-missing. State lives in experiments/<name>/state.sqlite; exit 1 if a run failed,
+    130 on Ctrl-C, 143 on SIGTERM (both stop the runs and record them interrupted).
 
     \b
     Examples:
@@ -138,7 +141,7 @@ def run(target: str, gpus: str | None, gpus_per_run: int, dry_run: bool, retry_f
       lfgen run rank-sweep --eval --max-samples 200
     """
     from lfgen.training import launch
-    from lfgen.training.runner import resolve
+    from lfgen.training.target import resolve
 
     resolved = resolve(target, experiments_dir)
     gpu_list = launch.parse_gpus(gpus, launch.visible_gpus()) if gpus else None
@@ -148,11 +151,13 @@ def run(target: str, gpus: str | None, gpus_per_run: int, dry_run: bool, retry_f
                               runner_options={"gpus": gpu_list, "gpus_per_run": gpus_per_run,
                                               "max_oom_retries": max_oom_retries, "fail_fast": fail_fast,
                                               "force": force, "after_done": after_done},
-                              run_options={"retry_failed": retry_failed, "rerun": list(rerun), "dry_run": dry_run})
+                              run_options={"retry_failed": retry_failed, "rerun": list(rerun), "dry_run": dry_run,
+                                           "retry_missing": retry_missing})
     if dry_run:
         return
     click.echo(f"{resolved.name}: {len(summary.done)} done, {len(summary.failed)} failed, "
                f"{len(summary.interrupted)} interrupted, {len(summary.skipped)} not run"
+               + (f", {len(summary.missing)} missing (--retry-missing retrains them)" if summary.missing else "")
                + (" (--retry-failed reruns the failed)" if summary.failed else ""), err=True)
     if summary.failed:
         sys.exit(1)
@@ -170,21 +175,24 @@ def _evaluator(target: Any, options: Any) -> Any:
 
 def run_experiment(target, *, quiet: bool, resume_hint: str, runner_options: dict[str, Any] | None = None,
                     run_options: dict[str, Any] | None = None):
-    """Run an experiment with progress bars on a terminal (plain lines otherwise); Ctrl-C exits 130."""
+    """Run an experiment with progress bars on a terminal (plain lines otherwise); Ctrl-C exits 130, SIGTERM 143."""
     from lfgen.cli.progress import PlainReporter, RichReporter
     from lfgen.training.runner import Runner
+    from lfgen.training.signals import Terminated, sigterm_as_interrupt
 
     interactive = not quiet and sys.stderr.isatty()
     reporter = RichReporter(len(target.runs)) if interactive else PlainReporter()
     runner = Runner(target, reporter, **(runner_options or {}))
     try:
-        if interactive:
-            with reporter:
-                return runner.run(**(run_options or {}))
-        return runner.run(**(run_options or {}))
-    except KeyboardInterrupt:
-        click.echo(f"interrupted: the running runs were stopped and will resume with {resume_hint}", err=True)
-        sys.exit(130)
+        with sigterm_as_interrupt():
+            if interactive:
+                with reporter:
+                    return runner.run(**(run_options or {}))
+            return runner.run(**(run_options or {}))
+    except KeyboardInterrupt as stop:
+        how = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
+        click.echo(f"{how}: the running runs were stopped and will resume with {resume_hint}", err=True)
+        sys.exit(stop.exit_code if isinstance(stop, Terminated) else 130)
 
 
 @click.command(context_settings=CONTEXT)
@@ -206,7 +214,8 @@ def status(target: str | None, as_json: bool, experiments_dir: str) -> None:
     if target is None:
         _experiments_status(experiments_dir, as_json)
         return
-    from lfgen.training.runner import resolve, status as run_status
+    from lfgen.training.overview import status as run_status
+    from lfgen.training.target import resolve
 
     rows = run_status(resolve(target, experiments_dir))
     if as_json:

@@ -3,7 +3,8 @@
 ``lfgen compare outputs/<name>`` finds runs by their files. ``lfgen compare experiments/<name>`` reads the
 experiment (``experiment.yaml``): its runs' output dirs, in the order of the manifest, with the state
 ``lfgen run`` recorded (``state.sqlite``, read only) instead of the one guessed from the files; a run that
-has written nothing yet is a ``pending`` row with the config the experiment planned for it.
+has written nothing yet is a ``pending`` row with the config the experiment planned for it, and a run
+recorded done whose output dir or results were deleted is ``missing``.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def experiment_runs(path: str | os.PathLike[str]) -> Source:
     """The runs of an experiment folder: output dirs resolved as ``lfgen run`` resolves them (from the
     manifest's root), named as ``lfgen compare`` of their outputs folder names them."""
     from lfgen.experiments.manifest import load
+    from lfgen.training.rundir import results_missing
     from lfgen.training.state import current_state, read_rows
 
     experiment = load(path)
@@ -73,6 +75,8 @@ def experiment_runs(path: str | os.PathLike[str]) -> Source:
     # Not recorded (trained without lfgen run, or no state at all): the files say, when there are any.
     states = [None if rows is None or (run.name not in rows and d.is_dir()) else current_state(rows.get(run.name))
               for run, d in zip(manifest.runs, dirs)]
+    # Done, but its output dir or results were deleted: lfgen run --retry-missing retrains it.
+    states = ["missing" if state == "done" and results_missing(d) else state for state, d in zip(states, dirs)]
     return Source(dirs, [run_name(d, base) for d in dirs], [manifest.name] * len(dirs),
                   [experiment.path / run.config for run in manifest.runs], states, notes)
 

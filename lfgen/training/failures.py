@@ -8,6 +8,7 @@ followed by the lines of the log that show it.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from pathlib import Path
@@ -114,3 +115,20 @@ def with_log(cause: str, log: str, evidence: str = "") -> str:
 
 def _message(cause: str, log: str, evidence: str, exit_code: int | None) -> str:
     return with_log(cause, log, f"exit {exit_code}: {evidence}" if exit_code is not None and evidence else evidence)
+
+
+def log_tail(path: Path | None, lines: int = 200) -> list[str]:
+    """The last *lines* lines of a console log ([] when there is none)."""
+    if path is None or not path.exists():
+        return []
+    with path.open("rb") as handle:
+        handle.seek(max(0, path.stat().st_size - 64_000))
+        text = handle.read().decode("utf-8", "replace")
+    return text.splitlines()[-lines:]
+
+
+def os_failure(exc: OSError, what: str) -> tuple[str, str]:
+    """(reason, message) for an OSError of lfgen's own: a full disk is ``disk``, anything else ``config``."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "disk", f"{what}: the disk is full ({exc.strerror}); free space and run again"
+    return "config", f"{what}: {exc}"

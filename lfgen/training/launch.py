@@ -1,8 +1,10 @@
 """The one place lfgen starts processes: ``llamafactory-cli`` runs, LlamaFactory probes, ``nvidia-smi``.
 
 The argv and the environment are built by pure functions (tested as lists); processes start
-with an argv list, never a shell, in a new session (their own process group, so a stop reaches
-torchrun's workers too) and, on Linux, die with lfgen (``PR_SET_PDEATHSIG``) even after kill -9.
+with an argv list, never a shell, in a new session (their own process group) and, on Linux, die with
+lfgen (``PR_SET_PDEATHSIG``) even after kill -9. Training runs start through the guard
+(``guard.py``, ``spawn_guarded``), which stops their whole tree, torchrun's workers in their own
+sessions included, when lfgen stops them or dies.
 """
 
 from __future__ import annotations
@@ -119,23 +121,69 @@ def parse_gpus(spec: str, available: list[int]) -> list[int]:
     return indices
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def _die_with_parent(sig: int = signal.SIGKILL) -> None:  # runs in the child between fork and exec
     try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
     except OSError:
         pass
 
 
+GUARD_GRACE = 8.0  # the guard's SIGTERM -> SIGKILL wait; stop_group's grace must be longer
+
+
 @dataclass
 class Child:
-    """A started process and where its output goes."""
+    """A started process and where its output goes; a guarded run's last console lines (``tail()``)."""
 
     proc: subprocess.Popen
     log_path: Path | None
+    _tail: list[str] | None = None
 
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    def tail(self) -> list[str]:
+        """The last console lines the guard kept in memory (read once the run has ended; [] unguarded)."""
+        if self._tail is None:
+            self._tail = []
+            if self.proc.stdout is not None:
+                try:
+                    self._tail = self.proc.stdout.read().decode("utf-8", "replace").splitlines()
+                except (OSError, ValueError):
+                    pass
+                self.proc.stdout.close()
+        return self._tail
+
+
+def guard_argv(argv: list[str], *, parent: int, log_path: Path, grace: float = GUARD_GRACE) -> list[str]:
+    """*argv* started through lfgen's guard (``lfgen/training/guard.py``), in lfgen's own Python."""
+    from lfgen.training import guard
+
+    return [sys.executable, "-P", guard.__file__, str(parent), str(grace), str(log_path), "--", *argv]
+
+
+def spawn_guarded(argv: list[str], *, cwd: str | os.PathLike[str], env: dict[str, str], log_path: Path) -> Child:
+    """Start a training run through the guard: its whole tree (torchrun's workers too) stops with lfgen.
+
+    The guard leads the run's process group, dies with lfgen (PR_SET_PDEATHSIG, SIGTERM), and tees the
+    console into *log_path*, keeping the last lines for ``Child.tail()`` even when the log cannot be written.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        errors: Any = open(log_path, "ab")  # noqa: SIM115 - the guard's own errors; closed after the fork
+    except OSError:
+        errors = subprocess.DEVNULL
+    try:
+        proc = subprocess.Popen(guard_argv(argv, parent=os.getpid(), log_path=log_path), cwd=cwd, env=env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors,
+                                start_new_session=True,
+                                preexec_fn=(lambda: _die_with_parent(signal.SIGTERM)) if sys.platform == "linux"
+                                else None)
+    finally:
+        if errors is not subprocess.DEVNULL:
+            errors.close()
+    return Child(proc, log_path)
 
 
 def spawn(argv: list[str], *, cwd: str | os.PathLike[str], env: dict[str, str], log_path: Path | None,

@@ -1,4 +1,5 @@
-"""``lfgen status`` without a target: every experiment under the experiments folder, with its runs' states.
+"""``lfgen status``: every run of one experiment (``status``), or every experiment under the experiments
+folder with its runs' states (``experiments``).
 
 The states come from each experiment's ``state.sqlite``, read only (a run without a row is pending);
 an experiment that cannot be read is listed with the reason instead of stopping the listing.
@@ -11,8 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from lfgen.errors import InputError, LfgenError
-from lfgen.layout import MANIFEST
-from lfgen.training.state import STATES, current_state, read_rows
+from lfgen.layout import CONSOLE_LOG, MANIFEST
+from lfgen.training import launch, rundir
+from lfgen.training.state import STATES, Store, current_state, read_rows
+from lfgen.training.target import Target
+from lfgen.training.watch import Progress, RunWatcher
 
 COUNTED = ("done", "failed", "running", "interrupted", "pending")  # the columns, in the order shown
 
@@ -35,7 +39,7 @@ def experiments(experiments_dir: str | os.PathLike[str] = "experiments") -> list
 
 def experiment_status(path: Path) -> dict[str, Any]:
     """The row of one experiment folder (see ``experiments``)."""
-    from lfgen.training.runner import resolve
+    from lfgen.training.target import resolve
 
     row: dict[str, Any] = {"experiment": path.name, "path": str(path), "runs": 0, **dict.fromkeys(COUNTED, 0),
                            "note": None}
@@ -50,3 +54,34 @@ def experiment_status(path: Path) -> dict[str, Any]:
         state = current_state(rows.get(name))
         row[state if state in STATES else "pending"] += 1
     return row
+
+
+# --- status ----------------------------------------------------------------------------------------
+
+
+def status(target: Target) -> list[dict[str, Any]]:
+    """Every run's state, progress from its trainer_log.jsonl, retries and the reason of a failure."""
+    rows = {}
+    if target.state_path.exists():
+        store = Store(target.state_path)
+        try:
+            rows = {row.name: row for row in store.runs()}
+        finally:
+            store.close()
+    table = []
+    for name, _config, output_dir in target.runs:
+        row = rows.get(name)
+        out = target.root / output_dir
+        progress = RunWatcher(out, out / CONSOLE_LOG).poll() if out.exists() else Progress()
+        state = row.state if row else "pending"
+        reason = row.reason if row else None
+        if state == "running" and row and row.pgid and not launch.group_alive(row.pgid):
+            state = "interrupted?"  # its runner died; the next lfgen run recovers it
+        elif state == "done" and (why := rundir.results_missing(out)):
+            state, reason = "missing", f"done, but {why}"  # lfgen run --retry-missing retrains it
+        table.append({"run": name, "state": state, "reason": reason,
+                      "step": progress.step, "total": progress.total, "loss": progress.loss,
+                      "eval_loss": progress.eval_loss, "attempts": row.attempts if row else 0,
+                      "oom_retries": row.oom_retries if row else 0, "detail": row.detail if row else None,
+                      "output_dir": output_dir, "vram_gib": progress.vram_gib})
+    return table

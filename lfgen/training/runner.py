@@ -11,7 +11,6 @@ import json
 import math
 import os
 import shlex
-import shutil
 import sys
 import time
 from collections import deque
@@ -21,11 +20,13 @@ from typing import Any, Protocol
 
 from lfgen.errors import InputError
 from lfgen.layout import CONSOLE_LOG, MARKER, RECIPE_PREFIX, ROOT_PREFIX, RUN_CONFIG
-from lfgen.training import failures, launch, outputs
+from lfgen.training import failures, launch, outputs, rundir
 from lfgen.training.environment import write_manifest
 from lfgen.training.failures import NAN_ADVICE, OOM_ADVICE, classify_failure
+from lfgen.training.signals import Terminated
+from lfgen.training.slots import gpu_slots, wait_any
 from lfgen.training.state import Lock, RunRow, Store
-from lfgen.training.target import Target, resolve  # noqa: F401 - lfgen.training.runner.resolve is public
+from lfgen.training.target import Target
 from lfgen.training.watch import Progress, RunWatcher
 
 POLL_S = 0.2
@@ -58,18 +59,7 @@ class Summary:
     failed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     interrupted: list[str] = field(default_factory=list)
-
-
-def _slots(gpus: list[int] | None, per_run: int) -> list[list[int] | None]:
-    if gpus is None:
-        if per_run != 1:
-            raise InputError("--gpus-per-run: needs --gpus (which GPUs to share out)")
-        return [None]  # one run at a time, on whatever LlamaFactory sees (the CPU here when there is no GPU)
-    if per_run < 1:
-        raise InputError(f"--gpus-per-run: must be at least 1 (got {per_run})")
-    if per_run > len(gpus):
-        raise InputError(f"--gpus-per-run: {per_run} is more than the {len(gpus)} GPU(s) given with --gpus")
-    return [gpus[i:i + per_run] for i in range(0, len(gpus) - per_run + 1, per_run)]
+    missing: list[str] = field(default_factory=list)  # done, but the results are gone (--retry-missing)
 
 
 class Runner:
@@ -81,7 +71,7 @@ class Runner:
         # it there); it records its own outcome, so a failure in it never marks the training failed.
         self.after_done = after_done
         self.command = list(sys.argv if command is None else command)  # the lfgen command line, for lfgen_env.json
-        self.slots = _slots(gpus, gpus_per_run)
+        self.slots = gpu_slots(gpus, gpus_per_run)
         self.max_oom_retries, self.fail_fast = max_oom_retries, fail_fast
         self.force = force  # train into an output dir that holds another config's finished results
         self.store: Store | None = None
@@ -102,16 +92,31 @@ class Runner:
             store.event(row.name, "recovered", f"runner pid {row.runner_pid} gone; marked interrupted")
             self.reporter.message(f"{row.name}: its last runner (pid {row.runner_pid}) is gone; it will resume")
 
-    def _queue(self, store: Store, retry_failed: bool, rerun: list[str]) -> list[str]:
+    def _queue(self, store: Store, retry_failed: bool, rerun: list[str], retry_missing: bool = False) -> list[str]:
         rows = {row.name: row for row in store.runs()}
         unknown = [name for name in rerun if name not in rows]
         if unknown:
             raise InputError(f"--rerun: no run {unknown[0]!r} in {self.target.name}; runs: {', '.join(rows)}")
-        again = [name for name, row in rows.items() if name in rerun or (retry_failed and row.state == "failed")]
-        queue = [name for name, row in rows.items() if name in again or row.state in ("pending", "interrupted")]
+        again, queue, missing = [], [], []
+        for name, row in rows.items():
+            if name in rerun or (retry_failed and row.state == "failed"):
+                again.append(name)
+            elif row.state in ("pending", "interrupted"):
+                queue.append(name)
+            elif row.state == "done" and (why := rundir.results_missing(self.target.root / row.output_dir)):
+                if retry_missing:
+                    again.append(name)
+                    missing.append((name, why))
+                else:
+                    self.reporter.message(f"{name} is done but {why}; retrain it with --rerun {name} or "
+                                          "--retry-missing")
+        queue = [name for name in rows if name in again or name in queue]
+        # Every run about to start is checked (locks, another config's results) before any state changes.
         outputs.preflight(self.target.root, [(n, rows[n].config, rows[n].output_dir) for n in queue], force=self.force)
         for name in again:
             store.update(name, state="pending", reason="fresh", detail=None, oom_retries=0)
+        for name, why in missing:
+            store.event(name, "missing", f"done, but {why}; retrained (--retry-missing)")
         return queue
 
     # --- one run ------------------------------------------------------------------------------------
@@ -132,20 +137,29 @@ class Runner:
             if foreign and not self.force:
                 raise _ConfigProblem(foreign)
             fresh = fresh or bool(foreign)  # --force: never resume another config's checkpoints
-            has_checkpoint = any(output_dir.glob("checkpoint-*"))
-            if fresh or not has_checkpoint:  # LlamaFactory refuses weights without a checkpoint to resume
-                for entry in output_dir.iterdir():
-                    if entry.name not in (CONSOLE_LOG, MARKER):
-                        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            resume = None if fresh else self._resume_point(row, output_dir)
+            if resume is None:  # LlamaFactory refuses weights without a checkpoint to resume
+                leftover = rundir.clear(output_dir)
+                if leftover:
+                    self.reporter.message(f"{row.name}: could not remove all of {leftover}; remove it by hand")
+            else:
+                config["resume_from_checkpoint"] = str(Path(row.output_dir) / resume.name)  # said, not guessed
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / MARKER).touch()
         adjusted = json.loads(row.detail) if row.reason == "oom-retry" and row.detail else {}
         config.update(adjusted.get("config", {}))
         return output_dir, config, text
 
-    def _start(self, name: str, slot: list[int] | None) -> None:
-        from lfgen.builder.render import render
+    def _resume_point(self, row: RunRow, output_dir: Path) -> Path | None:
+        """The newest whole checkpoint to resume from; broken newer ones are set aside, and said so."""
+        resume, notes = rundir.resume_point(output_dir)
+        for note in notes:
+            after = f"resuming from {resume.name}" if resume else "no whole checkpoint is left; starting afresh"
+            self.store.event(row.name, "broken-checkpoint", f"{note}; {after}")
+            self.reporter.message(f"{row.name}: {note}; {after}")
+        return resume
 
+    def _start(self, name: str, slot: list[int] | None) -> None:
         store = self.store
         row = store.get(name)
         try:
@@ -160,6 +174,32 @@ class Runner:
             outputs.release(self.output_locks, name)
             self._finish_failed(row, "config", f"{problem}; fix it in {row.config}")
             return
+        except OSError as exc:  # the output dir could not be cleared or set up: nothing was removed
+            self._finish_failed(row, *failures.os_failure(exc, f"could not prepare {row.output_dir} for the run"))
+            return
+        try:
+            child, watcher, argv, env, attempt, note = self._launch(row, slot, output_dir, config, text)
+        except OSError as exc:  # a full disk, a read-only output dir: one clear failure, not a crash
+            self._finish_failed(row, *failures.os_failure(exc, f"could not write lfgen's files in {row.output_dir}"))
+            return
+        command = {"argv": argv, "cwd": str(self.target.root),
+                   "env": {k: env[k] for k in ("CUDA_VISIBLE_DEVICES", "FORCE_TORCHRUN", "NPROC_PER_NODE",
+                                               "RECORD_VRAM") if k in env}}
+        store.update(name, state="running", attempts=attempt, command=json.dumps(command), pid=child.pid,
+                     pgid=child.pid, runner_pid=os.getpid(), gpus=",".join(map(str, slot)) if slot else None,
+                     started=time.time(), ended=None)
+        store.event(name, "started", command)
+        self.active[name] = _Active(row=store.get(name), child=child, watcher=watcher, gpus=slot,
+                                    micro=config.get("per_device_train_batch_size"),
+                                    accumulation=config.get("gradient_accumulation_steps"), config=config)
+        self.reporter.started(name, attempt, slot, note)
+
+    def _launch(self, row: RunRow, slot: list[int] | None, output_dir: Path, config: dict[str, Any],
+                text: str) -> tuple[launch.Child, RunWatcher, list[str], dict[str, str], int, str]:
+        """Write lfgen_run.yaml, the log header and lfgen_env.json, then start the run through the guard."""
+        from lfgen.builder.render import render
+
+        name = row.name
         note = row.reason == "oom-retry" and (
             f"after OOM: micro-batch {config.get('per_device_train_batch_size')} x accumulation "
             f"{config.get('gradient_accumulation_steps')}") or ""
@@ -181,18 +221,8 @@ class Runner:
         self._record_environment(output_dir, name, attempt, slot)
         watcher = RunWatcher(output_dir, output_dir / CONSOLE_LOG)
         watcher.skip_existing()  # a resumed run appends to the same files
-        child = launch.spawn(argv, cwd=self.target.root, env=env, log_path=output_dir / CONSOLE_LOG)
-        command = {"argv": argv, "cwd": str(self.target.root),
-                   "env": {k: env[k] for k in ("CUDA_VISIBLE_DEVICES", "FORCE_TORCHRUN", "NPROC_PER_NODE",
-                                               "RECORD_VRAM") if k in env}}
-        store.update(name, state="running", attempts=attempt, command=json.dumps(command), pid=child.pid,
-                     pgid=child.pid, runner_pid=os.getpid(), gpus=",".join(map(str, slot)) if slot else None,
-                     started=time.time(), ended=None)
-        store.event(name, "started", command)
-        self.active[name] = _Active(row=store.get(name), child=child, watcher=watcher, gpus=slot,
-                                    micro=config.get("per_device_train_batch_size"),
-                                    accumulation=config.get("gradient_accumulation_steps"), config=config)
-        self.reporter.started(name, attempt, slot, note)
+        child = launch.spawn_guarded(argv, cwd=self.target.root, env=env, log_path=output_dir / CONSOLE_LOG)
+        return child, watcher, argv, env, attempt, note
 
     def _record_environment(self, output_dir: Path, name: str, attempt: int, slot: list[int] | None) -> None:
         from lfgen.catalogs.llamafactory import find_python
@@ -219,14 +249,16 @@ class Runner:
         rc = active.child.proc.poll()
         log = self._log(active.row)
         if progress.nan and rc is None:
-            launch.stop_group(active.child.pid, grace=5)
+            launch.stop_group(active.child.pid)
             active.child.proc.wait()
+            active.child.tail()
             self._finish_failed(active.row, "nan", failures.with_log(
                 f"the loss went NaN ({progress.nan}); stopped at once. {NAN_ADVICE}", log))
             return True
         if rc is None:
             return False
         active.watcher.poll()
+        active.child.tail()  # read the guard's pipe and close it
         if progress.nan:
             self._finish_failed(active.row, "nan", failures.with_log(f"the loss went NaN ({progress.nan}). {NAN_ADVICE}",
                                                                      log))
@@ -237,7 +269,8 @@ class Runner:
             if self.after_done is not None:
                 self.after_done(self.store, self.store.get(name), active.gpus)
         else:
-            reason, detail = classify_failure(_log_tail(active.child.log_path))
+            # The guard's in-memory tail first: it holds this attempt's lines even when the log could not.
+            reason, detail = classify_failure(active.child.tail() or failures.log_tail(active.child.log_path))
             if reason == "oom":
                 self._oom(active, detail, queue)
             else:
@@ -283,7 +316,8 @@ class Runner:
             lines.append(f"    config {row.config} -> {row.output_dir}/{RUN_CONFIG}; log {row.output_dir}/{CONSOLE_LOG}")
         return lines
 
-    def run(self, *, retry_failed: bool = False, rerun: list[str] | None = None, dry_run: bool = False) -> Summary:
+    def run(self, *, retry_failed: bool = False, rerun: list[str] | None = None, dry_run: bool = False,
+            retry_missing: bool = False) -> Summary:
         with Lock(self.target.lock_path, f"experiment {self.target.name}", holder="lfgen run"):
             self.store = Store(self.target.state_path)
             try:
@@ -291,7 +325,7 @@ class Runner:
                 for name in outputs.recognise_finished(self.store, self.target.root):
                     self.reporter.message(f"{name}: its output dir holds its finished results; recorded as done")
                 self._recover(self.store)
-                queue = deque(self._queue(self.store, retry_failed, list(rerun or [])))
+                queue = deque(self._queue(self.store, retry_failed, list(rerun or []), retry_missing))
                 if dry_run:
                     self.reporter.plan(self.dry_run_lines(list(queue)))
                     return Summary()
@@ -327,15 +361,17 @@ class Runner:
                         if self.fail_fast and self.store.get(name).state == "failed":
                             stop = True
                 if self.active:
-                    _wait_any(self.active.values(), POLL_S)
-        except KeyboardInterrupt:
+                    wait_any(self.active.values(), POLL_S)
+        except KeyboardInterrupt as stop:
+            how = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
             for name, active in list(self.active.items()):
-                launch.stop_group(active.child.pid)
+                launch.stop_group(active.child.pid)  # the guard stops the run's whole tree
                 active.child.proc.wait()
+                active.child.tail()
                 self.store.update(name, state="interrupted", reason="interrupted", pid=None, pgid=None,
-                                  detail="stopped with Ctrl-C", ended=time.time())
-                self.store.event(name, "interrupted", "Ctrl-C")
-                self.reporter.finished(name, "interrupted", "interrupted", "stopped with Ctrl-C")
+                                  detail=f"stopped with {how}", ended=time.time())
+                self.store.event(name, "interrupted", how)
+                self.reporter.finished(name, "interrupted", "interrupted", f"stopped with {how}")
             self.active.clear()
             raise
         return self.summary()
@@ -343,6 +379,9 @@ class Runner:
     def summary(self) -> Summary:
         result = Summary()
         for row in self.store.runs():
+            if row.state == "done" and rundir.results_missing(self.target.root / row.output_dir):
+                result.missing.append(row.name)
+                continue
             {"done": result.done, "failed": result.failed, "interrupted": result.interrupted}.get(
                 row.state, result.skipped).append(row.name)
         return result
@@ -350,52 +389,3 @@ class Runner:
 
 class _ConfigProblem(Exception):
     pass
-
-
-def _wait_any(actives: Any, timeout: float) -> None:
-    """Sleep up to *timeout*, waking early when the first child exits (so the end of a run costs no poll)."""
-    actives = list(actives)
-    if len(actives) == 1:
-        try:
-            actives[0].child.proc.wait(timeout=timeout)
-        except Exception:  # noqa: BLE001 - TimeoutExpired: the run goes on
-            pass
-        return
-    time.sleep(timeout)
-
-
-def _log_tail(path: Path | None, lines: int = 200) -> list[str]:
-    if path is None or not path.exists():
-        return []
-    with path.open("rb") as handle:
-        handle.seek(max(0, path.stat().st_size - 64_000))
-        text = handle.read().decode("utf-8", "replace")
-    return text.splitlines()[-lines:]
-
-
-# --- status ----------------------------------------------------------------------------------------
-
-
-def status(target: Target) -> list[dict[str, Any]]:
-    """Every run's state, progress from its trainer_log.jsonl, retries and the reason of a failure."""
-    rows = {}
-    if target.state_path.exists():
-        store = Store(target.state_path)
-        try:
-            rows = {row.name: row for row in store.runs()}
-        finally:
-            store.close()
-    table = []
-    for name, _config, output_dir in target.runs:
-        row = rows.get(name)
-        out = target.root / output_dir
-        progress = RunWatcher(out, out / CONSOLE_LOG).poll() if out.exists() else Progress()
-        state = row.state if row else "pending"
-        if state == "running" and row and row.pgid and not launch.group_alive(row.pgid):
-            state = "interrupted?"  # its runner died; the next lfgen run recovers it
-        table.append({"run": name, "state": state, "reason": row.reason if row else None,
-                      "step": progress.step, "total": progress.total, "loss": progress.loss,
-                      "eval_loss": progress.eval_loss, "attempts": row.attempts if row else 0,
-                      "oom_retries": row.oom_retries if row else 0, "detail": row.detail if row else None,
-                      "output_dir": output_dir, "vram_gib": progress.vram_gib})
-    return table

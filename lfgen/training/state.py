@@ -230,20 +230,23 @@ class Lock:
 
     def __enter__(self) -> Lock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")  # noqa: SIM115 - held for the lock's lifetime
+        # Unbuffered: on a full disk the holder's line fails where it is written, never again at close.
+        handle = open(self.path, "a+b", buffering=0)  # noqa: SIM115 - held for the lock's lifetime
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            holder = handle.read().strip() or "another process"
+            holder = handle.read().decode("utf-8", "replace").strip() or "another process"
             handle.close()
             raise InputError(f"{self.what} is already being {self.verb} by {holder}; wait for it, or stop it "
                              "(Ctrl-C there, or kill that pid)") from None
-        handle.seek(0)
-        handle.truncate()
         doing = f"{self.holder}, " if self.holder else ""
-        handle.write(f"lfgen pid {os.getpid()} ({doing}started {time.strftime('%Y-%m-%d %H:%M:%S')})")
-        handle.flush()
+        try:  # the holder's name is for the next one's message; the flock alone is the lock (a full disk)
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"lfgen pid {os.getpid()} ({doing}started {time.strftime('%Y-%m-%d %H:%M:%S')})".encode())
+        except OSError:
+            pass
         self.handle = handle
         return self
 

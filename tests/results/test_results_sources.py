@@ -34,7 +34,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def record(states: dict[str, dict]) -> None:
-    from lfgen.training.runner import resolve
+    from lfgen.training.target import resolve
 
     target = resolve("exp")
     store = Store(target.state_path)

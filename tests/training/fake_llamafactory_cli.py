@@ -4,12 +4,16 @@ timing-controlled crashes and kills. The real end-to-end test (tests/test_e2e.py
 It writes what LlamaFactory writes (trainer_log.jsonl lines, the transformers console dict, adapter
 and results files) and behaves per FAKE_LF_MODES, a JSON map from a run-name substring to a mode:
   ok | slow:SECONDS | oom-above:MICRO | oom | nan-at:STEP | zero-gradnan-at:STEP | crash | config
+  | torchrun:N (N workers in sessions of their own, as torch.distributed.elastic starts them: no GPU here)
+  | fill-disk (writes into output_dir until ENOSPC, then fails as LlamaFactory does on a full disk)
 Every call is appended to FAKE_LF_RECORD (argv, env, config, start/end) as one JSON line.
 """
 
+import errno
 import json
 import math
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,11 +30,30 @@ def main() -> int:
     record = {"argv": sys.argv, "mode": mode, "start": time.time(), "pid": os.getpid(),
               "env": {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "FORCE_TORCHRUN", "RECORD_VRAM")},
               "micro": config.get("per_device_train_batch_size"), "accum": config.get("gradient_accumulation_steps")}
+    name, _, arg = mode.partition(":")
+    if name == "torchrun":  # torchrun: workers in new sessions (torch's subprocess_handler), then it waits
+        workers = [subprocess.Popen([sys.executable, "-c", "import time\nwhile True: time.sleep(0.1)"],
+                                    start_new_session=True) for _ in range(int(arg))]
+        record["workers"] = [w.pid for w in workers]
     log = Path(os.environ["FAKE_LF_RECORD"]).open("a")
     log.write(json.dumps(record) + "\n")
     log.flush()
     print(f"[fake llamafactory-cli] {command} {config_path} mode={mode}", flush=True)
-    name, _, arg = mode.partition(":")
+    if name == "torchrun":
+        while True:
+            time.sleep(0.1)
+    if name == "fill-disk":
+        for path, block in ((out / "checkpoint-1.bin", 4096), (out / "lfgen_train.log", 1)):  # the log's last page too
+            try:
+                with path.open("ab", buffering=0) as filler:
+                    while True:
+                        filler.write(b"\0" * block if block > 1 else b".")
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+        print('Traceback (most recent call last):\n  File "/x/torch/serialization.py", line 1, in save\n'
+              "RuntimeError: [enforce fail at inline_container.cc:626] . PytorchStreamWriter failed writing file "
+              "data/0: file write failed\nOSError: [Errno 28] No space left on device", file=sys.stderr, flush=True)
+        return 1
     if name == "config":
         print('Traceback (most recent call last):\n  File "/x/llamafactory/hparams/parser.py", line 99, in '
               "_parse_args\nValueError: Some keys are not used by the HfArgumentParser: ['lora_rnk']", flush=True)

@@ -22,7 +22,9 @@ import yaml
 from lfgen.experiments.make import make_sweep
 from lfgen.builder.options import BuildOptions
 from lfgen.errors import InputError
-from lfgen.training.runner import Runner, resolve, status
+from lfgen.training.overview import status
+from lfgen.training.runner import Runner
+from lfgen.training.target import resolve
 from lfgen.training.state import Store
 
 HERE = Path(__file__).parent
@@ -86,7 +88,7 @@ def experiment(runs=("8", "16"), name="exp", **options):
 
 def run(name="exp", **kwargs):
     recorder = Recorder()
-    flags = {k: kwargs.pop(k) for k in ("retry_failed", "rerun", "dry_run") if k in kwargs}
+    flags = {k: kwargs.pop(k) for k in ("retry_failed", "rerun", "dry_run", "retry_missing") if k in kwargs}
     summary = Runner(resolve(name), recorder, **kwargs).run(**flags)
     return summary, recorder
 

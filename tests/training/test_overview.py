@@ -11,7 +11,7 @@ from lfgen.builder.options import BuildOptions
 from lfgen.errors import InputError
 from lfgen.experiments.make import make_sweep
 from lfgen.training.overview import experiments
-from lfgen.training.runner import resolve
+from lfgen.training.target import resolve
 from lfgen.training.state import Store
 
 

@@ -1,0 +1,99 @@
+"""For real, on the CPU (the tiny model, real LlamaFactory): SIGTERM mid-training stops the run and records it
+interrupted (exit 143); with its newest checkpoint then broken (a truncated adapter, as a kill during a
+save leaves it), the next `lfgen run` says so, resumes from the previous whole checkpoint and finishes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ..conftest import needs_llamafactory
+from ..test_e2e import lfgen
+
+pytestmark = [pytest.mark.slow, needs_llamafactory]
+
+STEPS, SAVE = 100, 10  # a few steps a second on a busy CPU, about 30 on an idle one
+
+
+def _steps(out: Path) -> list[int]:
+    return [json.loads(line)["current_steps"] for line in (out / "trainer_log.jsonl").read_text().splitlines()
+            if '"loss"' in line]
+
+
+def _processes_in(out: Path) -> list[int]:
+    """Processes whose command line names the run's output dir (llamafactory-cli, the guard)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if str(out).encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def test_sigterm_then_a_broken_newest_checkpoint_resumes_from_the_previous_one(tmp_path):
+    from lfgen.tiny import CPU_SETTINGS, make_dataset, make_model
+
+    project = tmp_path
+    make_model(project / "tiny-model")
+    make_dataset(project / "data")
+    settings = {**CPU_SETTINGS, "max_steps": STEPS, "save_steps": SAVE, "eval_steps": STEPS, "logging_steps": 1}
+    sets = [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
+    sweep = lfgen(project, "sweep", "rank", "4", "--base", "lightweight", "--model", "./tiny-model", "--template",
+                  "qwen", "--dataset", "tiny_alpaca", "--dataset-dir", "data", "--precision", "fp32", "--name", "r",
+                  *sets)
+    assert sweep.returncode == 0, sweep.stderr
+    out = project / "outputs/r/rank-4"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.Popen([sys.executable, "-m", "lfgen", "run", "r", "--quiet"], cwd=project, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / f"checkpoint-{2 * SAVE}").is_dir():
+            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before its second checkpoint"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err[-3000:]
+    assert "terminated (SIGTERM)" in err and "Traceback" not in err
+    time.sleep(0.5)
+    assert _processes_in(out) == []  # the guard stopped llamafactory-cli and all it started
+    status = json.loads(lfgen(project, "status", "r", "--json").stdout)
+    assert status[0]["state"] == "interrupted"
+    assert not (out / "all_results.json").exists(), "it finished before SIGTERM; raise STEPS"
+
+    numbers = sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
+    newest = numbers[-1]
+    adapter = out / f"checkpoint-{newest}/adapter_model.safetensors"
+    adapter.write_bytes(adapter.read_bytes()[: adapter.stat().st_size // 2])  # half written
+    result = lfgen(project, "run", "r", "--quiet")
+    assert result.returncode == 0, result.stderr[-3000:]
+    said = re.search(rf"checkpoint-{newest} is broken \(adapter_model\.safetensors is cut short\); set aside as "
+                     rf"broken-checkpoint-{newest}; resuming from checkpoint-(\d+)", result.stderr)
+    assert said, result.stderr[-3000:]
+    resumed = int(said.group(1))
+    assert resumed < newest and resumed in numbers
+    used = yaml.safe_load((out / "lfgen_run.yaml").read_text())
+    assert used["resume_from_checkpoint"] == f"outputs/r/rank-4/checkpoint-{resumed}"
+    steps = _steps(out)
+    restart = next(i for i in range(1, len(steps)) if steps[i] <= steps[i - 1])
+    assert steps[restart] == resumed + 1 and steps[-1] == STEPS  # it went on from there, to the end
+    assert (out / "all_results.json").is_file() and (out / f"broken-checkpoint-{newest}").is_dir()
+    assert json.loads(lfgen(project, "status", "r", "--json").stdout)[0]["state"] == "done"
