@@ -52,13 +52,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lfgen.errors import InputError, validation_problems
 from lfgen.models.catalog import ModelSpec, load_model
+from lfgen.models.activations import activation_peak
 from lfgen.models.modules import inventory
 from lfgen.models.params import LoraCount
 from lfgen.models.trainable import count_trainable
 
 GIB = 2**30
-CUDA_OVERHEAD_GIB = 1.0
-LOGITS_BYTES = 12  # fp32 logits copy + kept log-softmax + backward buffers (see docstring)
+CUDA_CONTEXT_GIB = 0.5  # CUDA context + cuBLAS/cuDNN workspaces outside the allocator (default; per GPU when known)
+# What the caching allocator reserves beyond what is allocated, as shares of the short-lived buffers that
+# fragment it: the loss buffers and one layer's eager attention scores. Fitted on the reference set's fit rows
+# only (benchmarks/memory_reference.py --fit); fitcheck-llm's T4 rows show reserved - allocated of 0.1-0.6 GiB
+# with SDPA and up to 2.4 GiB with eager attention at 4K tokens.
+FRAGMENTATION = 0.15
+FRAGMENTATION_SCORES = 1.9
+CUDA_OVERHEAD_GIB = CUDA_CONTEXT_GIB  # the old name, for callers
 NF4_BITS = 4.5  # 4-bit codes + one fp32 absmax per 64-block
 NF4_DOUBLE_QUANT_BITS = 4 + 8 / 64 + 32 / (64 * 256)  # absmax quantized to 8 bits per 256 blocks
 BREAKDOWN_KEYS = ("weights", "lora", "gradients", "optimizer", "activations", "logits", "overhead", "total")
@@ -95,6 +102,10 @@ class MemorySettings(BaseModel):
     oft_rank: int = Field(default=0, ge=0)
     oft_block_size: int = Field(default=32, ge=0)
     deepspeed: bool = False  # a DeepSpeed engine: 16-bit weights and grads, fp32 master copy in the optimizer
+    # PEFT's prepare_model_for_kbit_training (plain HF/PEFT QLoRA scripts; LlamaFactory does not call it): every
+    # weight bitsandbytes left unquantized (embeddings, head, norms) is upcast to fp32, so the residual stream is fp32.
+    kbit_fp32_upcast: bool = False
+    cuda_context_gib: float = Field(default=CUDA_CONTEXT_GIB, ge=0.0)  # the process memory outside the allocator
 
 
 def settings_from(**values: Any) -> MemorySettings:
@@ -114,6 +125,9 @@ class MemoryEstimate:
     breakdown: dict[str, float]
     trainable_params: int
     notes: tuple[str, ...]
+    fragmentation_gib: float = 0.0  # reserved beyond allocated (in overhead): what torch's allocated peak leaves out
+    measure: str = ("the process's peak as nvidia-smi shows it (allocator pool + CUDA context), "
+                    "which is what decides an out-of-memory")
 
     @property
     def total(self) -> float:
@@ -137,6 +151,8 @@ def _weights(spec: ModelSpec, s: MemorySettings, notes: list[str]) -> tuple[floa
     """Bytes of the base weights on one GPU, and the largest quantized Linear (elements)."""
     inv = inventory(spec)
     dense_bytes = 4 if s.compute_dtype == "fp32" and s.quantization_bit is None else 2
+    if s.quantization_bit is not None and s.kbit_fp32_upcast:
+        dense_bytes = 4  # prepare_model_for_kbit_training upcasts what bitsandbytes left unquantized
     total, largest = 0.0, 0
     for g in inv.groups:
         is_head = g.kind == "linear" and spec.vocab_size in (g.in_features, g.out_features)
@@ -161,60 +177,6 @@ def _weights(spec: ModelSpec, s: MemorySettings, notes: list[str]) -> tuple[floa
     return total, largest
 
 
-def _layer_elements(spec: ModelSpec, s: MemorySettings, lora: LoraCount, sparse: bool) -> float:
-    """16-bit elements one decoder layer keeps per token for backward (see module docstring)."""
-    h, q, kv = spec.hidden_size, spec.q_dim, spec.kv_dim
-    layer_norm = spec.model_type == "gpt_neox"
-    norm_each = h if (s.enable_liger_kernel or layer_norm) else 2 * h
-    norms = (4 if spec.model_type in ("gemma2", "gemma3_text") else 2) * norm_each
-    if spec.model_type in ("qwen3", "qwen3_moe", "gemma3_text"):
-        norms += 2 * (q + kv)  # per-head q/k RMSNorm, fp32 copies
-    attention = h + 2 * q + 2 * kv
-    if s.flash_attn == "disabled":
-        attention += 3 * spec.num_attention_heads * s.cutoff_len
-    gated = 3 if s.enable_liger_kernel else 4
-    if sparse:
-        k, moe = spec.num_experts_per_tok, spec.moe_intermediate_size
-        mlp = h + k * (2 * h + gated * moe) + 4 * spec.num_experts + gated * spec.shared_expert_intermediate_size
-    else:
-        mlp = h + (2 if layer_norm else gated) * spec.intermediate_size
-    per_layer = spec.num_hidden_layers
-    adapted = sum(a.count for a in lora.adapted) / per_layer
-    extra = lora.rank * adapted
-    if s.finetuning_type == "oft":  # OFT rotates each adapted module's input: one more copy of it
-        extra += sum(a.count * a.in_features for a in lora.adapted) / per_layer
-    if s.lora_dropout > 0 and s.finetuning_type == "lora":
-        extra += 1.5 * sum(a.count * a.in_features for a in lora.adapted) / per_layer
-    return norms + attention + mlp + extra
-
-
-def _activations(spec: ModelSpec, s: MemorySettings, lora: LoraCount) -> float:
-    tokens = s.micro_batch * s.cutoff_len
-    dense = _layer_elements(spec, s, lora, sparse=False)
-    sparse = _layer_elements(spec, s, lora, sparse=True) if spec.is_moe else 0.0
-    n_sparse = sum(spec.is_sparse_layer(i) for i in range(spec.num_hidden_layers))
-    n_dense = spec.num_hidden_layers - n_sparse
-    inner = spec.intermediate_size if n_dense else 0
-    if spec.is_moe:
-        inner = max(inner, spec.num_experts_per_tok * spec.moe_intermediate_size + spec.shared_expert_intermediate_size)
-    temporaries = 2 * spec.hidden_size + 2 * inner + 2 * spec.hidden_size  # grads in flight + final norm
-    if s.gradient_checkpointing:
-        kept = spec.num_hidden_layers * spec.hidden_size + max(dense if n_dense else 0, sparse)
-    else:
-        kept = n_dense * dense + n_sparse * sparse
-    element = 4 if s.compute_dtype == "fp32" else 2
-    return tokens * (kept + temporaries) * element
-
-
-def _logits(spec: ModelSpec, s: MemorySettings) -> float:
-    tokens = s.micro_batch * s.cutoff_len
-    if not s.enable_liger_kernel:
-        return tokens * spec.vocab_size * LOGITS_BYTES
-    # Liger FLCE: chunk = next_pow2(ceil(T / ceil(V/H))) rows of 16-bit logits + fp32 grad of the input.
-    chunk = 2 ** math.ceil(math.log2(max(1, math.ceil(tokens / math.ceil(spec.vocab_size / spec.hidden_size)))))
-    return chunk * spec.vocab_size * 6 + tokens * spec.hidden_size * 4
-
-
 def estimate_memory(model: ModelSpec | str, settings: MemorySettings | None = None, **values: Any) -> MemoryEstimate:
     """Peak training memory per GPU (GiB) as a breakdown; keyword values override *settings*."""
     spec = model if isinstance(model, ModelSpec) else load_model(model)
@@ -226,6 +188,8 @@ def estimate_memory(model: ModelSpec | str, settings: MemorySettings | None = No
     lora = count_trainable(spec, **s.model_dump())
     notes = list(lora.notes)
     weights, largest = _weights(spec, s, notes)
+    activations, logits, loss, scores = activation_peak(spec, s, lora)
+    transient = FRAGMENTATION * loss + FRAGMENTATION_SCORES * scores
     trainable = lora.trainable
     half = 2.0 if s.pure_bf16 else 4.0
     shard_state = s.num_gpus if s.zero_stage >= 1 else 1
@@ -244,9 +208,9 @@ def estimate_memory(model: ModelSpec | str, settings: MemorySettings | None = No
         "lora": 0.0 if s.finetuning_type in ("full", "freeze") else trainable * half / shard_params,
         "gradients": trainable * grad_bytes / shard_grads,
         "optimizer": trainable * state_bytes / shard_state,
-        "activations": _activations(spec, s, lora),
-        "logits": _logits(spec, s),
-        "overhead": CUDA_OVERHEAD_GIB * GIB + largest * 2,
+        "activations": activations,
+        "logits": logits,
+        "overhead": s.cuda_context_gib * GIB + transient + largest * 2,
     }
     breakdown = {key: value / GIB for key, value in parts.items()}
     breakdown["total"] = sum(breakdown.values())
@@ -257,7 +221,7 @@ def estimate_memory(model: ModelSpec | str, settings: MemorySettings | None = No
                      "weights on top (Gemma 3 4B-27B: a ~0.4B-param SigLIP encoder, ~0.8 GiB in bf16)")
     if s.compute_dtype == "fp16":
         notes.append("fp16 LoRA training can overflow to NaN; prefer bf16 where the GPU has it")
-    return MemoryEstimate(spec.name, s, breakdown, trainable, tuple(notes))
+    return MemoryEstimate(spec.name, s, breakdown, trainable, tuple(notes), transient / GIB)
 
 
 @dataclass(frozen=True)
