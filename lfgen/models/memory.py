@@ -12,34 +12,19 @@ the worst case: LlamaFactory pads each batch to its longest sample, at most cuto
 * lora / gradients / optimizer: 4 + 4 + 8 B per trainable parameter (LlamaFactory upcasts
   trainable params to fp32; AdamW keeps m and v). pure_bf16 halves each; 8-bit optimizers keep
   2 B of state. ZeRO-2 shards gradients and optimizer state, ZeRO-3 all three.
-* activations: 16-bit elements saved per token and layer. Chosen over the peers.md section 4
-  formulas because those assume MHA, a 4H GELU MLP and trainable weights (Korthikanti), skip the
-  norms' fp32 copies (Unsloth) or scale by a flat 0.15 for checkpointing (gpu_poor); this one
-  counts what autograd keeps in transformers 5.x with frozen base weights and SDPA/flash
-  attention (no s^2 term). Per norm, RMSNorm's fp32 copy of its input (2H; 1H with Liger or
-  LayerNorm); q/k/v input (H); q, k, v and the attention output (2q + 2kv); MLP input (H);
-  gate, up, act(gate) and their product (4I; 3I with Liger's fused SwiGLU; 2I for GELU MLPs). MoE layers: k routed copies of (2H + 4I_moe) plus shared experts.
-  LoRA adds r per adapted module, and with lora_dropout > 0 a dropped-out input copy and mask
-  (1.5 x in_features) per adapted module. Gradient checkpointing (LlamaFactory default) keeps
-  only each layer's input (L x H) plus one recomputed layer; without it all L layers are kept
-  (Llama-3-8B: 45 s b H bytes per layer, against Korthikanti's 34 s b H for a 4H GELU MLP).
-  fp32 compute doubles every element.
-  ``flash_attn: disabled`` (eager) adds 3 x heads x s per token and layer (fp32 softmax +
-  16-bit probabilities). Backward adds 2H + 2I of gradient temporaries; the final norm 2H.
-* logits: T x V x 12 B: transformers upcasts logits to fp32 for the loss (ForCausalLMLoss), the
-  log-softmax output is kept (4 B) and backward holds two more fp32 buffers. With
-  enable_liger_kernel (stage sft/pt) LlamaFactory uses Liger's fused linear cross entropy,
-  which never builds them: one chunk of ~T/(V/H) rows instead.
-  Logits and activations are summed although their peaks do not coincide: an upper bound on
-  allocated memory that the caching allocator's reserved memory (what nvidia-smi shows) tends
-  to reach.
-* overhead: 1.0 GiB for the CUDA context, cuBLAS workspaces and allocator slack (gpu_poor uses
-  0.65 GB, Unsloth 1.4 GB), plus, for quantized models, one dequantized 16-bit copy of the
-  largest Linear. NCCL and DeepSpeed buckets are not modelled.
+* activations and logits: lfgen/models/activations.py (per-layer elements, eager scores, the loss
+  buffers at 14 B per token x vocabulary with a 16-bit head and 16 B with an fp32 one, Liger's chunks,
+  and a peak of checkpoints + max(loss, recomputed layer): the two do not coincide).
+* overhead: the CUDA context (cuda_context_gib, 0.5 GiB unless the GPU's own is known; fitcheck-llm
+  measured 0.14 GiB on a T4) + what the caching allocator reserves beyond allocated
+  (FRAGMENTATION x the loss buffers + FRAGMENTATION_SCORES x one layer's eager scores, both fitted on
+  the fit rows of benchmarks/memory_reference.yaml only) + for quantized models one dequantized
+  16-bit copy of the largest Linear. NCCL and DeepSpeed buckets are not modelled. The total is the
+  process's peak as nvidia-smi shows it, which is what decides an OOM.
 
 Not modelled: fragmentation beyond the constant, autocast weight copies (<= 2 B per trainable
-param), torch.compile, packing. ``benchmarks/memory_reference.py`` publishes the error against
-measurements; the constants above were not fitted to them.
+param), torch.compile, packing, use_unsloth. ``benchmarks/memory_reference.py`` publishes the error
+per split against measurements and fitcheck-llm.
 """
 
 from __future__ import annotations
