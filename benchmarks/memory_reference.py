@@ -27,9 +27,12 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lfgen.models import estimate_memory, load_model  # noqa: E402
-from lfgen.models.catalog import spec_from_config  # noqa: E402
-from lfgen.models import memory  # noqa: E402
+from lfgen.models import (
+    estimate_memory,
+    load_model,
+    memory,
+)
+from lfgen.models.catalog import spec_from_config
 
 HERE = Path(__file__).resolve().parent
 T4_CONTEXT_GIB = 140.875 / 1024  # measured by fitcheck-llm on every T4 row (its manifest.json, cuda_context_mib)
@@ -136,7 +139,7 @@ def fit_fragmentation(reference: dict) -> tuple[float, float]:
         memory.FRAGMENTATION, memory.FRAGMENTATION_SCORES = pair
         return sum(((lfgen_estimate(reference["models"], p) - _measured(p)[0]) / _measured(p)[0]) ** 2 for p in fit)
     try:
-        return min(((a / 20, b / 10) for a in range(0, 21) for b in range(0, 31)), key=loss)
+        return min(((a / 20, b / 10) for a in range(21) for b in range(31)), key=loss)
     finally:
         memory.FRAGMENTATION, memory.FRAGMENTATION_SCORES = shipped
 

@@ -36,10 +36,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lfgen.errors import InputError, validation_problems
-from lfgen.models.catalog import ModelSpec, load_model
 from lfgen.models.activations import activation_peak
+from lfgen.models.catalog import ModelSpec, load_model
 from lfgen.models.modules import inventory
-from lfgen.models.params import LoraCount
 from lfgen.models.trainable import count_trainable
 
 GIB = 2**30

@@ -215,8 +215,9 @@ def test_reference_benchmark_runs():
 
 
 def test_reference_set_is_split_and_sourced():
-    import yaml
     from pathlib import Path
+
+    import yaml
 
     data = yaml.safe_load((Path(__file__).resolve().parents[2] / "benchmarks" / "memory_reference.yaml").read_text())
     points = data["points"]
