@@ -1,89 +1,190 @@
-"""lfgen's peak-memory estimate next to published measurements, with the error.
+"""lfgen's and fitcheck-llm's peak-memory estimates next to published measurements, per split.
 
-Run: ``python benchmarks/memory_reference.py``. Nothing is downloaded: the models come from
-lfgen's offline catalog. The constants in ``lfgen/models/memory.py`` were not fitted to these
-points; this script only reports how far off they are.
+Run: ``python benchmarks/memory_reference.py [--fit]``. The points, their sources and every setting
+they state are in ``benchmarks/memory_reference.yaml``; its ``split`` was fixed before any constant
+was fitted: lfgen's only fitted constant (memory.FRAGMENTATION) comes from the ``fit`` rows
+(``--fit`` prints the least-squares value), the ``holdout`` rows are scored only.
 
-Sources and their settings:
-
-* LlamaFactory issue #7409 ("lora微调为什么显存占用这么大"): Qwen2-7B-Instruct, LoRA rank 8;
-  the log's "trainable 0.2643%" is exactly rank 8 on every Linear (lora_target: all). Other
-  settings are LlamaFactory defaults as far as the issue shows (bf16, gradient checkpointing on,
-  fp32 LoRA params, AdamW). Figures are "G" as nvidia-smi shows them; read as GiB because the
-  issue's "model size 14.3G" matches the 14.2 GiB of bf16 weights, not 15.2 GB. Unknown:
-  flash_attn setting, sample lengths (LlamaFactory pads to the longest sample in a batch, so
-  real tokens can be fewer than cutoff_len), and when the peak was read (the b2 run rose from
-  28.2 to 32 G after a few steps: allocator growth).
-* torchtune README, "Memory and training speed": Llama 3.1 8B on one RTX 4090, batch size 2,
-  dataset packed to 2048 tokens (so every batch is full), torch.compile on. The recipe config
-  (llama3_1/8B_lora_single_device) uses rank 8 on q_proj, v_proj, output_proj and the MLP,
-  bf16 for every parameter including LoRA (LlamaFactory's pure_bf16), full activation
-  checkpointing (torchtune can also do selective checkpointing), and a chunked cross-entropy
-  that never materialises full-vocab fp32 logits. Its peak comes from PyTorch's allocator
-  statistics, which leave out the CUDA context. Two rows each: what lfgen predicts for the
-  LlamaFactory defaults (not the same run, so the error is mostly the framework difference),
-  and the closest LlamaFactory settings (pure_bf16, enable_liger_kernel for the fused/chunked
-  loss, overhead constant left out). torch.compile's fusions are not modelled.
+fitcheck-llm runs when its CLI is found ($FITCHECK, ``fitcheck`` on PATH, or
+/tmp/fitcheck-venv/bin/fitcheck; ``pip install fitcheck-llm==0.3.1`` in its own venv). It reads
+config.json from a temporary Hugging Face cache written from the YAML (HF_HUB_OFFLINE=1): nothing
+is downloaded. Each estimator is compared with the number the source measured: the process
+(nvidia-smi) where stated, else torch's allocated peak, against which both estimators drop their
+context/fragmentation term (fitcheck: its overhead; lfgen: context + fragmentation).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
+
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lfgen.models import estimate_memory
-from lfgen.models.memory import CUDA_OVERHEAD_GIB
+from lfgen.models import (
+    estimate_memory,
+    load_model,
+    memory,
+)
+from lfgen.models.catalog import spec_from_config
 
-TORCHTUNE_TARGETS = "q_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
-TORCHTUNE_CLOSEST = {"pure_bf16": True, "enable_liger_kernel": True}
-
-# (source, label, model, settings, measured GiB, subtract the CUDA-context constant?)
-REFERENCES = [
-    ("LF #7409", "s1024 b1", "Qwen/Qwen2-7B-Instruct", {"cutoff_len": 1024, "micro_batch": 1}, 17.9, False),
-    ("LF #7409", "s2048 b1", "Qwen/Qwen2-7B-Instruct", {"cutoff_len": 2048, "micro_batch": 1}, 26.1, False),
-    ("LF #7409", "s2048 b2 (first steps)", "Qwen/Qwen2-7B-Instruct", {"cutoff_len": 2048, "micro_batch": 2}, 28.2, False),
-    ("LF #7409", "s2048 b2 (after steps)", "Qwen/Qwen2-7B-Instruct", {"cutoff_len": 2048, "micro_batch": 2}, 32.0, False),
-    ("torchtune", "LoRA, LF defaults", "meta-llama/Llama-3.1-8B",
-     {"cutoff_len": 2048, "micro_batch": 2, "lora_target": TORCHTUNE_TARGETS}, 16.2, False),
-    ("torchtune", "LoRA, closest LF", "meta-llama/Llama-3.1-8B",
-     {"cutoff_len": 2048, "micro_batch": 2, "lora_target": TORCHTUNE_TARGETS, **TORCHTUNE_CLOSEST}, 16.2, True),
-    ("torchtune", "QLoRA, LF defaults", "meta-llama/Llama-3.1-8B",
-     {"cutoff_len": 2048, "micro_batch": 2, "lora_target": TORCHTUNE_TARGETS, "quantization_bit": 4}, 7.4, False),
-    ("torchtune", "QLoRA, closest LF", "meta-llama/Llama-3.1-8B",
-     {"cutoff_len": 2048, "micro_batch": 2, "lora_target": TORCHTUNE_TARGETS, "quantization_bit": 4,
-      **TORCHTUNE_CLOSEST}, 7.4, True),
-]
+HERE = Path(__file__).resolve().parent
+T4_CONTEXT_GIB = 140.875 / 1024  # measured by fitcheck-llm on every T4 row (its manifest.json, cuda_context_mib)
+SHORT = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj"}
 
 
-def rows() -> list[dict]:
-    """Estimate every reference point; error = (estimate - measured) / measured."""
-    out = []
-    for source, label, model, settings, measured, no_context in REFERENCES:
-        estimate = estimate_memory(model, **settings)
-        total = estimate.total - (CUDA_OVERHEAD_GIB if no_context else 0.0)
-        breakdown = dict(estimate.breakdown)
-        breakdown["overhead"] -= CUDA_OVERHEAD_GIB if no_context else 0.0
-        group = source if source != "torchtune" else f"torchtune, {label.split(', ')[1]}"
-        out.append({"source": source, "group": group, "label": label, "model": model, "measured": measured,
-                    "estimate": total, "error_pct": 100 * (total - measured) / measured, "breakdown": breakdown})
-    return out
+def load_reference() -> dict:
+    return yaml.safe_load((HERE / "memory_reference.yaml").read_text(encoding="utf-8"))
+
+
+def _spec(models: dict, name: str):
+    config = models[name]
+    if config.get("catalog"):
+        return load_model(name)
+    return spec_from_config(dict(config), name, "benchmarks/memory_reference.yaml")
+
+
+def settings_of(point: dict) -> dict:
+    """lfgen MemorySettings for a point: the settings it states, LlamaFactory's defaults for the rest."""
+    pid = point["id"]
+    values = {"micro_batch": point["micro_batch"], "cutoff_len": point["seq_len"], "lora_rank": point["rank"]}
+    if pid.startswith("fitcheck"):
+        targets = [SHORT.get(t, t) for t in point["targets"].split(",")]
+        values.update(lora_target=",".join(targets), compute_dtype="fp16", double_quantization=False,
+                      quantization_bit=point["bits"], kbit_fp32_upcast=bool(point.get("kbit_fp32_upcast")),
+                      flash_attn="disabled" if point["attention"] == "eager" else "sdpa",
+                      cuda_context_gib=T4_CONTEXT_GIB)
+    elif pid.startswith("torchtune"):
+        values.update(lora_target=point["targets"], quantization_bit=point["bits"], pure_bf16=True,
+                      enable_liger_kernel=True)  # torchtune's chunked cross-entropy: never full fp32 logits
+    return values
+
+
+def _measured(point: dict) -> tuple[float, str]:
+    m = point["measured"]
+    return (m["process_gib"], "process") if "process_gib" in m else (m["allocated_gib"], "allocated")
+
+
+def lfgen_estimate(models: dict, point: dict) -> float:
+    e = estimate_memory(_spec(models, point["model"]), **settings_of(point))
+    if _measured(point)[1] == "allocated":
+        return e.total - e.settings.cuda_context_gib - e.fragmentation_gib
+    return e.total
+
+
+def _fitcheck_cli() -> str | None:
+    for candidate in (os.environ.get("FITCHECK"), shutil.which("fitcheck"), "/tmp/fitcheck-venv/bin/fitcheck"):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return None
+
+
+def _hf_cache(models: dict, root: Path) -> None:
+    for name, config in models.items():
+        config = dict(config)
+        if config.pop("catalog", False):
+            spec = load_model(name)
+            config = {"model_type": spec.model_type, "hidden_size": spec.hidden_size,
+                      "intermediate_size": spec.intermediate_size, "num_hidden_layers": spec.num_hidden_layers,
+                      "num_attention_heads": spec.num_attention_heads, "num_key_value_heads": spec.num_key_value_heads,
+                      "head_dim": spec.head_dim, "vocab_size": spec.vocab_size,
+                      "tie_word_embeddings": spec.tie_word_embeddings}
+        repo = root / "hub" / f"models--{name.replace('/', '--')}"
+        (repo / "snapshots" / "0").mkdir(parents=True)
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text("0")
+        (repo / "snapshots" / "0" / "config.json").write_text(json.dumps(config))
+
+
+def fitcheck_args(point: dict) -> list[str]:
+    pid = point["id"]
+    args = [point["model"], "--lora-r", str(point["rank"]), "--batch-size", str(point["micro_batch"]),
+            "--seq-len", str(point["seq_len"]), "--grad-checkpoint", "--json"]
+    if pid.startswith("fitcheck"):
+        args += ["--precision", "fp16", "--lora-targets", point["targets"], "--gpu", "t4",
+                 "--quant", "nf4" if point["bits"] == 4 else "none"]
+        args += ["--flash-attn"] if point["attention"] != "eager" else []
+    elif pid.startswith("torchtune"):
+        args += ["--precision", "bf16", "--lora-targets", point["targets"], "--gpu", "4090", "--flash-attn",
+                 "--quant", "nf4" if point["bits"] == 4 else "none", "--optimizer-dtype", "bf16"]
+    else:  # LlamaFactory #7409: all Linear layers, bf16, SDPA (flash-like), GPU not stated
+        args += ["--precision", "bf16", "--lora-targets", "q,k,v,o,gate,up,down", "--gpu", "a100-80", "--flash-attn"]
+    return args
+
+
+def fitcheck_estimate(cli: str, home: Path, point: dict) -> float | None:
+    env = {**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([cli, *fitcheck_args(point)], capture_output=True, text=True, env=env, check=False,
+                          timeout=60)
+    try:
+        memory = json.loads(done.stdout)["memory_mib"]
+    except (json.JSONDecodeError, KeyError):
+        return None
+    total = memory["total"] - (memory["overhead"] if _measured(point)[1] == "allocated" else 0.0)
+    return total / 1024
+
+
+def fit_fragmentation(reference: dict) -> tuple[float, float]:
+    """Least-squares (FRAGMENTATION, FRAGMENTATION_SCORES) on the fit rows only (relative error, a grid)."""
+    fit = [p for p in reference["points"] if p["split"] == "fit"]
+    shipped = memory.FRAGMENTATION, memory.FRAGMENTATION_SCORES
+
+    def loss(pair: tuple[float, float]) -> float:
+        memory.FRAGMENTATION, memory.FRAGMENTATION_SCORES = pair
+        return sum(((lfgen_estimate(reference["models"], p) - _measured(p)[0]) / _measured(p)[0]) ** 2 for p in fit)
+    try:
+        return min(((a / 20, b / 10) for a in range(21) for b in range(31)), key=loss)
+    finally:
+        memory.FRAGMENTATION, memory.FRAGMENTATION_SCORES = shipped
+
+
+def _summary(label: str, errors: list[float]) -> str:
+    if not errors:
+        return f"{label}: n/a"
+    absolute = [abs(e) for e in errors]
+    return f"{label}: mean |error| {sum(absolute) / len(absolute):.1f}%, worst {max(absolute):.1f}% ({len(errors)} points)"
 
 
 def main() -> None:
-    results = rows()
-    print(f"{'source':10} {'setting':24} {'measured':>9} {'estimate':>9} {'error':>8}   "
-          "weights lora+grad+opt activ logits overhead (GiB)")
-    for r in results:
-        b = r["breakdown"]
-        trainable = b["lora"] + b["gradients"] + b["optimizer"]
-        print(f"{r['source']:10} {r['label']:24} {r['measured']:>9.1f} {r['estimate']:>9.2f} {r['error_pct']:>+7.1f}%   "
-              f"{b['weights']:7.2f} {trainable:12.2f} {b['activations']:5.2f} {b['logits']:6.2f} {b['overhead']:8.2f}")
-    # "LF defaults" rows compare a different framework's run: they show the gap, not the formula's error.
-    for group in dict.fromkeys(r["group"] for r in results):
-        errors = [abs(r["error_pct"]) for r in results if r["group"] == group]
-        print(f"mean |error| {group}: {sum(errors) / len(errors):.1f}% over {len(errors)} rows")
+    reference = load_reference()
+    models, points = reference["models"], reference["points"]
+    if "--fit" in sys.argv:
+        loss, scores = fit_fragmentation(reference)
+        print(f"fitted on the fit rows: FRAGMENTATION {loss:.2f}, FRAGMENTATION_SCORES {scores:.2f} "
+              f"(shipped {memory.FRAGMENTATION}, {memory.FRAGMENTATION_SCORES})")
+    cli = None if "--no-fitcheck" in sys.argv else _fitcheck_cli()
+    home = Path(tempfile.mkdtemp(prefix="lfgen-hf-"))
+    try:
+        _hf_cache(models, home)
+        print(f"{'split':7} {'point':42} {'kind':9} {'measured':>8} {'lfgen':>7} {'err':>7} {'fitcheck':>8} {'err':>7}")
+        errors: dict[tuple[str, str], list[float]] = {}
+        for p in points:
+            measured, kind = _measured(p)
+            ours = lfgen_estimate(models, p)
+            theirs = fitcheck_estimate(cli, home, p) if cli else None
+            e_ours = 100 * (ours - measured) / measured
+            errors.setdefault((p["split"], "lfgen"), []).append(e_ours)
+            line = f"{p['split']:7} {p['id']:42} {kind:9} {measured:8.2f} {ours:7.2f} {e_ours:+6.1f}%"
+            if theirs is not None:
+                e_theirs = 100 * (theirs - measured) / measured
+                errors.setdefault((p["split"], "fitcheck"), []).append(e_theirs)
+                line += f" {theirs:8.2f} {e_theirs:+6.1f}%"
+            else:
+                line += f" {'n/a':>8}"
+            print(line)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    for split in ("fit", "holdout"):
+        for who in ("lfgen", "fitcheck"):
+            print(_summary(f"{split:7} {who:8}", errors.get((split, who), [])))
+    if cli is None:
+        print("fitcheck-llm not found: pip install fitcheck-llm==0.3.1 (own venv) or set $FITCHECK")
 
 
 if __name__ == "__main__":

@@ -18,11 +18,23 @@ _MODULES = {
 _EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
 
 if TYPE_CHECKING:  # pragma: no cover
-    from lfgen.models.catalog import SUPPORTED_TYPES, ModelSpec, catalog_ids, load_model  # noqa: F401
-    from lfgen.models.memory import (Fit, MemoryEstimate, MemorySettings, Option,  # noqa: F401
-                                     estimate_memory, fit_micro_batch)
-    from lfgen.models.modules import ABSTRACT_TARGETS, Inventory, Targets, inventory, resolve_targets  # noqa: F401
-    from lfgen.models.params import LoraCount, count_lora_params  # noqa: F401
+    from lfgen.models.catalog import SUPPORTED_TYPES, ModelSpec, catalog_ids, load_model
+    from lfgen.models.memory import (
+        Fit,
+        MemoryEstimate,
+        MemorySettings,
+        Option,
+        estimate_memory,
+        fit_micro_batch,
+    )
+    from lfgen.models.modules import (
+        ABSTRACT_TARGETS,
+        Inventory,
+        Targets,
+        inventory,
+        resolve_targets,
+    )
+    from lfgen.models.params import LoraCount, count_lora_params
 
 
 # Lazy: the builder looks a model up without loading the memory model's schemas (startup budget).

@@ -12,34 +12,19 @@ the worst case: LlamaFactory pads each batch to its longest sample, at most cuto
 * lora / gradients / optimizer: 4 + 4 + 8 B per trainable parameter (LlamaFactory upcasts
   trainable params to fp32; AdamW keeps m and v). pure_bf16 halves each; 8-bit optimizers keep
   2 B of state. ZeRO-2 shards gradients and optimizer state, ZeRO-3 all three.
-* activations: 16-bit elements saved per token and layer. Chosen over the peers.md section 4
-  formulas because those assume MHA, a 4H GELU MLP and trainable weights (Korthikanti), skip the
-  norms' fp32 copies (Unsloth) or scale by a flat 0.15 for checkpointing (gpu_poor); this one
-  counts what autograd keeps in transformers 5.x with frozen base weights and SDPA/flash
-  attention (no s^2 term). Per norm, RMSNorm's fp32 copy of its input (2H; 1H with Liger or
-  LayerNorm); q/k/v input (H); q, k, v and the attention output (2q + 2kv); MLP input (H);
-  gate, up, act(gate) and their product (4I; 3I with Liger's fused SwiGLU; 2I for GELU MLPs). MoE layers: k routed copies of (2H + 4I_moe) plus shared experts.
-  LoRA adds r per adapted module, and with lora_dropout > 0 a dropped-out input copy and mask
-  (1.5 x in_features) per adapted module. Gradient checkpointing (LlamaFactory default) keeps
-  only each layer's input (L x H) plus one recomputed layer; without it all L layers are kept
-  (Llama-3-8B: 45 s b H bytes per layer, against Korthikanti's 34 s b H for a 4H GELU MLP).
-  fp32 compute doubles every element.
-  ``flash_attn: disabled`` (eager) adds 3 x heads x s per token and layer (fp32 softmax +
-  16-bit probabilities). Backward adds 2H + 2I of gradient temporaries; the final norm 2H.
-* logits: T x V x 12 B: transformers upcasts logits to fp32 for the loss (ForCausalLMLoss), the
-  log-softmax output is kept (4 B) and backward holds two more fp32 buffers. With
-  enable_liger_kernel (stage sft/pt) LlamaFactory uses Liger's fused linear cross entropy,
-  which never builds them: one chunk of ~T/(V/H) rows instead.
-  Logits and activations are summed although their peaks do not coincide: an upper bound on
-  allocated memory that the caching allocator's reserved memory (what nvidia-smi shows) tends
-  to reach.
-* overhead: 1.0 GiB for the CUDA context, cuBLAS workspaces and allocator slack (gpu_poor uses
-  0.65 GB, Unsloth 1.4 GB), plus, for quantized models, one dequantized 16-bit copy of the
-  largest Linear. NCCL and DeepSpeed buckets are not modelled.
+* activations and logits: lfgen/models/activations.py (per-layer elements, eager scores, the loss
+  buffers at 14 B per token x vocabulary with a 16-bit head and 16 B with an fp32 one, Liger's chunks,
+  and a peak of checkpoints + max(loss, recomputed layer): the two do not coincide).
+* overhead: the CUDA context (cuda_context_gib, 0.5 GiB unless the GPU's own is known; fitcheck-llm
+  measured 0.14 GiB on a T4) + what the caching allocator reserves beyond allocated
+  (FRAGMENTATION x the loss buffers + FRAGMENTATION_SCORES x one layer's eager scores, both fitted on
+  the fit rows of benchmarks/memory_reference.yaml only) + for quantized models one dequantized
+  16-bit copy of the largest Linear. NCCL and DeepSpeed buckets are not modelled. The total is the
+  process's peak as nvidia-smi shows it, which is what decides an OOM.
 
 Not modelled: fragmentation beyond the constant, autocast weight copies (<= 2 B per trainable
-param), torch.compile, packing. ``benchmarks/memory_reference.py`` publishes the error against
-measurements; the constants above were not fitted to them.
+param), torch.compile, packing, use_unsloth. ``benchmarks/memory_reference.py`` publishes the error
+per split against measurements and fitcheck-llm.
 """
 
 from __future__ import annotations
@@ -51,14 +36,20 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lfgen.errors import InputError, validation_problems
+from lfgen.models.activations import activation_peak
 from lfgen.models.catalog import ModelSpec, load_model
 from lfgen.models.modules import inventory
-from lfgen.models.params import LoraCount
 from lfgen.models.trainable import count_trainable
 
 GIB = 2**30
-CUDA_OVERHEAD_GIB = 1.0
-LOGITS_BYTES = 12  # fp32 logits copy + kept log-softmax + backward buffers (see docstring)
+CUDA_CONTEXT_GIB = 0.5  # CUDA context + cuBLAS/cuDNN workspaces outside the allocator (default; per GPU when known)
+# What the caching allocator reserves beyond what is allocated, as shares of the short-lived buffers that
+# fragment it: the loss buffers and one layer's eager attention scores. Fitted on the reference set's fit rows
+# only (benchmarks/memory_reference.py --fit); fitcheck-llm's T4 rows show reserved - allocated of 0.1-0.6 GiB
+# with SDPA and up to 2.4 GiB with eager attention at 4K tokens.
+FRAGMENTATION = 0.15
+FRAGMENTATION_SCORES = 1.9
+CUDA_OVERHEAD_GIB = CUDA_CONTEXT_GIB  # the old name, for callers
 NF4_BITS = 4.5  # 4-bit codes + one fp32 absmax per 64-block
 NF4_DOUBLE_QUANT_BITS = 4 + 8 / 64 + 32 / (64 * 256)  # absmax quantized to 8 bits per 256 blocks
 BREAKDOWN_KEYS = ("weights", "lora", "gradients", "optimizer", "activations", "logits", "overhead", "total")
@@ -95,6 +86,10 @@ class MemorySettings(BaseModel):
     oft_rank: int = Field(default=0, ge=0)
     oft_block_size: int = Field(default=32, ge=0)
     deepspeed: bool = False  # a DeepSpeed engine: 16-bit weights and grads, fp32 master copy in the optimizer
+    # PEFT's prepare_model_for_kbit_training (plain HF/PEFT QLoRA scripts; LlamaFactory does not call it): every
+    # weight bitsandbytes left unquantized (embeddings, head, norms) is upcast to fp32, so the residual stream is fp32.
+    kbit_fp32_upcast: bool = False
+    cuda_context_gib: float = Field(default=CUDA_CONTEXT_GIB, ge=0.0)  # the process memory outside the allocator
 
 
 def settings_from(**values: Any) -> MemorySettings:
@@ -114,6 +109,9 @@ class MemoryEstimate:
     breakdown: dict[str, float]
     trainable_params: int
     notes: tuple[str, ...]
+    fragmentation_gib: float = 0.0  # reserved beyond allocated (in overhead): what torch's allocated peak leaves out
+    measure: str = ("the process's peak as nvidia-smi shows it (allocator pool + CUDA context), "
+                    "which is what decides an out-of-memory")
 
     @property
     def total(self) -> float:
@@ -137,6 +135,8 @@ def _weights(spec: ModelSpec, s: MemorySettings, notes: list[str]) -> tuple[floa
     """Bytes of the base weights on one GPU, and the largest quantized Linear (elements)."""
     inv = inventory(spec)
     dense_bytes = 4 if s.compute_dtype == "fp32" and s.quantization_bit is None else 2
+    if s.quantization_bit is not None and s.kbit_fp32_upcast:
+        dense_bytes = 4  # prepare_model_for_kbit_training upcasts what bitsandbytes left unquantized
     total, largest = 0.0, 0
     for g in inv.groups:
         is_head = g.kind == "linear" and spec.vocab_size in (g.in_features, g.out_features)
@@ -161,60 +161,6 @@ def _weights(spec: ModelSpec, s: MemorySettings, notes: list[str]) -> tuple[floa
     return total, largest
 
 
-def _layer_elements(spec: ModelSpec, s: MemorySettings, lora: LoraCount, sparse: bool) -> float:
-    """16-bit elements one decoder layer keeps per token for backward (see module docstring)."""
-    h, q, kv = spec.hidden_size, spec.q_dim, spec.kv_dim
-    layer_norm = spec.model_type == "gpt_neox"
-    norm_each = h if (s.enable_liger_kernel or layer_norm) else 2 * h
-    norms = (4 if spec.model_type in ("gemma2", "gemma3_text") else 2) * norm_each
-    if spec.model_type in ("qwen3", "qwen3_moe", "gemma3_text"):
-        norms += 2 * (q + kv)  # per-head q/k RMSNorm, fp32 copies
-    attention = h + 2 * q + 2 * kv
-    if s.flash_attn == "disabled":
-        attention += 3 * spec.num_attention_heads * s.cutoff_len
-    gated = 3 if s.enable_liger_kernel else 4
-    if sparse:
-        k, moe = spec.num_experts_per_tok, spec.moe_intermediate_size
-        mlp = h + k * (2 * h + gated * moe) + 4 * spec.num_experts + gated * spec.shared_expert_intermediate_size
-    else:
-        mlp = h + (2 if layer_norm else gated) * spec.intermediate_size
-    per_layer = spec.num_hidden_layers
-    adapted = sum(a.count for a in lora.adapted) / per_layer
-    extra = lora.rank * adapted
-    if s.finetuning_type == "oft":  # OFT rotates each adapted module's input: one more copy of it
-        extra += sum(a.count * a.in_features for a in lora.adapted) / per_layer
-    if s.lora_dropout > 0 and s.finetuning_type == "lora":
-        extra += 1.5 * sum(a.count * a.in_features for a in lora.adapted) / per_layer
-    return norms + attention + mlp + extra
-
-
-def _activations(spec: ModelSpec, s: MemorySettings, lora: LoraCount) -> float:
-    tokens = s.micro_batch * s.cutoff_len
-    dense = _layer_elements(spec, s, lora, sparse=False)
-    sparse = _layer_elements(spec, s, lora, sparse=True) if spec.is_moe else 0.0
-    n_sparse = sum(spec.is_sparse_layer(i) for i in range(spec.num_hidden_layers))
-    n_dense = spec.num_hidden_layers - n_sparse
-    inner = spec.intermediate_size if n_dense else 0
-    if spec.is_moe:
-        inner = max(inner, spec.num_experts_per_tok * spec.moe_intermediate_size + spec.shared_expert_intermediate_size)
-    temporaries = 2 * spec.hidden_size + 2 * inner + 2 * spec.hidden_size  # grads in flight + final norm
-    if s.gradient_checkpointing:
-        kept = spec.num_hidden_layers * spec.hidden_size + max(dense if n_dense else 0, sparse)
-    else:
-        kept = n_dense * dense + n_sparse * sparse
-    element = 4 if s.compute_dtype == "fp32" else 2
-    return tokens * (kept + temporaries) * element
-
-
-def _logits(spec: ModelSpec, s: MemorySettings) -> float:
-    tokens = s.micro_batch * s.cutoff_len
-    if not s.enable_liger_kernel:
-        return tokens * spec.vocab_size * LOGITS_BYTES
-    # Liger FLCE: chunk = next_pow2(ceil(T / ceil(V/H))) rows of 16-bit logits + fp32 grad of the input.
-    chunk = 2 ** math.ceil(math.log2(max(1, math.ceil(tokens / math.ceil(spec.vocab_size / spec.hidden_size)))))
-    return chunk * spec.vocab_size * 6 + tokens * spec.hidden_size * 4
-
-
 def estimate_memory(model: ModelSpec | str, settings: MemorySettings | None = None, **values: Any) -> MemoryEstimate:
     """Peak training memory per GPU (GiB) as a breakdown; keyword values override *settings*."""
     spec = model if isinstance(model, ModelSpec) else load_model(model)
@@ -226,6 +172,8 @@ def estimate_memory(model: ModelSpec | str, settings: MemorySettings | None = No
     lora = count_trainable(spec, **s.model_dump())
     notes = list(lora.notes)
     weights, largest = _weights(spec, s, notes)
+    activations, logits, loss, scores = activation_peak(spec, s, lora)
+    transient = FRAGMENTATION * loss + FRAGMENTATION_SCORES * scores
     trainable = lora.trainable
     half = 2.0 if s.pure_bf16 else 4.0
     shard_state = s.num_gpus if s.zero_stage >= 1 else 1
@@ -244,9 +192,9 @@ def estimate_memory(model: ModelSpec | str, settings: MemorySettings | None = No
         "lora": 0.0 if s.finetuning_type in ("full", "freeze") else trainable * half / shard_params,
         "gradients": trainable * grad_bytes / shard_grads,
         "optimizer": trainable * state_bytes / shard_state,
-        "activations": _activations(spec, s, lora),
-        "logits": _logits(spec, s),
-        "overhead": CUDA_OVERHEAD_GIB * GIB + largest * 2,
+        "activations": activations,
+        "logits": logits,
+        "overhead": s.cuda_context_gib * GIB + transient + largest * 2,
     }
     breakdown = {key: value / GIB for key, value in parts.items()}
     breakdown["total"] = sum(breakdown.values())
@@ -257,7 +205,7 @@ def estimate_memory(model: ModelSpec | str, settings: MemorySettings | None = No
                      "weights on top (Gemma 3 4B-27B: a ~0.4B-param SigLIP encoder, ~0.8 GiB in bf16)")
     if s.compute_dtype == "fp16":
         notes.append("fp16 LoRA training can overflow to NaN; prefer bf16 where the GPU has it")
-    return MemoryEstimate(spec.name, s, breakdown, trainable, tuple(notes))
+    return MemoryEstimate(spec.name, s, breakdown, trainable, tuple(notes), transient / GIB)
 
 
 @dataclass(frozen=True)
