@@ -94,19 +94,24 @@ def intervals(ctx: Context) -> None:
             eval_steps = max(1, total // min_evals)
             why = (f"{how}; {total:,} // {min_evals} = every {eval_steps} steps evaluates {total // eval_steps} times "
                    f"(the seed's {seed['eval_steps']} needs {min_evals * seed['eval_steps']:,} steps)")
-        ctx.choose("eval_steps", eval_steps, "R-DATA-STEPS", why, asked=asked)
+        _choose(ctx, "eval_steps", eval_steps, why, asked)
+    if evaluates and total // int(ctx.get("eval_steps", eval_steps)) < min_evals <= total:
+        ctx.warn("R-DATA-STEPS", f"eval_steps {ctx.get('eval_steps')} evaluates {total // int(ctx.get('eval_steps'))} "
+                                 f"time(s) in {total:,} optimizer steps; {total // min_evals} would evaluate "
+                                 f"{min_evals} times")
     save = int(seed["save_steps"])
     if total > save:
         why = f"{total:,} optimizer steps: the seed's {save} saves {(total - 1) // save} time(s) before the end"
     else:
         step = int(ctx.get("eval_steps", eval_steps)) if evaluates else max(1, total // min_evals)
-        save = step * max(1, (total // 2) // step)
-        why = (f"{total:,} optimizer steps: every {save} steps ({'a multiple of eval_steps, ' if evaluates else ''}"
+        aligned = (total // 2) // step >= 1
+        save = step * ((total // 2) // step) if aligned else max(1, total // 2)
+        why = (f"{total:,} optimizer steps: every {save} steps ({'a multiple of eval_steps, ' if aligned else ''}"
                f"about half the run) saves {(total - 1) // save} time(s) before the end (the seed's "
                f"{seed['save_steps']} would save only the final model)")
         if save >= total:
             ctx.warn("R-DATA-STEPS", f"the run is only {total} optimizer step(s); it cannot save before its end")
-    ctx.choose("save_steps", save, "R-DATA-STEPS", why, asked=asked)
+    _choose(ctx, "save_steps", save, why, asked)
     log = int(seed["logging_steps"])
     if total < min_logs * log:
         log = max(1, total // min_logs)
@@ -114,11 +119,21 @@ def intervals(ctx: Context) -> None:
                f"trend from 8; the seed's {seed['logging_steps']} would log {total // int(seed['logging_steps'])})")
     else:
         why = f"{total:,} optimizer steps: the seed's {log} logs {total // log:,} points"
-    ctx.choose("logging_steps", log, "R-DATA-STEPS", why, asked=asked)
+    _choose(ctx, "logging_steps", log, why, asked)
     if total < min_evals:
         ctx.warn("R-DATA-STEPS", f"{how}: too short to evaluate {min_evals} times; more data, epochs or a smaller "
                                  "batch make a run the eval loss can judge")
     _warmup_arithmetic(ctx, total)
+
+
+def _choose(ctx: Context, key: str, value: int, why: str, asked: str | None) -> None:
+    """R-DATA-STEPS' value; where the seed's value stays, its decision keeps its rule and gains the arithmetic."""
+    decision = ctx.decisions.get(key)
+    if decision is not None and decision.rule != "R-DATA-STEPS" and decision.value == value \
+            and key in ctx.config and key not in ctx.fixed:
+        ctx.decisions[key] = dataclasses.replace(decision, reason=f"{decision.reason}; R-DATA-STEPS: {why}")
+        return
+    ctx.choose(key, value, "R-DATA-STEPS", why, asked=asked)
 
 
 def _warmup_arithmetic(ctx: Context, total: int) -> None:

@@ -68,8 +68,8 @@ def _fit_to_gpu(ctx: Context, gpu: Gpu, asked: str, seed_way: str) -> None:
                  seq_len=ctx.seq_len)
     ctx.fit = result
     if not result.fits:
-        options = "; ".join(f"with {flag_for(o.changes, o.description)} it would, ~{o.estimate.total:.1f} GiB"
-                            for o in result.options) or "none of lfgen's single changes would"
+        options = "; ".join(f"with {flag_for(o.changes, o.description)} it would, ~{o.estimate.total:.1f} GiB "
+                            f"({o.description})" for o in result.options) or "none of lfgen's single changes would"
         ctx.warn("R-HW-HEADROOM", f"{model} does not fit on {gpu.name} ({gpu.memory_gb:g} GiB, keeping {headroom:.0%} "
                                   f"free) even at micro-batch 1 (estimate {result.estimate.total:.1f} GiB); "
                                   f"{options}")
