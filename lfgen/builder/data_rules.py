@@ -5,11 +5,25 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
+from typing import Any
 
 from lfgen.builder import datasets
 from lfgen.builder.context import Context
 from lfgen.catalogs import rules
 from lfgen.errors import InputError
+
+
+# (names, dataset_dir, model, the files' sizes and times) -> (Lengths, every length): a sweep builds many
+# configs from the same data, and tokenizing it once is enough.
+_MEASURED: dict[tuple[Any, ...], tuple[Any, list[int]]] = {}
+
+
+def _stamp(names: list[str], dataset_dir: str) -> tuple[Any, ...]:
+    files = [Path(dataset_dir) / datasets.INFO_FILE, *(p for p in Path(dataset_dir).iterdir() if p.is_file())] \
+        if Path(dataset_dir).is_dir() else []
+    return tuple(names), str(Path(dataset_dir).resolve()), tuple(
+        (p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files if p.exists())
 
 
 def _measure(ctx: Context):
@@ -18,13 +32,19 @@ def _measure(ctx: Context):
     from lfgen.builder.data_report import texts_of
 
     model = str(ctx.get("model_name_or_path", ""))
-    try:
-        texts = texts_of(datasets.split_names(ctx.get("dataset")), ctx.get("dataset_dir", "data"))
-    except InputError as exc:
-        ctx.warn("R-DATA-CUTOFF", f"the data's lengths are unknown ({exc}); cutoff_len stays {ctx.get('cutoff_len')}")
-        return None, []
-    lengths, method = data_lengths.measure(texts, model)
-    return data_lengths.Lengths.of(lengths, method), lengths
+    names, dataset_dir = datasets.split_names(ctx.get("dataset")), str(ctx.get("dataset_dir", "data"))
+    key = (*_stamp(names, dataset_dir), model)
+    if key not in _MEASURED:
+        try:
+            texts = texts_of(names, dataset_dir)
+        except InputError as exc:
+            ctx.warn("R-DATA-CUTOFF", f"the data's lengths are unknown ({exc}); cutoff_len stays "
+                                      f"{ctx.get('cutoff_len')}")
+            return None, []
+        lengths, method = data_lengths.measure(texts, model)
+        _MEASURED.clear()  # one data set at a time: a long session does not keep every file's lengths
+        _MEASURED[key] = (data_lengths.Lengths.of(lengths, method), lengths)
+    return _MEASURED[key]
 
 
 def data_cutoff(ctx: Context) -> None:

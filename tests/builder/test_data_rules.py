@@ -118,3 +118,21 @@ def test_explain_of_a_written_file_keeps_the_measured_cutoff(tmp_path, monkeypat
     cutoff = next(d for d in explained.decisions if d.key == "cutoff_len")
     assert cutoff.rule == "R-DATA-CUTOFF" and cutoff.value == 128
     assert not any("edited by hand" in d.reason for d in explained.decisions)
+
+
+def test_lengths_are_measured_once_per_data_and_again_when_a_file_changes(tmp_path, monkeypatch):
+    from lfgen.builder import data_lengths
+
+    calls = []
+    real = data_lengths.measure
+    monkeypatch.setattr(data_lengths, "measure", lambda texts, model, progress=None: calls.append(1) or
+                        real(texts, model, progress))
+    rows = [{"instruction": "a" * 199, "input": "", "output": "b" * 200} for _ in range(20)]
+    root = _data(tmp_path, rows)
+    options = BuildOptions.parse(dataset=["sft"], dataset_dir=str(root))
+    build("auto", options)
+    build("auto", BuildOptions.parse(dataset=["sft"], dataset_dir=str(root), rank=8))  # a sweep's second run
+    assert len(calls) == 1
+    (root / "sft.json").write_text(json.dumps(rows * 2 + [{"instruction": "x" * 4000, "input": "", "output": "y"}]),
+                                   encoding="utf-8")
+    assert build("auto", options).lengths.count == 41 and len(calls) == 2
