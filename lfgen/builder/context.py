@@ -53,6 +53,9 @@ class Build:
     preset: Preset | None
     # For a base file: what the rules would add that the file does not have (explain shows them).
     not_applied: list[Decision] = field(default_factory=list)
+    lengths: Any = None  # lfgen.builder.data_lengths.Lengths of the training data, when measured
+    seq_len: int | None = None  # the sequence length the memory estimate used (R-DATA-CUTOFF)
+    headroom: float | None = None  # the share of GPU memory kept free (R-HW-HEADROOM or --headroom)
 
 
 
@@ -81,6 +84,9 @@ class Context:
         self.estimate: Any = None  # lfgen.builder.estimates.Estimate, with a GPU
         self.fit: Any = None  # lfgen.models.Fit, with a GPU
         self.no_estimate = ""  # why lfgen cannot estimate this config's memory (estimates.cannot_estimate)
+        self.lengths: Any = None  # lfgen.builder.data_lengths.Lengths of the training data, when measured
+        self.seq_len: int | None = None  # the sequence length the memory estimate uses (R-DATA-CUTOFF)
+        self.read_data = True  # False: rebuilding a file from its recipe, with the sizes and lengths it recorded
         # key -> (value, rule, where): the user's options win over the file's values.
         self.fixed: dict[str, tuple[Any, str, str]] = {k: (v, "FILE", f"set in {file_source}")
                                                       for k, v in file_values.items()}
@@ -112,6 +118,11 @@ class Context:
     @property
     def model_name(self) -> str | None:
         return str(self.get("model_name_or_path")) if self.model_spec is not None else None
+
+    @property
+    def headroom(self) -> float:
+        """The share of GPU memory kept free: --headroom PCT, else R-HW-HEADROOM's."""
+        return rules.headroom(self.options.headroom)
 
     @property
     def from_file_only(self) -> bool:

@@ -65,12 +65,28 @@ def cannot_estimate(config: dict[str, Any]) -> str:
     return ""
 
 
-def settings_for(config: dict[str, Any], num_gpus: int) -> dict[str, Any]:
-    """MemorySettings values from a LlamaFactory config."""
+def is_packed(config: dict[str, Any]) -> bool:
+    """Packing fills every sequence to cutoff_len (LlamaFactory packs pre-training by default)."""
+    packing = config.get("packing")
+    return bool(config.get("neat_packing")) or (config.get("stage", "sft") == "pt" if packing is None else bool(packing))
+
+
+def sequence_length(config: dict[str, Any], seq_len: int | None) -> int:
+    """The tokens per sample the peak batch holds: cutoff_len for a packed run; for a padded run the
+    longest sample (*seq_len*, measured by R-DATA-CUTOFF) when it is shorter than cutoff_len."""
+    cutoff = int(config.get("cutoff_len", 2048))
+    if seq_len is None or is_packed(config):
+        return cutoff
+    return max(1, min(cutoff, int(seq_len)))
+
+
+def settings_for(config: dict[str, Any], num_gpus: int, seq_len: int | None = None) -> dict[str, Any]:
+    """MemorySettings values from a LlamaFactory config (*seq_len*: the data's longest sample, see
+    ``sequence_length``)."""
     dtype = "bf16" if config.get("bf16") else "fp16" if config.get("fp16") else "fp32"
     values = {
         "micro_batch": config.get("per_device_train_batch_size", 8),
-        "cutoff_len": config.get("cutoff_len", 2048),
+        "cutoff_len": sequence_length(config, seq_len),
         "lora_rank": config.get("lora_rank", 8),
         "lora_target": config.get("lora_target", "all"),
         "additional_target": config.get("additional_target"),
@@ -165,7 +181,7 @@ class Estimate:
 
 
 def estimate(model: str, config: dict[str, Any], gpu_name: str | None, gpu_gib: float | None, num_gpus: int,
-             headroom: float | None = None) -> Estimate:
+             headroom: float | None = None, seq_len: int | None = None) -> Estimate:
     """Trainable parameters and peak memory per GPU for *config*, calibrated when factors are stored;
     it fits when it leaves *headroom* (R-HW-HEADROOM's by default) of *gpu_gib* free."""
     from lfgen.catalogs.rules import headroom as registry_headroom
@@ -174,7 +190,7 @@ def estimate(model: str, config: dict[str, Any], gpu_name: str | None, gpu_gib: 
     from lfgen.models.trainable import count_trainable
 
     spec = spec_of(model)
-    values = settings_for(config, num_gpus)
+    values = settings_for(config, num_gpus, seq_len)
     count = count_trainable(spec, **values)
     memory = estimate_memory(spec, **values)
     breakdown = {k: round(v, 3) for k, v in memory.breakdown.items()}
@@ -184,12 +200,18 @@ def estimate(model: str, config: dict[str, Any], gpu_name: str | None, gpu_gib: 
     total = breakdown.get("calibrated_total", breakdown["total"])
     headroom = registry_headroom() if headroom is None else headroom
     fits = None if gpu_gib is None else total <= gpu_gib * (1 - headroom)
+    notes = [*count.notes, *memory.notes]
+    if values["cutoff_len"] != config.get("cutoff_len", 2048):
+        notes.append(f"padded batches: the longest sample is {values['cutoff_len']:,} tokens, so the peak batch "
+                     f"holds {values['cutoff_len']:,} tokens per sample, not cutoff_len {config.get('cutoff_len', 2048):,}"
+                     " (R-DATA-CUTOFF)")
     return Estimate(model={"id": spec.name, "architecture": spec.model_type, "params": count.total_params,
                            "source": spec.source},
                     target_modules=list(model_order(model, count.targets)) if count.adapted else list(count.targets),
                     trainable_params=count.trainable, memory_gib=breakdown,
-                    gpu=None if gpu_name is None else {"name": gpu_name, "memory_gib": gpu_gib, "num_gpus": num_gpus},
-                    fits=fits, notes=list(dict.fromkeys([*count.notes, *memory.notes])), calibration=factor,
+                    gpu=None if gpu_name is None else {"name": gpu_name, "memory_gib": gpu_gib, "num_gpus": num_gpus,
+                                                       "headroom": headroom},
+                    fits=fits, notes=list(dict.fromkeys(notes)), calibration=factor,
                     finetuning_type=values["finetuning_type"])
 
 
@@ -201,12 +223,12 @@ def factor_for(gpu_name: str | None, model: str) -> float | None:
 
 
 def fit(model: str, config: dict[str, Any], gpu_name: str | None, gpu_gib: float, num_gpus: int, headroom: float,
-        effective: int):
+        effective: int, seq_len: int | None = None):
     """The largest micro-batch that fits (models.fit_micro_batch); a calibration factor f scales every
     estimate, which is the same as dividing the memory it must fit in by f."""
     from lfgen.models import fit_micro_batch
 
-    values = settings_for(config, num_gpus)
+    values = settings_for(config, num_gpus, seq_len)
     values.pop("micro_batch")
     factor = factor_for(gpu_name, model) or 1.0
     return fit_micro_batch(spec_of(model), gpu_gib / factor, effective_batch=effective, headroom=headroom, **values)

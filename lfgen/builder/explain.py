@@ -33,6 +33,8 @@ class Explanation:
     kind: Kind | None = None
     problems: list[str] = field(default_factory=list)  # what lfgen validate reports on the file's values
     estimate_note: str = ""  # why there is no estimate, when lfgen cannot make one
+    seq_len: int | None = None  # the data's longest sample the estimate uses (R-DATA-CUTOFF)
+    headroom: float | None = None  # the share of GPU memory kept free
 
     def to_json(self) -> dict[str, Any]:
         extra = self.estimate.to_json() if self.estimate is not None else {}
@@ -57,7 +59,7 @@ def _gpu(result: Build) -> dict[str, Any] | None:
         return None
     gpu = result.hardware.gpu
     return {"name": gpu.name, "memory_gb": gpu.memory_gb, "num_gpus": result.hardware.num_gpus, "bf16": gpu.bf16,
-            "fa2": gpu.fa2}
+            "fa2": gpu.fa2, "headroom": result.headroom}
 
 
 def _from_build(source: str, result: Build, keys: list[str] | None = None) -> Explanation:
@@ -65,7 +67,8 @@ def _from_build(source: str, result: Build, keys: list[str] | None = None) -> Ex
     return Explanation(source=source, config={k: result.config[k] for k in keys if k in result.config},
                        decisions=[result.decisions[k] for k in keys if k in result.decisions],
                        warnings=list(result.warnings), samples=result.samples, samples_note=result.samples_note,
-                       gpu=_gpu(result), suggestions=list(result.not_applied))
+                       gpu=_gpu(result), suggestions=list(result.not_applied), seq_len=result.seq_len,
+                       headroom=result.headroom)
 
 
 def _explain_generated(path: str, text: str, options: BuildOptions) -> Explanation | None:
@@ -73,8 +76,11 @@ def _explain_generated(path: str, text: str, options: BuildOptions) -> Explanati
     recipe = read_recipe(text)
     if recipe is None or options.model_dump(exclude_defaults=True):
         return None
+    from lfgen.builder.data_lengths import Lengths
+
+    recorded = Lengths(**recipe.lengths) if recipe.lengths else None
     rebuilt = build(recipe.base, BuildOptions.parse(**{**recipe.options, "samples": recipe.samples}),
-                    check_data=False)
+                    check_data=False, lengths=recorded)
     values = parse_config(text, path)
     decisions, warnings = [], list(rebuilt.warnings)
     for key, value in values.items():
@@ -93,7 +99,7 @@ def _explain_generated(path: str, text: str, options: BuildOptions) -> Explanati
                             f"({rebuilt.decisions[key].rule})")
     return Explanation(source=path, config=values, decisions=decisions, warnings=warnings, samples=rebuilt.samples,
                        samples_note=rebuilt.samples_note and "as recorded when the file was written",
-                       gpu=_gpu(rebuilt))
+                       gpu=_gpu(rebuilt), seq_len=rebuilt.seq_len, headroom=rebuilt.headroom)
 
 
 def _explain_as_is(path: str, values: dict[str, Any], kind: Kind) -> Explanation:
@@ -164,6 +170,9 @@ def _estimate(result: Explanation, options: BuildOptions) -> tuple[Any, str]:
     why = cannot_estimate(result.config)
     if why:
         return None, why
+    from lfgen.catalogs.rules import headroom
+
     gpu = result.gpu or {}
     return estimate(str(model), result.config, gpu.get("name"), gpu.get("memory_gb"),
-                    gpu.get("num_gpus", options.num_gpus)), ""
+                    gpu.get("num_gpus", options.num_gpus), result.headroom or headroom(options.headroom),
+                    seq_len=result.seq_len), ""

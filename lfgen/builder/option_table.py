@@ -21,7 +21,7 @@ class Option(NamedTuple):
     grid: bool = False
     default: Any = None
     many: bool = False  # a comma-separated list (--dataset a,b)
-    choices: tuple[str, ...] = ()
+    choices: tuple[Any, ...] = ()  # closed choices, of the option's type
     constraints: dict[str, Any] | None = None
 
     @property
@@ -60,6 +60,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("num_gpus", int, "GPUs the run uses.", default=1, constraints=_POSITIVE),
     Option("precision", str, "Force a precision (default: bf16 where the GPU has it, else fp32).",
            choices=("bf16", "fp16", "fp32")),
+    Option("quant", int, "Quantize the frozen model with bitsandbytes (QLoRA): 4 or 8 bits; the compute dtype "
+           "follows the precision.", "quantization_bit", choices=(4, 8)),
+    Option("headroom", float, "Percent of GPU memory to keep free (default: R-HW-HEADROOM's 15).",
+           constraints={"ge": 0, "lt": 100, "allow_inf_nan": False}),
 )
 SET_HELP = "Any other LlamaFactory key; repeatable (--set seed=7 --set max_samples=1000)."
 

@@ -24,6 +24,7 @@ class Recipe(BaseModel):
     base: str
     options: dict[str, Any]
     samples: int | None = None
+    lengths: dict[str, Any] | None = None  # the data's token lengths (R-DATA-CUTOFF), when they were measured
 
 
 def command_line(command: str, base: str, options: BuildOptions) -> str:
@@ -45,12 +46,19 @@ def header(result: Build, command: str = "preset") -> list[str]:
     from lfgen import __version__
 
     recipe = Recipe(lfgen=__version__, base=result.base, options=result.options.model_dump(exclude_defaults=True),
-                    samples=result.samples)
+                    samples=result.samples, lengths=result.lengths.to_json() if result.lengths is not None else None)
     return [
         f"{GENERATED_PREFIX} {__version__}: {command_line(command, result.base, result.options)}",
         "`lfgen explain <this file>` shows the rule behind every value; the note after each value names it.",
-        RECIPE_PREFIX + json.dumps(recipe.model_dump(), sort_keys=True, ensure_ascii=False, default=str),
+        RECIPE_PREFIX + json.dumps(_dump(recipe), sort_keys=True, ensure_ascii=False, default=str),
     ]
+
+
+def _dump(recipe: Recipe) -> dict[str, Any]:
+    data = recipe.model_dump()
+    if data["lengths"] is None:
+        del data["lengths"]  # files without measured lengths keep the header they always had
+    return data
 
 
 def read_recipe(text: str) -> Recipe | None:

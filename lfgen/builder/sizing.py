@@ -61,17 +61,18 @@ def _fit_to_gpu(ctx: Context, gpu: Gpu, asked: str, seed_way: str) -> None:
     """R-HW-HEADROOM with the estimator: the largest micro-batch that leaves the headroom free."""
     from lfgen.builder.estimates import fit
 
-    headroom = rules.headroom()
+    headroom = ctx.headroom
     target, _ = rules.effective_batch_range()
     model = ctx.model_name
-    result = fit(model, _merged(ctx), gpu.name, gpu.memory_gb, ctx.options.num_gpus, headroom, target)
+    result = fit(model, _merged(ctx), gpu.name, gpu.memory_gb, ctx.options.num_gpus, headroom, target,
+                 seq_len=ctx.seq_len)
     ctx.fit = result
     if not result.fits:
-        options = "; ".join(f"{o.description} (~{o.estimate.total:.1f} GiB)" for o in result.options) or \
-            "none of lfgen's single changes"
+        options = "; ".join(f"with {flag_for(o.changes, o.description)} it would, ~{o.estimate.total:.1f} GiB "
+                            f"({o.description})" for o in result.options) or "none of lfgen's single changes would"
         ctx.warn("R-HW-HEADROOM", f"{model} does not fit on {gpu.name} ({gpu.memory_gb:g} GiB, keeping {headroom:.0%} "
-                                  f"free) even at micro-batch 1 (estimate {result.estimate.total:.1f} GiB); what "
-                                  f"would: {options}")
+                                  f"free) even at micro-batch 1 (estimate {result.estimate.total:.1f} GiB); "
+                                  f"{options}")
         micro, accumulation = 1, max(1, -(-target // ctx.options.num_gpus))
         ctx.choose("per_device_train_batch_size", micro, "R-HW-BATCH", "micro-batch 1: nothing larger can fit",
                    asked=asked, alternative=seed_way)
@@ -89,15 +90,48 @@ def _fit_to_gpu(ctx: Context, gpu: Gpu, asked: str, seed_way: str) -> None:
                f"{result.effective_batch} (seed 002 keeps it at 32-64)", asked=asked)
 
 
+# A fit option's change -> the flag that asks for it (the advice is a command line the user can pass back).
+_FLAGS = {
+    "quantization_bit": lambda v: f"--quant {v}",
+    "cutoff_len": lambda v: f"--cutoff-len {v}",
+    "num_gpus": lambda v: f"--num-gpus {v}",
+    "zero_stage": lambda v: f"--set deepspeed=examples/deepspeed/ds_z{v}_config.json",
+    "enable_liger_kernel": lambda v: f"--set enable_liger_kernel={str(v).lower()}",
+    "gradient_checkpointing": lambda v: f"--set disable_gradient_checkpointing={str(not v).lower()}",
+}
+
+
+def flag_for(changes: dict[str, Any], description: str = "") -> str:
+    """The options that make one fit option's *changes* (``{"quantization_bit": 4}`` -> ``--quant 4``)."""
+    if not changes or any(key not in _FLAGS for key in changes):
+        return description or str(changes)
+    return " ".join(_FLAGS[key](value) for key, value in changes.items())
+
+
 def estimate_memory(ctx: Context) -> None:
     from lfgen.builder.estimates import estimate
 
     gpu = ctx.hardware.gpu
-    ctx.estimate = estimate(ctx.model_name, ctx.config, gpu.name, gpu.memory_gb, ctx.options.num_gpus)
+    ctx.estimate = estimate(ctx.model_name, ctx.config, gpu.name, gpu.memory_gb, ctx.options.num_gpus,
+                            ctx.headroom, seq_len=ctx.seq_len)
+
+
+def quantization(ctx: Context) -> None:
+    """--quant 4|8: bitsandbytes quantization of the frozen model (QLoRA); the compute dtype is the precision's."""
+    bits = ctx.options.quant
+    if bits is None:
+        return
+    method = ctx.get("finetuning_type", "lora")
+    if method not in ("lora", "oft"):
+        raise InputError(f"--quant {bits}: LlamaFactory quantizes only LoRA and OFT training (finetuning_type is "
+                         f"{method}); drop --quant or train with finetuning_type lora")
+    dtype = "bf16" if ctx.get("bf16") else "fp16" if ctx.get("fp16") else "fp32"
+    ctx.fixed["quantization_bit"] = (bits, "USER", f"you set it (--quant {bits}): bitsandbytes {bits}-bit weights "
+                                                   f"(QLoRA), computing in {dtype} as R-HW-PRECISION chose")
 
 
 def _headroom(ctx: Context, gpu: Gpu) -> None:
-    headroom = rules.headroom()
+    headroom = ctx.headroom
     if ctx.model_spec is not None:
         return  # the estimator sized the batch for this very model; the seed's 7B figure adds nothing
     figure = re.search(r"~(\d+)\s*GB", ctx.preset.seed_figures.vram) if ctx.preset else None

@@ -16,7 +16,8 @@ from lfgen.builder import datasets
 from lfgen.builder.checks import checks
 from lfgen.builder.context import Build, Context, Decision, same
 from lfgen.builder.options import BuildOptions
-from lfgen.builder.sizing import estimate_memory, hardware, user_precision
+from lfgen.builder.data_rules import data_cutoff, intervals
+from lfgen.builder.sizing import estimate_memory, hardware, quantization, user_precision
 from lfgen.builder.targets import resolve_target
 from lfgen.catalogs import rules
 from lfgen.catalogs.presets import Preset, get_preset, training_block
@@ -264,8 +265,8 @@ def _user_rest(ctx: Context) -> None:
 # The pipeline, in order: the user's fixed values first, then each rule's step; later steps read what
 # earlier ones chose (alpha reads the rank, the batch reads the precision, output_dir the rank).
 STEPS: tuple[Callable[[Context], None], ...] = (
-    user_precision, _skeleton, _user_target, _data_size, _lora, _data_rules, _alpha, hardware, _template, _output,
-    _user_rest, _output_digest, checks)
+    user_precision, _skeleton, _user_target, _data_size, data_cutoff, _lora, _data_rules, _alpha, hardware,
+    quantization, intervals, _template, _output, _user_rest, _output_digest, checks)
 
 
 def is_file_base(base: str) -> bool:
@@ -285,9 +286,10 @@ def _load_base(path: str) -> dict[str, Any]:
 
 
 def build(base: str = "a800", options: BuildOptions | None = None, *, check_data: bool = True,
-          check_schema: bool = True) -> Build:
+          check_schema: bool = True, lengths: Any = None) -> Build:
     """Build one LlamaFactory train config from a preset name or a config file, plus options
-    (*check_schema* False: explain reports the schema's problems itself instead of stopping on them)."""
+    (*check_schema* False: explain reports the schema's problems itself instead of stopping on them;
+    *check_data* False with *lengths*: the data's lengths as a recipe recorded them, nothing is read)."""
     options = options or BuildOptions()
     preset: Preset | None = None
     file_values: dict[str, Any] = {}
@@ -299,6 +301,7 @@ def build(base: str = "a800", options: BuildOptions | None = None, *, check_data
     ctx = Context(base, options, preset, file_values, file_source)
     if not check_data and options.samples is not None:
         ctx.samples, ctx.samples_note = options.samples, "as recorded when the file was written"
+    ctx.read_data, ctx.lengths = check_data, None if check_data else lengths
     for step in STEPS:
         if check_data or step is not _data_size:
             step(ctx)
@@ -315,5 +318,6 @@ def build(base: str = "a800", options: BuildOptions | None = None, *, check_data
             raise ProblemsFound(problems)
     return Build(base=base, options=options, config=ctx.config, decisions=ctx.decisions, warnings=ctx.warnings,
                  samples=ctx.samples, samples_note=ctx.samples_note, hardware=ctx.hardware, estimate=ctx.estimate,
-                 preset=preset, not_applied=ctx.not_applied)
+                 preset=preset, not_applied=ctx.not_applied, lengths=ctx.lengths, seq_len=ctx.seq_len,
+                 headroom=ctx.headroom if ctx.hardware is not None else None)
 

@@ -73,6 +73,9 @@ def effective_batch_range() -> tuple[int, int]:
     return eff["target"], eff["max"]
 
 
-def headroom() -> float:
-    """R-HW-HEADROOM: the share of GPU memory a fitted run leaves free (the one place it is read)."""
+def headroom(percent: float | None = None) -> float:
+    """R-HW-HEADROOM: the share of GPU memory a fitted run leaves free (the one place it is read);
+    *percent* is the user's override (--headroom 10 keeps 10% free)."""
+    if percent is not None:
+        return float(percent) / 100
     return float(rule("R-HW-HEADROOM").table("headroom"))

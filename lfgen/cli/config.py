@@ -176,7 +176,8 @@ def _print_estimate(out, estimate) -> None:
     if gpu is not None:
         total = estimate.memory_gib.get("calibrated_total", estimate.memory_gib["total"])
         verdict = "fits" if estimate.fits else "does not fit"
-        out.print(f"verdict: {total:.1f} GiB on {gpu['name']} ({gpu['memory_gib']:g} GiB, {headroom():.0%} kept free): {verdict}")
+        out.print(f"verdict: {total:.1f} GiB on {gpu['name']} ({gpu['memory_gib']:g} GiB, "
+                  f"{gpu.get('headroom', headroom()):.0%} kept free): {verdict}")
     for note in estimate.notes:
         out.print(f"note: {note}", markup=False)
 

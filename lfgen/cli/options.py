@@ -11,8 +11,11 @@ from lfgen.builder.option_table import OPTIONS, SET_HELP
 
 
 def _click_option(option: Any) -> Callable[[Any], Any]:
-    kind = click.Choice(list(option.choices)) if option.choices else None if option.type is str else option.type
+    kind = click.Choice([str(c) for c in option.choices]) if option.choices else \
+        None if option.type is str else option.type
     extra = {"default": option.default, "show_default": True} if option.default is not None else {}
+    if option.choices and option.type is not str:  # --quant 4: the choice as its number
+        extra["callback"] = lambda _ctx, _param, value: None if value is None else option.type(value)
     return click.option(option.flag, type=kind, help=option.help, **extra)
 
 

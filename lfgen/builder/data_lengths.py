@@ -1,0 +1,129 @@
+"""Token lengths of training samples: the model's own tokenizer when the model is a local folder, else a
+stated approximation; their distribution, and the cutoff_len R-DATA-CUTOFF takes from it.
+
+The tokenizer is loaded only here and only when needed (``tokenizers`` reads tokenizer.json directly and
+encodes in batches in Rust; ``transformers.AutoTokenizer`` is the fallback for folders without one).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from lfgen.catalogs import rules
+
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+APPROXIMATION = "approximated: characters / 4, CJK characters / 1.5 (pass --model with a local model folder " \
+                "for its tokenizer)"
+_BATCH = 2000  # texts per tokenizer call: big enough for Rust's parallel batch, small enough for a progress bar
+
+Progress = Callable[[int], None]  # called with the number of texts just measured
+
+
+@dataclass(frozen=True)
+class Lengths:
+    """The distribution of token lengths of a set of samples; ``method`` says how they were counted."""
+
+    count: int
+    p50: int
+    p90: int
+    p99: int
+    max: int
+    mean: float
+    method: str
+    cutoff_len: int | None = None  # where the build cut: the truncation count below is at this length
+    truncated: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def of(cls, lengths: Sequence[int], method: str) -> Lengths:
+        ordered = sorted(lengths)
+        if not ordered:
+            return cls(0, 0, 0, 0, 0, 0.0, method)
+        return cls(len(ordered), percentile(ordered, 50), percentile(ordered, 90), percentile(ordered, 99),
+                   ordered[-1], round(sum(ordered) / len(ordered), 1), method)
+
+
+def percentile(ordered: Sequence[int], pct: float) -> int:
+    """The nearest-rank percentile of sorted *ordered*: the smallest value with pct% of the values at or below."""
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def approximate(text: str) -> int:
+    """Tokens of *text* without a tokenizer: ~4 characters per token for English and code, ~1.5 for CJK."""
+    cjk = len(_CJK.findall(text))
+    return math.ceil((len(text) - cjk) / 4 + cjk / 1.5)
+
+
+def counter(model: str | None) -> tuple[Callable[[list[str]], list[int]], str]:
+    """A batch token counter for *model* and what it is: the folder's tokenizer, or the approximation."""
+    folder = Path(model) if model else None
+    if folder is None or not folder.is_dir():
+        return (lambda texts: [approximate(t) for t in texts]), APPROXIMATION
+    if (folder / "tokenizer.json").is_file():
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)  # fast: no character offsets
+        return (lambda texts: [len(e.ids) for e in encode(texts, add_special_tokens=False)]), \
+            f"{folder}'s tokenizer (content tokens; the chat template adds a few per turn)"
+    try:
+        from transformers import AutoTokenizer
+
+        auto = AutoTokenizer.from_pretrained(str(folder))
+    except Exception as exc:  # noqa: BLE001 - any loading failure: say it and approximate
+        return (lambda texts: [approximate(t) for t in texts]), f"{APPROXIMATION}; {folder}'s tokenizer: {exc}"
+    return (lambda texts: [len(ids) for ids in auto(texts, add_special_tokens=False)["input_ids"]]), \
+        f"{folder}'s tokenizer (content tokens; the chat template adds a few per turn)"
+
+
+def measure(texts: Sequence[str], model: str | None, progress: Progress | None = None) -> tuple[list[int], str]:
+    """Token length of every text, in order, and how they were counted."""
+    count, method = counter(model)
+    lengths: list[int] = []
+    for start in range(0, len(texts), _BATCH):
+        batch = list(texts[start:start + _BATCH])
+        lengths += count(batch)
+        if progress is not None:
+            progress(len(batch))
+    return lengths, method
+
+
+def context_length(model: str | None) -> int | None:
+    """The model's context (max_position_embeddings of a local folder's config.json), when known."""
+    if not model or not (Path(model) / "config.json").is_file():
+        return None
+    import json
+
+    try:
+        config = json.loads((Path(model) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    config = config.get("text_config", config) if isinstance(config, dict) else {}
+    value = config.get("max_position_embeddings")
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
+def cutoff_for(lengths: Lengths, context: int | None) -> tuple[int, str]:
+    """R-DATA-CUTOFF: p99 rounded up to the rule's multiple, capped by the model's context; and the arithmetic."""
+    spec = rules.rule("R-DATA-CUTOFF")
+    multiple, pct = int(spec.table("multiple")), int(spec.table("percentile"))
+    value = max(multiple, math.ceil(lengths.p99 / multiple) * multiple)
+    how = f"p{pct} of {lengths.count:,} samples is {lengths.p99:,} tokens -> {value:,} (a multiple of {multiple})"
+    if context is not None and value > context:
+        value, how = context, f"{how}, capped by the model's context {context:,}"
+    return value, how
+
+
+def truncated(lengths: Sequence[int], cutoff_len: int) -> int:
+    """How many samples are longer than *cutoff_len* (LlamaFactory cuts them)."""
+    return sum(1 for n in lengths if n > cutoff_len)

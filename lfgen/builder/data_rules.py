@@ -1,0 +1,167 @@
+"""The rules that read the data itself, not only its size: R-DATA-CUTOFF (cutoff_len from the real
+lengths) and R-DATA-STEPS (eval, save, logging and warmup intervals from the run's optimizer steps)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+from lfgen.builder import datasets
+from lfgen.builder.context import Context
+from lfgen.catalogs import rules
+from lfgen.errors import InputError
+
+
+# (names, dataset_dir, model, the files' sizes and times) -> (Lengths, every length): a sweep builds many
+# configs from the same data, and tokenizing it once is enough.
+_MEASURED: dict[tuple[Any, ...], tuple[Any, list[int]]] = {}
+
+
+def _stamp(names: list[str], dataset_dir: str) -> tuple[Any, ...]:
+    files = [Path(dataset_dir) / datasets.INFO_FILE, *(p for p in Path(dataset_dir).iterdir() if p.is_file())] \
+        if Path(dataset_dir).is_dir() else []
+    return tuple(names), str(Path(dataset_dir).resolve()), tuple(
+        (p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files if p.exists())
+
+
+def _measure(ctx: Context):
+    """The token lengths of the training data, when lfgen counted its rows from local files."""
+    from lfgen.builder import data_lengths
+    from lfgen.builder.data_report import texts_of
+
+    model = str(ctx.get("model_name_or_path", ""))
+    names, dataset_dir = datasets.split_names(ctx.get("dataset")), str(ctx.get("dataset_dir", "data"))
+    key = (*_stamp(names, dataset_dir), model)
+    if key not in _MEASURED:
+        try:
+            texts = texts_of(names, dataset_dir)
+        except InputError as exc:
+            ctx.warn("R-DATA-CUTOFF", f"the data's lengths are unknown ({exc}); cutoff_len stays "
+                                      f"{ctx.get('cutoff_len')}")
+            return None, []
+        lengths, method = data_lengths.measure(texts, model)
+        _MEASURED.clear()  # one data set at a time: a long session does not keep every file's lengths
+        _MEASURED[key] = (data_lengths.Lengths.of(lengths, method), lengths)
+    return _MEASURED[key]
+
+
+def data_cutoff(ctx: Context) -> None:
+    """R-DATA-CUTOFF: cutoff_len from the p99 of the real lengths, capped by the model's context."""
+    from lfgen.builder import data_lengths
+
+    lengths, every = ctx.lengths, []
+    if lengths is None:
+        if not ctx.read_data or ctx.options.samples is not None or ctx.samples is None:
+            return  # --samples: no files to read; or the rows were not counted from local files
+        lengths, every = _measure(ctx)
+    if lengths is None or lengths.count == 0:
+        return
+    value, how = data_lengths.cutoff_for(lengths, data_lengths.context_length(str(ctx.get("model_name_or_path"))))
+    cut = data_lengths.truncated(every, value) if every else lengths.truncated or 0
+    ctx.choose("cutoff_len", value, "R-DATA-CUTOFF",
+               f"{how}; it truncates {cut:,} of {lengths.count:,} samples ({cut / lengths.count:.1%}); lengths "
+               f"{lengths.method}", asked="--dataset-dir" if ctx.options.dataset_dir else None)
+    final = ctx.get("cutoff_len", value)
+    if every:
+        lengths = dataclasses.replace(lengths, cutoff_len=final, truncated=data_lengths.truncated(every, final))
+    ctx.lengths = lengths
+    if final != value and lengths.truncated is not None and lengths.truncated > lengths.count * 0.01:
+        ctx.warn("R-DATA-CUTOFF", f"cutoff_len {final} truncates {lengths.truncated:,} of {lengths.count:,} samples "
+                                  f"({lengths.truncated / lengths.count:.1%}); p99 is {lengths.p99:,} tokens")
+    ctx.seq_len = lengths.max  # the longest sample: a padded batch that holds it is the peak (estimates)
+
+
+def _optimizer_steps(ctx: Context, n: int) -> tuple[int, str]:
+    """Optimizer steps of the run as the Hugging Face Trainer counts them, and the arithmetic."""
+    val = ctx.get("val_size", 0) or 0
+    held = math.ceil(val * n) if 0 < val < 1 else int(val)
+    train = max(1, n - held)
+    micro = int(ctx.get("per_device_train_batch_size", 8))
+    accumulation = int(ctx.get("gradient_accumulation_steps", 1))
+    gpus = ctx.options.num_gpus
+    batches = math.ceil(train / (micro * gpus))
+    per_epoch = max(1, math.ceil(batches / accumulation))
+    split = f"{train:,} training samples ({n:,} - {held:,} for val_size {val:g})" if held else f"{train:,} samples"
+    gpu_text = f" x {gpus} GPUs" if gpus > 1 else ""
+    how = (f"{split} / micro-batch {micro}{gpu_text} = {batches:,} batches / accumulation {accumulation} = "
+           f"{per_epoch:,} steps per epoch")
+    max_steps = ctx.get("max_steps")
+    if isinstance(max_steps, int) and max_steps > 0:
+        return max_steps, f"max_steps {max_steps:,} (instead of {how})"
+    epochs = float(ctx.get("num_train_epochs", 3.0))
+    total = math.ceil(epochs * per_epoch)
+    return total, f"{how} x {epochs:g} epochs = {total:,} optimizer steps"
+
+
+def intervals(ctx: Context) -> None:
+    """R-DATA-STEPS: every run evaluates at least min_evals times, saves before its end and logs often
+    enough for the diagnosis; the seed's intervals stay where the run is long enough for them."""
+    n = ctx.samples
+    if n is None:
+        return
+    spec = rules.rule("R-DATA-STEPS")
+    seed, min_evals, min_logs = spec.table("seed"), int(spec.table("min_evals")), int(spec.table("min_log_points"))
+    total, how = _optimizer_steps(ctx, n)
+    asked = "--samples" if ctx.options.samples else "--dataset-dir" if ctx.options.dataset_dir else None
+    evaluates = ctx.get("eval_strategy", "no") == "steps" and (ctx.get("val_size") or ctx.get("eval_dataset"))
+    eval_steps = int(seed["eval_steps"])
+    if evaluates:
+        if total >= min_evals * eval_steps:
+            why = f"{how}: the seed's {eval_steps} evaluates {total // eval_steps} times"
+        else:
+            eval_steps = max(1, total // min_evals)
+            why = (f"{how}; {total:,} // {min_evals} = every {eval_steps} steps evaluates {total // eval_steps} times "
+                   f"(the seed's {seed['eval_steps']} needs {min_evals * seed['eval_steps']:,} steps)")
+        _choose(ctx, "eval_steps", eval_steps, why, asked)
+    if evaluates and total // int(ctx.get("eval_steps", eval_steps)) < min_evals <= total:
+        ctx.warn("R-DATA-STEPS", f"eval_steps {ctx.get('eval_steps')} evaluates {total // int(ctx.get('eval_steps'))} "
+                                 f"time(s) in {total:,} optimizer steps; {total // min_evals} would evaluate "
+                                 f"{min_evals} times")
+    save = int(seed["save_steps"])
+    if total > save:
+        why = f"{total:,} optimizer steps: the seed's {save} saves {(total - 1) // save} time(s) before the end"
+    else:
+        step = int(ctx.get("eval_steps", eval_steps)) if evaluates else max(1, total // min_evals)
+        aligned = (total // 2) // step >= 1
+        save = step * ((total // 2) // step) if aligned else max(1, total // 2)
+        why = (f"{total:,} optimizer steps: every {save} steps ({'a multiple of eval_steps, ' if aligned else ''}"
+               f"about half the run) saves {(total - 1) // save} time(s) before the end (the seed's "
+               f"{seed['save_steps']} would save only the final model)")
+        if save >= total:
+            ctx.warn("R-DATA-STEPS", f"the run is only {total} optimizer step(s); it cannot save before its end")
+    _choose(ctx, "save_steps", save, why, asked)
+    log = int(seed["logging_steps"])
+    if total < min_logs * log:
+        log = max(1, total // min_logs)
+        why = (f"{total:,} // {min_logs} = every {log} step(s) logs {total // log} points (the diagnosis judges a "
+               f"trend from 8; the seed's {seed['logging_steps']} would log {total // int(seed['logging_steps'])})")
+    else:
+        why = f"{total:,} optimizer steps: the seed's {log} logs {total // log:,} points"
+    _choose(ctx, "logging_steps", log, why, asked)
+    if total < min_evals:
+        ctx.warn("R-DATA-STEPS", f"{how}: too short to evaluate {min_evals} times; more data, epochs or a smaller "
+                                 "batch make a run the eval loss can judge")
+    _warmup_arithmetic(ctx, total)
+
+
+def _choose(ctx: Context, key: str, value: int, why: str, asked: str | None) -> None:
+    """R-DATA-STEPS' value; where the seed's value stays, its decision keeps its rule and gains the arithmetic."""
+    decision = ctx.decisions.get(key)
+    if decision is not None and decision.rule != "R-DATA-STEPS" and decision.value == value \
+            and key in ctx.config and key not in ctx.fixed:
+        ctx.decisions[key] = dataclasses.replace(decision, reason=f"{decision.reason}; R-DATA-STEPS: {why}")
+        return
+    ctx.choose(key, value, "R-DATA-STEPS", why, asked=asked)
+
+
+def _warmup_arithmetic(ctx: Context, total: int) -> None:
+    """Add the warmup's steps to R-DATA-WARMUP's reason (the Trainer takes ceil(ratio x steps))."""
+    decision = ctx.decisions.get("warmup_ratio")
+    ratio = ctx.get("warmup_ratio")
+    if decision is None or not isinstance(ratio, (int, float)) or ctx.get("warmup_steps"):
+        return
+    steps = math.ceil(ratio * total)
+    ctx.decisions["warmup_ratio"] = dataclasses.replace(
+        decision, reason=f"{decision.reason}; {ratio:g} x {total:,} optimizer steps = {steps} warmup step(s)")
