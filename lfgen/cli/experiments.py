@@ -8,8 +8,9 @@ from typing import Any
 import click
 
 from lfgen.cli.evaluation import echo_outcome, eval_options, generation_options
-from lfgen.cli.options import build_options, to_build_options
+from lfgen.cli.options import build_options, ray_options, to_build_options
 from lfgen.cli.output import CONTEXT, console, emit_json, show
+from lfgen.errors import InputError
 from lfgen.numbers import short
 
 # --- sweep -----------------------------------------------------------------------------------------
@@ -118,11 +119,12 @@ def _print_experiment(experiment) -> None:
 @click.option("--eval", "evaluate", is_flag=True, help="Evaluate each run right after it trains, in its slot "
               "(lfgen eval; the generation options below).")
 @eval_options
+@ray_options
 @click.option("--experiments-dir", default="experiments", show_default=True)
 def run(target: str, gpus: str | None, gpus_per_run: int, dry_run: bool, retry_failed: bool, rerun: tuple[str, ...],
         retry_missing: bool, max_oom_retries: int, fail_fast: bool, force: bool, quiet: bool, evaluate: bool,
         max_samples: int | None, batch_size: int | None, max_new_tokens: int, temperature: float,
-        experiments_dir: str) -> None:
+        ray_address: str | None, cpus_per_run: float, storage: str | None, experiments_dir: str) -> None:
     """Train every run of an experiment (or one config) with llamafactory-cli, resuming where it stopped.
 
     Done runs are skipped and interrupted ones resume; a run that runs out of memory is retried
@@ -139,20 +141,28 @@ def run(target: str, gpus: str | None, gpus_per_run: int, dry_run: bool, retry_f
       lfgen run big --gpus 0-7 --gpus-per-run 8
       lfgen run rank-sweep --dry-run
       lfgen run rank-sweep --eval --max-samples 200
+      lfgen run rank-sweep --ray 10.0.0.1:6379 --storage /mnt/shared/runs
     """
     from lfgen.training import launch
     from lfgen.training.target import resolve
 
     resolved = resolve(target, experiments_dir)
     gpu_list = launch.parse_gpus(gpus, launch.visible_gpus()) if gpus else None
+    if evaluate and ray_address is not None:
+        raise InputError("--eval: not with --ray yet; run lfgen eval after the runs have trained")
     after_done = _evaluator(resolved, generation_options(max_samples, batch_size, max_new_tokens, temperature)) \
         if evaluate and not dry_run else None
-    summary = run_experiment(resolved, quiet=quiet or dry_run, resume_hint="the next lfgen run",
-                              runner_options={"gpus": gpu_list, "gpus_per_run": gpus_per_run,
-                                              "max_oom_retries": max_oom_retries, "fail_fast": fail_fast,
-                                              "force": force, "after_done": after_done},
-                              run_options={"retry_failed": retry_failed, "rerun": list(rerun), "dry_run": dry_run,
-                                           "retry_missing": retry_missing})
+    executor = ray_executor(ray_address, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run, storage=storage)
+    try:
+        summary = run_experiment(resolved, quiet=quiet or dry_run, resume_hint="the next lfgen run",
+                                 runner_options={"gpus": gpu_list, "gpus_per_run": gpus_per_run,
+                                                 "max_oom_retries": max_oom_retries, "fail_fast": fail_fast,
+                                                 "force": force, "after_done": after_done, "executor": executor},
+                                 run_options={"retry_failed": retry_failed, "rerun": list(rerun), "dry_run": dry_run,
+                                              "retry_missing": retry_missing})
+    finally:
+        if executor is not None:
+            executor.close()
     if dry_run:
         return
     click.echo(f"{resolved.name}: {len(summary.done)} done, {len(summary.failed)} failed, "
@@ -161,6 +171,17 @@ def run(target: str, gpus: str | None, gpus_per_run: int, dry_run: bool, retry_f
                + (" (--retry-failed reruns the failed)" if summary.failed else ""), err=True)
     if summary.failed:
         sys.exit(1)
+
+
+def ray_executor(address: str | None, **options: Any) -> Any:
+    """The Ray executor for --ray (None without it); says where the runs go."""
+    if address is None:
+        return None
+    from lfgen.training.ray_executor import RayExecutor
+
+    executor = RayExecutor(address, **options)
+    click.echo(executor.describe(), err=True)
+    return executor
 
 
 def _evaluator(target: Any, options: Any) -> Any:

@@ -37,3 +37,20 @@ def to_build_options(kwargs: dict[str, Any]) -> Any:
         if option.many and values[option.name]:
             values[option.name] = [item for item in values[option.name].split(",") if item.strip()] or None
     return BuildOptions.parse(**values, set=parse_set(kwargs.pop("set_")))
+
+
+def ray_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--ray [ADDRESS|auto], --cpus-per-run and --storage: the commands that can put their runs on Ray."""
+    options = [
+        click.option("--ray", "ray_address", is_flag=False, flag_value="auto", default=None,
+                     metavar="[ADDRESS|auto]", help="Run each run as a task on a Ray cluster (auto: RAY_ADDRESS, "
+                     "else a local Ray instance); needs lfgen[ray]. docs/ray.md"),
+        click.option("--cpus-per-run", type=float, default=1.0, show_default=True,
+                     help="--ray: CPUs each run's task asks for."),
+        click.option("--storage", type=click.Path(file_okay=False), help="--ray: a directory every node shares "
+                     "(NFS, a mounted bucket); runs train in STORAGE/<experiment>/<run> (default: each worker's "
+                     "own ~/.cache/lfgen/ray-runs; results are copied home either way)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func

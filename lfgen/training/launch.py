@@ -23,9 +23,9 @@ from typing import IO, Any
 from lfgen.errors import INSTALL_HINT, InputError
 
 
-def find_cli() -> str:
-    """``llamafactory-cli`` on PATH, else next to this Python (a venv used without activating it)."""
-    found = shutil.which("llamafactory-cli")
+def find_cli(path: str | None = None) -> str:
+    """``llamafactory-cli`` on PATH (or *path*), else next to this Python (a venv used without activating it)."""
+    found = shutil.which("llamafactory-cli", path=path)
     if found is None:
         sibling = Path(sys.executable).parent / "llamafactory-cli"
         found = str(sibling) if os.access(sibling, os.X_OK) else None

@@ -22,12 +22,13 @@ from lfgen.errors import InputError
 from lfgen.layout import CONSOLE_LOG, MARKER, RECIPE_PREFIX, ROOT_PREFIX, RUN_CONFIG
 from lfgen.training import failures, launch, outputs, rundir
 from lfgen.training.environment import write_manifest
+from lfgen.training.executor import Executor, LocalExecutor, RunHandle, RunSpec
 from lfgen.training.failures import NAN_ADVICE, OOM_ADVICE, classify_failure
 from lfgen.training.signals import Terminated
-from lfgen.training.slots import gpu_slots, wait_any
+from lfgen.training.slots import wait_any
 from lfgen.training.state import Lock, RunRow, Store
 from lfgen.training.target import Target
-from lfgen.training.watch import Progress, RunWatcher
+from lfgen.training.watch import Progress
 
 POLL_S = 0.2
 
@@ -45,12 +46,12 @@ class Reporter(Protocol):
 @dataclass
 class _Active:
     row: RunRow
-    child: launch.Child
-    watcher: RunWatcher
+    handle: RunHandle
     gpus: list[int] | None
     micro: int | None
     accumulation: int | None
     config: dict[str, Any] = field(default_factory=dict)  # what it trains with (lfgen_run.yaml)
+    placed: bool = False  # a remote run's node and path are recorded
 
 
 @dataclass
@@ -65,13 +66,15 @@ class Summary:
 class Runner:
     def __init__(self, target: Target, reporter: Reporter, *, gpus: list[int] | None = None, gpus_per_run: int = 1,
                  max_oom_retries: int = 3, fail_fast: bool = False, command: list[str] | None = None,
-                 force: bool = False, after_done: Any = None):
+                 force: bool = False, after_done: Any = None, executor: Executor | None = None):
         self.target, self.reporter = target, reporter
         # after_done(store, row, gpus): called when a run has trained, in its slot (lfgen run --eval evaluates
         # it there); it records its own outcome, so a failure in it never marks the training failed.
         self.after_done = after_done
         self.command = list(sys.argv if command is None else command)  # the lfgen command line, for lfgen_env.json
-        self.slots = gpu_slots(gpus, gpus_per_run)
+        # Where runs train: this machine (GPU slots) or a Ray cluster (lfgen.training.ray_executor).
+        self.executor = executor or LocalExecutor()
+        self.slots = self.executor.slots(gpus, gpus_per_run)
         self.max_oom_retries, self.fail_fast = max_oom_retries, fail_fast
         self.force = force  # train into an output dir that holds another config's finished results
         self.store: Store | None = None
@@ -128,7 +131,7 @@ class Runner:
         text = read_text(root / row.config, "config file")
         config = parse_config(text, str(root / row.config))
         output_dir = root / row.output_dir
-        fresh = row.reason in ("fresh", "oom-retry") or row.state == "pending"
+        fresh = _fresh(row)
         if output_dir.exists() and any(p.name not in (CONSOLE_LOG, MARKER) for p in output_dir.iterdir()):
             if not (output_dir / MARKER).exists():
                 raise _ConfigProblem(f"output_dir {row.output_dir} exists and lfgen did not make it; move it away "
@@ -178,25 +181,25 @@ class Runner:
             self._finish_failed(row, *failures.os_failure(exc, f"could not prepare {row.output_dir} for the run"))
             return
         try:
-            child, watcher, argv, env, attempt, note = self._launch(row, slot, output_dir, config, text)
+            handle, argv, env, attempt, note = self._launch(row, slot, output_dir, config, text)
         except OSError as exc:  # a full disk, a read-only output dir: one clear failure, not a crash
             self._finish_failed(row, *failures.os_failure(exc, f"could not write lfgen's files in {row.output_dir}"))
             return
         command = {"argv": argv, "cwd": str(self.target.root),
                    "env": {k: env[k] for k in ("CUDA_VISIBLE_DEVICES", "FORCE_TORCHRUN", "NPROC_PER_NODE",
                                                "RECORD_VRAM") if k in env}}
-        store.update(name, state="running", attempts=attempt, command=json.dumps(command), pid=child.pid,
-                     pgid=child.pid, runner_pid=os.getpid(), gpus=",".join(map(str, slot)) if slot else None,
+        store.update(name, state="running", attempts=attempt, command=json.dumps(command), pid=handle.pid,
+                     pgid=handle.pid, runner_pid=os.getpid(), gpus=",".join(map(str, slot)) if slot else None,
                      started=time.time(), ended=None)
         store.event(name, "started", command)
-        self.active[name] = _Active(row=store.get(name), child=child, watcher=watcher, gpus=slot,
+        self.active[name] = _Active(row=store.get(name), handle=handle, gpus=slot,
                                     micro=config.get("per_device_train_batch_size"),
                                     accumulation=config.get("gradient_accumulation_steps"), config=config)
         self.reporter.started(name, attempt, slot, note)
 
     def _launch(self, row: RunRow, slot: list[int] | None, output_dir: Path, config: dict[str, Any],
-                text: str) -> tuple[launch.Child, RunWatcher, list[str], dict[str, str], int, str]:
-        """Write lfgen_run.yaml, the log header and lfgen_env.json, then start the run through the guard."""
+                text: str) -> tuple[RunHandle, list[str], dict[str, str], int, str]:
+        """Write lfgen_run.yaml and lfgen_env.json, then start the run through the executor."""
         from lfgen.builder.render import render
 
         name = row.name
@@ -215,14 +218,13 @@ class Runner:
         argv = launch.train_argv(cli, Path(row.output_dir) / RUN_CONFIG)
         env = launch.train_env(dict(os.environ), slot)
         attempt = row.attempts + 1
-        with (output_dir / CONSOLE_LOG).open("a", encoding="utf-8") as log:
-            log.write(f"\n===== lfgen: attempt {attempt} of run {name}: {shlex.join(argv)}"
-                      f"{' (' + note + ')' if note else ''} =====\n")
+        banner = (f"\n===== lfgen: attempt {attempt} of run {name}: {shlex.join(argv)}"
+                  f"{' (' + note + ')' if note else ''} =====\n")
         self._record_environment(output_dir, name, attempt, slot)
-        watcher = RunWatcher(output_dir, output_dir / CONSOLE_LOG)
-        watcher.skip_existing()  # a resumed run appends to the same files
-        child = launch.spawn_guarded(argv, cwd=self.target.root, env=env, log_path=output_dir / CONSOLE_LOG)
-        return child, watcher, argv, env, attempt, note
+        handle = self.executor.start(RunSpec(
+            experiment=self.target.name, name=name, attempt=attempt, cwd=self.target.root, output_dir=output_dir,
+            config=config, header=header, banner=banner, env=env, argv=argv, fresh=_fresh(row), gpus=slot))
+        return handle, argv, env, attempt, note
 
     def _record_environment(self, output_dir: Path, name: str, attempt: int, slot: list[int] | None) -> None:
         from lfgen.catalogs.llamafactory import find_python
@@ -244,21 +246,23 @@ class Runner:
     def _check(self, name: str, queue: deque) -> bool:
         """Poll one active run; True when it has ended (its slot is free)."""
         active = self.active[name]
-        progress = active.watcher.poll()
+        handle = active.handle
+        progress = handle.poll()
         self.reporter.progress(name, progress)
-        rc = active.child.proc.poll()
+        rc = handle.returncode()
         log = self._log(active.row)
+        if handle.placed and not active.placed:  # a remote run: the node and path its files stay at
+            active.placed = True
+            self.store.event(name, "placed", handle.placed)
         if progress.nan and rc is None:
-            launch.stop_group(active.child.pid)
-            active.child.proc.wait()
-            active.child.tail()
+            handle.stop()
             self._finish_failed(active.row, "nan", failures.with_log(
                 f"the loss went NaN ({progress.nan}); stopped at once. {NAN_ADVICE}", log))
             return True
         if rc is None:
             return False
-        active.watcher.poll()
-        active.child.tail()  # read the guard's pipe and close it
+        handle.poll()
+        handle.tail()  # read the guard's pipe and close it
         if progress.nan:
             self._finish_failed(active.row, "nan", failures.with_log(f"the loss went NaN ({progress.nan}). {NAN_ADVICE}",
                                                                      log))
@@ -270,7 +274,7 @@ class Runner:
                 self.after_done(self.store, self.store.get(name), active.gpus)
         else:
             # The guard's in-memory tail first: it holds this attempt's lines even when the log could not.
-            reason, detail = classify_failure(active.child.tail() or failures.log_tail(active.child.log_path))
+            reason, detail = classify_failure(handle.tail() or failures.log_tail(handle.log_path))
             if reason == "oom":
                 self._oom(active, detail, queue)
             else:
@@ -365,9 +369,7 @@ class Runner:
         except KeyboardInterrupt as stop:
             how = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
             for name, active in list(self.active.items()):
-                launch.stop_group(active.child.pid)  # the guard stops the run's whole tree
-                active.child.proc.wait()
-                active.child.tail()
+                active.handle.stop()  # the guard stops the run's whole tree, wherever it is
                 self.store.update(name, state="interrupted", reason="interrupted", pid=None, pgid=None,
                                   detail=f"stopped with {how}", ended=time.time())
                 self.store.event(name, "interrupted", how)
@@ -385,6 +387,11 @@ class Runner:
             {"done": result.done, "failed": result.failed, "interrupted": result.interrupted}.get(
                 row.state, result.skipped).append(row.name)
         return result
+
+
+def _fresh(row: RunRow) -> bool:
+    """The run starts afresh (a new run, a rerun, an OOM retry); otherwise it resumes from a checkpoint."""
+    return row.reason in ("fresh", "oom-retry") or row.state == "pending"
 
 
 class _ConfigProblem(Exception):

@@ -22,12 +22,9 @@ def gpu_slots(gpus: list[int] | None, per_run: int) -> list[list[int] | None]:
 
 
 def wait_any(actives: Any, timeout: float) -> None:
-    """Sleep up to *timeout*, waking early when the first child exits (so the end of a run costs no poll)."""
+    """Sleep up to *timeout*, waking early when the first run ends (so the end of a run costs no poll)."""
     actives = list(actives)
     if len(actives) == 1:
-        try:
-            actives[0].child.proc.wait(timeout=timeout)
-        except Exception:  # noqa: BLE001 - TimeoutExpired: the run goes on
-            pass
+        actives[0].handle.wait(timeout)
         return
     time.sleep(timeout)

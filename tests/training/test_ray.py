@@ -1,0 +1,245 @@
+"""lfgen run --ray: the pure parts, bad input, and a REAL Ray cluster on loopback.
+
+The cluster fixture runs `ray start --head` on 127.0.0.1 (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, see
+../shared/research/ray-optuna.md §1.1) with its own --temp-dir, and stops exactly the processes that
+belong to it, by pid, even when a test fails (never `ray stop`, which would stop every cluster here).
+The stand-in llamafactory-cli (fake_llamafactory_cli.py) gives the faults a CPU cannot (OOM, NaN) and
+timing-controlled runs; the real-training test trains the tiny model through Ray tasks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from lfgen.errors import InputError
+from lfgen.training.ray_executor import capacity, host_port, parse_address, run_gpus
+
+from .test_faults import Recorder, calls, experiment, modes, project, rows  # noqa: F401 - fixtures
+
+RAY_BIN = Path(sys.executable).parent / "ray"
+
+
+# --- pure -----------------------------------------------------------------------------------------
+
+def test_address_auto_uses_ray_address_else_a_local_instance():
+    assert parse_address("auto", {}) is None
+    assert parse_address(None, {"RAY_ADDRESS": "10.0.0.1:6379"}) == "10.0.0.1:6379"
+    assert parse_address("auto", {"RAY_ADDRESS": "auto"}) is None
+    assert parse_address("10.0.0.2:6380", {"RAY_ADDRESS": "x:1"}) == "10.0.0.2:6380"
+    assert host_port("ray://head:10001") == ("head", 10001)
+    assert host_port("head") == ("head", 6379)
+    with pytest.raises(InputError, match="not a Ray address"):
+        host_port("head:port")
+
+
+def test_capacity_and_gpus_per_run():
+    nodes = [{"CPU": 2.0}, {"CPU": 8.0, "GPU": 4.0}]
+    assert run_gpus([{"CPU": 2.0}], 1) == 0  # a CPU-only cluster: num_gpus=0
+    assert run_gpus(nodes, 2) == 2
+    assert capacity(nodes, 1.0, 0) == 10 and capacity(nodes, 2.0, 2) == 2 and capacity(nodes, 4.0, 0) == 2
+    with pytest.raises(InputError, match="no node of the Ray cluster has more than 4"):
+        run_gpus(nodes, 8)
+    with pytest.raises(InputError, match="the Ray cluster has no GPU"):
+        run_gpus([{"CPU": 2.0}], 2)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("address, message", [
+    (f"127.0.0.1:{_closed_port()}", "Error: --ray: no Ray cluster at 127.0.0.1:"),
+    ("127.0.0.1:port", "Error: --ray: '127.0.0.1:port' is not a Ray address"),
+])
+def test_a_bad_address_is_one_clean_error(project, runner, cli, address, message):  # noqa: F811
+    experiment(runs=("8",))
+    result = runner.invoke(cli, ["run", "exp", "--ray", address])
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines() == [result.output.strip()] and result.output.startswith(message)
+    assert calls(project) == []
+
+
+def test_gpus_is_refused_with_ray():
+    from lfgen.training.ray_executor import RayExecutor
+
+    executor = RayExecutor.__new__(RayExecutor)  # the slot plan needs no cluster
+    executor.parallel = 2
+    assert executor.slots(None, 1) == [None, None]
+    with pytest.raises(InputError, match="--gpus: not with --ray"):
+        executor.slots([0, 1], 1)
+
+
+# --- a real loopback cluster ----------------------------------------------------------------------
+
+def _free_port() -> int:
+    return _closed_port()
+
+
+def _pids_of(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def _stop_pids(pids: list[int]) -> None:
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+            for pid in pids:
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A Ray head on 127.0.0.1 with 2 CPUs; yields (address, workers' folder); its processes stopped by pid."""
+    if not RAY_BIN.exists():
+        pytest.skip("ray is not installed (pip install -e '.[ray]'); CI installs it")
+    temp = tempfile.mkdtemp(prefix="lfr", dir="/tmp")  # short: Ray's socket paths have a length limit
+    workers = tmp_path_factory.mktemp("ray-workers")
+    port = _free_port()
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "LFGEN_RAY_WORKDIR": str(workers),
+           "HF_HUB_OFFLINE": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    start = subprocess.run([str(RAY_BIN), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+                            "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats",
+                            f"--temp-dir={temp}"], env=env, capture_output=True, text=True, timeout=120)
+    try:
+        assert start.returncode == 0, start.stderr
+        yield f"127.0.0.1:{port}", workers
+    finally:
+        _stop_pids(_pids_of(temp))
+
+
+@pytest.fixture
+def on_cluster(cluster, monkeypatch):
+    address, workers = cluster
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    monkeypatch.setenv("LFGEN_RAY_ENV", "PATH,FAKE_LF_MODES,FAKE_LF_RECORD")
+    return address, workers
+
+
+def _ray_run(address, name="exp", **kwargs):
+    from lfgen.training.ray_executor import RayExecutor
+    from lfgen.training.runner import Runner
+    from lfgen.training.target import resolve
+
+    executor = RayExecutor(address)
+    recorder = Recorder()
+    try:
+        return Runner(resolve(name), recorder, executor=executor, **kwargs).run(), recorder
+    finally:
+        executor.close()
+
+
+@pytest.mark.slow
+def test_oom_retry_and_nan_stop_through_ray_tasks(project, on_cluster, monkeypatch):  # noqa: F811
+    address, workers = on_cluster
+    experiment(runs=("8", "16"), micro_batch=4)
+    modes(monkeypatch, rank_8="oom-above:2", rank_16="nan-at:3")
+    summary, recorder = _ray_run(address)
+    assert summary.done == ["rank-8"] and summary.failed == ["rank-16"]
+    state = rows()
+    assert state["rank-8"].oom_retries == 1 and state["rank-16"].reason == "nan"
+    tried = [(c["micro"], c["accum"]) for c in calls(project) if "rank-8" in c["argv"][2] and "finished" not in c]
+    assert tried[0][0] == 4 and tried[-1][0] == 2 and tried[-1][1] == 2 * tried[0][1]  # effective batch kept
+    assert all(str(workers) in c["argv"][2] for c in calls(project) if "argv" in c)  # trained on the worker
+    home = project / "outputs/exp/rank-8"
+    assert (home / "all_results.json").is_file() and (home / "lfgen_train.log").is_file()  # came home
+
+
+@pytest.mark.slow
+def test_ctrl_c_of_the_driver_cancels_the_task_and_stops_its_process(project, on_cluster, monkeypatch):  # noqa: F811
+    address, _ = on_cluster
+    experiment(runs=("8",))
+    modes(monkeypatch, rank_8="slow:0.2")
+    lfgen = subprocess.Popen([sys.executable, "-m", "lfgen", "run", "exp", "--ray", address, "--quiet"], cwd=project,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    try:
+        deadline = time.monotonic() + 60
+        while not calls(project) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        child = calls(project)[0]["pid"]
+        time.sleep(1.0)
+        lfgen.send_signal(signal.SIGINT)
+        _, err = lfgen.communicate(timeout=60)
+    finally:
+        if lfgen.poll() is None:
+            lfgen.kill()
+    assert lfgen.returncode == 130, err
+    assert "Traceback" not in err
+    assert not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]
+    assert (rows()["rank-8"].state, rows()["rank-8"].detail) == ("interrupted", "stopped with Ctrl-C")
+    assert "attempt 1 of run rank-8" in (project / "outputs/exp/rank-8/lfgen_train.log").read_text()
+
+
+@pytest.mark.slow
+def test_two_runs_train_for_real_at_once_and_compare_reads_the_copies(on_cluster, tmp_path, monkeypatch):
+    from lfgen.tiny import CPU_SETTINGS, make_dataset, make_model
+
+    address, workers = on_cluster
+    monkeypatch.chdir(tmp_path)
+    make_model(tmp_path / "tiny-model")
+    make_dataset(tmp_path / "data")
+    sets = [arg for key, value in CPU_SETTINGS.items() for arg in ("--set", f"{key}={value}")]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "LFGEN_RAY_ENV": ""}
+
+    def lfgen(*args):
+        return subprocess.run([sys.executable, "-m", "lfgen", *args], cwd=tmp_path, capture_output=True, text=True,
+                              env=env, timeout=600)
+
+    sweep = lfgen("sweep", "rank", "4", "8", "--base", "lightweight", "--model", "./tiny-model", "--template",
+                  "qwen", "--dataset", "tiny_alpaca", "--dataset-dir", "data", "--precision", "fp32",
+                  "--name", "tiny", *sets)
+    assert sweep.returncode == 0, sweep.stderr
+    started = time.perf_counter()
+    result = lfgen("run", "tiny", "--ray", address, "--quiet")
+    print(f"\nlfgen run --ray of 2 tiny runs on 2 CPUs: {time.perf_counter() - started:.1f} s wall")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "tiny: 2 done, 0 failed" in result.stderr
+    for run in ("rank-4", "rank-8"):
+        home, remote = tmp_path / "outputs/tiny" / run, workers / "tiny" / run
+        assert (remote / "adapter_model.safetensors").is_file()  # the adapter stays on the worker
+        assert not (home / "adapter_model.safetensors").exists()
+        for name in ("trainer_log.jsonl", "trainer_state.json", "all_results.json", "lfgen_run.yaml",
+                     "lfgen_train.log"):
+            assert (home / name).is_file(), f"{run}: {name} did not come home"
+    store_rows = json.loads(lfgen("status", "tiny", "--json").stdout)
+    assert [(r["run"], r["state"], r["step"]) for r in store_rows] == [("rank-4", "done", 10), ("rank-8", "done", 10)]
+    compare = lfgen("compare", "tiny")
+    assert compare.returncode == 0 and "rank-4" in compare.stdout and "rank-8" in compare.stdout, compare.stderr
+    from lfgen.training.state import Store
+
+    store = Store(tmp_path / "experiments/tiny/state.sqlite")
+    try:
+        placed = [json.loads(message) for _, _, kind, message in store.events("rank-4") if kind == "placed"]
+        starts = sorted((r.started, r.ended) for r in store.runs())
+    finally:
+        store.close()
+    assert placed and placed[0]["node"] == "127.0.0.1" and placed[0]["path"] == str(workers / "tiny/rank-4")
+    assert starts[1][0] < starts[0][1]  # the two runs overlapped in time
