@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from lfgen.results.diagnosis import HEALTHY
+from lfgen.results.scoring import examples
 from lfgen.results.environment import setup
 from lfgen.results.table import Comparison, collect, frame
 
 TEMPLATE = "report.html.j2"
+ANSWERS_SHOWN = 3  # per run: enough to see garbage or repetition, few enough to read
 PLOT_MAX_RUNS = 40  # per experiment figure; beyond that the lines are unreadable anyway
 _CODE = re.compile(r"`([^`]+)`")
 _NOT_SHOWN = ("path",)
@@ -77,7 +79,9 @@ def _experiment(comparison: Comparison, summary: dict[str, Any], members: list[i
         findings = [f for f in comparison.findings[i] if f.kind != HEALTHY]
         runs.append({"name": comparison.names[i], "state": comparison.runs[i].state,
                      "healthy": any(f.kind == HEALTHY for f in comparison.findings[i]),
-                     "findings": [f.to_dict() for f in findings], "notes": comparison.runs[i].notes})
+                     "findings": [f.to_dict() for f in findings], "notes": comparison.runs[i].notes,
+                     # seed 003's qualitative check: a few generated answers beside the reference (lfgen eval)
+                     "answers": examples(comparison.runs[i].path, limit=ANSWERS_SHOWN)})
     return {"name": name, "best_run": summary["best_run"], "best_by": summary["best_by"],
             "best_value": _format("", summary["best_value"]), "varied": ", ".join(summary["varied"]) or "-",
             "next_step": _segments(summary["next_step"]), "image": image,

@@ -118,3 +118,21 @@ def test_report_has_no_path_column_and_says_what_the_runs_trained_with(tmp_path:
 def test_report_without_environment_files_shows_model_and_dataset_only(tmp_path: Path) -> None:
     text = write_report(sweep(tmp_path / "exp"), tmp_path / "report.html").read_text(encoding="utf-8")
     assert set(dict(re.findall(r"<dt>(.*?)</dt><dd>(.*?)</dd>", text))) == {"model", "dataset"}
+
+
+def test_report_shows_a_few_generated_answers_beside_the_reference(tmp_path: Path) -> None:
+    """Seed 003's qualitative check: lfgen eval's generated_predictions.jsonl, first answers per run, escaped."""
+    import json
+
+    from lfgen.layout import EVAL_DIR, PREDICTIONS
+    from lfgen.results.report import ANSWERS_SHOWN
+
+    run_dir = write_run(tmp_path / "exp" / "r16", Curves(decay(N), logging_steps=10), config={"lora_rank": 16})
+    (run_dir / EVAL_DIR).mkdir()
+    lines = [{"prompt": f"<|im_start|>user\nq{i} <b>?<|im_end|>\n", "predict": "" if i == 1 else f"a{i}",
+              "label": f"ref{i}"} for i in range(ANSWERS_SHOWN + 2)]
+    (run_dir / EVAL_DIR / PREDICTIONS).write_text("".join(json.dumps(line) + "\n" for line in lines))
+    text = (write_report(tmp_path / "exp", tmp_path / "report.html")).read_text()
+    assert "<td>q0 &lt;b&gt;?</td><td>a0</td><td>ref0</td>" in text  # the user's turn, escaped
+    assert "<td>(empty)</td><td>ref1</td>" in text
+    assert f"ref{ANSWERS_SHOWN - 1}" in text and f"ref{ANSWERS_SHOWN}" not in text
