@@ -82,3 +82,26 @@ def test_eval_scores_ranks_and_resumes(tmp_path):
     again = lfgen(project, "eval", str(outputs / runs[0]), "--max-samples", "2", "--force", "--max-new-tokens", "4")
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"{runs[0]}: scored: 2 samples" in again.stderr
+
+
+def test_run_with_eval_scores_each_run_as_it_finishes(tmp_path):
+    """lfgen run --eval: the run trains, then LlamaFactory's predict scores it in the same slot; a later
+    lfgen eval finds it scored and leaves it alone."""
+    from lfgen.tiny import make_dataset, make_model
+
+    project = tmp_path
+    make_model(project / "tiny-model")
+    make_dataset(project / "data")
+    settings = {**SETTINGS, "max_steps": 10, "save_steps": 10, "eval_steps": 5}
+    sets = [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
+    assert lfgen(project, "sweep", "lr", "2e-4", "--base", "lightweight", "--model", "./tiny-model", "--template",
+                 "qwen", "--dataset", "tiny_alpaca", "--dataset-dir", "data", "--precision", "fp32", "--name", "one",
+                 *sets).returncode == 0
+    start = time.perf_counter()
+    done = lfgen(project, "run", "one", "--quiet", "--eval", "--max-new-tokens", "8")
+    print(f"\ntrain + eval 1 run: {time.perf_counter() - start:.1f} s")
+    assert done.returncode == 0, done.stderr[-3000:]
+    scores = json.loads((project / "outputs/one/lr-2e-4/eval/lfgen_scores.json").read_text())
+    assert scores["samples_scored"] == 4
+    again = lfgen(project, "eval", "experiments/one")
+    assert again.returncode == 0 and "lr-2e-4: already scored" in again.stderr, again.stderr
