@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from lfgen.errors import InputError
 from lfgen.layout import CONSOLE_LOG, MARKER, RECIPE_PREFIX, ROOT_PREFIX, RUN_CONFIG
-from lfgen.training import failures, launch, outputs, rundir
+from lfgen.training import failures, launch, outputs, pruning, rundir
 from lfgen.training.environment import write_manifest
 from lfgen.training.failures import NAN_ADVICE, OOM_ADVICE, classify_failure
 from lfgen.training.signals import Terminated
@@ -60,13 +60,15 @@ class Summary:
     skipped: list[str] = field(default_factory=list)
     interrupted: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # done, but the results are gone (--retry-missing)
+    pruned: list[str] = field(default_factory=list)  # stopped early by lfgen tune's pruner
 
 
 class Runner:
     def __init__(self, target: Target, reporter: Reporter, *, gpus: list[int] | None = None, gpus_per_run: int = 1,
                  max_oom_retries: int = 3, fail_fast: bool = False, command: list[str] | None = None,
-                 force: bool = False, after_done: Any = None):
+                 force: bool = False, after_done: Any = None, on_progress: Any = None):
         self.target, self.reporter = target, reporter
+        self.on_progress = on_progress  # (name, progress) -> "prune" | None at each poll: lfgen tune's pruner
         # after_done(store, row, gpus): called when a run has trained, in its slot (lfgen run --eval evaluates
         # it there); it records its own outcome, so a failure in it never marks the training failed.
         self.after_done = after_done
@@ -255,6 +257,8 @@ class Runner:
             self._finish_failed(active.row, "nan", failures.with_log(
                 f"the loss went NaN ({progress.nan}); stopped at once. {NAN_ADVICE}", log))
             return True
+        if rc is None and self.on_progress is not None and self.on_progress(name, progress) == "prune":
+            return pruning.stop(self, active, progress)  # its process group stopped, recorded as pruned
         if rc is None:
             return False
         active.watcher.poll()
@@ -382,7 +386,7 @@ class Runner:
             if row.state == "done" and rundir.results_missing(self.target.root / row.output_dir):
                 result.missing.append(row.name)
                 continue
-            {"done": result.done, "failed": result.failed, "interrupted": result.interrupted}.get(
+            {"done": result.done, "failed": result.failed, "interrupted": result.interrupted, "pruned": result.pruned}.get(
                 row.state, result.skipped).append(row.name)
         return result
 

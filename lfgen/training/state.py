@@ -22,7 +22,8 @@ from typing import Any
 
 from lfgen.errors import InputError, StateError
 
-STATES = ("pending", "running", "done", "failed", "interrupted")  # a run's life, in order
+STATES = ("pending", "running", "done", "failed", "interrupted", "pruned")  # a run's life, in order
+# pruned: stopped early by lfgen tune's pruner (a trial whose eval loss was behind); never resumed
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -221,6 +222,9 @@ def current_state(row: RunRow | None) -> str:
     return row.state
 
 
+_HELD: dict[str, int] = {}  # the locks this process holds, by absolute path
+
+
 class Lock:
     """An flock on *path* (one runner per experiment, one run per output dir), naming the holder for the next one."""
 
@@ -229,6 +233,12 @@ class Lock:
         self.handle = None
 
     def __enter__(self) -> Lock:
+        key = os.path.abspath(self.path)
+        if key in _HELD:  # this process holds it already (lfgen tune, then its runner): nested, not refused
+            _HELD[key] += 1
+            self.nested = True
+            return self
+        self.nested = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Unbuffered: on a full disk the holder's line fails where it is written, never again at close.
         handle = open(self.path, "a+b", buffering=0)  # noqa: SIM115 - held for the lock's lifetime
@@ -248,9 +258,15 @@ class Lock:
         except OSError:
             pass
         self.handle = handle
+        _HELD[key] = 1
         return self
 
     def __exit__(self, *exc: object) -> None:
+        key = os.path.abspath(self.path)
+        if getattr(self, "nested", False):
+            _HELD[key] -= 1
+            return
+        _HELD.pop(key, None)
         if self.handle is not None:
             self.handle.close()
             self.handle = None
