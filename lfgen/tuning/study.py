@@ -60,7 +60,9 @@ def sampler(name: str, seed: int, grid_values: dict[str, list[Any]] | None) -> A
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=4)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.GridSampler(grid_values or {}, seed=seed)
+    # grid: every point is enqueued once (tuner), drawn in order. Optuna's GridSampler calls study.stop() when the
+    # grid runs out, which ask-and-tell refuses (RuntimeError outside optimize).
+    return optuna.samplers.RandomSampler(seed=seed)
 
 
 def pruner(name: str, min_resource: int) -> Any:

@@ -72,7 +72,7 @@ def eval_warnings(config: dict[str, Any], pruner: str) -> list[str]:
 
 def _settings(space: dict[str, Any], trials: int | None, sampler: str | None, pruner: str | None,
               metric: str | None, seed: int | None) -> dict[str, Any]:
-    settings = {"axis": "tune", "space": space, "trials": trials or 20, "sampler": sampler or "tpe",
+    settings = {"axis": "tune", "space": space, "trials": 20 if trials is None else trials, "sampler": sampler or "tpe",
                 "pruner": pruner or "asha", "metric": metric or "eval_loss", "seed": 0 if seed is None else seed}
     if settings["trials"] < 1:
         raise InputError(f"--trials: at least 1 (got {settings['trials']})")
@@ -93,12 +93,14 @@ def _refuse_changes(name: str, recorded: dict[str, Any], given: dict[str, Any]) 
 
 
 def tune(name: str, *, base: str | None = None, options: Any = None, space: str | None = None,
+         space_spec: dict[str, Any] | None = None,
          trials: int | None = None, sampler: str | None = None, pruner: str | None = None, metric: str | None = None,
          seed: int | None = None, timeout: str | None = None, gpus: list[int] | None = None, dry_run: bool = False,
          reporter: Any = None, say: Callable[[str], None] = lambda _: None, command: list[str] | None = None,
          experiments_dir: str = "experiments", outputs_dir: str = "outputs", runner_options: dict[str, Any] | None = None
          ) -> TuneResult:
-    """Start or resume the study of experiment *name* (see the module doc); returns its trials and best."""
+    """Start or resume the study of experiment *name* (see the module doc); returns its trials and best.
+    *space* is a space file (None: the seeds' default); *space_spec* a space already made (lfgen tune --staged)."""
     from lfgen.builder.options import BuildOptions
     from lfgen.experiments import manifest as manifests
     from lfgen.experiments.sweeps import check_name
@@ -117,14 +119,17 @@ def tune(name: str, *, base: str | None = None, options: Any = None, space: str 
         given = {"sampler": sampler, "pruner": pruner, "metric": metric, "seed": seed,
                  "space": spaces.load(space) if space else None}
         _refuse_changes(name, recorded, given)
-        settings = {**recorded, **({"trials": trials} if trials else {})}
+        if trials is not None and trials < 1:
+            raise InputError(f"--trials: at least 1 (got {trials})")
+        settings = {**recorded, **({"trials": trials} if trials is not None else {})}
     else:
         if base is None:
             raise InputError(f"{name}: no tune experiment in {experiments_dir}/; start one with lfgen tune {name} "
                              "--base PRESET|FILE")
         options = options or BuildOptions()
         where = space or spaces.DEFAULT
-        settings = _settings(spaces.load(space), trials, sampler, pruner, metric, seed)
+        loaded = dict(space_spec) if space_spec is not None else spaces.load(space)  # space_spec: --staged's
+        settings = _settings(loaded, trials, sampler, pruner, metric, seed)
         if settings["sampler"] == "grid":
             spaces.grid(settings["space"], where)
         spaces.check_builds(settings["space"], base, options, where)
@@ -190,7 +195,22 @@ class _Loop:
         self.grid = spaces.grid(space, str(self.folder / MANIFEST)) if self.settings["sampler"] == "grid" else None
         self.study = studies.open_study(self.folder, manifest.name, self.settings, self.grid,
                                         int(base_config.get("eval_steps") or 1))
+        if self.grid is not None:
+            self._enqueue_grid()
         self.sign = 1 if lower_is_better(self.settings["metric"]) else -1  # eval loss reported in the study's direction
+
+    def _enqueue_grid(self) -> None:
+        """--sampler grid: every combination once, in order (at most --trials of them)."""
+        import itertools
+
+        points = [dict(zip(self.grid, combo)) for combo in itertools.product(*self.grid.values())]
+        if len(points) < self.settings["trials"]:
+            self.say(f"the grid has {len(points)} point(s); the study ends with {len(points)} trial(s), not "
+                     f"{self.settings['trials']}")
+            self.settings["trials"] = len(points)
+        if not self.study.trials:
+            for point in points[:self.settings["trials"]]:
+                self.study.enqueue_trial(point)
 
     # --- the loop ----------------------------------------------------------------------------------
 
@@ -207,7 +227,8 @@ class _Loop:
                      f"{', '.join(studies.run_name(t.number) for t in killed)}; resuming them with the same parameters")
         pending = [optuna.trial.Trial(self.study, t._trial_id) for t in killed]
         while True:
-            room = self.settings["trials"] - len(self.study.trials)
+            room = self.settings["trials"] - len([t for t in self.study.trials  # enqueued grid points wait
+                                                  if t.state != optuna.trial.TrialState.WAITING])
             out_of_time = seconds is not None and time.monotonic() - started >= seconds
             if not pending and (room <= 0 or out_of_time):
                 if out_of_time and room > 0:
@@ -217,6 +238,7 @@ class _Loop:
             batch = pending or [self.study.ask() for _ in range(min(width, room))]
             pending = []
             self._train(batch)
+            self._stop_if_hopeless()
         return self._result()
 
     def _train(self, batch: list[Any]) -> None:
@@ -281,6 +303,19 @@ class _Loop:
                 else:
                     self.study.tell(trial, value)
             del self.trials[name]
+
+    def _stop_if_hopeless(self) -> None:
+        """Every trial so far failed for a reason no parameter changes (the config, the model, the Hub, the disk):
+        stop rather than spend the budget failing the same way."""
+        from lfgen.errors import RunError
+
+        rows = studies.trial_rows(self.study)
+        if not rows or any(row["state"] != "failed" for row in rows):
+            return
+        fixed = [row for row in rows if (row["why"] or "").split(":")[0] in ("config", "model", "hub", "disk")]
+        if len(fixed) == len(rows):
+            raise RunError(f"{rows[-1]['run']} failed ({rows[-1]['why']}), as every trial so far; the study stops "
+                           f"(fix the base, then lfgen tune {self.experiment.manifest.name} resumes it)")
 
     # --- the result --------------------------------------------------------------------------------
 

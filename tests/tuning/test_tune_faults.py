@@ -73,3 +73,19 @@ def test_resume_after_kill_9_ends_with_exactly_n_trials_and_reruns_no_finished_o
     rows = load_rows(project / "experiments/t")
     assert [row["state"] for row in rows] == ["complete"] * 4
     assert "Traceback" not in resumed.stderr
+
+
+def test_staged_runs_seed_000s_stages_each_from_the_last_best(project, monkeypatch):
+    """The stand-in here only for speed: 14 runs of orchestration (stage order, bases handed on); what a trial
+    is and how it trains is covered for real by tests/tuning/test_tune_e2e.py."""
+    from lfgen.tuning.staged import tune_staged
+
+    lines = tune_staged("fam", base="a800", options=_options(), reporter=Recorder())
+    assert [line.split(":")[0].strip() for line in lines[1::2]][:5] == \
+        ["fam-1-rank", "fam-2-alpha", "fam-3-dropout", "fam-4-target", "fam"]
+    import yaml
+
+    alpha = yaml.safe_load((project / "experiments/fam-2-alpha/experiment.yaml").read_text())
+    assert alpha["base"] == str((project / "experiments/fam-1-rank/best.yaml").resolve())
+    assert (project / "experiments/fam/best.yaml").is_file()
+    assert len(yaml.safe_load((project / "experiments/fam/experiment.yaml").read_text())["runs"]) == 1
