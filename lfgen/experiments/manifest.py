@@ -23,10 +23,9 @@ from lfgen.builder.context import Build
 from lfgen.builder.options import BuildOptions
 from lfgen.builder.steps import build
 from lfgen.errors import InputError, StateError, describe_validation
-from lfgen.layout import MANIFEST, RUNS_DIR, experiment_lock
 from lfgen.experiments.sweeps import RunSpec, check_name
+from lfgen.layout import MANIFEST, RUNS_DIR, experiment_lock
 from lfgen.yamlio import describe_yaml_error, read_text, replace_dir
-
 
 
 class RunEntry(BaseModel):
@@ -220,7 +219,7 @@ def load(path: str | Path) -> Experiment:
     except OSError:
         text = read_text(manifest_path, "experiment manifest")  # its one InputError: cannot be read
     try:
-        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 - a safe loader
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         raise StateError(f"{manifest_path}: not valid YAML{describe_yaml_error(exc)}; {fix}") from None
     if not isinstance(data, dict):

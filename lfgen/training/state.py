@@ -222,19 +222,20 @@ def current_state(row: RunRow | None) -> str:
     return row.state
 
 
-_HELD: dict[str, int] = {}  # the locks this process holds, by absolute path
+_HELD: dict[str, int] = {}  # the shared locks this process holds (absolute path -> nesting depth)
 
 
 class Lock:
     """An flock on *path* (one runner per experiment, one run per output dir), naming the holder for the next one."""
 
-    def __init__(self, path: Path, what: str, holder: str = "", verb: str = "run"):
+    def __init__(self, path: Path, what: str, holder: str = "", verb: str = "run", share: bool = False):
         self.path, self.what, self.holder, self.verb = path, what, holder, verb
+        self.share = share  # lfgen tune: its own runner (in this process) may take the lock again, nested
         self.handle = None
 
     def __enter__(self) -> Lock:
         key = os.path.abspath(self.path)
-        if key in _HELD:  # this process holds it already (lfgen tune, then its runner): nested, not refused
+        if key in _HELD:  # lfgen tune holds it with share=True, and its runner takes it: nested, not refused
             _HELD[key] += 1
             self.nested = True
             return self
@@ -258,7 +259,8 @@ class Lock:
         except OSError:
             pass
         self.handle = handle
-        _HELD[key] = 1
+        if self.share:
+            _HELD[key] = 1
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -266,7 +268,8 @@ class Lock:
         if getattr(self, "nested", False):
             _HELD[key] -= 1
             return
-        _HELD.pop(key, None)
+        if self.share:
+            _HELD.pop(key, None)
         if self.handle is not None:
             self.handle.close()
             self.handle = None

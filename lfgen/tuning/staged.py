@@ -42,7 +42,7 @@ def tune_staged(name: str, *, base: str | None, options: Any, space: str | None 
     folders = [Path(experiments_dir) / f"{name}-{i}-{axis}" for i, (axis, _) in enumerate(plan, start=1)]
     if base is None and not (folders[0] / MANIFEST).is_file():
         raise InputError(f"{name}: no staged tuning yet; start it with lfgen tune {name} --staged --base PRESET|FILE")
-    lines = [f"Seed 000's order (R-EXP-ORDER), one axis per stage, each from the last's best:"]
+    lines = ["Seed 000's order (R-EXP-ORDER), one axis per stage, each from the last's best:"]
     current = base
     for folder, (axis, stage_space) in zip(folders, plan):
         (key, spec), = stage_space.items()

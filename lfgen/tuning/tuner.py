@@ -150,7 +150,7 @@ def tune(name: str, *, base: str | None = None, options: Any = None, space: str 
 def manifests_lock(folder: Path) -> Any:
     from lfgen.training.state import Lock
 
-    return Lock(experiment_lock(folder), f"experiment {folder}", holder="lfgen tune")
+    return Lock(experiment_lock(folder), f"experiment {folder}", holder="lfgen tune", share=True)
 
 
 def _plan_lines(name: str, base: str, options: Any, settings: dict[str, Any], gpus: list[int] | None) -> list[str]:
@@ -277,8 +277,8 @@ class _Loop:
     def _tell_finished(self) -> None:
         """Tell the study how each trial's run ended; a run not ended (Ctrl-C) stays for the next resume."""
         from lfgen.experiments.finished import _metric
-        from lfgen.training.state import read_rows
         from lfgen.layout import STATE
+        from lfgen.training.state import read_rows
 
         optuna = studies.optuna_module()
         states = optuna.trial.TrialState
