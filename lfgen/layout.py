@@ -13,6 +13,8 @@ from typing import Any
 # --- an experiment folder (lfgen sweep) ---------------------------------------------------------
 MANIFEST = "experiment.yaml"
 RUNS_DIR = "runs"
+STUDY = "study.db"  # lfgen tune's Optuna study (SQLite), beside the run state
+BEST_CONFIG = "best.yaml"  # lfgen tune: the best trial's full config
 STATE = "state.sqlite"  # the runner's SQLite state; the experiment's lock is beside the folder (experiment_lock)
 SINGLE_STATE_DIR = ".lfgen"  # beside a lone config: .lfgen/<config stem>.sqlite
 

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from lfgen import __version__
-from lfgen.cli import config, data, demo, evaluation, experiments, inference, results
+from lfgen.cli import config, data, demo, evaluation, experiments, inference, results, tuning
 from lfgen.cli.output import CONTEXT
 
 
@@ -53,7 +53,7 @@ def cli() -> None:
     """
 
 
-for _module in (config, data, experiments, evaluation, inference, results, demo):
+for _module in (config, data, experiments, tuning, evaluation, inference, results, demo):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

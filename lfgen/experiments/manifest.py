@@ -23,10 +23,9 @@ from lfgen.builder.context import Build
 from lfgen.builder.options import BuildOptions
 from lfgen.builder.steps import build
 from lfgen.errors import InputError, StateError, describe_validation
-from lfgen.layout import MANIFEST, RUNS_DIR, experiment_lock
 from lfgen.experiments.sweeps import RunSpec, check_name
+from lfgen.layout import MANIFEST, RUNS_DIR, experiment_lock
 from lfgen.yamlio import describe_yaml_error, read_text, replace_dir
-
 
 
 class RunEntry(BaseModel):
@@ -104,7 +103,7 @@ def _run_estimate(result: Build) -> dict[str, Any] | None:
 
 def write(name: str, base: str, options: BuildOptions, runs: list[RunSpec], sweep: dict[str, Any], *,
           experiments_dir: str = "experiments", outputs_dir: str = "outputs", force: bool = False,
-          base_from: dict[str, Any] | None = None, prune: bool = True,
+          base_from: dict[str, Any] | None = None, prune: bool = True, allow_empty: bool = False,
           extra_files: Callable[[Build, list[tuple[RunSpec, Build]]], dict[str, str]] | None = None) -> Experiment:
     """Write ``<experiments_dir>/<name>/``: the manifest and ``runs/<run>.yaml`` for every run.
 
@@ -118,6 +117,8 @@ def write(name: str, base: str, options: BuildOptions, runs: list[RunSpec], swee
     target = Path(experiments_dir) / check_name(name)
     _refuse_existing(target, force)
     files, manifest = _contents(target, name, base, options, runs, sweep, outputs_dir, base_from, prune, extra_files)
+    if not manifest.runs and not allow_empty:
+        raise InputError(f"no run of {name} fits: {manifest.dropped[0]['reason']}; use --no-prune to write them anyway")
     # The lock lives beside the folder, so the replace below never removes it; taken only once everything
     # is built, so bad input writes nothing.
     with Lock(experiment_lock(target), f"experiment {target}", holder="lfgen sweep"):
@@ -155,17 +156,52 @@ def _contents(target: Path, name: str, base: str, options: BuildOptions, runs: l
         entries.append(RunEntry(name=run.name, overrides=run.options,
                                 varies={k: result.config.get(k) for k in varying},
                                 config=rel, output_dir=result.config["output_dir"], estimate=estimate))
-    if not entries:
-        raise InputError(f"no run of {name} fits: {dropped[0]['reason']}; use --no-prune to write them anyway")
     manifest = Manifest(name=name, lfgen=__version__, created=_dt.datetime.now().isoformat(timespec="seconds"),
                         base=base, base_from=base_from, options=options.model_dump(exclude_defaults=True),
                         sweep=sweep, runs=entries, dropped=dropped,
                         root=os.path.relpath(Path.cwd(), target.resolve()))
-    files[MANIFEST] = yaml.dump(json.loads(manifest.model_dump_json()), Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper),
-                                sort_keys=False, allow_unicode=True)
+    files[MANIFEST] = _dump_manifest(manifest)
     if extra_files is not None:
         files.update(extra_files(base_build, built))
     return files, manifest
+
+
+def add_runs(experiment: Experiment, runs: list[RunSpec], outputs_dir: str = "outputs") -> Experiment:
+    """Build *runs* on the experiment's base and options and add them (lfgen tune's trials, one at a time):
+    each ``runs/<run>.yaml`` is written first, then the manifest, atomically; the folder's other files (the
+    run state, the study) stay. Call it from the project root (the base and outputs resolve from there), holding
+    the experiment's lock."""
+    from lfgen.builder.render import render_build
+    from lfgen.yamlio import write_atomic
+
+    manifest = experiment.manifest
+    options = BuildOptions.parse(**manifest.options)
+    _, built = plan_runs(manifest.name, manifest.base, options, runs, outputs_dir)
+    entries = list(manifest.runs)
+    for run, result in built:
+        rel = f"{RUNS_DIR}/{run.name}.yaml"
+        write_atomic(experiment.path / rel, render_build(result, folder=experiment.path.resolve() / RUNS_DIR))
+        entries = [e for e in entries if e.name != run.name]
+        entries.append(RunEntry(name=run.name, overrides=run.options, varies=_varies(run, result.config), config=rel,
+                                output_dir=result.config["output_dir"], estimate=_run_estimate(result)))
+    manifest = manifest.model_copy(update={"runs": entries})
+    write_atomic(experiment.path / MANIFEST, _dump_manifest(manifest))
+    return Experiment(path=experiment.path, manifest=manifest)
+
+
+def _varies(run: RunSpec, config: dict[str, Any]) -> dict[str, Any]:
+    """The LlamaFactory keys a run's overrides set (alpha moves with rank), with their built values."""
+    from lfgen.builder.option_table import OPTION_KEYS
+
+    keys = [OPTION_KEYS.get(k, k) for k in run.options if k != "set"] + list(run.options.get("set", {}))
+    if "rank" in run.options and "lora_alpha" not in keys:
+        keys.append("lora_alpha")
+    return {key: config.get(key) for key in keys}
+
+
+def _dump_manifest(manifest: Manifest) -> str:
+    return yaml.dump(json.loads(manifest.model_dump_json()), Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper),
+                     sort_keys=False, allow_unicode=True)
 
 
 def load(path: str | Path) -> Experiment:
@@ -183,7 +219,7 @@ def load(path: str | Path) -> Experiment:
     except OSError:
         text = read_text(manifest_path, "experiment manifest")  # its one InputError: cannot be read
     try:
-        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 - a safe loader
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         raise StateError(f"{manifest_path}: not valid YAML{describe_yaml_error(exc)}; {fix}") from None
     if not isinstance(data, dict):

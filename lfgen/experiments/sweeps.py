@@ -164,15 +164,21 @@ def _unique(runs: list[RunSpec]) -> list[RunSpec]:
 
 def load_space(path: str) -> dict[str, dict[str, Any]]:
     """A space file: ``key: {low, high, log?, type?}`` or ``key: {choices: [...]}`` per LlamaFactory key."""
-    from lfgen.catalogs.llamafactory import snapshot
     from lfgen.yamlio import load_config
 
-    space = load_config(path)
+    return check_space(load_config(path), path)
+
+
+def check_space(space: dict[str, Any], path: str, extra: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+    """Check a space (see ``load_space``) read from *path*; keys in *extra* need not be LlamaFactory keys."""
+    from lfgen.catalogs.llamafactory import snapshot
+
     if not space:
         raise InputError(f"{path}: the space is empty; give at least one key, e.g. learning_rate: "
                          "{low: 1.0e-4, high: 5.0e-4, log: true}")
     for key, spec in space.items():
-        snapshot().check_key(key, option=f"{path}")
+        if key not in extra:
+            snapshot().check_key(key, option=f"{path}")
         where = f"{path}: {key}"
         if not isinstance(spec, dict):
             raise InputError(f"{where}: must be {{low, high}} or {{choices: [...]}} (got {spec!r})")

@@ -20,12 +20,12 @@ from typing import Any, Protocol
 
 from lfgen.errors import InputError
 from lfgen.layout import CONSOLE_LOG, MARKER, RECIPE_PREFIX, ROOT_PREFIX, RUN_CONFIG
-from lfgen.training import failures, launch, outputs, rundir
+from lfgen.training import failures, launch, outputs, pruning, rundir
 from lfgen.training.environment import write_manifest
 from lfgen.training.executor import Executor, LocalExecutor, RunHandle, RunSpec
 from lfgen.training.failures import NAN_ADVICE, OOM_ADVICE, classify_failure
 from lfgen.training.signals import Terminated
-from lfgen.training.slots import wait_any
+from lfgen.training.slots import dry_run_lines, wait_any
 from lfgen.training.state import Lock, RunRow, Store
 from lfgen.training.target import Target
 from lfgen.training.watch import Progress
@@ -61,13 +61,16 @@ class Summary:
     skipped: list[str] = field(default_factory=list)
     interrupted: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # done, but the results are gone (--retry-missing)
+    pruned: list[str] = field(default_factory=list)  # stopped early by lfgen tune's pruner
 
 
 class Runner:
     def __init__(self, target: Target, reporter: Reporter, *, gpus: list[int] | None = None, gpus_per_run: int = 1,
                  max_oom_retries: int = 3, fail_fast: bool = False, command: list[str] | None = None,
-                 force: bool = False, after_done: Any = None, executor: Executor | None = None):
+                 force: bool = False, after_done: Any = None, executor: Executor | None = None,
+                 on_progress: Any = None):
         self.target, self.reporter = target, reporter
+        self.on_progress = on_progress  # (name, progress) -> "prune" | None at each poll: lfgen tune's pruner
         # after_done(store, row, gpus): called when a run has trained, in its slot (lfgen run --eval evaluates
         # it there); it records its own outcome, so a failure in it never marks the training failed.
         self.after_done = after_done
@@ -259,6 +262,8 @@ class Runner:
             self._finish_failed(active.row, "nan", failures.with_log(
                 f"the loss went NaN ({progress.nan}); stopped at once. {NAN_ADVICE}", log))
             return True
+        if rc is None and self.on_progress is not None and self.on_progress(name, progress) == "prune":
+            return pruning.stop(self, active, progress)  # its process group stopped, recorded as pruned
         if rc is None:
             return False
         handle.poll()
@@ -305,21 +310,6 @@ class Runner:
 
     # --- the loop -----------------------------------------------------------------------------------
 
-    def dry_run_lines(self, queue: list[str]) -> list[str]:
-        cli = launch.find_cli()
-        lines = [f"{self.target.name}: {len(queue)} run(s) to start in {self.target.root}, "
-                 f"{len(self.slots)} at a time"]
-        for index, name in enumerate(queue):
-            row = self.store.get(name)
-            slot = self.slots[index % len(self.slots)]
-            env = launch.train_env({}, slot)
-            where = f"GPUs {','.join(map(str, slot))}" if slot else "default devices (CPU when there is no GPU)"
-            lines.append(f"  {name} [{row.state}{', ' + row.reason if row.reason else ''}] on {where}")
-            lines.append(f"    {' '.join(f'{k}={v}' for k, v in sorted(env.items()) if k != 'TOKENIZERS_PARALLELISM')} "
-                         f"{shlex.join(launch.train_argv(cli, Path(row.output_dir) / RUN_CONFIG))}")
-            lines.append(f"    config {row.config} -> {row.output_dir}/{RUN_CONFIG}; log {row.output_dir}/{CONSOLE_LOG}")
-        return lines
-
     def run(self, *, retry_failed: bool = False, rerun: list[str] | None = None, dry_run: bool = False,
             retry_missing: bool = False) -> Summary:
         with Lock(self.target.lock_path, f"experiment {self.target.name}", holder="lfgen run"):
@@ -331,7 +321,7 @@ class Runner:
                 self._recover(self.store)
                 queue = deque(self._queue(self.store, retry_failed, list(rerun or []), retry_missing))
                 if dry_run:
-                    self.reporter.plan(self.dry_run_lines(list(queue)))
+                    self.reporter.plan(dry_run_lines(self.target, self.store, self.slots, list(queue)))
                     return Summary()
                 if queue:
                     launch.find_cli()  # fail before anything is marked running
@@ -384,7 +374,7 @@ class Runner:
             if row.state == "done" and rundir.results_missing(self.target.root / row.output_dir):
                 result.missing.append(row.name)
                 continue
-            {"done": result.done, "failed": result.failed, "interrupted": result.interrupted}.get(
+            {"done": result.done, "failed": result.failed, "interrupted": result.interrupted, "pruned": result.pruned}.get(
                 row.state, result.skipped).append(row.name)
         return result
 

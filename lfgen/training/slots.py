@@ -1,11 +1,16 @@
-"""How runs share the GPUs: the slots --gpus and --gpus-per-run make, and waiting on the running children."""
+"""How runs share the GPUs: the slots --gpus and --gpus-per-run make, waiting on the running children, and
+the --dry-run plan of which run goes where."""
 
 from __future__ import annotations
 
+import shlex
 import time
+from pathlib import Path
 from typing import Any
 
 from lfgen.errors import InputError
+from lfgen.layout import CONSOLE_LOG, RUN_CONFIG
+from lfgen.training import launch
 
 
 def gpu_slots(gpus: list[int] | None, per_run: int) -> list[list[int] | None]:
@@ -28,3 +33,20 @@ def wait_any(actives: Any, timeout: float) -> None:
         actives[0].handle.wait(timeout)
         return
     time.sleep(timeout)
+
+
+def dry_run_lines(target: Any, store: Any, slots: list[list[int] | None], queue: list[str]) -> list[str]:
+    """What lfgen run --dry-run prints: each queued run, its slot, environment and command."""
+    cli = launch.find_cli()
+    lines = [f"{target.name}: {len(queue)} run(s) to start in {target.root}, "
+             f"{len(slots)} at a time"]
+    for index, name in enumerate(queue):
+        row = store.get(name)
+        slot = slots[index % len(slots)]
+        env = launch.train_env({}, slot)
+        where = f"GPUs {','.join(map(str, slot))}" if slot else "default devices (CPU when there is no GPU)"
+        lines.append(f"  {name} [{row.state}{', ' + row.reason if row.reason else ''}] on {where}")
+        lines.append(f"    {' '.join(f'{k}={v}' for k, v in sorted(env.items()) if k != 'TOKENIZERS_PARALLELISM')} "
+                     f"{shlex.join(launch.train_argv(cli, Path(row.output_dir) / RUN_CONFIG))}")
+        lines.append(f"    config {row.config} -> {row.output_dir}/{RUN_CONFIG}; log {row.output_dir}/{CONSOLE_LOG}")
+    return lines

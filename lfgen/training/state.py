@@ -22,7 +22,8 @@ from typing import Any
 
 from lfgen.errors import InputError, StateError
 
-STATES = ("pending", "running", "done", "failed", "interrupted")  # a run's life, in order
+STATES = ("pending", "running", "done", "failed", "interrupted", "pruned")  # a run's life, in order
+# pruned: stopped early by lfgen tune's pruner (a trial whose eval loss was behind); never resumed
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -221,14 +222,24 @@ def current_state(row: RunRow | None) -> str:
     return row.state
 
 
+_HELD: dict[str, int] = {}  # the shared locks this process holds (absolute path -> nesting depth)
+
+
 class Lock:
     """An flock on *path* (one runner per experiment, one run per output dir), naming the holder for the next one."""
 
-    def __init__(self, path: Path, what: str, holder: str = "", verb: str = "run"):
+    def __init__(self, path: Path, what: str, holder: str = "", verb: str = "run", share: bool = False):
         self.path, self.what, self.holder, self.verb = path, what, holder, verb
+        self.share = share  # lfgen tune: its own runner (in this process) may take the lock again, nested
         self.handle = None
 
     def __enter__(self) -> Lock:
+        key = os.path.abspath(self.path)
+        if key in _HELD:  # lfgen tune holds it with share=True, and its runner takes it: nested, not refused
+            _HELD[key] += 1
+            self.nested = True
+            return self
+        self.nested = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Unbuffered: on a full disk the holder's line fails where it is written, never again at close.
         handle = open(self.path, "a+b", buffering=0)  # noqa: SIM115 - held for the lock's lifetime
@@ -248,9 +259,17 @@ class Lock:
         except OSError:
             pass
         self.handle = handle
+        if self.share:
+            _HELD[key] = 1
         return self
 
     def __exit__(self, *exc: object) -> None:
+        key = os.path.abspath(self.path)
+        if getattr(self, "nested", False):
+            _HELD[key] -= 1
+            return
+        if self.share:
+            _HELD.pop(key, None)
         if self.handle is not None:
             self.handle.close()
             self.handle = None

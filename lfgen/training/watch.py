@@ -71,6 +71,7 @@ class Progress:
     total: int = 0
     loss: float | None = None
     eval_loss: float | None = None
+    eval_step: int = 0  # the step of the last eval_loss line (the tuner's pruner reports it there)
     percentage: float = 0.0
     remaining: str = ""
     vram_gib: float | None = None
@@ -120,6 +121,7 @@ class RunWatcher:
                     p.nan = f"loss {p.loss} at step {p.step}"
             if "eval_loss" in record:
                 p.eval_loss = _number(record["eval_loss"], p.eval_loss)
+                p.eval_step = p.step
                 if _bad(p.eval_loss) and p.nan is None:
                     p.nan = f"eval_loss {p.eval_loss} at step {p.step}"
         for line in self._console.lines():

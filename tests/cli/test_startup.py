@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-HEAVY = ("torch", "transformers", "llamafactory", "pandas", "peft", "matplotlib", "tensorboard", "ray")
+HEAVY = ("torch", "transformers", "llamafactory", "pandas", "peft", "matplotlib", "tensorboard", "ray", "optuna")
 PROBE = """
 import json, sys
 from lfgen.cli import cli
@@ -25,7 +25,7 @@ print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in %r)), file=
 
 @pytest.mark.parametrize("args", [["--help"], ["presets"], ["preset", "a800", "--rank", "64"],
                                   ["explain", "a800", "--gpu", "4090"], ["validate", "--no-parser", "pyproject.toml"],
-                                  ["run", "--help"]])
+                                  ["run", "--help"], ["tune", "--help"], ["status", "--help"]])
 def test_commands_do_not_import_heavy_packages(args):
     proc = subprocess.run([sys.executable, "-c", PROBE % (HEAVY,), *args], capture_output=True, text=True, check=False)
     imported = json.loads(proc.stderr.strip().splitlines()[-1])

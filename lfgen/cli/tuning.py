@@ -1,0 +1,106 @@
+"""``lfgen tune``: Bayesian search with early stopping over runs of one experiment (Optuna, an extra)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from lfgen.cli.options import build_options, to_build_options
+from lfgen.cli.output import CONTEXT
+from lfgen.numbers import short
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("name")
+@click.option("--base", help="Preset name or config file the trials start from (a new study only).")
+@click.option("--space", type=click.Path(dir_okay=False),
+              help="Space file (as sweep random reads, plus alpha_ratio); default: the seeds' space.")
+@click.option("--trials", type=int, help="Trials the study ends with, in all (default 20; a resume may raise it).")
+@click.option("--sampler", type=click.Choice(["tpe", "random", "grid"]), help="How trials are proposed (default tpe).")
+@click.option("--pruner", type=click.Choice(["asha", "median", "none"]),
+              help="Early stopping on eval loss (default asha: successive halving).")
+@click.option("--metric", help="The objective (default eval_loss; losses lowest, scores highest).")
+@click.option("--gpus", help="GPUs to share out, one trial per GPU, e.g. 0,1,2,3 (default: one at a time).")
+@click.option("--seed", type=int, help="The sampler's seed (default 0).")
+@click.option("--timeout", metavar="DURATION", help="Ask no new trial after this long, e.g. 2h, 30m.")
+@click.option("--staged", is_flag=True, help="Seed 000's stages (rank, alpha, dropout, target), each from the "
+              "last's best, then a combined final run.")
+@click.option("--dry-run", is_flag=True, help="Check the space and show the plan; write and start nothing.")
+@click.option("--experiments-dir", default="experiments", show_default=True)
+@click.option("--outputs-dir", default="outputs", show_default=True, help="Trials train in OUTPUTS/<name>/<trial>.")
+@build_options
+def tune(name: str, base: str | None, space: str | None, trials: int | None, sampler: str | None, pruner: str | None,
+         metric: str | None, gpus: str | None, seed: int | None, timeout: str | None, staged: bool, dry_run: bool,
+         experiments_dir: str, outputs_dir: str, **kwargs: Any) -> None:
+    """Search for the best LoRA configuration: trials proposed by Optuna, bad ones stopped early.
+
+    Each trial is an ordinary run of experiment NAME (runs/trial-NNN.yaml, built like a sweep's
+    runs), trained by the runner (OOM retry, NaN stop, GPU slots); its eval loss is reported at
+    each eval step and the pruner stops a run that is behind. The study lives in
+    experiments/NAME/study.db; lfgen tune NAME again resumes it (after Ctrl-C or kill -9), and
+    --trials is the total it ends with. The best trial's config is written to
+    experiments/NAME/best.yaml. Needs Optuna: pip install 'lfgen[tune]'.
+
+    \b
+    Examples:
+      lfgen tune lora --base a800 --model ./qwen2-7b --gpu a800 --trials 30
+      lfgen tune lora --base configs/mine.yaml --space space.yaml --pruner median
+      lfgen tune lora                      # resume
+      lfgen tune lora --trials 40          # resume and go on to 40 trials
+      lfgen tune plan --base lightweight --staged
+      lfgen status lora && lfgen compare experiments/lora && lfgen report experiments/lora
+    """
+    from lfgen.cli.progress import PlainReporter
+    from lfgen.training import launch
+    from lfgen.training.signals import Terminated, sigterm_as_interrupt
+
+    options = to_build_options(kwargs)
+    gpu_list = launch.parse_gpus(gpus, launch.visible_gpus()) if gpus else None
+    common = dict(trials=trials, sampler=sampler, pruner=pruner, metric=metric, seed=seed, timeout=timeout,
+                  gpus=gpu_list, dry_run=dry_run, reporter=PlainReporter(), say=lambda text: click.echo(text, err=True),
+                  experiments_dir=experiments_dir, outputs_dir=outputs_dir)
+    try:
+        with sigterm_as_interrupt():
+            if staged:
+                from lfgen.tuning.staged import tune_staged
+
+                for line in tune_staged(name, base=base, options=options, space=space, **common):
+                    click.echo(line)
+                return
+            from lfgen.tuning.tuner import tune as run_tune
+
+            result = run_tune(name, base=base, options=options, space=space, **common)
+    except KeyboardInterrupt as stop:
+        how = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
+        click.echo(f"{how}: the running trials were stopped; lfgen tune {name} resumes the study", err=True)
+        sys.exit(stop.exit_code if isinstance(stop, Terminated) else 130)
+    if dry_run:
+        for line in result.lines:
+            click.echo(line)
+        return
+    echo_trials(result.rows)
+    if result.best is not None:
+        click.echo(f"best: {result.best['run']} ({short(result.best['value'])}); wrote {result.best_config}", err=True)
+    else:
+        click.echo("no trial completed with a finite value yet; nothing is best", err=True)
+
+
+def echo_trials(rows: list[dict[str, Any]]) -> None:
+    """The trials as a table: number, state, parameters, value, steps used."""
+    from rich.table import Table
+
+    from lfgen.cli.output import console, show
+
+    table = Table(title_justify="left")
+    for column in ("trial", "state", "parameters", "value", "steps", "note"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        params = ", ".join(f"{k}={show(v)}" for k, v in row["params"].items())
+        table.add_row(str(row["number"]), row["state"], params, short(row["value"]),
+                      str(row["steps"]) if row["steps"] is not None else "-", row["why"] or "")
+    console().print(table)
+
+
+COMMANDS = (tune,)
