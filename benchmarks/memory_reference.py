@@ -9,8 +9,10 @@ fitcheck-llm runs when its CLI is found ($FITCHECK, ``fitcheck`` on PATH, or
 /tmp/fitcheck-venv/bin/fitcheck; ``pip install fitcheck-llm==0.3.1`` in its own venv). It reads
 config.json from a temporary Hugging Face cache written from the YAML (HF_HUB_OFFLINE=1): nothing
 is downloaded. Each estimator is compared with the number the source measured: the process
-(nvidia-smi) where stated, else torch's allocated peak, against which both estimators drop their
-context/fragmentation term (fitcheck: its overhead; lfgen: context + fragmentation).
+(nvidia-smi) where stated; else torch's reserved peak, against which both estimators drop the
+same 0.5 GiB CUDA context (lfgen's default cuda_context_gib, fitcheck's base_context_mib off T4);
+else torch's allocated peak, against which both drop their context/fragmentation term (fitcheck:
+its overhead; lfgen: context + fragmentation).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from lfgen.models import (
 from lfgen.models.catalog import spec_from_config
 
 HERE = Path(__file__).resolve().parent
+FITCHECK_CONTEXT_MIB = 500.0  # fitcheck-llm 0.3.1 DEFAULT_OVERHEAD_PROFILE.base_context_mib (every GPU but its T4 rows)
 T4_CONTEXT_GIB = 140.875 / 1024  # measured by fitcheck-llm on every T4 row (its manifest.json, cuda_context_mib)
 SHORT = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj"}
 
@@ -63,18 +66,27 @@ def settings_of(point: dict) -> dict:
     elif pid.startswith("torchtune"):
         values.update(lora_target=point["targets"], quantization_bit=point["bits"], pure_bf16=True,
                       enable_liger_kernel=True)  # torchtune's chunked cross-entropy: never full fp32 logits
+    elif pid.startswith("peft-metamath"):  # bf16 base, fp32 LoRA + AdamW states, no checkpointing, sdpa
+        values.update(lora_target=point["targets"], compute_dtype="bf16", gradient_checkpointing=False,
+                      flash_attn="sdpa")
     return values
 
 
 def _measured(point: dict) -> tuple[float, str]:
     m = point["measured"]
-    return (m["process_gib"], "process") if "process_gib" in m else (m["allocated_gib"], "allocated")
+    for kind in ("process", "reserved", "allocated"):
+        if f"{kind}_gib" in m:
+            return m[f"{kind}_gib"], kind
+    raise KeyError(f"{point['id']}: no measured process_gib, reserved_gib or allocated_gib")
 
 
 def lfgen_estimate(models: dict, point: dict) -> float:
     e = estimate_memory(_spec(models, point["model"]), **settings_of(point))
-    if _measured(point)[1] == "allocated":
+    kind = _measured(point)[1]
+    if kind == "allocated":
         return e.total - e.settings.cuda_context_gib - e.fragmentation_gib
+    if kind == "reserved":
+        return e.total - e.settings.cuda_context_gib
     return e.total
 
 
@@ -105,7 +117,8 @@ def _hf_cache(models: dict, root: Path) -> None:
 def fitcheck_args(point: dict) -> list[str]:
     pid = point["id"]
     args = [point["model"], "--lora-r", str(point["rank"]), "--batch-size", str(point["micro_batch"]),
-            "--seq-len", str(point["seq_len"]), "--grad-checkpoint", "--json"]
+            "--seq-len", str(point["seq_len"]), "--json"]
+    args += ["--grad-checkpoint"] if point.get("gradient_checkpointing", True) else []
     if pid.startswith("fitcheck"):
         args += ["--precision", "fp16", "--lora-targets", point["targets"], "--gpu", "t4",
                  "--quant", "nf4" if point["bits"] == 4 else "none"]
@@ -113,6 +126,9 @@ def fitcheck_args(point: dict) -> list[str]:
     elif pid.startswith("torchtune"):
         args += ["--precision", "bf16", "--lora-targets", point["targets"], "--gpu", "4090", "--flash-attn",
                  "--quant", "nf4" if point["bits"] == 4 else "none", "--optimizer-dtype", "bf16"]
+    elif pid.startswith("peft-metamath"):  # bf16 (fitcheck has no fp32-LoRA-on-bf16-base mode), sdpa as flash-like
+        targets = ",".join(t.removesuffix("_proj") for t in point["targets"].split(","))
+        args += ["--precision", "bf16", "--lora-targets", targets, "--gpu", "l40s", "--flash-attn"]
     else:  # LlamaFactory #7409: all Linear layers, bf16, SDPA (flash-like), GPU not stated
         args += ["--precision", "bf16", "--lora-targets", "q,k,v,o,gate,up,down", "--gpu", "a100-80", "--flash-attn"]
     return args
@@ -126,7 +142,8 @@ def fitcheck_estimate(cli: str, home: Path, point: dict) -> float | None:
         memory = json.loads(done.stdout)["memory_mib"]
     except (json.JSONDecodeError, KeyError):
         return None
-    total = memory["total"] - (memory["overhead"] if _measured(point)[1] == "allocated" else 0.0)
+    kind = _measured(point)[1]
+    total = memory["total"] - {"allocated": memory["overhead"], "reserved": FITCHECK_CONTEXT_MIB}.get(kind, 0.0)
     return total / 1024
 
 

@@ -224,3 +224,7 @@ def test_reference_set_is_split_and_sourced():
     assert len(points) >= 30 and all(p["source"] and p["split"] in ("fit", "holdout") for p in points)
     assert {p["split"] for p in points} == {"fit", "holdout"}
     assert all(p["measured"] and p["number"] for p in points)
+    assert all({"process_gib", "reserved_gib", "allocated_gib"} & set(p["measured"]) for p in points)
+    # issue 11: at least 4 independent sources (one GitHub repository each)
+    repos = {"/".join(p["source"].split("github.com/", 1)[1].split("/")[:2]) for p in points}
+    assert len(repos) >= 4, repos
