@@ -61,6 +61,8 @@ def disagreement(items: Sequence[tuple[str, Any]], value: Callable[[tuple[str, A
         if found is None or found[0] == label:
             continue
         mine = finite(value(next(i for i in items if i[0] == label), metric))
+        if mine is not None and mine == finite(value(found, metric)):
+            continue  # a tie (all 0 on an untrained model): the metric does not prefer another run
         shown = f"{mine:.4g}" if mine is not None else "none"
         return (f"best by {best_by} is {label} ({best_value:.4g}) but best by {metric} is {found[0]} "
                 f"({value(found, metric):.4g}, against {shown}); loss is only a proxy: judge the answers "
