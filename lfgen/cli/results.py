@@ -98,15 +98,29 @@ def print_frame(df) -> None:
     columns = [c for c in _TABLE_COLUMNS if c in df.columns] + \
         [c for c in df.columns if c not in _TABLE_COLUMNS and c not in _HIDDEN]
     table = Table(title=f"{len(df)} run(s)", title_justify="left")
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    for row in df[columns].astype(object).where(df[columns].notna(), None).itertuples(index=False):
-        table.add_row(*("-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
-    console().print(table)
+    cells = [["-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in row]
+             for row in df[columns].astype(object).where(df[columns].notna(), None).itertuples(index=False)]
+    out = console()
+    labels = [_LABELS.get(column, column) for column in columns]
+    natural = [max([len(row[i]) for row in cells] + [max(map(len, label.split()))]) for i, label in enumerate(labels)]
+    # When every cell fits on one line, keep it there (a folded q_proj,v_proj is hard to read); else rich folds.
+    fits = sum(natural) + 3 * len(natural) + 1 <= (out.width or 140)
+    for label, width in zip(labels, natural):
+        table.add_column(label, overflow="fold", min_width=width if fits else None)
+    for row in cells:
+        table.add_row(*row)
+    out.print(table)
 
 
+# Short headers for the terminal table (the data's own names are in --format csv/json and the report).
+_LABELS = {"lora_rank": "rank", "lora_alpha": "alpha", "learning_rate": "lr", "lora_target": "target",
+           "final_train_loss": "train loss", "best_eval_loss": "best eval", "best_eval_step": "at step",
+           "runtime_s": "time s", "peak_vram_gib": "VRAM GiB", "predict_rouge-l": "ROUGE-L",
+           "predict_bleu-4": "BLEU-4", "accuracy": "exact"}
+# The terminal table keeps what ranks and diagnoses runs; --format csv/json/html and the report have every column.
 _HIDDEN = {"path", "experiment", "predict_rouge-1", "predict_rouge-2", "samples_per_s", "final_eval_loss",
-           "num_train_epochs", "lora_dropout", "effective_batch", "trainable_params", "device", "llamafactory_version"}
+           "num_train_epochs", "lora_dropout", "effective_batch", "trainable_params", "device", "llamafactory_version",
+           "answer_accuracy", "samples_scored", "eval_time_s", "tokens_per_s"}
 
 
 @click.command(context_settings=CONTEXT)
