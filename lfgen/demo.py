@@ -32,8 +32,15 @@ def prepare(root: str | Path) -> DemoPaths:
     from lfgen.experiments.make import make_sweep
     from lfgen.tiny import CPU_SETTINGS, make_dataset, make_model
 
-    root = Path(root).resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    from lfgen.yamlio import check_can_write, make_parents
+
+    root = check_can_write(Path(root).resolve(), "DIRECTORY")
+    try:
+        make_parents(root / "x")
+    except OSError as exc:
+        from lfgen.yamlio import cannot_write
+
+        raise cannot_write(root, exc, "DIRECTORY") from None
     if not (root / "tiny-model" / "config.json").is_file():
         make_model(root / "tiny-model")
     if not (root / "data" / DATASET_INFO).is_file():

@@ -47,6 +47,12 @@ class StateError(LfgenError):
     message names the file and how to rebuild it. lfgen never overwrites such a file."""
 
 
+def short_path(path: object, limit: int = 80) -> str:
+    """*path* as text for a message line, its middle cut when it is longer than *limit* characters."""
+    text = str(path)
+    return text if len(text) <= limit else f"{text[:limit // 2 - 2]}...{text[-(limit // 2 - 1):]}"
+
+
 def did_you_mean(word: str, choices: Iterable[str], n: int = 3) -> str:
     """Return `` (did you mean: a, b?)`` for close matches of *word*, or an empty string."""
     close = difflib.get_close_matches(word, list(choices), n=n, cutoff=0.6)

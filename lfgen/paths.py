@@ -109,11 +109,14 @@ def config_root(path: str | Path, text: str | None = None) -> Path | None:
     write, whose relative paths mean the working directory, as for LlamaFactory."""
     import yaml
 
+    from lfgen.errors import InputError
+    from lfgen.yamlio import read_text
+
     path = Path(path)
     if text is None:
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
+            text = read_text(path)  # refuses a FIFO, which would block here
+        except InputError:
             return None
     found = header_root(text, path.parent)
     if found is not None:

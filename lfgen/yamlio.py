@@ -9,16 +9,18 @@ create gets the modes any tool gives under the user's umask (0644 files, 0755 fo
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import secrets
 import shutil
+import stat
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from lfgen.errors import InputError
+from lfgen.errors import InputError, short_path
 
 # OmegaConf's float resolver (omegaconf/_yaml.py), so `1e-4` and `1_000.5` load as floats.
 _FLOAT = re.compile(
@@ -32,7 +34,56 @@ _FLOAT = re.compile(
 )
 
 
+MAX_NODES = 100_000  # values in one YAML document, aliases expanded: a config has hundreds, an alias bomb billions
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """How many values *root* stands for with every alias expanded, stopping past MAX_NODES.
+
+    PyYAML shares an aliased value instead of copying it, so loading a "billion laughs" file is cheap; it is
+    whatever walks the result later (validation, JSON, a copy) that expands it until memory runs out.
+    """
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    open_nodes: set[int] = set()
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            open_nodes.discard(key)
+            children = _children(node)
+            sizes[key] = min(MAX_NODES + 1, 1 + sum(sizes[id(child)] for child in children))
+            continue
+        if key in sizes:
+            continue
+        if key in open_nodes:
+            raise yaml.constructor.ConstructorError(None, None, "an alias refers to itself (a recursive value)",
+                                                    node.start_mark)
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node) if id(child) not in sizes)
+    return sizes[id(root)]
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
 class _LlamaFactoryLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser when PyYAML has it
+    def get_single_data(self) -> Any:
+        node = self.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node) > MAX_NODES:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"its aliases expand to more than {MAX_NODES:,} values (an alias bomb?); "
+                "write the values out", node.start_mark)
+        return self.construct_document(node)
+
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
@@ -82,12 +133,35 @@ def parse_config(text: str, source: str) -> dict[str, Any]:
     return data
 
 
+def path_problem(exc: OSError) -> str:
+    """Why a path cannot be used, in words: too long, a file where a folder should be, no permission."""
+    if exc.errno == errno.ENAMETOOLONG:
+        return "the path is too long (a name may have at most 255 bytes); use a shorter name"
+    if exc.errno == errno.ENOTDIR:
+        return "a part of the path is a file, not a folder; check the path"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"no permission ({exc.strerror}); choose a folder you can write to"
+    if exc.errno == errno.ENOSPC:
+        return "the disk is full; free space or choose another folder"
+    return exc.strerror or str(exc)
+
+
 def read_text(path: str | os.PathLike[str], what: str = "file") -> str:
+    """A UTF-8 text file, refused with one InputError when it is missing, not a regular file (a folder, a
+    FIFO or a device would block or mislead), unreadable or not UTF-8."""
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such {what}; check the path")
-    if path.is_dir():
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such {what}; check the path") from None
+    except OSError as exc:
+        if exc.errno == errno.ENOTDIR:
+            raise InputError(f"{path}: no such {what}; a part of the path is a file, not a folder") from None
+        raise InputError(f"{short_path(path)}: cannot be read: {path_problem(exc)}") from None
+    if stat.S_ISDIR(info.st_mode):
         raise InputError(f"{path}: is a directory, not a {what}")
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(f"{path}: is not a regular file (a FIFO, socket or device); give a {what} on disk")
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -114,40 +188,119 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     return parse_config(read_text(path, "config file"), str(path))
 
 
-def write_new(path: str | os.PathLike[str], text: str | bytes, *, force: bool = False, option: str = "-o") -> Path:
-    """Write *text* (or bytes) to *path* atomically; refuse to replace an existing file unless *force*."""
+NAME_MAX = 255  # bytes in one path component on Linux, macOS and Windows file systems
+
+
+def _check_names(path: Path) -> None:
+    for part in path.parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), str(path))
+
+
+def make_parents(path: Path) -> list[Path]:
+    """Create the folders above *path*; the ones created, outermost first. A failure removes them again,
+    so a refused path leaves nothing behind. A file standing where a folder should be is ENOTDIR."""
+    _check_names(path)
+    missing = []
+    for parent in path.parents:
+        if parent.is_dir():
+            break
+        if parent.exists() or parent.is_symlink():
+            raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(parent))
+        missing.append(parent)
+    created = []
+    try:
+        for parent in reversed(missing):
+            parent.mkdir(0o777)
+            created.append(parent)
+    except BaseException:
+        remove_empty(created)
+        raise
+    return created
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove *folders* (outermost first, as make_parents returns them) that are still empty."""
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def cannot_write(path: str | os.PathLike[str], exc: OSError, option: str | None = None) -> InputError:
+    """The one line for a file or folder lfgen could not write: the option, the path, why, the fix."""
+    where = f"{option}: {short_path(path)}" if option else short_path(path)
+    return InputError(f"{where}: cannot be written: {path_problem(exc)}")
+
+
+def check_can_write(path: str | os.PathLike[str], option: str | None = None) -> Path:
+    """Refuse, before any work, a file or folder that cannot be created at *path*: a name too long, a file
+    where a folder should be, a folder that is not writable. Creates nothing."""
     path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{option}: {path} is a directory; give a file name")
-    if path.exists() and not force:
-        raise InputError(f"{option}: {path} already exists; pass --force to overwrite it")
-    return write_atomic(path, text)
+    try:
+        _check_names(path)
+        if path.exists() and not path.is_dir() and option in _FOLDER_OPTIONS:
+            raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
+        for parent in path.parents:
+            if parent.is_dir():
+                if not os.access(parent, os.W_OK | os.X_OK):
+                    raise OSError(errno.EACCES, os.strerror(errno.EACCES), str(parent))
+                break
+            if parent.exists() or parent.is_symlink():
+                raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(parent))
+    except OSError as exc:
+        raise cannot_write(path, exc, option) from None
+    return path
+
+
+_FOLDER_OPTIONS = ("--experiments-dir", "--outputs-dir", "--export-dir", "DIRECTORY")
+
+
+def write_new(path: str | os.PathLike[str], text: str | bytes, *, force: bool = False, option: str = "-o") -> Path:
+    """Write *text* (or bytes) to *path* atomically; refuse to replace an existing file unless *force*.
+    A path that cannot be written (read-only, too long, under a file) is one InputError naming *option*."""
+    path = Path(path)
+    try:
+        _check_names(path)
+        if path.is_dir():
+            raise InputError(f"{option}: {path} is a directory; give a file name")
+        if path.exists() and not force:
+            raise InputError(f"{option}: {path} already exists; pass --force to overwrite it")
+        return write_atomic(path, text)
+    except OSError as exc:
+        raise cannot_write(path, exc, option) from None
 
 
 def _fresh_name(parent: Path, name: str) -> Path:
-    return parent / f".{name}.{secrets.token_hex(4)}.tmp"
+    return parent / f".{name[:NAME_MAX - 32]}.{secrets.token_hex(4)}.tmp"
 
 
 def write_atomic(path: str | os.PathLike[str], text: str | bytes) -> Path:
     """Write *path* through a temporary file and one rename: readers see the old file or the new one.
 
     The file is created with mode 0666 less the umask, like ``open(path, "w")`` (mkstemp would make it 0600).
+    Folders it had to create are removed again when the write fails.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        tmp = _fresh_name(path.parent, path.name)
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            break
-        except FileExistsError:
-            continue
+    created = make_parents(path)
     try:
-        with (os.fdopen(fd, "wb") if isinstance(text, bytes) else os.fdopen(fd, "w", encoding="utf-8")) as handle:
-            handle.write(text)
-        os.replace(tmp, path)
+        while True:
+            tmp = _fresh_name(path.parent, path.name)
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+                break
+            except FileExistsError:
+                continue
+        try:
+            with (os.fdopen(fd, "wb") if isinstance(text, bytes) else os.fdopen(fd, "w", encoding="utf-8")) as handle:
+                handle.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        remove_empty(created)
         raise
     return path
 
@@ -156,7 +309,21 @@ def replace_dir(target: str | os.PathLike[str], files: dict[str, str]) -> Path:
     """Make folder *target* hold exactly *files* ({relative path: text}), swapped in by rename: an error
     leaves the old folder as it was. Folders get 0777 less the umask, files 0666 less it."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        created = make_parents(target)
+    except OSError as exc:
+        raise cannot_write(target, exc) from None
+    try:
+        return _replace_dir(target, files)
+    except OSError as exc:
+        remove_empty(created)
+        raise cannot_write(target, exc) from None
+    except BaseException:
+        remove_empty(created)
+        raise
+
+
+def _replace_dir(target: Path, files: dict[str, str]) -> Path:
     while True:
         staging = _fresh_name(target.parent, target.name)
         try:

@@ -18,7 +18,14 @@ _REMOTE_SOURCES = ("hf_hub_url", "ms_hub_url", "script_url", "cloud_file_name", 
 def load_info(dataset_dir: str | Path) -> dict[str, Any]:
     """Parse ``dataset_info.json``; a missing or broken file is one InputError."""
     path = Path(dataset_dir) / INFO_FILE
-    if not Path(dataset_dir).is_dir():
+    try:
+        is_dir = Path(dataset_dir).is_dir()
+    except OSError as exc:  # too long, no permission
+        from lfgen.errors import short_path
+        from lfgen.yamlio import path_problem
+
+        raise InputError(f"dataset_dir: {short_path(dataset_dir)} cannot be read: {path_problem(exc)}") from None
+    if not is_dir:
         raise InputError(f"dataset_dir: {dataset_dir} is not a directory; pass --dataset-dir with the folder "
                          f"that holds {INFO_FILE}")
     if not path.is_file():
@@ -49,6 +56,24 @@ def unregistered(names: list[str], info: dict[str, Any], dataset_dir: str | Path
             for name in names if name not in info]
 
 
+def checked_entry(name: str, entry: Any, dataset_dir: str | Path) -> dict[str, Any]:
+    """*entry* of dataset_info.json when it has the shape LlamaFactory reads (an object; file_name a string;
+    num_samples a whole number); one InputError naming the entry, the field and the fix otherwise."""
+    where = f"{Path(dataset_dir) / INFO_FILE}: dataset {name!r}"
+    if not isinstance(entry, dict):
+        raise InputError(f"{where} must be a JSON object such as {{\"file_name\": \"{name}.json\"}} "
+                         f"(got {type(entry).__name__} {json.dumps(entry)[:40]}); fix the entry")
+    file_name = entry.get("file_name")
+    if file_name is not None and not isinstance(file_name, str):
+        raise InputError(f"{where}: file_name must be a string, a path relative to {dataset_dir} "
+                         f"(got {json.dumps(file_name)[:40]}); fix the entry")
+    samples = entry.get("num_samples")
+    if "num_samples" in entry and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 0):
+        raise InputError(f"{where}: num_samples must be a whole number of rows >= 0 "
+                         f"(got {json.dumps(samples)[:40]}); fix or remove it")
+    return entry
+
+
 def _count_file(path: Path) -> int:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
@@ -76,10 +101,11 @@ class Size:
 
 def count_rows(name: str, entry: dict[str, Any], dataset_dir: str | Path, max_samples: int | None = None) -> Size:
     """Rows LlamaFactory will read from one registered dataset, or why they can't be counted."""
+    entry = checked_entry(name, entry, dataset_dir)
     if any(entry.get(src) for src in _REMOTE_SOURCES):
         return Size(None, f"{name} is on a hub; its rows can't be counted offline (pass --samples)")
     if "num_samples" in entry:
-        return Size(int(entry["num_samples"]), f"{name}: num_samples {entry['num_samples']} in {INFO_FILE}")
+        return Size(entry["num_samples"], f"{name}: num_samples {entry['num_samples']} in {INFO_FILE}")
     file_name = entry.get("file_name")
     if not file_name:
         return Size(None, f"{name} has no file_name in {INFO_FILE} (pass --samples)")

@@ -48,6 +48,15 @@ def inventory_of(model: str):
     return inventory(spec_of(model))
 
 
+def _exists(model: str) -> bool:
+    """Whether *model* names something on disk; a path that cannot even be looked up (too long) counts:
+    the user pointed at it."""
+    try:
+        return Path(model).expanduser().exists()
+    except OSError:
+        return True
+
+
 def model_spec(model: str, *, required: bool) -> tuple[Any | None, str | None]:
     """(spec, None), or (None, why) when an id is neither on disk nor in the catalog and not *required*.
 
@@ -59,6 +68,6 @@ def model_spec(model: str, *, required: bool) -> tuple[Any | None, str | None]:
     try:
         return spec_of(model), None
     except InputError as exc:
-        if required or Path(model).expanduser().exists():
+        if required or _exists(model):
             raise
         return None, str(exc)

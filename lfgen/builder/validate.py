@@ -105,7 +105,14 @@ def _model_problems(config: dict[str, Any], root: Path | None = None) -> list[st
     path = local_path(model)
     if root is not None and not path.is_absolute():
         path = root / path
-    if not path.exists():
+    try:
+        exists = path.exists()
+    except OSError as exc:  # too long, no permission
+        from lfgen.errors import short_path
+        from lfgen.yamlio import path_problem
+
+        return [f"model_name_or_path: {short_path(model)} cannot be read: {path_problem(exc)}"]
+    if not exists:
         if not looks_local(model):
             return []  # a Hub id: not checked offline
         where = "" if Path(model).expanduser().is_absolute() else (

@@ -110,7 +110,7 @@ def _print_experiment(experiment) -> None:
 @click.option("--retry-failed", is_flag=True, help="Run failed runs again, from scratch.")
 @click.option("--rerun", multiple=True, metavar="NAME", help="Run NAME again from scratch, even if done.")
 @click.option("--retry-missing", is_flag=True, help="Retrain done runs whose output dir or results were deleted.")
-@click.option("--max-oom-retries", type=int, default=3, show_default=True,
+@click.option("--max-oom-retries", type=click.IntRange(min=0), default=3, show_default=True,
               help="Times a run that ran out of memory is retried with half the micro-batch.")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failed run (default: go on).")
 @click.option("--force", is_flag=True, help="Train into an output dir that holds another config's finished "

@@ -146,7 +146,7 @@ def report(path: str, output: str, sort: str | None, filters: tuple[str, ...], f
 
 @click.command(context_settings=CONTEXT)
 @click.argument("path", type=click.Path(exists=False))
-@click.option("--port", type=int, default=6006, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=6006, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
 def tensorboard(path: str, port: int, host: str) -> None:
     """Start TensorBoard over every run found under PATH, each under its run name.

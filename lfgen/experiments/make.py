@@ -20,7 +20,11 @@ def make_sweep(axis: str, values: list[str], *, base: str | None = None, options
     from lfgen.experiments.manifest import write
     from lfgen.experiments.finished import best_run
 
+    from lfgen.yamlio import check_can_write
+
     options = options or BuildOptions()
+    check_can_write(experiments_dir, "--experiments-dir")
+    check_can_write(outputs_dir, "--outputs-dir")
     if options.output_dir is not None:
         raise InputError(f"--output-dir: each run gets its own {outputs_dir}/<experiment>/<run>; set the parent "
                          "with --outputs-dir")

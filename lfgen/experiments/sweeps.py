@@ -19,6 +19,7 @@ from lfgen.errors import InputError, did_you_mean
 from lfgen.resources import load_data
 
 SPECIAL_AXES = ("grid", "random", "plan")
+MAX_NAME = 200
 MAX_RUNS = 10_000  # one experiment folder; more is a mistake or a job for a tuner
 STALE_DRAWS = 10_000  # random search gives up after this many draws in a row that found no new point
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -58,6 +59,9 @@ def format_value(value: Any) -> str:
 
 
 def check_name(name: str, what: str = "--name") -> str:
+    if len(name) > MAX_NAME:  # a folder name, with room for lfgen's own prefixes and suffixes (".x.lock")
+        raise InputError(f"{what}: {name[:40]}... is {len(name)} characters, too long for a folder name; use at "
+                         f"most {MAX_NAME}")
     if not _SAFE_NAME.match(name):
         raise InputError(f"{what}: {name!r} must be letters, digits, '.', '_' or '-' (it becomes a folder name)")
     return name

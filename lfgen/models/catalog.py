@@ -235,9 +235,16 @@ def load_model(name_or_path: str | Path) -> ModelSpec:
     """Resolve ``--model``: a local folder with config.json, else a catalog id (never downloads)."""
     text = str(name_or_path).strip()
     folder = Path(text).expanduser()
-    if folder.is_dir():
+    try:
+        is_dir, is_file = folder.is_dir(), folder.is_file()
+    except OSError as exc:  # too long, no permission: a path the user gave, so an error, not a Hub id
+        from lfgen.errors import short_path
+        from lfgen.yamlio import path_problem
+
+        raise InputError(f"--model {short_path(text)}: cannot be read: {path_problem(exc)}") from None
+    if is_dir:
         return spec_from_config(_read_config(folder), name=text, source=str(folder))
-    if folder.is_file() and folder.name == "config.json":
+    if is_file and folder.name == "config.json":
         return spec_from_config(_read_config(folder.parent), name=str(folder.parent), source=str(folder.parent))
     entry = catalog_entry(text)
     if entry is None:

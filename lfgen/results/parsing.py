@@ -129,6 +129,16 @@ def loads_lines(lines: list[str], notes: list[str]) -> list[dict[str, Any]]:
     return [r for r in records if isinstance(r, dict)]
 
 
+def with_steps(records: list[dict[str, Any]], notes: list[str]) -> list[dict[str, Any]]:
+    """The records whose ``current_steps`` is a whole number; one hand-edited or corrupt line is skipped
+    with a note instead of breaking the run (and every comparison it is part of)."""
+    kept = [r for r in records if r.get("current_steps").__class__ is int]
+    if len(kept) < len(records):
+        notes.append(f"trainer_log.jsonl: {len(records) - len(kept)} line(s) whose current_steps is not a whole "
+                     "number skipped")
+    return kept
+
+
 def last_per_step(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One record per step, the last written; a resumed run logs its steps again."""
     by_step: dict[Any, dict[str, Any]] = {}

@@ -32,7 +32,7 @@ import yaml
 
 from lfgen.results.parsing import (
     VRAM, Series, by_step, elapsed_seconds, grad_norms, last_per_step, last_record, lines_with, loads_lines,
-    peak_vram_gib, series_of, thin, to_float, to_int,
+    peak_vram_gib, series_of, thin, to_float, to_int, with_steps,
 )
 from lfgen.layout import (
     CONFIG_FILES, CONSOLE_LOG, ENV_MANIFEST, EVAL_DIR, RESULT_FILES, RESULTS_FILE, TRAINER_LOG, TRAINER_STATE,
@@ -174,14 +174,14 @@ def _read_log(text: str, run: RunData, max_points: int | None) -> None:
     full = (max_points is None or ("N" in body and "NaN" in body) or ("I" in body and "Infinity" in body)
             or '"loss": 0.0,' in body)
     train = lines_with(body, '"loss":', None if full else max_points)  # "eval_loss" never contains '"loss":'
-    records = loads_lines(train, run.notes)
-    steps = [r.get("current_steps") for r in records]
-    if not full and any(b < a for a, b in zip(steps, steps[1:]) if a is not None and b is not None):
-        records = loads_lines(lines_with(body, '"loss":', None), run.notes)  # a resumed run logs steps again
+    records = with_steps(loads_lines(train, run.notes), run.notes)
+    steps = [r["current_steps"] for r in records]
+    if not full and any(b < a for a, b in zip(steps, steps[1:])):  # a resumed run logs steps again
+        records = with_steps(loads_lines(lines_with(body, '"loss":', None), run.notes), run.notes)
     records = last_per_step(records)
     run.train_loss = thin(series_of(records, "loss"), max_points)
     run.learning_rate = thin(series_of(records, "lr"), max_points)
-    evals = loads_lines(lines_with(body, '"eval_loss":', None), run.notes)
+    evals = with_steps(loads_lines(lines_with(body, '"eval_loss":', None), run.notes), run.notes)
     run.eval_loss = series_of(last_per_step(evals), "eval_loss")
     run.current_step = to_int(last.get("current_steps"))
     run.total_steps = to_int(last.get("total_steps"))

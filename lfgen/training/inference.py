@@ -17,7 +17,7 @@ from lfgen.training import launch
 from lfgen.errors import INSTALL_HINT, InputError
 from lfgen.builder.render import render
 from lfgen.layout import SAMPLES, read_run_config
-from lfgen.yamlio import read_text
+from lfgen.yamlio import cannot_write, check_can_write, read_text, write_atomic
 
 _CARRY = ("model_name_or_path", "template", "finetuning_type", "trust_remote_code", "cache_dir")
 
@@ -47,7 +47,7 @@ def export(run_dir: str | Path, export_dir: str | Path | None = None, *, force: 
     run_dir = Path(run_dir)
     config, root = run_config(run_dir)
     _require_done(run_dir)
-    target = Path(export_dir) if export_dir else run_dir / "merged"
+    target = check_can_write(Path(export_dir) if export_dir else run_dir / "merged", "--export-dir")
     if target.exists() and any(target.iterdir()) and not force:
         raise InputError(f"--export-dir: {target} already exists and is not empty; pass --force to overwrite it")
     # LlamaFactory refuses to merge into a quantized base: the merge uses the full-precision model.
@@ -96,13 +96,19 @@ def sample(run_dir: str | Path, prompts_file: str | Path, output: str | Path | N
            max_new_tokens: int = 256) -> Path:
     """Answers to fixed prompts (one per line), greedy, written as JSONL in the run directory."""
     run_dir = Path(run_dir)
+    if max_new_tokens < 1:
+        raise InputError(f"--max-new-tokens: must be at least 1 (got {max_new_tokens})")
     config, root = run_config(run_dir)
     _require_done(run_dir)
-    prompts = [line.strip() for line in read_text(prompts_file, "prompts file").splitlines() if line.strip()]
+    try:
+        text = read_text(prompts_file, "prompts file")
+    except InputError as exc:
+        raise InputError(f"--prompts: {exc}") from None
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
     if not prompts:
         raise InputError(f"--prompts: {prompts_file} has no prompts; write one per line")
+    out = check_can_write(Path(output) if output else run_dir / SAMPLES, "-o")  # before minutes of sampling
     python = _llamafactory_python()
-    out = Path(output) if output else run_dir / SAMPLES
     request = {"config": {**_infer_config(run_dir, config), "infer_backend": "huggingface"}, "prompts": prompts,
                "generation": {"do_sample": False, "max_new_tokens": max_new_tokens}}
     with tempfile.TemporaryDirectory(prefix="lfgen-sample-") as tmp:
@@ -114,6 +120,8 @@ def sample(run_dir: str | Path, prompts_file: str | Path, output: str | Path | N
         if proc.returncode != 0 or not result.exists():
             tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
             raise InputError(f"sampling failed (exit {proc.returncode}): {tail[0]}")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(result.read_text(encoding="utf-8"), encoding="utf-8")
+        try:
+            write_atomic(out, result.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise cannot_write(out, exc, "-o") from None
     return out

@@ -312,6 +312,11 @@ class Runner:
 
     def run(self, *, retry_failed: bool = False, rerun: list[str] | None = None, dry_run: bool = False,
             retry_missing: bool = False) -> Summary:
+        unknown = [name for name in rerun or [] if name not in {run[0] for run in self.target.runs}]
+        if unknown:  # bad input: refused before the lock or the state is created
+            raise InputError(f"--rerun: no run {unknown[0]!r} in {self.target.name}; runs: "
+                             f"{', '.join(run[0] for run in self.target.runs)}")
+        Store.verify(self.target.state_path)
         with Lock(self.target.lock_path, f"experiment {self.target.name}", holder="lfgen run"):
             self.store = Store(self.target.state_path)
             try:

@@ -128,6 +128,21 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
+    @classmethod
+    def verify(cls, path: Path) -> None:
+        """Raise the StateError of a broken state file at *path* without creating or writing anything (before a
+        runner takes its lock: bad state is bad input, and bad input leaves no file behind)."""
+        if not path.is_file() or path.stat().st_size == 0:
+            return
+        store = cls.__new__(cls)
+        store.path = path
+        store.db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            with store._guard():
+                store._check()
+        finally:
+            store.db.close()
+
     def _tx(self, sql: str, params: tuple | dict = ()) -> None:
         with self._guard(), self.db:
             self.db.execute("BEGIN IMMEDIATE")
@@ -240,9 +255,13 @@ class Lock:
             self.nested = True
             return self
         self.nested = False
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Unbuffered: on a full disk the holder's line fails where it is written, never again at close.
-        handle = open(self.path, "a+b", buffering=0)  # noqa: SIM115 - held for the lock's lifetime
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Unbuffered: on a full disk the holder's line fails where it is written, never again at close.
+            handle = open(self.path, "a+b", buffering=0)  # noqa: SIM115 - held for the lock's lifetime
+        except OSError as exc:
+            raise InputError(f"{self.what}: cannot create its lock file {self.path} ({exc.strerror}); lfgen needs "
+                             "to write in that folder (check its permissions, or choose another folder)") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

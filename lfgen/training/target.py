@@ -31,6 +31,9 @@ def resolve(spec: str, experiments_dir: str = "experiments") -> Target:
     from lfgen.yamlio import load_config
 
     path = Path(spec)
+    if any(len(part.encode()) > 255 for part in path.parts):  # the OS would say ENAMETOOLONG, as a traceback
+        raise InputError(f"{spec[:40]}...: a file or folder name is too long (over 255 bytes); give the experiment "
+                         "or config file by a real path")
     if not (path / MANIFEST).is_file() and (Path(experiments_dir) / spec / MANIFEST).is_file():
         path = Path(experiments_dir) / spec
     if (path / MANIFEST).is_file():
