@@ -60,8 +60,9 @@ def _lora(ctx: Context) -> None:
     ctx.choose("lora_rank", preset.lora.rank, "PRESET", f"the {preset.name} preset's rank", source=source)
     target, how, notes = resolve_target(preset.lora.target, lambda: ctx.model_name)
     ctx.choose("lora_target", target, "R-TARGET", f"the {preset.name} preset targets {how}", source=source)
-    for note in notes:
-        ctx.warn("R-TARGET", note)
+    if "lora_target" not in ctx.fixed:  # --target or the file replaced the preset's set: its notes do not apply
+        for note in notes:
+            ctx.warn("R-TARGET", note)
     ctx.choose("lora_dropout", preset.lora.dropout, "R-DATA-DROPOUT" if "lora_dropout" not in preset.pinned
                else "PRESET", f"the {preset.name} preset's dropout" + (" (data size not known)"
                                                                        if "lora_dropout" not in preset.pinned else ""),
@@ -259,7 +260,6 @@ def _user_rest(ctx: Context) -> None:
             ctx.config[key] = value
             ctx.decisions[key] = Decision(key=key, value=value, rule=rule_id, reason=where,
                                           source=where if rule_id == "USER" else ctx.file_source or "")
-
 
 
 # The pipeline, in order: the user's fixed values first, then each rule's step; later steps read what

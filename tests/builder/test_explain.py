@@ -117,3 +117,11 @@ def test_a_file_base_with_a_data_size_is_explained_not_a_traceback(runner, cli, 
     if command[0] == "explain":
         assert f"{example} has LlamaFactory's default dropout 0; seed 002's band for N = 500 samples is 0.2" \
             in result.stderr
+
+
+def test_a_preset_target_note_does_not_survive_another_target(runner, cli):
+    """Phi-3 fuses q, k and v: the lightweight preset's qv gets a note, --target all does not."""
+    args = ["explain", "lightweight", "--model", "microsoft/Phi-3-mini-4k-instruct"]
+    assert "qkv_proj" in runner.invoke(cli, args).stderr
+    result = runner.invoke(cli, [*args, "--target", "all"])
+    assert result.exit_code == 0 and "qkv_proj" not in result.stderr, result.stderr
