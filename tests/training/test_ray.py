@@ -248,3 +248,22 @@ def test_two_runs_train_for_real_at_once_and_compare_reads_the_copies(on_cluster
         store.close()
     assert placed and placed[0]["node"] == "127.0.0.1" and placed[0]["path"] == str(workers / "tiny/rank-4")
     assert starts[1][0] < starts[0][1]  # the two runs overlapped in time
+
+
+@pytest.mark.slow
+def test_a_two_trial_tune_runs_its_trials_as_ray_tasks(project, on_cluster, runner, cli):  # noqa: F811
+    """lfgen tune --ray with the stand-in llamafactory-cli (fast and CPU-light; the real study is
+    tests/tuning/test_tune_e2e.py, the real Ray training the test above): both trials train on the worker."""
+    pytest.importorskip("optuna")
+    address, workers = on_cluster
+    (project / "space.yaml").write_text("lora_rank: {choices: [8, 16]}\nlearning_rate: {low: 1.0e-4, high: 5.0e-4}\n")
+    result = runner.invoke(cli, ["tune", "t", "--base", "a800", "--model", "fake/model", "--gpu", "A800",
+                                 "--space", "space.yaml", "--trials", "2", "--pruner", "none", "--ray", address])
+    assert result.exit_code == 0, result.output
+    assert "Ray at 127.0.0.1" in result.output and "best: trial-00" in result.output
+    from lfgen.tuning.study import load_rows
+
+    assert [row["state"] for row in load_rows(project / "experiments/t")] == ["complete", "complete"]
+    trained = [c["argv"][2] for c in calls(project) if "argv" in c and "finished" not in c]
+    assert len(trained) == 2 and all(str(workers / "t") in path for path in trained)  # on the worker, as tasks
+    assert (project / "outputs/t/trial-000/all_results.json").is_file()  # came home
