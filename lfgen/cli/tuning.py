@@ -7,8 +7,9 @@ from typing import Any
 
 import click
 
-from lfgen.cli.options import build_options, to_build_options
+from lfgen.cli.options import build_options, ray_options, to_build_options
 from lfgen.cli.output import CONTEXT
+from lfgen.errors import InputError
 from lfgen.numbers import short
 
 
@@ -30,10 +31,12 @@ from lfgen.numbers import short
 @click.option("--dry-run", is_flag=True, help="Check the space and show the plan; write and start nothing.")
 @click.option("--experiments-dir", default="experiments", show_default=True)
 @click.option("--outputs-dir", default="outputs", show_default=True, help="Trials train in OUTPUTS/<name>/<trial>.")
+@ray_options
 @build_options
 def tune(name: str, base: str | None, space: str | None, trials: int | None, sampler: str | None, pruner: str | None,
          metric: str | None, gpus: str | None, seed: int | None, timeout: str | None, staged: bool, dry_run: bool,
-         experiments_dir: str, outputs_dir: str, **kwargs: Any) -> None:
+         experiments_dir: str, outputs_dir: str, ray_address: str | None, cpus_per_run: float, storage: str | None,
+         **kwargs: Any) -> None:
     """Search for the best LoRA configuration: trials proposed by Optuna, bad ones stopped early.
 
     Each trial is an ordinary run of experiment NAME (runs/trial-NNN.yaml, built like a sweep's
@@ -50,6 +53,7 @@ def tune(name: str, base: str | None, space: str | None, trials: int | None, sam
       lfgen tune lora                      # resume
       lfgen tune lora --trials 40          # resume and go on to 40 trials
       lfgen tune plan --base lightweight --staged
+      lfgen tune lora --base a800 --trials 64 --ray 10.0.0.1:6379 --storage /mnt/shared/lfgen
       lfgen status lora && lfgen compare experiments/lora && lfgen report experiments/lora
     """
     from lfgen.cli.progress import PlainReporter
@@ -58,9 +62,17 @@ def tune(name: str, base: str | None, space: str | None, trials: int | None, sam
 
     options = to_build_options(kwargs)
     gpu_list = launch.parse_gpus(gpus, launch.visible_gpus()) if gpus else None
+    if ray_address is not None and gpu_list is not None:
+        raise InputError("--gpus: not with --ray (Ray gives each trial its GPUs)")
     common = dict(trials=trials, sampler=sampler, pruner=pruner, metric=metric, seed=seed, timeout=timeout,
                   gpus=gpu_list, dry_run=dry_run, reporter=PlainReporter(), say=lambda text: click.echo(text, err=True),
                   experiments_dir=experiments_dir, outputs_dir=outputs_dir)
+    executor = None
+    if ray_address is not None and not dry_run:  # each trial a Ray task (docs/ray.md); closed at the end
+        from lfgen.cli.experiments import ray_executor
+
+        executor = ray_executor(ray_address, gpus_per_run=1, cpus_per_run=cpus_per_run, storage=storage)
+        common["runner_options"] = {"executor": executor}
     try:
         with sigterm_as_interrupt():
             if staged:
@@ -76,6 +88,9 @@ def tune(name: str, base: str | None, space: str | None, trials: int | None, sam
         how = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
         click.echo(f"{how}: the running trials were stopped; lfgen tune {name} resumes the study", err=True)
         sys.exit(stop.exit_code if isinstance(stop, Terminated) else 130)
+    finally:
+        if executor is not None:
+            executor.close()
     if dry_run:
         for line in result.lines:
             click.echo(line)

@@ -165,7 +165,8 @@ def train_on_worker(spec: RunSpec, storage: str | None, control: Any):
     watcher = RunWatcher(out, out / CONSOLE_LOG)
     watcher.skip_existing()
     child = launch.spawn_guarded(argv, cwd=cwd, env=env, log_path=out / CONSOLE_LOG)
-    yield {"placed": {"node": ray.util.get_node_ip_address(), "path": str(out), "gpus": gpus, "pid": child.pid}}
+    yield {"placed": {"node": ray.util.get_node_ip_address(), "node_id": ray.get_runtime_context().get_node_id(),
+                      "path": str(out), "gpus": gpus, "pid": child.pid}}
     try:
         last, asked = None, time.monotonic()
         while True:
@@ -226,8 +227,8 @@ def _ray() -> Any:
 class RayHandle:
     """The driver's view of one run's task: the events it streamed, its end, its files written home."""
 
-    def __init__(self, ray: Any, generator: Any, control: Any, spec: RunSpec):
-        self.ray, self.generator, self.control, self.spec = ray, generator, control, spec
+    def __init__(self, ray: Any, generator: Any, control: Any, spec: RunSpec, on_lost: Any = None):
+        self.ray, self.generator, self.control, self.spec, self.on_lost = ray, generator, control, spec, on_lost
         self.pid, self.placed, self.log_path = None, None, spec.output_dir / CONSOLE_LOG
         self.progress = Progress()
         self._rc: int | None = None
@@ -245,6 +246,8 @@ class RayHandle:
                 self._end(1, [line for line in str(exc).splitlines() if line.strip()][-20:])
             except ray.exceptions.RayError as exc:  # the worker, its node or the task was lost or cancelled
                 self.lost = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                if self.on_lost is not None:
+                    self.on_lost(self.spec.name)
                 self._end(1, [f"lfgen: the Ray worker running this run was lost ({self.lost})"])
         return self.progress
 
@@ -307,7 +310,7 @@ class RayExecutor:
     """Runs an experiment's runs as Ray tasks on the cluster at *address* (``auto``: RAY_ADDRESS, else local)."""
 
     def __init__(self, address: str | None = "auto", *, gpus_per_run: int = 1, cpus_per_run: float = 1.0,
-                 storage: str | None = None):
+                 storage: str | None = None, resources: dict[str, float] | None = None):
         if cpus_per_run <= 0:
             raise InputError(f"--cpus-per-run: must be more than 0 (got {cpus_per_run})")
         self.address = parse_address(address, dict(os.environ))
@@ -315,6 +318,8 @@ class RayExecutor:
             check_reachable(self.address)
         ray = self.ray = _ray()
         self.cpus, self.storage = cpus_per_run, str(Path(storage).absolute()) if storage else None
+        self.resources = dict(resources or {})  # custom resources each run asks for (pins it to the nodes that have them)
+        self.lost: set[str] = set()  # runs whose worker died: their next attempt goes anywhere (lfgen.training.requeue)
         try:
             if self.address is None:  # a local instance, on loopback (../shared/research/ray-optuna.md §1.1)
                 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -352,9 +357,10 @@ class RayExecutor:
         names = FORWARDED_ENV + tuple(n for n in os.environ.get("LFGEN_RAY_ENV", "").split(",") if n)
         spec.extra["env"] = {name: os.environ[name] for name in names if name in os.environ}
         self.control.clear.remote(spec.name)
-        generator = self.task.options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0,
+        pinned = {} if spec.name in self.lost else self.resources
+        generator = self.task.options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0, resources=pinned,
                                       num_returns="streaming").remote(spec, self.storage, self.control)
-        return RayHandle(self.ray, generator, self.control, spec)
+        return RayHandle(self.ray, generator, self.control, spec, on_lost=self.lost.add)
 
     def close(self) -> None:
         self.ray.shutdown()

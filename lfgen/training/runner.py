@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from lfgen.errors import InputError
 from lfgen.layout import CONSOLE_LOG, MARKER, RECIPE_PREFIX, ROOT_PREFIX, RUN_CONFIG
-from lfgen.training import failures, launch, outputs, pruning, rundir
+from lfgen.training import failures, launch, outputs, pruning, requeue, rundir
 from lfgen.training.environment import write_manifest
 from lfgen.training.executor import Executor, LocalExecutor, RunHandle, RunSpec
 from lfgen.training.failures import NAN_ADVICE, OOM_ADVICE, classify_failure
@@ -277,8 +277,7 @@ class Runner:
             self.reporter.finished(name, "done", None, None)
             if self.after_done is not None:
                 self.after_done(self.store, self.store.get(name), active.gpus)
-        else:
-            # The guard's in-memory tail first: it holds this attempt's lines even when the log could not.
+        elif not requeue.lost(self, active, queue):  # a Ray worker that died: requeued elsewhere (a cap)
             reason, detail = classify_failure(handle.tail() or failures.log_tail(handle.log_path))
             if reason == "oom":
                 self._oom(active, detail, queue)

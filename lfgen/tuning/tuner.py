@@ -219,7 +219,8 @@ class _Loop:
 
         self._open()
         optuna = studies.optuna_module()
-        width = len(gpu_slots(self.gpus, 1))
+        executor = self.runner_options.get("executor")  # --ray: as many trials at once as the cluster holds
+        width = len(executor.slots(self.gpus, 1)) if executor is not None else len(gpu_slots(self.gpus, 1))
         started = time.monotonic()
         killed = [t for t in self.study.trials if t.state == optuna.trial.TrialState.RUNNING]
         if killed:

@@ -248,3 +248,79 @@ def test_two_runs_train_for_real_at_once_and_compare_reads_the_copies(on_cluster
         store.close()
     assert placed and placed[0]["node"] == "127.0.0.1" and placed[0]["path"] == str(workers / "tiny/rank-4")
     assert starts[1][0] < starts[0][1]  # the two runs overlapped in time
+
+
+@pytest.mark.slow
+def test_a_two_trial_tune_runs_its_trials_as_ray_tasks(project, on_cluster, runner, cli):  # noqa: F811
+    """lfgen tune --ray with the stand-in llamafactory-cli (fast and CPU-light; the real study is
+    tests/tuning/test_tune_e2e.py, the real Ray training the test above): both trials train on the worker."""
+    pytest.importorskip("optuna")
+    address, workers = on_cluster
+    (project / "space.yaml").write_text("lora_rank: {choices: [8, 16]}\nlearning_rate: {low: 1.0e-4, high: 5.0e-4}\n")
+    result = runner.invoke(cli, ["tune", "t", "--base", "a800", "--model", "fake/model", "--gpu", "A800",
+                                 "--space", "space.yaml", "--trials", "2", "--pruner", "none", "--ray", address])
+    assert result.exit_code == 0, result.output
+    assert "Ray at 127.0.0.1" in result.output and "best: trial-00" in result.output
+    from lfgen.tuning.study import load_rows
+
+    assert [row["state"] for row in load_rows(project / "experiments/t")] == ["complete", "complete"]
+    trained = [c["argv"][2] for c in calls(project) if "argv" in c and "finished" not in c]
+    assert len(trained) == 2 and all(str(workers / "t") in path for path in trained)  # on the worker, as tasks
+    assert (project / "outputs/t/trial-000/all_results.json").is_file()  # came home
+
+
+
+def _ray_worker_of(pid: int) -> int | None:
+    """The Ray worker process a run's process descends from (its task's worker)."""
+    while pid > 1:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"default_worker.py" in cmdline or cmdline.startswith(b"ray::"):
+                return pid
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return None
+    return None
+
+
+@pytest.mark.slow
+def test_a_run_whose_ray_worker_dies_is_requeued_and_finishes(project, on_cluster, monkeypatch):  # noqa: F811
+    """Focused (the stand-in CLI, slow steps so the kill lands mid-run): the Ray worker process running the run's
+    task is killed with -9 by its pid; the run is requeued (lost-retry), trains again, finishes, attempts == 2.
+    Not covered here: a second worker node on loopback (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 refuses a second node,
+    =1 rewrites 127.0.0.1 to eth0 and the node never reaches the GCS), so the pin-and-kill-the-node variant of
+    the issue is left to a real cluster."""
+    import threading
+
+    address, _ = on_cluster
+    experiment(runs=("8",))
+    modes(monkeypatch, rank_8="slow:0.05")
+    killed: list[int] = []
+
+    def kill_the_worker():
+        deadline = time.monotonic() + 60
+        while not calls(project) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)
+        worker = _ray_worker_of(calls(project)[0]["pid"]) if calls(project) else None
+        if worker is not None:
+            killed.append(worker)
+            os.kill(worker, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_the_worker, daemon=True)
+    killer.start()
+    try:
+        summary, recorder = _ray_run(address)
+    finally:
+        killer.join(timeout=70)
+    assert killed, "the run's Ray worker was not found"
+    assert summary.done == ["rank-8"], rows()["rank-8"]
+    assert rows()["rank-8"].attempts == 2
+    from lfgen.training.state import Store
+
+    store = Store(project / "experiments/exp/state.sqlite")
+    try:
+        kinds = [kind for _, _, kind, _ in store.events("rank-8")]
+    finally:
+        store.close()
+    assert kinds.count("lost-retry") == 1 and kinds.count("placed") == 2
