@@ -28,7 +28,7 @@ SPACE = "lora_rank: {choices: [4, 8, 16]}\nlearning_rate: {low: 1.0e-5, high: 1.
 def lfgen(project: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # this venv's llamafactory-cli
-    return subprocess.run([sys.executable, "-m", "lfgen", *args], cwd=project, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "lfgen", *args], cwd=project, capture_output=True, text=True, check=False,
                           env=env)
 
 
