@@ -22,7 +22,8 @@ from lfgen.numbers import short
 @click.option("--sampler", type=click.Choice(["tpe", "random", "grid"]), help="How trials are proposed (default tpe).")
 @click.option("--pruner", type=click.Choice(["asha", "median", "none"]),
               help="Early stopping on eval loss (default asha: successive halving).")
-@click.option("--metric", help="The objective (default eval_loss; losses lowest, scores highest).")
+@click.option("--metric", help="The objective (default eval_loss; losses lowest, scores highest); an lfgen eval metric "
+              "(predict_rouge-l, ...) evaluates each trial after it trains.")
 @click.option("--gpus", help="GPUs to share out, one trial per GPU, e.g. 0,1,2,3 (default: one at a time).")
 @click.option("--seed", type=int, help="The sampler's seed (default 0).")
 @click.option("--timeout", metavar="DURATION", help="Ask no new trial after this long, e.g. 2h, 30m.")

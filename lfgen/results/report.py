@@ -82,7 +82,11 @@ def _experiment(comparison: Comparison, summary: dict[str, Any], members: list[i
                      "findings": [f.to_dict() for f in findings], "notes": comparison.runs[i].notes,
                      # seed 003's qualitative check: a few generated answers beside the reference (lfgen eval)
                      "answers": examples(comparison.runs[i].path, limit=ANSWERS_SHOWN)})
-    return {"name": name, "best_run": summary["best_run"], "best_by": summary["best_by"],
+    from lfgen.results import tuning
+
+    folder = tuning.study_folder(Path(comparison.root), name)
+    return {"name": name, "tuning": tuning.section(folder) if folder is not None else None,
+            "best_run": summary["best_run"], "best_by": summary["best_by"],
             "best_value": _format("", summary["best_value"]), "varied": ", ".join(summary["varied"]) or "-",
             "next_step": _segments(summary["next_step"]), "image": image,
             "plotted": len(plotted), "members": len(members), "runs": runs,

@@ -28,6 +28,7 @@ from lfgen.results.ranking import finite, lower_is_better
 from lfgen.tuning import space as spaces
 from lfgen.tuning import study as studies
 
+EVAL_METRICS = ("accuracy",)  # lfgen eval's scores besides its predict_* ones (<run>/eval/)
 SETTINGS = ("space", "trials", "sampler", "pruner", "metric", "seed")
 CHANGEABLE = ("trials",)  # what a resume may change (with --gpus and --timeout, which are not recorded)
 
@@ -50,6 +51,25 @@ def parse_duration(text: str | None) -> float | None:
         raise InputError(f"--timeout: {text!r} is not a duration; e.g. 90s, 30m, 2h, 1h30m")
     hours, minutes, seconds = (float(g) if g else 0.0 for g in parts.groups())
     return hours * 3600 + minutes * 60 + seconds
+
+
+def needs_eval(metric: str) -> bool:
+    """Whether *metric* is one of lfgen eval's (predict_rouge-l, predict_bleu-4, ...): each trial is then
+    evaluated after it trains, in its slot, and scored on it; pruning stays on the eval loss."""
+    return metric.startswith("predict_") or metric in EVAL_METRICS
+
+
+def evaluator(root: Path, say: Callable[[str], None]) -> Callable[[Any, Any, Any], None]:
+    """The runner's after_done for a trial scored by lfgen eval (as lfgen run --eval's)."""
+
+    def after_done(store: Any, row: Any, gpus: list[int] | None) -> None:
+        from lfgen.training.evaluate import EvalOptions, evaluate_recorded
+
+        outcome = evaluate_recorded(store, row.name, root / row.output_dir, EvalOptions(), gpus=gpus)
+        if outcome.status == "failed":
+            say(f"{row.name}: lfgen eval failed ({outcome.detail}); the trial has no score")
+
+    return after_done
 
 
 def eval_warnings(config: dict[str, Any], pruner: str) -> list[str]:
@@ -257,8 +277,11 @@ class _Loop:
                 new.append(RunSpec(name, spaces.to_options(params, self.base_rank)))
         if new:
             self.experiment = add_runs(self.experiment, new, self.outputs_dir)
+        options = dict(self.runner_options)
+        if needs_eval(self.settings["metric"]):
+            options.setdefault("after_done", evaluator(self.root, self.say))
         runner = Runner(resolve(str(self.folder)), self.reporter, gpus=self.gpus, command=self.command,
-                        on_progress=self._progress, **self.runner_options)
+                        on_progress=self._progress, **options)
         try:
             runner.run()
         finally:
@@ -299,7 +322,8 @@ class _Loop:
             else:
                 value = finite(_metric(out, self.settings["metric"]))
                 if value is None or not math.isfinite(value):
-                    trial.set_user_attr("why", f"no finite {self.settings['metric']} in {out}/all_results.json")
+                    where = f"{out}/eval/ (lfgen eval)" if needs_eval(self.settings["metric"]) else f"{out}/all_results.json"
+                    trial.set_user_attr("why", f"no finite {self.settings['metric']} in {where}")
                     self.study.tell(trial, state=states.FAIL)
                 else:
                     self.study.tell(trial, value)
