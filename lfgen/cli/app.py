@@ -13,12 +13,56 @@ from typing import Any
 import click
 
 from lfgen import __version__
-from lfgen.cli import config, data, demo, evaluation, experiments, inference, results, tuning
 from lfgen.cli.output import CONTEXT
+
+# Each command, the module of its family (lfgen/cli/<family>.py) and its one-line help: a command's module is
+# imported only when it runs, so `lfgen --help` and `lfgen preset` load no other command's code. A test
+# keeps the lines here equal to the commands' own help.
+_COMMANDS = {
+    "calibrate": ("config", 'Compare the memory estimate with the peak LlamaFactory measured, and store correction factors.'),
+    "chat": ("inference", "Chat with a finished run's adapter (llamafactory-cli chat); end of input or `exit` quits."),
+    "compare": ("results", 'Compare every LlamaFactory run found under PATH: one table, with a diagnosis of each run.'),
+    "data": ("data", 'Check and measure datasets registered in DIR/dataset_info.json; exit 1 on format problems.'),
+    "demo": ("demo", 'The whole loop on a tiny model, on the CPU, offline: sweep, run, compare, report.'),
+    "eval": ("evaluation", "Generate on each run's held-out rows (llamafactory-cli train with do_predict) and score them."),
+    "explain": ("config", 'Show every value of a config, the rule that chose it and why, and the warnings.'),
+    "export": ("inference", "Merge a finished run's LoRA adapter into its base model (llamafactory-cli export)."),
+    "preset": ("config", 'Write a LlamaFactory train YAML from preset NAME, sized for your GPU, model and data.'),
+    "presets": ("config", 'List the presets: rank, alpha, dropout, target, what each is for, and its source.'),
+    "report": ("results", 'Write one self-contained HTML report: table, curves, diagnoses, best run and next step.'),
+    "run": ("experiments", 'Train every run of an experiment (or one config) with llamafactory-cli, resuming where it stopped.'),
+    "sample": ("inference", "Answer fixed prompts with a finished run's adapter, for the qualitative check of seed 003."),
+    "status": ("experiments", 'Show every run of an experiment: state, step/total, last loss, eval loss, retries.'),
+    "sweep": ("experiments", 'Lay out an experiment: one LlamaFactory YAML per run along AXIS.'),
+    "tensorboard": ("results", 'Start TensorBoard over every run found under PATH, each under its run name.'),
+    "tune": ("tuning", 'Search for the best LoRA configuration: trials proposed by Optuna, bad ones stopped early.'),
+    "validate": ("config", 'Check config files and report every problem of every file at once; exit 1 if any.'),
+}
 
 
 class _Group(click.Group):
-    """Turns lfgen's own errors into one clean line; anything else is a bug and keeps its traceback."""
+    """Turns lfgen's own errors into one clean line; anything else is a bug and keeps its traceback.
+    Commands load lazily (``_COMMANDS``), so `lfgen preset` does not import the code of `lfgen tune`."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        import importlib
+
+        family = _COMMANDS.get(name, (None,))[0]
+        if family is None:
+            return None
+        module = importlib.import_module(f"lfgen.cli.{family}")
+        return next(command for command in module.COMMANDS if command.name == name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The commands section of --help from the table, as click writes it, without importing them."""
+        limit = formatter.width - 6 - max(map(len, _COMMANDS))
+        rows = [(name, click.Command(name, help=line).get_short_help_str(limit))  # click's own shortening
+                for name, (_, line) in sorted(_COMMANDS.items())]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
         from lfgen.errors import LfgenError, ProblemsFound
@@ -52,10 +96,6 @@ def cli() -> None:
     Shell completion: eval "$(_LFGEN_COMPLETE=bash_source lfgen)" (zsh_source, fish_source).
     """
 
-
-for _module in (config, data, experiments, tuning, evaluation, inference, results, demo):
-    for _command in _module.COMMANDS:
-        cli.add_command(_command)
 
 
 def main() -> None:

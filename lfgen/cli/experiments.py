@@ -10,8 +10,6 @@ import click
 from lfgen.cli.evaluation import echo_outcome, eval_options, generation_options
 from lfgen.cli.options import build_options, ray_options, to_build_options
 from lfgen.cli.output import CONTEXT, console, emit_json, show
-from lfgen.errors import InputError
-from lfgen.numbers import short
 
 # --- sweep -----------------------------------------------------------------------------------------
 
@@ -143,6 +141,8 @@ def run(target: str, gpus: str | None, gpus_per_run: int, dry_run: bool, retry_f
       lfgen run rank-sweep --eval --max-samples 200
       lfgen run rank-sweep --ray 10.0.0.1:6379 --storage /mnt/shared/runs
     """
+    from lfgen.errors import InputError
+
     from lfgen.training import launch
     from lfgen.training.target import resolve
 
@@ -232,6 +232,8 @@ def status(target: str | None, as_json: bool, experiments_dir: str) -> None:
       lfgen status rank-sweep
       lfgen status experiments/rank-sweep --json
     """
+    from lfgen.numbers import short
+
     if target is None:
         _experiments_status(experiments_dir, as_json)
         return

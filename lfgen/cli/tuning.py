@@ -9,8 +9,6 @@ import click
 
 from lfgen.cli.options import build_options, ray_options, to_build_options
 from lfgen.cli.output import CONTEXT
-from lfgen.errors import InputError
-from lfgen.numbers import short
 
 
 @click.command(context_settings=CONTEXT)
@@ -57,6 +55,10 @@ def tune(name: str, base: str | None, space: str | None, trials: int | None, sam
       lfgen tune lora --base a800 --trials 64 --ray 10.0.0.1:6379 --storage /mnt/shared/lfgen
       lfgen status lora && lfgen compare experiments/lora && lfgen report experiments/lora
     """
+    from lfgen.numbers import short
+
+    from lfgen.errors import InputError
+
     from lfgen.cli.progress import PlainReporter
     from lfgen.training import launch
     from lfgen.training.signals import Terminated, sigterm_as_interrupt
@@ -105,6 +107,8 @@ def tune(name: str, base: str | None, space: str | None, trials: int | None, sam
 
 def echo_trials(rows: list[dict[str, Any]]) -> None:
     """The trials as a table: number, state, parameters, value, steps used."""
+    from lfgen.numbers import short
+
     from rich.table import Table
 
     from lfgen.cli.output import console, show

@@ -9,7 +9,8 @@ import yaml
 
 from lfgen.cli import cli as root
 
-COMMANDS = sorted(root.commands)
+COMMANDS = root.list_commands(None)  # the lazy table: root.commands holds only what has loaded
+assert len(COMMANDS) >= 18, COMMANDS
 
 
 def run(runner, cli, *args):
@@ -175,3 +176,41 @@ def test_missing_file_for_explain(runner, cli, tmp_path):
 def test_usage_error_exits_2(runner, cli):
     assert runner.invoke(cli, ["preset"]).exit_code == 2
     assert runner.invoke(cli, ["validate"]).exit_code == 2
+
+
+def test_the_lazy_command_table_names_every_command_of_every_family():
+    """lfgen/cli/app.py loads a command's module only when it runs; its table must match the modules."""
+    import importlib
+    import pkgutil
+
+    import lfgen.cli
+    from lfgen.cli.app import _COMMANDS
+
+    found = {}
+    for info in pkgutil.iter_modules(lfgen.cli.__path__):
+        module = importlib.import_module(f"lfgen.cli.{info.name}")
+        for command in getattr(module, "COMMANDS", ()):
+            found[command.name] = (info.name, command.get_short_help_str(1000))
+    assert found == _COMMANDS
+
+
+def test_help_lists_the_commands_as_click_would(runner, cli):
+    """--help writes the table's lines without importing the commands: the same text as click's own."""
+    import click
+
+    plain = click.Group("lfgen", commands=[cli.get_command(None, name) for name in cli.list_commands(None)])
+    ours = run(runner, cli, "--help").output
+    theirs = runner.invoke(plain, ["--help"]).output
+    assert ours[ours.index("Commands:"):] == theirs[theirs.index("Commands:"):]
+
+
+def test_a_command_loads_only_its_own_family():
+    import subprocess
+    import sys
+
+    code = ("import sys; from lfgen.cli import cli\n"
+            "try: cli(['presets', '--json'], standalone_mode=False)\n"
+            "except SystemExit: pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith('lfgen.cli.')), file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
+    assert "lfgen.cli.config" in out and "lfgen.cli.tuning" not in out and "lfgen.cli.results" not in out
