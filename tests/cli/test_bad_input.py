@@ -507,10 +507,15 @@ def workdir(tmp_path, monkeypatch):
         os.chmod(ro, 0o755)
 
 
+class Hang(Exception):
+    """Raised by the deadline; not an OSError (TimeoutError is one), so no `except OSError` swallows it."""
+
+
 @contextlib.contextmanager
 def _deadline(seconds: int):
     def expire(signum, frame):
-        raise TimeoutError(f"still running after {seconds} s")
+        signal.alarm(1)  # again, should the code under test catch this one
+        raise Hang(f"still running after {seconds} s")
 
     previous = signal.signal(signal.SIGALRM, expire)
     signal.alarm(seconds)
