@@ -162,7 +162,8 @@ def _disagreement(usable: Sequence[tuple[str, RunData]], label: str, best: RunDa
 
 
 def _answers(run: RunData) -> list[Finding]:
-    return [Finding(kind, None, message, advice) for kind, message, advice in answer_flags(run.results)]
+    return [Finding(kind, "R-DIAG-ANSWERS", message, advice) for kind, message, advice in answer_flags(run.results)]
+
 
 def _loss(metric: str, item: tuple[str, RunData]) -> float | None:
     return getattr(item[1], metric)
