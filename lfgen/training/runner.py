@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from lfgen.errors import InputError
-from lfgen.layout import CONSOLE_LOG, MARKER, RECIPE_PREFIX, ROOT_PREFIX, RUN_CONFIG
+from lfgen.layout import CONSOLE_LOG, MARKER, RECIPE_PREFIX, ROOT_PREFIX, RUN_CONFIG, header_value
 from lfgen.training import failures, launch, outputs, pruning, requeue, rundir
 from lfgen.training.environment import write_manifest
 from lfgen.training.executor import Executor, LocalExecutor, RunHandle, RunSpec
@@ -211,9 +211,9 @@ class Runner:
             f"{config.get('gradient_accumulation_steps')}") or ""
         header = [f"The config lfgen ran for run {name} of {self.target.name} (from {row.config})",
                   f"{ROOT_PREFIX}{self.target.root}"]
-        recipe = next((line.lstrip("# ").strip() for line in text.splitlines() if RECIPE_PREFIX in line), None)
+        recipe = header_value(text, RECIPE_PREFIX)
         if recipe:  # the GPU and options it was built for: lfgen calibrate reads them
-            header.append(recipe)
+            header.append(RECIPE_PREFIX + recipe)
         if note:
             header.append(note)
         (output_dir / RUN_CONFIG).write_text(render(config, header=header), encoding="utf-8")
