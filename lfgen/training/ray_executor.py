@@ -10,13 +10,13 @@ and the path. The driver (``RayExecutor``, ``RayHandle``) decides everything: OO
 Ctrl-C. A stop request reaches the task through a small actor (``_Control``), so a stopped run's files
 still come home; ``ray.cancel`` is the fallback, and Ray's ownership ends the tasks when the driver dies.
 
-``import ray`` happens only here, and only when ``--ray`` is given.
+``import ray`` happens only in the Ray modules (here and ``ray_eval``, lfgen eval's tasks), and only when
+``--ray`` is given.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -35,74 +35,15 @@ from lfgen.layout import (
     TRAINER_STATE,
 )
 from lfgen.training.executor import RunSpec
+from lfgen.training.ray_cluster import alive_nodes, check_cpus, connect, fit, forwarded_env, same_dir
 from lfgen.training.watch import Progress
 
-RAY_HINT = "pip install 'lfgen[ray]'"
 WORKDIR_ENV = "LFGEN_RAY_WORKDIR"  # a worker's own folder for runs without --storage
 HOME_FILES = (TRAINER_LOG, TRAINER_STATE, RESULTS_FILE, *RESULT_FILES, RUN_CONFIG, CONSOLE_LOG, ENV_MANIFEST,
               LLAMABOARD_CONFIG, "training_loss.png", "training_eval_loss.png")
 MAX_HOME_BYTES = 64 * 2**20  # a file bigger than this stays on the worker
 POLL_S = 0.3
 STOP_WAIT_S = 30.0  # after a stop request, how long the files may take to come home before ray.cancel
-CONNECT_TIMEOUT_S = 5.0
-
-
-# --- address and resources (pure, tested without Ray) -------------------------------------------------
-
-def parse_address(address: str | None, environ: dict[str, str]) -> str | None:
-    """``auto`` -> RAY_ADDRESS, else None (a local Ray instance); ``host:port`` and ``ray://host:port`` as given."""
-    if address in (None, "", "auto"):
-        address = environ.get("RAY_ADDRESS") or None
-        if address in (None, "auto", "local"):
-            return None
-    return address
-
-
-def host_port(address: str) -> tuple[str, int]:
-    """The GCS host and port of a cluster address (``ray://`` uses the client port, 10001 by default)."""
-    rest = address.split("://", 1)[1] if "://" in address else address
-    host, sep, port = rest.rpartition(":")
-    if not sep:
-        host, port = rest, "10001" if address.startswith("ray://") else "6379"
-    try:
-        return host.strip("[]") or "127.0.0.1", int(port)
-    except ValueError:
-        raise InputError(f"--ray: {address!r} is not a Ray address; write HOST:PORT, ray://HOST:PORT or auto") from None
-
-
-def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
-    """Fail at once on an address nothing listens at (ray.init would retry for minutes)."""
-    host, port = host_port(address)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return
-    except OSError as exc:
-        raise InputError(f"--ray: no Ray cluster at {address} ({exc.strerror or exc}); start one with "
-                         "`ray start --head` or give its address (docs/ray.md)") from None
-
-
-def capacity(nodes: list[dict[str, float]], cpus: float, gpus: int) -> int:
-    """How many runs fit the cluster at once (each node: its CPUs and GPUs); 0 when no node can hold one."""
-    total = 0
-    for resources in nodes:
-        fit = int(resources.get("CPU", 0) // cpus) if cpus else 1_000_000
-        if gpus:
-            fit = min(fit, int(resources.get("GPU", 0) // gpus))
-        total += fit
-    return total
-
-
-def run_gpus(nodes: list[dict[str, float]], gpus_per_run: int) -> int:
-    """The GPUs each run asks for: --gpus-per-run on a GPU cluster, 0 on a CPU-only one."""
-    most = max((int(n.get("GPU", 0)) for n in nodes), default=0)
-    if most == 0:
-        if gpus_per_run > 1:
-            raise InputError(f"--gpus-per-run: {gpus_per_run} GPUs per run, but the Ray cluster has no GPU")
-        return 0
-    if gpus_per_run > most:
-        raise InputError(f"--gpus-per-run: {gpus_per_run} GPUs per run, but no node of the Ray cluster has more "
-                         f"than {most} (a run's GPUs must be on one node)")
-    return gpus_per_run
 
 
 # --- the worker side ------------------------------------------------------------------------------
@@ -135,10 +76,10 @@ def _snapshot(progress: Progress) -> dict[str, Any]:
     return {k: v for k, v in asdict(progress).items() if k != "tail"}
 
 
-def home_files(out: Path) -> dict[str, bytes]:
-    """The run's small result files, to be written into the driver's output dir."""
+def home_files(out: Path, names: tuple[str, ...] = HOME_FILES) -> dict[str, bytes]:
+    """The run's small result files (*names*, relative to *out*), to be written into the driver's output dir."""
     found = {}
-    for name in HOME_FILES:
+    for name in names:
         path = out / name
         if path.is_file() and path.stat().st_size <= MAX_HOME_BYTES:
             found[name] = path.read_bytes()
@@ -166,7 +107,7 @@ def train_on_worker(spec: RunSpec, storage: str | None, control: Any):
     watcher.skip_existing()
     child = launch.spawn_guarded(argv, cwd=cwd, env=env, log_path=out / CONSOLE_LOG)
     yield {"placed": {"node": ray.util.get_node_ip_address(), "node_id": ray.get_runtime_context().get_node_id(),
-                      "path": str(out), "gpus": gpus, "pid": child.pid}}
+                      "path": str(out), "shared": storage is not None, "gpus": gpus, "pid": child.pid}}
     try:
         last, asked = None, time.monotonic()
         while True:
@@ -212,17 +153,6 @@ class _Control:
 
 
 # --- the driver side ------------------------------------------------------------------------------
-
-FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_ENDPOINT", "USE_MODELSCOPE_HUB")  # plus the names in LFGEN_RAY_ENV
-
-
-def _ray() -> Any:
-    try:
-        import ray
-    except ImportError:
-        raise InputError(f"--ray: ray is not installed; install it with {RAY_HINT}") from None
-    return ray
-
 
 class RayHandle:
     """The driver's view of one run's task: the events it streamed, its end, its files written home."""
@@ -271,8 +201,7 @@ class RayHandle:
     def _bring_home(self, files: dict[str, bytes]) -> None:
         home = self.spec.output_dir
         home.mkdir(parents=True, exist_ok=True)
-        remote = Path(self.placed["path"]) if self.placed else None
-        if remote is not None and remote.exists() and remote.resolve() == home.resolve():
+        if self.placed and same_dir(self.placed["path"], home):
             return  # --storage is the driver's own output dir: the files are already here
         for name, data in files.items():
             (home / name).write_bytes(data)
@@ -311,32 +240,14 @@ class RayExecutor:
 
     def __init__(self, address: str | None = "auto", *, gpus_per_run: int = 1, cpus_per_run: float = 1.0,
                  storage: str | None = None, resources: dict[str, float] | None = None):
-        if cpus_per_run <= 0:
-            raise InputError(f"--cpus-per-run: must be more than 0 (got {cpus_per_run})")
-        self.address = parse_address(address, dict(os.environ))
-        if self.address is not None:
-            check_reachable(self.address)
-        ray = self.ray = _ray()
+        check_cpus(cpus_per_run)
+        ray, self.address = connect(address)
+        self.ray = ray
         self.cpus, self.storage = cpus_per_run, str(Path(storage).absolute()) if storage else None
         self.resources = dict(resources or {})  # custom resources each run asks for (pins it to the nodes that have them)
         self.lost: set[str] = set()  # runs whose worker died: their next attempt goes anywhere (lfgen.training.requeue)
         try:
-            if self.address is None:  # a local instance, on loopback (../shared/research/ray-optuna.md §1.1)
-                os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-                ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False,
-                         _node_ip_address="127.0.0.1")
-            else:
-                ray.init(address=self.address, log_to_driver=False, configure_logging=False)
-        except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
-            raise InputError(f"--ray: could not connect to {self.address or 'a local Ray instance'}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-        try:
-            nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
-            self.gpus = run_gpus(nodes, gpus_per_run)
-            self.parallel = capacity(nodes, cpus_per_run, self.gpus)
-            if self.parallel == 0:
-                raise InputError(f"--cpus-per-run: {cpus_per_run} CPU(s) per run, but no node of the Ray cluster "
-                                 f"has that many ({', '.join(str(n.get('CPU', 0)) for n in nodes)})")
+            self.gpus, self.parallel = fit([node["Resources"] for node in alive_nodes(ray)], cpus_per_run, gpus_per_run)
             self.control = ray.remote(_Control).options(num_cpus=0).remote()
         except InputError:
             self.close()
@@ -354,8 +265,7 @@ class RayExecutor:
         return [None] * self.parallel
 
     def start(self, spec: RunSpec) -> RayHandle:
-        names = FORWARDED_ENV + tuple(n for n in os.environ.get("LFGEN_RAY_ENV", "").split(",") if n)
-        spec.extra["env"] = {name: os.environ[name] for name in names if name in os.environ}
+        spec.extra["env"] = forwarded_env(dict(os.environ))
         self.control.clear.remote(spec.name)
         pinned = {} if spec.name in self.lost else self.resources
         generator = self.task.options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0, resources=pinned,

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from lfgen.errors import InputError
-from lfgen.training.ray_executor import capacity, host_port, parse_address, run_gpus
+from lfgen.training.ray_cluster import capacity, host_port, parse_address, run_gpus
 
 from .test_faults import Recorder, calls, experiment, modes, project, rows  # noqa: F401 - fixtures
 

@@ -1,0 +1,141 @@
+"""The Ray cluster as lfgen's --ray sees it: the address, the connection, the resources a task may ask for.
+
+Shared by ``lfgen run --ray`` (``ray_executor``) and ``lfgen eval --ray`` (``ray_eval``). The pure parts are
+tested without Ray; ``import ray`` happens only in ``connect``, when --ray is given.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from lfgen.errors import InputError
+
+RAY_HINT = "pip install 'lfgen[ray]'"
+CONNECT_TIMEOUT_S = 5.0
+
+
+# --- address and resources (pure, tested without Ray) -------------------------------------------------
+
+def parse_address(address: str | None, environ: dict[str, str]) -> str | None:
+    """``auto`` -> RAY_ADDRESS, else None (a local Ray instance); ``host:port`` and ``ray://host:port`` as given."""
+    if address in (None, "", "auto"):
+        address = environ.get("RAY_ADDRESS") or None
+        if address in (None, "auto", "local"):
+            return None
+    return address
+
+
+def host_port(address: str) -> tuple[str, int]:
+    """The GCS host and port of a cluster address (``ray://`` uses the client port, 10001 by default)."""
+    rest = address.split("://", 1)[1] if "://" in address else address
+    host, sep, port = rest.rpartition(":")
+    if not sep:
+        host, port = rest, "10001" if address.startswith("ray://") else "6379"
+    try:
+        return host.strip("[]") or "127.0.0.1", int(port)
+    except ValueError:
+        raise InputError(f"--ray: {address!r} is not a Ray address; write HOST:PORT, ray://HOST:PORT or auto") from None
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail at once on an address nothing listens at (ray.init would retry for minutes)."""
+    host, port = host_port(address)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return
+    except OSError as exc:
+        raise InputError(f"--ray: no Ray cluster at {address} ({exc.strerror or exc}); start one with "
+                         "`ray start --head` or give its address (docs/ray.md)") from None
+
+
+def capacity(nodes: list[dict[str, float]], cpus: float, gpus: int) -> int:
+    """How many runs fit the cluster at once (each node: its CPUs and GPUs); 0 when no node can hold one."""
+    total = 0
+    for resources in nodes:
+        fit = int(resources.get("CPU", 0) // cpus) if cpus else 1_000_000
+        if gpus:
+            fit = min(fit, int(resources.get("GPU", 0) // gpus))
+        total += fit
+    return total
+
+
+def run_gpus(nodes: list[dict[str, float]], gpus_per_run: int) -> int:
+    """The GPUs each run asks for: --gpus-per-run on a GPU cluster, 0 on a CPU-only one."""
+    most = max((int(n.get("GPU", 0)) for n in nodes), default=0)
+    if most == 0:
+        if gpus_per_run > 1:
+            raise InputError(f"--gpus-per-run: {gpus_per_run} GPUs per run, but the Ray cluster has no GPU")
+        return 0
+    if gpus_per_run > most:
+        raise InputError(f"--gpus-per-run: {gpus_per_run} GPUs per run, but no node of the Ray cluster has more "
+                         f"than {most} (a run's GPUs must be on one node)")
+    return gpus_per_run
+
+
+def check_cpus(cpus: float) -> None:
+    """--cpus-per-run is refused before lfgen connects when it is not a positive number."""
+    if cpus <= 0:
+        raise InputError(f"--cpus-per-run: must be more than 0 (got {cpus})")
+
+
+def fit(nodes: list[dict[str, float]], cpus: float, gpus_per_run: int) -> tuple[int, int]:
+    """(GPUs each task asks for, tasks that fit at once) on *nodes* (their resources); InputError when none fits."""
+    gpus = run_gpus(nodes, gpus_per_run)
+    parallel = capacity(nodes, cpus, gpus)
+    if parallel == 0:
+        raise InputError(f"--cpus-per-run: {cpus} CPU(s) per run, but no node of the Ray cluster "
+                         f"has that many ({', '.join(str(n.get('CPU', 0)) for n in nodes)})")
+    return gpus, parallel
+
+
+def same_dir(remote: str | Path, home: Path) -> bool:
+    """Whether a task's folder is the driver's own (--storage that is the driver's outputs): nothing to copy."""
+    remote = Path(remote)
+    return remote.exists() and remote.resolve() == home.resolve()
+
+
+# --- the connection -----------------------------------------------------------------------------------
+
+FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_ENDPOINT", "USE_MODELSCOPE_HUB")  # plus the names in LFGEN_RAY_ENV
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise InputError(f"--ray: ray is not installed; install it with {RAY_HINT}") from None
+    return ray
+
+
+def connect(address: str | None) -> tuple[Any, str | None]:
+    """(the ray module, connected, and the cluster address or None for a local instance) for --ray *address*;
+    an address nothing listens at or a cluster that refuses the driver is one InputError."""
+    address = parse_address(address, dict(os.environ))
+    if address is not None:
+        check_reachable(address)
+    ray = import_ray()
+    try:
+        if address is None:  # a local instance, on loopback (../shared/research/ray-optuna.md §1.1)
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False,
+                     _node_ip_address="127.0.0.1")
+        else:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
+        raise InputError(f"--ray: could not connect to {address or 'a local Ray instance'}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    return ray, address
+
+
+def alive_nodes(ray: Any) -> list[dict[str, Any]]:
+    """The cluster's live nodes, as ``ray.nodes()`` describes them (NodeID, NodeManagerAddress, Resources)."""
+    return [node for node in ray.nodes() if node.get("Alive")]
+
+
+def forwarded_env(environ: dict[str, str]) -> dict[str, str]:
+    """The driver's variables a task passes on to its process: FORWARDED_ENV and the names in LFGEN_RAY_ENV."""
+    names = FORWARDED_ENV + tuple(n for n in environ.get("LFGEN_RAY_ENV", "").split(",") if n)
+    return {name: environ[name] for name in names if name in environ}
