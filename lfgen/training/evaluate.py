@@ -146,12 +146,14 @@ def is_scored(run_dir: str | Path) -> bool:
 
 
 def evaluate(run_dir: str | Path, options: EvalOptions | None = None, *, name: str | None = None,
-             gpus: list[int] | None = None, force: bool = False) -> dict[str, Any] | None:
+             gpus: list[int] | None = None, force: bool = False, root: Path | None = None,
+             env: dict[str, str] | None = None) -> dict[str, Any] | None:
     """Generate on the run's held-out rows with ``llamafactory-cli train`` (do_predict) and score them.
 
     Returns the scores (also written to ``<run>/eval/lfgen_scores.json``), or None when the run was already
     scored and *force* is not set. Raises InputError for a run that cannot be evaluated, RunError when
-    LlamaFactory fails (the message names the log).
+    LlamaFactory fails (the message names the log). *root* (default: the run config's ``lfgen-root``) is where
+    its relative paths resolve; *env* is added to this process's environment (a Ray task's forwarded variables).
     """
     from lfgen.builder.render import render
     from lfgen.results.scoring import read_predictions, score, token_counter
@@ -161,7 +163,8 @@ def evaluate(run_dir: str | Path, options: EvalOptions | None = None, *, name: s
     options = options or EvalOptions()
     options.check()
     run_dir = Path(run_dir)
-    config, _, root = read_run_config(run_dir)
+    config, _, config_root = read_run_config(run_dir)
+    root = root or config_root
     name = name or run_dir.name
     require_finished(run_dir, config, name)
     if is_scored(run_dir) and not force:
@@ -174,12 +177,13 @@ def evaluate(run_dir: str | Path, options: EvalOptions | None = None, *, name: s
     config_path = eval_dir / EVAL_CONFIG
     config_path.write_text(render(values, header=[f"lfgen eval of run {name}: LlamaFactory predict on its held-out rows",
                                                   f"lfgen-root: {root}"]), encoding="utf-8")
-    argv = launch.predict_argv(launch.find_cli(), config_path.resolve())
-    env = launch.train_env(dict(os.environ), gpus)
+    env = launch.train_env({**os.environ, **(env or {})}, gpus)
+    argv = launch.predict_argv(launch.find_cli(env.get("PATH")), config_path.resolve())
     started = time.monotonic()
     child = launch.spawn(argv, cwd=root, env=env, log_path=eval_dir / EVAL_LOG)
     try:
-        code = child.proc.wait()
+        while (code := child.proc.poll()) is None:  # polled: Ctrl-C, or ray.cancel of a Ray task, can interrupt it
+            time.sleep(0.2)
     except KeyboardInterrupt:
         launch.stop_group(child.pid, grace=3)
         raise
@@ -227,40 +231,67 @@ class Outcome:
     detail: str | None = None
 
 
-def evaluate_recorded(store: Any, name: str, run_dir: Path, options: EvalOptions, *, gpus: list[int] | None = None,
-                      force: bool = False) -> Outcome:
-    """Evaluate one run of an experiment and record it in the experiment's state (``evaluations`` table): a
-    scored run is never scored again unless *force*; a failure is the evaluation's, never the training's."""
-    from lfgen.errors import LfgenError
+INTERRUPTED = "stopped with Ctrl-C; lfgen eval evaluates it again"  # an evaluation's detail after Ctrl-C
 
+
+def begin_recorded(store: Any, name: str, run_dir: Path, options: EvalOptions, force: bool = False) -> Outcome | None:
+    """The first half of a recorded evaluation: the Outcome "skipped" for a run already scored (unless *force*),
+    else None once its evaluation is recorded as running."""
     if is_scored(run_dir) and not force:
         if (store.evaluation(name) or ("",))[0] != "done":
             store.set_evaluation(name, "running", options=asdict(options))  # scored, then killed before recording
             store.set_evaluation(name, "done", detail="scores found on disk")
         return Outcome(name, "skipped", _read_json(run_dir / EVAL_DIR / SCORES), "already scored; --force re-scores it")
     store.set_evaluation(name, "running", options=asdict(options))
-    try:
-        scores = evaluate(run_dir, options, name=name, gpus=gpus, force=True)
-    except KeyboardInterrupt:
-        store.set_evaluation(name, "failed", detail="stopped with Ctrl-C; lfgen eval evaluates it again")
-        raise
-    except LfgenError as exc:
-        store.set_evaluation(name, "failed", detail=str(exc))
-        return Outcome(name, "failed", detail=str(exc))
+    return None
+
+
+def end_recorded(store: Any, name: str, scores: dict[str, Any] | None = None, error: str | None = None) -> Outcome:
+    """The second half: the evaluation recorded as done (its *scores*) or failed (*error*); the training's
+    state is never touched."""
+    if error is not None or scores is None:
+        store.set_evaluation(name, "failed", detail=error)
+        return Outcome(name, "failed", detail=error)
     store.set_evaluation(name, "done", detail=f"{scores['samples_scored']} samples scored")
     return Outcome(name, "scored", scores)
 
 
+def evaluate_recorded(store: Any, name: str, run_dir: Path, options: EvalOptions, *, gpus: list[int] | None = None,
+                      force: bool = False) -> Outcome:
+    """Evaluate one run of an experiment and record it in the experiment's state (``evaluations`` table): a
+    scored run is never scored again unless *force*; a failure is the evaluation's, never the training's."""
+    from lfgen.errors import LfgenError
+
+    skipped = begin_recorded(store, name, run_dir, options, force)
+    if skipped is not None:
+        return skipped
+    try:
+        scores = evaluate(run_dir, options, name=name, gpus=gpus, force=True)
+    except KeyboardInterrupt:
+        end_recorded(store, name, error=INTERRUPTED)
+        raise
+    except LfgenError as exc:
+        return end_recorded(store, name, error=str(exc))
+    return end_recorded(store, name, scores)
+
+
 def evaluate_experiment(target: Any, options: EvalOptions | None = None, *, force: bool = False,
-                        gpus: list[int] | None = None, progress: Any = None) -> list[Outcome]:
-    """Evaluate every finished run of an experiment (a ``lfgen.training.target.Target``), one at a time, under
-    the experiment's lock; resumable: a killed lfgen eval goes on where it stopped. *progress* (optional) is
-    called with each Outcome as it happens."""
+                        gpus: list[int] | None = None, progress: Any = None, remote: Any = None) -> list[Outcome]:
+    """Evaluate every finished run of an experiment (a ``lfgen.training.target.Target``) under the experiment's
+    lock, one at a time here, or all at once in *remote* (``lfgen.training.ray_eval.RayEvaluations``: one Ray
+    task each); resumable: a killed lfgen eval goes on where it stopped. *progress* (optional) is called with
+    each Outcome as it happens."""
     from lfgen.training.state import Lock, Store, read_rows
 
     options = options or EvalOptions()
     options.check()
-    outcomes = []
+    outcomes: list[Outcome] = []
+
+    def note(outcome: Outcome) -> None:
+        outcomes.append(outcome)
+        if progress is not None:
+            progress(outcome)
+
     with Lock(target.state_path.with_name(".lock"), f"experiment {target.name}"):
         states = {name: row.state for name, row in read_rows(target.state_path).items()}
         store = Store(target.state_path)
@@ -269,12 +300,19 @@ def evaluate_experiment(target: Any, options: EvalOptions | None = None, *, forc
                 run_dir = target.root / output_dir
                 state = states.get(name)
                 if (state not in (None, "done")) or not (run_dir / RESULTS_FILE).is_file():
-                    outcome = Outcome(name, "not finished", detail=f"{state or 'not trained'}; finish it with lfgen run")
-                else:
-                    outcome = evaluate_recorded(store, name, run_dir, options, gpus=gpus, force=force)
-                outcomes.append(outcome)
-                if progress is not None:
-                    progress(outcome)
+                    note(Outcome(name, "not finished", detail=f"{state or 'not trained'}; finish it with lfgen run"))
+                elif remote is None:
+                    note(evaluate_recorded(store, name, run_dir, options, gpus=gpus, force=force))
+                elif (outcome := remote.start(store, name, run_dir, options, force)) is not None:  # None: started
+                    note(outcome)
+            while remote is not None and remote.running:
+                for outcome in remote.collect(timeout=1.0):
+                    note(outcome)
+        except KeyboardInterrupt:
+            if remote is not None:
+                remote.interrupt()  # its tasks cancelled, their evaluations recorded as stopped
+            raise
         finally:
             store.close()
-    return outcomes
+    order = [name for name, _, _ in target.runs]
+    return sorted(outcomes, key=lambda outcome: order.index(outcome.run))
