@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from lfgen.cli.options import ray_eval_options
 from lfgen.cli.output import CONTEXT
 
 
@@ -57,20 +58,26 @@ def echo_outcome(outcome: Any) -> None:
 @click.argument("target", metavar="RUN_DIR|EXPERIMENT")
 @eval_options
 @click.option("--force", is_flag=True, help="Score runs that are already scored again.")
+@ray_eval_options
 @click.option("--experiments-dir", default="experiments", show_default=True)
 def eval_command(target: str, max_samples: int | None, batch_size: int | None, max_new_tokens: int,
-                 temperature: float, force: bool, experiments_dir: str) -> None:
+                 temperature: float, force: bool, ray_address: str | None, cpus_per_run: float, gpus_per_run: int,
+                 experiments_dir: str) -> None:
     """Generate on each run's held-out rows (llamafactory-cli train with do_predict) and score them.
 
     The run's eval_dataset, or the rows val_size held out in training, never training rows.
     LlamaFactory writes BLEU-4 and ROUGE-1/2/L; lfgen adds exact-match and answer accuracy, samples
     scored and tokens/s, all in RUN_DIR/eval/. An experiment's evaluations are recorded in its state:
-    a killed lfgen eval resumes and scored runs are not scored again (--force re-scores).
+    a killed lfgen eval resumes and scored runs are not scored again (--force re-scores). With --ray,
+    each run is evaluated in a Ray task, all at once, on the node that holds its adapter (any node
+    when it trained on --storage); the scores come home into the driver's outputs. docs/ray.md
 
     \b
     Examples:
       lfgen eval outputs/rank-sweep/rank-64
       lfgen eval experiments/rank-sweep --max-samples 200
+      lfgen eval rank-sweep --ray 10.0.0.1:6379
+      lfgen eval rank-sweep --ray --max-new-tokens 64    # a local Ray instance
       lfgen compare experiments/rank-sweep --sort -predict_rouge-l
     """
     from pathlib import Path  # inside: pathlib costs ~6 ms of every `lfgen --help`
@@ -80,13 +87,30 @@ def eval_command(target: str, max_samples: int | None, batch_size: int | None, m
     options = generation_options(max_samples, batch_size, max_new_tokens, temperature)
     path = Path(target)
     if _is_run_dir(path):
+        if ray_address is not None:
+            from lfgen.errors import InputError
+
+            raise InputError("--ray: give the experiment (its state records where each run trained), not a run "
+                             f"dir; {target} is evaluated here without --ray")
         scores = evaluate(path, options, force=force)
         echo_outcome(Outcome(path.name, "scored" if scores else "skipped",
                              scores or _scores_on_disk(path)))
         return
     from lfgen.training.target import resolve
 
-    outcomes = evaluate_experiment(resolve(target, experiments_dir), options, force=force, progress=echo_outcome)
+    resolved = resolve(target, experiments_dir)
+    remote = None
+    if ray_address is not None:
+        from lfgen.training.ray_eval import connect_evaluations
+
+        remote = connect_evaluations(ray_address, resolved, options, cpus_per_run=cpus_per_run,
+                                     gpus_per_run=gpus_per_run)
+        click.echo(remote.describe(), err=True)
+    try:
+        outcomes = evaluate_experiment(resolved, options, force=force, progress=echo_outcome, remote=remote)
+    finally:
+        if remote is not None:
+            remote.close()
     if any(outcome.status == "failed" for outcome in outcomes):
         sys.exit(1)
 

@@ -115,7 +115,8 @@ def _print_experiment(experiment) -> None:
               "results, replacing them.")
 @click.option("-q", "--quiet", is_flag=True, help="Plain log lines instead of progress bars.")
 @click.option("--eval", "evaluate", is_flag=True, help="Evaluate each run right after it trains, in its slot "
-              "(lfgen eval; the generation options below).")
+              "(lfgen eval; the generation options below); with --ray, in a Ray task on the run's node while the "
+              "other runs go on.")
 @eval_options
 @ray_options
 @click.option("--experiments-dir", default="experiments", show_default=True)
@@ -140,19 +141,16 @@ def run(target: str, gpus: str | None, gpus_per_run: int, dry_run: bool, retry_f
       lfgen run rank-sweep --dry-run
       lfgen run rank-sweep --eval --max-samples 200
       lfgen run rank-sweep --ray 10.0.0.1:6379 --storage /mnt/shared/runs
+      lfgen run rank-sweep --ray 10.0.0.1:6379 --eval --max-new-tokens 64
     """
-    from lfgen.errors import InputError
-
     from lfgen.training import launch
     from lfgen.training.target import resolve
 
     resolved = resolve(target, experiments_dir)
     gpu_list = launch.parse_gpus(gpus, launch.visible_gpus()) if gpus else None
-    if evaluate and ray_address is not None:
-        raise InputError("--eval: not with --ray yet; run lfgen eval after the runs have trained")
-    after_done = _evaluator(resolved, generation_options(max_samples, batch_size, max_new_tokens, temperature)) \
-        if evaluate and not dry_run else None
+    options = generation_options(max_samples, batch_size, max_new_tokens, temperature)
     executor = ray_executor(ray_address, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run, storage=storage)
+    after_done = _evaluator(resolved, options, executor) if evaluate and not dry_run else None
     try:
         summary = run_experiment(resolved, quiet=quiet or dry_run, resume_hint="the next lfgen run",
                                  runner_options={"gpus": gpu_list, "gpus_per_run": gpus_per_run,
@@ -184,9 +182,16 @@ def ray_executor(address: str | None, **options: Any) -> Any:
     return executor
 
 
-def _evaluator(target: Any, options: Any) -> Any:
-    """The runner's after_done for --eval: evaluate the run in its slot and say how it went."""
+def _evaluator(target: Any, options: Any, executor: Any = None) -> Any:
+    """The runner's after_done for --eval: evaluate the run in its slot and say how it went; with --ray, in a
+    Ray task on the node that trained it, while the other runs go on (lfgen.training.ray_eval)."""
     from lfgen.training.evaluate import evaluate_recorded
+
+    if executor is not None:
+        from lfgen.training.ray_eval import RayEvaluations
+
+        return RayEvaluations(executor.ray, experiment=target.name, root=target.root, options=options,
+                              cpus=executor.cpus, gpus=executor.gpus, report=echo_outcome)
 
     def after_done(store: Any, row: Any, gpus: list[int] | None) -> None:
         echo_outcome(evaluate_recorded(store, row.name, target.root / row.output_dir, options, gpus=gpus))

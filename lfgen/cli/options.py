@@ -39,17 +39,35 @@ def to_build_options(kwargs: dict[str, Any]) -> Any:
     return BuildOptions.parse(**values, set=parse_set(kwargs.pop("set_")))
 
 
+def _ray_option(what: str) -> Callable[[Any], Any]:
+    return click.option("--ray", "ray_address", is_flag=False, flag_value="auto", default=None,
+                        metavar="[ADDRESS|auto]", help=f"{what} (auto: RAY_ADDRESS, else a local Ray instance); "
+                        "needs lfgen[ray]. docs/ray.md")
+
+
 def ray_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--ray [ADDRESS|auto], --cpus-per-run and --storage: the commands that can put their runs on Ray."""
     options = [
-        click.option("--ray", "ray_address", is_flag=False, flag_value="auto", default=None,
-                     metavar="[ADDRESS|auto]", help="Run each run as a task on a Ray cluster (auto: RAY_ADDRESS, "
-                     "else a local Ray instance); needs lfgen[ray]. docs/ray.md"),
+        _ray_option("Run each run as a task on a Ray cluster"),
         click.option("--cpus-per-run", type=float, default=1.0, show_default=True,
                      help="--ray: CPUs each run's task asks for."),
         click.option("--storage", type=click.Path(file_okay=False), help="--ray: a directory every node shares "
                      "(NFS, a mounted bucket); runs train in STORAGE/<experiment>/<run> (default: each worker's "
                      "own ~/.cache/lfgen/ray-runs; results are copied home either way)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def ray_eval_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """lfgen eval's --ray [ADDRESS|auto], --cpus-per-run and --gpus-per-run (where the adapters are is recorded)."""
+    options = [
+        _ray_option("Evaluate each run in a task on a Ray cluster, on the node that holds its adapter"),
+        click.option("--cpus-per-run", type=float, default=1.0, show_default=True,
+                     help="--ray: CPUs each evaluation's task asks for."),
+        click.option("--gpus-per-run", type=int, default=1, show_default=True,
+                     help="--ray: GPUs each evaluation's task asks for (0 on a cluster without GPUs)."),
     ]
     for option in reversed(options):
         func = option(func)

@@ -71,8 +71,9 @@ class Runner:
                  on_progress: Any = None):
         self.target, self.reporter = target, reporter
         self.on_progress = on_progress  # (name, progress) -> "prune" | None at each poll: lfgen tune's pruner
-        # after_done(store, row, gpus): called when a run has trained, in its slot (lfgen run --eval evaluates
-        # it there); it records its own outcome, so a failure in it never marks the training failed.
+        # after_done(store, row, gpus): called when a run has trained, in its slot (lfgen run --eval evaluates it
+        # there); it records its own outcome, so a failure in it never marks the training failed. In the background
+        # (--eval --ray, ray_eval) it has pending(timeout) -> how many still go (waited for) and interrupt().
         self.after_done = after_done
         self.command = list(sys.argv if command is None else command)  # the lfgen command line, for lfgen_env.json
         # Where runs train: this machine (GPU slots) or a Ray cluster (lfgen.training.ray_executor).
@@ -338,9 +339,9 @@ class Runner:
     def _loop(self, queue: deque) -> Summary:
         free = list(self.slots)
         busy: dict[str, list[int] | None] = {}
-        stop = False
+        stop, background, behind = False, getattr(self.after_done, "pending", None), 0  # behind: still going on
         try:
-            while (queue and not stop) or self.active:
+            while (queue and not stop) or self.active or behind:
                 while queue and free and not stop:
                     name = queue.popleft()
                     slot = free.pop(0)
@@ -360,8 +361,11 @@ class Runner:
                             stop = True
                 if self.active:
                     wait_any(self.active.values(), POLL_S)
+                behind = background(0 if self.active else POLL_S) if background else 0
         except KeyboardInterrupt as stop:
             how = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
+            if background:
+                self.after_done.interrupt()
             for name, active in list(self.active.items()):
                 active.handle.stop()  # the guard stops the run's whole tree, wherever it is
                 self.store.update(name, state="interrupted", reason="interrupted", pid=None, pgid=None,
