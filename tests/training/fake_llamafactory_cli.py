@@ -6,6 +6,8 @@ and results files) and behaves per FAKE_LF_MODES, a JSON map from a run-name sub
   ok | slow:SECONDS | oom-above:MICRO | oom | nan-at:STEP | zero-gradnan-at:STEP | crash | config
   | torchrun:N (N workers in sessions of their own, as torch.distributed.elastic starts them: no GPU here)
   | fill-disk (writes into output_dir until ENOSPC, then fails as LlamaFactory does on a full disk)
+A predict config (do_predict: lfgen eval) writes generated_predictions.jsonl and predict_results.json
+instead (slow:SECONDS: it takes 200 x SECONDS first, for Ctrl-C tests).
 Every call is appended to FAKE_LF_RECORD (argv, env, config, start/end) as one JSON line.
 """
 
@@ -29,7 +31,8 @@ def main() -> int:
     mode = next((m for key, m in modes.items() if key in str(out)), "ok")
     record = {"argv": sys.argv, "mode": mode, "start": time.time(), "pid": os.getpid(),
               "env": {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "FORCE_TORCHRUN", "RECORD_VRAM")},
-              "micro": config.get("per_device_train_batch_size"), "accum": config.get("gradient_accumulation_steps")}
+              "micro": config.get("per_device_train_batch_size"), "accum": config.get("gradient_accumulation_steps"),
+              "predict": bool(config.get("do_predict"))}
     name, _, arg = mode.partition(":")
     if name == "torchrun":  # torchrun: workers in new sessions (torch's subprocess_handler), then it waits
         workers = [subprocess.Popen([sys.executable, "-c", "import time\nwhile True: time.sleep(0.1)"],
@@ -42,6 +45,8 @@ def main() -> int:
     if name == "torchrun":
         while True:
             time.sleep(0.1)
+    if config.get("do_predict"):
+        return predict(out, name, arg, record, log)
     if name == "fill-disk":
         for path, block in ((out / "checkpoint-1.bin", 4096), (out / "lfgen_train.log", 1)):  # the log's last page too
             try:
@@ -89,6 +94,20 @@ def main() -> int:
     (out / "all_results.json").write_text(json.dumps({"eval_loss": 1.0, "train_loss": 1.1}))
     record["end"] = time.time()
     log.write(json.dumps({**record, "finished": True}) + "\n")
+    return 0
+
+
+def predict(out: Path, name: str, arg: str, record: dict, log) -> int:
+    """What LlamaFactory's do_predict writes: one answer per held-out row and the ROUGE/BLEU results."""
+    if name == "slow":
+        time.sleep(200 * float(arg))
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [{"prompt": "what is 1 + 1?", "predict": "2", "label": "2"},
+            {"prompt": "what is 2 + 1?", "predict": "4", "label": "3"}]
+    (out / "generated_predictions.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (out / "predict_results.json").write_text(json.dumps({"predict_bleu-4": 50.0, "predict_rouge-l": 50.0,
+                                                          "predict_runtime": 0.1}))
+    log.write(json.dumps({**record, "end": time.time(), "finished": True}) + "\n")
     return 0
 
 
