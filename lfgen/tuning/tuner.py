@@ -59,15 +59,25 @@ def needs_eval(metric: str) -> bool:
     return metric.startswith("predict_") or metric in EVAL_METRICS
 
 
-def evaluator(root: Path, say: Callable[[str], None]) -> Callable[[Any, Any, Any], None]:
-    """The runner's after_done for a trial scored by lfgen eval (as lfgen run --eval's)."""
+def evaluator(root: Path, say: Callable[[str], None], executor: Any = None,
+              experiment: str = "") -> Callable[[Any, Any, Any], None]:
+    """The runner's after_done for a trial scored by lfgen eval (as lfgen run --eval's); with --ray (*executor*),
+    in a Ray task on the node that holds the trial's adapter (lfgen.training.ray_eval)."""
+
+    def said(outcome: Any) -> None:
+        if outcome.status == "failed":
+            say(f"{outcome.run}: lfgen eval failed ({outcome.detail}); the trial has no score")
+
+    if executor is not None:
+        from lfgen.training.ray_eval import RayEvaluations
+
+        return RayEvaluations(executor.ray, experiment=experiment, root=root, cpus=executor.cpus, gpus=executor.gpus,
+                              report=said)
 
     def after_done(store: Any, row: Any, gpus: list[int] | None) -> None:
         from lfgen.training.evaluate import EvalOptions, evaluate_recorded
 
-        outcome = evaluate_recorded(store, row.name, root / row.output_dir, EvalOptions(), gpus=gpus)
-        if outcome.status == "failed":
-            say(f"{row.name}: lfgen eval failed ({outcome.detail}); the trial has no score")
+        said(evaluate_recorded(store, row.name, root / row.output_dir, EvalOptions(), gpus=gpus))
 
     return after_done
 
@@ -279,7 +289,8 @@ class _Loop:
             self.experiment = add_runs(self.experiment, new, self.outputs_dir)
         options = dict(self.runner_options)
         if needs_eval(self.settings["metric"]):
-            options.setdefault("after_done", evaluator(self.root, self.say))
+            options.setdefault("after_done", evaluator(self.root, self.say, options.get("executor"),
+                                                       self.experiment.manifest.name))
         runner = Runner(resolve(str(self.folder)), self.reporter, gpus=self.gpus, command=self.command,
                         on_progress=self._progress, **options)
         try:

@@ -241,3 +241,22 @@ def test_run_eval_ray_trains_then_scores_each_run_on_its_node(on_cluster, tmp_pa
     assert _evaluations(tmp_path) == {"rank-4": ("done", "4 samples scored"), "rank-8": ("done", "4 samples scored")}
     again = lfgen("eval", "tiny")  # the driver's copy is scored: nothing to do, no Ray needed
     assert again.returncode == 0 and "rank-4: already scored" in again.stderr, again.stderr
+
+
+@pytest.mark.slow
+def test_tune_ray_on_an_eval_metric_scores_each_trial_where_it_trained(project, on_cluster, runner, cli):  # noqa: F811
+    """lfgen tune --metric predict_rouge-l --ray: each trial's evaluation is a Ray task beside its adapter (the
+    stand-in predicts ROUGE-L 50), and the study is told the score that came home."""
+    pytest.importorskip("optuna")
+    address, workers = on_cluster
+    (project / "space.yaml").write_text("lora_rank: {choices: [8, 16]}\nlearning_rate: {low: 1.0e-4, high: 5.0e-4}\n")
+    result = runner.invoke(cli, ["tune", "t", "--base", "a800", "--model", "fake/model", "--gpu", "A800",
+                                 "--space", "space.yaml", "--trials", "2", "--pruner", "none", "--metric",
+                                 "predict_rouge-l", "--ray", address])
+    assert result.exit_code == 0, result.output
+    from lfgen.tuning.study import load_rows
+
+    assert [(row["state"], row["value"]) for row in load_rows(project / "experiments/t")] == [("complete", 50.0)] * 2
+    predicted = [c["argv"][2] for c in calls(project) if c.get("predict") and "finished" not in c]
+    assert len(predicted) == 2 and all(path.startswith(str(workers / "t")) for path in predicted), predicted
+    assert (project / "outputs/t/trial-000/eval/predict_results.json").is_file()  # came home
