@@ -27,6 +27,7 @@ from lfgen.training.ray_cluster import alive_nodes, check_cpus, connect, fit, fo
 
 SCORES_FILE = f"{EVAL_DIR}/{SCORES}"  # written last: a run that has it is scored
 EVAL_FILES = tuple(f"{EVAL_DIR}/{name}" for name in (EVAL_CONFIG, EVAL_LOG, PREDICT_RESULTS, PREDICTIONS)) + (SCORES_FILE,)
+# (the config and the log first: what a failed evaluation sends home)
 CANCEL_WAIT_S = 10.0  # after ray.cancel, how long an evaluation may take to stop its process before a forced cancel
 
 
@@ -90,6 +91,7 @@ def node_gone(name: str, experiment: str, address: str, node_id: str) -> str:
 class EvalTask:
     """What one evaluation task needs on its node."""
 
+    experiment: str
     name: str
     path: str  # the run's folder there
     root: str  # the experiment's root on the driver: relative paths resolve there when it exists on the node
@@ -101,30 +103,33 @@ def eval_on_worker(task: EvalTask) -> dict[str, Any]:
     """The Ray task: evaluate the run in its folder on this node; its scores and eval files, or one error line."""
     import ray
 
-    from lfgen.errors import LfgenError
+    from lfgen.errors import LfgenError, RunError
     from lfgen.training.evaluate import evaluate
     from lfgen.training.ray_executor import home_files
 
     out, root = Path(task.path), Path(task.root)
     if not out.is_dir():
         return {"error": f"run {task.name}: its output dir {out} is not on Ray node "
-                         f"{ray.util.get_node_ip_address()} any more; train the run again (lfgen run --rerun "
-                         f"{task.name} --ray ...)"}
+                         f"{ray.util.get_node_ip_address()} any more; train the run again: lfgen run "
+                         f"{task.experiment} --rerun {task.name} --ray ADDRESS"}
     gpus = [int(gpu) for gpu in ray.get_gpu_ids()]  # [] -> CUDA_VISIBLE_DEVICES=""
     try:
         scores = evaluate(out, task.options, name=task.name, gpus=gpus, force=True,
                           root=root if root.is_dir() else out, env=task.env)
-    except LfgenError as exc:
+    except RunError as exc:  # LlamaFactory ran and failed: its config and log come home beside the message
+        return {"error": str(exc), "files": home_files(out, EVAL_FILES[:2])}
+    except LfgenError as exc:  # refused before anything ran: the driver's eval/ stays as it is
         return {"error": str(exc)}
     return {"scores": scores, "files": home_files(out, EVAL_FILES)}
 
 
-def bring_home(run_dir: Path, remote: str, files: dict[str, bytes]) -> None:
-    """Write an evaluation's files into the driver's ``<run>/eval/``: a clean folder, the scores last (one rename)."""
+def bring_home(run_dir: Path, remote: str, files: dict[str, bytes]) -> bool:
+    """Write an evaluation's files into the driver's ``<run>/eval/``: a clean folder, the scores (when it has them)
+    last, in one rename. False when there was nothing to copy (none sent, or it evaluated in the driver's folder)."""
     from lfgen.yamlio import write_atomic
 
-    if same_dir(remote, run_dir):
-        return  # it evaluated in the driver's own folder
+    if not files or same_dir(remote, run_dir):
+        return False
     eval_dir = run_dir / EVAL_DIR
     if eval_dir.exists():
         shutil.rmtree(eval_dir)  # a forced re-evaluation leaves no stale predictions
@@ -132,7 +137,9 @@ def bring_home(run_dir: Path, remote: str, files: dict[str, bytes]) -> None:
     for name, data in files.items():
         if name != SCORES_FILE:
             (run_dir / name).write_bytes(data)
-    write_atomic(run_dir / SCORES_FILE, files[SCORES_FILE])
+    if SCORES_FILE in files:
+        write_atomic(run_dir / SCORES_FILE, files[SCORES_FILE])
+    return True
 
 
 # --- the driver side -------------------------------------------------------------------------------
@@ -178,7 +185,7 @@ class RayEvaluations:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         strategy = NodeAffinitySchedulingStrategy(where.node_id, soft=False) if where.node_id else "DEFAULT"
-        task = EvalTask(name, where.path, str(self.root), options, forwarded_env(dict(os.environ)))
+        task = EvalTask(self.experiment, name, where.path, str(self.root), options, forwarded_env(dict(os.environ)))
         ref = self.task.options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0,
                                 scheduling_strategy=strategy).remote(task)
         self.inflight[ref] = (name, run_dir, where)
@@ -210,13 +217,15 @@ class RayEvaluations:
         except exceptions.RayError as exc:  # the worker or its node died, or the task was cancelled
             return {"error": f"run {name}: the Ray worker evaluating it on {where.node} was lost "
                              f"({type(exc).__name__}); run lfgen eval {self.experiment} --ray again"}
-        if "error" in result:
-            return {"error": result["error"]}
         try:
-            bring_home(run_dir, where.path, result["files"])
-        except (OSError, KeyError) as exc:
-            return {"error": f"run {name}: its scores could not be written into {run_dir / EVAL_DIR} "
-                             f"({getattr(exc, 'strerror', None) or exc}); fix that and run lfgen eval again"}
+            copied = bring_home(run_dir, where.path, result.get("files", {}))
+        except OSError as exc:
+            return {"error": f"run {name}: its evaluation could not be written into {run_dir / EVAL_DIR} "
+                             f"({exc.strerror or exc}); fix that and run lfgen eval again"}
+        if "error" in result:
+            log = run_dir / EVAL_DIR / EVAL_LOG
+            return {"error": result["error"] + (f" (on {where.node}; its copy here: {log})" if copied and log.is_file()
+                                                else "")}
         return {"scores": result["scores"]}
 
     def interrupt(self) -> None:

@@ -7,7 +7,7 @@ and results files) and behaves per FAKE_LF_MODES, a JSON map from a run-name sub
   | torchrun:N (N workers in sessions of their own, as torch.distributed.elastic starts them: no GPU here)
   | fill-disk (writes into output_dir until ENOSPC, then fails as LlamaFactory does on a full disk)
 A predict config (do_predict: lfgen eval) writes generated_predictions.jsonl and predict_results.json
-instead (slow:SECONDS: it takes 200 x SECONDS first, for Ctrl-C tests).
+instead (slow:SECONDS: it takes 200 x SECONDS first, for Ctrl-C tests; predict-crash: it fails, training does not).
 Every call is appended to FAKE_LF_RECORD (argv, env, config, start/end) as one JSON line.
 """
 
@@ -101,6 +101,10 @@ def predict(out: Path, name: str, arg: str, record: dict, log) -> int:
     """What LlamaFactory's do_predict writes: one answer per held-out row and the ROUGE/BLEU results."""
     if name == "slow":
         time.sleep(200 * float(arg))
+    if name == "predict-crash":
+        print("Traceback (most recent call last):\n  File \"/x/transformers/generation/utils.py\", line 1\n"
+              "RuntimeError: probability tensor contains either inf, nan or element < 0", file=sys.stderr, flush=True)
+        return 1
     out.mkdir(parents=True, exist_ok=True)
     rows = [{"prompt": "what is 1 + 1?", "predict": "2", "label": "2"},
             {"prompt": "what is 2 + 1?", "predict": "4", "label": "3"}]

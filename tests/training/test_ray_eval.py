@@ -89,11 +89,12 @@ def _store(project):
 
 @pytest.mark.slow
 def test_eval_ray_scores_where_the_adapter_is_and_a_gone_node_fails_only_its_run(project, on_cluster, runner,  # noqa: F811
-                                                                                 cli):
+                                                                                 cli, monkeypatch):
     address, workers = on_cluster
-    experiment(runs=("8", "16"))
+    experiment(runs=("8", "16", "32"))
+    modes(monkeypatch, rank_32="predict-crash")  # trains, then LlamaFactory's predict fails
     summary, _ = _ray_run(address)
-    assert summary.done == ["rank-8", "rank-16"]
+    assert summary.done == ["rank-8", "rank-16", "rank-32"]
     store = _store(project)
     try:  # rank-16's node "left": its last attempt was placed on a node this cluster does not have
         store.event("rank-16", "placed", {"node": "10.255.0.9", "node_id": GONE_ID, "path": str(workers / "exp/rank-16"),
@@ -109,8 +110,12 @@ def test_eval_ray_scores_where_the_adapter_is_and_a_gone_node_fails_only_its_run
         "is no longer in the cluster; bring that node back, or train the run again on shared storage so any node can "
         "evaluate it: lfgen run exp --rerun rank-16 --ray ADDRESS --storage SHARED_DIR"]
     assert any(line.startswith("rank-8: scored: 2 samples, accuracy 0.5") for line in lines), lines
-    predicted = [c for c in calls(project) if c.get("predict") and "finished" not in c]
-    assert len(predicted) == 1 and predicted[0]["argv"][2] == str(workers / "exp/rank-8/eval/lfgen_eval.yaml")
+    crashed = [line for line in lines if line.startswith("rank-32:")]
+    assert len(crashed) == 1 and "evaluation failed (llamafactory-cli exit 1): RuntimeError: probability" in crashed[0]
+    assert crashed[0].endswith(f"(on 127.0.0.1; its copy here: {project / 'outputs/exp/rank-32/eval/lfgen_eval.log'})")
+    assert "probability tensor" in (project / "outputs/exp/rank-32/eval/lfgen_eval.log").read_text()  # came home
+    predicted = sorted(c["argv"][2] for c in calls(project) if c.get("predict") and "finished" not in c)
+    assert predicted == [str(workers / f"exp/{run}/eval/lfgen_eval.yaml") for run in ("rank-32", "rank-8")]
     home = project / "outputs/exp/rank-8"
     for name in ("lfgen_scores.json", "predict_results.json", "generated_predictions.jsonl", "lfgen_eval.yaml",
                  "lfgen_eval.log"):
@@ -121,15 +126,16 @@ def test_eval_ray_scores_where_the_adapter_is_and_a_gone_node_fails_only_its_run
         assert store.evaluation("rank-8") == ("done", "2 samples scored")
         state, detail = store.evaluation("rank-16")
         assert state == "failed" and "no longer in the cluster" in detail
+        assert store.evaluation("rank-32")[0] == "failed"
     finally:
         store.close()
-    assert rows()["rank-16"].state == "done"  # a failed evaluation never touches the training's state
+    assert rows()["rank-16"].state == rows()["rank-32"].state == "done"  # the training's state is untouched
 
     scored_at = (home / "eval/lfgen_scores.json").stat().st_mtime_ns
     again = runner.invoke(cli, ["eval", "exp", "--ray", address])
     assert again.exit_code == 1 and "rank-8: already scored" in again.output, again.output
     assert (home / "eval/lfgen_scores.json").stat().st_mtime_ns == scored_at  # never re-scored
-    assert len([c for c in calls(project) if c.get("predict") and "finished" not in c]) == 1
+    assert len([c for c in calls(project) if c.get("predict") and "finished" not in c]) == 3  # rank-32 again only
 
 
 @pytest.mark.slow
