@@ -292,7 +292,8 @@ def evaluate_experiment(target: Any, options: EvalOptions | None = None, *, forc
         if progress is not None:
             progress(outcome)
 
-    with Lock(target.state_path.with_name(".lock"), f"experiment {target.name}"):
+    # the runner's own lock: an experiment is trained or evaluated by one lfgen at a time (both write its state)
+    with Lock(target.lock_path, f"experiment {target.name}", holder="lfgen eval", verb="trained or evaluated"):
         states = {name: row.state for name, row in read_rows(target.state_path).items()}
         store = Store(target.state_path)
         try:

@@ -103,3 +103,19 @@ def test_cli_errors_name_the_run_and_the_fix(tmp_path, runner):
 def test_predict_argv():
     assert predict_argv("llamafactory-cli", "outputs/r/eval/lfgen_eval.yaml") == [
         "llamafactory-cli", "train", "outputs/r/eval/lfgen_eval.yaml"]
+
+
+def test_eval_is_refused_while_lfgen_run_holds_the_experiment(tmp_path, runner, monkeypatch):
+    """One lock per experiment: eval and run both write its state, so one waits for the other."""
+    from lfgen.cli.app import cli
+    from lfgen.training.state import Lock
+    from lfgen.training.target import resolve
+
+    monkeypatch.chdir(tmp_path)
+    assert runner.invoke(cli, ["sweep", "target", "--name", "x"]).exit_code == 0
+    target = resolve("x")
+    with Lock(target.lock_path, "experiment x", holder="lfgen run"):
+        result = runner.invoke(cli, ["eval", "x"])
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert result.output.startswith("Error: experiment x is already being trained or evaluated by lfgen pid")
+    assert "(lfgen run, started" in result.output
