@@ -1,6 +1,6 @@
 """Pruning on and off over the SAME trials: `lfgen tune` with ASHA against `--pruner none`, one command.
 
-    .venv/bin/python benchmarks/bench_tune.py [--trials 6] [--steps 6] [--keep DIR]
+    .venv/bin/python benchmarks/bench_tune.py [--trials 16] [--steps 8] [--keep DIR]
 
 Both studies use `--sampler random --seed 0`: Optuna's RandomSampler draws the same parameters for trial i
 whatever the earlier trials' outcomes (TPE would not: a pruned trial changes what it proposes next), so the two
@@ -58,8 +58,8 @@ def study(project: Path, name: str, pruner: str, trials: int, steps: int) -> dic
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=6)
-    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--keep", help="work in this folder (kept) instead of a temporary one")
     args = parser.parse_args()
     from lfgen.tiny import make_dataset, make_model
