@@ -45,6 +45,7 @@ MAX_HOME_BYTES = 64 * 2**20  # a file bigger than this stays on the worker
 POLL_S = 0.3
 STOP_WAIT_S = 30.0  # after a stop request, how long the files may take to come home before ray.cancel
 CONNECT_TIMEOUT_S = 5.0
+CONTROL_TIMEOUT_S = 10.0  # a task's question to the control actor
 
 
 # --- address and resources (pure, tested without Ray) -------------------------------------------------
@@ -182,7 +183,7 @@ def train_on_worker(spec: RunSpec, storage: str | None, control: Any):
                 break
             if time.monotonic() - asked > 1.0:
                 asked = time.monotonic()
-                if ray.get(control.stopping.remote(spec.name)):
+                if _stop_requested(ray, control, spec.name):
                     launch.stop_group(child.pid)
                     child.proc.wait()
                     continue
@@ -193,6 +194,15 @@ def train_on_worker(spec: RunSpec, storage: str | None, control: Any):
         if child.proc.poll() is None:
             launch.stop_group(child.pid)
             child.proc.wait()
+
+
+def _stop_requested(ray: Any, control: Any, name: str) -> bool:
+    """Whether the driver asked this run to stop; an unreachable control actor is no request (the run trains
+    on: a driver that is gone ends its tasks through Ray's ownership, not through this actor)."""
+    try:
+        return bool(ray.get(control.stopping.remote(name), timeout=CONTROL_TIMEOUT_S))
+    except ray.exceptions.RayError:  # ActorUnavailableError, ActorDiedError, GetTimeoutError
+        return False
 
 
 class _Control:
@@ -222,6 +232,15 @@ def _ray() -> Any:
     except ImportError:
         raise InputError(f"--ray: ray is not installed; install it with {RAY_HINT}") from None
     return ray
+
+
+def _control_actor(ray: Any) -> Any:
+    """The stop-request actor, on the driver's own node: anywhere else, that node's death would take every
+    run's stop channel with it (and, before _stop_requested, crash the runs on the nodes still alive)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+    return ray.remote(_Control).options(num_cpus=0, scheduling_strategy=here).remote()
 
 
 class RayHandle:
@@ -337,7 +356,7 @@ class RayExecutor:
             if self.parallel == 0:
                 raise InputError(f"--cpus-per-run: {cpus_per_run} CPU(s) per run, but no node of the Ray cluster "
                                  f"has that many ({', '.join(str(n.get('CPU', 0)) for n in nodes)})")
-            self.control = ray.remote(_Control).options(num_cpus=0).remote()
+            self.control = _control_actor(ray)
         except InputError:
             self.close()
             raise
