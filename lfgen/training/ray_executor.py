@@ -246,8 +246,8 @@ def _control_actor(ray: Any) -> Any:
 class RayHandle:
     """The driver's view of one run's task: the events it streamed, its end, its files written home."""
 
-    def __init__(self, ray: Any, generator: Any, control: Any, spec: RunSpec, on_lost: Any = None):
-        self.ray, self.generator, self.control, self.spec, self.on_lost = ray, generator, control, spec, on_lost
+    def __init__(self, ray: Any, generator: Any, control: Any, spec: RunSpec):
+        self.ray, self.generator, self.control, self.spec = ray, generator, control, spec
         self.pid, self.placed, self.log_path = None, None, spec.output_dir / CONSOLE_LOG
         self.progress = Progress()
         self._rc: int | None = None
@@ -265,8 +265,6 @@ class RayHandle:
                 self._end(1, [line for line in str(exc).splitlines() if line.strip()][-20:])
             except ray.exceptions.RayError as exc:  # the worker, its node or the task was lost or cancelled
                 self.lost = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                if self.on_lost is not None:
-                    self.on_lost(self.spec.name)
                 self._end(1, [f"lfgen: the Ray worker running this run was lost ({self.lost})"])
         return self.progress
 
@@ -329,7 +327,7 @@ class RayExecutor:
     """Runs an experiment's runs as Ray tasks on the cluster at *address* (``auto``: RAY_ADDRESS, else local)."""
 
     def __init__(self, address: str | None = "auto", *, gpus_per_run: int = 1, cpus_per_run: float = 1.0,
-                 storage: str | None = None, resources: dict[str, float] | None = None):
+                 storage: str | None = None):
         if cpus_per_run <= 0:
             raise InputError(f"--cpus-per-run: must be more than 0 (got {cpus_per_run})")
         self.address = parse_address(address, dict(os.environ))
@@ -337,8 +335,6 @@ class RayExecutor:
             check_reachable(self.address)
         ray = self.ray = _ray()
         self.cpus, self.storage = cpus_per_run, str(Path(storage).absolute()) if storage else None
-        self.resources = dict(resources or {})  # custom resources each run asks for (pins it to the nodes that have them)
-        self.lost: set[str] = set()  # runs whose worker died: their next attempt goes anywhere (lfgen.training.requeue)
         try:
             if self.address is None:  # a local instance, on loopback (../shared/research/ray-optuna.md §1.1)
                 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -376,10 +372,11 @@ class RayExecutor:
         names = FORWARDED_ENV + tuple(n for n in os.environ.get("LFGEN_RAY_ENV", "").split(",") if n)
         spec.extra["env"] = {name: os.environ[name] for name in names if name in os.environ}
         self.control.clear.remote(spec.name)
-        pinned = {} if spec.name in self.lost else self.resources
-        generator = self.task.options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0, resources=pinned,
+        # No node is named: Ray puts the task on any live node with the CPUs and GPUs free, so a requeued run
+        # (lfgen.training.requeue) lands on a node that is alive without lfgen choosing one.
+        generator = self.task.options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0,
                                       num_returns="streaming").remote(spec, self.storage, self.control)
-        return RayHandle(self.ray, generator, self.control, spec, on_lost=self.lost.add)
+        return RayHandle(self.ray, generator, self.control, spec)
 
     def close(self) -> None:
         self.ray.shutdown()
