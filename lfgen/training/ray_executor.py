@@ -44,6 +44,7 @@ HOME_FILES = (TRAINER_LOG, TRAINER_STATE, RESULTS_FILE, *RESULT_FILES, RUN_CONFI
 MAX_HOME_BYTES = 64 * 2**20  # a file bigger than this stays on the worker
 POLL_S = 0.3
 STOP_WAIT_S = 30.0  # after a stop request, how long the files may take to come home before ray.cancel
+CONTROL_TIMEOUT_S = 10.0  # a task's question to the control actor
 
 
 # --- the worker side ------------------------------------------------------------------------------
@@ -123,7 +124,7 @@ def train_on_worker(spec: RunSpec, storage: str | None, control: Any):
                 break
             if time.monotonic() - asked > 1.0:
                 asked = time.monotonic()
-                if ray.get(control.stopping.remote(spec.name)):
+                if _stop_requested(ray, control, spec.name):
                     launch.stop_group(child.pid)
                     child.proc.wait()
                     continue
@@ -134,6 +135,15 @@ def train_on_worker(spec: RunSpec, storage: str | None, control: Any):
         if child.proc.poll() is None:
             launch.stop_group(child.pid)
             child.proc.wait()
+
+
+def _stop_requested(ray: Any, control: Any, name: str) -> bool:
+    """Whether the driver asked this run to stop; an unreachable control actor is no request (the run trains
+    on: a driver that is gone ends its tasks through Ray's ownership, not through this actor)."""
+    try:
+        return bool(ray.get(control.stopping.remote(name), timeout=CONTROL_TIMEOUT_S))
+    except ray.exceptions.RayError:  # ActorUnavailableError, ActorDiedError, GetTimeoutError
+        return False
 
 
 class _Control:
@@ -154,11 +164,20 @@ class _Control:
 
 # --- the driver side ------------------------------------------------------------------------------
 
+def _control_actor(ray: Any) -> Any:
+    """The stop-request actor, on the driver's own node: anywhere else, that node's death would take every
+    run's stop channel with it (and, before _stop_requested, crash the runs on the nodes still alive)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+    return ray.remote(_Control).options(num_cpus=0, scheduling_strategy=here).remote()
+
+
 class RayHandle:
     """The driver's view of one run's task: the events it streamed, its end, its files written home."""
 
-    def __init__(self, ray: Any, generator: Any, control: Any, spec: RunSpec, on_lost: Any = None):
-        self.ray, self.generator, self.control, self.spec, self.on_lost = ray, generator, control, spec, on_lost
+    def __init__(self, ray: Any, generator: Any, control: Any, spec: RunSpec):
+        self.ray, self.generator, self.control, self.spec = ray, generator, control, spec
         self.pid, self.placed, self.log_path = None, None, spec.output_dir / CONSOLE_LOG
         self.progress = Progress()
         self._rc: int | None = None
@@ -176,8 +195,6 @@ class RayHandle:
                 self._end(1, [line for line in str(exc).splitlines() if line.strip()][-20:])
             except ray.exceptions.RayError as exc:  # the worker, its node or the task was lost or cancelled
                 self.lost = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                if self.on_lost is not None:
-                    self.on_lost(self.spec.name)
                 self._end(1, [f"lfgen: the Ray worker running this run was lost ({self.lost})"])
         return self.progress
 
@@ -239,16 +256,14 @@ class RayExecutor:
     """Runs an experiment's runs as Ray tasks on the cluster at *address* (``auto``: RAY_ADDRESS, else local)."""
 
     def __init__(self, address: str | None = "auto", *, gpus_per_run: int = 1, cpus_per_run: float = 1.0,
-                 storage: str | None = None, resources: dict[str, float] | None = None):
+                 storage: str | None = None):
         check_cpus(cpus_per_run)
         ray, self.address = connect(address)
         self.ray = ray
         self.cpus, self.storage = cpus_per_run, str(Path(storage).absolute()) if storage else None
-        self.resources = dict(resources or {})  # custom resources each run asks for (pins it to the nodes that have them)
-        self.lost: set[str] = set()  # runs whose worker died: their next attempt goes anywhere (lfgen.training.requeue)
         try:
             self.gpus, self.parallel = fit([node["Resources"] for node in alive_nodes(ray)], cpus_per_run, gpus_per_run)
-            self.control = ray.remote(_Control).options(num_cpus=0).remote()
+            self.control = _control_actor(ray)
         except InputError:
             self.close()
             raise
@@ -267,10 +282,11 @@ class RayExecutor:
     def start(self, spec: RunSpec) -> RayHandle:
         spec.extra["env"] = forwarded_env(dict(os.environ))
         self.control.clear.remote(spec.name)
-        pinned = {} if spec.name in self.lost else self.resources
-        generator = self.task.options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0, resources=pinned,
+        # No node is named: Ray puts the task on any live node with the CPUs and GPUs free, so a requeued run
+        # (lfgen.training.requeue) lands on a node that is alive without lfgen choosing one.
+        generator = self.task.options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0,
                                       num_returns="streaming").remote(spec, self.storage, self.control)
-        return RayHandle(self.ray, generator, self.control, spec, on_lost=self.lost.add)
+        return RayHandle(self.ray, generator, self.control, spec)
 
     def close(self) -> None:
         self.ray.shutdown()

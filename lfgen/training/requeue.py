@@ -2,9 +2,10 @@
 
 The runner calls ``lost`` when a run has ended; for a run the executor lost (its Ray worker or node
 died mid-run) it records a ``lost-retry`` event, puts the run back at the head of the queue as
-``pending`` and returns True. The next attempt is an ordinary one (counted in ``attempts``); the Ray
-executor starts it without the custom resources that pinned the lost one, so it lands on a node that
-is alive. After ``MAX_LOST_RETRIES`` such retries the run fails as ``lost`` like any crash.
+``pending`` and returns True. The next attempt is an ordinary one (counted in ``attempts``, started
+afresh); the Ray executor names no node, so Ray starts it on a live node with the run's CPUs and GPUs
+free (it waits in Ray's queue while none is). After ``MAX_LOST_RETRIES`` such retries the run fails as
+``lost`` like any crash.
 """
 
 from __future__ import annotations

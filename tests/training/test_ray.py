@@ -286,10 +286,9 @@ def _ray_worker_of(pid: int) -> int | None:
 @pytest.mark.slow
 def test_a_run_whose_ray_worker_dies_is_requeued_and_finishes(project, on_cluster, monkeypatch):  # noqa: F811
     """Focused (the stand-in CLI, slow steps so the kill lands mid-run): the Ray worker process running the run's
-    task is killed with -9 by its pid; the run is requeued (lost-retry), trains again, finishes, attempts == 2.
-    Not covered here: a second worker node on loopback (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 refuses a second node,
-    =1 rewrites 127.0.0.1 to eth0 and the node never reaches the GCS), so the pin-and-kill-the-node variant of
-    the issue is left to a real cluster."""
+    task is killed with -9 by its pid, its node stays up; the run is requeued (lost-retry), trains again on the
+    same node, finishes, attempts == 2. A whole node dying, with the retry on another node and real training, is
+    test_ray_faults_e2e.py::test_a_run_on_a_worker_node_that_dies_is_requeued_on_the_head_and_finishes."""
     import threading
 
     address, _ = on_cluster
