@@ -1,6 +1,6 @@
 """lfgen run --ray: the pure parts, bad input, and a REAL Ray cluster on loopback.
 
-The cluster fixture runs `ray start --head` on 127.0.0.1 (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, see
+The cluster fixture (tests/training/conftest.py, one for the session) runs `ray start --head` on 127.0.0.1 (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, see
 ../shared/research/ray-optuna.md §1.1) with its own --temp-dir, and stops exactly the processes that
 belong to it, by pid, even when a test fails (never `ray stop`, which would stop every cluster here).
 The stand-in llamafactory-cli (fake_llamafactory_cli.py) gives the faults a CPU cannot (OOM, NaN) and
@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,9 +22,9 @@ import pytest
 from lfgen.errors import InputError
 from lfgen.training.ray_cluster import capacity, host_port, parse_address, run_gpus
 
+from .ray_head import free_port
 from .test_faults import Recorder, calls, experiment, modes, project, rows  # noqa: F401 - fixtures
 
-RAY_BIN = Path(sys.executable).parent / "ray"
 
 
 # --- pure -----------------------------------------------------------------------------------------
@@ -55,9 +52,7 @@ def test_capacity_and_gpus_per_run():
 
 
 def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_port()
 
 
 @pytest.mark.parametrize("address, message", [
@@ -80,73 +75,6 @@ def test_gpus_is_refused_with_ray():
     assert executor.slots(None, 1) == [None, None]
     with pytest.raises(InputError, match="--gpus: not with --ray"):
         executor.slots([0, 1], 1)
-
-
-# --- a real loopback cluster ----------------------------------------------------------------------
-
-def _free_port() -> int:
-    return _closed_port()
-
-
-def _pids_of(marker: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                if marker.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                pass
-    return found
-
-
-def _stop_pids(pids: list[int]) -> None:
-    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
-            for pid in pids:
-                try:
-                    os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:
-                    pass
-            time.sleep(0.1)
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """A Ray head on 127.0.0.1 with 2 CPUs; yields (address, workers' folder); its processes stopped by pid."""
-    if not RAY_BIN.exists():
-        pytest.skip("ray is not installed (pip install -e '.[ray]'); CI installs it")
-    temp = tempfile.mkdtemp(prefix="lfr", dir="/tmp")  # short: Ray's socket paths have a length limit
-    workers = tmp_path_factory.mktemp("ray-workers")
-    port = _free_port()
-    token = secrets.token_hex(32)  # its own token: ~/.ray/auth_token is shared by every cluster on this machine
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "LFGEN_RAY_WORKDIR": str(workers),
-           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
-           "HF_HUB_OFFLINE": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    start = subprocess.run([str(RAY_BIN), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
-                            "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats",
-                            f"--temp-dir={temp}"], env=env, capture_output=True, text=True, timeout=120)
-    try:
-        assert start.returncode == 0, start.stderr
-        yield f"127.0.0.1:{port}", workers, token
-    finally:
-        _stop_pids(_pids_of(temp))
-
-
-@pytest.fixture
-def on_cluster(cluster, monkeypatch):
-    address, workers, token = cluster
-    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")
-    monkeypatch.setenv("RAY_AUTH_TOKEN", token)
-    monkeypatch.setenv("LFGEN_RAY_ENV", "PATH,FAKE_LF_MODES,FAKE_LF_RECORD")
-    return address, workers
 
 
 def _ray_run(address, name="exp", **kwargs):

@@ -1,6 +1,6 @@
 """lfgen eval --ray and lfgen run --eval --ray: where each evaluation goes (pure), and a REAL loopback Ray head.
 
-The cluster fixture is test_ray.py's (ray start --head on 127.0.0.1 with its own --temp-dir and token, its
+The cluster fixture is the session's (tests/training/conftest.py: ray start --head on 127.0.0.1 with its own --temp-dir and token, its
 processes stopped by pid even when a test fails). The stand-in llamafactory-cli (fake_llamafactory_cli.py)
 gives a node that has left the cluster and a Ctrl-C mid-evaluation in seconds; the tiny model is trained and
 evaluated for real by LlamaFactory in the last two tests.
@@ -23,7 +23,7 @@ from lfgen.training.ray_eval import Place, last_placed, place
 
 from ..conftest import needs_llamafactory
 from .test_faults import calls, experiment, modes, project, rows  # noqa: F401 - fixtures
-from .test_ray import _ray_run, cluster, on_cluster  # noqa: F401 - fixtures
+from .test_ray import _ray_run
 
 GONE_ID = "ab" * 28  # a node id no cluster here has
 

@@ -32,7 +32,7 @@ import yaml
 
 from ..conftest import needs_llamafactory
 from ..test_e2e import lfgen
-from .test_ray import RAY_BIN, _pids_of, _stop_pids, cluster  # noqa: F401 - the one-node fixture
+from .ray_head import RAY_BIN, pids_of, stop_pids  # the one-node `cluster` fixture is conftest's
 from .test_resume_e2e import _processes_in
 
 pytestmark = [pytest.mark.slow, needs_llamafactory]
@@ -174,7 +174,7 @@ def two_nodes(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        _stop_pids(_pids_of(temp))  # whatever the shutdown left
+        stop_pids(pids_of(temp))  # whatever the shutdown left
         shutil.rmtree(temp, ignore_errors=True)
 
 

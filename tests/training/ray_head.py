@@ -1,0 +1,50 @@
+"""Helpers for the Ray tests' clusters: the ray binary, a free loopback port, processes found and stopped by pid."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+RAY_BIN = Path(sys.executable).parent / "ray"
+
+
+def free_port() -> int:
+    """A loopback port nothing listens at (just closed)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pids_of(marker: str) -> list[int]:
+    """Processes whose command line holds *marker* (a cluster's own --temp-dir), this one excluded."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def stop_pids(pids: list[int]) -> None:
+    """SIGTERM, then SIGKILL after 10 s, each of *pids*; reaped where they are this process's children."""
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+            for pid in pids:
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+            time.sleep(0.1)
