@@ -22,6 +22,10 @@ from lfgen.cli.output import CONTEXT
               help="Early stopping on eval loss (default asha: successive halving).")
 @click.option("--metric", help="The objective (default eval_loss; losses lowest, scores highest); an lfgen eval metric "
               "(predict_rouge-l, ...) evaluates each trial after it trains.")
+@click.option("--max-samples", type=int, help="With an lfgen eval --metric: score each trial on at most N "
+              "held-out rows (default all; recorded with the study).")
+@click.option("--max-new-tokens", type=int, help="With an lfgen eval --metric: tokens each answer may have (default "
+              "128; recorded with the study).")
 @click.option("--gpus", help="GPUs to share out, one trial per GPU, e.g. 0,1,2,3 (default: one at a time).")
 @click.option("--seed", type=int, help="The sampler's seed (default 0).")
 @click.option("--timeout", metavar="DURATION", help="Ask no new trial after this long, e.g. 2h, 30m.")
@@ -33,7 +37,7 @@ from lfgen.cli.output import CONTEXT
 @ray_options
 @build_options
 def tune(name: str, base: str | None, space: str | None, trials: int | None, sampler: str | None, pruner: str | None,
-         metric: str | None, gpus: str | None, seed: int | None, timeout: str | None, staged: bool, dry_run: bool,
+         metric: str | None, max_samples: int | None, max_new_tokens: int | None, gpus: str | None, seed: int | None, timeout: str | None, staged: bool, dry_run: bool,
          experiments_dir: str, outputs_dir: str, ray_address: str | None, cpus_per_run: float, storage: str | None,
          **kwargs: Any) -> None:
     """Search for the best LoRA configuration: trials proposed by Optuna, bad ones stopped early.
@@ -49,6 +53,7 @@ def tune(name: str, base: str | None, space: str | None, trials: int | None, sam
     Examples:
       lfgen tune lora --base a800 --model ./qwen2-7b --gpu a800 --trials 30
       lfgen tune lora --base configs/mine.yaml --space space.yaml --pruner median
+      lfgen tune qa --base a800 --metric predict_rouge-l --max-samples 200 --max-new-tokens 64
       lfgen tune lora                      # resume
       lfgen tune lora --trials 40          # resume and go on to 40 trials
       lfgen tune plan --base lightweight --staged
@@ -68,6 +73,7 @@ def tune(name: str, base: str | None, space: str | None, trials: int | None, sam
     if ray_address is not None and gpu_list is not None:
         raise InputError("--gpus: not with --ray (Ray gives each trial its GPUs)")
     common = dict(trials=trials, sampler=sampler, pruner=pruner, metric=metric, seed=seed, timeout=timeout,
+                  max_samples=max_samples, max_new_tokens=max_new_tokens,
                   gpus=gpu_list, dry_run=dry_run, reporter=PlainReporter(), say=lambda text: click.echo(text, err=True),
                   experiments_dir=experiments_dir, outputs_dir=outputs_dir)
     executor = None

@@ -107,7 +107,7 @@ def render_png(rows: list[dict[str, Any]], metric: str, *, dpi: int = 100) -> by
         if r["state"] == "pruned":
             steps.plot(xs[-1], ys[-1], marker="x", color=color, markersize=7)
     steps.set_xlabel("step")
-    steps.set_ylabel("eval loss (as reported to the pruner)")
+    steps.set_ylabel("eval loss")
     steps.set_title("intermediate values; x: where a pruned trial stopped")
     steps.grid(alpha=0.3)
     buffer = io.BytesIO()

@@ -116,14 +116,25 @@ def steps_run(output_dir: Path) -> int:
 
 def trial_rows(study: Any) -> list[dict[str, Any]]:
     """One row per trial: number, run, state (complete / pruned / failed / running), params, value, steps, why,
-    and the intermediate values (step -> eval loss) the pruner saw."""
+    and the intermediate values (step -> eval loss) the pruner saw.
+
+    The value is the metric of a complete trial, None otherwise: a pruned trial has only eval losses (Optuna gives
+    it the last one as its value, which in a study of a score is a negated loss), so its why says where it
+    stopped. A score study reports each eval loss negated (so the pruner ranks in the study's direction); the
+    rows give them back as the losses they are."""
+    sign = -1 if study.direction.name == "MAXIMIZE" else 1
     rows = []
     for trial in study.trials:
         state = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}.get(trial.state.name,
                                                                                     trial.state.name.lower())
+        losses = {step: sign * value for step, value in sorted(trial.intermediate_values.items())}
+        why = trial.user_attrs.get("why")
+        if state == "pruned" and why is None and losses:
+            step = max(losses)
+            why = f"pruned at step {step} (eval_loss {losses[step]:.4g})"
         rows.append({"number": trial.number, "run": run_name(trial.number), "state": state, "params": trial.params,
-                     "value": trial.value if trial.values else None, "steps": trial.user_attrs.get("steps"),
-                     "why": trial.user_attrs.get("why"), "intermediate": dict(trial.intermediate_values)})
+                     "value": trial.value if trial.values and state == "complete" else None,
+                     "steps": trial.user_attrs.get("steps"), "why": why, "intermediate": losses})
     return rows
 
 

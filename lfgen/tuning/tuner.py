@@ -7,7 +7,8 @@ trial at its step and stops the run when the pruner says so. Order of writes, so
 loses nothing and repeats nothing: ask (trial RUNNING in study.db) -> runs/<trial>.yaml and the manifest -> train
 (state.sqlite) -> tell. On the next ``lfgen tune NAME`` (holding the experiment's lock, so no other tuner is
 alive) every trial still RUNNING is a killed one: its run is laid out from the trial's own parameters if it was
-not yet, resumed from its last checkpoint by the runner, or, when it had finished, only told.
+not yet, resumed from its last checkpoint by the runner, or, when it had finished, only told (with an lfgen eval
+metric, evaluated first if its evaluation had not finished: lfgen/tuning/scoring.py).
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ from typing import Any
 
 from lfgen.errors import InputError
 from lfgen.experiments.sweeps import RunSpec
-from lfgen.layout import BEST_CONFIG, MANIFEST, experiment_lock
+from lfgen.layout import BEST_CONFIG, MANIFEST, STATE, experiment_lock
 from lfgen.results.ranking import finite, lower_is_better
+from lfgen.tuning import scoring
 from lfgen.tuning import space as spaces
 from lfgen.tuning import study as studies
 
-EVAL_METRICS = ("accuracy",)  # lfgen eval's scores besides its predict_* ones (<run>/eval/)
-SETTINGS = ("space", "trials", "sampler", "pruner", "metric", "seed")
+SETTINGS = ("space", "trials", "sampler", "pruner", "metric", "seed", *scoring.EVAL_SETTINGS)
 CHANGEABLE = ("trials",)  # what a resume may change (with --gpus and --timeout, which are not recorded)
 
 
@@ -53,35 +54,6 @@ def parse_duration(text: str | None) -> float | None:
     return hours * 3600 + minutes * 60 + seconds
 
 
-def needs_eval(metric: str) -> bool:
-    """Whether *metric* is one of lfgen eval's (predict_rouge-l, predict_bleu-4, ...): each trial is then
-    evaluated after it trains, in its slot, and scored on it; pruning stays on the eval loss."""
-    return metric.startswith("predict_") or metric in EVAL_METRICS
-
-
-def evaluator(root: Path, say: Callable[[str], None], executor: Any = None,
-              experiment: str = "") -> Callable[[Any, Any, Any], None]:
-    """The runner's after_done for a trial scored by lfgen eval (as lfgen run --eval's); with --ray (*executor*),
-    in a Ray task on the node that holds the trial's adapter (lfgen.training.ray_eval)."""
-
-    def said(outcome: Any) -> None:
-        if outcome.status == "failed":
-            say(f"{outcome.run}: lfgen eval failed ({outcome.detail}); the trial has no score")
-
-    if executor is not None:
-        from lfgen.training.ray_eval import RayEvaluations
-
-        return RayEvaluations(executor.ray, experiment=experiment, root=root, cpus=executor.cpus, gpus=executor.gpus,
-                              report=said)
-
-    def after_done(store: Any, row: Any, gpus: list[int] | None) -> None:
-        from lfgen.training.evaluate import EvalOptions, evaluate_recorded
-
-        said(evaluate_recorded(store, row.name, root / row.output_dir, EvalOptions(), gpus=gpus))
-
-    return after_done
-
-
 def eval_warnings(config: dict[str, Any], pruner: str) -> list[str]:
     """Why the pruner may not be able to act on these runs (no eval during training, or too few evals)."""
     if pruner == "none":
@@ -101,9 +73,11 @@ def eval_warnings(config: dict[str, Any], pruner: str) -> list[str]:
 
 
 def _settings(space: dict[str, Any], trials: int | None, sampler: str | None, pruner: str | None,
-              metric: str | None, seed: int | None) -> dict[str, Any]:
+              metric: str | None, seed: int | None, generation: dict[str, int | None]) -> dict[str, Any]:
     settings = {"axis": "tune", "space": space, "trials": 20 if trials is None else trials, "sampler": sampler or "tpe",
                 "pruner": pruner or "asha", "metric": metric or "eval_loss", "seed": 0 if seed is None else seed}
+    settings.update(scoring.eval_settings(settings["metric"], generation.get("max_samples"),
+                                          generation.get("max_new_tokens")))
     if settings["trials"] < 1:
         raise InputError(f"--trials: at least 1 (got {settings['trials']})")
     if settings["sampler"] not in studies.SAMPLERS:
@@ -126,11 +100,13 @@ def tune(name: str, *, base: str | None = None, options: Any = None, space: str 
          space_spec: dict[str, Any] | None = None,
          trials: int | None = None, sampler: str | None = None, pruner: str | None = None, metric: str | None = None,
          seed: int | None = None, timeout: str | None = None, gpus: list[int] | None = None, dry_run: bool = False,
+         max_samples: int | None = None, max_new_tokens: int | None = None,
          reporter: Any = None, say: Callable[[str], None] = lambda _: None, command: list[str] | None = None,
          experiments_dir: str = "experiments", outputs_dir: str = "outputs", runner_options: dict[str, Any] | None = None
          ) -> TuneResult:
     """Start or resume the study of experiment *name* (see the module doc); returns its trials and best.
-    *space* is a space file (None: the seeds' default); *space_spec* a space already made (lfgen tune --staged)."""
+    *space* is a space file (None: the seeds' default); *space_spec* a space already made (lfgen tune --staged).
+    *max_samples* and *max_new_tokens*: how each trial is evaluated when the metric is lfgen eval's."""
     from lfgen.builder.options import BuildOptions
     from lfgen.experiments import manifest as manifests
     from lfgen.experiments.sweeps import check_name
@@ -147,7 +123,10 @@ def tune(name: str, *, base: str | None = None, options: Any = None, space: str 
             raise InputError(f"{name}: the study is already set up on --base {experiment.manifest.base}; lfgen tune "
                              f"{name} resumes it, or tune under a new name")
         given = {"sampler": sampler, "pruner": pruner, "metric": metric, "seed": seed,
-                 "space": spaces.load(space) if space else None}
+                 "space": spaces.load(space) if space else None, "max_samples": max_samples,
+                 "max_new_tokens": max_new_tokens}
+        if max_samples is not None or max_new_tokens is not None:
+            scoring.eval_settings(recorded.get("metric", "eval_loss"), max_samples, max_new_tokens)
         _refuse_changes(name, recorded, given)
         if trials is not None and trials < 1:
             raise InputError(f"--trials: at least 1 (got {trials})")
@@ -159,7 +138,8 @@ def tune(name: str, *, base: str | None = None, options: Any = None, space: str 
         options = options or BuildOptions()
         where = space or spaces.DEFAULT
         loaded = dict(space_spec) if space_spec is not None else spaces.load(space)  # space_spec: --staged's
-        settings = _settings(loaded, trials, sampler, pruner, metric, seed)
+        settings = _settings(loaded, trials, sampler, pruner, metric, seed,
+                             {"max_samples": max_samples, "max_new_tokens": max_new_tokens})
         if settings["sampler"] == "grid":
             spaces.grid(settings["space"], where)
         spaces.check_builds(settings["space"], base, options, where)
@@ -193,6 +173,10 @@ def _plan_lines(name: str, base: str, options: Any, settings: dict[str, Any], gp
              f"{len(gpus) if gpus else 1} at a time",
              "space:"]
     lines += [f"  {key}: {spec}" for key, spec in settings["space"].items()]
+    if scoring.needs_eval(settings["metric"]):
+        options = scoring.options_of(settings)
+        lines.append(f"each trial evaluated after it trains: greedy, {options.max_new_tokens} new tokens, "
+                     f"{options.max_samples or 'all the'} held-out row(s)")
     lines += [f"warning: {w}" for w in eval_warnings(config, settings["pruner"])]
     return lines
 
@@ -207,6 +191,7 @@ class _Loop:
         self.gpus, self.reporter, self.say, self.command = gpus, reporter, say, command
         self.outputs_dir, self.runner_options = outputs_dir, runner_options
         self.trials: dict[str, Any] = {}  # run name -> optuna Trial in flight
+        self.evaluated: dict[str, Any] = {}  # run name -> the Outcome of its lfgen eval in this process
         self.reported: dict[str, int] = {}  # run name -> last step reported
 
     # --- setup -------------------------------------------------------------------------------------
@@ -287,14 +272,18 @@ class _Loop:
                 new.append(RunSpec(name, spaces.to_options(params, self.base_rank)))
         if new:
             self.experiment = add_runs(self.experiment, new, self.outputs_dir)
-        options = dict(self.runner_options)
-        if needs_eval(self.settings["metric"]):
-            options.setdefault("after_done", evaluator(self.root, self.say, options.get("executor"),
-                                                       self.experiment.manifest.name))
+        options, hook = dict(self.runner_options), None
+        if scoring.needs_eval(self.settings["metric"]):
+            hook = scoring.evaluator(self.root, self.say, scoring.options_of(self.settings), self.evaluated,
+                                     executor=options.get("executor"), experiment=self.experiment.manifest.name)
+            options["after_done"] = hook
         runner = Runner(resolve(str(self.folder)), self.reporter, gpus=self.gpus, command=self.command,
                         on_progress=self._progress, **options)
         try:
             runner.run()
+            if hook is not None:  # trained under a tuner that was killed before it scored them
+                left = [name for name in self.trials if name not in self.evaluated]
+                scoring.evaluate_left(self.folder / STATE, self.root, left, hook, self.gpus, self.say)
         finally:
             self._tell_finished()
 
@@ -312,7 +301,7 @@ class _Loop:
     def _tell_finished(self) -> None:
         """Tell the study how each trial's run ended; a run not ended (Ctrl-C) stays for the next resume."""
         from lfgen.experiments.finished import _metric
-        from lfgen.layout import STATE
+        from lfgen.training.evaluate import is_scored
         from lfgen.training.state import read_rows
 
         optuna = studies.optuna_module()
@@ -324,6 +313,9 @@ class _Loop:
             if row is None or row.state not in ("done", "failed", "pruned"):
                 continue
             out = self.root / entries[name].output_dir
+            scored_here = name in self.evaluated or is_scored(out)
+            if row.state == "done" and scoring.needs_eval(self.settings["metric"]) and not scored_here:
+                continue  # stopped during or before its evaluation: the next lfgen tune evaluates it, then tells
             trial.set_user_attr("steps", studies.steps_run(out))
             if row.state == "pruned":
                 self.study.tell(trial, state=states.PRUNED)
@@ -333,8 +325,12 @@ class _Loop:
             else:
                 value = finite(_metric(out, self.settings["metric"]))
                 if value is None or not math.isfinite(value):
-                    where = f"{out}/eval/ (lfgen eval)" if needs_eval(self.settings["metric"]) else f"{out}/all_results.json"
-                    trial.set_user_attr("why", f"no finite {self.settings['metric']} in {where}")
+                    where = f"{out}/eval/ (lfgen eval)" if scoring.needs_eval(self.settings["metric"]) \
+                        else f"{out}/all_results.json"
+                    outcome = self.evaluated.get(name)
+                    failed = f"lfgen eval failed ({(outcome.detail or '?').splitlines()[0]}); " \
+                        if outcome and outcome.status == "failed" else ""
+                    trial.set_user_attr("why", f"{failed}no finite {self.settings['metric']} in {where}")
                     self.study.tell(trial, state=states.FAIL)
                 else:
                     self.study.tell(trial, value)
