@@ -70,7 +70,7 @@ def eval_command(target: str, max_samples: int | None, batch_size: int | None, m
     scored and tokens/s, all in RUN_DIR/eval/. An experiment's evaluations are recorded in its state:
     a killed lfgen eval resumes and scored runs are not scored again (--force re-scores). With --ray,
     each run is evaluated in a Ray task, all at once, on the node that holds its adapter (any node
-    when it trained on --storage); the scores come home into the driver's outputs. docs/ray.md
+    when it trained on --storage); the scores come home into the driver's outputs. docs/cluster.md
 
     \b
     Examples:

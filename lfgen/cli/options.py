@@ -42,7 +42,7 @@ def to_build_options(kwargs: dict[str, Any]) -> Any:
 def _ray_option(what: str) -> Callable[[Any], Any]:
     return click.option("--ray", "ray_address", is_flag=False, flag_value="auto", default=None,
                         metavar="[ADDRESS|auto]", help=f"{what} (auto: RAY_ADDRESS, else a local Ray instance); "
-                        "needs lfgen[ray]. docs/ray.md")
+                        "needs lfgen[ray]. docs/cluster.md")
 
 
 def ray_options(func: Callable[..., Any]) -> Callable[..., Any]:

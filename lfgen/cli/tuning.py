@@ -77,7 +77,7 @@ def tune(name: str, base: str | None, space: str | None, trials: int | None, sam
                   gpus=gpu_list, dry_run=dry_run, reporter=PlainReporter(), say=lambda text: click.echo(text, err=True),
                   experiments_dir=experiments_dir, outputs_dir=outputs_dir)
     executor = None
-    if ray_address is not None and not dry_run:  # each trial a Ray task (docs/ray.md); closed at the end
+    if ray_address is not None and not dry_run:  # each trial a Ray task (docs/cluster.md); closed at the end
         from lfgen.cli.experiments import ray_executor
 
         executor = ray_executor(ray_address, gpus_per_run=1, cpus_per_run=cpus_per_run, storage=storage)

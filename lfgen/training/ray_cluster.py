@@ -48,7 +48,7 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
             return
     except OSError as exc:
         raise InputError(f"--ray: no Ray cluster at {address} ({exc.strerror or exc}); start one with "
-                         "`ray start --head` or give its address (docs/ray.md)") from None
+                         "`ray start --head` or give its address (docs/cluster.md)") from None
 
 
 def capacity(nodes: list[dict[str, float]], cpus: float, gpus: int) -> int:
