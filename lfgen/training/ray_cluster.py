@@ -6,6 +6,7 @@ tested without Ray; ``import ray`` happens only in ``connect``, when --ray is gi
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from pathlib import Path
@@ -102,6 +103,36 @@ def same_dir(remote: str | Path, home: Path) -> bool:
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_ENDPOINT", "USE_MODELSCOPE_HUB")  # plus the names in LFGEN_RAY_ENV
 
 
+def loopback_only(address: str, own_ip: str, timeout: float = 1.0) -> bool:
+    """Whether *address* is a loopback head that this machine's own address does not reach: one started with
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 --node-ip-address=127.0.0.1. A driver without that variable rewrites
+    127.0.0.1 to *own_ip* (what Ray calls this node) and waits on it for ever (../shared/research/ray-optuna.md
+    section 1.1); a head started normally listens on every interface and answers there too."""
+    host, port = host_port(address)
+    try:
+        loopback = ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+    except (OSError, ValueError):
+        return False
+    if not loopback or ipaddress.ip_address(own_ip).is_loopback:
+        return False
+    try:
+        with socket.create_connection((own_ip, port), timeout=timeout):
+            return False
+    except OSError:
+        return True
+
+
+def own_ip() -> str:
+    """This machine's address as Ray picks it (the source address of a route outward; a UDP connect sends
+    nothing), else loopback."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("8.8.8.8", 80))
+            return probe.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
+
+
 def import_ray() -> Any:
     try:
         import ray
@@ -116,6 +147,9 @@ def connect(address: str | None) -> tuple[Any, str | None]:
     address = parse_address(address, dict(os.environ))
     if address is not None:
         check_reachable(address)
+    if address is not None and "://" not in address and "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ:
+        if loopback_only(address, own_ip()):  # before `import ray`, which reads the variable once
+            os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # as the head was started: stay on loopback
     ray = import_ray()
     try:
         if address is None:  # a local instance, on loopback (../shared/research/ray-optuna.md §1.1)

@@ -9,9 +9,11 @@ timing-controlled runs; the real-training test trains the tiny model through Ray
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -65,6 +67,22 @@ def test_a_bad_address_is_one_clean_error(project, runner, cli, address, message
     assert result.exit_code == 1, result.output
     assert result.output.strip().splitlines() == [result.output.strip()] and result.output.startswith(message)
     assert calls(project) == []
+
+
+def test_a_loopback_only_head_is_told_from_one_that_listens_on_this_machines_address():
+    """The probe behind connect()'s RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (real sockets, no Ray)."""
+    from lfgen.training.ray_cluster import loopback_only, own_ip
+
+    me = own_ip()
+    if ipaddress.ip_address(me).is_loopback:
+        pytest.skip("this machine has no address but loopback")
+    with socket.create_server(("127.0.0.1", 0)) as head:  # a head on loopback only
+        port = head.getsockname()[1]
+        assert loopback_only(f"127.0.0.1:{port}", me) and loopback_only(f"localhost:{port}", me)
+        assert not loopback_only(f"127.0.0.1:{port}", "127.0.0.1")  # Ray would not rewrite to anything else
+    with socket.create_server((me, 0)) as head:  # a head this machine's address reaches: Ray's rewrite works
+        assert not loopback_only(f"127.0.0.1:{head.getsockname()[1]}", me)
+    assert not loopback_only(f"{me}:{port}", me)  # not a loopback address: nothing to decide
 
 
 def test_gpus_is_refused_with_ray():
@@ -129,6 +147,19 @@ def test_ctrl_c_of_the_driver_cancels_the_task_and_stops_its_process(project, on
     assert not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]
     assert (rows()["rank-8"].state, rows()["rank-8"].detail) == ("interrupted", "stopped with Ctrl-C")
     assert "attempt 1 of run rank-8" in (project / "outputs/exp/rank-8/lfgen_train.log").read_text()
+
+
+@pytest.mark.slow
+def test_a_driver_without_the_loopback_variable_reaches_a_loopback_head(project, on_cluster, monkeypatch):  # noqa: F811
+    """Without RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 Ray rewrites 127.0.0.1 to this machine's address, where a
+    loopback head does not listen, and waited there for ever; lfgen sees that and stays on loopback."""
+    address, _ = on_cluster
+    experiment(runs=("8",))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    done = subprocess.run([sys.executable, "-m", "lfgen", "run", "exp", "--ray", address, "--quiet"], cwd=project,
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert rows()["rank-8"].state == "done" and "Failed to connect to GCS" not in done.stderr
 
 
 @pytest.mark.slow
