@@ -33,7 +33,6 @@ import yaml
 from ..conftest import needs_llamafactory
 from ..test_e2e import lfgen
 from .ray_head import RAY_BIN, pids_of, stop_pids  # the one-node `cluster` fixture is conftest's
-from .test_resume_e2e import _processes_in
 
 pytestmark = [pytest.mark.slow, needs_llamafactory]
 
@@ -71,7 +70,7 @@ def _logged(out: Path) -> list[int]:
 def _trainer_in(out: Path) -> list[int]:
     """The llamafactory-cli processes training into *out* (not lfgen's guard above them)."""
     found = []
-    for pid in _processes_in(out):
+    for pid in pids_of(str(out)):
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
@@ -84,9 +83,9 @@ def _trainer_in(out: Path) -> list[int]:
 def _gone(out: Path, timeout: float) -> None:
     """Every process that names *out* ends within *timeout* (no orphan keeps training)."""
     start = time.monotonic()
-    while _processes_in(out) and time.monotonic() - start < timeout:
+    while pids_of(str(out)) and time.monotonic() - start < timeout:
         time.sleep(0.1)
-    assert _processes_in(out) == [], f"processes outlived their Ray task: {_processes_in(out)}"
+    assert pids_of(str(out)) == [], f"processes outlived their Ray task: {pids_of(str(out))}"
     print(f"\nthe run's processes in {out.name} were gone {time.monotonic() - start:.1f} s after the kill")
 
 

@@ -19,6 +19,7 @@ import yaml
 
 from ..conftest import needs_llamafactory
 from ..test_e2e import lfgen
+from .ray_head import pids_of  # processes whose command line names the run's output dir
 
 pytestmark = [pytest.mark.slow, needs_llamafactory]
 
@@ -28,19 +29,6 @@ STEPS, SAVE = 100, 10  # a few steps a second on a busy CPU, about 30 on an idle
 def _steps(out: Path) -> list[int]:
     return [json.loads(line)["current_steps"] for line in (out / "trainer_log.jsonl").read_text().splitlines()
             if '"loss"' in line]
-
-
-def _processes_in(out: Path) -> list[int]:
-    """Processes whose command line names the run's output dir (llamafactory-cli, the guard)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                if str(out).encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                pass
-    return found
 
 
 def test_sigterm_then_a_broken_newest_checkpoint_resumes_from_the_previous_one(tmp_path):
@@ -77,7 +65,7 @@ def test_sigterm_then_a_broken_newest_checkpoint_resumes_from_the_previous_one(t
     assert proc.returncode == 143, err[-3000:]
     assert "terminated (SIGTERM)" in err and "Traceback" not in err
     time.sleep(0.5)
-    assert _processes_in(out) == []  # the guard stopped llamafactory-cli and all it started
+    assert pids_of(str(out)) == []  # the guard stopped llamafactory-cli and all it started
     status = json.loads(lfgen(project, "status", "r", "--json").stdout)
     assert status[0]["state"] == "interrupted"
     assert not (out / "all_results.json").exists(), "it finished before SIGTERM; raise STEPS"
