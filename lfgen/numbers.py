@@ -16,3 +16,11 @@ def short(value: float | None, digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return f"{value:.{digits}g}"
+
+
+def count_short(value: int) -> str:
+    """A parameter count the way seed 000 writes it: ``786K``, ``1.18M``, ``7.6B`` (3 significant digits)."""
+    for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(value) >= size:
+            return f"{value / size:.3g}{unit}"
+    return str(value)

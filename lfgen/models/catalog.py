@@ -9,11 +9,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lfgen.errors import InputError, did_you_mean
+from lfgen.models import vlm
 from lfgen.resources import load_data
 
 # Architectures whose modules lfgen can enumerate without transformers (see modules.py).
@@ -64,7 +66,9 @@ class ModelSpec:
     max_position_embeddings: int = 0  # CLIP text tower only: learned position table
     projection_dim: int = 0  # CLIP only
     vision: VisionTower | None = None
-    multimodal: bool = False  # the checkpoint also has a vision tower LoRA leaves alone
+    multimodal: bool = False  # the checkpoint also has a vision tower (the numbers above are its text model)
+    composite: str = ""  # a vision-language model's own model_type (qwen2_vl, llava, ...); "" for text models
+    composite_config: str = ""  # its whole config as canonical JSON: lfgen.models.towers builds the skeleton
     source: str = "catalog"
     config: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
@@ -86,6 +90,11 @@ class ModelSpec:
     def with_layers(self, num_hidden_layers: int) -> ModelSpec:
         """The same architecture with fewer layers (tests: the counts are per layer)."""
         dense = tuple(i for i in self.dense_layers if i < num_hidden_layers)
+        if self.composite:
+            whole = vlm.shrink(json.loads(self.composite_config), num_hidden_layers)
+            return dataclasses.replace(self, num_hidden_layers=num_hidden_layers, dense_layers=dense,
+                                       config={**self.config, "num_hidden_layers": num_hidden_layers},
+                                       composite_config=json.dumps(whole, sort_keys=True))
         if self.vision is None:
             config = {**self.config, "num_hidden_layers": num_hidden_layers}
             return dataclasses.replace(self, num_hidden_layers=num_hidden_layers, dense_layers=dense, config=config)
@@ -124,23 +133,48 @@ def _text_part(config: dict[str, Any], where: str) -> tuple[dict[str, Any], bool
     return text, True
 
 
-def _with_defaults(config: dict[str, Any]) -> dict[str, Any]:
-    """Fill keys a config.json leaves at transformers' defaults, when transformers is installed."""
+def _with_defaults(config: dict[str, Any], merge: bool = True) -> dict[str, Any]:
+    """Fill keys a config.json leaves at transformers' defaults, when transformers is installed. A composite
+    config is taken whole from transformers (*merge* False): its nested text_config and vision_config are
+    completed there, and a flat Qwen2-VL file is nested."""
     try:
         from transformers import AutoConfig
     except ImportError:  # the table path still works from the keys that are present
         return config
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "unrecognized keys in rope_parameters" and the like: noise here
     try:
         clean = {k: v for k, v in config.items() if k not in _DROP_FOR_META and k != "model_type"}
         full = AutoConfig.for_model(config["model_type"], **clean).to_dict()
     except Exception:  # noqa: BLE001 -- a config transformers rejects is reported below, key by key
         return config
-    return {**full, **config}
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return {**full, **config} if merge else {**full, "model_type": config["model_type"]}
+
+
+def _composite_spec(config: dict[str, Any], name: str, source: str, where: str) -> ModelSpec:
+    """A vision-language config: the text model's numbers (what the text tables and the memory model read),
+    plus the whole config for the per-tower counts (lfgen.models.towers)."""
+    full = config if source == "catalog" else _with_defaults(config, merge=False)
+    text = vlm.text_config(full, where)
+    if text.get("model_type") not in SUPPORTED_TYPES:
+        raise InputError(f"{where}: the language model of this {config.get('model_type')} checkpoint is "
+                         f"model_type={text.get('model_type')!r}, which lfgen does not know; lfgen knows "
+                         f"{', '.join(SUPPORTED_TYPES)}")
+    spec = spec_from_config(text, name, source)
+    whole = {k: v for k, v in full.items() if k not in _DROP_FOR_META}
+    return dataclasses.replace(spec, multimodal=True, composite=str(config["model_type"]),
+                               composite_config=json.dumps(whole, sort_keys=True, default=str))
 
 
 def spec_from_config(config: dict[str, Any], name: str, source: str, multimodal: bool = False) -> ModelSpec:
     """Normalise a config.json dict (or a catalog entry) into a ModelSpec."""
     where = f"model {name}"
+    if vlm.is_composite_config(config):
+        return _composite_spec(config, name, source, where)
     config, composite = _text_part(config, where)
     model_type = config.get("model_type")
     if model_type not in SUPPORTED_TYPES:

@@ -91,8 +91,9 @@ def _surprises(inv: Inventory, spec: ModelSpec, targets: Sequence[str], rank: in
         if g.name == "shared_expert_gate" and g.name in targets:
             notes.append("qwen2_moe: the 1-output shared_expert_gate is a Linear, so 'all' adapts it too")
     if spec.multimodal:
-        notes.append("multimodal checkpoint: counts cover the text model; LlamaFactory freezes the vision "
-                     "tower (freeze_vision_tower) and never adapts the projector")
+        notes.append("multimodal checkpoint: counts cover the text model; by default LlamaFactory keeps the vision "
+                     "tower frozen (freeze_vision_tower) and lora_target all never adapts the projector (only "
+                     "additional_target trains it); lfgen.models.towers counts every tower")
     return notes
 
 

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from lfgen.errors import InputError
 from lfgen.models.catalog import ModelSpec, load_model
 from lfgen.models.modules import Inventory, inventory, resolve_targets
+from lfgen.models.oft import oft_params
 from lfgen.models.params import Adapted, LoraCount
 
 _LAYER = re.compile(r"\.(\d+)\.([^.]+)")
@@ -95,22 +96,9 @@ def freeze_count(model: ModelSpec | str, trainable_layers: int = 2, modules: str
         total += round(params * len(ids) / layers)
     if spec.multimodal:
         notes.append("multimodal checkpoint: the count covers the text model (LlamaFactory also trains the "
-                     "projector unless freeze_multi_modal_projector)")
+                     "projector when freeze_multi_modal_projector is false; it is true by default)")
     return LoraCount(model=spec.name, rank=0, targets=tuple(wanted), adapted=(), lora_params=total,
                      modules_to_save_params=0, total_params=inv.total_params, notes=tuple(notes))
-
-
-def _adjust(in_features: int, value: int) -> int:
-    """PEFT's ``adjust_oft_parameters``: the divisor of in_features closest to *value*."""
-    if value >= in_features:
-        return in_features
-    higher = value
-    while higher <= in_features and in_features % higher:
-        higher += 1
-    lower = value
-    while lower > 1 and in_features % lower:
-        lower -= 1
-    return lower if value - lower <= higher - value else higher
 
 
 def oft_count(model: ModelSpec | str, target: str | Sequence[str] = "all", oft_rank: int = 0,
@@ -127,15 +115,7 @@ def oft_count(model: ModelSpec | str, target: str | Sequence[str] = "all", oft_r
         for g in inv.named(name):
             if g.kind != "linear":
                 continue
-            if oft_rank == 0:
-                block = oft_block_size if g.in_features % oft_block_size == 0 and oft_block_size <= g.in_features \
-                    else _adjust(g.in_features, oft_block_size)
-                blocks = g.in_features // block
-            else:
-                blocks = oft_rank if g.in_features % oft_rank == 0 and oft_rank <= g.in_features \
-                    else _adjust(g.in_features, oft_rank)
-                block = g.in_features // blocks
-            per = blocks * (block * (block - 1) // 2)
+            per = oft_params(g.in_features, oft_rank, oft_block_size)
             adapted.append(Adapted(g.name, g.count, g.in_features, g.out_features, per * g.count))
     return LoraCount(model=spec.name, rank=0, targets=resolved.names, adapted=tuple(adapted),
                      lora_params=sum(a.params for a in adapted), modules_to_save_params=0,

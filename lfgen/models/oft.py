@@ -1,0 +1,34 @@
+"""OFT's trainable parameters on one adapted Linear, as PEFT's OFT layer holds them (text and
+vision-language counts share it).
+
+``r`` blocks of ``b (b - 1) / 2`` parameters (a skew-symmetric b x b block each), with
+``b = oft_block_size`` and ``r = in_features / b`` (or ``b = in_features / oft_rank``), PEFT's divisor
+adjustment included.
+"""
+
+from __future__ import annotations
+
+
+def adjust(in_features: int, value: int) -> int:
+    """PEFT's ``adjust_oft_parameters``: the divisor of in_features closest to *value*."""
+    if value >= in_features:
+        return in_features
+    higher = value
+    while higher <= in_features and in_features % higher:
+        higher += 1
+    lower = value
+    while lower > 1 and in_features % lower:
+        lower -= 1
+    return lower if value - lower <= higher - value else higher
+
+
+def oft_params(in_features: int, oft_rank: int = 0, oft_block_size: int = 32) -> int:
+    """OFT parameters of one Linear with *in_features* inputs (exactly one of rank and block size is set)."""
+    if oft_rank == 0:
+        block = oft_block_size if in_features % oft_block_size == 0 and oft_block_size <= in_features \
+            else adjust(in_features, oft_block_size)
+        blocks = in_features // block
+    else:
+        blocks = oft_rank if in_features % oft_rank == 0 and oft_rank <= in_features else adjust(in_features, oft_rank)
+        block = in_features // blocks
+    return blocks * (block * (block - 1) // 2)
