@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lfgen.errors import did_you_mean, validation_problems
 from lfgen.catalogs.llamafactory import Catalog
+from lfgen.models import vlm
 
 # Quantization bits LlamaFactory accepts per method at load time (model/model_utils/quantization.py).
 QUANTIZATION_BITS = {"bnb": (4, 8), "hqq": (1, 2, 3, 4, 5, 6, 8), "eetq": (8,)}
@@ -127,7 +128,9 @@ def _catalog_problems(config: dict[str, Any], catalog: Catalog) -> list[str]:
             continue
         spec = catalog.keys.get(key)
         if spec is None:
-            lines.append(f"{key}: not a LlamaFactory {catalog.version} key{did_you_mean(key, catalog.keys)}")
+            removed = vlm.removed_key(key)
+            lines.append(f"{key}: {removed}" if removed else
+                         f"{key}: not a LlamaFactory {catalog.version} key{did_you_mean(key, catalog.keys)}")
             continue
         if value is None:
             continue

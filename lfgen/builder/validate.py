@@ -69,12 +69,19 @@ class Report:
 
 def _dataset_problems(config: dict[str, Any], root: Path | None = None,
                       dataset_dir: str | None = None) -> tuple[list[str], list[str]]:
+    problems, notes, _ = _datasets(config, root, dataset_dir)
+    return problems, notes
+
+
+def _datasets(config: dict[str, Any], root: Path | None = None,
+              dataset_dir: str | None = None) -> tuple[list[str], list[str], dict[str, Any] | None]:
+    """Problems and notes of the config's dataset names, and its dataset_info.json when it could be read."""
     names = {key: datasets.split_names(config.get(key)) for key in ("dataset", "eval_dataset")}
     if not any(names.values()):
-        return [], []
+        return [], [], None
     dataset_dir = dataset_dir or str(config.get("dataset_dir") or "data")  # --dataset-dir wins
     if dataset_dir.startswith("REMOTE:") or dataset_dir == "ONLINE":
-        return [], [f"dataset_dir {dataset_dir}: datasets on the hub are not checked offline"]
+        return [], [f"dataset_dir {dataset_dir}: datasets on the hub are not checked offline"], None
     relative = not Path(dataset_dir).is_absolute()
     if relative and root is not None:  # lfgen run starts LlamaFactory in the config's recorded root
         dataset_dir = str(root / dataset_dir)
@@ -83,11 +90,11 @@ def _dataset_problems(config: dict[str, Any], root: Path | None = None,
     except InputError as exc:
         where = "" if not relative else (f" (relative to the config's root {root}, its lfgen-root: line)" if root
                                          else " (LlamaFactory resolves it from the current directory)")
-        return [f"{exc}{where}"], []
+        return [f"{exc}{where}"], [], None
     problems = []
     for key, found in names.items():
         problems += datasets.unregistered(found, info, dataset_dir, key)
-    return problems, []
+    return problems, [], info
 
 
 def _model_problems(config: dict[str, Any], root: Path | None = None) -> list[str]:
@@ -131,6 +138,10 @@ def _model_problems(config: dict[str, Any], root: Path | None = None) -> list[st
     template = config.get("template")
     if not isinstance(template, str) or not isinstance(model_type, str):
         return []
+    from lfgen.models import vlm
+
+    if vlm.composite(model_type) is not None:
+        return []  # a vision-language model's templates are lfgen.builder.vlm_checks' business
     family = wrong_template(template, model_type)
     if family is None:
         return []
@@ -151,9 +162,15 @@ def _check_file(report: FileReport, config: dict[str, Any], catalog: Catalog, da
     if isinstance(template, str) and template not in catalog.templates:
         report.problems.append(f"template: {template!r} is not a LlamaFactory {catalog.version} template"
                                f"{did_you_mean(template, catalog.templates)}")
-    problems, notes = _dataset_problems(config, root, dataset_dir)
+    problems, notes, info = _datasets(config, root, dataset_dir)
     report.problems += problems
     report.notes += notes
+    if report.kind is not None and report.kind.parser in ("train", "infer"):
+        from lfgen.builder import vlm_checks
+
+        problems, notes = vlm_checks.check(config, root, info)
+        report.problems += problems
+        report.notes += notes
 
 
 def _parser_problem(message: str, already: list[str]) -> str | None:

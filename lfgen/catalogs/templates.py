@@ -1,7 +1,10 @@
-"""The model family -> LlamaFactory chat template table (``presets/templates.yaml``, rule LF-TEMPLATE).
+"""The model family -> LlamaFactory chat template table (``presets/templates.yaml``, rule LF-TEMPLATE), and
+LlamaFactory's multimodal templates (``presets/mm_templates.yaml``: plugin, placeholder tokens, the text around
+a prompt and an answer).
 
 The builder picks a template from a model's id or folder name; ``lfgen validate`` asks the other
-question: is a config's template known to be wrong for the architecture its local config.json names?
+question: is a config's template known to be wrong for the architecture its local config.json names, and
+can it take the images or videos its data holds?
 """
 
 from __future__ import annotations
@@ -45,6 +48,23 @@ def architecture_family(model_type: str) -> str | None:
     group = family_of(model_type)
     rest = model_type.lower()[len(group):]
     return group if group in _groups() and re.fullmatch(r"[\d_.]*", rest) else None
+
+
+@functools.cache
+def _multimodal() -> dict[str, dict[str, Any]]:
+    return load_data("mm_templates.yaml")["templates"]
+
+
+def multimodal(template: str) -> dict[str, Any] | None:
+    """LlamaFactory's plugin of *template* and its placeholder tokens, when it takes images, videos or audio."""
+    return _multimodal().get(template)
+
+
+def accepts(template: str, kind: str) -> bool:
+    """Whether LlamaFactory's *template* expands the ``<image>``/``<video>``/``<audio>`` placeholder (*kind*:
+    image, video, audio); without it any such input fails with "This model does not support image input"."""
+    row = multimodal(template)
+    return bool(row and row.get(kind))
 
 
 def wrong_template(template: str, model_type: str) -> str | None:
