@@ -1,9 +1,10 @@
-"""Shared fixtures: a local dataset folder, LlamaFactory's own examples, the CLI runner."""
+"""Shared fixtures: a local dataset folder, LlamaFactory's own examples, the CLI runner, the tiny VLMs."""
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,45 @@ def cli():
     from lfgen.cli import cli as command
 
     return command
+
+
+def make_vlm_folder(root: Path, max_pixels: int = 1003520) -> Path:
+    """A tiny Qwen2-VL model folder without weights: config.json and its image processor's settings
+    (enough for lfgen's image-token rule and per-tower counts, which build the skeleton on the meta device)."""
+    from lfgen.tiny_vlm import qwen2_vl_config
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "config.json").write_text(json.dumps(qwen2_vl_config(400)), encoding="utf-8")
+    processor = {"image_processor": {"image_processor_type": "Qwen2VLImageProcessor", "patch_size": 14,
+                                     "merge_size": 2, "size": {"shortest_edge": 3136, "longest_edge": max_pixels}}}
+    (root / "processor_config.json").write_text(json.dumps(processor), encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def vlm_project(tmp_path: Path) -> Path:
+    """A folder with data/ (generated pictures, the tiny caption sets) and a weightless tiny-qwen2-vl/."""
+    from lfgen.tiny_vlm import make_images_dataset
+
+    make_images_dataset(tmp_path / "data")
+    make_vlm_folder(tmp_path / "tiny-qwen2-vl")
+    return tmp_path
+
+
+@dataclass(frozen=True)
+class TinyVLM:
+    root: Path
+    data: Path
+    qwen2_vl: Path
+    llava: Path
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm(tmp_path_factory) -> TinyVLM:
+    """Real tiny Qwen2-VL and LLaVA models (random weights, their processors) and the caption sets, built once
+    per session (about 15 s; the slow VLM tests train them)."""
+    from lfgen.tiny_vlm import make_images_dataset, make_llava, make_qwen2_vl
+
+    root = tmp_path_factory.mktemp("tiny_vlm")
+    make_images_dataset(root / "data")
+    return TinyVLM(root, root / "data", make_qwen2_vl(root / "tiny-qwen2-vl"), make_llava(root / "tiny-llava"))

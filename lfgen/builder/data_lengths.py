@@ -19,6 +19,7 @@ from lfgen.catalogs import rules
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 APPROXIMATION = "approximated: characters / 4, CJK characters / 1.5 (pass --model with a local model folder " \
                 "for its tokenizer)"
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
 _BATCH = 2000  # texts per tokenizer call: big enough for Rust's parallel batch, small enough for a progress bar
 
 Progress = Callable[[int], None]  # called with the number of texts just measured
@@ -76,6 +77,9 @@ def counter(model: str | None) -> tuple[Callable[[list[str]], list[int]], str]:
         encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)  # fast: no character offsets
         return (lambda texts: [len(e.ids) for e in encode(texts, add_special_tokens=False)]), \
             f"{folder}'s tokenizer (content tokens; the chat template adds a few per turn)"
+    if not any((folder / name).is_file() for name in _TOKENIZER_FILES):
+        # transformers builds an empty tokenizer from a bare config.json (every text: 0 tokens)
+        return (lambda texts: [approximate(t) for t in texts]), f"{APPROXIMATION}; {folder} has no tokenizer files"
     try:
         from transformers import AutoTokenizer
 

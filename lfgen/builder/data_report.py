@@ -15,6 +15,7 @@ from typing import Any
 
 from lfgen.builder import data_lengths, data_rows, datasets
 from lfgen.builder.data_lengths import Lengths
+from lfgen.builder.data_media import MediaReport
 from lfgen.errors import InputError
 
 PROBLEM_LINES = 10  # problem lines kept per dataset (the count is always complete)
@@ -35,12 +36,16 @@ class DatasetReport:
     truncated: int
     eval: bool = False
     overlap: dict[str, int] = field(default_factory=dict)  # eval sets: rows also in the training sets
+    media: MediaReport | None = None  # datasets with an images or videos column
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "formatting": self.formatting, "files": self.files, "rows": self.rows,
-                "eval": self.eval, "problem_count": self.problem_count, "problems": self.problems,
-                "duplicates": self.duplicates, "lengths": self.lengths.to_json(), "truncated": self.truncated,
-                "overlap": self.overlap}
+        out = {"name": self.name, "formatting": self.formatting, "files": self.files, "rows": self.rows,
+               "eval": self.eval, "problem_count": self.problem_count, "problems": self.problems,
+               "duplicates": self.duplicates, "lengths": self.lengths.to_json(), "truncated": self.truncated,
+               "overlap": self.overlap}
+        if self.media is not None:
+            out["media"] = self.media.to_json()
+        return out
 
 
 @dataclass
@@ -82,11 +87,15 @@ class _Read:
     fulls: list[bytes]
     problems: list[str]
     problem_count: int
+    media_columns: dict[str, str] = field(default_factory=dict)  # the registered images/videos columns
+    media_rows: list[data_rows.Sample] = field(default_factory=list)
 
 
 def _read(name: str, entry: dict[str, Any], dataset_dir: str | Path) -> _Read:
     files = [str(p) for p in data_rows.data_files(name, entry, dataset_dir)]
     texts, prompts, fulls, problems, count = [], [], [], [], 0
+    columns = {k: v for k, v in (entry.get("columns") or {}).items() if k in ("images", "videos") and v}
+    media_rows = []
     for sample, found in data_rows.samples(name, entry, dataset_dir):
         count += len(found)
         problems += found[:max(0, PROBLEM_LINES - len(problems))]
@@ -96,7 +105,31 @@ def _read(name: str, entry: dict[str, Any], dataset_dir: str | Path) -> _Read:
         texts.append(sample.text)
         prompts.append(_key(sample.prompt))
         fulls.append(_key(sample.text))
-    return _Read(name, entry.get("formatting", "alpaca"), files, texts, prompts, fulls, problems, count)
+        if columns:
+            media_rows.append(sample)
+    return _Read(name, entry.get("formatting", "alpaca"), files, texts, prompts, fulls, problems, count, columns,
+                 media_rows)
+
+
+def _media(r: _Read, dataset_dir: str | Path, model: str | None, cutoff_len: int,
+           media: dict[str, Any]) -> MediaReport | None:
+    """The images/videos of a dataset that registers such columns; its problems join the dataset's."""
+    if not r.media_columns:
+        return None
+    from lfgen.builder.data_media import measure
+
+    report, found = measure(r.media_rows, r.media_columns, dataset_dir, model=model, cutoff_len=cutoff_len, **media)
+    r.problem_count += len(found)
+    r.problems += found[:max(0, PROBLEM_LINES - len(r.problems))]
+    return report
+
+
+def _image_cutoff(media: list[MediaReport], total: Lengths, model: str | None) -> tuple[int, str] | None:
+    from lfgen.builder.data_media import suggested_cutoff
+    from lfgen.catalogs import rules
+
+    return suggested_cutoff(media, total.p99, int(rules.rule("R-DATA-CUTOFF").table("multiple")),
+                            data_lengths.context_length(model))
 
 
 def rows_of(names: list[str], dataset_dir: str | Path) -> list[int]:
@@ -115,9 +148,14 @@ def texts_of(names: list[str], dataset_dir: str | Path) -> list[str]:
 
 
 def report(names: list[str], dataset_dir: str | Path, *, model: str | None = None, cutoff_len: int = 2048,
-           eval_names: list[str] | None = None, progress: Callable[[int], None] | None = None) -> DataReport:
+           eval_names: list[str] | None = None, progress: Callable[[int], None] | None = None,
+           media_dir: str | Path | None = None, image_max_pixels: int | None = None,
+           image_min_pixels: int | None = None, template: str | None = None) -> DataReport:
     """Read, check and measure *names* (training) and *eval_names* (evaluation) from *dataset_dir*;
-    *progress* is called with each batch of samples measured."""
+    *progress* is called with each batch of samples measured. Datasets with an images or videos column also
+    get their files checked and, with a vision-language *model*, their image tokens counted at
+    *image_max_pixels* (LlamaFactory's default when None) under *media_dir* (default: *dataset_dir*), with the
+    tokens LlamaFactory's *template* adds around the prompt (default: the model's)."""
     eval_names = eval_names or []
     if not names:
         raise InputError("data: name at least one dataset registered in dataset_info.json")
@@ -131,8 +169,11 @@ def report(names: list[str], dataset_dir: str | Path, *, model: str | None = Non
     reports, train_lengths, method = [], [], ""
     train_prompts = {k for r in read[:len(names)] for k in r.prompts}
     train_fulls = {k for r in read[:len(names)] for k in r.fulls}
+    media_options = {"media_dir": media_dir, "image_max_pixels": image_max_pixels,
+                     "image_min_pixels": image_min_pixels, "template": template}
     for i, r in enumerate(read):
         lengths, method = data_lengths.measure([t for t in r.texts if t], model, progress)
+        media = _media(r, dataset_dir, model, cutoff_len, media_options)
         is_eval = i >= len(names)
         if not is_eval:
             train_lengths += lengths
@@ -141,9 +182,12 @@ def report(names: list[str], dataset_dir: str | Path, *, model: str | None = Non
         reports.append(DatasetReport(
             name=r.name, formatting=r.formatting, files=r.files, rows=len(r.texts), problem_count=r.problem_count,
             problems=r.problems, duplicates=len(r.fulls) - len(set(r.fulls)), lengths=Lengths.of(lengths, method),
-            truncated=data_lengths.truncated(lengths, cutoff_len), eval=is_eval, overlap=overlap))
+            truncated=data_lengths.truncated(lengths, cutoff_len), eval=is_eval, overlap=overlap, media=media))
     total = Lengths.of(train_lengths, method)
     suggested, how = data_lengths.cutoff_for(total, data_lengths.context_length(model))
+    with_images = _image_cutoff([d.media for d in reports if not d.eval and d.media], total, model)
+    if with_images is not None:  # image tokens count toward cutoff_len (R-VLM-TOKENS)
+        suggested, how = with_images
     return DataReport(dataset_dir=str(dataset_dir), cutoff_len=cutoff_len, datasets=reports, lengths=total,
                       truncated=data_lengths.truncated(train_lengths, cutoff_len), suggested_cutoff=suggested,
                       suggested_how=how, method=method)

@@ -8,6 +8,7 @@ the row, the column and what is wrong; ``lfgen data`` and R-DATA-CUTOFF read row
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +33,9 @@ class Sample:
 
     prompt: str
     answer: str
+    images: tuple[str, ...] = ()  # the row's images column (registered `columns.images`), as written
+    videos: tuple[str, ...] = ()
+    where: str = ""  # "file row N", for problem lines about the row's media
 
     @property
     def text(self) -> str:
@@ -137,6 +141,26 @@ def _sharegpt(row: dict[str, Any], columns: dict[str, Any], tags: dict[str, str]
     return Sample("\n".join(prompt).strip(), "\n".join(answer)), problems
 
 
+def _media(row: dict[str, Any], column: str | None, where: str) -> tuple[tuple[str, ...], list[str]]:
+    """A row's images/videos column as LlamaFactory reads it (one path or a list; a frame list per video;
+    {"path": ...} objects) as path strings; embedded bytes are skipped, anything else is a problem."""
+    if not column or row.get(column) is None:
+        return (), []
+    value = row[column]
+    items = value if isinstance(value, list) else [value]
+    paths, problems = [], []
+    for item in items:
+        if isinstance(item, dict):
+            item = item.get("path") if isinstance(item.get("path"), str) else (b"" if item.get("bytes") else item)
+        if isinstance(item, list) and all(isinstance(frame, str) for frame in item):
+            paths += item  # a video given as its frames
+        elif isinstance(item, str):
+            paths.append(item)
+        elif not isinstance(item, bytes):
+            problems.append(f"{where}: column {column!r} holds {json.dumps(item)[:40]}, not a file path")
+    return tuple(paths), problems
+
+
 def samples(name: str, entry: dict[str, Any], dataset_dir: str | Path) -> Iterator[tuple[Sample | None, list[str]]]:
     """Each row of a registered dataset as (sample or None, problems), in file order."""
     formatting = entry.get("formatting", "alpaca")
@@ -151,7 +175,12 @@ def samples(name: str, entry: dict[str, Any], dataset_dir: str | Path) -> Iterat
             where = f"{path.name} row {index + 1}"
             if not isinstance(row, dict):
                 yield None, [f"{where}: a {type(row).__name__}, not an object with columns"]
-            elif formatting == "alpaca":
-                yield _alpaca(row, columns, where)
-            else:
-                yield _sharegpt(row, columns, tags, where)
+                continue
+            sample, problems = _alpaca(row, columns, where) if formatting == "alpaca" else \
+                _sharegpt(row, columns, tags, where)
+            if sample is not None and (columns.get("images") or columns.get("videos")):
+                images, bad_images = _media(row, columns.get("images"), where)
+                videos, bad_videos = _media(row, columns.get("videos"), where)
+                sample = dataclasses.replace(sample, images=images, videos=videos, where=where)
+                problems = [*problems, *bad_images, *bad_videos]
+            yield sample, problems

@@ -17,31 +17,47 @@ BAR_FROM = 10_000  # rows from which a terminal gets a progress bar
 @click.option("--dataset-dir", default="data", show_default=True, type=click.Path(file_okay=False), metavar="DIR",
               help="Folder with dataset_info.json.")
 @click.option("--model", metavar="M", help="A local model folder: its tokenizer counts the tokens "
-                                          "(else an approximation, which the output names).")
+                                          "(else an approximation, which the output names); for a vision-language "
+                                          "model (a folder or a catalog id) its rule also counts the image tokens.")
 @click.option("--cutoff-len", type=int, default=2048, show_default=True, metavar="N",
               help="Count the samples this cutoff_len would truncate.")
 @click.option("--eval", "eval_names", metavar="NAME[,NAME]",
               help="Evaluation dataset(s): checked too, and their overlap with the training sets counted.")
+@click.option("--media-dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Where relative image and video paths start (LlamaFactory's media_dir; default: --dataset-dir).")
+@click.option("--image-max-pixels", type=click.IntRange(min=1), metavar="N",
+              help="LlamaFactory's image_max_pixels for the image-token count (default 589824 = 768 x 768).")
+@click.option("--image-min-pixels", type=click.IntRange(min=1), metavar="N",
+              help="LlamaFactory's image_min_pixels (default 1024 = 32 x 32).")
+@click.option("--template", metavar="NAME", help="LlamaFactory template whose tokens wrap the prompt (default: "
+                                                "the model's, as lfgen would write it).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: datasets[], train (docs/cli.md).")
 def data(names: tuple[str, ...], dataset_dir: str, model: str | None, cutoff_len: int, eval_names: str | None,
+         media_dir: str | None, image_max_pixels: int | None, image_min_pixels: int | None, template: str | None,
          as_json: bool) -> None:
     """Check and measure datasets registered in DIR/dataset_info.json; exit 1 on format problems.
 
     For each: rows, a format check against its registration (alpaca or sharegpt: missing
     columns, wrong roles, empty prompts or answers), exact duplicates, overlap of the eval
     sets with the training sets, the token lengths (p50/p90/p99/max) and how many samples
-    --cutoff-len would truncate, with the cutoff_len R-DATA-CUTOFF would write.
+    --cutoff-len would truncate, with the cutoff_len R-DATA-CUTOFF would write. A dataset
+    with an images/videos column: every file exists (under --media-dir), the <image>
+    placeholders match the images, and with a vision-language --model the image tokens
+    of each row, text + image lengths and the rows whose image --cutoff-len would cut.
 
     \b
     Examples:
       lfgen data alpaca_en_demo --dataset-dir data
       lfgen data my_sft --eval my_eval --model models/qwen2-7b --cutoff-len 1024
+      lfgen data mllm_demo --model Qwen/Qwen2.5-VL-7B-Instruct --image-max-pixels 262144
       lfgen data my_sft --json | jq .train.lengths
     """
     from lfgen.builder.data_report import report, rows_of
 
     evals = [n.strip() for n in (eval_names or "").split(",") if n.strip()]
-    kwargs: dict[str, Any] = {"model": model, "cutoff_len": cutoff_len, "eval_names": evals}
+    kwargs: dict[str, Any] = {"model": model, "cutoff_len": cutoff_len, "eval_names": evals, "media_dir": media_dir,
+                              "image_max_pixels": image_max_pixels, "image_min_pixels": image_min_pixels,
+                              "template": template}
     total = sum(rows_of([*names, *evals], dataset_dir)) if sys.stderr.isatty() and not as_json else 0
     if total >= BAR_FROM:
         from rich.progress import Progress
@@ -79,6 +95,8 @@ def _print(result: Any) -> None:
         if d.duplicates:
             click.echo(f"duplicates: {d.name}: {d.duplicates:,} rows repeat an earlier row exactly (with val_size "
                        "they can land on both sides of the split)")
+        if d.media is not None:
+            _print_media(d.name, d.media)
         if d.overlap.get("same_prompt"):
             click.echo(f"leakage: {d.name}: {d.overlap['same_sample']:,} rows are also in the training sets, "
                        f"{d.overlap['same_prompt']:,} share a prompt with them")
@@ -86,6 +104,25 @@ def _print(result: Any) -> None:
     share = f"{result.truncated / count:.1%}" if count else "0%"
     click.echo(f"cutoff_len {result.cutoff_len} truncates {result.truncated:,} of {count:,} training samples "
                f"({share}); R-DATA-CUTOFF would write cutoff_len {result.suggested_cutoff} ({result.suggested_how})")
+
+
+def _print_media(name: str, m: Any) -> None:
+    found = m.images + m.videos - m.missing
+    click.echo(f"media: {name}: {m.images:,} images, {m.videos:,} videos, {found:,} found under {m.media_dir}"
+               f"{f', {m.missing:,} missing' if m.missing else ''}")
+    if m.lengths is not None:
+        t, n = m.image_tokens, m.lengths
+        click.echo(f"image tokens: {name}: {m.rule}; per row p50 {t.p50:,}, p99 {t.p99:,}, max {t.max:,} at "
+                   f"image_max_pixels {m.image_max_pixels:,}; text + image (template {m.template}) p50 {n.p50:,}, "
+                   f"p99 {n.p99:,}, max {n.max:,}; {m.truncated:,} rows longer than cutoff_len {m.cutoff_len:,}")
+        if m.cut:
+            click.echo(f"warning: {name}: cutoff_len {m.cutoff_len:,} cuts into the image tokens of {m.cut:,} rows; "
+                       "LlamaFactory crashes at the first such batch (R-VLM-TOKENS); cutoff_len >= "
+                       f"{m.safe_cutoff:,} keeps every image whole")
+            for line in m.cut_rows:
+                click.echo(f"  cut: {line}")
+    for note in m.notes:
+        click.echo(f"note: {name}: {note}")
 
 
 COMMANDS = (data,)

@@ -1,0 +1,190 @@
+"""Vision-language runs for real, on the CPU, offline: tiny Qwen2-VL and LLaVA models built here (random weights,
+generated pictures), trained by LlamaFactory through `lfgen run`, predicted with `llamafactory-cli`, and lfgen's
+numbers checked against what LlamaFactory did:
+
+* LoRA on both towers of the Qwen2-VL plus its projector through additional_target, on the row with the most
+  image tokens at exactly the cutoff_len `lfgen data` says keeps every image whole: it trains, and LlamaFactory's
+  "trainable params" equals lfgen's per-tower count;
+* one token less: LlamaFactory crashes at its first step (the oracle of the cutoff guard);
+* seed 000's two-tower LoRA (q_proj,k_proj,v_proj,out_proj) on the LLaVA's CLIP tower and Llama;
+* predict with the adapter (predict_with_generate): captions are written;
+* each row's prompt, answer and image end as lfgen counts them equal LlamaFactory's own encoding.
+
+No stand-ins: HF_HUB_OFFLINE=1, nothing downloaded. Each LlamaFactory run is 3 steps (about 20 s idle).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lfgen.builder import data_rows, datasets
+from lfgen.builder.data_media import row_spans
+from lfgen.models.towers import count_towers
+from lfgen.tiny_vlm import CAPTIONS, CPU_SETTINGS
+
+from .conftest import needs_llamafactory
+
+pytestmark = [pytest.mark.slow, needs_llamafactory]
+ONE = "tiny_captions_one"  # the row with the most image tokens, alone: every step sees it
+
+
+def _env() -> dict[str, str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # the test venv's llamafactory-cli
+    return env
+
+
+def lfgen(cwd: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lfgen", *args], cwd=cwd, capture_output=True, text=True,
+                          env=_env(), timeout=timeout)
+
+
+def _config(tiny, name: str, model: Path, template: str, **keys) -> Path:
+    config = {"model_name_or_path": str(model), "stage": "sft", "do_train": True, "finetuning_type": "lora",
+              "lora_target": "all", "dataset": ONE, "dataset_dir": str(tiny.data), "template": template,
+              "output_dir": str(tiny.root / "outputs" / name), "overwrite_output_dir": True, **CPU_SETTINGS, **keys}
+    config = {k: v for k, v in config.items() if v is not None}  # None: leave LlamaFactory's default
+    path = tiny.root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _trainable(log: str) -> int:
+    return int(re.search(r"trainable params: ([\d,]+)", log).group(1).replace(",", ""))
+
+
+def _samples(tiny, name: str):
+    info = datasets.load_info(tiny.data)
+    return [s for s, _ in data_rows.samples(name, info[name], tiny.data)]
+
+
+@pytest.fixture(scope="module")
+def one_row(tiny_vlm):
+    """A dataset holding only the caption row with the most image tokens, and lfgen's safe cutoff for it."""
+    rows = json.loads((tiny_vlm.data / f"{CAPTIONS}.json").read_text())
+    spans = row_spans(_samples(tiny_vlm, CAPTIONS), tiny_vlm.data, str(tiny_vlm.qwen2_vl),
+                      image_max_pixels=CPU_SETTINGS["image_max_pixels"])
+    worst = max(range(len(rows)), key=lambda i: spans[i].image_end)
+    (tiny_vlm.data / f"{ONE}.json").write_text(json.dumps([rows[worst]]), encoding="utf-8")
+    info = json.loads((tiny_vlm.data / "dataset_info.json").read_text())
+    info[ONE] = {**info[CAPTIONS], "file_name": f"{ONE}.json"}
+    (tiny_vlm.data / "dataset_info.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
+    data = lfgen(tiny_vlm.root, "data", ONE, "--dataset-dir", "data", "--model", str(tiny_vlm.qwen2_vl),
+                 "--image-max-pixels", str(CPU_SETTINGS["image_max_pixels"]), "--json")
+    assert data.returncode == 0, data.stderr
+    media = json.loads(data.stdout)["datasets"][0]["media"]
+    assert media["safe_cutoff_len"] == spans[worst].safe_cutoff()
+    return media["safe_cutoff_len"]
+
+
+@pytest.fixture(scope="module")
+def two_towers(tiny_vlm, one_row):
+    """LoRA on the ViT and the language model, the merger trained whole, at the safe cutoff: `lfgen run`."""
+    config = _config(tiny_vlm, "qwen-two-towers", tiny_vlm.qwen2_vl, "qwen2_vl", cutoff_len=one_row,
+                     freeze_vision_tower=False, additional_target="merger")
+    start = time.perf_counter()
+    result = lfgen(tiny_vlm.root, "run", str(config), "--quiet")
+    print(f"\nlfgen run, Qwen2-VL two towers + merger: {time.perf_counter() - start:.1f} s wall")
+    return result, tiny_vlm.root / "outputs" / "qwen-two-towers"
+
+
+def test_vision_lora_and_the_projector_train_at_the_safe_cutoff(tiny_vlm, two_towers):
+    result, out = two_towers
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = (out / "lfgen_train.log").read_text()
+    ours = count_towers(str(tiny_vlm.qwen2_vl), lora_rank=8, freeze_vision_tower=False, additional_target="merger")
+    assert _trainable(log) == ours.total_trainable == 47_360  # vlm.md §2.2: 16,384 + 6,144 + 24,832
+    assert ours.trainable == {"language": 16_384, "vision": 6_144, "projector": 24_832}
+    from safetensors import safe_open
+
+    with safe_open(str(out / "adapter_model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert any("visual.blocks" in k and "lora_A" in k for k in keys)  # LoRA on the ViT
+    assert any("visual.merger" in k and "lora" not in k for k in keys)  # the whole merger, saved with the adapter
+    losses = [json.loads(line)["loss"] for line in (out / "trainer_log.jsonl").read_text().splitlines()
+              if "loss" in json.loads(line)]
+    assert len(losses) == 3 and all(loss == loss for loss in losses)
+
+
+def test_one_token_less_cuts_the_image_and_llamafactory_crashes(tiny_vlm, one_row):
+    config = _config(tiny_vlm, "qwen-cut", tiny_vlm.qwen2_vl, "qwen2_vl", cutoff_len=one_row - 1)
+    start = time.perf_counter()
+    result = lfgen(tiny_vlm.root, "run", str(config), "--quiet")
+    print(f"\nlfgen run, cutoff_len one below the safe one: {time.perf_counter() - start:.1f} s wall")
+    log = (tiny_vlm.root / "outputs" / "qwen-cut" / "lfgen_train.log").read_text()
+    assert result.returncode == 1
+    assert "shape mismatch" in log or "do not match" in log  # transformers 5.x / 4.x wording of the cut span
+    data = lfgen(tiny_vlm.root, "data", ONE, "--dataset-dir", "data", "--model", str(tiny_vlm.qwen2_vl),
+                 "--image-max-pixels", str(CPU_SETTINGS["image_max_pixels"]), "--cutoff-len", str(one_row - 1))
+    assert "cuts into the image tokens of 1 rows" in data.stdout
+
+
+def test_seed_000_two_tower_lora_on_llava(tiny_vlm, one_row):
+    targets = "q_proj,k_proj,v_proj,out_proj"  # seed 000's CLIP list: Llama's output projection is o_proj
+    config = _config(tiny_vlm, "llava-seed-000", tiny_vlm.llava, "llava", lora_target=targets,
+                     freeze_vision_tower=False, image_max_pixels=None)
+    start = time.perf_counter()
+    result = lfgen(tiny_vlm.root, "run", str(config), "--quiet")
+    print(f"\nlfgen run, LLaVA seed 000 two towers: {time.perf_counter() - start:.1f} s wall")
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = (tiny_vlm.root / "outputs" / "llava-seed-000" / "lfgen_train.log").read_text()
+    ours = count_towers(str(tiny_vlm.llava), lora_target=targets, freeze_vision_tower=False)
+    assert _trainable(log) == ours.total_trainable == 9_216  # vlm.md §5: CLIP tower 4,096 + Llama 5,120
+    assert ours.split() == "Text: 5.12K, Vision: 4.1K, Projector: 0" and "o_proj" not in ours.targets
+
+
+def test_predict_with_the_adapter_writes_captions(tiny_vlm, two_towers):
+    _, adapter = two_towers
+    out = tiny_vlm.root / "outputs" / "predict"
+    config = {"model_name_or_path": str(tiny_vlm.qwen2_vl), "adapter_name_or_path": str(adapter), "stage": "sft",
+              "do_predict": True, "predict_with_generate": True, "finetuning_type": "lora", "template": "qwen2_vl",
+              "eval_dataset": CAPTIONS, "dataset_dir": str(tiny_vlm.data), "max_samples": 4, "cutoff_len": 1024,
+              "image_max_pixels": CPU_SETTINGS["image_max_pixels"], "per_device_eval_batch_size": 2,
+              "max_new_tokens": 8, "do_sample": False, "output_dir": str(out), "overwrite_output_dir": True,
+              "report_to": "none", "preprocessing_num_workers": 1, "dataloader_num_workers": 0}
+    path = tiny_vlm.root / "predict.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    start = time.perf_counter()
+    result = subprocess.run(["llamafactory-cli", "train", str(path)], cwd=tiny_vlm.root, capture_output=True,
+                            text=True, env=_env(), timeout=600)
+    print(f"\nllamafactory-cli predict, 4 rows: {time.perf_counter() - start:.1f} s wall")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "generated_predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and all({"prompt", "predict", "label"} <= set(r) for r in rows)
+    assert all(r["label"].startswith("a ") for r in rows) and "<|image_pad|>" in rows[0]["prompt"]
+    assert "predict_bleu-4" in json.loads((out / "all_results.json").read_text())
+
+
+@pytest.mark.parametrize("family,template,last_image_token", [("qwen2_vl", "qwen2_vl", "<|image_pad|>"),
+                                                               ("llava", "llava", "<image>")])
+def test_spans_equal_llamafactorys_own_encoding(tiny_vlm, family, template, last_image_token):
+    """Every row's prompt and answer tokens, and where its image tokens end, as LlamaFactory's template and
+    plugin encode them (the cut check's premise)."""
+    from PIL import Image
+    from transformers import AutoProcessor, AutoTokenizer
+
+    from llamafactory.data.template import get_template_and_fix_tokenizer
+    from llamafactory.hparams import DataArguments
+
+    model = tiny_vlm.qwen2_vl if family == "qwen2_vl" else tiny_vlm.llava
+    tokenizer, processor = AutoTokenizer.from_pretrained(model), AutoProcessor.from_pretrained(model)
+    processor.image_max_pixels, processor.image_min_pixels = 50176, 1024
+    lf_template = get_template_and_fix_tokenizer(tokenizer, DataArguments(template=template))
+    image_id = tokenizer.convert_tokens_to_ids(last_image_token)
+    rows = json.loads((tiny_vlm.data / f"{CAPTIONS}.json").read_text())
+    spans = row_spans(_samples(tiny_vlm, CAPTIONS), tiny_vlm.data, str(model), image_max_pixels=50176)
+    for row, span in zip(rows, spans):
+        images = [Image.open(tiny_vlm.data / p) for p in row["images"]]
+        messages = lf_template.mm_plugin.process_messages(row["messages"], images, [], [], processor)
+        source, target = lf_template.encode_multiturn(tokenizer, messages, None, None)[0]
+        last = max(i for i, token in enumerate(source) if token == image_id) + 1
+        assert (span.source, span.target, span.image_end) == (len(source), len(target), last)
