@@ -115,8 +115,8 @@ def make_images_dataset(out: str | Path, rows: int = 12) -> Path:
     broken = json.loads(json.dumps(records))
     broken[1]["images"] = ["images/missing.png"]
     (out / f"{MISSING}.json").write_text(json.dumps(broken, indent=1), encoding="utf-8")
-    sharegpt = {"formatting": "sharegpt", "columns": {"messages": "messages", "images": "images"},
-                "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}}
+    tags = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}
+    sharegpt = {"formatting": "sharegpt", "columns": {"messages": "messages", "images": "images"}, "tags": tags}
     info_path = out / DATASET_INFO
     info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.exists() else {}
     info.update({CAPTIONS: {"file_name": f"{CAPTIONS}.json", **sharegpt},

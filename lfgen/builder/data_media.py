@@ -101,11 +101,13 @@ class MediaReport:
 
     def to_json(self) -> dict[str, Any]:
         return {"columns": self.columns, "media_dir": self.media_dir, "images": self.images, "videos": self.videos,
-                "missing": self.missing, "outside_media_dir": self.outside_media_dir, "rule": self.rule, "template": self.template,
-                "image_max_pixels": self.image_max_pixels, "image_min_pixels": self.image_min_pixels,
+                "missing": self.missing, "outside_media_dir": self.outside_media_dir, "rule": self.rule,
+                "template": self.template, "image_max_pixels": self.image_max_pixels,
+                "image_min_pixels": self.image_min_pixels,
                 "image_tokens": self.image_tokens.to_json() if self.image_tokens else None,
                 "lengths": self.lengths.to_json() if self.lengths else None, "cutoff_len": self.cutoff_len,
-                "truncated": self.truncated, "cut": self.cut, "cut_rows": self.cut_rows, "safe_cutoff_len": self.safe_cutoff, "notes": self.notes}
+                "truncated": self.truncated, "cut": self.cut, "cut_rows": self.cut_rows,
+                "safe_cutoff_len": self.safe_cutoff, "notes": self.notes}
 
 
 def locate(path: str, media_dir: Path) -> tuple[Path | None, bool]:

@@ -189,9 +189,12 @@ def estimate(model: str, config: dict[str, Any], gpu_name: str | None, gpu_gib: 
     from lfgen.models import estimate_memory
     from lfgen.models.trainable import count_trainable
 
+    from lfgen.models.towers import FREEZE_KEYS, split_note
+
     spec = spec_of(model)
     values = settings_for(config, num_gpus, seq_len)
-    count = count_trainable(spec, **values)
+    freeze = {k: config[k] for k in FREEZE_KEYS if k in config}
+    count = count_trainable(spec, **values, **freeze)
     memory = estimate_memory(spec, **values)
     breakdown = {k: round(v, 3) for k, v in memory.breakdown.items()}
     factor = factor_for(gpu_name, model)
@@ -201,12 +204,14 @@ def estimate(model: str, config: dict[str, Any], gpu_name: str | None, gpu_gib: 
     headroom = registry_headroom() if headroom is None else headroom
     fits = None if gpu_gib is None else total <= gpu_gib * (1 - headroom)
     notes = [*count.notes, *memory.notes]
+    if spec.composite:  # seed 000's "Text: ..., Vision: ..." for the config's freeze keys (R-VLM-FREEZE)
+        notes.insert(0, split_note(spec, **values, **freeze))
     if values["cutoff_len"] != config.get("cutoff_len", 2048):
         notes.append(f"padded batches: the longest sample is {values['cutoff_len']:,} tokens, so the peak batch "
                      f"holds {values['cutoff_len']:,} tokens per sample, not cutoff_len {config.get('cutoff_len', 2048):,}"
                      " (R-DATA-CUTOFF)")
-    return Estimate(model={"id": spec.name, "architecture": spec.model_type, "params": count.total_params,
-                           "source": spec.source},
+    return Estimate(model={"id": spec.name, "architecture": spec.composite or spec.model_type,
+                           "params": count.total_params, "source": spec.source},
                     target_modules=list(model_order(model, count.targets)) if count.adapted else list(count.targets),
                     trainable_params=count.trainable, memory_gib=breakdown,
                     gpu=None if gpu_name is None else {"name": gpu_name, "memory_gib": gpu_gib, "num_gpus": num_gpus,

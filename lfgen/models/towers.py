@@ -28,10 +28,13 @@ from typing import Any
 from lfgen.errors import InputError, did_you_mean
 from lfgen.models import vlm
 from lfgen.models.catalog import ModelSpec, load_model
-from lfgen.models.oft import oft_params
+from lfgen.models.params import Adapted, LoraCount
+from lfgen.models.shared import oft_params, trainable_layer_ids
 from lfgen.numbers import count_short
 
 _LAYER = re.compile(r"\.\d+\.")
+# LlamaFactory's keys that split a vision-language model into trained and frozen towers (finetuning_args).
+FREEZE_KEYS = ("freeze_vision_tower", "freeze_multi_modal_projector", "freeze_language_model")
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,8 @@ class TowerCount:
     targets: tuple[str, ...]  # LoRA/OFT: the module names adapted (last path component)
     adapted: int  # LoRA/OFT: how many modules
     notes: tuple[str, ...]
+    language_modules: tuple[tuple[str, int, int, int, int], ...] = ()  # (name, in, out, count, params) adapted
+    saved: int = 0  # parameters of the additional_target copies (PEFT modules_to_save)
 
     @property
     def total_trainable(self) -> int:
@@ -188,8 +193,9 @@ def _skipped_notes(sk: Skeleton, names: list[str], hits: list[Module], frozen: d
     return notes
 
 
-def _lora(sk: Skeleton, spec: ModelSpec, s: dict[str, Any]) -> tuple[dict[str, int], list[Module], list[str]]:
-    c, fv, fp, fl = sk.composite, s["freeze_vision_tower"], s["freeze_multi_modal_projector"], s["freeze_language_model"]
+def _lora(sk: Skeleton, spec: ModelSpec, s: dict[str, Any]) -> tuple[dict[str, int], list[Module], list[str], int]:
+    c, fv = sk.composite, s["freeze_vision_tower"]
+    fp, fl = s["freeze_multi_modal_projector"], s["freeze_language_model"]
     requested = _split(s["lora_target"]) or ["all"]
     names = _all_linear(sk, fv) if requested == ["all"] else requested
     forbidden = [*_frozen(c, fv, fp, fl), *c.lora_conflict]
@@ -209,19 +215,21 @@ def _lora(sk: Skeleton, spec: ModelSpec, s: dict[str, Any]) -> tuple[dict[str, i
         trainable[c.tower_of(m.path)] += per
     notes = [] if requested == ["all"] else _skipped_notes(sk, names, hits, {"vision": fv, "projector": fp,
                                                                             "language": fl})
+    saved = 0
     for key in _split(s["additional_target"]):  # PEFT modules_to_save: plain suffix match on the path
-        saved = [m for m in sk.modules if m.path.endswith(key)]
-        if not saved:
+        copies = [m for m in sk.modules if m.path.endswith(key)]
+        if not copies:
             raise InputError(f"additional_target: '{key}' matches no module of {spec.name}; the projector is "
                              f"{', '.join(c.projector)}")
-        for m in saved:
+        for m in copies:
             trainable[c.tower_of(m.path)] += m.params
+            saved += m.params
     if not fp and trainable["projector"] == 0:
         fam = vlm.family(spec.composite)
         notes.append(f"freeze_multi_modal_projector: false does nothing under {s['finetuning_type']}: LlamaFactory's "
                      "lora_target all never adapts the projector; train it with additional_target: "
                      f"{fam.projector if fam else c.projector[0]} (R-VLM-FREEZE)")
-    return trainable, hits, notes
+    return trainable, hits, notes, saved
 
 
 def _full(sk: Skeleton, s: dict[str, Any]) -> dict[str, int]:
@@ -237,8 +245,6 @@ def _full(sk: Skeleton, s: dict[str, Any]) -> dict[str, int]:
 def _freeze(sk: Skeleton, spec: ModelSpec, s: dict[str, Any]) -> dict[str, int]:
     """_setup_freeze_tuning on the composite: layer indices come from the text model but match any tower's
     parameter names (a vision block with the same index trains too when the tower is not frozen)."""
-    from lfgen.models.trainable import trainable_layer_ids
-
     layers = trainable_layer_ids(sk.text_layers, s["freeze_trainable_layers"], s["use_llama_pro"])
     names = [name for name, _ in sk.parameters]
     hidden = {name.split(".0.")[-1].split(".")[0] for name in names if ".0." in name} | \
@@ -279,14 +285,15 @@ def count_towers(model: ModelSpec | str, **settings: Any) -> TowerCount:
     sk = skeleton(spec)
     notes: list[str] = []
     targets: tuple[str, ...] = ()
-    adapted = 0
+    adapted, saved, language = 0, 0, ()
     method = s["finetuning_type"]
     if method in ("lora", "oft"):
         if s["use_llama_pro"]:
             raise InputError("use_llama_pro: lfgen does not count LLaMA Pro expansion on a vision-language model")
-        trainable, hits, notes = _lora(sk, spec, s)
+        trainable, hits, notes, saved = _lora(sk, spec, s)
         targets = tuple(sorted({m.path.rsplit(".", 1)[-1] for m in hits}))
         adapted = len(hits)
+        language = _language_groups(sk, hits, s)
     elif method == "full":
         trainable = _full(sk, s)
     elif method == "freeze":
@@ -294,10 +301,52 @@ def count_towers(model: ModelSpec | str, **settings: Any) -> TowerCount:
     else:
         raise InputError(f"finetuning_type: must be lora, oft, freeze or full (got {method!r})")
     return TowerCount(model=spec.name, model_type=spec.composite, finetuning_type=method, params=sk.tower_params(),
-                      trainable=trainable, targets=targets, adapted=adapted, notes=tuple(notes))
+                      trainable=trainable, targets=targets, adapted=adapted, notes=tuple(notes),
+                      language_modules=language, saved=saved)
+
+
+def _language_groups(sk: Skeleton, hits: list[Module], s: dict[str, Any]) -> tuple[tuple[str, int, int, int, int], ...]:
+    """The adapted modules of the language model, grouped by name and shape, with their adapter parameters."""
+    groups: dict[tuple[str, int, int], int] = {}
+    for m in hits:
+        if sk.composite.tower_of(m.path) == "language":
+            key = (m.path.rsplit(".", 1)[-1], m.in_features, m.out_features)
+            groups[key] = groups.get(key, 0) + 1
+    out = []
+    for (name, fan_in, fan_out), count in groups.items():
+        if s["finetuning_type"] == "oft":
+            per = oft_params(fan_in, s["oft_rank"], s["oft_block_size"])
+        else:
+            per = s["lora_rank"] * (fan_in + fan_out) + (fan_out if s["use_dora"] else 0)
+        out.append((name, fan_in, fan_out, count, per * count))
+    return tuple(out)
+
+
+def lora_count(model: ModelSpec | str, **settings: Any) -> LoraCount:
+    """``count_towers`` as the LoraCount the memory model and explain read: every tower's trainable parameters
+    (the optimizer holds them all), the language model's adapted modules (its activation terms are per decoder
+    layer) and the whole checkpoint's parameters."""
+    spec = model if isinstance(model, ModelSpec) else load_model(model)
+    count = count_towers(spec, **settings)
+    adapted = tuple(Adapted(name, n, fan_in, fan_out, params) for name, fan_in, fan_out, n, params in
+                    count.language_modules)
+    rank = settings.get("lora_rank", 8) if count.finetuning_type == "lora" else 0
+    return LoraCount(model=spec.name, rank=rank, targets=count.targets, adapted=adapted,
+                     lora_params=count.total_trainable - count.saved, modules_to_save_params=count.saved,
+                     total_params=sum(count.params.values()), notes=count.notes)
 
 
 def tower_params(model: ModelSpec | str) -> dict[str, int]:
     """Parameters of the language model, the vision tower and the projector (the whole checkpoint)."""
     spec = model if isinstance(model, ModelSpec) else load_model(model)
     return skeleton(spec).tower_params()
+
+
+def split_note(model: ModelSpec | str, **settings: Any) -> str:
+    """One line for explain: each tower's trainable parameters for LlamaFactory keys *settings*."""
+    try:
+        count = count_towers(model, **settings)
+    except InputError as exc:
+        return f"trainable per tower: not counted ({exc})"
+    return (f"trainable per tower as LlamaFactory resolves it: {count.split()} "
+            f"({count.total_trainable:,} in all; R-VLM-FREEZE)")

@@ -16,13 +16,14 @@ the memory model reads one shape.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections.abc import Sequence
 
 from lfgen.errors import InputError
 from lfgen.models.catalog import ModelSpec, load_model
 from lfgen.models.modules import Inventory, inventory, resolve_targets
-from lfgen.models.oft import oft_params
+from lfgen.models.shared import oft_params, trainable_layer_ids
 from lfgen.models.params import Adapted, LoraCount
 
 _LAYER = re.compile(r"\.(\d+)\.([^.]+)")
@@ -42,19 +43,6 @@ def full_count(model: ModelSpec | str) -> LoraCount:
     notes = ("multimodal checkpoint: the count covers the text model",) if spec.multimodal else ()
     return LoraCount(model=spec.name, rank=0, targets=(), adapted=(), lora_params=inv.total_params,
                      modules_to_save_params=0, total_params=inv.total_params, notes=notes)
-
-
-def trainable_layer_ids(num_layers: int, trainable_layers: int, use_llama_pro: bool = False) -> list[int]:
-    """The layers freeze tuning trains (LlamaFactory's ``_setup_freeze_tuning``)."""
-    if use_llama_pro:
-        if trainable_layers == 0 or num_layers % trainable_layers != 0:
-            raise InputError(f"freeze_trainable_layers: use_llama_pro needs a divisor of the {num_layers} layers "
-                             f"(got {trainable_layers})")
-        stride = num_layers // trainable_layers
-        return list(range(stride - 1, num_layers + stride - 1, stride))
-    if trainable_layers > 0:
-        return list(range(max(0, num_layers - trainable_layers), num_layers))
-    return list(range(min(-trainable_layers, num_layers)))
 
 
 def _tied_head(inv: Inventory, name: str) -> bool:
@@ -123,9 +111,17 @@ def oft_count(model: ModelSpec | str, target: str | Sequence[str] = "all", oft_r
 
 
 def count_trainable(model: ModelSpec | str, finetuning_type: str = "lora", **settings) -> LoraCount:
-    """The trainable count of any finetuning type; *settings* are LlamaFactory's keys of that type."""
+    """The trainable count of any finetuning type; *settings* are LlamaFactory's keys of that type. A
+    vision-language model is counted per tower (``lfgen.models.towers``, with its freeze_* keys) when
+    transformers can build its skeleton, else its text model."""
     from lfgen.models.params import count_lora_params
 
+    spec = model if isinstance(model, ModelSpec) else load_model(model)
+    if spec.composite and importlib.util.find_spec("transformers") is not None:
+        from lfgen.models.towers import lora_count  # every tower, as LlamaFactory resolves the freeze keys
+
+        return lora_count(spec, finetuning_type=finetuning_type, **settings)
+    model = spec
     get = settings.get
     if finetuning_type == "full":
         return full_count(model)

@@ -125,3 +125,23 @@ def test_a_preset_target_note_does_not_survive_another_target(runner, cli):
     assert "qkv_proj" in runner.invoke(cli, args).stderr
     result = runner.invoke(cli, [*args, "--target", "all"])
     assert result.exit_code == 0 and "qkv_proj" not in result.stderr, result.stderr
+
+
+def test_a_vision_language_config_is_explained_per_tower(tmp_path, monkeypatch):
+    # A local Qwen2-VL with LoRA on both towers and the merger trained whole: the estimate counts every tower
+    # as LlamaFactory resolves them (it once failed: "additional_target: 'merger' matches no module").
+    pytest.importorskip("transformers")
+    from lfgen.builder.explain import explain
+
+    from ..conftest import make_vlm_folder
+
+    monkeypatch.chdir(tmp_path)
+    make_vlm_folder(tmp_path / "tiny-qwen2-vl")
+    (tmp_path / "vlm.yaml").write_text(
+        "model_name_or_path: tiny-qwen2-vl\nstage: sft\ndo_train: true\nfinetuning_type: lora\nlora_target: all\n"
+        "freeze_vision_tower: false\nadditional_target: merger\ntemplate: qwen2_vl\noutput_dir: out\n", encoding="utf-8")
+    result = explain("vlm.yaml")
+    estimate = result.estimate
+    assert estimate.model["architecture"] == "qwen2_vl" and estimate.trainable_params == 47_360
+    assert estimate.notes[0].startswith("trainable per tower as LlamaFactory resolves it: Text: 16.4K, "
+                                        "Vision: 6.14K, Projector: 24.8K (47,360 in all")

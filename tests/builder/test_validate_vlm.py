@@ -61,7 +61,8 @@ def test_inert_and_skipped_projector_settings_are_said(runner, cli, vlm_project,
     _, files = _validate(runner, cli, vlm_project,
                          _write(vlm_project, "inert", freeze_multi_modal_projector=False),
                          _write(vlm_project, "skipped", lora_target="q_proj,mlp.0,mlp.2"),
-                         _write(vlm_project, "container", lora_target="q_proj,merger", freeze_multi_modal_projector=False),
+                         _write(vlm_project, "container", lora_target="q_proj,merger",
+                                freeze_multi_modal_projector=False),
                          _write(vlm_project, "vllm", freeze_vision_tower=False, infer_backend="vllm"))
     assert files["inert"]["ok"] and any("does nothing under lora" in n for n in files["inert"]["notes"])
     assert files["skipped"]["ok"] and any("skips silently while freeze_multi_modal_projector is true" in n

@@ -97,7 +97,8 @@ def _processors(tiny):
         ("qwen3_vl", "qwen3_vl", qwen3, ("<|image_pad|>", "<|vision_start|>", "<|vision_end|>"),
          rule_for("Qwen/Qwen3-VL-4B-Instruct")),
         ("llava_next", "llava_next", llava_next, ("<image>",), rule_for("llava-hf/llava-v1.6-mistral-7b-hf")),
-        ("pixtral", "pixtral", pixtral, ("[IMG]", "[IMG_BREAK]", "[IMG_END]"), rule_for("mistral-community/pixtral-12b")),
+        ("pixtral", "pixtral", pixtral, ("[IMG]", "[IMG_BREAK]", "[IMG_END]"),
+         rule_for("mistral-community/pixtral-12b")),
     ]
 
 

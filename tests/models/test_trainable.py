@@ -82,3 +82,19 @@ def test_a_wrong_freeze_module_names_the_choices():
 
     with pytest.raises(InputError, match="choose from input_layernorm, mlp, post_attention_layernorm, self_attn"):
         count_trainable(load_model("meta-llama/Meta-Llama-3-8B"), "freeze", freeze_trainable_modules="attn")
+
+
+def test_a_vision_language_model_is_counted_per_tower():
+    # count_trainable (what the memory model and explain read) takes every tower as LlamaFactory resolves the
+    # freeze keys; the adapted modules it lists are the language model's (its activations are per decoder layer).
+    pytest.importorskip("transformers")
+    from lfgen.models.towers import count_towers
+
+    spec = load_model("Qwen/Qwen2-VL-2B-Instruct").with_layers(2)
+    settings = {"lora_rank": 8, "freeze_vision_tower": False, "additional_target": "merger"}
+    count, towers = count_trainable(spec, **settings), count_towers(spec, **settings)
+    assert count.trainable == towers.total_trainable and count.modules_to_save_params == towers.trainable["projector"]
+    assert sum(a.params for a in count.adapted) == towers.trainable["language"]
+    assert {a.name for a in count.adapted} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                               "down_proj"}
+    assert count.total_params == sum(towers.params.values())
