@@ -181,3 +181,28 @@ def test_seed_000_targets_on_llava_miss_the_llama_output_projection():
 def test_a_text_model_is_not_split_into_towers():
     with pytest.raises(InputError, match="not a vision-language model"):
         count_towers(load_model("Qwen/Qwen2.5-0.5B"))
+
+
+# LlamaFactory's own VLM examples, on their models (2 layers): OFT on Qwen2.5-VL, LoRA on Qwen3-VL, full Qwen3-VL.
+EXAMPLES = [("examples/extras/oft/qwen2_5vl_oft_sft.yaml", "Qwen/Qwen2.5-VL-7B-Instruct"),
+            ("examples/train_lora/qwen3vl_lora_sft.yaml", "Qwen/Qwen3-VL-4B-Instruct"),
+            ("examples/train_full/qwen3vl_full_sft.yaml", "Qwen/Qwen3-VL-4B-Instruct")]
+
+
+@pytest.mark.slow
+@needs_llamafactory
+@pytest.mark.parametrize("example,model", EXAMPLES)
+def test_llamafactorys_vlm_examples_are_counted_as_it_counts_them(example, model, capsys):
+    from lfgen.yamlio import load_config
+
+    from ..conftest import LF_EXAMPLES
+
+    keys = ("finetuning_type", "lora_rank", "lora_target", "oft_block_size", "oft_rank", "freeze_vision_tower",
+            "freeze_multi_modal_projector", "freeze_language_model", "additional_target")
+    config = load_config(str(LF_EXAMPLES / example))
+    settings = {k: config[k] for k in keys if k in config}
+    spec = load_model(model).with_layers(2)
+    ours, theirs = count_towers(spec, **settings).trainable, _llamafactory_towers(spec, settings)
+    with capsys.disabled():
+        print(f"\n{example} on {model} (2 layers): lfgen {ours}, LlamaFactory {theirs}")
+    assert ours == theirs and sum(ours.values()) > 0
