@@ -141,6 +141,20 @@ def _placeholders(sample: Sample, where: str) -> list[str]:
     return problems
 
 
+def _found(path: Any, kind: str, where: str, media_dir: Path, report: MediaReport, problems: list[str]) -> Path | None:
+    """The file of one image or video entry, counted; a missing one is a problem line."""
+    if isinstance(path, bytes):  # embedded in the data file: nothing to look up
+        return None
+    found, inside = locate(path, media_dir)
+    if found is None:
+        report.missing += 1
+        problems.append(f"{where}: {kind} {path} does not exist under media_dir {media_dir} nor from {Path.cwd()}; "
+                        "LlamaFactory stops the whole run on it (FileNotFoundError in preprocessing)")
+    else:
+        report.outside_media_dir += not inside
+    return found
+
+
 def _files(samples: list[Sample], media_dir: Path, report: MediaReport, problems: list[str]) -> list[list[Any]]:
     """Check every file; the size of each image per row (None: not measurable)."""
     try:
@@ -151,24 +165,17 @@ def _files(samples: list[Sample], media_dir: Path, report: MediaReport, problems
         report.notes.append("image sizes not read: Pillow is not installed (pip install pillow)")
     sizes: list[list[Any]] = []
     for sample in samples:
-        row_sizes: list[Any] = []
         problems += _placeholders(sample, sample.where)
-        for kind, items in (("image", sample.images), ("video", sample.videos)):
-            for path in items:
-                found, inside = locate(path, media_dir)
-                if found is None:
-                    report.missing += 1
-                    problems.append(f"{sample.where}: {kind} {path} does not exist under media_dir {media_dir} "
-                                    f"nor from {Path.cwd()}; LlamaFactory stops the whole run on it "
-                                    "(FileNotFoundError in preprocessing)")
-                    row_sizes.append(None)
-                    continue
-                report.outside_media_dir += not inside
-                if kind == "image":
-                    size = image_size(found) if has_pil else None
-                    if has_pil and size is None:
-                        problems.append(f"{sample.where}: image {path} is not an image Pillow can read")
-                    row_sizes.append(size)
+        row_sizes: list[Any] = []  # one per image, in order (None: not measurable)
+        for path in sample.images:
+            found = _found(path, "image", sample.where, media_dir, report, problems)
+            size = image_size(found) if found is not None and has_pil else None
+            if found is not None and has_pil and size is None:
+                problems.append(f"{sample.where}: image {path} is not an image Pillow can read")
+            row_sizes.append(size)
+        for video in sample.videos:
+            for path in video if isinstance(video, tuple) else (video,):
+                _found(path, "video", sample.where, media_dir, report, problems)
         sizes.append(row_sizes)
     report.images = sum(len(s.images) for s in samples)
     report.videos = sum(len(s.videos) for s in samples)
@@ -241,8 +248,8 @@ def row_spans(samples: list[Sample], media_dir: str | Path, model: str, *, templ
     rule = rule_for(model)
     if rule is None:
         raise InputError(f"--model {model}: not a vision-language model lfgen knows an image rule for")
-    sizes = [[image_size(found) if (found := locate(path, Path(media_dir))[0]) else None for path in s.images]
-             for s in samples]
+    sizes = [[image_size(found) if isinstance(path, str) and (found := locate(path, Path(media_dir))[0]) else None
+              for path in s.images] for s in samples]
     bounds = vlm.defaults()
     return _spans(samples, sizes, rule, model, _template_of(model, rule.family, template),
                   image_max_pixels or bounds["image_max_pixels"], image_min_pixels or bounds["image_min_pixels"])[0]

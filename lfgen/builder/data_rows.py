@@ -33,8 +33,8 @@ class Sample:
 
     prompt: str
     answer: str
-    images: tuple[str, ...] = ()  # the row's images column (registered `columns.images`), as written
-    videos: tuple[str, ...] = ()
+    images: tuple[Any, ...] = ()  # the registered images column: a path per image (b"": embedded bytes)
+    videos: tuple[Any, ...] = ()  # a path, or a tuple of frame paths, per video
     where: str = ""  # "file row N", for problem lines about the row's media
 
     @property
@@ -141,24 +141,26 @@ def _sharegpt(row: dict[str, Any], columns: dict[str, Any], tags: dict[str, str]
     return Sample("\n".join(prompt).strip(), "\n".join(answer)), problems
 
 
-def _media(row: dict[str, Any], column: str | None, where: str) -> tuple[tuple[str, ...], list[str]]:
-    """A row's images/videos column as LlamaFactory reads it (one path or a list; a frame list per video;
-    {"path": ...} objects) as path strings; embedded bytes are skipped, anything else is a problem."""
+def _media(row: dict[str, Any], column: str | None, where: str) -> tuple[tuple[Any, ...], list[str]]:
+    """A row's images/videos column as LlamaFactory reads it (one path or a list of them; a video may be its
+    list of frames; {"path": ...} objects): one entry per image or video (a frame list stays one tuple entry);
+    embedded bytes are kept as b"" (nothing to look up), anything else is a problem."""
     if not column or row.get(column) is None:
         return (), []
     value = row[column]
-    items = value if isinstance(value, list) else [value]
-    paths, problems = [], []
-    for item in items:
+    entries: list[Any] = []
+    problems = []
+    for item in value if isinstance(value, list) else [value]:
         if isinstance(item, dict):
             item = item.get("path") if isinstance(item.get("path"), str) else (b"" if item.get("bytes") else item)
-        if isinstance(item, list) and all(isinstance(frame, str) for frame in item):
-            paths += item  # a video given as its frames
-        elif isinstance(item, str):
-            paths.append(item)
-        elif not isinstance(item, bytes):
-            problems.append(f"{where}: column {column!r} holds {json.dumps(item)[:40]}, not a file path")
-    return tuple(paths), problems
+        if isinstance(item, list) and item and all(isinstance(frame, str) for frame in item):
+            entries.append(tuple(item))  # a video given as its frames
+        elif isinstance(item, (str, bytes)):
+            entries.append(item)
+        else:
+            problems.append(f"{where}: column {column!r} holds {json.dumps(item, default=str)[:40]}, "
+                            "not a file path")
+    return tuple(entries), problems
 
 
 def samples(name: str, entry: dict[str, Any], dataset_dir: str | Path) -> Iterator[tuple[Sample | None, list[str]]]:

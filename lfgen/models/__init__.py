@@ -1,4 +1,5 @@
-"""Model-aware estimates: architecture numbers, LoRA target names, exact trainable counts, memory.
+"""Model-aware estimates: architecture numbers, LoRA target names, exact trainable counts, memory; for
+vision-language models every tower's counts and the image-token rules.
 
 Nothing here downloads a model or imports torch/transformers at import time; the meta-device
 skeleton is built lazily, with per-architecture tables as the fallback.
@@ -14,6 +15,8 @@ _MODULES = {
                             "fit_micro_batch"),
     "lfgen.models.modules": ("ABSTRACT_TARGETS", "Inventory", "Targets", "inventory", "resolve_targets"),
     "lfgen.models.params": ("LoraCount", "count_lora_params"),
+    "lfgen.models.towers": ("TowerCount", "count_towers", "tower_params"),
+    "lfgen.models.image_tokens": ("ImageRule", "image_tokens", "rule_for"),
 }
 _EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
 
@@ -34,7 +37,9 @@ if TYPE_CHECKING:  # pragma: no cover
         inventory,
         resolve_targets,
     )
+    from lfgen.models.image_tokens import ImageRule, image_tokens, rule_for
     from lfgen.models.params import LoraCount, count_lora_params
+    from lfgen.models.towers import TowerCount, count_towers, tower_params
 
 
 # Lazy: the builder looks a model up without loading the memory model's schemas (startup budget).
@@ -43,6 +48,7 @@ __getattr__ = exports(__name__, _EXPORTS)
 
 __all__ = [
     "ABSTRACT_TARGETS",
+    "ImageRule",
     "SUPPORTED_TYPES",
     "Fit",
     "Inventory",
@@ -52,11 +58,16 @@ __all__ = [
     "ModelSpec",
     "Option",
     "Targets",
+    "TowerCount",
     "catalog_ids",
     "count_lora_params",
+    "count_towers",
     "estimate_memory",
     "fit_micro_batch",
+    "image_tokens",
     "inventory",
     "load_model",
     "resolve_targets",
+    "rule_for",
+    "tower_params",
 ]

@@ -134,3 +134,24 @@ def test_infer_seqlen_is_llamafactorys():
         for target in range(1, 60, 5):
             for cutoff in range(1, 130, 3):
                 assert infer_seqlen(source, target, cutoff) == theirs(source, target, cutoff)
+
+
+def test_videos_as_frame_lists_and_paths_are_checked(vlm_project):
+    # LlamaFactory reads a video as one file or as the list of its frames: one <video> per entry either way.
+    data = vlm_project / "data"
+    (data / "clip.mp4").write_bytes(b"not decoded")
+    rows = [{"messages": [{"role": "user", "content": "<video>What happens?"}, {"role": "assistant", "content": "x"}],
+             "videos": [["images/00_yellow_circle.png", "images/01_red_square.png"]]},
+            {"messages": [{"role": "user", "content": "<video>And here?"}, {"role": "assistant", "content": "y"}],
+             "videos": ["clip.mp4"]},
+            {"messages": [{"role": "user", "content": "<video>Gone?"}, {"role": "assistant", "content": "z"}],
+             "videos": ["gone.mp4"]}]
+    (data / "clips.json").write_text(json.dumps(rows))
+    info = json.loads((data / "dataset_info.json").read_text())
+    info["clips"] = {**info[CAPTIONS], "file_name": "clips.json", "columns": {"messages": "messages",
+                                                                               "videos": "videos"}}
+    (data / "dataset_info.json").write_text(json.dumps(info))
+    result, media = _media(vlm_project, "clips", model=str(vlm_project / "tiny-qwen2-vl"))
+    assert media.videos == 3 and media.missing == 1 and result.datasets[0].problem_count == 1
+    assert "row 3: video gone.mp4 does not exist" in result.datasets[0].problems[0]
+    assert any("video(s): their tokens are not counted" in n for n in media.notes)
