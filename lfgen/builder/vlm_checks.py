@@ -95,8 +95,7 @@ def _tower_findings(config: dict[str, Any], model: str, root: Path | None) -> tu
         message = str(exc)
         return ([message], []) if message.startswith(("lora_target", "additional_target", "freeze_")) else \
             ([], [f"per-tower check skipped: {message}"])
-    return [], [*count.notes, f"trainable per tower ({count.finetuning_type}, as LlamaFactory resolves it): "
-                              f"{count.split()} (R-VLM-FREEZE)"]
+    return [], [*count.notes, count.line()]
 
 
 def check(config: dict[str, Any], root: Path | None, info: dict[str, Any] | None) -> tuple[list[str], list[str]]:

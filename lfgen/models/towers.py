@@ -87,6 +87,11 @@ class TowerCount:
         return (f"Text: {count_short(self.trainable['language'])}, Vision: {count_short(self.trainable['vision'])}, "
                 f"Projector: {count_short(self.trainable['projector'])}")
 
+    def line(self) -> str:
+        """The sentence explain and validate show (R-VLM-FREEZE)."""
+        return (f"trainable per tower as LlamaFactory resolves it ({self.finetuning_type}): {self.split()} "
+                f"({self.total_trainable:,} in all; R-VLM-FREEZE)")
+
     def to_json(self) -> dict[str, Any]:
         return {"model": self.model, "model_type": self.model_type, "finetuning_type": self.finetuning_type,
                 "params": self.params, "trainable": self.trainable, "total_trainable": self.total_trainable,
@@ -348,5 +353,4 @@ def split_note(model: ModelSpec | str, **settings: Any) -> str:
         count = count_towers(model, **settings)
     except InputError as exc:
         return f"trainable per tower: not counted ({exc})"
-    return (f"trainable per tower as LlamaFactory resolves it: {count.split()} "
-            f"({count.total_trainable:,} in all; R-VLM-FREEZE)")
+    return count.line()

@@ -143,5 +143,5 @@ def test_a_vision_language_config_is_explained_per_tower(tmp_path, monkeypatch):
     result = explain("vlm.yaml")
     estimate = result.estimate
     assert estimate.model["architecture"] == "qwen2_vl" and estimate.trainable_params == 47_360
-    assert estimate.notes[0].startswith("trainable per tower as LlamaFactory resolves it: Text: 16.4K, "
+    assert estimate.notes[0].startswith("trainable per tower as LlamaFactory resolves it (lora): Text: 16.4K, "
                                         "Vision: 6.14K, Projector: 24.8K (47,360 in all")
