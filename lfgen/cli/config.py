@@ -93,23 +93,27 @@ def _estimate_line(estimate) -> str:
 @click.command(context_settings=CONTEXT)
 @click.argument("subject", metavar="FILE|PRESET")
 @build_options
+@click.option("--price", type=float, metavar="USD_PER_GPU_HOUR",
+              help="Price of one GPU-hour for the cost (default: your prices file, else lfgen's dated table).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: config, decisions, warnings (docs/cli.md).")
-def explain(subject: str, as_json: bool, **kwargs: Any) -> None:
+def explain(subject: str, as_json: bool, price: float | None, **kwargs: Any) -> None:
     """Show every value of a config, the rule that chose it and why, and the warnings.
 
     FILE may be any LlamaFactory train YAML: for one lfgen wrote, hand edits are named;
     for others, explain says which rules the file follows and which it does not.
     With a PRESET name, explain shows what `lfgen preset` would write with the same options.
+    With a known model, a GPU and the data size it also estimates the run's time and cost.
 
     \b
     Examples:
       lfgen explain configs/qv.yaml
       lfgen explain a800 --gpu 4090 --samples 2000
+      lfgen explain balanced --gpu A100-80 --model Qwen/Qwen2.5-7B-Instruct --samples 20000 --price 1.8
       lfgen explain examples/train_lora/qwen3_lora_sft.yaml --json
     """
     from lfgen.builder.explain import explain as run_explain
 
-    result = run_explain(subject, to_build_options(kwargs))
+    result = run_explain(subject, to_build_options(kwargs), price=price)
     if as_json:
         emit_json(result.to_json())
         return
@@ -149,6 +153,7 @@ def explain(subject: str, as_json: bool, **kwargs: Any) -> None:
         out.print(extra)
     if result.estimate is not None:
         _print_estimate(out, result.estimate)
+        _print_time(out, result.run_cost)
     elif result.estimate_note:
         out.print(f"no memory estimate: {result.estimate_note}", markup=False)
     for problem in result.problems:
@@ -179,6 +184,26 @@ def _print_estimate(out, estimate) -> None:
         out.print(f"verdict: {total:.1f} GiB on {gpu['name']} ({gpu['memory_gib']:g} GiB, "
                   f"{gpu.get('headroom', headroom()):.0%} kept free): {verdict}")
     for note in estimate.notes:
+        out.print(f"note: {note}", markup=False)
+
+
+def _print_time(out, run_cost) -> None:
+    from lfgen.numbers import duration
+
+    if run_cost is None:
+        return
+    if run_cost.time is None:
+        out.print(run_cost.note, markup=False)
+        return
+    t, basis = run_cost.time, run_cost.basis
+    out.print(f"time: train ~{duration(t['train_s'])} + eval ~{duration(t['eval_s'])} (range {duration(t['low_s'])} "
+              f"to {duration(t['high_s'])}): {t['tokens']:,} tokens at ~{t['tokens_per_s']:,.0f} tokens/s, "
+              f"{basis['optimizer_steps']:,} optimizer steps, {basis['evaluations']} evaluation(s)", markup=False)
+    if run_cost.cost is not None:
+        c = run_cost.cost
+        out.print(f"cost: ~${c['usd']:,.2f} at ${c['usd_per_gpu_hour']:g} per GPU-hour ({c['price_source']})",
+                  markup=False)
+    for note in [*basis["notes"], *([run_cost.note] if run_cost.note else [])]:
         out.print(f"note: {note}", markup=False)
 
 

@@ -83,14 +83,18 @@ class LengthModel:
         """E[min(max of `power` samples, cutoff)] = integral over [0, cutoff] of 1 - F(x)^power."""
         if self.sigma == 0:
             return min(math.exp(self.mu), cutoff, self.longest or math.inf)
-        top = min(cutoff, self.longest or math.inf)
-        h = top / _STEPS
+        top = min(cutoff, self.longest or math.inf, math.exp(self.mu + 8 * self.sigma))
+        start = min(1.0, top)  # below one token F is 0: that stretch adds its own length
+        if top <= start:
+            return top
+        # Simpson's rule in log space (x = e^u): the integrand is smooth there for any spread
+        h = (math.log(top) - math.log(start)) / _STEPS
         total = 0.0
-        for i in range(_STEPS + 1):  # Simpson's rule
-            x = i * h
+        for i in range(_STEPS + 1):
+            x = start * math.exp(i * h)
             weight = 1 if i in (0, _STEPS) else (4 if i % 2 else 2)
-            total += weight * (1.0 - self._kept_cdf(x, cutoff) ** power)
-        return total * h / 3
+            total += weight * (1.0 - self._kept_cdf(x, cutoff) ** power) * x
+        return start + total * h / 3
 
     def mean(self, cutoff: float) -> float:
         """Mean real tokens of a kept sample."""
