@@ -58,7 +58,9 @@ def _spec(models: dict, name: str):
 def settings_of(point: dict) -> dict:
     """lfgen MemorySettings for a point: the settings it states, LlamaFactory's defaults for the rest."""
     pid = point["id"]
-    values = {"micro_batch": point["micro_batch"], "cutoff_len": point["seq_len"], "lora_rank": point["rank"] or 8}
+    values = {"micro_batch": point["micro_batch"], "cutoff_len": point["seq_len"], "lora_rank": point["rank"] or 8,
+              # real data padded per batch (not fitcheck's fixed random tokens, not torchtune's packing)
+              "variable_lengths": point.get("padding") not in (False, None) and not point.get("packing")}
     if pid.startswith("fitcheck"):
         targets = [SHORT.get(t, t) for t in point["targets"].split(",")]
         values.update(lora_target=",".join(targets), compute_dtype="fp16", double_quantization=False,

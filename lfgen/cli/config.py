@@ -80,11 +80,13 @@ def preset(name: str, output: str | None, force: bool, **kwargs: Any) -> None:
 def _estimate_line(estimate) -> str:
     memory, gpu = estimate.memory_gib, estimate.gpu or {}
     total = memory.get("calibrated_total", memory["total"])
+    releasable = memory.get("releasable_cache", 0.0)
+    must = f", {total - releasable:.1f} GiB of it must fit" if releasable else ""
     where = f" on {gpu['name']}" if gpu else ""
     verdict = "" if estimate.fits is None else (
         f" of {gpu['memory_gib']:g} GiB: fits" if estimate.fits else f" of {gpu['memory_gib']:g} GiB: does NOT fit")
     return (f"estimate for {estimate.model['id']}{where}: {estimate.trainable_params:,} trainable parameters, "
-            f"peak ~{total:.1f} GiB per GPU{verdict} (lfgen explain shows the breakdown)")
+            f"peak ~{total:.1f} GiB per GPU{must}{verdict} (lfgen explain shows the breakdown)")
 
 
 # --- explain ---------------------------------------------------------------------------------------
@@ -175,11 +177,18 @@ def _print_estimate(out, estimate) -> None:
     table.add_column("memory per GPU")
     table.add_column("GiB", justify="right")
     for part, value in estimate.memory_gib.items():
-        table.add_row(part.replace("_", " "), f"{value:.2f}")
+        label = "of which releasable cache" if part == "releasable_cache" else part.replace("_", " ")
+        table.add_row(label, f"{value:.2f}")
     out.print(table)
+    if estimate.memory_gib.get("releasable_cache"):
+        out.print("note: varying batch lengths leave the longest batch's freed loss buffers cached (the overhead's "
+                  "releasable cache): nvidia-smi shows them, but the allocator frees them before an out-of-memory, "
+                  "so the fit does not count them (PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True avoids them)",
+                  markup=False)
     gpu = estimate.gpu
     if gpu is not None:
         total = estimate.memory_gib.get("calibrated_total", estimate.memory_gib["total"])
+        total -= estimate.memory_gib.get("releasable_cache", 0.0)
         verdict = "fits" if estimate.fits else "does not fit"
         out.print(f"verdict: {total:.1f} GiB on {gpu['name']} ({gpu['memory_gib']:g} GiB, "
                   f"{gpu.get('headroom', headroom()):.0%} kept free): {verdict}")
