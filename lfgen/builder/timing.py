@@ -41,7 +41,10 @@ def time_settings(config: dict[str, Any], num_gpus: int) -> Any:
     values = {key: shared[key] for key in _SHARED}
     values["cutoff_len"] = int(config.get("cutoff_len", 2048))  # the memory's longest sample is not the time's
     values.update(gradient_accumulation=int(config.get("gradient_accumulation_steps", 1)),
-                  packing=is_packed(config), group_by_length=bool(config.get("group_by_length", False)),
+                  packing=is_packed(config),
+                  # transformers 5: train_sampling_strategy; 4.x: group_by_length
+                  group_by_length=config.get("train_sampling_strategy") == "group_by_length"
+                  or bool(config.get("group_by_length", False)),
                   stage=config.get("stage", "sft"), pref_loss=str(config.get("pref_loss", "sigmoid")),
                   torch_compile=bool(config.get("torch_compile", False)))
     return settings_from(**values)

@@ -247,7 +247,8 @@ def _evaluation(spec: ModelSpec, device: Device, s: TimeSettings, schedule: Sche
     from lfgen.models.trainable import count_trainable
 
     lora = count_trainable(spec, **s.model_dump())
-    sequences, padded, _ = _shape(s, lengths, schedule.eval_batch)
+    sequences, padded, _ = _shape(s.model_copy(update={"group_by_length": False}), lengths,
+                                  schedule.eval_batch)  # evaluation reads the rows in order
     batches = math.ceil(schedule.eval_samples / (schedule.eval_batch * s.num_gpus))
     forward = micro_step(spec, device, s, lora, sequences, padded, backward=False).total
     generate = 0.0

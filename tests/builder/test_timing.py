@@ -29,6 +29,7 @@ def test_the_config_keys_decide_the_settings():
     assert (s.micro_batch, s.gradient_accumulation, s.num_gpus, s.packing, s.method) == (4, 8, 2, True, "lora")
     assert time_settings({**CONFIG, "quantization_bit": 4}, 1).method == "qlora"
     assert time_settings({**CONFIG, "finetuning_type": "full"}, 1).method == "full"
+    assert time_settings({**CONFIG, "train_sampling_strategy": "group_by_length"}, 1).group_by_length
     dpo = time_settings({**CONFIG, "stage": "dpo", "pref_loss": "simpo", "disable_gradient_checkpointing": True}, 1)
     assert (dpo.stage, dpo.pref_loss, dpo.gradient_checkpointing) == ("dpo", "simpo", False)
 
