@@ -1,6 +1,7 @@
 """lfgen's training-throughput estimate next to published measurements, beside a naive calculator, per split.
 
-Run: ``python benchmarks/time_reference.py`` (the report), ``--fit`` (least squares of the fitted constants on
+Run: ``python benchmarks/time_reference.py`` (the report), ``--fit`` (least squares, with scipy, which lfgen[train]
+brings through llamafactory, of the fitted constants on
 the fit rows only; ``--write`` stores them in presets/throughput.yaml), ``--check-split`` (recompute the split
 rule from the row ids: it was fixed before anything was fitted). The rows, their sources and every setting
 they state are in ``benchmarks/time_reference.yaml``.
