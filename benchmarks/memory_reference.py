@@ -39,7 +39,9 @@ from lfgen.models.catalog import spec_from_config
 HERE = Path(__file__).resolve().parent
 FITCHECK_CONTEXT_MIB = 500.0  # fitcheck-llm 0.3.1 DEFAULT_OVERHEAD_PROFILE.base_context_mib (every GPU but its T4 rows)
 T4_CONTEXT_GIB = 140.875 / 1024  # measured by fitcheck-llm on every T4 row (its manifest.json, cuda_context_mib)
-SHORT = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj"}
+SPLITS = ("fit", "holdout", "holdout22")  # holdout22: issue 22's independent set, scored before any change
+SHORT = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj", "gate": "gate_proj", "up": "up_proj",
+         "down": "down_proj"}
 
 
 def load_reference() -> dict:
@@ -56,7 +58,9 @@ def _spec(models: dict, name: str):
 def settings_of(point: dict) -> dict:
     """lfgen MemorySettings for a point: the settings it states, LlamaFactory's defaults for the rest."""
     pid = point["id"]
-    values = {"micro_batch": point["micro_batch"], "cutoff_len": point["seq_len"], "lora_rank": point["rank"]}
+    values = {"micro_batch": point["micro_batch"], "cutoff_len": point["seq_len"], "lora_rank": point["rank"] or 8,
+              # real data padded per batch (not fitcheck's fixed random tokens, not torchtune's packing)
+              "variable_lengths": point.get("padding") not in (False, None) and not point.get("packing")}
     if pid.startswith("fitcheck"):
         targets = [SHORT.get(t, t) for t in point["targets"].split(",")]
         values.update(lora_target=",".join(targets), compute_dtype="fp16", double_quantization=False,
@@ -67,8 +71,18 @@ def settings_of(point: dict) -> dict:
         values.update(lora_target=point["targets"], quantization_bit=point["bits"], pure_bf16=True,
                       enable_liger_kernel=True)  # torchtune's chunked cross-entropy: never full fp32 logits
     elif pid.startswith("peft-metamath"):  # bf16 base, fp32 LoRA + AdamW states, no checkpointing, sdpa
-        values.update(lora_target=point["targets"], compute_dtype="bf16", gradient_checkpointing=False,
+        values.update(lora_target=point["targets"] or "all", compute_dtype="bf16", gradient_checkpointing=False,
                       flash_attn="sdpa")
+        if point["method"] == "full":  # AdamW on the bf16 weights: bf16 gradients and states
+            values.update(finetuning_type="full", pure_bf16=True)
+        elif point["method"] == "oft":
+            values.update(finetuning_type="oft", oft_rank=point["rank"], oft_block_size=point.get("oft_block_size") or 0)
+    elif pid.startswith("swift-"):  # ms-swift 1.x: HF Trainer + PEFT, bf16 base, fp32 LoRA and AdamW states
+        targets = [SHORT.get(t, t) for t in point["targets"].split(",")]
+        values.update(lora_target=",".join(targets), compute_dtype="bf16",
+                      gradient_checkpointing=point["gradient_checkpointing"],
+                      flash_attn="disabled" if point["attention"] == "eager" else "fa2",
+                      quantization_bit=point["bits"], double_quantization=bool(point.get("double_quant")))
     return values
 
 
@@ -165,7 +179,9 @@ def _summary(label: str, errors: list[float]) -> str:
     if not errors:
         return f"{label}: n/a"
     absolute = [abs(e) for e in errors]
-    return f"{label}: mean |error| {sum(absolute) / len(absolute):.1f}%, worst {max(absolute):.1f}% ({len(errors)} points)"
+    under, over = sum(e < 0 for e in errors), sum(e > 0 for e in errors)
+    return (f"{label}: mean |error| {sum(absolute) / len(absolute):.1f}%, worst {max(absolute):.1f}% ({len(errors)} points; "
+            f"{under} under, {over} over)")
 
 
 def main() -> None:
@@ -179,15 +195,18 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="lfgen-hf-"))
     try:
         _hf_cache(models, home)
-        print(f"{'split':7} {'point':42} {'kind':9} {'measured':>8} {'lfgen':>7} {'err':>7} {'fitcheck':>8} {'err':>7}")
+        print(f"{'split':9} {'point':42} {'kind':9} {'measured':>8} {'lfgen':>7} {'err':>7} {'fitcheck':>8} {'err':>7}")
         errors: dict[tuple[str, str], list[float]] = {}
+        by_source: dict[str, list[float]] = {}
         for p in points:
             measured, kind = _measured(p)
             ours = lfgen_estimate(models, p)
             theirs = fitcheck_estimate(cli, home, p) if cli else None
             e_ours = 100 * (ours - measured) / measured
             errors.setdefault((p["split"], "lfgen"), []).append(e_ours)
-            line = f"{p['split']:7} {p['id']:42} {kind:9} {measured:8.2f} {ours:7.2f} {e_ours:+6.1f}%"
+            if p["split"] == "holdout22":
+                by_source.setdefault(p["id"].split("-")[0], []).append(e_ours)
+            line = f"{p['split']:9} {p['id']:42} {kind:9} {measured:8.2f} {ours:7.2f} {e_ours:+6.1f}%"
             if theirs is not None:
                 e_theirs = 100 * (theirs - measured) / measured
                 errors.setdefault((p["split"], "fitcheck"), []).append(e_theirs)
@@ -197,9 +216,11 @@ def main() -> None:
             print(line)
     finally:
         shutil.rmtree(home, ignore_errors=True)
-    for split in ("fit", "holdout"):
+    for split in SPLITS:
         for who in ("lfgen", "fitcheck"):
-            print(_summary(f"{split:7} {who:8}", errors.get((split, who), [])))
+            print(_summary(f"{split:9} {who:8}", errors.get((split, who), [])))
+    for source, found in sorted(by_source.items()):  # holdout22 per source: one source must not hide another
+        print(_summary(f"holdout22 lfgen, {source}", found))
     if cli is None:
         print("fitcheck-llm not found: pip install fitcheck-llm==0.3.1 (own venv) or set $FITCHECK")
 

@@ -24,3 +24,20 @@ def count_short(value: int) -> str:
         if abs(value) >= size:
             return f"{value / size:.3g}{unit}"
     return str(value)
+
+
+def duration(seconds: float | None) -> str:
+    """A span of time for people: ``45s``, ``12m``, ``3h 20m``, ``2d 4h``; ``-`` when unknown."""
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h {minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours}h"

@@ -67,6 +67,16 @@ def test_every_run_trained_for_real(trained):
         assert records[-1]["current_steps"] == 10
 
 
+def test_the_measured_speed_of_a_real_run(trained):
+    """lfgen.models.throughput reads what LlamaFactory really wrote (calibrate's and status's source)."""
+    from lfgen.models.throughput import measured_throughput
+
+    project, _ = trained
+    found = measured_throughput(project / "outputs/tiny/rank-4")
+    assert found.finished and found.steps == found.total_steps == 10
+    assert found.runtime_s > 0 and found.step_s > 0 and found.samples_per_s > 0
+
+
 def test_status_is_right(trained):
     project, _ = trained
     rows = json.loads(lfgen(project, "status", "tiny", "--json").stdout)

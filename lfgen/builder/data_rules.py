@@ -81,17 +81,19 @@ def _optimizer_steps(ctx: Context, n: int) -> tuple[int, str]:
     micro = int(ctx.get("per_device_train_batch_size", 8))
     accumulation = int(ctx.get("gradient_accumulation_steps", 1))
     gpus = ctx.options.num_gpus
+    from lfgen.models.time import optimizer_steps  # the Trainer's arithmetic, one home (the time estimate's)
+
     batches = math.ceil(train / (micro * gpus))
-    per_epoch = max(1, math.ceil(batches / accumulation))
+    epochs = float(ctx.get("num_train_epochs", 3.0))
+    max_steps = ctx.get("max_steps")
+    max_steps = max_steps if isinstance(max_steps, int) and max_steps > 0 else None
+    total, per_epoch = optimizer_steps(train, micro, gpus, accumulation, epochs, max_steps)
     split = f"{train:,} training samples ({n:,} - {held:,} for val_size {val:g})" if held else f"{train:,} samples"
     gpu_text = f" x {gpus} GPUs" if gpus > 1 else ""
     how = (f"{split} / micro-batch {micro}{gpu_text} = {batches:,} batches / accumulation {accumulation} = "
            f"{per_epoch:,} steps per epoch")
-    max_steps = ctx.get("max_steps")
-    if isinstance(max_steps, int) and max_steps > 0:
+    if max_steps:
         return max_steps, f"max_steps {max_steps:,} (instead of {how})"
-    epochs = float(ctx.get("num_train_epochs", 3.0))
-    total = math.ceil(epochs * per_epoch)
     return total, f"{how} x {epochs:g} epochs = {total:,} optimizer steps"
 
 

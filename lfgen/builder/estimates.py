@@ -110,6 +110,7 @@ def settings_for(config: dict[str, Any], num_gpus: int, seq_len: int | None = No
         "oft_rank": config.get("oft_rank", 0),
         "oft_block_size": config.get("oft_block_size", 32),
         "deepspeed": bool(config.get("deepspeed")),
+        "variable_lengths": not is_packed(config),  # real data padded per batch: the allocator ratchets
     }
     if values["quantization_bit"] is not None and values["quantization_bit"] not in (4, 8):
         raise InputError(f"quantization_bit: the estimate covers bitsandbytes 4 and 8 bits "
@@ -197,12 +198,14 @@ def estimate(model: str, config: dict[str, Any], gpu_name: str | None, gpu_gib: 
     count = count_trainable(spec, **values, **freeze)
     memory = estimate_memory(spec, **values)
     breakdown = {k: round(v, 3) for k, v in memory.breakdown.items()}
+    if memory.releasable_gib:  # in overhead: cache the allocator frees before an OOM, so it does not decide the fit
+        breakdown["releasable_cache"] = round(memory.releasable_gib, 3)
     factor = factor_for(gpu_name, model)
     if factor:
         breakdown["calibrated_total"] = round(breakdown["total"] * factor, 3)
     total = breakdown.get("calibrated_total", breakdown["total"])
     headroom = registry_headroom() if headroom is None else headroom
-    fits = None if gpu_gib is None else total <= gpu_gib * (1 - headroom)
+    fits = None if gpu_gib is None else total - memory.releasable_gib <= gpu_gib * (1 - headroom)
     notes = [*count.notes, *memory.notes]
     if spec.composite:  # seed 000's "Text: ..., Vision: ..." for the config's freeze keys (R-VLM-FREEZE)
         notes.insert(0, split_note(spec, **values, **freeze))

@@ -12,6 +12,7 @@ from lfgen.builder.kinds import Kind, classify
 from lfgen.builder.options import BuildOptions
 from lfgen.builder.steps import build, is_file_base
 from lfgen.builder.recipe import read_recipe
+from lfgen.errors import InputError
 from lfgen.paths import config_root
 from lfgen.yamlio import parse_config, read_text
 
@@ -35,11 +36,17 @@ class Explanation:
     estimate_note: str = ""  # why there is no estimate, when lfgen cannot make one
     seq_len: int | None = None  # the data's longest sample the estimate uses (R-DATA-CUTOFF)
     headroom: float | None = None  # the share of GPU memory kept free
+    lengths: Any = None  # the data's measured lengths (lfgen.builder.data_lengths.Lengths), for the time estimate
+    run_cost: Any = None  # lfgen.builder.timing.RunCost: time and cost, when a model and GPU are known
 
     def to_json(self) -> dict[str, Any]:
         extra = self.estimate.to_json() if self.estimate is not None else {}
         if extra and self.gpu is not None:
             extra["gpu"] = {**self.gpu, "memory_gib": self.gpu["memory_gb"]}
+        if extra:  # time and cost ride on the model estimate (docs/estimates.md)
+            cost = self.run_cost
+            extra.update(time=cost.time if cost else None, cost=cost.cost if cost else None,
+                         time_basis=cost.basis if cost else None, time_note=cost.note if cost else "")
         return {**extra,
             "source": self.source,
             "kind": self.kind.to_json() if self.kind else None,
@@ -68,7 +75,7 @@ def _from_build(source: str, result: Build, keys: list[str] | None = None) -> Ex
                        decisions=[result.decisions[k] for k in keys if k in result.decisions],
                        warnings=list(result.warnings), samples=result.samples, samples_note=result.samples_note,
                        gpu=_gpu(result), suggestions=list(result.not_applied), seq_len=result.seq_len,
-                       headroom=result.headroom)
+                       headroom=result.headroom, lengths=result.lengths)
 
 
 def _explain_generated(path: str, text: str, options: BuildOptions) -> Explanation | None:
@@ -99,7 +106,8 @@ def _explain_generated(path: str, text: str, options: BuildOptions) -> Explanati
                             f"({rebuilt.decisions[key].rule})")
     return Explanation(source=path, config=values, decisions=decisions, warnings=warnings, samples=rebuilt.samples,
                        samples_note=rebuilt.samples_note and "as recorded when the file was written",
-                       gpu=_gpu(rebuilt), seq_len=rebuilt.seq_len, headroom=rebuilt.headroom)
+                       gpu=_gpu(rebuilt), seq_len=rebuilt.seq_len, headroom=rebuilt.headroom,
+                       lengths=rebuilt.lengths)
 
 
 def _explain_as_is(path: str, values: dict[str, Any], kind: Kind) -> Explanation:
@@ -125,20 +133,25 @@ def _schema_problems(values: dict[str, Any]) -> list[str]:
     return check(values, snapshot())
 
 
-def explain(target: str, options: BuildOptions | None = None) -> Explanation:
+def explain(target: str, options: BuildOptions | None = None, price: float | None = None) -> Explanation:
     """Explain a config file (lfgen's or anyone's) or a preset built with *options*, with the model's
-    target modules, trainable parameters and memory estimate when its architecture is known.
+    target modules, trainable parameters and memory estimate when its architecture is known, and with a
+    GPU the run's time and cost (*price*: USD per GPU-hour, else the user's or the default price).
 
     The file's kind (``lfgen.builder.kinds``) decides what is said: the rules and the estimate only for
     a training config."""
     options = options or BuildOptions()
+    if price is not None:
+        from lfgen.catalogs.prices import check_price
+
+        check_price(price, "--price")  # checked before anything, estimate or not
     if not is_file_base(target):
         result = _from_build(f"preset {target}", build(target, options))
         result.kind = classify(result.config)
     elif (root := config_root(target)) is not None and root != Path.cwd().resolve():
         path = str(Path(target).resolve())
         with contextlib.chdir(root):  # its recipe (base, dataset_dir, model) is relative to the root it was made in
-            result = explain(path, options)
+            result = explain(path, options, price)
         result.source = target
         return result
     else:
@@ -155,7 +168,24 @@ def explain(target: str, options: BuildOptions | None = None) -> Explanation:
             result.problems = problems
         result.kind = kind
     result.estimate, result.estimate_note = _estimate(result, options)
+    if result.estimate is not None:
+        result.run_cost = _time(result, options, price)
     return result
+
+
+def _time(result: Explanation, options: BuildOptions, price: float | None):
+    from lfgen.builder.timing import estimate_config_time
+    from lfgen.catalogs.gpus import find_gpu
+
+    gpu = None
+    if result.gpu:
+        try:
+            gpu = find_gpu(result.gpu["name"])
+        except InputError:  # a --gpu-mem card: no peak figures
+            gpu = None
+    return estimate_config_time(str(result.config.get("model_name_or_path")), result.config, gpu,
+                                (result.gpu or {}).get("num_gpus", options.num_gpus), result.samples,
+                                result.lengths, price)
 
 
 def _estimate(result: Explanation, options: BuildOptions) -> tuple[Any, str]:

@@ -68,10 +68,10 @@ def _fit_to_gpu(ctx: Context, gpu: Gpu, asked: str, seed_way: str) -> None:
                  seq_len=ctx.seq_len)
     ctx.fit = result
     if not result.fits:
-        options = "; ".join(f"with {flag_for(o.changes, o.description)} it would, ~{o.estimate.total:.1f} GiB "
+        options = "; ".join(f"with {flag_for(o.changes, o.description)} it would, ~{o.estimate.needed:.1f} GiB "
                             f"({o.description})" for o in result.options) or "none of lfgen's single changes would"
         ctx.warn("R-HW-HEADROOM", f"{model} does not fit on {gpu.name} ({gpu.memory_gb:g} GiB, keeping {headroom:.0%} "
-                                  f"free) even at micro-batch 1 (estimate {result.estimate.total:.1f} GiB); "
+                                  f"free) even at micro-batch 1 (estimate {result.estimate.needed:.1f} GiB); "
                                   f"{options}")
         micro, accumulation = 1, max(1, -(-target // ctx.options.num_gpus))
         ctx.choose("per_device_train_batch_size", micro, "R-HW-BATCH", "micro-batch 1: nothing larger can fit",
@@ -81,7 +81,7 @@ def _fit_to_gpu(ctx: Context, gpu: Gpu, asked: str, seed_way: str) -> None:
         return
     budget = gpu.memory_gb * (1 - headroom)
     ctx.choose("per_device_train_batch_size", result.micro_batch, "R-HW-HEADROOM",
-               f"the largest micro-batch whose estimated peak ({result.estimate.total:.1f} GiB for {model}) stays "
+               f"the largest micro-batch whose estimated peak ({result.estimate.needed:.1f} GiB for {model}) stays "
                f"under {budget:.1f} of {gpu.name}'s {gpu.memory_gb:g} GiB ({headroom:.0%} left free)", asked=asked,
                alternative=seed_way)
     gpus = f" x {ctx.options.num_gpus} GPUs" if ctx.options.num_gpus > 1 else ""

@@ -12,6 +12,16 @@ from lfgen.resources import load_data
 
 
 @dataclass(frozen=True)
+class Peak:
+    """A GPU's peak throughput (dense 16-bit tensor and FP32 TFLOPS, memory GB/s) and the document it is from."""
+
+    tflops_16: float
+    tflops_32: float
+    bandwidth_gbs: float
+    source: str
+
+
+@dataclass(frozen=True)
 class Gpu:
     """One GPU model of the catalog (tests/catalogs/test_catalogs.py validates every entry)."""
 
@@ -21,6 +31,7 @@ class Gpu:
     fa2: bool | None
     arch: str = "unknown"
     aliases: tuple[str, ...] = ()
+    peak: Peak | None = None  # None: unknown (--gpu-mem): no time estimate
 
 
 @dataclass(frozen=True)
@@ -40,7 +51,8 @@ def _catalog() -> tuple[dict[str, Gpu], dict[str, list[str]]]:
     data = load_data("gpus.yaml")
     by_key: dict[str, Gpu] = {}
     for entry in data["gpus"]:
-        gpu = Gpu(**{**entry, "aliases": tuple(entry.get("aliases", ()))})
+        peak = Peak(**entry["peak"]) if entry.get("peak") else None
+        gpu = Gpu(**{**entry, "aliases": tuple(entry.get("aliases", ())), "peak": peak})
         for key in [gpu.name, *gpu.aliases]:
             by_key[_norm(key)] = gpu
         by_key.setdefault(_norm(gpu.name.removeprefix("RTX ")), gpu)

@@ -80,11 +80,13 @@ def preset(name: str, output: str | None, force: bool, **kwargs: Any) -> None:
 def _estimate_line(estimate) -> str:
     memory, gpu = estimate.memory_gib, estimate.gpu or {}
     total = memory.get("calibrated_total", memory["total"])
+    releasable = memory.get("releasable_cache", 0.0)
+    must = f", {total - releasable:.1f} GiB of it must fit" if releasable else ""
     where = f" on {gpu['name']}" if gpu else ""
     verdict = "" if estimate.fits is None else (
         f" of {gpu['memory_gib']:g} GiB: fits" if estimate.fits else f" of {gpu['memory_gib']:g} GiB: does NOT fit")
     return (f"estimate for {estimate.model['id']}{where}: {estimate.trainable_params:,} trainable parameters, "
-            f"peak ~{total:.1f} GiB per GPU{verdict} (lfgen explain shows the breakdown)")
+            f"peak ~{total:.1f} GiB per GPU{must}{verdict} (lfgen explain shows the breakdown)")
 
 
 # --- explain ---------------------------------------------------------------------------------------
@@ -93,23 +95,27 @@ def _estimate_line(estimate) -> str:
 @click.command(context_settings=CONTEXT)
 @click.argument("subject", metavar="FILE|PRESET")
 @build_options
+@click.option("--price", type=float, metavar="USD_PER_GPU_HOUR",
+              help="Price of one GPU-hour for the cost (default: your prices file, else lfgen's dated table).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: config, decisions, warnings (docs/cli.md).")
-def explain(subject: str, as_json: bool, **kwargs: Any) -> None:
+def explain(subject: str, as_json: bool, price: float | None, **kwargs: Any) -> None:
     """Show every value of a config, the rule that chose it and why, and the warnings.
 
     FILE may be any LlamaFactory train YAML: for one lfgen wrote, hand edits are named;
     for others, explain says which rules the file follows and which it does not.
     With a PRESET name, explain shows what `lfgen preset` would write with the same options.
+    With a known model, a GPU and the data size it also estimates the run's time and cost.
 
     \b
     Examples:
       lfgen explain configs/qv.yaml
       lfgen explain a800 --gpu 4090 --samples 2000
+      lfgen explain balanced --gpu A100-80 --model Qwen/Qwen2.5-7B-Instruct --samples 20000 --price 1.8
       lfgen explain examples/train_lora/qwen3_lora_sft.yaml --json
     """
     from lfgen.builder.explain import explain as run_explain
 
-    result = run_explain(subject, to_build_options(kwargs))
+    result = run_explain(subject, to_build_options(kwargs), price=price)
     if as_json:
         emit_json(result.to_json())
         return
@@ -149,6 +155,7 @@ def explain(subject: str, as_json: bool, **kwargs: Any) -> None:
         out.print(extra)
     if result.estimate is not None:
         _print_estimate(out, result.estimate)
+        _print_time(out, result.run_cost)
     elif result.estimate_note:
         out.print(f"no memory estimate: {result.estimate_note}", markup=False)
     for problem in result.problems:
@@ -170,15 +177,42 @@ def _print_estimate(out, estimate) -> None:
     table.add_column("memory per GPU")
     table.add_column("GiB", justify="right")
     for part, value in estimate.memory_gib.items():
-        table.add_row(part.replace("_", " "), f"{value:.2f}")
+        label = "of which releasable cache" if part == "releasable_cache" else part.replace("_", " ")
+        table.add_row(label, f"{value:.2f}")
     out.print(table)
+    if estimate.memory_gib.get("releasable_cache"):
+        out.print("note: varying batch lengths leave the longest batch's freed loss buffers cached (the overhead's "
+                  "releasable cache): nvidia-smi shows them, but the allocator frees them before an out-of-memory, "
+                  "so the fit does not count them (PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True avoids them)",
+                  markup=False)
     gpu = estimate.gpu
     if gpu is not None:
         total = estimate.memory_gib.get("calibrated_total", estimate.memory_gib["total"])
+        total -= estimate.memory_gib.get("releasable_cache", 0.0)
         verdict = "fits" if estimate.fits else "does not fit"
         out.print(f"verdict: {total:.1f} GiB on {gpu['name']} ({gpu['memory_gib']:g} GiB, "
                   f"{gpu.get('headroom', headroom()):.0%} kept free): {verdict}")
     for note in estimate.notes:
+        out.print(f"note: {note}", markup=False)
+
+
+def _print_time(out, run_cost) -> None:
+    from lfgen.numbers import duration
+
+    if run_cost is None:
+        return
+    if run_cost.time is None:
+        out.print(run_cost.note, markup=False)
+        return
+    t, basis = run_cost.time, run_cost.basis
+    out.print(f"time: train ~{duration(t['train_s'])} + eval ~{duration(t['eval_s'])} (range {duration(t['low_s'])} "
+              f"to {duration(t['high_s'])}): {t['tokens']:,} tokens at ~{t['tokens_per_s']:,.0f} tokens/s, "
+              f"{basis['optimizer_steps']:,} optimizer steps, {basis['evaluations']} evaluation(s)", markup=False)
+    if run_cost.cost is not None:
+        c = run_cost.cost
+        out.print(f"cost: ~${c['usd']:,.2f} at ${c['usd_per_gpu_hour']:g} per GPU-hour ({c['price_source']})",
+                  markup=False)
+    for note in [*basis["notes"], *([run_cost.note] if run_cost.note else [])]:
         out.print(f"note: {note}", markup=False)
 
 

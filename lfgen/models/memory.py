@@ -18,7 +18,8 @@ the worst case: LlamaFactory pads each batch to its longest sample, at most cuto
 * overhead: the CUDA context (cuda_context_gib, 0.5 GiB unless the GPU's own is known; fitcheck-llm
   measured 0.14 GiB on a T4) + what the caching allocator reserves beyond allocated
   (FRAGMENTATION x the loss buffers + FRAGMENTATION_SCORES x one layer's eager scores, both fitted on
-  the fit rows of benchmarks/memory_reference.yaml only) + for quantized models one dequantized
+  the fit rows of benchmarks/memory_reference.yaml only; with ``variable_lengths``, real data padded
+  per batch, one more set of loss buffers: VARIABLE_LENGTH_FRAGMENTATION) + for quantized models one dequantized
   16-bit copy of the largest Linear. NCCL and DeepSpeed buckets are not modelled. The total is the
   process's peak as nvidia-smi shows it, which is what decides an OOM.
 
@@ -49,6 +50,14 @@ CUDA_CONTEXT_GIB = 0.5  # CUDA context + cuBLAS/cuDNN workspaces outside the all
 # with SDPA and up to 2.4 GiB with eager attention at 4K tokens.
 FRAGMENTATION = 0.15
 FRAGMENTATION_SCORES = 1.9
+# Batches of varying length (real data, padded per batch) ratchet the caching allocator: the freed loss buffers
+# of the longest batch so far stay cached as blocks too small for a longer one, which allocates its own. At the
+# peak the pool holds about one more set of the largest transient buffers than fixed-shape runs (the fit rows,
+# random tokens of one length) show. First principles, not fitted: the fit rows have no varying lengths.
+# PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True lets the allocator grow one segment instead. It counts in the
+# peak (what nvidia-smi shows) but not in what must fit: before an out-of-memory the allocator frees its cache
+# and retries, so these blocks never make a run fail (MemoryEstimate.needed).
+VARIABLE_LENGTH_FRAGMENTATION = 1.0
 CUDA_OVERHEAD_GIB = CUDA_CONTEXT_GIB  # the old name, for callers
 NF4_BITS = 4.5  # 4-bit codes + one fp32 absmax per 64-block
 NF4_DOUBLE_QUANT_BITS = 4 + 8 / 64 + 32 / (64 * 256)  # absmax quantized to 8 bits per 256 blocks
@@ -90,6 +99,8 @@ class MemorySettings(BaseModel):
     # weight bitsandbytes left unquantized (embeddings, head, norms) is upcast to fp32, so the residual stream is fp32.
     kbit_fp32_upcast: bool = False
     cuda_context_gib: float = Field(default=CUDA_CONTEXT_GIB, ge=0.0)  # the process memory outside the allocator
+    # Batches vary in length (real data, unpacked): the allocator keeps the longest batch's freed buffers.
+    variable_lengths: bool = False
 
 
 def settings_from(**values: Any) -> MemorySettings:
@@ -110,12 +121,20 @@ class MemoryEstimate:
     trainable_params: int
     notes: tuple[str, ...]
     fragmentation_gib: float = 0.0  # reserved beyond allocated (in overhead): what torch's allocated peak leaves out
+    # Of that, the cached blocks the caching allocator frees and retries with before it raises an out-of-memory
+    # (the varying-length ratchet): nvidia-smi shows them on a GPU with room, they never cause an OOM.
+    releasable_gib: float = 0.0
     measure: str = ("the process's peak as nvidia-smi shows it (allocator pool + CUDA context), "
                     "which is what decides an out-of-memory")
 
     @property
     def total(self) -> float:
         return self.breakdown["total"]
+
+    @property
+    def needed(self) -> float:
+        """What must fit on the GPU: the peak less the cache the allocator releases before failing."""
+        return self.total - self.releasable_gib
 
 
 def _optimizer_bytes(optim: str, pure_bf16: bool) -> float:
@@ -173,7 +192,8 @@ def estimate_memory(model: ModelSpec | str, settings: MemorySettings | None = No
     notes = list(lora.notes)
     weights, largest = _weights(spec, s, notes)
     activations, logits, loss, scores = activation_peak(spec, s, lora)
-    transient = FRAGMENTATION * loss + FRAGMENTATION_SCORES * scores
+    ratchet = (VARIABLE_LENGTH_FRAGMENTATION if s.variable_lengths else 0.0) * loss
+    transient = FRAGMENTATION * loss + ratchet + FRAGMENTATION_SCORES * scores
     trainable = lora.trainable
     half = 2.0 if s.pure_bf16 else 4.0
     shard_state = s.num_gpus if s.zero_stage >= 1 else 1
@@ -205,7 +225,7 @@ def estimate_memory(model: ModelSpec | str, settings: MemorySettings | None = No
                      "weights on top (Gemma 3 4B-27B: a ~0.4B-param SigLIP encoder, ~0.8 GiB in bf16)")
     if s.compute_dtype == "fp16":
         notes.append("fp16 LoRA training can overflow to NaN; prefer bf16 where the GPU has it")
-    return MemoryEstimate(spec.name, s, breakdown, trainable, tuple(notes), transient / GIB)
+    return MemoryEstimate(spec.name, s, breakdown, trainable, tuple(notes), transient / GIB, ratchet / GIB)
 
 
 @dataclass(frozen=True)
@@ -251,7 +271,7 @@ def _options(spec: ModelSpec, s: MemorySettings, budget: float) -> list[Option]:
     for kind in kinds:
         for description, changes in kind:
             estimate = estimate_memory(spec, s, **{**changes, "micro_batch": 1})
-            if estimate.total <= budget:
+            if estimate.needed <= budget:
                 found.append(Option(description, changes, estimate))
                 break
     return found
@@ -287,7 +307,7 @@ def fit_micro_batch(
     per_gpu = max(1, math.ceil(effective_batch / s.num_gpus))
     for micro in _divisors_descending(per_gpu):
         estimate = estimate_memory(spec, s, micro_batch=micro)
-        if estimate.total <= budget:
+        if estimate.needed <= budget:
             accumulation = per_gpu // micro
             return Fit(True, micro, accumulation, micro * accumulation * s.num_gpus, budget, estimate)
     estimate = estimate_memory(spec, s, micro_batch=1)

@@ -17,7 +17,11 @@ ISSUE_GPUS = ["T4", "V100-16", "V100-32", "RTX 3090", "RTX 4090", "A10", "A10G",
 
 @pytest.mark.parametrize("entry", load_data("gpus.yaml")["gpus"], ids=lambda e: e["name"])
 def test_gpu_entry(entry):
-    assert set(entry) <= {"name", "memory_gb", "bf16", "fa2", "arch", "aliases"}
+    assert set(entry) <= {"name", "memory_gb", "bf16", "fa2", "arch", "aliases", "peak"}
+    peak = entry["peak"]  # every catalog GPU has the figures the time estimate needs, each with its source
+    assert set(peak) == {"tflops_16", "tflops_32", "bandwidth_gbs", "source"} and peak["source"]
+    assert 20 <= peak["tflops_16"] <= 5000 and 5 <= peak["tflops_32"] <= peak["tflops_16"]
+    assert 200 <= peak["bandwidth_gbs"] <= 10000
     assert isinstance(entry["memory_gb"], (int, float)) and 8 <= entry["memory_gb"] <= 300
     assert isinstance(entry["bf16"], bool) and isinstance(entry["fa2"], bool)
     assert entry["arch"] in {"Volta", "Turing", "Ampere", "Ada", "Hopper", "Blackwell"}

@@ -55,10 +55,12 @@ def test_known_model_and_gpu_get_the_largest_micro_batch_that_fits(gpu):
     assert micro.rule == "R-HW-HEADROOM" and "seed 002's" in micro.alternative
     assert config["per_device_train_batch_size"] * config["gradient_accumulation_steps"] == 32
     budget = result.hardware.gpu.memory_gb * 0.85
-    assert result.estimate.memory_gib["total"] <= budget and result.estimate.fits is True
+    memory = result.estimate.memory_gib  # what must fit: the peak less the cache the allocator releases
+    assert memory["total"] - memory.get("releasable_cache", 0) <= budget and result.estimate.fits is True
     bigger = build("a800", BuildOptions.parse(gpu=gpu, model="Qwen/Qwen2.5-7B-Instruct",
                                               set={"per_device_train_batch_size": micro.value * 2}))
-    assert bigger.estimate.memory_gib["total"] > budget or micro.value * 2 > 32  # the next size up would not fit
+    more = bigger.estimate.memory_gib
+    assert more["total"] - more.get("releasable_cache", 0) > budget or micro.value * 2 > 32  # the next size up would not
 
 
 def test_a800_on_a_7b_does_not_fit_a_24gb_card_at_2048_tokens():

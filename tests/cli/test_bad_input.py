@@ -157,6 +157,12 @@ def _long_config(tmp, runner, cli):
         (tmp / f"{name}.yaml").write_text(text, encoding="utf-8")
 
 
+def _prices(text: str):
+    def setup(tmp, runner, cli):
+        (tmp / "prices.yaml").write_text(text, encoding="utf-8")
+    return setup
+
+
 SETUPS: dict[str, Callable] = {
     "config": _config, "afile": _afile, "ro": _readonly, "fifo": _fifo, "bomb": _bomb, "odd": _odd_files,
     "experiment": _experiment, "garbage_state": _garbage_state, "garbage_manifest": _garbage_manifest,
@@ -165,6 +171,8 @@ SETUPS: dict[str, Callable] = {
     **{f"data_{kind}": _datasets(kind) for kind in
        ("str", "list", "int_file", "bad_samples", "top_list", "junk", "null_entry")},
     **{f"cal_{shape}": _bad_calibration(shape) for shape in ("list", "str_factor", "junk", "factors_list")},
+    "prices_unknown_gpu": _prices("H10O: 2.0\n"), "prices_negative": _prices("H100: -3\n"),
+    "prices_list": _prices("- H100\n"),
 }
 
 
@@ -258,6 +266,17 @@ CASES = [
     bad("explain-under-file", "explain afile/c.yaml", 1, "afile", "afile"),
     bad("explain-preset-bad-rank", "explain a800 --rank 0", 1, "--rank"),
     bad("explain-preset-lr-inf", "explain a800 --lr inf", 1, "--lr"),
+    bad("explain-price-negative", "explain a800 --gpu H100 --price -2", 1, "--price"),
+    bad("explain-price-zero", "explain a800 --gpu H100 --price 0", 1, "--price"),
+    bad("explain-price-absurd", "explain a800 --gpu H100 --price 4000", 1, "--price"),
+    bad("explain-price-nan", "explain a800 --price nan", 1, "--price"),
+    bad("explain-price-not-a-number", "explain a800 --price cheap", 2, "--price"),
+    bad("explain-price-file-unknown-gpu", ["explain", "a800", "--gpu", "H100", "--model", "Qwen/Qwen2.5-7B-Instruct",
+                                           "--samples", "1000"], 1, "H10O", "prices_unknown_gpu"),
+    bad("explain-price-file-negative", ["explain", "a800", "--gpu", "H100", "--model", "Qwen/Qwen2.5-7B-Instruct",
+                                        "--samples", "1000"], 1, "H100", "prices_negative"),
+    bad("explain-price-file-list", ["explain", "a800", "--gpu", "H100", "--model", "Qwen/Qwen2.5-7B-Instruct",
+                                    "--samples", "1000"], 1, "prices.yaml", "prices_list"),
     # validate
     bad("validate-no-files", "validate", 2, "FILE"),
     bad("validate-missing", "validate --no-parser missing.yaml", 1, "missing.yaml", problems=True),
@@ -499,6 +518,7 @@ def workdir(tmp_path, monkeypatch):
     monkeypatch.chdir(work)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("LFGEN_CALIBRATION", str(work / "calibration.json"))
+    monkeypatch.setenv("LFGEN_PRICES", str(work / "prices.yaml"))
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     yield work
