@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from lfgen.builder.option_table import STAGES
 from lfgen.cli.output import CONTEXT, console, emit_json
 
 BAR_FROM = 10_000  # rows from which a terminal gets a progress bar
@@ -22,26 +23,31 @@ BAR_FROM = 10_000  # rows from which a terminal gets a progress bar
               help="Count the samples this cutoff_len would truncate.")
 @click.option("--eval", "eval_names", metavar="NAME[,NAME]",
               help="Evaluation dataset(s): checked too, and their overlap with the training sets counted.")
+@click.option("--stage", type=click.Choice(STAGES), help="Check that each dataset fits this stage (pairwise for "
+              "dpo, orpo, simpo and rm; a kto_tag for kto; plain text for pt; one answer per row for sft).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: datasets[], train (docs/cli.md).")
 def data(names: tuple[str, ...], dataset_dir: str, model: str | None, cutoff_len: int, eval_names: str | None,
-         as_json: bool) -> None:
+         stage: str | None, as_json: bool) -> None:
     """Check and measure datasets registered in DIR/dataset_info.json; exit 1 on format problems.
 
-    For each: rows, a format check against its registration (alpaca or sharegpt: missing
-    columns, wrong roles, empty prompts or answers), exact duplicates, overlap of the eval
-    sets with the training sets, the token lengths (p50/p90/p99/max) and how many samples
-    --cutoff-len would truncate, with the cutoff_len R-DATA-CUTOFF would write.
+    For each: rows, its kind (SFT, pairwise, KTO or plain text) and a format check against its
+    registration (alpaca or sharegpt: missing columns, wrong roles, empty prompts or answers,
+    chosen/rejected, kto_tag), exact duplicates, overlap of the eval sets with the training
+    sets, the token lengths (p50/p90/p99/max) and how many samples --cutoff-len would truncate,
+    with the cutoff_len R-DATA-CUTOFF would write. --stage: a dataset of the wrong kind for
+    that stage is a problem (LlamaFactory finds out only after loading the model).
 
     \b
     Examples:
       lfgen data alpaca_en_demo --dataset-dir data
       lfgen data my_sft --eval my_eval --model models/qwen2-7b --cutoff-len 1024
       lfgen data my_sft --json | jq .train.lengths
+      lfgen data my_pairs --stage dpo
     """
     from lfgen.builder.data_report import report, rows_of
 
     evals = [n.strip() for n in (eval_names or "").split(",") if n.strip()]
-    kwargs: dict[str, Any] = {"model": model, "cutoff_len": cutoff_len, "eval_names": evals}
+    kwargs: dict[str, Any] = {"model": model, "cutoff_len": cutoff_len, "eval_names": evals, "stage": stage}
     total = sum(rows_of([*names, *evals], dataset_dir)) if sys.stderr.isatty() and not as_json else 0
     if total >= BAR_FROM:
         from rich.progress import Progress
@@ -68,7 +74,8 @@ def _print(result: Any) -> None:
         table.add_column(column, justify="left" if column in ("dataset", "format") else "right")
     for d in result.datasets:
         n = d.lengths
-        table.add_row(d.name + (" (eval)" if d.eval else ""), d.formatting, f"{d.rows:,}", f"{d.problem_count:,}",
+        shown = d.formatting if d.kind == "supervised" else f"{d.formatting}, {d.kind}"  # pairwise, feedback, text
+        table.add_row(d.name + (" (eval)" if d.eval else ""), shown, f"{d.rows:,}", f"{d.problem_count:,}",
                       f"{d.duplicates:,}", *(f"{v:,}" for v in (n.p50, n.p90, n.p99, n.max)), f"{d.truncated:,}")
     console().print(table)
     for d in result.datasets:
