@@ -30,13 +30,20 @@ def test_sweep_rank_is_seed_002_experiment_1():
     assert {name: (c["lora_rank"], c["lora_alpha"]) for name, c in runs.items()} == {
         "rank-16": (16, 32), "rank-32": (32, 64), "rank-64": (64, 128), "rank-128": (128, 256)}
     assert {c["output_dir"] for c in runs.values()} == {f"outputs/rank-sweep/rank-{r}" for r in (16, 32, 64, 128)}
-    assert {c["learning_rate"] for c in runs.values()} == {2e-4}
+    # R-LR-RANK: 3e-4 (R-LR-SIZE, a 7.6B model) x 32 / alpha, so lr x alpha stays where it was measured best
+    assert {name: c["learning_rate"] for name, c in runs.items()} == {
+        "rank-16": 3e-4, "rank-32": 1.5e-4, "rank-64": 7.5e-5, "rank-128": 3.7e-5}
+    held = configs(make_sweep("rank", [], options=_options(lr=2e-4), name="held"))
+    assert {c["learning_rate"] for c in held.values()} == {2e-4}  # the seed's experiment 1, rate held by --lr
 
 
 def test_sweep_lr_is_seed_002_experiment_2():
+    # The seed's 1e-4 / 2e-4 / 5e-4 are 0.5x, 1x and 2.5x its 2e-4: the sweep takes them around the base's R-LR-RANK rate
     runs = configs(make_sweep("lr", []))
-    assert {name: c["learning_rate"] for name, c in runs.items()} == {"lr-1e-4": 1e-4, "lr-2e-4": 2e-4,
-                                                                      "lr-5e-4": 5e-4}
+    assert {name: c["learning_rate"] for name, c in runs.items()} == {"lr-3.7e-5": 3.7e-5, "lr-7.5e-5": 7.5e-5,
+                                                                      "lr-1.9e-4": 1.9e-4}
+    seeds = configs(make_sweep("lr", ["1e-4", "2e-4", "5e-4"], name="seed-lr"))
+    assert {c["learning_rate"] for c in seeds.values()} == {1e-4, 2e-4, 5e-4}
     assert {c["lora_rank"] for c in runs.values()} == {64}
 
 
@@ -52,7 +59,8 @@ def test_manifest_records_everything():
     assert (manifest.name, manifest.base, manifest.sweep) == ("r", "lightweight", {"axis": "rank", "values": [16, 32]})
     assert manifest.options == {"gpu": "4090"}
     run = manifest.runs[0]
-    assert (run.name, run.overrides, run.varies) == ("rank-16", {"rank": 16}, {"lora_rank": 16, "lora_alpha": 32})
+    assert (run.name, run.overrides) == ("rank-16", {"rank": 16})
+    assert run.varies == {"lora_rank": 16, "lora_alpha": 32, "learning_rate": 3e-4}  # lr follows alpha (R-LR-RANK)
     assert (run.config, run.output_dir) == ("runs/rank-16.yaml", "outputs/r/rank-16")
     config = yaml.safe_load((experiment.path / run.config).read_text())
     assert config["per_device_train_batch_size"] * config["gradient_accumulation_steps"] == 32
@@ -125,7 +133,7 @@ def test_staged_tuning_starts_from_the_best_run(tmp_path):
 
 
 def test_staged_tuning_by_a_score_picks_the_highest(tmp_path):
-    make_sweep("lr", [])
+    make_sweep("lr", ["1e-4", "2e-4", "5e-4"])
     for run, score in {"lr-1e-4": 20.0, "lr-2e-4": 31.5, "lr-5e-4": 25.0}.items():
         out = tmp_path / "outputs" / "lr-sweep" / run
         out.mkdir(parents=True)
@@ -135,7 +143,9 @@ def test_staged_tuning_by_a_score_picks_the_highest(tmp_path):
 
 
 def test_wandb_export_drives_llamafactory_with_key_value_overrides():
-    experiment = make_sweep("rank", [], export="wandb")
+    with pytest.raises(InputError, match="learning_rate moves with the rank .* hold the rate with --lr VALUE"):
+        make_sweep("rank", [], export="wandb", name="tied")
+    experiment = make_sweep("rank", [], export="wandb", options=_options(lr=2e-4))
     spec = yaml.safe_load((experiment.path / "wandb-sweep.yaml").read_text())
     assert spec["command"] == ["llamafactory-cli", "train", "experiments/rank-sweep/wandb-base.yaml",
                                "${args_no_hyphens}"]
@@ -169,7 +179,7 @@ def test_llamafactory_parses_every_run_and_the_wandb_command_line(tmp_path):
 
 
 @pytest.mark.parametrize("args,kwargs,message", [
-    (("speed", []), {}, "axis: unknown axis 'speed'; choose one of rank, alpha, lr, target, dropout, epochs, grid"),
+    (("speed", []), {}, "axis: unknown axis 'speed'; choose one of rank, alpha, lr, beta, target, dropout, epochs, grid"),
     (("rank", ["abc"]), {}, "rank: 'abc' is not an integer"),
     (("lr", ["fast"]), {}, "lr: 'fast' is not a number"),
     (("grid", []), {}, "grid: no values"),
