@@ -236,7 +236,8 @@ def lora_rate(alpha: int, size: tuple[float | None, str]) -> Rate:
     value = significant(min(cap, raw))
     known = f"a {billions:g}B model ({how})" if billions is not None else f"a model of unknown size ({how})"
     reason = (f"R-LR-SIZE's {row['lr']:g} for {known}, the best LoRA rate at alpha {reference}; x {reference} / "
-              f"alpha {alpha} = {significant(raw):g}" + (f", capped at {cap:g} (seed 001: 1e-3 oscillates)"
+              f"alpha {alpha} = {significant(raw):g}" + (f", capped at {cap:g}, the top of the seeds' range (seed 001: "
+                                                           "1e-3 oscillates)"
                                                            if raw > cap else "") +
               ": lr x alpha stays where it was measured best")
     return Rate("R-LR-RANK", value, None, reason,

@@ -86,9 +86,9 @@ def test_llamafactory_example_file_is_explained(runner, cli, monkeypatch):
     monkeypatch.chdir(LF_EXAMPLES)
     data = explain_json(runner, cli, "examples/train_lora/qwen3_lora_sft.yaml")
     by_key = {d["key"]: d for d in data["decisions"]}
-    # R-LR-RANK: the 4B model's 1e-3 (its name says 4B) x 32 / alpha 16 (LlamaFactory's 2 x rank 8), capped at 1e-3
-    assert by_key["learning_rate"]["rule"] == "FILE" and "overrides R-LR-RANK, which gives 0.001" in \
-        by_key["learning_rate"]["reason"] and "capped at 0.001" in by_key["learning_rate"]["reason"]
+    # R-LR-RANK: the 4B model's 1e-3 (its name says 4B) x 32 / alpha 16 (LlamaFactory's 2 x rank 8), capped at 5e-4
+    assert by_key["learning_rate"]["rule"] == "FILE" and "overrides R-LR-RANK, which gives 0.0005" in \
+        by_key["learning_rate"]["reason"] and "capped at 0.0005" in by_key["learning_rate"]["reason"]
     assert by_key["lora_rank"]["value"] == 8 and by_key["lr_scheduler_type"]["rule"] == "R-SCHED"
     assert by_key["report_to"]["value"] == "none"  # the file's value stands
     suggested = {d["key"] for d in data["suggestions"]}
