@@ -54,7 +54,6 @@ class Stage(_Strict):
     memory: Memory = Memory()
     skips: dict[str, str] = {}
     buildable: bool = True
-    example: str | None = None
 
 
 class Method(_Strict):
