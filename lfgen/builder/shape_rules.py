@@ -186,7 +186,7 @@ def unread_keys(ctx: Context) -> None:
             if found.reads(key):
                 continue  # the user's own template under pt: theirs to keep
             readers = found.readers_of(key)
-            who = (f"only {' and '.join(readers)} read it" if readers else
+            who = (f"read only by {', '.join(readers)}" if readers else
                    "LlamaFactory 0.9.5 parses it but never reads it (model/adapter.py adapts lora_target for OFT)")
             ctx.warn("R-METHOD-KEYS", f"{key}: {found.label} does not read it ({who}); LlamaFactory ignores it")
             continue

@@ -70,9 +70,9 @@ def _lora(ctx: Context) -> None:
                 ctx.warn("R-TARGET", note)
     if not is_lora(ctx):
         return  # the rest of the block is LoRA's own (R-METHOD-KEYS)
-    ctx.choose("lora_dropout", preset.lora.dropout, "R-DATA-DROPOUT" if "lora_dropout" not in preset.pinned
-               else "PRESET", f"the {preset.name} preset's dropout" + (" (data size not known)"
-                                                                       if "lora_dropout" not in preset.pinned else ""),
+    banded = "lora_dropout" not in preset.pinned and ctx.shape.applies("R-DATA-DROPOUT")
+    ctx.choose("lora_dropout", preset.lora.dropout, "R-DATA-DROPOUT" if banded else "PRESET",
+               f"the {preset.name} preset's dropout" + (" (data size not known)" if banded else ""),
                alternative=_dropout_alternative(), source=source)
     for key, value in preset.unsupported.items():
         ctx.warn("R-BIAS", f"the {preset.name} preset's seed asks for {key} {value}; LlamaFactory has no LoRA "
