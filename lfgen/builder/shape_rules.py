@@ -26,30 +26,28 @@ def _fixed(ctx: Context, key: str) -> Any:
 
 
 def _from_options(ctx: Context) -> shapes.Shape:
-    """--stage (an lfgen stage: orpo and simpo are LlamaFactory's dpo with a pref_loss) against --set / the file."""
+    """The shape --stage asks for (an lfgen stage: orpo and simpo are LlamaFactory's stage dpo with that pref_loss),
+    checked against the stage and pref_loss the user set or the file has; else the shape of those keys."""
+    method = _fixed(ctx, "finetuning_type")
     name = ctx.options.stage
     if name is None:
-        return shapes.resolve(_fixed(ctx, "stage"), _fixed(ctx, "finetuning_type"), _fixed(ctx, "pref_loss"))
+        return shapes.resolve(_fixed(ctx, "stage"), method, _fixed(ctx, "pref_loss"))
     stage = shapes.registry().stages[name]
-    for key, wanted in (("stage", stage.stage), ("pref_loss", stage.pref_loss)):
+    for key, allowed in (("stage", (stage.stage,)), ("pref_loss", stage.losses)):
         given = ctx.fixed.get(key)
-        allowed = stage.losses if key == "pref_loss" and stage.losses else (wanted,)
-        if given is not None and wanted is not None and given[0] not in allowed:
-            raise InputError(f"--stage {name}: conflicts with {key} {given[0]!r} ({given[2]}); give one of them"
-                             + (f" (pref_loss {given[0]} is --stage {shapes.resolve('dpo', None, given[0]).stage_name})"
-                                if key == "pref_loss" and given[0] in _losses() else ""))
-    how = f"you set it (--stage {name}" + (f": LlamaFactory trains {stage.label} as stage {stage.stage} with "
-                                           f"pref_loss {stage.pref_loss})" if name != stage.stage else ")")
-    if stage.stage != "sft" or "stage" in ctx.fixed:
+        if given is not None and allowed and given[0] not in allowed:
+            owner = shapes.resolve(stage.stage, None, given[0]).stage_name if key == "pref_loss" else None
+            hint = f" (pref_loss {given[0]} is --stage {owner})" if owner not in (None, name) else ""
+            raise InputError(f"--stage {name}: conflicts with {key} {given[0]!r} ({given[2]}); give one of "
+                             f"them{hint}")
+    how = f"you set it (--stage {name})" if name == stage.stage else (
+        f"you set it (--stage {name}: LlamaFactory trains {stage.label} as stage {stage.stage} with pref_loss "
+        f"{stage.pref_loss})")
+    if name != "sft":  # --stage sft leaves the skeleton's own decision (LF-SKELETON)
         ctx.fixed.setdefault("stage", (stage.stage, "USER", how))
-    if stage.pref_loss is not None and name != stage.stage:
+    if name != stage.stage:
         ctx.fixed.setdefault("pref_loss", (stage.pref_loss, "USER", how))
-    return shapes.Shape(name, str(_fixed(ctx, "finetuning_type") or "lora")
-                        if str(_fixed(ctx, "finetuning_type") or "lora") in shapes.method_names() else "lora")
-
-
-def _losses() -> set[str]:
-    return {loss for stage in shapes.registry().stages.values() for loss in stage.losses}
+    return shapes.Shape(name, method if method in shapes.method_names() else "lora")
 
 
 def shape(ctx: Context) -> None:

@@ -211,6 +211,11 @@ class Shape:
                 return [significant(base_lr * f) for f in (0.5, 1.0, 2.5)]
         return None
 
+    def tuning_axes(self, order: tuple[str, ...]) -> tuple[str, ...]:
+        """Seed 000's *order* of sweep axes, kept to those this shape reads; else lr (and beta)."""
+        kept = tuple(axis for axis in order if self.axis_problem(axis) is None)
+        return kept or ("lr", *(("beta",) if self.stage.beta else ()))
+
     def axis_problem(self, axis: str) -> str | None:
         """Why a sweep axis means nothing for this shape (rank on a full fine-tune), or None."""
         keys = {"rank": "lora_rank", "alpha": "lora_alpha", "dropout": "lora_dropout", "target": "lora_target"}

@@ -312,9 +312,7 @@ def _next_step(best: RunData, varied: tuple[str, ...], folder: Path | None, best
     from lfgen.builder.shapes import of_config
 
     cfg = best.config
-    shape = of_config(cfg)  # a full fine-tune or a DPO run has its own axes (no rank; beta)
-    order = tuple(a for a in tuning_order() if shape.axis_problem(a) is None) or ("lr", *(("beta",) if shape.beta()
-                                                                                        else ()))
+    order = of_config(cfg).tuning_axes(tuning_order())  # a full fine-tune has no rank; a DPO run has beta
     keys = axis_keys()
     axis_of = {key: axis for axis, key in keys.items()}
     # The first axis of the order the experiment varied is its stage; a rank sweep moves alpha too.
