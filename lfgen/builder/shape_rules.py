@@ -97,8 +97,8 @@ def _stage_keys(ctx: Context, found: shapes.Shape) -> None:
         ctx.choose("dataset", stage.dataset, "LF-DEFAULT", f"LlamaFactory's demo set of {data_kinds.KINDS.get(stage.data, stage.data)} "
                                                            f"for {stage.label}; pass --dataset")
     if stage.pref_loss is not None and "pref_loss" not in ctx.fixed:
-        ctx.choose("pref_loss", stage.pref_loss, "R-STAGE-BETA", f"{stage.pref_loss}: {stage.label}'s loss "
-                                                                 "(LlamaFactory's DPO example writes it)")
+        _choose_key(ctx, "pref_loss", stage.pref_loss, "R-STAGE-BETA", f"{stage.pref_loss}: {stage.label}'s loss "
+                                                                       "(LlamaFactory's DPO example writes it)")
     beta = found.beta()
     if beta is not None:
         low, high = beta["range"]
