@@ -109,8 +109,10 @@ def _stage_keys(ctx: Context, found: shapes.Shape) -> None:
         _choose_key(ctx, "simpo_gamma", gamma, "R-STAGE-BETA", f"SimPO's target margin: beta 2.5 x 0.55 = {gamma:g} "
                                                                "(princeton-nlp/SimPO, Llama-3-8B-Instruct)")
     if stage.epochs:
-        _choose_key(ctx, "num_train_epochs", 3.0, "R-STAGE-DATA", f"{stage.label}: 3 epochs, as LlamaFactory's DPO and "
-                                                                  "KTO examples; seed 002's data-size bands are for SFT data")
+        epochs = rules.rule("R-STAGE-DATA").table("epochs")
+        _choose_key(ctx, "num_train_epochs", epochs, "R-STAGE-DATA", f"{stage.label}: {epochs:g} epochs, as LlamaFactory's "
+                                                                     "DPO and KTO examples; seed 002's data-size bands "
+                                                                     "are for SFT data")
 
 
 def _method_keys(ctx: Context, found: shapes.Shape) -> None:

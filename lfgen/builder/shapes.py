@@ -207,8 +207,9 @@ class Shape:
             if rate is not None and rate.range is not None:
                 low, high = rate.range
                 return [low, significant(math.sqrt(low * high)), high]
-            if base_lr is not None:
-                return [significant(base_lr * f) for f in (0.5, 1.0, 2.5)]
+            if base_lr is not None:  # the seed's 1e-4, 2e-4, 5e-4 as multiples of its 2e-4
+                seed = load_data("sweeps.yaml")["axes"]["lr"]["values"]
+                return [significant(base_lr * value / seed[1]) for value in seed]
         return None
 
     def tuning_axes(self, order: tuple[str, ...]) -> tuple[str, ...]:
