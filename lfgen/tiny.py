@@ -70,12 +70,51 @@ def make_dataset(out: str | Path, rows: int = 40, name: str = "tiny_alpaca") -> 
             animal, color = rng.choice(["cat", "dog"]), rng.choice(["red", "green", "blue"])
             records.append({"instruction": "give a short answer", "input": f"what color is the {animal}?",
                             "output": f"the color is {color}."})
+    return _register(out, name, records, {})
+
+
+def _register(out: Path, name: str, records: list[dict], entry: dict) -> Path:
+    """Write *records* to out/<name>.json and register them in out/dataset_info.json with *entry*."""
     (out / f"{name}.json").write_text(json.dumps(records, indent=1), encoding="utf-8")
     info_path = out / "dataset_info.json"
     info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.exists() else {}
-    info[name] = {"file_name": f"{name}.json"}
+    info[name] = {"file_name": f"{name}.json", **entry}
     info_path.write_text(json.dumps(info, indent=1), encoding="utf-8")
     return out
+
+
+def _sums(rows: int) -> list[tuple[int, int]]:
+    rng = random.Random(0)
+    return [(rng.randint(0, 29), rng.randint(0, 29)) for _ in range(rows)]
+
+
+def make_pairwise_dataset(out: str | Path, rows: int = 40, name: str = "tiny_dpo") -> Path:
+    """A pairwise (ranking) dataset for dpo, orpo, simpo and rm: the right sum chosen, a wrong one rejected."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = [{"instruction": f"what is {a} + {b}?", "input": "", "chosen": f"{a} + {b} = {a + b}",
+                "rejected": f"{a} + {b} = {a + b + 1 + (a % 3)}"} for a, b in _sums(rows)]
+    return _register(out, name, records, {"ranking": True, "columns": {
+        "prompt": "instruction", "query": "input", "chosen": "chosen", "rejected": "rejected"}})
+
+
+def make_kto_dataset(out: str | Path, rows: int = 40, name: str = "tiny_kto") -> Path:
+    """A KTO dataset: every other answer right (kto_tag true) or wrong (false)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = [{"instruction": f"what is {a} + {b}?", "input": "", "output": f"{a} + {b} = {a + b + i % 2}",
+                "label": i % 2 == 0} for i, (a, b) in enumerate(_sums(rows))]
+    return _register(out, name, records, {"columns": {
+        "prompt": "instruction", "query": "input", "response": "output", "kto_tag": "label"}})
+
+
+def make_text_dataset(out: str | Path, rows: int = 200, name: str = "tiny_text") -> Path:
+    """A plain-text dataset for pre-training (columns: {prompt: text}, as LlamaFactory's c4_demo)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(1)
+    records = [{"text": " ".join(rng.choices(_WORDS, k=rng.randint(8, 30))) + "."} for _ in range(rows)]
+    return _register(out, name, records, {"columns": {"prompt": "text"}})
 
 
 # What a CPU run of the tiny model needs on top of a preset: short, logged every step, no GPU features.

@@ -29,25 +29,37 @@ says, and what lfgen does with it. It is generated from `presets/rules.yaml`, wh
 | epochs for the data size | seed 002: ranges (5-10 under 5K samples ...) | the low end of each range; the eval split tells when to stop | `--epochs N` |
 | gradient checkpointing | seed 002 writes `gradient_checkpointing: true` | LlamaFactory's own `disable_gradient_checkpointing: false` (it enables checkpointing itself) | `--set disable_gradient_checkpointing=true` to turn it off |
 | LoRA bias | seed 000's schemes 2 and 3 ask for `lora_only` | not written: LlamaFactory has no LoRA bias option; a warning says so | - |
+| LoRA learning rate | seeds 001, 002, 004: 2e-4 at any rank (1e-4 to 5e-4) | R-LR-RANK x R-LR-SIZE: the model's best rate at alpha 32 x 32 / alpha (7.5e-5 for a800 on a 7B model, 3e-4 for lightweight); the seeds' 2e-4 is the alternative explain shows | `--lr 2e-4` |
+| the rules of other shapes | the seeds describe LoRA SFT only | each shape (`--stage`, `--method`) has its own rate, keys, memory terms and data kind; the rules whose premise does not hold are listed once by explain ([shapes.md](shapes.md)) | - |
 
 ## Rules
 """
 
 
+def _table(rows: list[dict], first: str | None = None) -> str:
+    """A markdown table of dict rows (a None cell reads "open"); *first* names a leading key column."""
+    cols = list(dict.fromkeys(c for r in rows for c in r))
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join("open" if r.get(c) is None and c != first else str(r.get(c, "")) for c in cols) + " |"
+              for r in rows]
+    return "\n" + "\n".join(lines) + "\n"
+
+
 def render() -> str:
     parts = [INTRO]
     for rule in registry().values():
-        seeds = ", ".join(f"seed {s}" for s in rule.seeds) or "lfgen / LlamaFactory facts"
-        parts.append(f"\n### {rule.id}: {rule.title}\n\n- **Source:** {seeds}\n- **The source says:** {rule.says}\n"
-                     f"- **lfgen:** {rule.lfgen}\n")
+        seeds = ", ".join(f"seed {s}" for s in rule.seeds) or (
+            "beyond the seeds (RULES.md §7): the published sources below" if rule.sources else "lfgen / LlamaFactory facts")
+        parts.append(f"\n### {rule.id}: {rule.title}\n\n- **Source:** {seeds}\n")
+        parts.extend(f"- **Published source:** {source}\n" for source in rule.sources)
+        parts.append(f"- **The source says:** {rule.says}\n- **lfgen:** {rule.lfgen}\n")
         extra = rule.tables
-        for name in ("tiers", "bands"):
+        for name in ("tiers", "bands", "sizes"):
             if name in extra:
-                rows = extra[name]
-                cols = list(rows[0])
-                parts.append("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n")
-                parts.extend("| " + " | ".join("open" if r[c] is None else str(r[c]) for c in cols) + " |\n"
-                             for r in rows)
+                parts.append(_table(extra[name]))
+        for name in ("rates", "betas"):  # keyed by stage
+            if name in extra:
+                parts.append(_table([{"stage": stage, **row} for stage, row in extra[name].items()], first="stage"))
     return "".join(parts)
 
 

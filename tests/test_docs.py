@@ -21,15 +21,30 @@ def test_rules_md_matches_the_registry():
         "docs/rules.md is stale: run python scripts/gen_rules_doc.py"
 
 
+def test_shapes_md_is_current():
+    """The table of each shape x model x GPU beside LlamaFactory's example (issue 19) is generated from builds."""
+    text = (ROOT / "docs" / "shapes.md").read_text(encoding="utf-8")
+    assert text == _load("gen_shapes_doc").render(), "docs/shapes.md is stale: run python scripts/gen_shapes_doc.py"
+    assert text.count("\n| ") >= 1 + 12 * 4  # header + 12 shapes x 2 models x 2 GPUs
+    assert "| LoRA DPO (`--stage dpo --method lora`) |" in text and "5.0e-6 (R-STAGE-LR)" in text
+
+
 def test_every_rule_id_a_build_uses_is_documented():
     from lfgen import BuildOptions, build
     from lfgen.catalogs.presets import load_presets
     from lfgen.catalogs.rules import registry
 
+    from lfgen.builder.shapes import method_names, stage_names
+
     used = set()
     for name in load_presets():
         result = build(name, BuildOptions.parse(gpu="T4", samples=3000, lr=1e-3, set={"seed": 1}))
         used |= {d.rule for d in result.decisions.values()} | {w.split(":")[0] for w in result.warnings}
+    for stage in stage_names():
+        for method in method_names():
+            result = build("auto", BuildOptions.parse(stage=stage, method=method, gpu="T4", samples=3000))
+            used |= {d.rule for d in result.decisions.values()} | {w.split(":")[0] for w in result.warnings}
+            used |= set(result.shape.skipped)
     assert used <= set(registry()), used - set(registry())
 
 

@@ -10,12 +10,7 @@ def checks(ctx: Context) -> None:
     cfg = ctx.config
     lr, rank, alpha = cfg.get("learning_rate"), cfg.get("lora_rank"), cfg.get("lora_alpha")
     lora = cfg.get("finetuning_type", "lora") == "lora"
-    low, high = rules.rule("R-LR").table("range")
-    # R-LR's range is seed 001's for LoRA SFT: full, freeze and OFT fine-tuning and the preference stages
-    # (DPO's 5e-6) have no learning-rate rule in lfgen, so nothing is said about theirs.
-    if lora and cfg.get("stage", "sft") in ("sft", "pt") and isinstance(lr, (int, float)) and not low <= lr <= high:
-        ctx.warn("R-LR", f"learning_rate {lr:g} is outside the LoRA range {low:g}-{high:g} (seed 001: 5e-6 too slow, "
-                         "1e-3 oscillates)")
+    _learning_rate(ctx, lr)
     if lora and isinstance(rank, int) and isinstance(alpha, int) and alpha / rank > 2 and isinstance(lr, (int, float)) \
             and lr >= 2e-4:
         ctx.warn("R-LR", f"alpha/rank = {alpha / rank:g} with learning_rate {lr:g}: seed 004 says a higher alpha "
@@ -47,3 +42,22 @@ def checks(ctx: Context) -> None:
                 ctx.warn("LF-EXPLICIT", f"the file does not set {key}; lfgen writes {key}: {ctx.config[key]} "
                                         f"({default})")
 
+
+
+OFF_BY = 3.0  # a learning rate this many times off its shape's rule is worth a warning
+
+
+def _learning_rate(ctx: Context, lr: object) -> None:
+    """A learning rate far from its shape's rule: R-LR-RANK's for LoRA SFT (seed 001's range named beside it),
+    R-METHOD-LR's for full and freeze, R-STAGE-LR's for a preference stage (a DPO run at the LoRA SFT rate)."""
+    rate = ctx.rate
+    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0 or rate is None:
+        return
+    if 1 / OFF_BY <= lr / rate.value <= OFF_BY:
+        return
+    times = f"{lr / rate.value:.0f}x" if lr > rate.value else f"1/{rate.value / lr:.0f} of"
+    seed = ""
+    if rate.rule == "R-LR-RANK":
+        low, high = rules.rule("R-LR").table("range")
+        seed = f"; the seeds' LoRA range is {low:g}-{high:g} (seed 001: 5e-6 too slow, 1e-3 oscillates)"
+    ctx.warn(rate.rule, f"learning_rate {lr:g} is {times} {rate.rule}'s {rate.value:g} for {ctx.shape.label}{seed}")

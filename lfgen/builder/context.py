@@ -56,6 +56,12 @@ class Build:
     lengths: Any = None  # lfgen.builder.data_lengths.Lengths of the training data, when measured
     seq_len: int | None = None  # the sequence length the memory estimate used (R-DATA-CUTOFF)
     headroom: float | None = None  # the share of GPU memory kept free (R-HW-HEADROOM or --headroom)
+    shape: Any = None  # lfgen.builder.shapes.Shape: the stage x method this config trains
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        """Rules whose premise does not hold for this shape, with why (explain lists them once)."""
+        return self.shape.skipped if self.shape is not None else {}
 
 
 
@@ -87,6 +93,9 @@ class Context:
         self.lengths: Any = None  # lfgen.builder.data_lengths.Lengths of the training data, when measured
         self.seq_len: int | None = None  # the sequence length the memory estimate uses (R-DATA-CUTOFF)
         self.read_data = True  # False: rebuilding a file from its recipe, with the sizes and lengths it recorded
+        self.shape: Any = None  # lfgen.builder.shapes.Shape, resolved by the first step (shape_rules.shape)
+        self.replaced: set[str] = set()  # skeleton keys the shape decides instead (learning_rate, stage, ...)
+        self.rate: Any = None  # lfgen.builder.shapes.Rate: the learning rate the shape's rule gives
         # key -> (value, rule, where): the user's options win over the file's values.
         self.fixed: dict[str, tuple[Any, str, str]] = {k: (v, "FILE", f"set in {file_source}")
                                                       for k, v in file_values.items()}

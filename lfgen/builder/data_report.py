@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lfgen.builder import data_lengths, data_rows, datasets
+from lfgen.builder import data_kinds, data_lengths, data_rows, datasets
 from lfgen.builder.data_lengths import Lengths
 from lfgen.builder.data_media import MediaReport
 from lfgen.errors import InputError
@@ -37,10 +37,11 @@ class DatasetReport:
     eval: bool = False
     overlap: dict[str, int] = field(default_factory=dict)  # eval sets: rows also in the training sets
     media: MediaReport | None = None  # datasets with an images or videos column
+    kind: str = "supervised"  # lfgen.builder.data_kinds: supervised, pairwise, feedback (KTO) or text
 
     def to_json(self) -> dict[str, Any]:
-        out = {"name": self.name, "formatting": self.formatting, "files": self.files, "rows": self.rows,
-               "eval": self.eval, "problem_count": self.problem_count, "problems": self.problems,
+        out = {"name": self.name, "formatting": self.formatting, "kind": self.kind, "files": self.files,
+               "rows": self.rows, "eval": self.eval, "problem_count": self.problem_count, "problems": self.problems,
                "duplicates": self.duplicates, "lengths": self.lengths.to_json(), "truncated": self.truncated,
                "overlap": self.overlap}
         if self.media is not None:
@@ -132,6 +133,16 @@ def _image_cutoff(media: list[MediaReport], total: Lengths, model: str | None) -
                             data_lengths.context_length(model))
 
 
+def _misfit(name: str, entry: dict[str, Any], stage: str | None, dataset_dir: str | Path, key: str) -> list[str]:
+    """R-STAGE-DATA: the line saying *name* cannot train *stage*, or nothing."""
+    if stage is None:
+        return []
+    from lfgen.builder.shapes import registry
+
+    problem = data_kinds.fit_problem(name, entry, stage, registry().stages[stage].data, dataset_dir, key)
+    return [problem] if problem else []
+
+
 def rows_of(names: list[str], dataset_dir: str | Path) -> list[int]:
     """Rows of each dataset, for a progress bar's total (the cheap count of lfgen.builder.datasets)."""
     info = datasets.load_info(dataset_dir)
@@ -150,12 +161,13 @@ def texts_of(names: list[str], dataset_dir: str | Path) -> list[str]:
 def report(names: list[str], dataset_dir: str | Path, *, model: str | None = None, cutoff_len: int = 2048,
            eval_names: list[str] | None = None, progress: Callable[[int], None] | None = None,
            media_dir: str | Path | None = None, image_max_pixels: int | None = None,
-           image_min_pixels: int | None = None, template: str | None = None) -> DataReport:
+           image_min_pixels: int | None = None, template: str | None = None, stage: str | None = None) -> DataReport:
     """Read, check and measure *names* (training) and *eval_names* (evaluation) from *dataset_dir*;
     *progress* is called with each batch of samples measured. Datasets with an images or videos column also
     get their files checked and, with a vision-language *model*, their image tokens counted at
     *image_max_pixels* (LlamaFactory's default when None) under *media_dir* (default: *dataset_dir*), with the
-    tokens LlamaFactory's *template* adds around the prompt (default: the model's)."""
+    tokens LlamaFactory's *template* adds around the prompt (default: the model's). *stage* (an lfgen stage:
+    sft, dpo, ...): each dataset must fit it (R-STAGE-DATA)."""
     eval_names = eval_names or []
     if not names:
         raise InputError("data: name at least one dataset registered in dataset_info.json")
@@ -179,10 +191,13 @@ def report(names: list[str], dataset_dir: str | Path, *, model: str | None = Non
             train_lengths += lengths
         overlap = {"same_sample": sum(k in train_fulls for k in r.fulls),
                    "same_prompt": sum(k in train_prompts for k in r.prompts)} if is_eval else {}
+        misfit = _misfit(r.name, info[r.name], stage, dataset_dir, "eval_dataset" if is_eval else "dataset")
         reports.append(DatasetReport(
-            name=r.name, formatting=r.formatting, files=r.files, rows=len(r.texts), problem_count=r.problem_count,
-            problems=r.problems, duplicates=len(r.fulls) - len(set(r.fulls)), lengths=Lengths.of(lengths, method),
-            truncated=data_lengths.truncated(lengths, cutoff_len), eval=is_eval, overlap=overlap, media=media))
+            name=r.name, formatting=r.formatting, files=r.files, rows=len(r.texts),
+            problem_count=r.problem_count + len(misfit), problems=misfit + r.problems,
+            duplicates=len(r.fulls) - len(set(r.fulls)), lengths=Lengths.of(lengths, method),
+            truncated=data_lengths.truncated(lengths, cutoff_len), eval=is_eval, overlap=overlap, media=media,
+            kind=data_kinds.kind_of(info[r.name])))
     total = Lengths.of(train_lengths, method)
     suggested, how = data_lengths.cutoff_for(total, data_lengths.context_length(model))
     with_images = _image_cutoff([d.media for d in reports if not d.eval and d.media], total, model)

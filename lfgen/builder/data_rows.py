@@ -15,14 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lfgen.builder.data_kinds import ALPACA_COLUMNS, SHAREGPT_COLUMNS, columns_of, kind_of  # noqa: F401
 from lfgen.builder.datasets import INFO_FILE
 from lfgen.errors import InputError
 
 _REMOTE = ("hf_hub_url", "ms_hub_url", "script_url", "cloud_file_name", "om_hub_url")
 _SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
-# LlamaFactory's defaults for the columns and tags of each format (its data/README.md).
-ALPACA_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output", "system": None, "history": None}
-SHAREGPT_COLUMNS = {"messages": "conversations", "system": None, "tools": None}
 SHAREGPT_TAGS = {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
                  "observation_tag": "observation", "function_tag": "function_call", "system_tag": "system"}
 
@@ -95,8 +93,11 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
-def _alpaca(row: dict[str, Any], columns: dict[str, Any], where: str) -> tuple[Sample | None, list[str]]:
-    missing = [f"{role} column {columns[role]!r}" for role in ("prompt", "response") if columns[role] not in row]
+def _alpaca(row: dict[str, Any], columns: dict[str, Any], where: str,
+            answered: bool = True) -> tuple[Sample | None, list[str]]:
+    """An alpaca row; *answered* False: a pairwise row, whose answers are its chosen and rejected columns."""
+    roles = ("prompt", "response") if answered else ("prompt",)
+    missing = [f"{role} column {columns[role]!r}" for role in roles if columns[role] not in row]
     if missing:
         return None, [f"{where}: no {' and no '.join(missing)}"]
     parts = [_text(row.get(columns[k])) for k in ("system", "prompt", "query") if columns.get(k)]
@@ -105,17 +106,17 @@ def _alpaca(row: dict[str, Any], columns: dict[str, Any], where: str) -> tuple[S
     if isinstance(history, list):
         prompt = "\n".join(_text(turn) for pair in history for turn in (pair if isinstance(pair, list) else [pair])) \
             + "\n" + prompt
-    answer = _text(row.get(columns["response"]))
+    answer = _text(row.get(columns["response"])) if answered else ""
     problems = []
     if not _text(row.get(columns["prompt"])).strip() and not _text(row.get(columns.get("query") or "")).strip():
         problems.append(f"{where}: empty prompt ({columns['prompt']!r} and {columns['query']!r} are empty)")
-    if not answer.strip():
+    if answered and not answer.strip():
         problems.append(f"{where}: empty answer ({columns['response']!r})")
     return Sample(prompt, answer), problems
 
 
 def _sharegpt(row: dict[str, Any], columns: dict[str, Any], tags: dict[str, str],
-              where: str) -> tuple[Sample | None, list[str]]:
+              where: str, pairwise: bool = False) -> tuple[Sample | None, list[str]]:
     messages = row.get(columns["messages"])
     if not isinstance(messages, list) or not messages:
         return None, [f"{where}: no messages in column {columns['messages']!r}"]
@@ -135,8 +136,11 @@ def _sharegpt(row: dict[str, Any], columns: dict[str, Any], tags: dict[str, str]
         text = _text(message[content])
         if not text.strip():
             problems.append(f"{where}: message {i} ({message[role]}) is empty")
-        (prompt if i < len(messages) - 1 else answer).append(text)
-    if len(messages) % 2:
+        (prompt if i < len(messages) - 1 or pairwise else answer).append(text)
+    if pairwise and not len(messages) % 2:
+        problems.append(f"{where}: {len(messages)} messages; a pairwise prompt ends with the user's turn (the answers "
+                        f"are in {columns.get('chosen')!r} and {columns.get('rejected')!r})")
+    elif not pairwise and len(messages) % 2:
         problems.append(f"{where}: {len(messages)} messages; a conversation ends with the assistant's turn")
     return Sample("\n".join(prompt).strip(), "\n".join(answer)), problems
 
@@ -163,23 +167,78 @@ def _media(row: dict[str, Any], column: str | None, where: str) -> tuple[tuple[A
     return tuple(entries), problems
 
 
+def _answer(value: Any, tags: dict[str, str], sharegpt: bool) -> str | None:
+    """A chosen or rejected answer: a string (alpaca), a {role, content} message (sharegpt); None if malformed."""
+    if not sharegpt:
+        return value if isinstance(value, str) else None
+    if isinstance(value, dict) and isinstance(value.get(tags["content_tag"]), str):
+        return value[tags["content_tag"]]
+    return None
+
+
+def _pairwise(row: dict[str, Any], columns: dict[str, Any], tags: dict[str, str], where: str,
+              sharegpt: bool) -> tuple[Sample | None, list[str]]:
+    """A ranking row: the prompt, and the longer of chosen and rejected (LlamaFactory cuts both to one length)."""
+    if sharegpt:
+        sample, problems = _sharegpt(row, columns, tags, where, pairwise=True)
+    else:
+        sample, problems = _alpaca(row, columns, where, answered=False)
+    if sample is None:
+        return None, problems
+    answers = []
+    for role in ("chosen", "rejected"):
+        text = _answer(row.get(columns.get(role) or role), tags, sharegpt)
+        if text is None or not text.strip():
+            shape = "a {role, content} message" if sharegpt else "a string"
+            problems.append(f"{where}: no {role} answer in column {columns.get(role)!r} ({shape})")
+        answers.append(text or "")
+    return Sample(sample.prompt, max(answers, key=len)), problems
+
+
+def _feedback(row: dict[str, Any], columns: dict[str, Any], tags: dict[str, str], where: str,
+              sharegpt: bool) -> tuple[Sample | None, list[str]]:
+    """A KTO row: a supervised row whose kto_tag is true or false (anything else is dropped by LlamaFactory)."""
+    sample, problems = _sharegpt(row, columns, tags, where) if sharegpt else _alpaca(row, columns, where)
+    tag = row.get(columns["kto_tag"])
+    if not isinstance(tag, bool):
+        problems.append(f"{where}: kto_tag column {columns['kto_tag']!r} is {tag!r}, not true or false (LlamaFactory "
+                        "drops the row)")
+    return sample, problems
+
+
+def _plain(row: dict[str, Any], columns: dict[str, Any], where: str) -> tuple[Sample | None, list[str]]:
+    """A pre-training row: the text of its prompt column."""
+    text = row.get(columns["prompt"])
+    if not isinstance(text, str) or not text.strip():
+        return None, [f"{where}: no text in column {columns['prompt']!r}"]
+    return Sample("", text), []
+
+
 def samples(name: str, entry: dict[str, Any], dataset_dir: str | Path) -> Iterator[tuple[Sample | None, list[str]]]:
     """Each row of a registered dataset as (sample or None, problems), in file order."""
     formatting = entry.get("formatting", "alpaca")
     if formatting not in ("alpaca", "sharegpt"):
         raise InputError(f"{name}: formatting {formatting!r} in {Path(dataset_dir) / INFO_FILE}; LlamaFactory knows "
                          "alpaca and sharegpt")
-    defaults = ALPACA_COLUMNS if formatting == "alpaca" else SHAREGPT_COLUMNS
-    columns = {**defaults, **(entry.get("columns") or {})}
+    columns = columns_of(entry)  # once `columns` is given, the ones it leaves out are None (LlamaFactory's parser)
     tags = {**SHAREGPT_TAGS, **(entry.get("tags") or {})}
+    kind, sharegpt = kind_of(entry), formatting == "sharegpt"
     for path in data_files(name, entry, dataset_dir):
         for index, row in enumerate(read_records(path)):
             where = f"{path.name} row {index + 1}"
             if not isinstance(row, dict):
                 yield None, [f"{where}: a {type(row).__name__}, not an object with columns"]
                 continue
-            sample, problems = _alpaca(row, columns, where) if formatting == "alpaca" else \
-                _sharegpt(row, columns, tags, where)
+            if kind == "pairwise":
+                sample, problems = _pairwise(row, columns, tags, where, sharegpt)
+            elif kind == "feedback":
+                sample, problems = _feedback(row, columns, tags, where, sharegpt)
+            elif kind == "text":
+                sample, problems = _plain(row, columns, where)
+            elif not sharegpt:
+                sample, problems = _alpaca(row, columns, where)
+            else:
+                sample, problems = _sharegpt(row, columns, tags, where)
             if sample is not None and (columns.get("images") or columns.get("videos")):
                 images, bad_images = _media(row, columns.get("images"), where)
                 videos, bad_videos = _media(row, columns.get("videos"), where)

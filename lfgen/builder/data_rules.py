@@ -50,6 +50,8 @@ def _measure(ctx: Context):
 def data_cutoff(ctx: Context) -> None:
     """R-DATA-CUTOFF: cutoff_len from the p99 of the real lengths, capped by the model's context."""
     lengths, every = ctx.lengths, []
+    if not ctx.shape.applies("R-DATA-CUTOFF"):
+        return  # packed pre-training truncates no sample (R-STAGE-PT)
     if lengths is None:
         if not ctx.read_data or ctx.options.samples is not None or ctx.samples is None:
             return  # --samples: no files to read; or the rows were not counted from local files

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lfgen.builder.model import model_spec, spec_of
+from lfgen.builder.shapes import of_config
 from lfgen.builder.targets import model_order
 from lfgen.errors import InputError, StateError
 
@@ -41,12 +42,11 @@ _UNMODELLED = {
 
 def cannot_estimate(config: dict[str, Any]) -> str:
     """Why lfgen cannot estimate this training config's memory, or "" when it can."""
-    stage, method = config.get("stage", "sft"), config.get("finetuning_type", "lora")
-    if stage == "ppo":
+    if config.get("stage", "sft") == "ppo":
         return "PPO holds a policy, a value head, a reference and a reward model at once; lfgen does not estimate it"
-    if stage in ("dpo", "kto") and method in ("full", "freeze") and not config.get("ref_model"):
-        return (f"{stage.upper()} with {method} fine-tuning loads a second, frozen copy of the model as the "
-                "reference; lfgen does not estimate it")
+    if config.get("ref_model"):
+        return (f"ref_model {config['ref_model']}: a separate reference model; lfgen sizes only a reference that is "
+                "the model itself (R-STAGE-MEM)")
     for key, why in _UNMODELLED.items():
         if config.get(key):
             return f"{key}: {why}; lfgen does not estimate its memory"
@@ -111,6 +111,7 @@ def settings_for(config: dict[str, Any], num_gpus: int, seq_len: int | None = No
         "oft_block_size": config.get("oft_block_size", 32),
         "deepspeed": bool(config.get("deepspeed")),
         "variable_lengths": not is_packed(config),  # real data padded per batch: the allocator ratchets
+        **of_config(config).memory,  # pairs, the reference forward and copy (R-STAGE-MEM)
     }
     if values["quantization_bit"] is not None and values["quantization_bit"] not in (4, 8):
         raise InputError(f"quantization_bit: the estimate covers bitsandbytes 4 and 8 bits "

@@ -38,6 +38,15 @@ class Explanation:
     headroom: float | None = None  # the share of GPU memory kept free
     lengths: Any = None  # the data's measured lengths (lfgen.builder.data_lengths.Lengths), for the time estimate
     run_cost: Any = None  # lfgen.builder.timing.RunCost: time and cost, when a model and GPU are known
+    shape: Any = None  # lfgen.builder.shapes.Shape of a training config
+
+    def shape_json(self) -> dict[str, Any] | None:
+        """The run's shape and the rules whose premise does not hold for it (said once, here)."""
+        if self.shape is None:
+            return None
+        found = self.shape
+        return {"name": found.name, "label": found.label, "stage": found.stage_name, "method": found.method_name,
+                "rules_not_applied": [{"rule": rule_id, "why": why} for rule_id, why in found.skipped.items()]}
 
     def to_json(self) -> dict[str, Any]:
         extra = self.estimate.to_json() if self.estimate is not None else {}
@@ -50,6 +59,7 @@ class Explanation:
         return {**extra,
             "source": self.source,
             "kind": self.kind.to_json() if self.kind else None,
+            "shape": self.shape_json(),
             "problems": self.problems,
             "estimate_note": self.estimate_note,
             "config": self.config,
@@ -75,7 +85,7 @@ def _from_build(source: str, result: Build, keys: list[str] | None = None) -> Ex
                        decisions=[result.decisions[k] for k in keys if k in result.decisions],
                        warnings=list(result.warnings), samples=result.samples, samples_note=result.samples_note,
                        gpu=_gpu(result), suggestions=list(result.not_applied), seq_len=result.seq_len,
-                       headroom=result.headroom, lengths=result.lengths)
+                       headroom=result.headroom, lengths=result.lengths, shape=result.shape)
 
 
 def _explain_generated(path: str, text: str, options: BuildOptions) -> Explanation | None:
@@ -107,7 +117,7 @@ def _explain_generated(path: str, text: str, options: BuildOptions) -> Explanati
     return Explanation(source=path, config=values, decisions=decisions, warnings=warnings, samples=rebuilt.samples,
                        samples_note=rebuilt.samples_note and "as recorded when the file was written",
                        gpu=_gpu(rebuilt), seq_len=rebuilt.seq_len, headroom=rebuilt.headroom,
-                       lengths=rebuilt.lengths)
+                       lengths=rebuilt.lengths, shape=rebuilt.shape)
 
 
 def _explain_as_is(path: str, values: dict[str, Any], kind: Kind) -> Explanation:

@@ -17,7 +17,6 @@ from typing import Any
 PARSERS = {"train": "train", "predict": "train", "chat": "infer", "export": "infer", "eval": "eval"}
 COMMANDS = {"train": "train", "predict": "train", "chat": "chat", "export": "export", "eval": "eval"}
 
-STAGES = {"pt": "pre-training", "sft": "SFT", "rm": "reward-model", "ppo": "PPO", "dpo": "DPO", "kto": "KTO"}
 METHODS = {"lora": "LoRA", "oft": "OFT", "freeze": "freeze (partial-parameter)", "full": "full-parameter"}
 
 # Keys only a training run reads: one of them without do_train still makes a training config.
@@ -77,13 +76,21 @@ def _quantization(config: dict[str, Any]) -> str:
     return f" (pre-quantized base model: {found.group(1).upper()})" if found else ""
 
 
+def _stage_label(config: dict[str, Any], stage: str) -> str:
+    """The stage as its shape names it (stage dpo with pref_loss orpo is ORPO); an unknown stage as written."""
+    from lfgen.builder.shapes import resolve
+
+    found = resolve(stage, config.get("finetuning_type"), config.get("pref_loss"))
+    return found.stage.label if found.stage.stage == stage else stage
+
+
 def _training(config: dict[str, Any]) -> Kind:
     stage = str(config.get("stage", "sft"))
     method = str(config.get("finetuning_type", "lora"))
     name = METHODS.get(method, method)
     if method == "lora" and config.get("use_dora"):
         name = "DoRA"
-    label = f"{name} {STAGES.get(stage, stage)} training config{_quantization(config)}"
+    label = f"{name} {_stage_label(config, stage)} training config{_quantization(config)}"
     return Kind("train", label, "run it with `llamafactory-cli train FILE`")
 
 

@@ -29,6 +29,9 @@ class Option(NamedTuple):
         return "--" + self.name.replace("_", "-")
 
 
+# The shapes lfgen builds (presets/shapes.yaml; tests/builder/test_shapes.py keeps the two lists equal).
+STAGES = ("sft", "pt", "dpo", "kto", "orpo", "simpo", "rm")
+METHODS = ("lora", "oft", "freeze", "full")
 _NONEMPTY = {"min_length": 1}
 _POSITIVE = {"gt": 0}
 _FINITE = {"gt": 0, "allow_inf_nan": False}
@@ -44,7 +47,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("dropout", float, "LoRA dropout, in [0, 1).", "lora_dropout", True, constraints={"ge": 0, "lt": 1}),
     Option("target", str, "qv, attn, mlp, all, or module names (q_proj,v_proj).", "lora_target", True,
            constraints=_NONEMPTY),
-    Option("lr", float, "Learning rate (LoRA: 1e-4 to 5e-4).", "learning_rate", True, constraints=_FINITE),
+    Option("stage", str, "What the run trains: sft, pt (pre-training), dpo, kto, orpo, simpo (LlamaFactory's stage "
+           "dpo with that pref_loss) or rm (reward model); default sft.", choices=STAGES),
+    Option("method", str, "How it trains: lora, oft, freeze or full (finetuning_type); default lora.",
+           "finetuning_type", choices=METHODS),
+    Option("lr", float, "Learning rate (default: the shape's rule; LoRA SFT: R-LR-RANK).", "learning_rate", True,
+           constraints=_FINITE),
     Option("epochs", float, "num_train_epochs.", "num_train_epochs", True, constraints=_FINITE),
     Option("cutoff_len", int, "Maximum tokens per sample.", "cutoff_len", True, constraints=_POSITIVE),
     Option("dataset", str, "Dataset name(s) from dataset_info.json, comma-separated.", "dataset", many=True,

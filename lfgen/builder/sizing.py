@@ -33,8 +33,12 @@ def hardware(ctx: Context) -> None:
         ctx.choose("flash_attn", "sdpa", "R-HW-FA", f"{gpu.name} ({gpu.arch}) has no FlashAttention-2; "
                                                     "PyTorch's fused sdpa attention instead", asked=asked)
     micro, accumulation, tier = rules.batch_for(gpu.memory_gb, opts.num_gpus)
+    pairs = ""
+    if ctx.shape.pairs:  # a pair is two sequences (R-STAGE-MEM): half the tier's rows, twice the accumulation
+        micro, accumulation = max(1, micro // 2), accumulation * (micro // max(1, micro // 2))
+        pairs = " pairs (the tier's sequences halved: each pair is two, R-STAGE-MEM)"
     gpus = f" x {opts.num_gpus} GPUs" if opts.num_gpus > 1 else ""
-    seed_way = f"seed 002's {tier} tier: {micro} x {accumulation}{gpus}"
+    seed_way = f"seed 002's {tier} tier: {micro} x {accumulation}{gpus}{pairs}"
     if ctx.model_spec is not None:
         from lfgen.builder.estimates import cannot_estimate
 
@@ -46,7 +50,7 @@ def hardware(ctx: Context) -> None:
     _headroom(ctx, gpu)
     effective = micro * accumulation * opts.num_gpus
     ctx.choose("per_device_train_batch_size", micro, "R-HW-BATCH",
-               f"{gpu.name} ({gpu.memory_gb:g} GB) is in the {tier} tier: micro-batch {micro}", asked=asked)
+               f"{gpu.name} ({gpu.memory_gb:g} GB) is in the {tier} tier: micro-batch {micro}{pairs}", asked=asked)
     ctx.choose("gradient_accumulation_steps", accumulation, "R-HW-BATCH",
                f"{micro} x {accumulation}{gpus} = effective batch {effective} (seed 002 keeps it at 32-64)",
                asked=asked)
@@ -80,9 +84,10 @@ def _fit_to_gpu(ctx: Context, gpu: Gpu, asked: str, seed_way: str) -> None:
                    f"1 x {accumulation} keeps the effective batch", asked=asked)
         return
     budget = gpu.memory_gb * (1 - headroom)
+    unit = " (pairs: each row is chosen + rejected, R-STAGE-MEM)" if ctx.shape.pairs else ""
     ctx.choose("per_device_train_batch_size", result.micro_batch, "R-HW-HEADROOM",
-               f"the largest micro-batch whose estimated peak ({result.estimate.needed:.1f} GiB for {model}) stays "
-               f"under {budget:.1f} of {gpu.name}'s {gpu.memory_gb:g} GiB ({headroom:.0%} left free)", asked=asked,
+               f"the largest micro-batch{unit} whose estimated peak ({result.estimate.needed:.1f} GiB for {model}) "
+               f"stays under {budget:.1f} of {gpu.name}'s {gpu.memory_gb:g} GiB ({headroom:.0%} left free)", asked=asked,
                alternative=seed_way)
     gpus = f" x {ctx.options.num_gpus} GPUs" if ctx.options.num_gpus > 1 else ""
     ctx.choose("gradient_accumulation_steps", result.gradient_accumulation_steps, "R-HW-BATCH",

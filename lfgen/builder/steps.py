@@ -17,6 +17,7 @@ from lfgen.builder.checks import checks
 from lfgen.builder.context import Build, Context, Decision, same
 from lfgen.builder.options import BuildOptions
 from lfgen.builder.data_rules import data_cutoff, intervals
+from lfgen.builder.shape_rules import data_fit, learning_rate, shape, unread_keys
 from lfgen.builder.sizing import estimate_memory, hardware, quantization, user_precision
 from lfgen.builder.targets import resolve_target
 from lfgen.catalogs import rules
@@ -29,8 +30,8 @@ def is_lora(ctx: Context) -> bool:
 
 def _premise_holds(ctx: Context, key: str, rule_id: str, value: Any, block: dict[str, Any]) -> bool:
     """For a base file: does the skeleton's rule apply to this file at all?"""
-    if rule_id == "R-LR" and not (is_lora(ctx) and ctx.get("stage", "sft") in ("sft", "pt")):
-        return False  # the LoRA SFT learning rate; full, freeze, OFT and preference stages have none in lfgen
+    if not ctx.shape.applies(rule_id):
+        return False  # the rule's premise does not hold for this shape (explain lists it once)
     pair = ("per_device_train_batch_size", "gradient_accumulation_steps")
     if key in pair:  # "4 x 8 = 32" holds only when the file has both numbers
         return all(same(ctx.get(k), block[k].value) for k in pair)
@@ -47,6 +48,8 @@ def _skeleton(ctx: Context) -> None:
     block = training_block()
     choices = {**block.values, **block.defaults}
     for key, choice in choices.items():
+        if key in ctx.replaced:
+            continue  # the shape decides it (shape_rules)
         if ctx.from_file_only and not _premise_holds(ctx, key, choice.rule, choice.value, choices):
             continue
         ctx.choose(key, choice.value, choice.rule, choice.reason)
@@ -57,15 +60,19 @@ def _lora(ctx: Context) -> None:
     if preset is None:
         return
     source = f"preset {preset.name}: {preset.source}"
-    ctx.choose("lora_rank", preset.lora.rank, "PRESET", f"the {preset.name} preset's rank", source=source)
-    target, how, notes = resolve_target(preset.lora.target, lambda: ctx.model_name)
-    ctx.choose("lora_target", target, "R-TARGET", f"the {preset.name} preset targets {how}", source=source)
-    if "lora_target" not in ctx.fixed:  # --target or the file replaced the preset's set: its notes do not apply
-        for note in notes:
-            ctx.warn("R-TARGET", note)
-    ctx.choose("lora_dropout", preset.lora.dropout, "R-DATA-DROPOUT" if "lora_dropout" not in preset.pinned
-               else "PRESET", f"the {preset.name} preset's dropout" + (" (data size not known)"
-                                                                       if "lora_dropout" not in preset.pinned else ""),
+    if is_lora(ctx):
+        ctx.choose("lora_rank", preset.lora.rank, "PRESET", f"the {preset.name} preset's rank", source=source)
+    if ctx.shape.reads("lora_target"):  # LoRA, and OFT (which adapts lora_target in LlamaFactory 0.9.5)
+        target, how, notes = resolve_target(preset.lora.target, lambda: ctx.model_name)
+        ctx.choose("lora_target", target, "R-TARGET", f"the {preset.name} preset targets {how}", source=source)
+        if "lora_target" not in ctx.fixed:  # --target or the file replaced the preset's set: its notes do not apply
+            for note in notes:
+                ctx.warn("R-TARGET", note)
+    if not is_lora(ctx):
+        return  # the rest of the block is LoRA's own (R-METHOD-KEYS)
+    banded = "lora_dropout" not in preset.pinned and ctx.shape.applies("R-DATA-DROPOUT")
+    ctx.choose("lora_dropout", preset.lora.dropout, "R-DATA-DROPOUT" if banded else "PRESET",
+               f"the {preset.name} preset's dropout" + (" (data size not known)" if banded else ""),
                alternative=_dropout_alternative(), source=source)
     for key, value in preset.unsupported.items():
         ctx.warn("R-BIAS", f"the {preset.name} preset's seed asks for {key} {value}; LlamaFactory has no LoRA "
@@ -91,10 +98,11 @@ def _check_registered(ctx: Context) -> None:
     if ctx.options.dataset is None and ctx.options.dataset_dir is None:
         return
     dataset_dir = ctx.get("dataset_dir", "data")
-    problems = datasets.unregistered(datasets.split_names(ctx.get("dataset")), datasets.load_info(dataset_dir),
-                                     dataset_dir)
+    names, info = datasets.split_names(ctx.get("dataset")), datasets.load_info(dataset_dir)
+    problems = datasets.unregistered(names, info, dataset_dir)
     if problems:
         raise InputError(problems[0])
+    data_fit(ctx, names, info, dataset_dir)
 
 
 def _data_size(ctx: Context) -> None:
@@ -108,27 +116,35 @@ def _data_size(ctx: Context) -> None:
     explicit_dir = ctx.options.dataset_dir is not None
     info_path = Path(dataset_dir) / datasets.INFO_FILE
     if not explicit_dir and not info_path.is_file():
-        ctx.warn("R-DATA-RANK", f"no {info_path} here, so the data size is unknown; pass --samples N or "
-                                "--dataset-dir DIR to size rank, dropout, epochs and warmup for your data")
+        sized = ("rank, dropout, epochs and warmup" if ctx.shape.applies("R-DATA-RANK")
+                 else "warmup, weight decay and the eval and save intervals")
+        ctx.warn(_size_rule(ctx), f"no {info_path} here, so the data size is unknown; pass --samples N or "
+                          f"--dataset-dir DIR to size {sized} for your data")
         return
     try:
         info = datasets.load_info(dataset_dir)
         problems = datasets.unregistered(names, info, dataset_dir)
         if problems:
             raise InputError(problems[0])
+        data_fit(ctx, names, info, dataset_dir)
         max_samples = ctx.get("max_samples")
         sizes = [datasets.count_rows(n, info[n], dataset_dir, max_samples) for n in names]
     except InputError as exc:
         if explicit_dir or ctx.options.dataset is not None:  # the user named the data: a wrong name is an error
             raise
-        ctx.warn("R-DATA-RANK", f"the data size is unknown: {exc}")
+        ctx.warn(_size_rule(ctx), f"the data size is unknown: {exc}")
         return
     unknown = [s.note for s in sizes if s.rows is None]
     if unknown:
-        ctx.warn("R-DATA-RANK", "; ".join(unknown))
+        ctx.warn(_size_rule(ctx), "; ".join(unknown))
         return
     ctx.samples = sum(s.rows for s in sizes if s.rows is not None)
     ctx.samples_note = "counted: " + "; ".join(s.note for s in sizes)
+
+
+def _size_rule(ctx: Context) -> str:
+    """The rule a missing data size leaves unapplied: the rank band for LoRA SFT, the intervals otherwise."""
+    return "R-DATA-RANK" if ctx.shape.applies("R-DATA-RANK") else "R-DATA-STEPS"
 
 
 def _data_rules(ctx: Context) -> None:
@@ -137,7 +153,7 @@ def _data_rules(ctx: Context) -> None:
         return
     count = f"N = {n:,} samples"
     asked = "--samples" if ctx.options.samples else "--dataset-dir" if ctx.options.dataset_dir else None
-    if is_lora(ctx):
+    if is_lora(ctx) and ctx.shape.applies("R-DATA-RANK"):
         _lora_data_rules(ctx, n, count, asked)
     _epoch_rules(ctx, n, count, asked)
 
@@ -175,9 +191,10 @@ def _lora_data_rules(ctx: Context, n: int, count: str, asked: str | None) -> Non
 
 def _epoch_rules(ctx: Context, n: int, count: str, asked: str | None) -> None:
     epochs = rules.band("R-DATA-EPOCHS", n)
-    ctx.choose("num_train_epochs", epochs["value"], "R-DATA-EPOCHS",
-               f"{count}: seed 002's band is {epochs['range'][0]}-{epochs['range'][1]} epochs; lfgen takes the low "
-               "end (stop when eval loss stops falling)", asked=asked)
+    if ctx.shape.applies("R-DATA-EPOCHS"):
+        ctx.choose("num_train_epochs", epochs["value"], "R-DATA-EPOCHS",
+                   f"{count}: seed 002's band is {epochs['range'][0]}-{epochs['range'][1]} epochs; lfgen takes the "
+                   "low end (stop when eval loss stops falling)", asked=asked)
     warmup = rules.band("R-DATA-WARMUP", n)["value"]
     ctx.choose("warmup_ratio", warmup, "R-DATA-WARMUP", f"{count}: warmup {warmup} for this data size", asked=asked)
     decay = rules.band("R-DATA-WD", n)["value"]
@@ -207,6 +224,8 @@ def _alpha(ctx: Context) -> None:
 def _template(ctx: Context) -> None:
     from lfgen.catalogs.templates import table, template_for
 
+    if not ctx.shape.applies("LF-TEMPLATE"):
+        return  # pre-training reads raw text (R-STAGE-PT)
     model = str(ctx.get("model_name_or_path", ""))
     template = template_for(model)
     if template is not None:
@@ -222,7 +241,11 @@ def _template(ctx: Context) -> None:
 def _output(ctx: Context) -> None:
     model_name = Path(str(ctx.get("model_name_or_path", "model")).rstrip("/")).name.lower()
     tag = ctx.preset.name if ctx.preset else Path(ctx.base).stem
-    output_dir = f"outputs/{model_name}-{tag}-r{ctx.get('lora_rank', 8)}"
+    found = ctx.shape
+    parts = [tag, *([found.method_name] if found.method_name != "lora" else []),
+             *([found.stage_name] if found.stage_name != "sft" else []),
+             *([f"r{ctx.get('lora_rank', 8)}"] if is_lora(ctx) else [])]
+    output_dir = f"outputs/{model_name}-{'-'.join(parts)}"
     ctx.choose("output_dir", output_dir, "LF-DEFAULT", "a fresh folder per run (LlamaFactory resumes or refuses "
                                                        "in a used one)")
     micro = ctx.get("per_device_train_batch_size")
@@ -265,8 +288,9 @@ def _user_rest(ctx: Context) -> None:
 # The pipeline, in order: the user's fixed values first, then each rule's step; later steps read what
 # earlier ones chose (alpha reads the rank, the batch reads the precision, output_dir the rank).
 STEPS: tuple[Callable[[Context], None], ...] = (
-    user_precision, _skeleton, _user_target, _data_size, data_cutoff, _lora, _data_rules, _alpha, hardware,
-    quantization, intervals, _template, _output, _user_rest, _output_digest, checks)
+    shape, user_precision, _skeleton, _user_target, _data_size, data_cutoff, _lora, _data_rules, _alpha,
+    learning_rate, hardware, quantization, intervals, _template, _output, _user_rest, unread_keys, _output_digest,
+    checks)
 
 
 def is_file_base(base: str) -> bool:
@@ -319,5 +343,5 @@ def build(base: str = "a800", options: BuildOptions | None = None, *, check_data
     return Build(base=base, options=options, config=ctx.config, decisions=ctx.decisions, warnings=ctx.warnings,
                  samples=ctx.samples, samples_note=ctx.samples_note, hardware=ctx.hardware, estimate=ctx.estimate,
                  preset=preset, not_applied=ctx.not_applied, lengths=ctx.lengths, seq_len=ctx.seq_len,
-                 headroom=ctx.headroom if ctx.hardware is not None else None)
+                 headroom=ctx.headroom if ctx.hardware is not None else None, shape=ctx.shape)
 

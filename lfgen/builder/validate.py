@@ -94,7 +94,22 @@ def _datasets(config: dict[str, Any], root: Path | None = None,
     problems = []
     for key, found in names.items():
         problems += datasets.unregistered(found, info, dataset_dir, key)
+    problems += _stage_problems(config, names, info, dataset_dir)
     return problems, [], info
+
+
+def _stage_problems(config: dict[str, Any], names: dict[str, list[str]], info: dict[str, Any],
+                    dataset_dir: str) -> list[str]:
+    """R-STAGE-DATA: each registered dataset fits the config's stage (LlamaFactory checks only after loading the
+    model). A predict config evaluates with the SFT processor whatever its stage says."""
+    from lfgen.builder.data_kinds import fit_problem
+    from lfgen.builder.shapes import of_config
+
+    if config.get("do_predict") is True and config.get("do_train") is not True:
+        return []
+    found = of_config(config)
+    return [problem for key, listed in names.items() for name in listed if name in info
+            if (problem := fit_problem(name, info[name], found.stage_name, found.stage.data, dataset_dir, key))]
 
 
 def _model_problems(config: dict[str, Any], root: Path | None = None) -> list[str]:

@@ -25,10 +25,14 @@ class Rule:
     says: str
     lfgen: str
     tables: dict[str, Any] = field(default_factory=dict)
+    # Published evidence beyond the seeds (RULES.md §7-8): a paper, a recipe file, a LlamaFactory source file.
+    sources: tuple[str, ...] = ()
 
     @property
     def source(self) -> str:
-        return ", ".join(f"seed {s}" for s in self.seeds) if self.seeds else "lfgen"
+        """The seeds, then the first published source, as a decision names them."""
+        parts = [f"seed {s}" for s in self.seeds] + list(self.sources[:1])
+        return ", ".join(parts) if parts else "lfgen"
 
     def table(self, name: str) -> Any:
         return self.tables[name]
@@ -40,7 +44,8 @@ def registry() -> dict[str, Rule]:
     for rule_id, body in load_data("rules.yaml")["rules"].items():
         body = dict(body)
         text = {key: body.pop(key) for key in ("title", "says", "lfgen")}
-        rules[rule_id] = Rule(id=rule_id, seeds=tuple(body.pop("seeds")), tables=body, **text)
+        rules[rule_id] = Rule(id=rule_id, seeds=tuple(body.pop("seeds")), sources=tuple(body.pop("sources", ())),
+                              tables=body, **text)
     return rules
 
 

@@ -28,7 +28,7 @@ _COMMANDS = {
     "explain": ("config", 'Show every value of a config, the rule that chose it and why, and the warnings.'),
     "export": ("inference", "Merge a finished run's LoRA adapter into its base model (llamafactory-cli export)."),
     "preset": ("config", 'Write a LlamaFactory train YAML from preset NAME, sized for your GPU, model and data.'),
-    "presets": ("config", 'List the presets: rank, alpha, dropout, target, what each is for, and its source.'),
+    "presets": ("config", 'List the presets: rank, alpha, dropout, target, the shapes each serves, what it is for, and its source.'),
     "report": ("results", 'Write one self-contained HTML report: table, curves, diagnoses, best run and next step.'),
     "run": ("experiments", 'Train every run of an experiment (or one config) with llamafactory-cli, resuming where it stopped.'),
     "sample": ("inference", "Answer fixed prompts with a finished run's adapter, for the qualitative check of seed 003."),

@@ -16,28 +16,37 @@ from lfgen.cli.output import CONTEXT, console, emit_json, print_warnings, show
 @click.command(context_settings=CONTEXT)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: a list of presets (see docs/cli.md).")
 def presets(as_json: bool) -> None:
-    """List the presets: rank, alpha, dropout, target, what each is for, and its source.
+    """List the presets: rank, alpha, dropout, target, the shapes each serves, what it is for, and its source.
+
+    A preset serves every stage (--stage sft, pt, dpo, kto, orpo, simpo, rm) with the methods that read the keys
+    it pins: the seeds' presets pin a LoRA rank, so they serve LoRA; auto pins nothing and serves every method.
 
     \b
     Examples:
       lfgen presets
-      lfgen presets --json | jq '.[].name'
+      lfgen presets --json | jq '.[] | {name, serves}'
     """
+    from lfgen.builder.shapes import serves, stage_names
     from lfgen.catalogs.presets import load_presets
 
-    rows = [p.model_dump() | {"alpha_ratio": p.lora.alpha_ratio} for p in load_presets().values()]
+    stages = stage_names()
+    rows = [p.model_dump() | {"alpha_ratio": p.lora.alpha_ratio,
+                              "serves": {"methods": serves(p.pinned), "stages": stages}}
+            for p in load_presets().values()]
     if as_json:
         emit_json(rows)
         return
     from rich.table import Table
 
-    table = Table(title="lfgen presets (`lfgen preset NAME` writes one)", title_justify="left")
-    for column in ("name", "rank", "alpha", "dropout", "target", "for", "source"):
+    table = Table(title="lfgen presets (`lfgen preset NAME [--stage S] [--method M]` writes one; every preset serves "
+                        f"every stage: {', '.join(stages)})", title_justify="left")
+    for column in ("name", "rank", "alpha", "dropout", "target", "methods", "for", "source"):
         table.add_column(column, overflow="fold")
     for row in rows:
         lora = row["lora"]
         table.add_row(row["name"], str(lora["rank"]), str(lora["alpha"]), f"{lora['dropout']:g}", lora["target"],
-                      row["summary"], row["source"].split(" (")[0].split(",")[0])
+                      ", ".join(row["serves"]["methods"]), row["summary"],
+                      row["source"].split(" (")[0].split(",")[0])
     console().print(table)
 
 
@@ -55,11 +64,16 @@ def preset(name: str, output: str | None, force: bool, **kwargs: Any) -> None:
     Every value carries the id of the rule that chose it; `lfgen explain FILE` says why.
     Your options always win over the rules.
 
+    --stage and --method pick the run's shape (DPO, KTO, ORPO, SimPO, reward model, pre-training; OFT, freeze,
+    full): each has its own learning rate, keys, memory terms and data kind (docs/shapes.md).
+
     \b
     Examples:
       lfgen preset a800 --rank 64
       lfgen preset lightweight --gpu 4090 --model Qwen/Qwen2.5-7B-Instruct \\
           --dataset my_sft --dataset-dir data -o configs/qv.yaml
+      lfgen preset lightweight --stage dpo --dataset my_pairs --dataset-dir data
+      lfgen preset auto --method full --stage sft --gpu H100 --num-gpus 8
       lfgen preset auto --samples 3000 --gpu A100-40
       lfgen preset balanced --set seed=7 --set max_samples=1000
     """
@@ -127,6 +141,13 @@ def explain(subject: str, as_json: bool, price: float | None, **kwargs: Any) -> 
     out = console()
     if result.kind is not None:
         click.echo(f"kind: {result.kind.label} ({result.kind.advice})")
+    shape = result.shape_json()
+    if shape is not None and shape["rules_not_applied"]:
+        grouped: dict[str, list[str]] = {}
+        for item in shape["rules_not_applied"]:
+            grouped.setdefault(item["why"], []).append(item["rule"])
+        click.echo(f"shape: {shape['label']}; rules not applied (their premise does not hold): "
+                   + "; ".join(f"{', '.join(ids)}: {why}" for why, ids in grouped.items()))
     title = f"{result.source}"
     if result.samples is not None:
         title += f" | N = {result.samples:,} samples ({result.samples_note})"

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from lfgen.builder.option_table import STAGES
 from lfgen.cli.output import CONTEXT, console, emit_json
 
 BAR_FROM = 10_000  # rows from which a terminal gets a progress bar
@@ -31,16 +32,20 @@ BAR_FROM = 10_000  # rows from which a terminal gets a progress bar
               help="LlamaFactory's image_min_pixels (default 1024 = 32 x 32).")
 @click.option("--template", metavar="NAME", help="LlamaFactory template whose tokens wrap the prompt (default: "
                                                 "the model's, as lfgen would write it).")
+@click.option("--stage", type=click.Choice(STAGES), help="Check that each dataset fits this stage (pairwise for "
+              "dpo, orpo, simpo and rm; a kto_tag for kto; plain text for pt; one answer per row for sft).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: datasets[], train (docs/cli.md).")
 def data(names: tuple[str, ...], dataset_dir: str, model: str | None, cutoff_len: int, eval_names: str | None,
          media_dir: str | None, image_max_pixels: int | None, image_min_pixels: int | None, template: str | None,
-         as_json: bool) -> None:
+         stage: str | None, as_json: bool) -> None:
     """Check and measure datasets registered in DIR/dataset_info.json; exit 1 on format problems.
 
-    For each: rows, a format check against its registration (alpaca or sharegpt: missing
-    columns, wrong roles, empty prompts or answers), exact duplicates, overlap of the eval
-    sets with the training sets, the token lengths (p50/p90/p99/max) and how many samples
-    --cutoff-len would truncate, with the cutoff_len R-DATA-CUTOFF would write. A dataset
+    For each: rows, its kind (SFT, pairwise, KTO or plain text) and a format check against its
+    registration (alpaca or sharegpt: missing columns, wrong roles, empty prompts or answers,
+    chosen/rejected, kto_tag), exact duplicates, overlap of the eval sets with the training
+    sets, the token lengths (p50/p90/p99/max) and how many samples --cutoff-len would truncate,
+    with the cutoff_len R-DATA-CUTOFF would write. --stage: a dataset of the wrong kind for
+    that stage is a problem (LlamaFactory finds out only after loading the model). A dataset
     with an images/videos column: every file exists (under --media-dir), the <image>
     placeholders match the images, and with a vision-language --model the image tokens
     of each row, text + image lengths and the rows whose image --cutoff-len would cut.
@@ -51,13 +56,14 @@ def data(names: tuple[str, ...], dataset_dir: str, model: str | None, cutoff_len
       lfgen data my_sft --eval my_eval --model models/qwen2-7b --cutoff-len 1024
       lfgen data mllm_demo --model Qwen/Qwen2.5-VL-7B-Instruct --image-max-pixels 262144
       lfgen data my_sft --json | jq .train.lengths
+      lfgen data my_pairs --stage dpo
     """
     from lfgen.builder.data_report import report, rows_of
 
     evals = [n.strip() for n in (eval_names or "").split(",") if n.strip()]
     kwargs: dict[str, Any] = {"model": model, "cutoff_len": cutoff_len, "eval_names": evals, "media_dir": media_dir,
                               "image_max_pixels": image_max_pixels, "image_min_pixels": image_min_pixels,
-                              "template": template}
+                              "template": template, "stage": stage}
     total = sum(rows_of([*names, *evals], dataset_dir)) if sys.stderr.isatty() and not as_json else 0
     if total >= BAR_FROM:
         from rich.progress import Progress
@@ -84,7 +90,8 @@ def _print(result: Any) -> None:
         table.add_column(column, justify="left" if column in ("dataset", "format") else "right")
     for d in result.datasets:
         n = d.lengths
-        table.add_row(d.name + (" (eval)" if d.eval else ""), d.formatting, f"{d.rows:,}", f"{d.problem_count:,}",
+        shown = d.formatting if d.kind == "supervised" else f"{d.formatting}, {d.kind}"  # pairwise, feedback, text
+        table.add_row(d.name + (" (eval)" if d.eval else ""), shown, f"{d.rows:,}", f"{d.problem_count:,}",
                       f"{d.duplicates:,}", *(f"{v:,}" for v in (n.p50, n.p90, n.p99, n.max)), f"{d.truncated:,}")
     console().print(table)
     for d in result.datasets:

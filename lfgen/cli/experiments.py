@@ -37,9 +37,11 @@ def sweep(axis: str, values: tuple[str, ...], base: str | None, from_: str | Non
     """Lay out an experiment: one LlamaFactory YAML per run along AXIS.
 
     \b
-    AXIS: rank (16 32 64 128, alpha = 2 x rank), alpha (r 2r 4r at the base rank),
-          lr (1e-4 2e-4 5e-4), target (qv attn all), dropout (0.0 0.1 0.2), epochs (1 3 5);
-          VALUES replace the defaults.
+    AXIS: rank (16 32 64 128, alpha = 2 x rank), alpha (r 2r 4r at the base rank, the
+          base's learning rate held), lr (0.5x 1x 2.5x the base's R-LR-RANK rate; a full
+          fine-tune or a preference stage spans its own band), beta (pref_beta of a DPO,
+          KTO, ORPO or SimPO base, log-spaced), target (qv attn all), dropout (0.0 0.1
+          0.2), epochs (1 3 5); VALUES replace the defaults.
           grid KEY=V1,V2 ...  any LlamaFactory keys (join module names with +)
           random N --space FILE [--seed S]
           plan                seed 000's tuning order for the base, as commands
@@ -54,6 +56,7 @@ def sweep(axis: str, values: tuple[str, ...], base: str | None, from_: str | Non
       lfgen sweep target
       lfgen sweep rank --base a800 --model ./qwen2-7b --gpu a800
       lfgen sweep lr 1e-4 2e-4 3e-4 5e-4 --base configs/mine.yaml --name lr-scan
+      lfgen sweep beta --base configs/dpo.yaml
       lfgen sweep grid lora_rank=16,32,64 learning_rate=1e-4,2e-4
       lfgen sweep random 12 --space space.yaml --seed 0
       lfgen sweep alpha --from experiments/rank-sweep

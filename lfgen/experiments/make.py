@@ -48,9 +48,18 @@ def make_sweep(axis: str, values: list[str], *, base: str | None = None, options
         sweep.update(count=count, space=sweeps.load_space(space), seed=seed)
         runs = sweeps.random_runs(count, sweep["space"], seed)
     else:
-        base_rank = build(base, options).config.get("lora_rank", 8)
-        runs = sweeps.axis_runs(axis, values, base_rank)
-        sweep["values"] = [next(iter(run.options.values())) for run in runs]
+        sweeps.check_axis(axis)
+        built = build(base, options)
+        problem = built.shape.axis_problem(axis)
+        if problem:
+            raise InputError(problem)
+        learning_rate = built.config.get("learning_rate")
+        defaults = built.shape.axis_values(axis, learning_rate)
+        # R-LR-RANK moves the rate with alpha (lr x alpha stays put): an alpha sweep holds the base's rate instead.
+        hold = {"lr": learning_rate} if axis == "alpha" and built.decisions.get("learning_rate") is not None \
+            and built.decisions["learning_rate"].rule == "R-LR-RANK" else None
+        runs = sweeps.axis_runs(axis, values, built.config.get("lora_rank", 8), defaults, hold)
+        sweep["values"] = [_axis_value(run) for run in runs]
     if name is None:
         name = f"{axis}-sweep" if axis != "grid" else "grid-" + "-".join(v.partition("=")[0] for v in values)
     if export not in (None, "wandb"):
@@ -60,6 +69,12 @@ def make_sweep(axis: str, values: list[str], *, base: str | None = None, options
     extra = functools.partial(wandb_files, name, sweep, experiments_dir, outputs_dir) if export else None
     return write(name, base, options, runs, sweep, experiments_dir=experiments_dir, outputs_dir=outputs_dir,
                  force=force, base_from=base_from, prune=prune, extra_files=extra)
+
+
+def _axis_value(run: Any) -> Any:
+    """The value a run of an axis sweep takes (its first option, or its one --set key)."""
+    value = next(iter(run.options.values()))
+    return next(iter(value.values())) if isinstance(value, dict) else value
 
 
 def _count(values: list[str]) -> int:
@@ -80,8 +95,14 @@ def sweep_plan(base: str, options: BuildOptions) -> list[str]:
     from lfgen.builder.steps import build
     from lfgen.experiments import sweeps
 
-    config = build(base, options).config
+    built = build(base, options)
+    config, shape = built.config, built.shape
     args = command_line("sweep", base, options).removeprefix("lfgen sweep ")
+    beta = ([f"Then pref_beta (R-STAGE-BETA): lfgen sweep beta --from experiments/<best>-sweep "
+             f"({', '.join(f'{v:g}' for v in shape.beta()['sweep'])})"] if shape.beta() else [])
+    if not shape.reads("lora_rank"):
+        return [f"Seed 000's order tunes LoRA's rank, alpha, dropout and target; {shape.label} has no LoRA rank:",
+                f"  1. lr       lfgen sweep lr --base {args}", *beta]
     summary = (f"{base} (rank {config.get('lora_rank')}, alpha {config.get('lora_alpha')}, dropout "
                f"{config.get('lora_dropout')}, target {config.get('lora_target')})")
-    return sweeps.plan(f"--base {args}", summary)
+    return sweeps.plan(f"--base {args}", summary) + beta

@@ -38,8 +38,8 @@ def axes() -> dict[str, dict[str, Any]]:
 
 
 def axis_keys() -> dict[str, str]:
-    """Each sweep axis and the LlamaFactory key it moves (rank -> lora_rank), through its option."""
-    return {axis: OPTION_KEYS[spec["option"]] for axis, spec in axes().items()}
+    """Each sweep axis and the LlamaFactory key it moves (rank -> lora_rank), through its option or --set."""
+    return {axis: OPTION_KEYS[spec["option"]] if "option" in spec else spec["key"] for axis, spec in axes().items()}
 
 
 def seed_order() -> list[str]:
@@ -83,21 +83,30 @@ def _parse(axis: str, kind: str, raw: str) -> Any:
     return raw
 
 
-def axis_runs(axis: str, values: list[str], base_rank: int) -> list[RunSpec]:
-    """Runs along one named axis; *values* replace the axis defaults when given."""
+def check_axis(axis: str) -> dict[str, Any]:
+    """The axis' entry of presets/sweeps.yaml; an unknown axis is one InputError with the known ones."""
     table = axes()
     if axis not in table:
         names = list(table) + list(SPECIAL_AXES)
         raise InputError(f"axis: unknown axis {axis!r}{did_you_mean(axis, names)}; choose one of {', '.join(names)}")
-    spec = table[axis]
-    raws = values or [str(v) for v in spec["values"]]
+    return table[axis]
+
+
+def axis_runs(axis: str, values: list[str], base_rank: int, defaults: list[Any] | None = None,
+              hold: dict[str, Any] | None = None) -> list[RunSpec]:
+    """Runs along one named axis; *values* replace the axis defaults when given, else *defaults* (the base's shape
+    chose them) replace the table's; *hold* (option -> value) is set in every run (alpha holds the base's lr)."""
+    spec = check_axis(axis)
+    raws = values or [str(v) for v in (defaults if defaults is not None else spec["values"])]
     runs = []
     for raw in raws:
         value = _parse(axis, spec["type"], raw)
         if spec["type"] == "ratio":
             # alpha: the defaults and "2r" are multiples of the base rank; a plain number is alpha itself.
             alpha = round(value * base_rank) if (not values or raw.endswith("r")) else int(value)
-            runs.append(RunSpec(spec["name"].format(alpha), {"alpha": alpha}))
+            runs.append(RunSpec(spec["name"].format(alpha), {"alpha": alpha, **(hold or {})}))
+        elif "key" in spec:  # a LlamaFactory key with no lfgen option (pref_beta)
+            runs.append(RunSpec(spec["name"].format(format_value(value)), {"set": {spec["key"]: value}}))
         else:
             runs.append(RunSpec(spec["name"].format(format_value(value)), {spec["option"]: value}))
     return _unique(runs)

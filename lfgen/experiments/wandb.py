@@ -44,6 +44,9 @@ def wandb_files(name: str, sweep: dict[str, Any], experiments_dir: str, outputs_
                              "cannot express; sweep rank on a base with alpha = 2 x rank")
         del parameters["lora_alpha"]
         base_config.pop("lora_alpha", None)
+    if "lora_rank" in parameters and "learning_rate" in parameters and sweep["axis"] == "rank":
+        raise InputError("--export wandb: learning_rate moves with the rank (R-LR-RANK keeps lr x alpha where it was "
+                         "measured best), which a W&B grid cannot tie to it; hold the rate with --lr VALUE")
     base_rel = f"{experiments_dir}/{name}/wandb-base.yaml"
     spec = {
         "program": "llamafactory-cli",

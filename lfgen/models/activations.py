@@ -85,6 +85,10 @@ def head_bytes(s: MemorySettings) -> int:
 def loss_peak(spec: ModelSpec, s: MemorySettings) -> tuple[float, float]:
     """(bytes at the loss's peak, bytes of logits still alive afterwards)."""
     tokens = s.micro_batch * s.cutoff_len
+    if s.loss == "logps":  # DPO/KTO/ORPO/SimPO: logits.to(float32) + log_softmax for backward, never fused by Liger
+        return tokens * spec.vocab_size * (4 + LOSS_BYTES), tokens * spec.vocab_size * 4
+    if s.loss == "value":  # a reward model: the head's logits and trl's fp32 copy, not kept for backward
+        return tokens * spec.vocab_size * 6, 0.0
     if s.enable_liger_kernel:
         rows = math.ceil(tokens / math.ceil(spec.vocab_size / spec.hidden_size))
         chunk = 2 ** math.ceil(math.log2(max(1, rows)))
@@ -116,4 +120,14 @@ def activation_peak(spec: ModelSpec, s: MemorySettings, lora: LoraCount) -> tupl
     loss, logits_alive = loss_peak(spec, s)
     after_loss = layer + temporaries + logits_alive
     activations = kept + layer + temporaries
-    return activations, max(loss, after_loss) - (layer + temporaries), loss, scores
+    return activations, max(loss, after_loss, reference_peak(spec, s)) - (layer + temporaries), loss, scores
+
+
+def reference_peak(spec: ModelSpec, s: MemorySettings) -> float:
+    """Bytes on top of the checkpoints while the no-grad reference forward runs (DPO, KTO): the policy's fp32 logits
+    and log-softmax kept for backward, plus the reference's own fp32 logits and log-softmax (R-STAGE-MEM)."""
+    if not s.reference_sequences:
+        return 0.0
+    rows = s.micro_batch // s.sequences  # *s* counts the pair's sequences already (memory.py)
+    policy = s.micro_batch * s.cutoff_len * spec.vocab_size * 8
+    return policy + rows * s.reference_sequences * s.cutoff_len * spec.vocab_size * 8

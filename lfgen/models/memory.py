@@ -101,6 +101,13 @@ class MemorySettings(BaseModel):
     cuda_context_gib: float = Field(default=CUDA_CONTEXT_GIB, ge=0.0)  # the process memory outside the allocator
     # Batches vary in length (real data, unpacked): the allocator keeps the longest batch's freed buffers.
     variable_lengths: bool = False
+    # The run's shape (R-STAGE-MEM; lfgen/builder/shapes.py): the sequences each micro-batch row holds (2: a preference
+    # pair), the reference model (an adapter switched off, or a frozen copy of the weights), the sequences one no-grad
+    # reference forward holds, and the loss over the vocabulary (activations.py).
+    sequences: int = Field(default=1, ge=1)
+    reference: Literal["none", "adapter", "copy"] = "none"
+    reference_sequences: int = Field(default=0, ge=0)
+    loss: Literal["causal", "logps", "value"] = "causal"
 
 
 def settings_from(**values: Any) -> MemorySettings:
@@ -191,7 +198,10 @@ def estimate_memory(model: ModelSpec | str, settings: MemorySettings | None = No
     lora = count_trainable(spec, **s.model_dump())
     notes = list(lora.notes)
     weights, largest = _weights(spec, s, notes)
-    activations, logits, loss, scores = activation_peak(spec, s, lora)
+    # A preference pair is two sequences in one forward: the activations hold micro-batch x sequences rows.
+    rows = s.model_copy(update={"micro_batch": s.micro_batch * s.sequences}) if s.sequences > 1 else s
+    activations, logits, loss, scores = activation_peak(spec, rows, lora)
+    reference = _weights(spec, s, [])[0] if s.reference == "copy" else 0.0  # full/freeze DPO, KTO: a frozen copy
     ratchet = (VARIABLE_LENGTH_FRAGMENTATION if s.variable_lengths else 0.0) * loss
     transient = FRAGMENTATION * loss + ratchet + FRAGMENTATION_SCORES * scores
     trainable = lora.trainable
@@ -207,8 +217,8 @@ def estimate_memory(model: ModelSpec | str, settings: MemorySettings | None = No
         dense = 4 if s.compute_dtype == "fp32" else 2
         weights -= trainable * dense / shard_params
     parts = {
-        "weights": weights + (trainable * weight_bytes / shard_params if s.finetuning_type in ("full", "freeze")
-                              else 0.0),
+        "weights": weights + reference + (trainable * weight_bytes / shard_params
+                                          if s.finetuning_type in ("full", "freeze") else 0.0),
         "lora": 0.0 if s.finetuning_type in ("full", "freeze") else trainable * half / shard_params,
         "gradients": trainable * grad_bytes / shard_grads,
         "optimizer": trainable * state_bytes / shard_state,
@@ -225,7 +235,23 @@ def estimate_memory(model: ModelSpec | str, settings: MemorySettings | None = No
                      "weights on top (Gemma 3 4B-27B: a ~0.4B-param SigLIP encoder, ~0.8 GiB in bf16)")
     if s.compute_dtype == "fp16":
         notes.append("fp16 LoRA training can overflow to NaN; prefer bf16 where the GPU has it")
+    notes += _shape_notes(s, reference / GIB)
     return MemoryEstimate(spec.name, s, breakdown, trainable, tuple(notes), transient / GIB, ratchet / GIB)
+
+
+def _shape_notes(s: MemorySettings, reference_gib: float) -> list[str]:
+    """What the run's shape adds (R-STAGE-MEM), in words."""
+    notes = []
+    if s.sequences > 1:
+        notes.append(f"each micro-batch row is a pair (chosen + rejected): activations and logits of "
+                     f"{s.micro_batch * s.sequences} sequences")
+    if s.reference_sequences:
+        how = ("the same model with the adapter switched off, no extra weights" if s.reference == "adapter" else
+               f"a frozen copy of the weights, {reference_gib:.1f} GiB in weights")
+        notes.append(f"a no-grad reference forward of {s.micro_batch * s.reference_sequences} sequence(s): {how}")
+    if s.loss == "logps" and s.enable_liger_kernel:
+        notes.append("the preference loss upcasts the full logits to fp32: Liger's fused loss does not apply")
+    return notes
 
 
 @dataclass(frozen=True)
@@ -265,6 +291,10 @@ def _options(spec: ModelSpec, s: MemorySettings, budget: float) -> list[Option]:
         kinds.append([("4-bit quantization (QLoRA: quantization_bit 4)", {"quantization_bit": 4})])
     cutoffs = [s.cutoff_len // 2**i for i in range(1, 8) if s.cutoff_len // 2**i >= 128]
     kinds.append([(f"cutoff_len {c}", {"cutoff_len": c}) for c in cutoffs])  # longest first
+    if s.num_gpus > 1 and s.finetuning_type in ("full", "freeze") and s.zero_stage < 3:
+        # R-METHOD-ZERO: shard the optimizer (ZeRO-2), then the weights too (ZeRO-3), on the GPUs given first
+        kinds.append([(f"DeepSpeed ZeRO-{z} on the {s.num_gpus} GPUs", {"zero_stage": z})
+                      for z in (2, 3) if z > s.zero_stage])
     kinds.append([(f"{n} GPUs with DeepSpeed ZeRO-3", {"num_gpus": n, "zero_stage": 3})
                   for n in (2, 4, 8, 16) if n > s.num_gpus])  # fewest first
     found: list[Option] = []

@@ -309,8 +309,10 @@ def _varied(runs: Sequence[RunData]) -> tuple[str, ...]:
 
 
 def _next_step(best: RunData, varied: tuple[str, ...], folder: Path | None, best_by: str) -> str:
+    from lfgen.builder.shapes import of_config
+
     cfg = best.config
-    order = tuning_order()
+    order = of_config(cfg).tuning_axes(tuning_order())  # a full fine-tune has no rank; a DPO run has beta
     keys = axis_keys()
     axis_of = {key: axis for axis, key in keys.items()}
     # The first axis of the order the experiment varied is its stage; a rank sweep moves alpha too.
@@ -328,7 +330,9 @@ def _next_step(best: RunData, varied: tuple[str, ...], folder: Path | None, best
                 f"weighing overfitting and time against the gain (start from {_shown(best.config_file or best.path)})")
     else:
         text = f"{what} → sweep {following}{_values(following, cfg)}: {_command(following, best, folder, best_by)}"
-    extra = [k for k in varied if stage and k != keys[stage] and not (stage == "rank" and k == "lora_alpha")]
+    # A rank sweep moves alpha, and with it R-LR-RANK's learning rate: by design, not a second parameter.
+    extra = [k for k in varied if stage and k != keys[stage]
+             and not (stage == "rank" and k in ("lora_alpha", "learning_rate"))]
     if extra:
         text += (f" (note: {', '.join(extra)} changed as well; R-EXP-ORDER tunes one parameter at a time, "
                  "so the comparison mixes their effects)")

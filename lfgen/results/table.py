@@ -32,14 +32,20 @@ KEY_COLUMNS = ("lora_rank", "lora_alpha", "learning_rate", "lora_target", "lora_
 # LlamaFactory's predict metrics and lfgen eval's scores (lfgen.results.scoring); shown when a run has them.
 PREDICT_COLUMNS = ("predict_rouge-1", "predict_rouge-2", "predict_rouge-l", "predict_bleu-4", "accuracy",
                    "answer_accuracy", "samples_scored", "eval_time_s", "tokens_per_s")
-METRIC_COLUMNS = ("final_train_loss", "best_eval_loss", "best_eval_step", "final_eval_loss", *PREDICT_COLUMNS,
+# What LlamaFactory's preference stages log at their final evaluation (R-STAGE-METRIC): DPO, ORPO and SimPO the
+# share of held-out pairs ranked right and the mean margin, KTO the margin, a reward model its accuracy.
+PREFERENCE_COLUMNS = ("eval_rewards/accuracies", "eval_rewards/margins", "eval_rewards/chosen",
+                      "eval_rewards/rejected", "eval_accuracy")
+_OPTIONAL_COLUMNS = (*PREFERENCE_COLUMNS, *PREDICT_COLUMNS)  # shown when a run compared has them
+METRIC_COLUMNS = ("final_train_loss", "best_eval_loss", "best_eval_step", "final_eval_loss", *PREFERENCE_COLUMNS,
+                  *PREDICT_COLUMNS,
                   "runtime_s", "samples_per_s", "peak_vram_gib", "state", "diagnosis")
 # From the runs' lfgen_env.json; shown when a run compared has one.
 ENV_COLUMNS = ("device", "llamafactory_version")
 # Keys that differ between any two runs by construction; a column of them says nothing.
 _NOT_COMPARED = frozenset({"output_dir", "logging_dir", "run_name"})
 _INTEGER_COLUMNS = ("lora_rank", "lora_alpha", "effective_batch", "best_eval_step")
-_FLOAT_COLUMNS = ("final_train_loss", "best_eval_loss", "final_eval_loss", *PREDICT_COLUMNS, "runtime_s",
+_FLOAT_COLUMNS = ("final_train_loss", "best_eval_loss", "final_eval_loss", *_OPTIONAL_COLUMNS, "runtime_s",
                   "samples_per_s", "peak_vram_gib")
 PARALLEL_MIN_RUNS = 200  # below this, starting worker processes costs more than it saves
 _ORDER_OPS = (">", ">=", "<", "<=")
@@ -136,10 +142,10 @@ def frame(comparison: Comparison, sort: str | None = None,
     extra = _differing_keys([comparison.runs[i].config for i in kept], set(rows[0]) if rows else set())
     for i in kept:
         rows[i].update({key: _cell(comparison.runs[i].config.get(key)) for key in extra})
-    predict = [c for c in PREDICT_COLUMNS if any(rows[i][c] is not None for i in kept)]
+    predict = [c for c in _OPTIONAL_COLUMNS if any(rows[i][c] is not None for i in kept)]
     env = [c for c in ENV_COLUMNS if any(rows[i][c] is not None for i in kept)]
     columns = ["run", "experiment", "path", *KEY_COLUMNS, *extra,
-               *(c for c in METRIC_COLUMNS if c not in PREDICT_COLUMNS or c in predict), *env]
+               *(c for c in METRIC_COLUMNS if c not in _OPTIONAL_COLUMNS or c in predict), *env]
     df = pd.DataFrame([rows[i] for i in kept], columns=columns)
     for column in _INTEGER_COLUMNS:
         df[column] = _as_integers(df[column])
@@ -172,7 +178,7 @@ def _row(comparison: Comparison, index: int) -> dict[str, Any]:
     row["effective_batch"] = run.effective_batch
     row.update(final_train_loss=run.final_train_loss, best_eval_loss=best_eval, best_eval_step=best_step,
                final_eval_loss=run.final_eval_loss)
-    row.update({key: _number(run.results.get(key)) for key in PREDICT_COLUMNS})
+    row.update({key: _number(run.results.get(key)) for key in _OPTIONAL_COLUMNS})
     row.update(runtime_s=run.runtime_s, samples_per_s=run.samples_per_s, peak_vram_gib=run.vram_peak_gib,
                state=run.state, diagnosis=summary_text(comparison.findings[index], run),
                device=run.environment.get("device"), llamafactory_version=run.environment.get("llamafactory"))

@@ -67,6 +67,13 @@ def require_finished(run_dir: Path, config: dict[str, Any], name: str) -> None:
     if not config.get("eval_dataset") and not _positive(config.get("val_size")):
         raise InputError(f"run {name}: has no held-out data (no eval_dataset and no val_size in its config); "
                          "set val_size (e.g. 0.1) or eval_dataset in the experiment and train it again")
+    from lfgen.builder.shapes import of_config
+
+    shape = of_config(config)
+    if shape.stage.data != "supervised":  # its held-out rows are pairs, KTO rows or text: no reference answer
+        raise InputError(f"run {name}: lfgen eval generates answers to held-out SFT rows, and a {shape.label} run's "
+                         f"held-out rows have no single reference answer (LlamaFactory's predict refuses them); "
+                         f"judge it by {shape.objective} in lfgen compare")
 
 
 def _positive(value: Any) -> bool:

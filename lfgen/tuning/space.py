@@ -21,9 +21,34 @@ def _table() -> dict[str, Any]:
     return load_data("tune_space.yaml")
 
 
-def default_space() -> dict[str, dict[str, Any]]:
-    """The seeds' space: lora_rank 8-128 (log), alpha r/2r/4r, learning_rate log-uniform, dropout 0-0.2, targets."""
-    return {key: dict(entry["spec"]) for key, entry in _table()["space"].items()}
+def _entries(shape: Any = None) -> dict[str, dict[str, Any]]:
+    """The default space's entries (spec, grid, source) for a base of *shape* (lfgen.builder.shapes.Shape): the
+    seeds' LoRA keys where the shape reads them, its own learning-rate band (R-METHOD-LR, R-STAGE-LR) and pref_beta
+    (R-STAGE-BETA) for a preference stage."""
+    table = _table()["space"]
+    if shape is None or shape.is_default:
+        return table
+    found = {}
+    for key, entry in table.items():
+        rate = shape.learning_rate() if key == "learning_rate" else None
+        if rate is not None and rate.range is not None:
+            low, high = rate.range
+            found[key] = {"spec": {"low": low, "high": high, "log": True}, "grid": shape.axis_values("lr", None),
+                          "source": f"{rate.rule}: {shape.label}'s band"}
+        elif shape.reads("lora_alpha" if key == ALPHA_RATIO else key):
+            found[key] = entry
+    beta = shape.beta()
+    if beta is not None:
+        low, high = beta["range"]
+        found["pref_beta"] = {"spec": {"low": low, "high": high, "log": True}, "grid": list(beta["sweep"]),
+                              "source": f"R-STAGE-BETA: {shape.stage.label}'s log-spaced band"}
+    return found
+
+
+def default_space(shape: Any = None) -> dict[str, dict[str, Any]]:
+    """The seeds' space: lora_rank 8-128 (log), alpha r/2r/4r, learning_rate log-uniform, dropout 0-0.2, targets;
+    for another *shape*, its own keys and bands (``_entries``)."""
+    return {key: dict(entry["spec"]) for key, entry in _entries(shape).items()}
 
 
 def variants() -> list[str]:
@@ -31,13 +56,14 @@ def variants() -> list[str]:
     return list(_table()["variants"])
 
 
-def load(path: str | None) -> dict[str, dict[str, Any]]:
-    """The space of *path* (a space file), or the default space; checked, not yet built (see ``check_builds``)."""
+def load(path: str | None, shape: Any = None) -> dict[str, dict[str, Any]]:
+    """The space of *path* (a space file), or the default space of the base's *shape*; checked, not yet built
+    (see ``check_builds``)."""
     from lfgen.experiments.sweeps import check_space
     from lfgen.yamlio import load_config
 
     if path is None:
-        return default_space()
+        return default_space(shape)
     space = check_space(load_config(path), path, extra=(ALPHA_RATIO,))
     for key, spec in space.items():
         where = f"{path}: {key}"
@@ -52,9 +78,10 @@ def load(path: str | None) -> dict[str, dict[str, Any]]:
     return space
 
 
-def grid(space: dict[str, dict[str, Any]], where: str) -> dict[str, list[Any]]:
-    """The values ``--sampler grid`` walks: each key's choices; a default range's grid values (seed figures)."""
-    defaults = _table()["space"]
+def grid(space: dict[str, dict[str, Any]], where: str, shape: Any = None) -> dict[str, list[Any]]:
+    """The values ``--sampler grid`` walks: each key's choices; a default range's grid values (seed figures, or the
+    *shape*'s band)."""
+    defaults = _entries(shape)
     found = {}
     for key, spec in space.items():
         if "choices" in spec:

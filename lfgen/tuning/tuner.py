@@ -135,13 +135,16 @@ def tune(name: str, *, base: str | None = None, options: Any = None, space: str 
         if base is None:
             raise InputError(f"{name}: no tune experiment in {experiments_dir}/; start one with lfgen tune {name} "
                              "--base PRESET|FILE")
+        from lfgen.builder.steps import build
+
         options = options or BuildOptions()
         where = space or spaces.DEFAULT
-        loaded = dict(space_spec) if space_spec is not None else spaces.load(space)  # space_spec: --staged's
-        settings = _settings(loaded, trials, sampler, pruner, metric, seed,
+        shape = build(base, options).shape  # a DPO base searches pref_beta and its own band, tuned by its metric
+        loaded = dict(space_spec) if space_spec is not None else spaces.load(space, shape)  # space_spec: --staged's
+        settings = _settings(loaded, trials, sampler, pruner, metric or shape.objective, seed,
                              {"max_samples": max_samples, "max_new_tokens": max_new_tokens})
         if settings["sampler"] == "grid":
-            spaces.grid(settings["space"], where)
+            spaces.grid(settings["space"], where, shape)
         spaces.check_builds(settings["space"], base, options, where)
         if dry_run:
             return TuneResult(folder, lines=_plan_lines(name, base, options, settings, gpus))
@@ -202,12 +205,14 @@ class _Loop:
 
         manifest = self.experiment.manifest
         self.options = BuildOptions.parse(**manifest.options)
-        base_config = build(manifest.base, self.options).config
+        built = build(manifest.base, self.options)
+        base_config = built.config
         self.base_rank = int(base_config.get("lora_rank", 8))
         for warning in eval_warnings(base_config, self.settings["pruner"]):
             self.say(f"warning: {warning}")
         space = self.settings["space"]
-        self.grid = spaces.grid(space, str(self.folder / MANIFEST)) if self.settings["sampler"] == "grid" else None
+        self.grid = spaces.grid(space, str(self.folder / MANIFEST), built.shape) \
+            if self.settings["sampler"] == "grid" else None
         self.study = studies.open_study(self.folder, manifest.name, self.settings, self.grid,
                                         int(base_config.get("eval_steps") or 1))
         if self.grid is not None:

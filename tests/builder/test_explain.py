@@ -65,12 +65,12 @@ def test_explain_an_unknown_model_is_an_error(runner, cli):
 def test_hand_edits_are_named(runner, cli, tmp_path):
     path = tmp_path / "a.yaml"
     runner.invoke(cli, ["preset", "a800", "-o", str(path)])
-    text = path.read_text().replace("learning_rate: 2.0e-4", "learning_rate: 3.0e-4").replace(
+    text = path.read_text().replace("learning_rate: 7.5e-5", "learning_rate: 3.0e-4").replace(
         "save_total_limit: 3  # LF-SKELETON\n", "") + "seed: 7\n"
     path.write_text(text)
     data = explain_json(runner, cli, str(path))
     by_key = {d["key"]: d for d in data["decisions"]}
-    assert by_key["learning_rate"]["rule"] == "FILE" and "edited by hand; lfgen wrote 0.0002 (R-LR" in \
+    assert by_key["learning_rate"]["rule"] == "FILE" and "edited by hand; lfgen wrote 7.5e-05 (R-LR-RANK" in \
         by_key["learning_rate"]["reason"]
     assert by_key["seed"]["reason"] == "added by hand"
     assert any("save_total_limit was removed by hand" in w for w in data["warnings"])
@@ -79,15 +79,16 @@ def test_hand_edits_are_named(runner, cli, tmp_path):
 def test_user_value_wins_and_explain_says_so(runner, cli):
     data = explain_json(runner, cli, "a800", "--lr", "3e-4")
     lr = next(d for d in data["decisions"] if d["key"] == "learning_rate")
-    assert lr["rule"] == "USER" and "overrides R-LR, which gives 0.0002" in lr["reason"]
+    assert lr["rule"] == "USER" and "overrides R-LR-RANK, which gives 7.5e-05" in lr["reason"]
 
 
 def test_llamafactory_example_file_is_explained(runner, cli, monkeypatch):
     monkeypatch.chdir(LF_EXAMPLES)
     data = explain_json(runner, cli, "examples/train_lora/qwen3_lora_sft.yaml")
     by_key = {d["key"]: d for d in data["decisions"]}
-    assert by_key["learning_rate"]["rule"] == "FILE" and "overrides R-LR, which gives 0.0002" in \
-        by_key["learning_rate"]["reason"]
+    # R-LR-RANK: the 4B model's 1e-3 (its name says 4B) x 32 / alpha 16 (LlamaFactory's 2 x rank 8), capped at 5e-4
+    assert by_key["learning_rate"]["rule"] == "FILE" and "overrides R-LR-RANK, which gives 0.0005" in \
+        by_key["learning_rate"]["reason"] and "capped at 0.0005" in by_key["learning_rate"]["reason"]
     assert by_key["lora_rank"]["value"] == 8 and by_key["lr_scheduler_type"]["rule"] == "R-SCHED"
     assert by_key["report_to"]["value"] == "none"  # the file's value stands
     suggested = {d["key"] for d in data["suggestions"]}

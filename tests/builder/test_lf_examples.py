@@ -172,3 +172,70 @@ def test_validate_agrees_with_llamafactorys_parser_on_every_example(monkeypatch,
               f"({sum(e is None for e in oracle.values())} accepted, {sum(e is not None for e in oracle.values())} "
               f"refused); lfgen stricter on {len(stricter)}: {stricter}")
     assert agree == len(oracle) == 56
+
+
+# Every training example whose shape is not LoRA SFT (issue 19): its explain names the shape and cites no rule
+# whose premise does not hold for it, in a decision, a suggestion or a warning.
+def _shape_of(path: str) -> str:
+    from lfgen.builder.shapes import of_config
+
+    return of_config(load_config(str(LF_EXAMPLES / path))).name
+
+
+NON_SFT = [p for p in EXAMPLES if _kind(p).is_training and _shape_of(p) != "lora-sft"]
+
+
+def test_the_non_sft_examples_are_the_shapes_the_issue_names():
+    shapes = {p: _shape_of(p) for p in NON_SFT}
+    for path, name in {"examples/train_lora/qwen3_lora_dpo.yaml": "lora-dpo",
+                       "examples/train_lora/qwen3_lora_kto.yaml": "lora-kto",
+                       "examples/train_lora/qwen3_lora_reward.yaml": "lora-rm",
+                       "examples/train_lora/qwen3_lora_pretrain.yaml": "lora-pt",
+                       "examples/train_full/qwen3_full_sft.yaml": "full-sft",
+                       "examples/extras/oft/llama3_oft_sft.yaml": "oft-sft",
+                       "examples/extras/llama_pro/llama3_freeze_sft.yaml": "freeze-sft"}.items():
+        assert shapes[path] == name
+    assert len(NON_SFT) == 29
+
+
+@pytest.mark.parametrize("path", NON_SFT)
+def test_explain_of_a_non_sft_example_names_its_shape_and_applies_no_rule_that_does_not_hold(runner, cli, monkeypatch,
+                                                                                           path):
+    monkeypatch.chdir(LF_EXAMPLES)
+    data = json.loads(runner.invoke(cli, ["explain", path, "--json", "--gpu", "A100-80"]).stdout)
+    shape = data["shape"]
+    assert shape["name"] == _shape_of(path)
+    skipped = {r["rule"] for r in shape["rules_not_applied"]}
+    assert {"R-LR", "R-LR-RANK", "R-LR-SIZE"} <= skipped or shape["name"].endswith(("-pt",))
+    cited = {d["rule"] for d in data["decisions"] + data["suggestions"]} | {w.split(":")[0] for w in data["warnings"]}
+    assert not cited & skipped, cited & skipped
+    assert not any("overrides R-LR," in d["reason"] for d in data["decisions"])  # the seeds' LoRA SFT rate, never
+    text = runner.invoke(cli, ["explain", path])
+    assert text.stdout.count("rules not applied (their premise does not hold)") == 1  # said once
+
+
+def test_the_dpo_example_on_an_a100_counts_pairs_and_the_reference(runner, cli, monkeypatch):
+    """Issue 19: explain --gpu A100-80 of LlamaFactory's DPO example turned its 1 x 8 into the SFT tier's 8 x 4."""
+    monkeypatch.chdir(LF_EXAMPLES)
+    path = "examples/train_lora/qwen3_lora_dpo.yaml"
+    tier = json.loads(runner.invoke(cli, ["explain", path, "--json", "--gpu", "A100-80"]).stdout)
+    micro = next(d for d in tier["decisions"] if d["key"] == "per_device_train_batch_size")
+    assert micro["value"] == 4 and "pairs (the tier's sequences halved" in micro["reason"]  # no estimate: the tier
+    data = json.loads(runner.invoke(cli, ["explain", path, "--json", "--gpu", "A100-80", "--model",
+                                          "Qwen/Qwen3-4B"]).stdout)
+    micro = next(d for d in data["decisions"] if d["key"] == "per_device_train_batch_size")
+    assert "(pairs: each row is chosen + rejected" in micro["reason"]
+    assert any("reference forward" in note for note in data["notes"]) and data["fits"] is True
+    sft = json.loads(runner.invoke(cli, ["explain", "examples/train_lora/qwen3_lora_sft.yaml", "--json", "--gpu",
+                                         "A100-80", "--model", "Qwen/Qwen3-4B"]).stdout)
+    assert micro["value"] < next(d for d in sft["decisions"] if d["key"] == "per_device_train_batch_size")["value"]
+
+
+def test_full_dpo_is_estimated_with_its_reference_copy(runner, cli, monkeypatch, tmp_path):
+    monkeypatch.chdir(LF_EXAMPLES)
+    args = ["--json", "--model", "Qwen/Qwen3-4B", "--gpu", "H200"]
+    lora = json.loads(runner.invoke(cli, ["explain", "examples/train_lora/qwen3_lora_dpo.yaml", *args]).stdout)
+    full = json.loads(runner.invoke(cli, ["explain", "examples/train_lora/qwen3_lora_dpo.yaml", *args, "--set",
+                                          "finetuning_type=full"]).stdout)
+    assert full["estimate_note"] == "" and full["memory_gib"]["weights"] > 2 * lora["memory_gib"]["weights"]
+    assert any("a frozen copy of the weights" in note for note in full["notes"])

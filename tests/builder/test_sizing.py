@@ -31,7 +31,7 @@ def test_quant_names_bitsandbytes_and_the_compute_dtype_of_the_precision():
 
 def test_quant_is_refused_for_full_fine_tuning_and_bad_bits():
     with pytest.raises(InputError, match="--quant 4: LlamaFactory quantizes only LoRA and OFT"):
-        build("a800", BuildOptions.parse(quant=4, set={"finetuning_type": "full"}))
+        build("auto", BuildOptions.parse(quant=4, set={"finetuning_type": "full"}))
     with pytest.raises(InputError, match="--quant"):
         BuildOptions.parse(quant=3)
 

@@ -90,6 +90,38 @@ def test_every_preset_x_gpu_x_model_passes_validate_and_llamafactorys_parser(tmp
 
 @pytest.mark.slow
 @needs_llamafactory
+def test_every_shape_passes_validate_and_llamafactorys_parser(tmp_path, monkeypatch):
+    """7 stages x 4 methods, each built by `lfgen preset auto --stage S --method M` on LlamaFactory's demo data of its
+    kind (dataset_info.json of its examples tree), one parser subprocess (issue 19)."""
+    from lfgen.builder.option_table import METHODS, STAGES
+
+    monkeypatch.chdir(tmp_path)
+    paths = []
+    for stage in STAGES:
+        for method in METHODS:
+            result = build("auto", BuildOptions.parse(stage=stage, method=method, gpu="A100-80",
+                                                      model="Qwen/Qwen2.5-7B-Instruct"))
+            paths.append(write(tmp_path / f"{stage}-{method}.yaml", render_build(result)))
+    report = validate(paths, dataset_dir=str(LF_EXAMPLES / "data"))
+    assert report.llamafactory["parser_run"] is True, report.llamafactory
+    assert report.ok, [(f.path, f.problems) for f in report.files if f.problems]
+    assert len(report.files) == 28
+
+
+def test_a_dataset_of_the_wrong_kind_for_the_stage_is_a_problem(tmp_path, monkeypatch):
+    """R-STAGE-DATA: LlamaFactory's parser loads no data, so only lfgen says it before the model loads."""
+    monkeypatch.chdir(LF_EXAMPLES)
+    text = (LF_EXAMPLES / "examples/train_lora/qwen3_lora_sft.yaml").read_text().replace("stage: sft", "stage: dpo")
+    path = write(tmp_path / "dpo.yaml", text)
+    problems = validate([path], run_parser=False).files[0].problems
+    assert len(problems) == 2 and all("stage dpo trains on pairwise rows" in p for p in problems)
+    assert problems[0].startswith("dataset: 'identity' holds SFT rows")
+    predict = write(tmp_path / "p.yaml", text.replace("do_train: true", "do_train: false\ndo_predict: true"))
+    assert not any("trains on" in p for p in validate([predict], run_parser=False).files[0].problems)
+
+
+@pytest.mark.slow
+@needs_llamafactory
 def test_llamafactorys_own_examples_are_accepted(monkeypatch):
     monkeypatch.chdir(LF_EXAMPLES)
     names = [f"examples/train_lora/{n}" for n in ("qwen3_lora_sft.yaml", "qwen3_lora_pretrain.yaml",

@@ -20,8 +20,8 @@ SEED_000 = {  # RULES.md §1, seed 000's four schemes, as LLM targets
     "aggressive": (64, 128, 0.05, "all"),
     "efficiency": (8, 16, 0.1, "q_proj,v_proj"),
 }
-A800_TRAINING = {  # seed 002 "总结"
-    "learning_rate": 2.0e-4, "num_train_epochs": 3.0, "per_device_train_batch_size": 4,
+A800_TRAINING = {  # seed 002 "总结"; its learning_rate 2e-4 is R-LR-RANK's alternative (see below)
+    "num_train_epochs": 3.0, "per_device_train_batch_size": 4,
     "gradient_accumulation_steps": 8, "warmup_ratio": 0.1, "lr_scheduler_type": "cosine", "weight_decay": 0.01,
     "bf16": True, "flash_attn": "fa2", "stage": "sft", "finetuning_type": "lora", "cutoff_len": 2048,
     "val_size": 0.05, "eval_strategy": "steps", "eval_steps": 200, "logging_steps": 10, "save_steps": 500,
@@ -33,6 +33,20 @@ A800_TRAINING = {  # seed 002 "总结"
 def test_preset_lora_block_is_the_seed(name, expected):
     config = build(name).config
     assert (config["lora_rank"], config["lora_alpha"], config["lora_dropout"], config["lora_target"]) == expected
+
+
+# R-LR-RANK x R-LR-SIZE on the default 7.6B model: 3e-4 x 32 / alpha (two significant digits), the seeds' 2e-4 beside it
+PRESET_RATES = {"lightweight": 3e-4, "balanced": 1.5e-4, "a800": 7.5e-5, "large-rank": 3.7e-5, "conservative": 1.5e-4,
+                "alpha-4x": 7.5e-5, "aggressive": 7.5e-5, "efficiency": 5e-4}  # 6e-4, capped at R-LR's 5e-4
+
+
+@pytest.mark.parametrize("name,rate", PRESET_RATES.items())
+def test_the_learning_rate_follows_alpha_with_the_seeds_rate_as_the_alternative(name, rate):
+    decision = build(name).decisions["learning_rate"]
+    assert (decision.value, decision.rule) == (rate, "R-LR-RANK")
+    assert "2e-4, the seeds' LoRA rate (R-LR" in decision.alternative
+    alpha = build(name).config["lora_alpha"]
+    assert decision.value == pytest.approx(min(3e-4 * 32 / alpha, 5e-4), rel=0.05)  # lr x alpha held, under the cap
 
 
 @pytest.mark.parametrize("name", list(SEED_002) + list(SEED_000))

@@ -33,3 +33,41 @@ def test_data_format_problems_exit_1_and_a_bad_name_is_one_error(runner, cli, tm
     assert missing.exit_code == 1
     assert missing.stderr.strip().splitlines() == [
         f"Error: dataset: 'bda' is not registered in {root / 'dataset_info.json'} (did you mean: bad?); registered: bad"]
+
+
+def test_data_reads_pairwise_kto_and_text_rows_and_checks_the_stage(runner, cli, tmp_path):
+    from lfgen.tiny import make_dataset, make_kto_dataset, make_pairwise_dataset, make_text_dataset
+
+    root = tmp_path / "data"
+    for make in (make_dataset, make_pairwise_dataset, make_kto_dataset, make_text_dataset):
+        make(root)
+    args = ["data", "tiny_dpo", "tiny_kto", "tiny_text", "--dataset-dir", str(root), "--json"]
+    data = json.loads(runner.invoke(cli, args).stdout)
+    kinds = {d["name"]: (d["kind"], d["problem_count"], d["rows"]) for d in data["datasets"]}
+    assert kinds == {"tiny_dpo": ("pairwise", 0, 40), "tiny_kto": ("feedback", 0, 40), "tiny_text": ("text", 0, 200)}
+    fits = runner.invoke(cli, ["data", "tiny_dpo", "--dataset-dir", str(root), "--stage", "dpo"])
+    assert fits.exit_code == 0 and "alpaca, pairwise" in fits.stdout
+    wrong = runner.invoke(cli, ["data", "tiny_alpaca", "--dataset-dir", str(root), "--stage", "dpo"])
+    assert wrong.exit_code == 1
+    assert "problem: tiny_alpaca: dataset: 'tiny_alpaca' holds SFT rows" in wrong.stdout
+    assert "stage dpo trains on pairwise rows" in wrong.stdout
+
+
+def test_data_names_the_row_a_pairwise_or_kto_file_gets_wrong(runner, cli, tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "dataset_info.json").write_text(json.dumps({
+        "pairs": {"file_name": "pairs.json", "ranking": True, "formatting": "sharegpt",
+                  "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"}},
+        "kto": {"file_name": "kto.json", "columns": {"prompt": "q", "response": "a", "kto_tag": "ok"}}}))
+    (root / "pairs.json").write_text(json.dumps([
+        {"conversations": [{"from": "human", "value": "hi"}], "chosen": {"from": "gpt", "value": "hello"},
+         "rejected": {"from": "gpt", "value": "go"}},
+        {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "x"}],
+         "chosen": {"from": "gpt", "value": "y"}, "rejected": "not a message"}]))
+    (root / "kto.json").write_text(json.dumps([{"q": "a", "a": "b", "ok": True}, {"q": "a", "a": "b", "ok": "yes"}]))
+    result = runner.invoke(cli, ["data", "pairs", "kto", "--dataset-dir", str(root)])
+    assert result.exit_code == 1
+    assert "pairs.json row 2: 2 messages; a pairwise prompt ends with the user's turn" in result.stdout
+    assert "pairs.json row 2: no rejected answer in column 'rejected'" in result.stdout
+    assert "kto.json row 2: kto_tag column 'ok' is 'yes', not true or false" in result.stdout

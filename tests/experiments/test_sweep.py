@@ -30,13 +30,20 @@ def test_sweep_rank_is_seed_002_experiment_1():
     assert {name: (c["lora_rank"], c["lora_alpha"]) for name, c in runs.items()} == {
         "rank-16": (16, 32), "rank-32": (32, 64), "rank-64": (64, 128), "rank-128": (128, 256)}
     assert {c["output_dir"] for c in runs.values()} == {f"outputs/rank-sweep/rank-{r}" for r in (16, 32, 64, 128)}
-    assert {c["learning_rate"] for c in runs.values()} == {2e-4}
+    # R-LR-RANK: 3e-4 (R-LR-SIZE, a 7.6B model) x 32 / alpha, so lr x alpha stays where it was measured best
+    assert {name: c["learning_rate"] for name, c in runs.items()} == {
+        "rank-16": 3e-4, "rank-32": 1.5e-4, "rank-64": 7.5e-5, "rank-128": 3.7e-5}
+    held = configs(make_sweep("rank", [], options=_options(lr=2e-4), name="held"))
+    assert {c["learning_rate"] for c in held.values()} == {2e-4}  # the seed's experiment 1, rate held by --lr
 
 
 def test_sweep_lr_is_seed_002_experiment_2():
+    # The seed's 1e-4 / 2e-4 / 5e-4 are 0.5x, 1x and 2.5x its 2e-4: the sweep takes them around the base's R-LR-RANK rate
     runs = configs(make_sweep("lr", []))
-    assert {name: c["learning_rate"] for name, c in runs.items()} == {"lr-1e-4": 1e-4, "lr-2e-4": 2e-4,
-                                                                      "lr-5e-4": 5e-4}
+    assert {name: c["learning_rate"] for name, c in runs.items()} == {"lr-3.7e-5": 3.7e-5, "lr-7.5e-5": 7.5e-5,
+                                                                      "lr-1.9e-4": 1.9e-4}
+    seeds = configs(make_sweep("lr", ["1e-4", "2e-4", "5e-4"], name="seed-lr"))
+    assert {c["learning_rate"] for c in seeds.values()} == {1e-4, 2e-4, 5e-4}
     assert {c["lora_rank"] for c in runs.values()} == {64}
 
 
@@ -52,7 +59,8 @@ def test_manifest_records_everything():
     assert (manifest.name, manifest.base, manifest.sweep) == ("r", "lightweight", {"axis": "rank", "values": [16, 32]})
     assert manifest.options == {"gpu": "4090"}
     run = manifest.runs[0]
-    assert (run.name, run.overrides, run.varies) == ("rank-16", {"rank": 16}, {"lora_rank": 16, "lora_alpha": 32})
+    assert (run.name, run.overrides) == ("rank-16", {"rank": 16})
+    assert run.varies == {"lora_rank": 16, "lora_alpha": 32, "learning_rate": 3e-4}  # lr follows alpha (R-LR-RANK)
     assert (run.config, run.output_dir) == ("runs/rank-16.yaml", "outputs/r/rank-16")
     config = yaml.safe_load((experiment.path / run.config).read_text())
     assert config["per_device_train_batch_size"] * config["gradient_accumulation_steps"] == 32
@@ -125,7 +133,7 @@ def test_staged_tuning_starts_from_the_best_run(tmp_path):
 
 
 def test_staged_tuning_by_a_score_picks_the_highest(tmp_path):
-    make_sweep("lr", [])
+    make_sweep("lr", ["1e-4", "2e-4", "5e-4"])
     for run, score in {"lr-1e-4": 20.0, "lr-2e-4": 31.5, "lr-5e-4": 25.0}.items():
         out = tmp_path / "outputs" / "lr-sweep" / run
         out.mkdir(parents=True)
@@ -135,7 +143,9 @@ def test_staged_tuning_by_a_score_picks_the_highest(tmp_path):
 
 
 def test_wandb_export_drives_llamafactory_with_key_value_overrides():
-    experiment = make_sweep("rank", [], export="wandb")
+    with pytest.raises(InputError, match="learning_rate moves with the rank .* hold the rate with --lr VALUE"):
+        make_sweep("rank", [], export="wandb", name="tied")
+    experiment = make_sweep("rank", [], export="wandb", options=_options(lr=2e-4))
     spec = yaml.safe_load((experiment.path / "wandb-sweep.yaml").read_text())
     assert spec["command"] == ["llamafactory-cli", "train", "experiments/rank-sweep/wandb-base.yaml",
                                "${args_no_hyphens}"]
@@ -149,8 +159,14 @@ def test_wandb_export_drives_llamafactory_with_key_value_overrides():
 def test_llamafactory_parses_every_run_and_the_wandb_command_line(tmp_path):
     make_dataset_dir(tmp_path / "data")
     data = {"dataset": ["my_sft"], "dataset_dir": str(tmp_path / "data")}
-    experiments = [make_sweep(axis, [], options=_options(**data), export="wandb" if axis == "rank" else None)
+    experiments = [make_sweep(axis, [], options=_options(**data, **({"lr": 2e-4} if axis == "rank" else {})),
+                              export="wandb" if axis == "rank" else None)
                    for axis in ("rank", "lr", "target", "alpha", "dropout", "epochs")]
+    from lfgen.tiny import make_pairwise_dataset
+
+    make_pairwise_dataset(tmp_path / "data")
+    experiments.append(make_sweep("beta", [], base="auto", options=_options(stage="dpo", dataset=["tiny_dpo"],
+                                                                            dataset_dir=str(tmp_path / "data"))))
     experiments.append(make_sweep("grid", ["lora_rank=8,16", "learning_rate=1e-4,3e-4"], options=_options(**data)))
     requests = {}
     for experiment in experiments:
@@ -165,11 +181,11 @@ def test_llamafactory_parses_every_run_and_the_wandb_command_line(tmp_path):
     report = validate(paths)  # lfgen's checks, then LlamaFactory's own parser on every run
     assert report.llamafactory["parser_run"] is True
     assert report.ok, [(f.path, f.problems) for f in report.files if f.problems]
-    assert len(paths) == len(requests) == 4 + 3 + 3 + 3 + 3 + 3 + 4
+    assert len(paths) == len(requests) == 4 + 3 + 3 + 3 + 3 + 3 + 4 + 4
 
 
 @pytest.mark.parametrize("args,kwargs,message", [
-    (("speed", []), {}, "axis: unknown axis 'speed'; choose one of rank, alpha, lr, target, dropout, epochs, grid"),
+    (("speed", []), {}, "axis: unknown axis 'speed'; choose one of rank, alpha, lr, beta, target, dropout, epochs, grid"),
     (("rank", ["abc"]), {}, "rank: 'abc' is not an integer"),
     (("lr", ["fast"]), {}, "lr: 'fast' is not a number"),
     (("grid", []), {}, "grid: no values"),
@@ -243,3 +259,53 @@ def test_runs_that_cannot_fit_are_resized_or_dropped_with_the_reason():
     everything = make_sweep("rank", ["8", "1024"], base="balanced", options=options, name="all", prune=False)
     assert [run.name for run in everything.manifest.runs] == ["rank-8", "rank-1024"]
     assert everything.manifest.runs[1].estimate["fits"] is False
+
+
+@pytest.mark.parametrize("stage,betas", [("dpo", [0.01, 0.03, 0.1, 0.3]), ("orpo", [0.05, 0.1, 0.25]),
+                                         ("simpo", [2.0, 2.5, 5.0, 10.0])])
+def test_sweep_beta_is_log_spaced_over_the_stages_band(stage, betas):
+    runs = configs(make_sweep("beta", [], base="auto", options=_options(stage=stage)))
+    assert sorted(c["pref_beta"] for c in runs.values()) == betas  # R-STAGE-BETA
+    assert {c["stage"] for c in runs.values()} == {"dpo"} and f"beta-{betas[0]:g}" in runs
+
+
+def test_sweep_beta_takes_values_and_a_base_file(tmp_path):
+    from lfgen import BuildOptions, build, render_build
+
+    (tmp_path / "dpo.yaml").write_text(render_build(build("auto", BuildOptions.parse(stage="kto"))))
+    runs = configs(make_sweep("beta", ["0.05", "0.2"], base=str(tmp_path / "dpo.yaml")))
+    assert {name: c["pref_beta"] for name, c in runs.items()} == {"beta-0.05": 0.05, "beta-0.2": 0.2}
+
+
+def test_sweep_beta_on_an_sft_base_is_refused():
+    with pytest.raises(InputError, match="beta: the base trains LoRA SFT, which has no pref_beta"):
+        make_sweep("beta", [])
+
+
+@pytest.mark.parametrize("options,values", [
+    ({"method": "full"}, [1e-5, 2.2e-5, 5e-5]),  # R-METHOD-LR's band, not the seeds' LoRA 1e-4 / 2e-4 / 5e-4
+    ({"stage": "dpo"}, [5e-6, 1.6e-5, 5e-5]),  # R-STAGE-LR's LoRA DPO band
+    ({"stage": "dpo", "method": "full"}, [5e-7, 1.6e-6, 5e-6])])
+def test_sweep_lr_spans_the_shapes_band(options, values):
+    runs = configs(make_sweep("lr", [], base="auto", options=_options(**options)))
+    assert sorted(c["learning_rate"] for c in runs.values()) == values
+
+
+@pytest.mark.parametrize("axis", ["rank", "alpha", "dropout", "target"])
+def test_an_axis_a_full_fine_tune_does_not_read_is_refused(axis):
+    with pytest.raises(InputError, match=f"{axis}: the base trains full-parameter SFT, which does not read lora_"):
+        make_sweep(axis, [], base="auto", options=_options(method="full"))
+
+
+def test_the_alpha_sweep_holds_the_bases_learning_rate():
+    # R-LR-RANK would move the rate as 1 / alpha and cancel the update the sweep means to change.
+    runs = configs(make_sweep("alpha", []))
+    assert {c["lora_alpha"] for c in runs.values()} == {64, 128, 256}
+    assert {c["learning_rate"] for c in runs.values()} == {7.5e-5}
+
+
+def test_sweep_plan_of_a_full_fine_tune_has_no_lora_axes():
+    from lfgen.experiments.make import sweep_plan
+
+    lines = sweep_plan("auto", _options(method="full", stage="dpo"))
+    assert "has no LoRA rank" in lines[0] and "lfgen sweep lr" in lines[1] and "lfgen sweep beta" in lines[2]

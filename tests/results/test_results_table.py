@@ -167,3 +167,21 @@ def test_environment_columns_come_from_lfgen_env_json(tmp_path: Path) -> None:
     assert df["device"].tolist() == ["cuda", "cpu", None]
     assert df["llamafactory_version"].tolist() == ["0.9.5", "0.9.5", None]
     assert "device" not in compare(root, filter="lora_rank=64").columns  # no run kept has the file
+
+
+def test_preference_columns_when_llamafactory_logged_them(tmp_path: Path) -> None:
+    """R-STAGE-METRIC: DPO's final evaluation logs eval_rewards/accuracies and margins (train/dpo/trainer.py)."""
+    import json
+
+    rewards = {"eval_rewards/accuracies": 0.75, "eval_rewards/margins": 0.42, "eval_rewards/chosen": 0.1,
+               "eval_rewards/rejected": -0.32}
+    dpo = write_run(tmp_path / "dpo", Curves(decay(N), EVALS, logging_steps=10), config={"stage": "dpo"})
+    for name in ("eval_results.json", "all_results.json"):
+        path = dpo / name
+        path.write_text(json.dumps({**json.loads(path.read_text()), **rewards}))
+    write_run(tmp_path / "sft", Curves(decay(N), EVALS, logging_steps=10))
+    df = compare(tmp_path)
+    assert [c for c in df.columns if c in table.PREFERENCE_COLUMNS] == list(rewards)
+    assert df.loc[df["run"] == "dpo", "eval_rewards/accuracies"].item() == 0.75
+    assert math.isnan(df.loc[df["run"] == "sft", "eval_rewards/margins"].item())
+    assert "eval_rewards/margins" not in compare(tmp_path / "sft").columns  # only where a run logged them

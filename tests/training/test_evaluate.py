@@ -82,6 +82,11 @@ def run_dir(tmp_path: Path, config: dict, files: tuple[str, ...]) -> Path:
     (("all_results.json",), TRAIN, "run r: .* has no trained adapter or model; train it again"),
     (("all_results.json", "adapter_model.safetensors"), {**TRAIN, "val_size": 0.0},
      "run r: has no held-out data .*; set val_size"),
+    (("all_results.json", "adapter_model.safetensors"), {**TRAIN, "stage": "dpo"},  # issue 19: held-out pairs
+     r"run r: lfgen eval generates answers to held-out SFT rows, and a LoRA DPO run's .* judge it by "
+     r"eval_rewards/accuracies in lfgen compare"),
+    (("all_results.json", "model.safetensors"), {**TRAIN, "stage": "pt", "finetuning_type": "full"},
+     "a full-parameter pre-training run's held-out rows have no single reference answer"),
 ])
 def test_a_run_that_cannot_be_evaluated_is_one_clear_error(tmp_path, files, config, message):
     out = run_dir(tmp_path, config, files)

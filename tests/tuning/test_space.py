@@ -85,3 +85,30 @@ def test_a_sweep_is_not_resumed_as_a_study(tmp_path, monkeypatch, runner, cli):
     assert runner.invoke(cli, ["sweep", "rank", "16", "--name", "s"]).exit_code == 0
     result = runner.invoke(cli, ["tune", "s"])
     assert result.exit_code == 1 and "not of lfgen tune" in result.stderr, result.stderr
+
+
+def test_a_dpo_base_searches_pref_beta_and_the_dpo_band():
+    from lfgen.builder.shapes import Shape
+
+    space = spaces.default_space(Shape("dpo", "lora"))
+    assert space["learning_rate"] == {"low": 5e-6, "high": 5e-5, "log": True}  # R-STAGE-LR, not the SFT 5e-5-1e-3
+    assert space["pref_beta"] == {"low": 0.01, "high": 0.5, "log": True}  # R-STAGE-BETA
+    assert {"lora_rank", "alpha_ratio", "lora_dropout", "lora_target"} <= set(space)
+    full = spaces.default_space(Shape("sft", "full"))
+    assert full == {"learning_rate": {"low": 1e-5, "high": 5e-5, "log": True}}  # nothing LoRA to search
+    assert spaces.grid(full, "default", Shape("sft", "full")) == {"learning_rate": [1e-5, 2.2e-5, 5e-5]}
+    assert spaces.default_space(Shape("sft", "lora")) == spaces.default_space()
+
+
+def test_tune_on_a_dpo_base_is_tuned_by_the_reward_accuracy(tmp_path, monkeypatch):
+    from lfgen import BuildOptions
+    from lfgen.tuning.tuner import tune
+
+    monkeypatch.chdir(tmp_path)
+    plan = tune("d", base="auto", options=BuildOptions.parse(stage="dpo"), dry_run=True).lines
+    assert "metric eval_rewards/accuracies (highest wins)" in plan[0]  # R-STAGE-METRIC: beta-invariant
+    assert "  pref_beta: {'low': 0.01, 'high': 0.5, 'log': True}" in plan
+    kto = tune("k", base="auto", options=BuildOptions.parse(stage="kto"), dry_run=True).lines
+    assert "metric eval_rewards/margins (highest wins)" in kto[0]
+    picked = tune("m", base="auto", options=BuildOptions.parse(stage="dpo"), metric="eval_loss", dry_run=True).lines
+    assert "metric eval_loss (lowest wins)" in picked[0]  # --metric still wins
