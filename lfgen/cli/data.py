@@ -17,7 +17,7 @@ BAR_FROM = 10_000  # rows from which a terminal gets a progress bar
 @click.option("--dataset-dir", default="data", show_default=True, type=click.Path(file_okay=False), metavar="DIR",
               help="Folder with dataset_info.json.")
 @click.option("--model", metavar="M", help="A local model folder: its tokenizer counts the tokens "
-                                          "(else an approximation, which the output names).")
+                                          "(without --model, an approximation, which the output names).")
 @click.option("--cutoff-len", type=int, default=2048, show_default=True, metavar="N",
               help="Count the samples this cutoff_len would truncate.")
 @click.option("--eval", "eval_names", metavar="NAME[,NAME]",
