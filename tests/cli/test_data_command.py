@@ -33,3 +33,32 @@ def test_data_format_problems_exit_1_and_a_bad_name_is_one_error(runner, cli, tm
     assert missing.exit_code == 1
     assert missing.stderr.strip().splitlines() == [
         f"Error: dataset: 'bda' is not registered in {root / 'dataset_info.json'} (did you mean: bad?); registered: bad"]
+
+
+def test_preset_reads_the_same_malformed_files_without_a_traceback(runner, cli, tmp_path, monkeypatch):
+    """Issue 24: nested brackets, a 300 KB CSV field, a list in columns, a tags list (and more) crashed preset,
+    and a FIFO hung it; they go through lfgen data's reader: an entry of the wrong shape is an error, a file
+    whose rows can't be read a warning (the size, or the lengths, unknown), as before for files of an unknown kind."""
+    from tests.cli.test_bad_input import _bad_data
+
+    monkeypatch.chdir(tmp_path)
+    _bad_data(tmp_path, runner, cli)
+    (tmp_path / "data" / "big.csv").write_text("instruction,output\nq," + "x" * 300_000 + "\n", encoding="utf-8")
+    info = json.loads((tmp_path / "data" / "dataset_info.json").read_text(encoding="utf-8"))
+    info["big"] = {"file_name": "big.csv"}
+    (tmp_path / "data" / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
+    shapes = {"columns_str", "columns_list", "columns_int", "tags_list", "tags_nested", "formatting_int",
+              "long_name"}  # a file_name no file system holds, like one that does not exist
+    for name in info:
+        result = runner.invoke(cli, ["preset", "a800", "--dataset", name, "--dataset-dir", "data"])
+        assert result.exception is None or isinstance(result.exception, SystemExit), (name, result.exception)
+        assert "Traceback" not in result.output, name
+        if name in shapes:
+            assert result.exit_code == 1 and f"dataset '{name}'" in result.stderr, (name, result.output)
+        elif name in ("ok", "big"):  # a 300 KB field is a row LlamaFactory reads
+            assert result.exit_code == 0 and "N = 1 samples" in result.stderr, (name, result.output)
+        else:
+            assert result.exit_code == 0, (name, result.output)
+            said = (f"{name}: its rows can't be counted", "holds no rows", "too long",
+                    "the data's lengths are unknown")  # JSON lines are counted, then read for R-DATA-CUTOFF
+            assert any(words in result.stderr for words in said), (name, result.stderr)
