@@ -16,7 +16,7 @@ import secrets
 import shutil
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import yaml
 
@@ -146,38 +146,62 @@ def path_problem(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-def read_text(path: str | os.PathLike[str], what: str = "file") -> str:
-    """A UTF-8 text file, refused with one InputError when it is missing, not a regular file (a folder, a
-    FIFO or a device would block or mislead), unreadable or not UTF-8."""
+def open_regular(path: str | os.PathLike[str], what: str = "file") -> BinaryIO:
+    """*path* open for reading (binary), refused with one InputError when it is missing, a folder, not a regular
+    file or unreadable. A FIFO would block the open itself and a device (``/dev/zero``) would never end, so the
+    file is opened without blocking and checked on the open descriptor: one swapped in after a check is caught too."""
     path = Path(path)
     try:
-        info = path.stat()
+        _check_names(path)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
     except FileNotFoundError:
-        raise InputError(f"{path}: no such {what}; check the path") from None
+        raise InputError(f"{short_path(path)}: no such {what}; check the path") from None
     except OSError as exc:
         if exc.errno == errno.ENOTDIR:
-            raise InputError(f"{path}: no such {what}; a part of the path is a file, not a folder") from None
+            raise InputError(f"{short_path(path)}: no such {what}; a part of the path is a file, not a folder") from None
         raise InputError(f"{short_path(path)}: cannot be read: {path_problem(exc)}") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise InputError(f"{path}: is a directory, not a {what}")
-    if not stat.S_ISREG(info.st_mode):
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise InputError(f"{path}: is a directory, not a {what}")
         raise InputError(f"{path}: is not a regular file (a FIFO, socket or device); give a {what} on disk")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def read_text(path: str | os.PathLike[str], what: str = "file") -> str:
+    """A UTF-8 text file (newlines as Python reads text), refused with one InputError when it is missing, not a
+    regular file (``open_regular``), unreadable or not UTF-8."""
+    import io
+
+    with open_regular(path, what) as handle:
+        try:
+            return io.TextIOWrapper(handle, encoding="utf-8").read()
+        except UnicodeDecodeError:
+            raise InputError(f"{path}: not a UTF-8 text file") from None
+        except OSError as exc:
+            raise InputError(f"{path}: cannot be read ({exc.strerror})") from None
+
+
+def parse_json(text: str, where: str, fix: str) -> Any:
+    """JSON text with the limits YAML has (libyaml stops at 1,000 levels of nesting): deeper nesting than Python
+    parses and a number over Python's 4,300 digits are one InputError, like a syntax error."""
+    import json
+
     try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a UTF-8 text file") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot be read ({exc.strerror})") from None
+        return json.loads(text)
+    except RecursionError:
+        raise InputError(f"{where}: nested too deeply (brackets more than ~1,000 levels deep); {fix}") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{where}: not valid JSON ({exc}); {fix}") from None
+    except ValueError as exc:  # the one other: an integer longer than Python converts
+        raise InputError(f"{where}: not valid JSON ({str(exc).split(';')[0]}); {fix}") from None
 
 
 def read_json_object(path: str | os.PathLike[str], where: str, fix: str, what: str = "a JSON object") -> dict[str, Any]:
     """A JSON file that must hold an object (config.json, dataset_info.json); one InputError otherwise."""
-    import json
-
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{where}: not valid JSON ({exc}); {fix}") from None
+    data = parse_json(read_text(path, "JSON file"), where, fix)
     if not isinstance(data, dict):
         raise InputError(f"{where}: must hold {what}; {fix}")
     return data
@@ -195,6 +219,18 @@ def _check_names(path: Path) -> None:
     for part in path.parts:
         if len(os.fsencode(part)) > NAME_MAX:
             raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), str(path))
+
+
+def check_path(path: str | os.PathLike[str], option: str | None = None) -> Path:
+    """Refuse, before any work, a path no file system holds (a name over 255 bytes): the first look at it would
+    raise ENAMETOOLONG. One InputError naming *option* and the path; creates and reads nothing."""
+    path = Path(path)
+    try:
+        _check_names(path)
+    except OSError as exc:
+        where = f"{option}: {short_path(path)}" if option else short_path(path)
+        raise InputError(f"{where}: {path_problem(exc)}") from None
+    return path
 
 
 def make_parents(path: Path) -> list[Path]:
@@ -265,8 +301,9 @@ def write_new(path: str | os.PathLike[str], text: str | bytes, *, force: bool = 
         _check_names(path)
         if path.is_dir():
             raise InputError(f"{option}: {path} is a directory; give a file name")
-        if path.exists() and not force:
-            raise InputError(f"{option}: {path} already exists; pass --force to overwrite it")
+        if (path.exists() or path.is_symlink()) and not force:  # a dangling link is the user's too
+            what = "is a symbolic link" if path.is_symlink() and not path.exists() else "already exists"
+            raise InputError(f"{option}: {path} {what}; pass --force to overwrite it")
         return write_atomic(path, text)
     except OSError as exc:
         raise cannot_write(path, exc, option) from None

@@ -77,8 +77,13 @@ def fit_problem(name: str, entry: Any, stage: str, data: str, dataset_dir: str |
                 ) -> str | None:
     """One line when dataset *name* cannot train stage *stage* (whose data is *data*, presets/shapes.yaml), naming
     the dataset, what LlamaFactory does with it and the fix; None when it fits or the entry is not an object."""
-    if not isinstance(entry, dict):
-        return None  # a broken entry is datasets.checked_entry's to report
+    from lfgen.builder.datasets import checked_entry
+    from lfgen.errors import InputError
+
+    try:
+        checked_entry(name, entry, dataset_dir)
+    except InputError:
+        return None  # a broken entry (not an object, a list in columns, ...) is checked_entry's to report, by field
     kind = kind_of(entry)
     if kind in ACCEPTS[data]:
         return None

@@ -158,6 +158,19 @@ def texts_of(names: list[str], dataset_dir: str | Path) -> list[str]:
     return [t for n in names for t in _read(n, info[n], dataset_dir).texts if t]
 
 
+def _check_model(model: str) -> None:
+    """--model names a local model folder (its tokenizer counts) or an id of lfgen's offline catalog (a
+    vision-language model's image rule); anything else is an error, never a silent fall-back to the approximation."""
+    from lfgen.models.catalog import catalog_entry
+    from lfgen.yamlio import check_path
+
+    if check_path(model, "--model").is_dir() or catalog_entry(model) is not None:
+        return
+    what = "is not a folder" if Path(model).exists() else "no such folder"
+    raise InputError(f"--model: {model}: {what}, nor an id of lfgen's model catalog; give a local model folder (its "
+                     "tokenizer counts the tokens), or leave --model out for the stated approximation")
+
+
 def report(names: list[str], dataset_dir: str | Path, *, model: str | None = None, cutoff_len: int = 2048,
            eval_names: list[str] | None = None, progress: Callable[[int], None] | None = None,
            media_dir: str | Path | None = None, image_max_pixels: int | None = None,
@@ -173,11 +186,18 @@ def report(names: list[str], dataset_dir: str | Path, *, model: str | None = Non
         raise InputError("data: name at least one dataset registered in dataset_info.json")
     if cutoff_len < 1:
         raise InputError(f"--cutoff-len: must be >= 1 (got {cutoff_len})")
+    if model is not None:
+        _check_model(model)
     info = datasets.load_info(dataset_dir)
     problems = datasets.unregistered([*names, *eval_names], info, dataset_dir)
     if problems:
         raise InputError(problems[0])
     read = [_read(n, info[n], dataset_dir) for n in [*names, *eval_names]]
+    for r in read:
+        if not r.texts:
+            raise InputError(f"dataset {r.name!r}: {', '.join(r.files) or 'its file_name'} holds no rows; LlamaFactory "
+                             f"cannot train or evaluate on an empty dataset: add rows or fix its file_name in "
+                             f"{Path(dataset_dir) / datasets.INFO_FILE}")
     reports, train_lengths, method = [], [], ""
     train_prompts = {k for r in read[:len(names)] for k in r.prompts}
     train_fulls = {k for r in read[:len(names)] for k in r.fulls}

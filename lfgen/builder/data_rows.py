@@ -1,13 +1,13 @@
 """The rows of one dataset registered in ``dataset_info.json``, read the way LlamaFactory reads them:
 the file (json, jsonl, csv, parquet), the format (alpaca or sharegpt) and its columns and tags.
 
-Each row becomes a ``Sample`` (the prompt side and the answer side as text) or a problem line naming
-the row, the column and what is wrong; ``lfgen data`` and R-DATA-CUTOFF read rows through here.
+The files are read by ``data_files`` (with its limits: no FIFO, UTF-8, nesting, numbers). Each row becomes a
+``Sample`` (the prompt side and the answer side as text) or a problem line naming the row, the column and what
+is wrong; ``lfgen data`` and R-DATA-CUTOFF read rows through here.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 from collections.abc import Iterator
@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lfgen.builder.data_files import SUFFIXES, files_of, read_records
 from lfgen.builder.data_kinds import ALPACA_COLUMNS, SHAREGPT_COLUMNS, columns_of, kind_of  # noqa: F401
-from lfgen.builder.datasets import INFO_FILE
+from lfgen.builder.datasets import INFO_FILE, checked_entry, data_path
 from lfgen.errors import InputError
 
 _REMOTE = ("hf_hub_url", "ms_hub_url", "script_url", "cloud_file_name", "om_hub_url")
-_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
 SHAREGPT_TAGS = {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
                  "observation_tag": "observation", "function_tag": "function_call", "system_tag": "system"}
 
@@ -43,54 +43,29 @@ class Sample:
 def data_files(name: str, entry: dict[str, Any], dataset_dir: str | Path) -> list[Path]:
     """The local files of a registered dataset; an InputError names what is missing."""
     info = Path(dataset_dir) / INFO_FILE
+    entry = checked_entry(name, entry, dataset_dir)
     if any(entry.get(src) for src in _REMOTE):
         raise InputError(f"{name}: the dataset is on a hub ({info}); lfgen reads local files only: download it "
                          "and register its file_name")
     file_name = entry.get("file_name")
     if not file_name:
         raise InputError(f"{name}: no file_name in {info}; add the file's name relative to {dataset_dir}")
-    path = Path(dataset_dir) / file_name
-    if not path.exists():
+    path = data_path(name, file_name, dataset_dir)
+    if not path.exists() and not path.is_symlink():
         raise InputError(f"{name}: file_name {file_name!r} in {info} points to {path}, which does not exist; "
                          "fix file_name")
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in _SUFFIXES) \
-        if path.is_dir() else [path]
+    files = files_of(path)
     for file in files:
-        if file.suffix.lower() not in _SUFFIXES:
+        if file.suffix.lower() not in SUFFIXES:
             raise InputError(f"{name}: {file} is a {file.suffix or 'extension-less'} file; LlamaFactory reads "
-                             f"{', '.join(_SUFFIXES)}")
+                             f"{', '.join(SUFFIXES)}")
     return files
-
-
-def read_records(path: Path) -> list[Any]:
-    """Every record of one data file (a JSON list, JSON lines, CSV with a header, or parquet)."""
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".jsonl":
-            with path.open(encoding="utf-8") as handle:
-                return [json.loads(line) for line in handle if line.strip()]
-        if suffix == ".json":
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if isinstance(data, dict):  # a columnar {"instruction": [...], ...} file
-                columns = list(data)
-                return [dict(zip(columns, row)) for row in zip(*data.values())]
-            if not isinstance(data, list):
-                raise InputError(f"{path}: holds a JSON {type(data).__name__}; LlamaFactory reads a list of rows")
-            return data
-        if suffix == ".csv":
-            with path.open(encoding="utf-8", newline="") as handle:
-                return list(csv.DictReader(handle))
-        import pyarrow.parquet as pq  # only for parquet data
-
-        return pq.read_table(path).to_pylist()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not readable as {suffix[1:]} ({exc}); fix the file") from None
 
 
 def _text(value: Any) -> str:
     if value is None:
         return ""
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)  # parquet: bytes, dates
 
 
 def _alpaca(row: dict[str, Any], columns: dict[str, Any], where: str,
@@ -216,6 +191,7 @@ def _plain(row: dict[str, Any], columns: dict[str, Any], where: str) -> tuple[Sa
 
 def samples(name: str, entry: dict[str, Any], dataset_dir: str | Path) -> Iterator[tuple[Sample | None, list[str]]]:
     """Each row of a registered dataset as (sample or None, problems), in file order."""
+    entry = checked_entry(name, entry, dataset_dir)
     formatting = entry.get("formatting", "alpaca")
     if formatting not in ("alpaca", "sharegpt"):
         raise InputError(f"{name}: formatting {formatting!r} in {Path(dataset_dir) / INFO_FILE}; LlamaFactory knows "

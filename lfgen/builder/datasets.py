@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ def load_info(dataset_dir: str | Path) -> dict[str, Any]:
     if not is_dir:
         raise InputError(f"dataset_dir: {dataset_dir} is not a directory; pass --dataset-dir with the folder "
                          f"that holds {INFO_FILE}")
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():  # a FIFO or a folder there: read_json_object says what it is
         raise InputError(f"dataset_dir: {dataset_dir} has no {INFO_FILE}; register your data there "
                          "(https://github.com/hiyouga/LLaMA-Factory/blob/main/data/README.md) or pass another --dataset-dir")
     from lfgen.yamlio import read_json_object
@@ -71,26 +70,24 @@ def checked_entry(name: str, entry: Any, dataset_dir: str | Path) -> dict[str, A
     if "num_samples" in entry and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 0):
         raise InputError(f"{where}: num_samples must be a whole number of rows >= 0 "
                          f"(got {json.dumps(samples)[:40]}); fix or remove it")
+    formatting = entry.get("formatting", "alpaca")
+    if not isinstance(formatting, str):
+        raise InputError(f"{where}: formatting must be a string such as \"alpaca\" or \"sharegpt\" "
+                         f"(got {json.dumps(formatting)[:40]}); fix the entry")
+    for field, shape in (("columns", 'each role to a column name, such as {"prompt": "instruction"}'),
+                         ("tags", 'each tag to its value, such as {"role_tag": "from"}')):
+        value = entry.get(field)  # LlamaFactory reads each as a flat object of strings
+        if value is not None and (not isinstance(value, dict)
+                                  or not all(v is None or isinstance(v, str) for v in value.values())):
+            raise InputError(f"{where}: {field} must map {shape} (got {json.dumps(value)[:40]}); fix the entry")
     return entry
 
 
-def _count_file(path: Path) -> int:
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        with path.open("rb") as handle:
-            return sum(1 for line in handle if line.strip())
-    if suffix == ".json":
-        with path.open(encoding="utf-8") as handle:
-            data = json.load(handle)
-        return len(data) if isinstance(data, list) else len(next(iter(data.values()), [])) if isinstance(data, dict) else 0
-    if suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as handle:
-            return max(0, sum(1 for _ in csv.reader(handle)) - 1)
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq  # pandas' parquet engine; imported only for parquet data
+def data_path(name: str, file_name: str, dataset_dir: str | Path) -> Path:
+    """Where *file_name* of dataset *name* is; a name no file system holds (over 255 bytes) is one InputError."""
+    from lfgen.yamlio import check_path
 
-        return pq.ParquetFile(path).metadata.num_rows
-    raise ValueError(f"cannot count rows of a {suffix or 'extension-less'} file")
+    return check_path(Path(dataset_dir) / file_name, f"dataset {name!r}: file_name")
 
 
 @dataclass(frozen=True)
@@ -109,15 +106,19 @@ def count_rows(name: str, entry: dict[str, Any], dataset_dir: str | Path, max_sa
     file_name = entry.get("file_name")
     if not file_name:
         return Size(None, f"{name} has no file_name in {INFO_FILE} (pass --samples)")
-    path = Path(dataset_dir) / file_name
-    if not path.exists():
+    path = data_path(name, file_name, dataset_dir)
+    if not path.exists() and not path.is_symlink():
         raise InputError(f"dataset: {name!r} points to {path}, which does not exist; fix file_name in "
                          f"{Path(dataset_dir) / INFO_FILE}")
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    from lfgen.builder.data_files import count_records, files_of
+
     try:
-        rows = sum(_count_file(f) for f in files)
-    except (ValueError, json.JSONDecodeError, UnicodeDecodeError, ImportError) as exc:
-        return Size(None, f"{name}: rows of {path} can't be counted ({exc}); pass --samples")
+        rows = sum(count_records(f) for f in files_of(path))
+    except InputError as exc:
+        return Size(None, f"{name}: its rows can't be counted: {exc}; pass --samples")
+    if rows == 0:
+        return Size(None, f"{name}: {path} holds no rows (LlamaFactory cannot train on it); fix file_name or pass "
+                          "--samples")
     if max_samples is not None and rows > max_samples:
         return Size(max_samples, f"{name}: {rows:,} rows, capped by max_samples {max_samples:,}")
     return Size(rows, f"{name}: {rows:,} rows in {path}")

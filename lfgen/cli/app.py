@@ -76,6 +76,13 @@ class _Group(click.Group):
         except LfgenError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(1)
+        except KeyboardInterrupt as stop:  # SIGTERM where a command did not say more (connecting to Ray)
+            from lfgen.training.signals import Terminated
+
+            if not isinstance(stop, Terminated):
+                raise
+            click.echo(f"terminated (SIGTERM){f' {stop}' if str(stop) else ''}", err=True)
+            sys.exit(stop.exit_code)
 
 
 @click.group(cls=_Group, context_settings=CONTEXT)

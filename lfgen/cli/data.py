@@ -18,8 +18,9 @@ BAR_FROM = 10_000  # rows from which a terminal gets a progress bar
 @click.option("--dataset-dir", default="data", show_default=True, type=click.Path(file_okay=False), metavar="DIR",
               help="Folder with dataset_info.json.")
 @click.option("--model", metavar="M", help="A local model folder: its tokenizer counts the tokens "
-                                          "(else an approximation, which the output names); for a vision-language "
-                                          "model (a folder or a catalog id) its rule also counts the image tokens.")
+                                          "(without --model, an approximation, which the output names); for a "
+                                          "vision-language model (a folder or a catalog id) its rule also counts "
+                                          "the image tokens.")
 @click.option("--cutoff-len", type=int, default=2048, show_default=True, metavar="N",
               help="Count the samples this cutoff_len would truncate.")
 @click.option("--eval", "eval_names", metavar="NAME[,NAME]",

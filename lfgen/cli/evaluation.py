@@ -80,12 +80,11 @@ def eval_command(target: str, max_samples: int | None, batch_size: int | None, m
       lfgen eval rank-sweep --ray --max-new-tokens 64    # a local Ray instance
       lfgen compare experiments/rank-sweep --sort -predict_rouge-l
     """
-    from pathlib import Path  # inside: pathlib costs ~6 ms of every `lfgen --help`
-
     from lfgen.training.evaluate import Outcome, evaluate, evaluate_experiment
+    from lfgen.yamlio import check_path
 
     options = generation_options(max_samples, batch_size, max_new_tokens, temperature)
-    path = Path(target)
+    path = check_path(target)  # a name the OS would refuse (ENAMETOOLONG) at the first look
     if _is_run_dir(path):
         if ray_address is not None:
             from lfgen.errors import InputError

@@ -241,7 +241,9 @@ def status(target: str | None, as_json: bool, experiments_dir: str) -> None:
       lfgen status experiments/rank-sweep --json
     """
     from lfgen.numbers import short
+    from lfgen.yamlio import check_path
 
+    check_path(experiments_dir, "--experiments-dir")
     if target is None:
         _experiments_status(experiments_dir, as_json)
         return

@@ -68,6 +68,10 @@ def tune(name: str, base: str | None, space: str | None, trials: int | None, sam
     from lfgen.training import launch
     from lfgen.training.signals import Terminated, sigterm_as_interrupt
 
+    from lfgen.yamlio import check_can_write
+
+    check_can_write(experiments_dir, "--experiments-dir")  # before the study is set up, as lfgen sweep checks
+    check_can_write(outputs_dir, "--outputs-dir")
     options = to_build_options(kwargs)
     gpu_list = launch.parse_gpus(gpus, launch.visible_gpus()) if gpus else None
     if ray_address is not None and gpu_list is not None:

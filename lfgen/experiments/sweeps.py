@@ -205,12 +205,21 @@ def check_space(space: dict[str, Any], path: str, extra: tuple[str, ...] = ()) -
         low, high = spec["low"], spec["high"]
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
             raise InputError(f"{where}: low and high must be numbers (got {low!r}, {high!r})")
+        # nan passes every comparison below (low > high, low <= 0), so it is named here
+        odd = next((v for v in (low, high) if isinstance(v, float) and not math.isfinite(v)), None)
+        if odd is not None:
+            what = "nan (not a number)" if math.isnan(odd) else odd
+            raise InputError(f"{where}: a range end is {what}; low and high must be finite numbers "
+                             f"(got {low!r}, {high!r})")
         if low > high:
             raise InputError(f"{where}: low {low} is above high {high}; swap them")
         if spec.get("log") and low <= 0:
             raise InputError(f"{where}: a log range needs low > 0 (got {low})")
         if spec.get("type", "float") not in ("int", "float"):
             raise InputError(f"{where}: type must be int or float (got {spec['type']!r})")
+        if spec.get("type") == "int" and math.ceil(low) > math.floor(high):
+            raise InputError(f"{where}: an int range with no whole number between low {low} and high {high}; "
+                             f"widen it (e.g. low: {math.floor(low)}, high: {math.ceil(high)})")
     return space
 
 

@@ -52,8 +52,22 @@ class EvalOptions:
                                  ("--max-new-tokens", self.max_new_tokens, 1)):
             if value is not None and value < low:
                 raise InputError(f"{name}: must be at least {low} (got {value})")
+        check_new_tokens(self.max_new_tokens)
+        if not math.isfinite(self.temperature):  # as every float option: nan passes every comparison
+            raise InputError(f"--temperature: must be a finite number (got {self.temperature})")
         if self.temperature < 0:
             raise InputError(f"--temperature: must be 0 (greedy) or more (got {self.temperature})")
+
+
+# The most new tokens one answer may have: a model's whole context at the longest common (128K); more can only
+# mean a typo, and generation would run for days (lfgen eval and lfgen sample).
+MAX_NEW_TOKENS = 131_072
+
+
+def check_new_tokens(value: int) -> None:
+    if value > MAX_NEW_TOKENS:
+        raise InputError(f"--max-new-tokens: must be at most {MAX_NEW_TOKENS:,} (a long model context; got {value}); "
+                         "an answer to score is far shorter")
 
 
 def require_finished(run_dir: Path, config: dict[str, Any], name: str) -> None:
@@ -74,6 +88,16 @@ def require_finished(run_dir: Path, config: dict[str, Any], name: str) -> None:
         raise InputError(f"run {name}: lfgen eval generates answers to held-out SFT rows, and a {shape.label} run's "
                          f"held-out rows have no single reference answer (LlamaFactory's predict refuses them); "
                          f"judge it by {shape.objective} in lfgen compare")
+
+
+def check_eval_dir(run_dir: Path, name: str) -> None:
+    """``RUN/eval`` is lfgen eval's own folder, replaced at each evaluation: a file or a link there is someone
+    else's, never removed or followed (the link could lead out of the run)."""
+    eval_dir = run_dir / EVAL_DIR
+    if eval_dir.is_symlink() or (eval_dir.exists() and not eval_dir.is_dir()):
+        what = "a symbolic link" if eval_dir.is_symlink() else "a file"
+        raise InputError(f"run {name}: {eval_dir} is {what}, not lfgen eval's folder (it writes the predictions and "
+                         "scores there, replacing the folder); move it aside, then evaluate again")
 
 
 def _positive(value: Any) -> bool:
@@ -148,8 +172,9 @@ def predict_config(config: dict[str, Any], run_dir: Path, root: Path, options: E
 
 
 def is_scored(run_dir: str | Path) -> bool:
-    """The run's evaluation finished: lfgen's scores are written (the last step of an evaluation)."""
-    return (Path(run_dir) / EVAL_DIR / SCORES).is_file()
+    """The run's evaluation finished: lfgen's scores are written (the last step of an evaluation) in its own
+    eval folder (a link there is not the run's: ``check_eval_dir``)."""
+    return not (Path(run_dir) / EVAL_DIR).is_symlink() and (Path(run_dir) / EVAL_DIR / SCORES).is_file()
 
 
 def evaluate(run_dir: str | Path, options: EvalOptions | None = None, *, name: str | None = None,
@@ -174,6 +199,7 @@ def evaluate(run_dir: str | Path, options: EvalOptions | None = None, *, name: s
     root = root or config_root
     name = name or run_dir.name
     require_finished(run_dir, config, name)
+    check_eval_dir(run_dir, name)
     if is_scored(run_dir) and not force:
         return None
     values = predict_config(config, run_dir, root, options, name)

@@ -98,6 +98,9 @@ def sample(run_dir: str | Path, prompts_file: str | Path, output: str | Path | N
     run_dir = Path(run_dir)
     if max_new_tokens < 1:
         raise InputError(f"--max-new-tokens: must be at least 1 (got {max_new_tokens})")
+    from lfgen.training.evaluate import check_new_tokens
+
+    check_new_tokens(max_new_tokens)
     config, root = run_config(run_dir)
     _require_done(run_dir)
     try:

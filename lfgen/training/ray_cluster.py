@@ -9,10 +9,11 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
-from lfgen.errors import InputError
+from lfgen.errors import InputError, short_path
 
 RAY_HINT = "pip install 'lfgen[ray]'"
 CONNECT_TIMEOUT_S = 5.0
@@ -36,20 +37,52 @@ def host_port(address: str) -> tuple[str, int]:
     if not sep:
         host, port = rest, "10001" if address.startswith("ray://") else "6379"
     try:
-        return host.strip("[]") or "127.0.0.1", int(port)
+        number = int(port)
     except ValueError:
         raise InputError(f"--ray: {address!r} is not a Ray address; write HOST:PORT, ray://HOST:PORT or auto") from None
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        host.encode("idna")  # what the resolver does first: a part over 63 characters, or an empty one, fails there
+    except UnicodeError:
+        raise InputError(f"--ray: {short_path(host, 60)!r} is not a valid host name (each part between dots has 1 to "
+                         "63 characters); give the head's address as HOST:PORT") from None
+    return host, number
+
+
+# An HTTP/2 client's first bytes: the connection preface and an empty SETTINGS frame. Ray's GCS and its client
+# server (ray://) are gRPC servers, and an HTTP/2 server answers with a SETTINGS frame of its own at once.
+_HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+_SETTINGS = 4  # the frame type, the 4th byte of a frame's 9-byte header
 
 
 def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
-    """Fail at once on an address nothing listens at (ray.init would retry for minutes)."""
+    """Fail within *timeout* on an address that is not a Ray cluster: one nothing listens at (ray.init would retry
+    for minutes), or a port that is open but not Ray's, whose silence ray.init would wait on for ever."""
     host, port = host_port(address)
+    deadline = time.monotonic() + timeout
     try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return
+        conn = socket.create_connection((host, port), timeout=timeout)
     except OSError as exc:
         raise InputError(f"--ray: no Ray cluster at {address} ({exc.strerror or exc}); start one with "
                          "`ray start --head` or give its address (docs/cluster.md)") from None
+    answer = b""
+    with conn:
+        if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):  # gRPC over TLS: ray.init's own handshake
+            return
+        try:
+            conn.sendall(_HTTP2_HELLO)
+            while len(answer) < 9 and (left := deadline - time.monotonic()) > 0:
+                conn.settimeout(left)
+                chunk = conn.recv(9 - len(answer))
+                if not chunk:
+                    break
+                answer += chunk
+        except OSError:  # a reset, or the deadline: what came so far decides
+            pass
+    if len(answer) < 9 or answer[3] != _SETTINGS:
+        raise InputError(f"--ray: {address} is open but does not answer as a Ray cluster (no gRPC handshake within "
+                         f"{timeout:g} s); give the GCS address `ray start --head` printed (port 6379 by default), "
+                         "or ray://HOST:10001 for Ray Client")
 
 
 def capacity(nodes: list[dict[str, float]], cpus: float, gpus: int) -> int:
@@ -143,7 +176,19 @@ def import_ray() -> Any:
 
 def connect(address: str | None) -> tuple[Any, str | None]:
     """(the ray module, connected, and the cluster address or None for a local instance) for --ray *address*;
-    an address nothing listens at or a cluster that refuses the driver is one InputError."""
+    an address nothing listens at or a cluster that refuses the driver is one InputError. SIGTERM while it
+    connects is ``Terminated`` at once (the CLI says so and exits 143)."""
+    from lfgen.training.signals import Terminated, sigterm_as_interrupt
+
+    with sigterm_as_interrupt():
+        try:
+            return _connect(address)
+        except Terminated:
+            where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+            raise Terminated(f"while connecting to {where}; nothing was started") from None
+
+
+def _connect(address: str | None) -> tuple[Any, str | None]:
     address = parse_address(address, dict(os.environ))
     if address is not None:
         check_reachable(address)

@@ -28,12 +28,10 @@ class Target:
 def resolve(spec: str, experiments_dir: str = "experiments") -> Target:
     """An experiment folder, an experiment name under *experiments_dir*, or a config file."""
     from lfgen.experiments.manifest import load
-    from lfgen.yamlio import load_config
+    from lfgen.yamlio import check_path, load_config
 
-    path = Path(spec)
-    if any(len(part.encode()) > 255 for part in path.parts):  # the OS would say ENAMETOOLONG, as a traceback
-        raise InputError(f"{spec[:40]}...: a file or folder name is too long (over 255 bytes); give the experiment "
-                         "or config file by a real path")
+    path = check_path(spec)  # a name the OS would refuse with ENAMETOOLONG at the first look
+    check_path(experiments_dir, "--experiments-dir")
     if not (path / MANIFEST).is_file() and (Path(experiments_dir) / spec / MANIFEST).is_file():
         path = Path(experiments_dir) / spec
     if (path / MANIFEST).is_file():

@@ -130,5 +130,5 @@ def test_bad_names_and_files_are_one_error_naming_the_fix(tmp_path):
         report(["hub"], root)
     register(tmp_path, {"bad": {"file_name": "bad.json"}})
     (root / "bad.json").write_text("{not json", encoding="utf-8")
-    with pytest.raises(InputError, match="bad.json: not readable as json"):
+    with pytest.raises(InputError, match=r"bad.json: not valid JSON \(Expecting property name.*fix the file"):
         report(["bad"], root)

@@ -163,6 +163,94 @@ def _prices(text: str):
     return setup
 
 
+def _bad_data(tmp, runner, cli):
+    """data/ with one registered dataset per way a data file or its registration can be malformed."""
+    data = tmp / "data"
+    data.mkdir()
+    ok = json.dumps([{"instruction": "a", "output": "b"}])
+    files = {"ok.json": ok, "empty.json": "[]", "blank.jsonl": "", "header.csv": "instruction,output\n",
+             "strings.json": json.dumps({"instruction": "abc", "output": "def"}),
+             "number.json": json.dumps({"instruction": 5}),
+             "uneven.json": json.dumps({"instruction": ["a", "b"], "output": ["c"]}),
+             "deep.json": "[" * 200_000 + "]" * 200_000,
+             "deep.jsonl": "[" * 200_000 + "]" * 200_000 + "\n",
+             "digits.json": '[{"instruction": "a", "output": ' + "9" * 5000 + "}]",
+             "badline.jsonl": '{"instruction": "a", "output": "b"}\n{"instruction": \n',
+             "garbage.parquet": "not parquet at all\n", "empty.parquet": "", "folder/notes.txt": "no data here\n"}
+    for name, text in files.items():
+        (data / name).parent.mkdir(exist_ok=True)
+        (data / name).write_text(text, encoding="utf-8")
+    (data / "latin1.json").write_bytes('[{"instruction": "caf\u00e9", "output": "b"}]'.encode("latin-1"))
+    (data / "latin1.csv").write_bytes("instruction,output\ncaf\u00e9,b\n".encode("latin-1"))
+    os.mkfifo(data / "fifo.json")
+    os.symlink("/dev/zero", data / "zero.json")
+    entries = {stem: {"file_name": name} for stem, name in (
+        ("ok", "ok.json"), ("empty", "empty.json"), ("blank", "blank.jsonl"), ("header", "header.csv"), ("strings", "strings.json"),
+        ("number", "number.json"), ("uneven", "uneven.json"), ("deep", "deep.json"), ("deep_line", "deep.jsonl"),
+        ("digits", "digits.json"), ("badline", "badline.jsonl"), ("garbage", "garbage.parquet"),
+        ("empty_parquet", "empty.parquet"), ("latin1", "latin1.json"), ("latin1_csv", "latin1.csv"),
+        ("fifo", "fifo.json"), ("zero", "zero.json"), ("folder", "folder"), ("long_name", f"{LONG}.json"))}
+    entries.update({
+        "columns_str": {"file_name": "ok.json", "columns": "prompt"},
+        "columns_list": {"file_name": "ok.json", "columns": {"prompt": ["instruction"]}},
+        "columns_int": {"file_name": "ok.json", "columns": {"prompt": 5}},
+        "tags_list": {"file_name": "ok.json", "formatting": "sharegpt", "tags": ["from", "value"]},
+        "tags_nested": {"file_name": "ok.json", "formatting": "sharegpt", "tags": {"role_tag": {"x": 1}}},
+        "formatting_int": {"file_name": "ok.json", "formatting": 5}})
+    (data / "dataset_info.json").write_text(json.dumps(entries), encoding="utf-8")
+
+
+def _bad_info(kind: str) -> Callable:
+    """data/dataset_info.json itself malformed: nested too deep, a 5000-digit number, a FIFO, not UTF-8."""
+    def setup(tmp, runner, cli):
+        (tmp / "data").mkdir()
+        info = tmp / "data" / "dataset_info.json"
+        if kind == "fifo":
+            os.mkfifo(info)
+        elif kind == "deep":
+            info.write_text("[" * 200_000 + "]" * 200_000, encoding="utf-8")
+        elif kind == "digits":
+            info.write_text('{"my": {"file_name": "my.json", "num_samples": ' + "9" * 5000 + "}}", encoding="utf-8")
+        else:
+            info.write_bytes('{"caf\u00e9": {"file_name": "my.json"}}'.encode("latin-1"))
+    return setup
+
+
+def _deep_model(tmp, runner, cli):
+    (tmp / "m").mkdir()
+    (tmp / "m" / "config.json").write_text('{"model_type": ' + "[" * 200_000 + "]" * 200_000 + "}", encoding="utf-8")
+
+
+def _eval_in_the_way(kind: str) -> Callable:
+    """A finished run whose eval/ (where lfgen eval writes) is a file, a link to a folder, or a dangling link."""
+    def setup(tmp, runner, cli):
+        _run_dir(tmp, runner, cli)
+        target = tmp / "outputs" / "r1" / "eval"
+        if kind == "file":
+            target.write_text("someone's notes\n", encoding="utf-8")
+        elif kind == "link":
+            (tmp / "elsewhere").mkdir()
+            (tmp / "elsewhere" / "keep.txt").write_text("kept\n", encoding="utf-8")
+            os.symlink(tmp / "elsewhere", target)
+        else:
+            os.symlink(tmp / "nowhere", target)
+    return setup
+
+
+def _dangling_links(tmp, runner, cli):
+    for name in ("link.html", "link.csv", "link.yaml"):
+        os.symlink(tmp / "gone" / name, tmp / name)
+
+
+def _bad_spaces(tmp, runner, cli):
+    for name, text in (("nan_low", "learning_rate: {low: .nan, high: 1.0e-3}"),
+                       ("nan_high", "lora_dropout: {low: 0.0, high: .nan}"),
+                       ("nan_int", "lora_rank: {low: .nan, high: 16, type: int}"),
+                       ("inf_high", "learning_rate: {low: 1.0e-4, high: .inf}"),
+                       ("no_int", "lora_rank: {low: 8.2, high: 8.7, type: int}")):
+        (tmp / f"{name}.yaml").write_text(text + "\n", encoding="utf-8")
+
+
 SETUPS: dict[str, Callable] = {
     "config": _config, "afile": _afile, "ro": _readonly, "fifo": _fifo, "bomb": _bomb, "odd": _odd_files,
     "experiment": _experiment, "garbage_state": _garbage_state, "garbage_manifest": _garbage_manifest,
@@ -173,6 +261,9 @@ SETUPS: dict[str, Callable] = {
     **{f"cal_{shape}": _bad_calibration(shape) for shape in ("list", "str_factor", "junk", "factors_list")},
     "prices_unknown_gpu": _prices("H10O: 2.0\n"), "prices_negative": _prices("H100: -3\n"),
     "prices_list": _prices("- H100\n"),
+    "bad_data": _bad_data, "deep_model": _deep_model, "dangling": _dangling_links, "bad_spaces": _bad_spaces,
+    **{f"info_{kind}": _bad_info(kind) for kind in ("fifo", "deep", "digits", "latin1")},
+    **{f"eval_{kind}": _eval_in_the_way(kind) for kind in ("file", "link", "dangling")},
 }
 
 
@@ -396,6 +487,8 @@ CASES = [
     bad("sample-output-readonly", "sample outputs/r1 --prompts p.txt -o ro/s.jsonl", 1, "ro/s.jsonl", "run_dir", "ro"),
     bad("sample-output-under-file", "sample outputs/r1 --prompts p.txt -o afile/s.jsonl", 1, "afile", "run_dir",
         "afile"),
+    bad("sample-max-new-tokens-huge", "sample outputs/r1 --prompts p.txt --max-new-tokens 99999999999999999999", 1,
+        "--max-new-tokens", "run_dir"),
     bad("sample-missing-run", "sample absent --prompts p.txt", 1, "absent", "run_dir"),
     # calibrate
     bad("calibrate-missing", "calibrate absent", 1, "absent"),
@@ -436,6 +529,74 @@ CASES = [
     bad("demo-under-file", "demo afile/d", 1, "afile", "afile"),
     bad("demo-readonly", "demo ro/d", 1, "ro/d", "ro"),
     bad("demo-too-long", f"demo {LONG}", 1, "too long"),
+    # data: what the datasets hold (issue 24)
+    *[bad(f"data-{name.replace('_', '-')}", f"data {name} --dataset-dir data", 1, says, "bad_data") for name, says in (
+        ("empty", "no rows"), ("blank", "no rows"), ("header", "no rows"), ("folder", "no rows"),
+        ("strings", "strings.json"), ("number", "number.json"), ("uneven", "uneven.json"),
+        ("deep", "nested"), ("deep_line", "nested"), ("digits", "digits"), ("badline", "line 2"),
+        ("garbage", "garbage.parquet"), ("empty_parquet", "empty.parquet"), ("latin1", "UTF-8"),
+        ("latin1_csv", "UTF-8"), ("fifo", "fifo.json"), ("zero", "zero.json"), ("long_name", "too long"),
+        ("columns_str", "columns"), ("columns_list", "columns"), ("columns_int", "columns"), ("tags_list", "tags"),
+        ("tags_nested", "tags"), ("formatting_int", "formatting"))],
+    bad("data-eval-empty", "data ok --eval empty --dataset-dir data", 1, "no rows", "bad_data"),
+    bad("data-entry-str", "data my --dataset-dir data", 1, "my", "data_str"),
+    bad("data-entry-list", "data my --dataset-dir data", 1, "my", "data_list"),
+    bad("data-entry-null", "data my --dataset-dir data", 1, "my", "data_null_entry"),
+    *[bad(f"data-info-{kind}", "data my --dataset-dir data", 1, "dataset_info.json", f"info_{kind}")
+      for kind in ("fifo", "deep", "digits", "latin1")],
+    bad("data-model-missing", "data my --dataset-dir data --model ./nosuch", 1, "./nosuch", "good_data"),
+    bad("data-model-file", "data my --dataset-dir data --model afile", 1, "afile", "good_data", "afile"),
+    bad("data-model-too-long", f"data my --dataset-dir data --model ./{LONG}", 1, "--model", "good_data"),
+    bad("data-cutoff-zero", "data my --dataset-dir data --cutoff-len 0", 1, "--cutoff-len", "good_data"),
+    # preset and the other readers of the same files
+    *[bad(f"preset-dataset-{name.replace('_', '-')}", f"preset a800 --dataset {name} --dataset-dir data", 1, says,
+          "bad_data") for name, says in (("columns_str", "columns"), ("columns_list", "columns"),
+                                         ("tags_list", "tags"), ("formatting_int", "formatting"))],
+    *[bad(f"preset-dataset-info-{kind}", "preset a800 --dataset my --dataset-dir data", 1, "dataset_info.json",
+          f"info_{kind}") for kind in ("fifo", "deep", "digits", "latin1")],
+    bad("preset-model-config-deep", "preset a800 --model ./m", 1, "config.json", "deep_model"),
+    bad("validate-dataset-info-deep", "validate --no-parser --dataset-dir data c.yaml", 1, "dataset_info.json",
+        "config", "info_deep", problems=True),
+    # eval
+    bad("eval-temperature-nan", "eval outputs/r1 --temperature nan", 1, "--temperature", "run_dir"),
+    bad("eval-temperature-inf", "eval outputs/r1 --temperature inf", 1, "--temperature", "run_dir"),
+    bad("eval-temperature-minus-inf", "eval outputs/r1 --temperature -inf", 1, "--temperature", "run_dir"),
+    bad("eval-temperature-negative", "eval outputs/r1 --temperature -1", 1, "--temperature", "run_dir"),
+    bad("eval-max-new-tokens-huge", "eval outputs/r1 --max-new-tokens 99999999999999999999", 1, "--max-new-tokens",
+        "run_dir"),
+    bad("eval-max-new-tokens-zero", "eval outputs/r1 --max-new-tokens 0", 1, "--max-new-tokens", "run_dir"),
+    bad("eval-dir-is-file", "eval outputs/r1", 1, "eval", "eval_file"),
+    bad("eval-dir-is-link", "eval outputs/r1", 1, "eval", "eval_link"),
+    bad("eval-dir-dangling-link", "eval outputs/r1 --force", 1, "eval", "eval_dangling"),
+    bad("eval-too-long", f"eval {LONG}", 1, "too long"),
+    bad("eval-experiments-dir-too-long", f"eval x --experiments-dir {LONG}", 1, "--experiments-dir"),
+    bad("eval-missing", "eval absent", 1, "absent"),
+    bad("eval-ray-host-label-too-long", f"eval x --ray {'h' * 64}.example:6379", 1, "--ray", "experiment"),
+    # tune (the checks before a study is set up)
+    bad("tune-experiments-dir-too-long", f"tune t --base a800 --experiments-dir {LONG}", 1, "--experiments-dir"),
+    bad("tune-outputs-dir-too-long", f"tune t --base a800 --outputs-dir {LONG}", 1, "--outputs-dir"),
+    bad("tune-experiments-dir-file", "tune t --base a800 --experiments-dir afile", 1, "afile", "afile"),
+    *[bad(f"tune-space-{name.replace('_', '-')}", f"tune t --base a800 --space {name}.yaml", 1, says, "bad_spaces")
+      for name, says in (("nan_low", "nan (not a number)"), ("nan_high", "nan (not a number)"),
+                         ("nan_int", "nan (not a number)"), ("inf_high", "finite numbers"),
+                         ("no_int", "no whole number"))],
+    *[bad(f"sweep-random-space-{name.replace('_', '-')}", f"sweep random 3 --space {name}.yaml", 1, says,
+          "bad_spaces") for name, says in (("nan_low", "nan (not a number)"), ("nan_int", "nan (not a number)"),
+                                           ("no_int", "no whole number"))],
+    bad("tune-max-new-tokens-huge", "tune t --base a800 --metric predict_rouge-l --max-new-tokens 99999999999999999999",
+        1, "--max-new-tokens"),
+    bad("tune-ray-host-label-too-long", f"tune t --base a800 --ray {'h' * 64}.example:6379", 1, "--ray"),
+    # status and run: over-long folders
+    bad("status-experiments-dir-too-long", f"status --experiments-dir {LONG}", 1, "--experiments-dir"),
+    bad("status-name-experiments-dir-too-long", f"status x --experiments-dir {LONG}", 1, "--experiments-dir"),
+    bad("run-experiments-dir-too-long", f"run x --experiments-dir {LONG}", 1, "--experiments-dir"),
+    bad("run-ray-host-label-too-long", f"run x --ray {'h' * 64}.example:6379", 1, "--ray", "experiment"),
+    bad("run-ray-empty-label", "run x --ray a..b:6379", 1, "--ray", "experiment"),
+    # -o onto a dangling symlink: the link is the user's, replaced only with --force
+    bad("report-output-dangling-link", "report outputs -o link.html", 1, "--force", "run_dir", "dangling"),
+    bad("compare-output-dangling-link", "compare outputs --format csv -o link.csv", 1, "--force", "run_dir",
+        "dangling"),
+    bad("preset-output-dangling-link", "preset a800 -o link.yaml", 1, "--force", "dangling"),
     # preset --gpu --model with a broken calibration file
     *[bad(f"preset-calibration-{shape}", "preset a800 --gpu a800 --model Qwen/Qwen2-7B-Instruct", 1,
           "calibration.json", f"cal_{shape}") for shape in ("list", "str_factor", "junk", "factors_list")],
@@ -600,4 +761,4 @@ def test_battery_size():
     commands = {case.values[0].args[0] for case in CASES}
     assert len(CASES) >= 100
     assert commands >= {"presets", "preset", "explain", "validate", "sweep", "run", "status", "export", "chat",
-                        "sample", "calibrate", "compare", "report", "tensorboard", "demo"}
+                        "sample", "calibrate", "compare", "report", "tensorboard", "demo", "data", "eval", "tune"}

@@ -71,3 +71,30 @@ def test_data_names_the_row_a_pairwise_or_kto_file_gets_wrong(runner, cli, tmp_p
     assert "pairs.json row 2: 2 messages; a pairwise prompt ends with the user's turn" in result.stdout
     assert "pairs.json row 2: no rejected answer in column 'rejected'" in result.stdout
     assert "kto.json row 2: kto_tag column 'ok' is 'yes', not true or false" in result.stdout
+def test_preset_reads_the_same_malformed_files_without_a_traceback(runner, cli, tmp_path, monkeypatch):
+    """Issue 24: nested brackets, a 300 KB CSV field, a list in columns, a tags list (and more) crashed preset,
+    and a FIFO hung it; they go through lfgen data's reader: an entry of the wrong shape is an error, a file
+    whose rows can't be read a warning (the size, or the lengths, unknown), as before for files of an unknown kind."""
+    from tests.cli.test_bad_input import _bad_data
+
+    monkeypatch.chdir(tmp_path)
+    _bad_data(tmp_path, runner, cli)
+    (tmp_path / "data" / "big.csv").write_text("instruction,output\nq," + "x" * 300_000 + "\n", encoding="utf-8")
+    info = json.loads((tmp_path / "data" / "dataset_info.json").read_text(encoding="utf-8"))
+    info["big"] = {"file_name": "big.csv"}
+    (tmp_path / "data" / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
+    shapes = {"columns_str", "columns_list", "columns_int", "tags_list", "tags_nested", "formatting_int",
+              "long_name"}  # a file_name no file system holds, like one that does not exist
+    for name in info:
+        result = runner.invoke(cli, ["preset", "a800", "--dataset", name, "--dataset-dir", "data"])
+        assert result.exception is None or isinstance(result.exception, SystemExit), (name, result.exception)
+        assert "Traceback" not in result.output, name
+        if name in shapes:
+            assert result.exit_code == 1 and f"dataset '{name}'" in result.stderr, (name, result.output)
+        elif name in ("ok", "big"):  # a 300 KB field is a row LlamaFactory reads
+            assert result.exit_code == 0 and "N = 1 samples" in result.stderr, (name, result.output)
+        else:
+            assert result.exit_code == 0, (name, result.output)
+            said = (f"{name}: its rows can't be counted", "holds no rows", "too long",
+                    "the data's lengths are unknown")  # JSON lines are counted, then read for R-DATA-CUTOFF
+            assert any(words in result.stderr for words in said), (name, result.stderr)

@@ -182,3 +182,66 @@ def test_a_failed_write_leaves_no_folder_behind(tmp_path):
     with pytest.raises(InputError, match="is a file, not a folder"):
         write_new(tmp_path / "afile" / "c.yaml", "k: v\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+# --- issue 24 ---------------------------------------------------------------------------------------------------
+
+
+def test_report_onto_a_dangling_link_needs_force_and_then_replaces_the_link_not_its_target(runner, cli, tmp_path,
+                                                                                           monkeypatch):
+    """Issue 24: `lfgen report -o link.html` replaced a dangling link without --force (write_new: every -o)."""
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    write_run(tmp_path / "outputs" / "r1", Curves(loss=decay(10)))
+    os.symlink(tmp_path / "gone" / "r.html", tmp_path / "link.html")
+    refused = runner.invoke(cli, ["report", "outputs", "-o", "link.html"])
+    assert refused.exit_code == 1 and "link.html is a symbolic link; pass --force" in refused.output
+    assert os.path.islink(tmp_path / "link.html")
+    forced = runner.invoke(cli, ["report", "outputs", "-o", "link.html", "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert not os.path.islink(tmp_path / "link.html") and "<html" in (tmp_path / "link.html").read_text()
+    assert not (tmp_path / "gone").exists()  # never written through the link
+
+
+def test_a_json_object_of_strings_is_an_error_not_rows_of_characters(runner, cli, tmp_path):
+    """Issue 24: lfgen data read {"instruction": "abc", "output": "def"} as 3 rows of one character, exit 0."""
+    (tmp_path / "d.json").write_text(json.dumps({"instruction": "abc", "output": "def"}), encoding="utf-8")
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"d": {"file_name": "d.json"}}), encoding="utf-8")
+    result = runner.invoke(cli, ["data", "d", "--dataset-dir", str(tmp_path), "--json"])
+    assert result.exit_code == 1 and result.stdout == ""
+    assert "whose 'instruction' is a string, not a list" in result.stderr
+
+
+@pytest.mark.parametrize("content", ["[]", ""], ids=["empty-list", "no-lines"])
+def test_a_dataset_of_no_rows_is_an_error_not_a_clean_report(runner, cli, tmp_path, content):
+    """Issue 24: lfgen data passed an empty dataset with exit 0 (0 samples, cutoff_len 64 suggested)."""
+    name = "e.json" if content else "e.jsonl"
+    (tmp_path / name).write_text(content, encoding="utf-8")
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"e": {"file_name": name}}), encoding="utf-8")
+    result = runner.invoke(cli, ["data", "e", "--dataset-dir", str(tmp_path)])
+    assert result.exit_code == 1 and f"{name} holds no rows" in result.stderr and "cutoff_len" not in result.stdout
+
+
+def test_an_int_range_without_a_whole_number_is_refused_not_rounded(tmp_path):
+    """Issue 24: lora_rank {low: 8.2, high: 8.7, type: int} was accepted and every trial got 8."""
+    from lfgen.errors import InputError
+    from lfgen.tuning.space import load
+
+    path = tmp_path / "s.yaml"
+    path.write_text("lora_rank: {low: 8.2, high: 8.7, type: int}\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"lora_rank: an int range with no whole number between low 8.2 and high 8.7"):
+        load(str(path))
+    path.write_text("lora_rank: {low: 7.5, high: 8.5, type: int}\n", encoding="utf-8")
+    assert load(str(path))["lora_rank"]["low"] == 7.5  # 8 lies inside: a valid range
+
+
+def test_a_nan_range_end_is_named_as_nan(tmp_path):
+    """Issue 24: a NaN range end was reported as "out of range" (the build's check of the value)."""
+    from lfgen.errors import InputError
+    from lfgen.tuning.space import load
+
+    path = tmp_path / "s.yaml"
+    path.write_text("lora_dropout: {low: 0.0, high: .nan}\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"lora_dropout: a range end is nan \(not a number\)"):
+        load(str(path))

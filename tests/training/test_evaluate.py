@@ -124,3 +124,37 @@ def test_eval_is_refused_while_lfgen_run_holds_the_experiment(tmp_path, runner, 
     assert result.exit_code == 1 and result.output.count("\n") == 1
     assert result.output.startswith("Error: experiment x is already being trained or evaluated by lfgen pid")
     assert "(lfgen run, started" in result.output
+
+
+def test_an_eval_folder_that_is_a_link_is_never_scored_through_or_removed(tmp_path):
+    """Issue 24: RUN/eval as a file or a link was a traceback (shutil.rmtree); a link to another run's scored
+    eval/ would also have counted as this run's scores."""
+    import os
+
+    from lfgen.training.evaluate import check_eval_dir, is_scored
+
+    other = tmp_path / "other" / "eval"
+    other.mkdir(parents=True)
+    (other / "lfgen_scores.json").write_text("{}", encoding="utf-8")
+    run = tmp_path / "run"
+    run.mkdir()
+    check_eval_dir(run, "r")  # nothing there yet: fine
+    os.symlink(other, run / "eval")
+    assert not is_scored(run) and is_scored(tmp_path / "other")
+    with pytest.raises(InputError, match=r"run r: .*eval is a symbolic link, not lfgen eval's folder"):
+        check_eval_dir(run, "r")
+    (run / "eval").unlink()
+    (run / "eval").write_text("notes\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"eval is a file, not lfgen eval's folder.*move it aside"):
+        check_eval_dir(run, "r")
+
+
+@pytest.mark.parametrize("options, message", [
+    (EvalOptions(temperature=float("nan")), "--temperature: must be a finite number"),
+    (EvalOptions(temperature=float("inf")), "--temperature: must be a finite number"),
+    (EvalOptions(max_new_tokens=10**20), "--max-new-tokens: must be at most 131,072"),
+])
+def test_generation_options_that_would_never_end_are_refused(options, message):
+    with pytest.raises(InputError, match=message):
+        options.check()
+    EvalOptions(max_new_tokens=131_072, temperature=2.0).check()

@@ -9,6 +9,7 @@ timing-controlled runs; the real-training test trains the tiny model through Ray
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -16,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -67,6 +69,97 @@ def test_a_bad_address_is_one_clean_error(project, runner, cli, address, message
     assert result.exit_code == 1, result.output
     assert result.output.strip().splitlines() == [result.output.strip()] and result.output.startswith(message)
     assert calls(project) == []
+
+
+@contextlib.contextmanager
+def _not_ray(answer: bytes | None):
+    """A loopback port that accepts connections but is not Ray: it says nothing (*answer* None), says *answer*,
+    or (b"") closes at once. Yields (port, an Event set at the first connection)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted, held = threading.Event(), []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            accepted.set()
+            if answer:
+                conn.sendall(answer)
+            if answer == b"":
+                conn.close()
+            else:
+                held.append(conn)  # open and silent: what made ray.init wait for ever
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1], accepted
+    finally:
+        server.close()
+        thread.join(5)
+        for conn in held:
+            conn.close()
+
+
+@pytest.mark.parametrize("answer", [None, b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
+                                    b"SSH-2.0-OpenSSH_9.6\r\n", b""], ids=["silent", "http1", "ssh", "closes"])
+def test_an_open_port_that_is_not_ray_is_one_clean_error_within_seconds(project, runner, cli, answer):  # noqa: F811
+    """Issue 24: ray.init waited for ever on an open port that is not Ray; the gRPC handshake probe refuses it."""
+    from lfgen.training.ray_cluster import CONNECT_TIMEOUT_S
+
+    experiment(runs=("8",))
+    with _not_ray(answer) as (port, accepted):
+        started = time.monotonic()
+        result = runner.invoke(cli, ["run", "exp", "--ray", f"127.0.0.1:{port}"])
+        took = time.monotonic() - started
+    assert accepted.is_set()
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"Error: --ray: 127.0.0.1:{port} is open but does not answer as a Ray cluster")
+    assert len(result.output.strip().splitlines()) == 1 and took < CONNECT_TIMEOUT_S + 3, (took, result.output)
+    assert calls(project) == []
+
+
+def test_sigterm_while_connecting_to_ray_exits_at_once_with_a_message(project):  # noqa: F811
+    """Issue 24: SIGTERM while lfgen waited on the address took 23 s and said nothing."""
+    experiment(runs=("8",))
+    with _not_ray(None) as (port, accepted):
+        lfgen = subprocess.Popen([sys.executable, "-m", "lfgen", "run", "exp", "--ray", f"127.0.0.1:{port}"],
+                                 cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert accepted.wait(60), "lfgen never reached the address"
+            lfgen.send_signal(signal.SIGTERM)
+            sent = time.monotonic()
+            _, err = lfgen.communicate(timeout=10)
+            took = time.monotonic() - sent
+        finally:
+            if lfgen.poll() is None:
+                lfgen.kill()
+                lfgen.wait()
+    assert lfgen.returncode == 143, err
+    assert err.strip().splitlines()[-1] == ("terminated (SIGTERM) while connecting to the Ray cluster at "
+                                            f"127.0.0.1:{port}; nothing was started"), err
+    assert "Traceback" not in err and took < 2, took
+    assert calls(project) == []
+
+
+def test_with_ray_use_tls_the_probe_leaves_the_handshake_to_ray(monkeypatch):
+    """A TLS cluster (Ray's RAY_USE_TLS=1) speaks TLS first: the cleartext HTTP/2 probe would refuse it."""
+    from lfgen.training.ray_cluster import check_reachable
+
+    with _not_ray(None) as (port, _):
+        with pytest.raises(InputError, match="does not answer as a Ray cluster"):
+            check_reachable(f"127.0.0.1:{port}", timeout=0.5)
+        monkeypatch.setenv("RAY_USE_TLS", "1")
+        check_reachable(f"127.0.0.1:{port}", timeout=0.5)
+
+
+def test_a_host_name_idna_refuses_is_one_clean_error():
+    for host in ("h" * 64 + ".example", "a..b"):
+        with pytest.raises(InputError, match="is not a valid host name"):
+            host_port(f"{host}:6379")
+    assert host_port("[::1]:6379") == ("::1", 6379) and host_port("h" * 63 + ".example:1") == ("h" * 63 + ".example", 1)
 
 
 def test_a_loopback_only_head_is_told_from_one_that_listens_on_this_machines_address():
