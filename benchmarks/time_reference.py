@@ -42,7 +42,9 @@ FITTED = ("kernel_seconds", "step_seconds", "eager_bytes_per_score")
 
 
 def load_reference() -> dict:
-    return yaml.safe_load((HERE / "time_reference.yaml").read_text(encoding="utf-8"))
+    reference = yaml.safe_load((HERE / "time_reference.yaml").read_text(encoding="utf-8"))
+    reference["models"] = {**reference["models"], **reference.get("fresh_models", {})}
+    return reference
 
 
 def split_of(row_id: str) -> str:
@@ -77,6 +79,8 @@ def settings_of(row: dict) -> tuple[Any, LengthModel | None]:
         values["lora_rank"] = row["rank"]
     if method == "oft":
         values.update(oft_rank=row["rank"], oft_block_size=0)
+    if method == "freeze" and row.get("freeze_layers"):
+        values["freeze_trainable_layers"] = row["freeze_layers"]
     lengths = None
     known = row.get("lengths")
     if known and known.get("sd"):
@@ -124,6 +128,11 @@ def score(reference: dict, rows: list[dict]) -> list[tuple[dict, float, float, f
     return out
 
 
+def _sides(errors: list[float]) -> str:
+    """How many estimates are slower (time too long) and faster than measured."""
+    return f"  ({sum(e < 0 for e in errors)} slower, {sum(e > 0 for e in errors)} faster)"
+
+
 def _line(label: str, errors: list[float]) -> str:
     s = _stats(errors)
     return (f"{label:34} n={s['n']:3}  median {100 * s['median']:5.1f}%  p90 {100 * s['p90']:5.1f}%  "
@@ -152,6 +161,17 @@ def report(reference: dict) -> None:
             print(f"  {row['id']:44} {value:8.1f} tok/s  lfgen {100 * ours:+6.1f}%  naive {100 * naive:+6.1f}%")
         print(_line("independent lfgen", [x[2] for x in independent]))
         print(_line("independent naive", [x[3] for x in independent]))
+    fresh = score(reference, reference.get("fresh", []))
+    if fresh:  # issue 22's second independent set: scored per source, never fitted
+        print("fresh set (issue 22, second pass: assembled and scored before the model changed; never fitted):")
+        for row, value, ours, naive in fresh:
+            print(f"  {row['id']:44} {value:9.1f} tok/s  lfgen {100 * ours:+6.1f}%  naive {100 * naive:+6.1f}%")
+        print(_line("fresh lfgen", [x[2] for x in fresh]) + _sides([x[2] for x in fresh]))
+        print(_line("fresh naive", [x[3] for x in fresh]))
+        for source in sorted({x[0]["id"].split("-")[0] for x in fresh}):
+            some = [x for x in fresh if x[0]["id"].split("-")[0] == source]
+            print(_line(f"  fresh {source}: lfgen", [x[2] for x in some]) + _sides([x[2] for x in some])
+                  + f"   naive median {100 * _stats([x[3] for x in some])['median']:.1f}%")
 
 
 def _cells(rows: list[dict]) -> list[tuple[str, str]]:

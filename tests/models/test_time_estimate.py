@@ -100,6 +100,9 @@ def test_the_reference_set_is_large_varied_and_split_by_its_rule():
     assert all(r["split"] == module.split_of(r["id"]) for r in rows)
     assert all(r["source"] and r["measured"] for r in rows + reference["independent"])
     assert not {r["id"] for r in reference["independent"]} & {r["id"] for r in rows}  # Qwen's table is apart
+    fresh = reference["fresh"]  # issue 22's second independent set: at least 20 rows from sources new to the file
+    assert len(fresh) >= 20 and all(r["split"] == "fresh" and r["source"] and r["measured"] for r in fresh)
+    assert not {r["id"].split("-")[0] for r in fresh} & {r["id"].split("-")[0] for r in rows + reference["independent"]}
 
 
 @pytest.mark.slow
@@ -111,3 +114,5 @@ def test_the_shipped_constants_give_the_documented_held_out_figures():
     assert ours["median"] == pytest.approx(0.152, abs=0.005) and ours["p90"] == pytest.approx(0.430, abs=0.005)
     assert ours["within_2x"] == ours["n"] and math.isclose(ours["worst"], 0.810, abs_tol=0.005)
     assert all(ours[k] < naive[k] for k in ("median", "p90", "worst"))
+    fresh = module._stats([x[2] for x in module.score(reference, reference["fresh"])])  # issue 22's second fresh set
+    assert (round(fresh["median"], 3), round(fresh["p90"], 3), round(fresh["worst"], 3)) == (0.144, 0.281, 0.306)
