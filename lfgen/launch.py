@@ -157,8 +157,8 @@ class Child:
 
 
 def guard_argv(argv: list[str], *, parent: int, log_path: Path, grace: float = GUARD_GRACE) -> list[str]:
-    """*argv* started through lfgen's guard (``lfgen/training/guard.py``), in lfgen's own Python."""
-    from lfgen.training import guard
+    """*argv* started through lfgen's guard (``lfgen/guard.py``), in lfgen's own Python."""
+    from lfgen import guard
 
     return [sys.executable, "-P", guard.__file__, str(parent), str(grace), str(log_path), "--", *argv]
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from lfgen.errors import StateError, describe_validation, validation_problems
 from lfgen.experiments.make import make_sweep
 from lfgen.experiments.manifest import load
-from lfgen.training.state import Store
+from lfgen.runs.store import Store
 
 MANIFEST = "experiments/rank-sweep/experiment.yaml"
 STATE = "experiments/rank-sweep/state.sqlite"

@@ -1,4 +1,4 @@
-"""lfgen.training.launch: the argv and environment of every process lfgen starts, as lists and dicts."""
+"""lfgen.launch: the argv and environment of every process lfgen starts, as lists and dicts."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 import pytest
 
 from lfgen.errors import InputError
-from lfgen.training import launch
+from lfgen import launch
 
 
 def test_train_and_export_argv():

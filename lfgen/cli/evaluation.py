@@ -116,7 +116,7 @@ def eval_command(target: str, max_samples: int | None, batch_size: int | None, m
 
 
 def _scores_on_disk(run_dir: Any) -> dict[str, Any]:
-    from lfgen.results.scoring import read_eval
+    from lfgen.runs.scoring import read_eval
 
     return read_eval(run_dir)
 

@@ -143,7 +143,7 @@ def run(target: str, gpus: str | None, gpus_per_run: int, dry_run: bool, retry_f
       lfgen run rank-sweep --ray 10.0.0.1:6379 --storage /mnt/shared/runs
       lfgen run rank-sweep --ray 10.0.0.1:6379 --eval --max-new-tokens 64
     """
-    from lfgen.training import launch
+    from lfgen import launch
     from lfgen.training.target import resolve
 
     resolved = resolve(target, experiments_dir)

@@ -65,7 +65,7 @@ def tune(name: str, base: str | None, space: str | None, trials: int | None, sam
     from lfgen.errors import InputError
 
     from lfgen.cli.progress import PlainReporter
-    from lfgen.training import launch
+    from lfgen import launch
     from lfgen.training.signals import Terminated, sigterm_as_interrupt
 
     options = to_build_options(kwargs)

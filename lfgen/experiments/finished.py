@@ -1,6 +1,6 @@
 """Finished runs of an experiment (or an outputs folder) and the best of them, for staged tuning
 (``lfgen sweep --from``): the value of a metric from each run's ``all_results.json``, ranked by
-``lfgen.results.ranking`` like everywhere else; ``lfgen eval``'s scores count as results too."""
+``lfgen.runs.ranking`` like everywhere else; ``lfgen eval``'s scores count as results too."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 from lfgen.errors import InputError
 from lfgen.experiments.manifest import load
 from lfgen.layout import EVAL_DIR, MANIFEST, RESULTS_FILE, RUN_CONFIG
-from lfgen.results.ranking import best
-from lfgen.results.scoring import read_eval
+from lfgen.runs.ranking import best
+from lfgen.runs.scoring import read_eval
 
 
 @dataclass(frozen=True)

@@ -112,7 +112,7 @@ def write(name: str, base: str, options: BuildOptions, runs: list[RunSpec], swee
     Replacing (*force*) takes the experiment's lock, the one ``lfgen run`` holds: an experiment a runner
     holds is never replaced, and of two sweeps writing one name at once only one succeeds.
     """
-    from lfgen.training.state import Lock
+    from lfgen.runs.store import Lock
 
     target = Path(experiments_dir) / check_name(name)
     _refuse_existing(target, force)
@@ -140,7 +140,7 @@ def _contents(target: Path, name: str, base: str, options: BuildOptions, runs: l
     from lfgen.builder.render import render_build
 
     base_build, built = plan_runs(name, base, options, runs, outputs_dir)
-    from lfgen.results.ranking import varying_keys
+    from lfgen.runs.ranking import varying_keys
 
     varying = varying_keys([result.config for _, result in built], base=base_build.config)
     entries, files, dropped = [], {}, []

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from lfgen.layout import ENV_MANIFEST, RECIPE_PREFIX
 
 if TYPE_CHECKING:
-    from lfgen.results.reader import RunData
+    from lfgen.runs.reader import RunData
 
 VERSIONS = ("lfgen", "llamafactory", "transformers", "peft", "torch", "python")
 _TEXT_KEYS = (*VERSIONS, "device", "started")

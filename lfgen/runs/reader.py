@@ -30,14 +30,14 @@ from typing import Any
 
 import yaml
 
-from lfgen.results.parsing import (
+from lfgen.runs.parsing import (
     VRAM, Series, by_step, elapsed_seconds, grad_norms, last_per_step, last_record, lines_with, loads_lines,
     peak_vram_gib, series_of, thin, to_float, to_int, with_steps,
 )
 from lfgen.layout import (
     CONFIG_FILES, CONSOLE_LOG, ENV_MANIFEST, EVAL_DIR, RESULT_FILES, RESULTS_FILE, TRAINER_LOG, TRAINER_STATE,
 )
-from lfgen.results.environment import counted_samples, read_environment
+from lfgen.runs.environment import counted_samples, read_environment
 from lfgen.yamlio import loads
 
 MAX_POINTS = 200  # per curve: enough for a plot and the diagnosis; reading stays fast for 1,000s of runs
@@ -59,7 +59,7 @@ class RunData:
     with an exception), running (log written in the last STALE_AFTER_S), stopped (unfinished, quiet
     since), empty (nothing logged yet). Compared as part of an experiment, the experiment's run state
     replaces it: pending, running, done, failed or interrupted (``lfgen.results.sources``).
-    ``environment``: the run's lfgen_env.json (lfgen.results.environment); ``samples``: its training
+    ``environment``: the run's lfgen_env.json (lfgen.runs.environment); ``samples``: its training
     samples when known.
     """
 
@@ -153,8 +153,8 @@ def read_run(run_dir: str | os.PathLike[str], *, max_points: int | None = MAX_PO
         if name in names and (data := _read_json(run.path / name, run.notes)) is not None:
             run.results.update(data)
     run.results.update(union or {})
-    if EVAL_DIR in names:  # lfgen eval's predict_results.json and scores (lfgen.results.scoring)
-        from lfgen.results.scoring import read_eval
+    if EVAL_DIR in names:  # lfgen eval's predict_results.json and scores (lfgen.runs.scoring)
+        from lfgen.runs.scoring import read_eval
 
         run.results.update(read_eval(run.path))
     _read_config(run, names)

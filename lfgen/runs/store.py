@@ -230,7 +230,7 @@ def current_state(row: RunRow | None) -> str:
     if row is None:
         return "pending"
     if row.state == "running" and row.pgid:
-        from lfgen.training.launch import group_alive
+        from lfgen.launch import group_alive
 
         if not group_alive(row.pgid):
             return "interrupted"

@@ -16,7 +16,7 @@ from typing import Any
 
 from lfgen.errors import InputError, StateError
 from lfgen.layout import STUDY, TRAINER_LOG
-from lfgen.results.ranking import lower_is_better
+from lfgen.runs.ranking import lower_is_better
 
 STUDY_FILE = STUDY
 SAMPLERS = ("tpe", "random", "grid")

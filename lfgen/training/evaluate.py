@@ -156,8 +156,8 @@ def evaluate(run_dir: str | Path, options: EvalOptions | None = None, *, name: s
     its relative paths resolve; *env* is added to this process's environment (a Ray task's forwarded variables).
     """
     from lfgen.builder.render import render
-    from lfgen.results.scoring import read_predictions, score, token_counter
-    from lfgen.training import launch
+    from lfgen.runs.scoring import read_predictions, score, token_counter
+    from lfgen import launch
     from lfgen.yamlio import write_atomic
 
     options = options or EvalOptions()
@@ -281,7 +281,7 @@ def evaluate_experiment(target: Any, options: EvalOptions | None = None, *, forc
     lock, one at a time here, or all at once in *remote* (``lfgen.training.ray_eval.RayEvaluations``: one Ray
     task each); resumable: a killed lfgen eval goes on where it stopped. *progress* (optional) is called with
     each Outcome as it happens."""
-    from lfgen.training.state import Lock, Store, read_rows
+    from lfgen.runs.store import Lock, Store, read_rows
 
     options = options or EvalOptions()
     options.check()

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from lfgen.layout import CONSOLE_LOG
-from lfgen.training import launch
+from lfgen import launch
 from lfgen.training.slots import gpu_slots
 from lfgen.training.watch import Progress, RunWatcher
 

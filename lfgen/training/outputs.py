@@ -16,7 +16,7 @@ from typing import Any
 
 from lfgen.errors import InputError
 from lfgen.layout import RESULTS_FILE, RUN_CONFIG, output_lock
-from lfgen.training.state import Lock, Store, lock_holder
+from lfgen.runs.store import Lock, Store, lock_holder
 
 _BATCH = ("per_device_train_batch_size", "gradient_accumulation_steps")  # what an OOM retry changes
 _SOURCE = re.compile(r"^#.*\(from (?P<source>.+)\)\s*$")

@@ -13,8 +13,9 @@ from typing import Any
 
 from lfgen.errors import InputError, LfgenError
 from lfgen.layout import CONSOLE_LOG, MANIFEST
-from lfgen.training import launch, rundir
-from lfgen.training.state import STATES, Store, current_state, read_rows
+from lfgen import launch
+from lfgen.training import rundir
+from lfgen.runs.store import STATES, Store, current_state, read_rows
 from lfgen.training.target import Target
 from lfgen.training.watch import Progress, RunWatcher
 
@@ -25,7 +26,7 @@ def experiments(experiments_dir: str | os.PathLike[str] = "experiments") -> list
     """One row per experiment folder under *experiments_dir*, sorted by name: ``experiment``, ``path``,
     ``runs`` and a count per state (``done``, ``failed``, ``running``, ``interrupted``, ``pending``), and
     ``note`` (why an experiment could not be read, else None)."""
-    from lfgen.results.discover import natural_key
+    from lfgen.runs.discover import natural_key
 
     folder = Path(experiments_dir)
     if not folder.is_dir():

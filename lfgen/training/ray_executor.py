@@ -92,7 +92,7 @@ def train_on_worker(spec: RunSpec, storage: str | None, control: Any):
     import ray
 
     from lfgen.builder.render import render
-    from lfgen.training import launch
+    from lfgen import launch
     from lfgen.training.watch import RunWatcher
 
     out = worker_dir(spec, storage)

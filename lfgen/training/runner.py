@@ -20,13 +20,14 @@ from typing import Any, Protocol
 
 from lfgen.errors import InputError
 from lfgen.layout import CONSOLE_LOG, MARKER, RECIPE_PREFIX, ROOT_PREFIX, RUN_CONFIG, header_value
-from lfgen.training import failures, launch, outputs, pruning, requeue, rundir
+from lfgen import launch
+from lfgen.training import failures, outputs, pruning, requeue, rundir
 from lfgen.training.environment import write_manifest
 from lfgen.training.executor import Executor, LocalExecutor, RunHandle, RunSpec
 from lfgen.training.failures import NAN_ADVICE, OOM_ADVICE, classify_failure
 from lfgen.training.signals import Terminated
 from lfgen.training.slots import dry_run_lines, wait_any
-from lfgen.training.state import Lock, RunRow, Store
+from lfgen.runs.store import Lock, RunRow, Store
 from lfgen.training.target import Target
 from lfgen.training.watch import Progress
 

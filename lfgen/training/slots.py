@@ -10,7 +10,7 @@ from typing import Any
 
 from lfgen.errors import InputError
 from lfgen.layout import CONSOLE_LOG, RUN_CONFIG
-from lfgen.training import launch
+from lfgen import launch
 
 
 def gpu_slots(gpus: list[int] | None, per_run: int) -> list[list[int] | None]:

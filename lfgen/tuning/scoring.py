@@ -84,7 +84,7 @@ def evaluate_left(state_path: Path, root: Path, names: list[str], hook: Callable
     """Evaluate the runs of *names* that trained but have no score (the tuner that trained them was killed during
     or before their evaluation): through the same hook, on the first GPU given."""
     from lfgen.training.evaluate import is_scored
-    from lfgen.training.state import Store, read_rows
+    from lfgen.runs.store import Store, read_rows
 
     rows = read_rows(state_path)
     left = [rows[name] for name in names

@@ -25,10 +25,10 @@ from typing import Any
 from lfgen.errors import InputError
 from lfgen.experiments.sweeps import RunSpec
 from lfgen.layout import BEST_CONFIG, MANIFEST, STATE, experiment_lock
-from lfgen.results.ranking import finite, lower_is_better
+from lfgen.runs.ranking import finite, lower_is_better
 from lfgen.tuning import scoring
 from lfgen.tuning import space as spaces
-from lfgen.tuning import study as studies
+from lfgen.runs import study as studies
 
 SETTINGS = ("space", "trials", "sampler", "pruner", "metric", "seed", *scoring.EVAL_SETTINGS)
 CHANGEABLE = ("trials",)  # what a resume may change (with --gpus and --timeout, which are not recorded)
@@ -158,7 +158,7 @@ def tune(name: str, *, base: str | None = None, options: Any = None, space: str 
 
 
 def manifests_lock(folder: Path) -> Any:
-    from lfgen.training.state import Lock
+    from lfgen.runs.store import Lock
 
     return Lock(experiment_lock(folder), f"experiment {folder}", holder="lfgen tune", share=True)
 
@@ -302,7 +302,7 @@ class _Loop:
         """Tell the study how each trial's run ended; a run not ended (Ctrl-C) stays for the next resume."""
         from lfgen.experiments.finished import _metric
         from lfgen.training.evaluate import is_scored
-        from lfgen.training.state import read_rows
+        from lfgen.runs.store import read_rows
 
         optuna = studies.optuna_module()
         states = optuna.trial.TrialState
@@ -354,7 +354,7 @@ class _Loop:
     def _result(self) -> TuneResult:
         rows = studies.trial_rows(self.study)
         result = TuneResult(self.folder, rows=rows)
-        from lfgen.results.ranking import best
+        from lfgen.runs.ranking import best
 
         result.best = best([r for r in rows if r["state"] == "complete"], lambda r: r["value"], self.settings["metric"])
         if result.best is not None:

@@ -423,7 +423,7 @@ def _tree(root: Path) -> dict[str, tuple]:
 
 
 def _refuse_processes(monkeypatch):
-    from lfgen.training import launch
+    from lfgen import launch
 
     def refuse(*args, **kwargs):
         raise AssertionError(f"bad input reached a process start: {args[:1]}")

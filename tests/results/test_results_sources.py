@@ -11,7 +11,7 @@ import pytest
 from lfgen.builder.options import BuildOptions
 from lfgen.experiments.make import make_sweep
 from lfgen.results.table import collect, compare
-from lfgen.training.state import Store
+from lfgen.runs.store import Store
 from tests.results.lf_files import Curves, decay, evals_at, write_run
 
 RANKS = ("8", "16", "32")

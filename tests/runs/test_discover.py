@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lfgen.errors import InputError
-from lfgen.results.discover import experiment_name, find_runs, natural_key, run_name
+from lfgen.runs.discover import experiment_name, find_runs, natural_key, run_name
 
 
 def touch(path: Path, text: str = "{}\n") -> Path:

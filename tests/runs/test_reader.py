@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from lfgen.results.parsing import elapsed_seconds, grad_norms
-from lfgen.results.reader import MAX_POINTS, read_run
+from lfgen.runs.parsing import elapsed_seconds, grad_norms
+from lfgen.runs.reader import MAX_POINTS, read_run
 from tests.results.lf_files import Curves, decay, trainer_state, write_run
 
 # cpu-e2e.md §4: the first lines of a real trainer_log.jsonl, all_results.json, log_history entries
@@ -265,7 +265,7 @@ def test_a_run_on_the_cpu_has_no_vram_peak(tmp_path: Path) -> None:
     (["1.5", 2], 2.0), ([True, 1.0], 1.0), ([float("inf"), 4.0], 4.0),
 ])
 def test_peak_vram_gib(values, peak):
-    from lfgen.results.parsing import peak_vram_gib
+    from lfgen.runs.parsing import peak_vram_gib
 
     assert peak_vram_gib(values) == peak
 
@@ -273,7 +273,7 @@ def test_peak_vram_gib(values, peak):
 def test_environment_manifest_is_read_and_a_bad_one_is_a_note(tmp_path: Path) -> None:
     import json
 
-    from lfgen.results.reader import read_run
+    from lfgen.runs.reader import read_run
 
     env = {"lfgen": "0.1.0", "llamafactory": "0.9.5", "torch": "2.8.0", "python": "3.11.7", "gpus": [],
            "device": "cpu", "command": ["lfgen", "run", "exp"], "started": "2026-12-01T10:00:00", "later": 1}
@@ -302,7 +302,7 @@ def test_environment_manifest_is_read_and_a_bad_one_is_a_note(tmp_path: Path) ->
     (None, None, None),
 ])
 def test_samples_come_from_the_recipe_capped_by_max_samples(recipe, max_samples, samples, tmp_path: Path) -> None:
-    from lfgen.results.reader import read_run
+    from lfgen.runs.reader import read_run
 
     run_dir = write_run(tmp_path / "r", Curves(decay(20)), config={"max_samples": max_samples} if max_samples else {})
     config = run_dir / "lfgen_run.yaml"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lfgen.results.scoring import (answer_kind, choice_of_answer, choice_of_label, examples, is_repetitive,
+from lfgen.runs.scoring import (answer_kind, choice_of_answer, choice_of_label, examples, is_repetitive,
                                    normalise, read_eval, read_predictions, score)
 
 

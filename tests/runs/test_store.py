@@ -1,4 +1,4 @@
-"""lfgen.training.state: the run table's transitions, the event log, and the one-runner lock."""
+"""lfgen.runs.store: the run table's transitions, the event log, and the one-runner lock."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from lfgen.errors import InputError
-from lfgen.training.state import Lock, Store
+from lfgen.runs.store import Lock, Store
 
 RUNS = [("rank-8", "runs/rank-8.yaml", "outputs/x/rank-8"), ("rank-16", "runs/rank-16.yaml", "outputs/x/rank-16")]
 
@@ -77,7 +77,7 @@ def test_get_an_unknown_run(store):
 def test_lock_refuses_a_second_holder_naming_the_first(tmp_path):
     path = tmp_path / "exp" / ".lock"
     with Lock(path, "experiment exp"):
-        code = ("import sys; from lfgen.training.state import Lock\n"
+        code = ("import sys; from lfgen.runs.store import Lock\n"
                 "try:\n    Lock(__import__('pathlib').Path(sys.argv[1]), 'experiment exp').__enter__()\n"
                 "except Exception as exc:\n    print(exc)\n")
         out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
@@ -95,7 +95,7 @@ def test_lock_is_free_again_after_its_holder_is_done(tmp_path):
 
 def test_lock_is_released_when_the_holder_dies(tmp_path):
     path = tmp_path / ".lock"
-    code = "import os, sys; from lfgen.training.state import Lock; Lock(__import__('pathlib').Path(sys.argv[1]), 'x').__enter__(); os._exit(0)"
+    code = "import os, sys; from lfgen.runs.store import Lock; Lock(__import__('pathlib').Path(sys.argv[1]), 'x').__enter__(); os._exit(0)"
     subprocess.run([sys.executable, "-c", code, str(path)], check=True)
     with Lock(path, "experiment exp"):  # no stale lock: the kernel dropped it
         pass

@@ -11,7 +11,7 @@ def test_a_score_studys_rows_give_eval_losses_back_and_no_value_to_a_pruned_tria
     """A real Optuna study, as the tuner writes one for --metric predict_rouge-l: eval losses reported negated,
     a pruned trial told PRUNED (Optuna then takes its last, negated, loss as its value)."""
     optuna = pytest.importorskip("optuna")
-    from lfgen.tuning.study import trial_rows
+    from lfgen.runs.study import trial_rows
 
     study = optuna.create_study(direction="maximize", storage=f"sqlite:///{tmp_path / 'study.db'}")
     done, pruned = study.ask(), study.ask()

@@ -41,7 +41,7 @@ def test_each_attempt_writes_the_environment_manifest(project, monkeypatch):
 
 
 def test_the_manifest_names_the_gpus_a_run_got(project, monkeypatch):
-    from lfgen.training import launch
+    from lfgen import launch
 
     _smi_with_names(project, ["NVIDIA A800-SXM4-80GB", "NVIDIA H200"])
     experiment(runs=("8",))

@@ -25,7 +25,7 @@ from lfgen.errors import InputError
 from lfgen.training.overview import status
 from lfgen.training.runner import Runner
 from lfgen.training.target import resolve
-from lfgen.training.state import Store
+from lfgen.runs.store import Store
 
 HERE = Path(__file__).parent
 
@@ -281,7 +281,7 @@ def test_gpus_are_shared_one_run_per_gpu(project, monkeypatch):
     fake_gpus(project, 2)
     experiment(runs=("4", "8", "16", "32"))
     modes(monkeypatch, rank_4="slow:0.05", rank_8="slow:0.05", rank_16="slow:0.05", rank_32="slow:0.05")
-    from lfgen.training import launch
+    from lfgen import launch
 
     summary, _ = run(gpus=launch.parse_gpus("0,1", launch.visible_gpus()))
     assert len(summary.done) == 4
@@ -296,7 +296,7 @@ def test_gpus_are_shared_one_run_per_gpu(project, monkeypatch):
 def test_dry_run_shows_the_gpu_plan_and_starts_nothing(project, monkeypatch):
     fake_gpus(project, 4)
     experiment(runs=("8", "16", "32"))
-    from lfgen.training import launch
+    from lfgen import launch
 
     _, recorder = run(gpus=launch.parse_gpus("0-3", launch.visible_gpus()), gpus_per_run=2, dry_run=True)
     text = "\n".join(recorder.events[0][1])
@@ -334,7 +334,7 @@ def test_bad_input(project, runner, cli, args, message):
 
 
 def test_llamafactory_cli_not_installed(project, monkeypatch, tmp_path):
-    from lfgen.training import launch
+    from lfgen import launch
 
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     monkeypatch.setattr(launch.sys, "executable", str(tmp_path / "nowhere" / "python"))
@@ -353,7 +353,7 @@ def test_an_output_dir_lfgen_did_not_make_is_not_touched(project, monkeypatch):
 
 
 def test_argv_and_env_are_pure_functions():
-    from lfgen.training import launch
+    from lfgen import launch
 
     assert launch.train_argv("/bin/lf", "o/r/lfgen_run.yaml") == ["/bin/lf", "train", "o/r/lfgen_run.yaml"]
     env = launch.train_env({"PATH": "/bin", "FORCE_TORCHRUN": "1"}, [3])

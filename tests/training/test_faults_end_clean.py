@@ -23,7 +23,7 @@ import pytest
 from lfgen.training import rundir
 from lfgen.training.overview import status
 from lfgen.training.target import resolve
-from lfgen.training.state import Store
+from lfgen.runs.store import Store
 
 from .test_faults import _alive, _start_lfgen, _wait_for, calls, experiment, modes, project, rows, run  # noqa: F401
 

@@ -12,7 +12,7 @@ from lfgen.errors import InputError
 from lfgen.experiments.make import make_sweep
 from lfgen.training.overview import experiments
 from lfgen.training.target import resolve
-from lfgen.training.state import Store
+from lfgen.runs.store import Store
 
 
 @pytest.fixture

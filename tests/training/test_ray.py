@@ -197,7 +197,7 @@ def test_two_runs_train_for_real_at_once_and_compare_reads_the_copies(on_cluster
     assert [(r["run"], r["state"], r["step"]) for r in store_rows] == [("rank-4", "done", 10), ("rank-8", "done", 10)]
     compare = lfgen("compare", "outputs/tiny")
     assert compare.returncode == 0 and "rank-4" in compare.stdout and "rank-8" in compare.stdout, compare.stderr
-    from lfgen.training.state import Store
+    from lfgen.runs.store import Store
 
     store = Store(tmp_path / "experiments/tiny/state.sqlite")
     try:
@@ -220,7 +220,7 @@ def test_a_two_trial_tune_runs_its_trials_as_ray_tasks(project, on_cluster, runn
                                  "--space", "space.yaml", "--trials", "2", "--pruner", "none", "--ray", address])
     assert result.exit_code == 0, result.output
     assert "Ray at 127.0.0.1" in result.output and "best: trial-00" in result.output
-    from lfgen.tuning.study import load_rows
+    from lfgen.runs.study import load_rows
 
     assert [row["state"] for row in load_rows(project / "experiments/t")] == ["complete", "complete"]
     trained = [c["argv"][2] for c in calls(project) if "argv" in c and "finished" not in c]
@@ -274,7 +274,7 @@ def test_a_run_whose_ray_worker_dies_is_requeued_and_finishes(project, on_cluste
     assert killed, "the run's Ray worker was not found"
     assert summary.done == ["rank-8"], rows()["rank-8"]
     assert rows()["rank-8"].attempts == 2
-    from lfgen.training.state import Store
+    from lfgen.runs.store import Store
 
     store = Store(project / "experiments/exp/state.sqlite")
     try:

@@ -82,7 +82,7 @@ def test_eval_ray_refuses_a_run_dir_and_a_bad_address(project, runner, cli):  # 
 # --- a real loopback cluster, the stand-in llamafactory-cli -------------------------------------------
 
 def _store(project):
-    from lfgen.training.state import Store
+    from lfgen.runs.store import Store
 
     return Store(project / "experiments/exp/state.sqlite")
 
@@ -203,7 +203,7 @@ def _scored_on_the_worker(tmp_path, workers, run):
 
 
 def _evaluations(tmp_path):
-    from lfgen.training.state import Store
+    from lfgen.runs.store import Store
 
     store = Store(tmp_path / "experiments/tiny/state.sqlite")
     try:
@@ -260,7 +260,7 @@ def test_tune_ray_on_an_eval_metric_scores_each_trial_where_it_trained(project, 
                                  "--space", "space.yaml", "--trials", "2", "--pruner", "none", "--metric",
                                  "predict_rouge-l", "--ray", address])
     assert result.exit_code == 0, result.output
-    from lfgen.tuning.study import load_rows
+    from lfgen.runs.study import load_rows
 
     assert [(row["state"], row["value"]) for row in load_rows(project / "experiments/t")] == [("complete", 50.0)] * 2
     predicted = [c["argv"][2] for c in calls(project) if c.get("predict") and "finished" not in c]

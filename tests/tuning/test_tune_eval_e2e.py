@@ -42,8 +42,8 @@ def _eval_losses(out) -> dict[int, float]:
 
 def test_a_rouge_study_scores_each_trial_with_llamafactory_and_a_kill_during_an_eval_resumes_it(tmp_path):
     from lfgen.tiny import make_dataset, make_model
-    from lfgen.training.state import read_rows
-    from lfgen.tuning.study import load_rows
+    from lfgen.runs.store import read_rows
+    from lfgen.runs.study import load_rows
 
     project = tmp_path
     make_model(project / "tiny-model")

@@ -85,8 +85,8 @@ def _snapshot(out: Path) -> dict[str, tuple[bytes, int]]:
 
 def test_kill_9_mid_trial_then_resume_ends_with_exactly_n_trials_and_retrains_no_finished_one(tmp_path):
     from lfgen.tiny import CPU_SETTINGS, make_dataset, make_model
-    from lfgen.training.state import read_rows
-    from lfgen.tuning.study import load_rows
+    from lfgen.runs.store import read_rows
+    from lfgen.runs.study import load_rows
 
     project = tmp_path
     make_model(project / "tiny-model")
