@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from lfgen.errors import StateError, describe_validation, validation_problems
 from lfgen.experiments.make import make_sweep
 from lfgen.experiments.manifest import load
+from lfgen.runs.states import RunState
 from lfgen.runs.store import Store
 
 MANIFEST = "experiments/rank-sweep/experiment.yaml"
@@ -142,7 +143,7 @@ def _real_state(path):
     store = Store(path)
     store.sync_runs([(f"rank-{r}", f"runs/rank-{r}.yaml", f"outputs/x/rank-{r}") for r in range(40)])
     for r in range(40):
-        store.update(f"rank-{r}", state="done", detail="x" * 300)
+        store.transition(f"rank-{r}", RunState.DONE, detail="x" * 300)
         store.event(f"rank-{r}", "started", {"gpus": [0], "command": "y" * 300})
     store.close()
     return path.read_bytes()

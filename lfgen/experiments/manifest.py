@@ -112,7 +112,7 @@ def write(name: str, base: str, options: BuildOptions, runs: list[RunSpec], swee
     Replacing (*force*) takes the experiment's lock, the one ``lfgen run`` holds: an experiment a runner
     holds is never replaced, and of two sweeps writing one name at once only one succeeds.
     """
-    from lfgen.runs.store import Lock
+    from lfgen.runs.lock import Lock
 
     target = Path(experiments_dir) / check_name(name)
     _refuse_existing(target, force)

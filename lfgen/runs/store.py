@@ -1,16 +1,14 @@
-"""Run state of one experiment: an SQLite database (WAL) and the lock that keeps one runner per experiment.
+"""Run state of one experiment: an SQLite database (WAL), ``state.sqlite``.
 
-Every change is one transaction, so a crash of lfgen (even kill -9) leaves each run either
-before or after a change, never half-recorded. The lock is an ``flock`` on ``.lock``: the
-kernel drops it when the holder dies, so a stale lock never blocks the next ``lfgen run``;
-runs still marked ``running`` then belong to a dead runner and are recovered.
+Every change is one transaction, so a crash of lfgen (even kill -9) leaves each run either before or after a
+change, never half-recorded. A run changes state only through ``Store.transition``: the row, its timestamps and
+its event in one transaction, and only along the moves ``lfgen.runs.states.MOVES`` allows. One runner holds the
+experiment's lock (lfgen.runs.lock) while it writes here.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import shlex
 import sqlite3
 import time
@@ -21,9 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lfgen.errors import InputError, StateError
-
-STATES = ("pending", "running", "done", "failed", "interrupted", "pruned")  # a run's life, in order
-# pruned: stopped early by lfgen tune's pruner (a trial whose eval loss was behind); never resumed
+from lfgen.runs.states import EvalState, RunState, allowed
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -41,7 +37,6 @@ CREATE TABLE IF NOT EXISTS evaluations (
     run TEXT PRIMARY KEY, state TEXT NOT NULL, started REAL, ended REAL, detail TEXT, options TEXT
 );
 """
-EVAL_STATES = ("running", "done", "failed")  # an evaluation's life (lfgen eval); no row: not evaluated
 
 
 @dataclass
@@ -49,7 +44,7 @@ class RunRow:
     name: str
     config: str
     output_dir: str
-    state: str
+    state: RunState
     reason: str | None
     detail: str | None
     attempts: int
@@ -63,6 +58,9 @@ class RunRow:
     ended: float | None
     updated: float | None
     position: int
+
+    def __post_init__(self) -> None:
+        self.state = RunState(self.state)  # ValueError for a state lfgen never writes (Store._check refuses those)
 
 
 class Store:
@@ -104,6 +102,11 @@ class Store:
         lacking = [f.name for f in fields(RunRow) if f.name not in columns]
         if lacking:
             raise sqlite3.DatabaseError(f"its runs table lacks {', '.join(lacking)}")
+        unknown = [row[0] for row in self.db.execute("SELECT DISTINCT state FROM runs")
+                   if row[0] not in RunState._value2member_map_]
+        if unknown:
+            raise sqlite3.DatabaseError(f"its runs table holds a state lfgen never writes ({unknown[0]!r}; "
+                                        f"lfgen writes {', '.join(RunState)})")
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
@@ -170,10 +173,46 @@ class Store:
                 return row
         raise KeyError(name)
 
-    def update(self, name: str, **fields: Any) -> None:
-        fields["updated"] = time.time()
-        assignments = ", ".join(f"{key}=:{key}" for key in fields)
-        self._tx(f"UPDATE runs SET {assignments} WHERE name=:name", {**fields, "name": name})
+    def add_run(self, name: str, config: str, output_dir: str) -> None:
+        """Add one run at the end (lfgen tune's next trial); a run already known keeps its state."""
+        with self._guard(), self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            position = self.db.execute("SELECT COALESCE(MAX(position) + 1, 0) FROM runs").fetchone()[0]
+            self.db.execute(
+                "INSERT INTO runs (name, config, output_dir, position, updated) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET config=excluded.config, output_dir=excluded.output_dir",
+                (name, config, output_dir, position, time.time()))
+
+    def transition(self, name: str, to: RunState, *, reason: str | None = None, detail: str | None = None,
+                   event: tuple[str, str | dict] | None = None, **values: Any) -> None:
+        """Move run *name* to *to* in one transaction: its state, reason and detail; its timestamps (``started``
+        when it starts running, ``ended`` when it stops or fails to start); its process ids, cleared once it does
+        not run; any other column in *values* (attempts, command, gpus, oom_retries ...); and its *event* (kind,
+        message), when given. A move ``lfgen.runs.states.MOVES`` does not allow is a StateError (nothing written).
+        """
+        now = time.time()
+        row = {"state": str(to), "reason": reason, "detail": detail, "updated": now}
+        with self._guard(), self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            found = self.db.execute("SELECT state FROM runs WHERE name=?", (name,)).fetchone()
+            if found is None:
+                raise KeyError(name)
+            current = RunState(found[0])
+            if not allowed(current, to):
+                raise StateError(f"{self.path}: run {name} cannot go from {current} to {to}")
+            if to is RunState.RUNNING:
+                row.update(started=now, ended=None)
+            else:
+                row.update(pid=None, pgid=None)
+                if current is RunState.RUNNING or to is RunState.FAILED:
+                    row["ended"] = now
+            row.update(values)
+            assignments = ", ".join(f"{key}=:{key}" for key in row)
+            self.db.execute(f"UPDATE runs SET {assignments} WHERE name=:name", {**row, "name": name})
+            if event is not None:
+                kind, message = event
+                self.db.execute("INSERT INTO events (run, time, kind, message) VALUES (?, ?, ?, ?)",
+                                (name, now, kind, message if isinstance(message, str) else json.dumps(message)))
 
     def event(self, run: str, kind: str, message: str | dict) -> None:
         text = message if isinstance(message, str) else json.dumps(message)
@@ -185,15 +224,17 @@ class Store:
             row = self.db.execute("SELECT state, detail FROM evaluations WHERE run=?", (run,)).fetchone()
         return (row[0], row[1]) if row else None
 
-    def set_evaluation(self, run: str, state: str, *, detail: str | None = None, options: dict | None = None) -> None:
+    def set_evaluation(self, run: str, state: EvalState, *, detail: str | None = None,
+                       options: dict | None = None) -> None:
         """Record the run's evaluation as *state* (running: its start; done/failed: its end), one transaction."""
         now = time.time()
-        if state == "running":
+        state = EvalState(state)
+        if state is EvalState.RUNNING:
             self._tx("INSERT INTO evaluations (run, state, started, ended, detail, options) VALUES (?, ?, ?, NULL, NULL, ?)"
                      " ON CONFLICT(run) DO UPDATE SET state=excluded.state, started=excluded.started, ended=NULL, "
-                     "detail=NULL, options=excluded.options", (run, state, now, json.dumps(options or {})))
+                     "detail=NULL, options=excluded.options", (run, str(state), now, json.dumps(options or {})))
         else:
-            self._tx("UPDATE evaluations SET state=?, ended=?, detail=? WHERE run=?", (state, now, detail, run))
+            self._tx("UPDATE evaluations SET state=?, ended=?, detail=? WHERE run=?", (str(state), now, detail, run))
         self.event(run, f"eval:{state}", detail or (options or {}))
 
     def events(self, run: str | None = None) -> list[tuple[str, float, str, str]]:
@@ -219,91 +260,19 @@ def read_rows(path: Path) -> dict[str, RunRow]:
             rows = [RunRow(**dict(zip(columns, row))) for row in cursor.fetchall()]
         finally:
             db.close()
-    except (sqlite3.Error, TypeError) as exc:  # TypeError: a runs table with other columns
+    except (sqlite3.Error, TypeError, ValueError) as exc:  # TypeError: other columns; ValueError: an unknown state
         raise InputError(f"{path}: the run state cannot be read ({exc})") from None
     return {row.name: row for row in rows}
 
 
-def current_state(row: RunRow | None) -> str:
+def current_state(row: RunRow | None) -> RunState:
     """A run's state as lfgen run left it: pending when it has no row yet; a run marked running whose
     process group is gone (its runner was killed) is interrupted: the next lfgen run resumes it."""
     if row is None:
-        return "pending"
-    if row.state == "running" and row.pgid:
+        return RunState.PENDING
+    if row.state is RunState.RUNNING and row.pgid:
         from lfgen.launch import group_alive
 
         if not group_alive(row.pgid):
-            return "interrupted"
+            return RunState.INTERRUPTED
     return row.state
-
-
-_HELD: dict[str, int] = {}  # the shared locks this process holds (absolute path -> nesting depth)
-
-
-class Lock:
-    """An flock on *path* (one runner per experiment, one run per output dir), naming the holder for the next one."""
-
-    def __init__(self, path: Path, what: str, holder: str = "", verb: str = "run", share: bool = False):
-        self.path, self.what, self.holder, self.verb = path, what, holder, verb
-        self.share = share  # lfgen tune: its own runner (in this process) may take the lock again, nested
-        self.handle = None
-
-    def __enter__(self) -> Lock:
-        key = os.path.abspath(self.path)
-        if key in _HELD:  # lfgen tune holds it with share=True, and its runner takes it: nested, not refused
-            _HELD[key] += 1
-            self.nested = True
-            return self
-        self.nested = False
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # Unbuffered: on a full disk the holder's line fails where it is written, never again at close.
-            handle = open(self.path, "a+b", buffering=0)  # noqa: SIM115 - held for the lock's lifetime
-        except OSError as exc:
-            raise InputError(f"{self.what}: cannot create its lock file {self.path} ({exc.strerror}); lfgen needs "
-                             "to write in that folder (check its permissions, or choose another folder)") from None
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().decode("utf-8", "replace").strip() or "another process"
-            handle.close()
-            raise InputError(f"{self.what} is already being {self.verb} by {holder}; wait for it, or stop it "
-                             "(Ctrl-C there, or kill that pid)") from None
-        doing = f"{self.holder}, " if self.holder else ""
-        try:  # the holder's name is for the next one's message; the flock alone is the lock (a full disk)
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"lfgen pid {os.getpid()} ({doing}started {time.strftime('%Y-%m-%d %H:%M:%S')})".encode())
-        except OSError:
-            pass
-        self.handle = handle
-        if self.share:
-            _HELD[key] = 1
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        key = os.path.abspath(self.path)
-        if getattr(self, "nested", False):
-            _HELD[key] -= 1
-            return
-        if self.share:
-            _HELD.pop(key, None)
-        if self.handle is not None:
-            self.handle.close()
-            self.handle = None
-
-
-def lock_holder(path: Path) -> str | None:
-    """Who holds the flock on *path* (the text its holder wrote), or None when nobody does; creates nothing."""
-    try:
-        handle = open(path)  # noqa: SIM115 - closed below
-    except OSError:
-        return None
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return handle.read().strip() or "another process"
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return None

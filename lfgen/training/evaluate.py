@@ -281,7 +281,8 @@ def evaluate_experiment(target: Any, options: EvalOptions | None = None, *, forc
     lock, one at a time here, or all at once in *remote* (``lfgen.training.ray_eval.RayEvaluations``: one Ray
     task each); resumable: a killed lfgen eval goes on where it stopped. *progress* (optional) is called with
     each Outcome as it happens."""
-    from lfgen.runs.store import Lock, Store, read_rows
+    from lfgen.runs.lock import Lock
+    from lfgen.runs.store import Store, read_rows
 
     options = options or EvalOptions()
     options.check()

@@ -42,6 +42,7 @@ class RunHandle(Protocol):
     pid: int | None  # the local process group lfgen may stop after a crash (None: not on this machine)
     log_path: Path  # the console log on this machine (a remote run's is copied home when it ends)
     placed: dict[str, Any] | None  # where a remote run trains (node, path, GPUs); None until known or local
+    lost: str | None  # why its worker or node was lost (not the run's fault: lfgen.training.requeue); None here
 
     def poll(self) -> Progress: ...
     def returncode(self) -> int | None: ...
@@ -59,6 +60,7 @@ class LocalHandle:
     def __init__(self, child: launch.Child, watcher: RunWatcher):
         self.child, self.watcher = child, watcher
         self.pid, self.log_path, self.placed = child.pid, child.log_path, None
+        self.lost: str | None = None  # a local child is never lost: its end is its own
 
     def poll(self) -> Progress:
         return self.watcher.poll()

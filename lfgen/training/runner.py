@@ -27,7 +27,9 @@ from lfgen.training.executor import Executor, LocalExecutor, RunHandle, RunSpec
 from lfgen.training.failures import NAN_ADVICE, OOM_ADVICE, classify_failure
 from lfgen.training.signals import Terminated
 from lfgen.training.slots import dry_run_lines, wait_any
-from lfgen.runs.store import Lock, RunRow, Store
+from lfgen.runs.lock import Lock
+from lfgen.runs.states import RunState
+from lfgen.runs.store import RunRow, Store
 from lfgen.training.target import Target
 from lfgen.training.watch import Progress
 
@@ -91,13 +93,13 @@ class Runner:
     def _recover(self, store: Store) -> None:
         """Runs left 'running' by a runner that is gone (we hold the lock): stop leftovers, mark interrupted."""
         for row in store.runs():
-            if row.state != "running":
+            if row.state is not RunState.RUNNING:
                 continue
             if row.pgid and launch.group_alive(row.pgid):
                 launch.stop_group(row.pgid)
-            store.update(row.name, state="interrupted", reason="interrupted", pid=None, pgid=None,
-                         detail=f"lfgen (pid {row.runner_pid}) stopped while this run trained", ended=time.time())
-            store.event(row.name, "recovered", f"runner pid {row.runner_pid} gone; marked interrupted")
+            store.transition(row.name, RunState.INTERRUPTED, reason="interrupted",
+                             detail=f"lfgen (pid {row.runner_pid}) stopped while this run trained",
+                             event=("recovered", f"runner pid {row.runner_pid} gone; marked interrupted"))
             self.reporter.message(f"{row.name}: its last runner (pid {row.runner_pid}) is gone; it will resume")
 
     def _queue(self, store: Store, retry_failed: bool, rerun: list[str], retry_missing: bool = False) -> list[str]:
@@ -107,11 +109,11 @@ class Runner:
             raise InputError(f"--rerun: no run {unknown[0]!r} in {self.target.name}; runs: {', '.join(rows)}")
         again, queue, missing = [], [], []
         for name, row in rows.items():
-            if name in rerun or (retry_failed and row.state == "failed"):
+            if name in rerun or (retry_failed and row.state is RunState.FAILED):
                 again.append(name)
-            elif row.state in ("pending", "interrupted"):
+            elif row.state in (RunState.PENDING, RunState.INTERRUPTED):
                 queue.append(name)
-            elif row.state == "done" and (why := rundir.results_missing(self.target.root / row.output_dir)):
+            elif row.state is RunState.DONE and (why := rundir.results_missing(self.target.root / row.output_dir)):
                 if retry_missing:
                     again.append(name)
                     missing.append((name, why))
@@ -122,7 +124,7 @@ class Runner:
         # Every run about to start is checked (locks, another config's results) before any state changes.
         outputs.preflight(self.target.root, [(n, rows[n].config, rows[n].output_dir) for n in queue], force=self.force)
         for name in again:
-            store.update(name, state="pending", reason="fresh", detail=None, oom_retries=0)
+            store.transition(name, RunState.PENDING, reason="fresh", oom_retries=0)
         for name, why in missing:
             store.event(name, "missing", f"done, but {why}; retrained (--retry-missing)")
         return queue
@@ -193,10 +195,9 @@ class Runner:
         command = {"argv": argv, "cwd": str(self.target.root),
                    "env": {k: env[k] for k in ("CUDA_VISIBLE_DEVICES", "FORCE_TORCHRUN", "NPROC_PER_NODE",
                                                "RECORD_VRAM") if k in env}}
-        store.update(name, state="running", attempts=attempt, command=json.dumps(command), pid=handle.pid,
-                     pgid=handle.pid, runner_pid=os.getpid(), gpus=",".join(map(str, slot)) if slot else None,
-                     started=time.time(), ended=None)
-        store.event(name, "started", command)
+        store.transition(name, RunState.RUNNING, event=("started", command), attempts=attempt,
+                         command=json.dumps(command), pid=handle.pid, pgid=handle.pid, runner_pid=os.getpid(),
+                         gpus=",".join(map(str, slot)) if slot else None)
         self.active[name] = _Active(row=store.get(name), handle=handle, gpus=slot,
                                     micro=config.get("per_device_train_batch_size"),
                                     accumulation=config.get("gradient_accumulation_steps"), config=config)
@@ -243,9 +244,8 @@ class Runner:
         return f"{row.output_dir}/{CONSOLE_LOG}"
 
     def _finish_failed(self, row: RunRow, reason: str, detail: str) -> None:
-        self.store.update(row.name, state="failed", reason=reason, detail=detail, pid=None, pgid=None,
-                          ended=time.time())
-        self.store.event(row.name, f"failed:{reason}", detail)
+        self.store.transition(row.name, RunState.FAILED, reason=reason, detail=detail,
+                              event=(f"failed:{reason}", detail))
         self.reporter.finished(row.name, "failed", reason, detail)
 
     def _check(self, name: str, queue: deque) -> bool:
@@ -265,7 +265,10 @@ class Runner:
                 f"the loss went NaN ({progress.nan}); stopped at once. {NAN_ADVICE}", log))
             return True
         if rc is None and self.on_progress is not None and self.on_progress(name, progress) == "prune":
-            return pruning.stop(self, active, progress)  # its process group stopped, recorded as pruned
+            active.handle.stop()  # local or on a Ray worker: stopped and waited for
+            active.handle.tail()  # read what is left of its console and close it
+            self.reporter.finished(name, "pruned", "pruned", pruning.record(self.store, name, progress))
+            return True
         if rc is None:
             return False
         handle.poll()
@@ -274,12 +277,14 @@ class Runner:
             self._finish_failed(active.row, "nan", failures.with_log(f"the loss went NaN ({progress.nan}). {NAN_ADVICE}",
                                                                      log))
         elif rc == 0:
-            self.store.update(name, state="done", reason=None, detail=None, pid=None, pgid=None, ended=time.time())
-            self.store.event(name, "done", progress.as_dict())
+            self.store.transition(name, RunState.DONE, event=("done", progress.as_dict()))
             self.reporter.finished(name, "done", None, None)
             if self.after_done is not None:
                 self.after_done(self.store, self.store.get(name), active.gpus)
-        elif not requeue.lost(self, active, queue):  # a Ray worker that died: requeued elsewhere (a cap)
+        elif said := requeue.lost(self.store, name, handle):  # a Ray worker that died: requeued elsewhere (a cap)
+            self.reporter.message(said)
+            queue.appendleft(name)
+        else:
             reason, detail = classify_failure(handle.tail() or failures.log_tail(handle.log_path))
             if reason == "oom":
                 self._oom(active, detail, queue)
@@ -301,10 +306,10 @@ class Runner:
         new_accumulation = math.ceil(micro * accumulation / new_micro)  # keeps micro x accumulation
         change = {"config": {"per_device_train_batch_size": new_micro, "gradient_accumulation_steps": new_accumulation},
                   "from": [micro, accumulation], "to": [new_micro, new_accumulation]}
-        self.store.update(row.name, state="pending", reason="oom-retry", detail=json.dumps(change),
-                          oom_retries=row.oom_retries + 1, pid=None, pgid=None, ended=time.time())
-        self.store.event(row.name, "oom-retry", f"{detail}; micro-batch {micro} x accumulation {accumulation} -> "
-                                                f"{new_micro} x {new_accumulation} (effective batch kept)")
+        self.store.transition(row.name, RunState.PENDING, reason="oom-retry", detail=json.dumps(change),
+                              oom_retries=row.oom_retries + 1,
+                              event=("oom-retry", f"{detail}; micro-batch {micro} x accumulation {accumulation} -> "
+                                                  f"{new_micro} x {new_accumulation} (effective batch kept)"))
         self.reporter.message(f"{row.name}: out of memory; retrying with micro-batch {new_micro} x accumulation "
                               f"{new_accumulation} (was {micro} x {accumulation})")
         queue.appendleft(row.name)
@@ -358,7 +363,7 @@ class Runner:
                         outputs.release(self.output_locks, name)
                         free.append(busy.pop(name))
                         free.sort(key=lambda s: self.slots.index(s))
-                        if self.fail_fast and self.store.get(name).state == "failed":
+                        if self.fail_fast and self.store.get(name).state is RunState.FAILED:
                             stop = True
                 if self.active:
                     wait_any(self.active.values(), POLL_S)
@@ -369,9 +374,8 @@ class Runner:
                 self.after_done.interrupt()
             for name, active in list(self.active.items()):
                 active.handle.stop()  # the guard stops the run's whole tree, wherever it is
-                self.store.update(name, state="interrupted", reason="interrupted", pid=None, pgid=None,
-                                  detail=f"stopped with {how}", ended=time.time())
-                self.store.event(name, "interrupted", how)
+                self.store.transition(name, RunState.INTERRUPTED, reason="interrupted", detail=f"stopped with {how}",
+                                      event=("interrupted", how))
                 self.reporter.finished(name, "interrupted", "interrupted", f"stopped with {how}")
             self.active.clear()
             raise
@@ -380,17 +384,17 @@ class Runner:
     def summary(self) -> Summary:
         result = Summary()
         for row in self.store.runs():
-            if row.state == "done" and rundir.results_missing(self.target.root / row.output_dir):
+            if row.state is RunState.DONE and rundir.results_missing(self.target.root / row.output_dir):
                 result.missing.append(row.name)
                 continue
-            {"done": result.done, "failed": result.failed, "interrupted": result.interrupted, "pruned": result.pruned}.get(
-                row.state, result.skipped).append(row.name)
+            {RunState.DONE: result.done, RunState.FAILED: result.failed, RunState.INTERRUPTED: result.interrupted,
+             RunState.PRUNED: result.pruned}.get(row.state, result.skipped).append(row.name)
         return result
 
 
 def _fresh(row: RunRow) -> bool:
     """The run starts afresh (a new run, a rerun, an OOM retry); otherwise it resumes from a checkpoint."""
-    return row.reason in ("fresh", "oom-retry") or row.state == "pending"
+    return row.reason in ("fresh", "oom-retry") or row.state is RunState.PENDING
 
 
 class _ConfigProblem(Exception):

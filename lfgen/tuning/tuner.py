@@ -158,7 +158,7 @@ def tune(name: str, *, base: str | None = None, options: Any = None, space: str 
 
 
 def manifests_lock(folder: Path) -> Any:
-    from lfgen.runs.store import Lock
+    from lfgen.runs.lock import Lock
 
     return Lock(experiment_lock(folder), f"experiment {folder}", holder="lfgen tune", share=True)
 

@@ -108,7 +108,7 @@ def test_predict_argv():
 def test_eval_is_refused_while_lfgen_run_holds_the_experiment(tmp_path, runner, monkeypatch):
     """One lock per experiment: eval and run both write its state, so one waits for the other."""
     from lfgen.cli.app import cli
-    from lfgen.runs.store import Lock
+    from lfgen.runs.lock import Lock
     from lfgen.training.target import resolve
 
     monkeypatch.chdir(tmp_path)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from lfgen.runs.store import Lock
+from lfgen.runs.lock import Lock
 
 from .test_faults import calls, experiment, modes, project, rows, run  # noqa: F401 - project is a fixture
 
