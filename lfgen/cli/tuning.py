@@ -9,6 +9,7 @@ import click
 
 from lfgen.cli.options import build_options, ray_options, to_build_options
 from lfgen.cli.output import CONTEXT
+from lfgen.tuning.strategies import PRUNERS, SAMPLERS
 
 
 @click.command(context_settings=CONTEXT)
@@ -17,8 +18,8 @@ from lfgen.cli.output import CONTEXT
 @click.option("--space", type=click.Path(dir_okay=False),
               help="Space file (as sweep random reads, plus alpha_ratio); default: the seeds' space.")
 @click.option("--trials", type=int, help="Trials the study ends with, in all (default 20; a resume may raise it).")
-@click.option("--sampler", type=click.Choice(["tpe", "random", "grid"]), help="How trials are proposed (default tpe).")
-@click.option("--pruner", type=click.Choice(["asha", "median", "none"]),
+@click.option("--sampler", type=click.Choice(SAMPLERS), help="How trials are proposed (default tpe).")
+@click.option("--pruner", type=click.Choice(PRUNERS),
               help="Early stopping on eval loss (default asha: successive halving).")
 @click.option("--metric", help="The objective (default eval_loss; losses lowest, scores highest); an lfgen eval metric "
               "(predict_rouge-l, ...) evaluates each trial after it trains.")

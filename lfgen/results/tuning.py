@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lfgen.layout import STUDY
-from lfgen.runs.ranking import lower_is_better
+from lfgen.runs.metrics import lower_is_better
 
 
 def study_folder(root: Path, name: str) -> Path | None:

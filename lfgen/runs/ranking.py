@@ -1,8 +1,7 @@
 """THE best run and THE keys that vary: one ranking for compare, ``sweep --from`` and the tuner.
 
-A metric whose name says loss, perplexity, runtime or time is better low; any other (ROUGE, BLEU, accuracy)
-is better high. A value that is missing, NaN or infinite never ranks: a run whose loss went NaN is
-never "best".
+Which way a metric is better is the metric registry's (lfgen.runs.metrics). A value that is missing, NaN or
+infinite never ranks: a run whose loss went NaN is never "best".
 """
 
 from __future__ import annotations
@@ -11,13 +10,11 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
+from lfgen.runs.metrics import judging_loss, lower_is_better
+
 T = TypeVar("T")
 # Keys that differ between any two runs by construction; a column of them says nothing.
 NOT_COMPARED = frozenset({"output_dir", "logging_dir", "run_name"})
-
-
-def lower_is_better(metric: str) -> bool:
-    return any(word in metric for word in ("loss", "perplexity", "runtime", "time"))
 
 
 def finite(value: Any) -> float | None:
@@ -49,14 +46,11 @@ def varying_keys(configs: Sequence[dict[str, Any]], base: dict[str, Any] | None 
     return [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1]
 
 
-EVAL_METRICS = ("predict_rouge-l", "accuracy")  # lfgen eval's scores, checked against the loss ranking
-
-
 def disagreement(items: Sequence[tuple[str, Any]], value: Callable[[tuple[str, Any], str], Any], label: str,
                  best_by: str, best_value: float) -> str | None:
     """When the best of (name, item) *items* by *best_by* (a loss) is not the best by ROUGE-L (or accuracy),
     say so with both values; None when they agree or nothing was evaluated."""
-    for metric in EVAL_METRICS:
+    for metric in judging_loss():
         found = best(items, lambda item, m=metric: value(item, m), metric)
         if found is None or found[0] == label:
             continue

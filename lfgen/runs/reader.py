@@ -164,6 +164,13 @@ def read_run(run_dir: str | os.PathLike[str], *, max_points: int | None = MAX_PO
     return run
 
 
+def steps_logged(run_dir: str | os.PathLike[str]) -> int:
+    """Optimizer steps a run logged: the highest step of its training-loss curve (trainer_log.jsonl, else its
+    trainer_state.json; a resumed run logs steps again), 0 when it logged none (lfgen tune's steps per trial)."""
+    run = read_run(run_dir, max_points=None)  # every line: a sample could miss the highest step of a resumed run
+    return int(max(run.train_loss.steps)) if run.train_loss else 0
+
+
 def _read_log(text: str, run: RunData, max_points: int | None) -> None:
     last, body = last_record(text, run.notes)
     if last is None:

@@ -1,26 +1,21 @@
-"""The Optuna study of a tune experiment: ``experiments/<name>/study.db`` (SQLite), its sampler and pruner, and
-its trials as rows for status, compare and report.
+"""The Optuna study of a tune experiment: ``experiments/<name>/study.db`` (SQLite), opened, checked, and its trials
+as rows for tune, status, compare and report.
 
-The sampler and pruner are not stored in the database (Optuna keeps neither), so they are made again from the
-experiment's settings every time the study is opened. The sampler's seed is the study seed plus the number of
-trials so far: a fresh study is reproducible, and a resumed one does not repeat earlier proposals.
+Optuna keeps neither the sampler nor the pruner in the database: lfgen tune makes them again from the experiment's
+settings every time it opens the study (lfgen.tuning.strategies) and hands them to ``open_study``.
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import warnings
 from pathlib import Path
 from typing import Any
 
 from lfgen.errors import InputError, StateError
-from lfgen.layout import STUDY, TRAINER_LOG
-from lfgen.runs.ranking import lower_is_better
+from lfgen.layout import STUDY
 
 STUDY_FILE = STUDY
-SAMPLERS = ("tpe", "random", "grid")
-PRUNERS = ("asha", "median", "none")
 _TABLES = {"studies", "trials", "trial_values", "trial_intermediate_values", "trial_params"}
 
 
@@ -54,64 +49,30 @@ def check_file(path: Path) -> None:
         raise StateError(f"{path}: not an Optuna study (missing tables {', '.join(sorted(_TABLES - tables))}); {fix}")
 
 
-def sampler(name: str, seed: int, grid_values: dict[str, list[Any]] | None) -> Any:
-    optuna = optuna_module()
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=4)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    # grid: every point is enqueued once (tuner), drawn in order. Optuna's GridSampler calls study.stop() when the
-    # grid runs out, which ask-and-tell refuses (RuntimeError outside optimize).
-    return optuna.samplers.RandomSampler(seed=seed)
+def _storage(path: Path) -> Any:
+    return optuna_module().storages.RDBStorage(f"sqlite:///{path.resolve()}")
 
 
-def pruner(name: str, min_resource: int) -> Any:
-    """ASHA: Optuna's SuccessiveHalvingPruner, its first rung at the first eval step; median: MedianPruner."""
-    optuna = optuna_module()
-    if name == "asha":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, min_resource), reduction_factor=2)
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
-    return optuna.pruners.NopPruner()
-
-
-def open_study(folder: Path, name: str, settings: dict[str, Any], grid_values: dict[str, list[Any]] | None,
-               min_resource: int) -> Any:
-    """The experiment's study, created on first use; the same sampler and pruner every time."""
-    optuna = optuna_module()
+def trial_count(folder: Path, name: str) -> int:
+    """How many trials the study *name* in *folder* has (0 when it does not exist yet)."""
     path = folder / STUDY_FILE
     check_file(path)
-    storage = optuna.storages.RDBStorage(f"sqlite:///{path.resolve()}")
     try:
-        count = len(optuna.load_study(study_name=name, storage=storage).trials)
+        return len(optuna_module().load_study(study_name=name, storage=_storage(path)).trials)
     except KeyError:
-        count = 0
-    direction = "minimize" if lower_is_better(settings["metric"]) else "maximize"
-    study = optuna.create_study(study_name=name, storage=storage, direction=direction, load_if_exists=True,
-                                sampler=sampler(settings["sampler"], settings["seed"] + count, grid_values),
-                                pruner=pruner(settings["pruner"], min_resource))
-    return study
+        return 0
+
+
+def open_study(folder: Path, name: str, *, direction: str, sampler: Any, pruner: Any) -> Any:
+    """The experiment's study, created on first use, with the *sampler* and *pruner* its settings make."""
+    path = folder / STUDY_FILE
+    check_file(path)
+    return optuna_module().create_study(study_name=name, storage=_storage(path), direction=direction,
+                                        load_if_exists=True, sampler=sampler, pruner=pruner)
 
 
 def run_name(number: int) -> str:
     return f"trial-{number:03d}"
-
-
-def steps_run(output_dir: Path) -> int:
-    """Optimizer steps a run logged (its last ``loss`` line in trainer_log.jsonl); 0 when it logged none."""
-    steps = 0
-    try:
-        lines = (output_dir / TRAINER_LOG).read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return 0
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and "loss" in record and isinstance(record.get("current_steps"), int):
-            steps = max(steps, record["current_steps"])
-    return steps
 
 
 def trial_rows(study: Any) -> list[dict[str, Any]]:
@@ -145,7 +106,7 @@ def load_rows(folder: Path) -> list[dict[str, Any]] | None:
         return None
     check_file(path)
     optuna = optuna_module()
-    storage = optuna.storages.RDBStorage(f"sqlite:///{path.resolve()}")
+    storage = _storage(path)
     names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
     if not names:
         return []

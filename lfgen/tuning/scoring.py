@@ -14,16 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from lfgen.errors import InputError
+from lfgen.runs.metrics import needs_eval
 
-EVAL_METRICS = ("accuracy",)  # lfgen eval's scores besides its predict_* ones (<run>/eval/)
 EVAL_SETTINGS = ("max_samples", "max_new_tokens")  # recorded with the study when the metric needs lfgen eval
 DEFAULT_NEW_TOKENS = 128
-
-
-def needs_eval(metric: str) -> bool:
-    """Whether *metric* is one of lfgen eval's (predict_rouge-l, predict_bleu-4, ...): each trial is then
-    evaluated after it trains, in its slot, and scored on it; pruning stays on the eval loss."""
-    return metric.startswith("predict_") or metric in EVAL_METRICS
 
 
 def eval_settings(metric: str, max_samples: int | None, max_new_tokens: int | None) -> dict[str, Any]:

@@ -25,8 +25,11 @@ from typing import Any
 from lfgen.errors import InputError
 from lfgen.experiments.sweeps import RunSpec
 from lfgen.layout import BEST_CONFIG, MANIFEST, STATE, experiment_lock
-from lfgen.runs.ranking import finite, lower_is_better
-from lfgen.tuning import scoring
+from lfgen.runs.metrics import lower_is_better, needs_eval
+from lfgen.runs.metrics import value as metric_value
+from lfgen.runs.ranking import finite
+from lfgen.runs.reader import steps_logged
+from lfgen.tuning import scoring, strategies
 from lfgen.tuning import space as spaces
 from lfgen.runs import study as studies
 
@@ -80,10 +83,10 @@ def _settings(space: dict[str, Any], trials: int | None, sampler: str | None, pr
                                           generation.get("max_new_tokens")))
     if settings["trials"] < 1:
         raise InputError(f"--trials: at least 1 (got {settings['trials']})")
-    if settings["sampler"] not in studies.SAMPLERS:
-        raise InputError(f"--sampler: {settings['sampler']!r}; choose {', '.join(studies.SAMPLERS)}")
-    if settings["pruner"] not in studies.PRUNERS:
-        raise InputError(f"--pruner: {settings['pruner']!r}; choose {', '.join(studies.PRUNERS)}")
+    if settings["sampler"] not in strategies.SAMPLERS:
+        raise InputError(f"--sampler: {settings['sampler']!r}; choose {', '.join(strategies.SAMPLERS)}")
+    if settings["pruner"] not in strategies.PRUNERS:
+        raise InputError(f"--pruner: {settings['pruner']!r}; choose {', '.join(strategies.PRUNERS)}")
     return settings
 
 
@@ -173,7 +176,7 @@ def _plan_lines(name: str, base: str, options: Any, settings: dict[str, Any], gp
              f"{len(gpus) if gpus else 1} at a time",
              "space:"]
     lines += [f"  {key}: {spec}" for key, spec in settings["space"].items()]
-    if scoring.needs_eval(settings["metric"]):
+    if needs_eval(settings["metric"]):
         options = scoring.options_of(settings)
         lines.append(f"each trial evaluated after it trains: greedy, {options.max_new_tokens} new tokens, "
                      f"{options.max_samples or 'all the'} held-out row(s)")
@@ -208,8 +211,8 @@ class _Loop:
             self.say(f"warning: {warning}")
         space = self.settings["space"]
         self.grid = spaces.grid(space, str(self.folder / MANIFEST)) if self.settings["sampler"] == "grid" else None
-        self.study = studies.open_study(self.folder, manifest.name, self.settings, self.grid,
-                                        int(base_config.get("eval_steps") or 1))
+        self.study = strategies.open_study(self.folder, manifest.name, self.settings,
+                                           int(base_config.get("eval_steps") or 1))
         if self.grid is not None:
             self._enqueue_grid()
         self.sign = 1 if lower_is_better(self.settings["metric"]) else -1  # eval loss reported in the study's direction
@@ -273,7 +276,7 @@ class _Loop:
         if new:
             self.experiment = add_runs(self.experiment, new, self.outputs_dir)
         options, hook = dict(self.runner_options), None
-        if scoring.needs_eval(self.settings["metric"]):
+        if needs_eval(self.settings["metric"]):
             hook = scoring.evaluator(self.root, self.say, scoring.options_of(self.settings), self.evaluated,
                                      executor=options.get("executor"), experiment=self.experiment.manifest.name)
             options["after_done"] = hook
@@ -300,7 +303,6 @@ class _Loop:
 
     def _tell_finished(self) -> None:
         """Tell the study how each trial's run ended; a run not ended (Ctrl-C) stays for the next resume."""
-        from lfgen.experiments.finished import _metric
         from lfgen.training.evaluate import is_scored
         from lfgen.runs.store import read_rows
 
@@ -314,18 +316,18 @@ class _Loop:
                 continue
             out = self.root / entries[name].output_dir
             scored_here = name in self.evaluated or is_scored(out)
-            if row.state == "done" and scoring.needs_eval(self.settings["metric"]) and not scored_here:
+            if row.state == "done" and needs_eval(self.settings["metric"]) and not scored_here:
                 continue  # stopped during or before its evaluation: the next lfgen tune evaluates it, then tells
-            trial.set_user_attr("steps", studies.steps_run(out))
+            trial.set_user_attr("steps", steps_logged(out))
             if row.state == "pruned":
                 self.study.tell(trial, state=states.PRUNED)
             elif row.state == "failed":
                 trial.set_user_attr("why", f"{row.reason}: {(row.detail or '').splitlines()[0] if row.detail else ''}")
                 self.study.tell(trial, state=states.FAIL)
             else:
-                value = finite(_metric(out, self.settings["metric"]))
+                value = finite(metric_value(out, self.settings["metric"]))
                 if value is None or not math.isfinite(value):
-                    where = f"{out}/eval/ (lfgen eval)" if scoring.needs_eval(self.settings["metric"]) \
+                    where = f"{out}/eval/ (lfgen eval)" if needs_eval(self.settings["metric"]) \
                         else f"{out}/all_results.json"
                     outcome = self.evaluated.get(name)
                     failed = f"lfgen eval failed ({(outcome.detail or '?').splitlines()[0]}); " \

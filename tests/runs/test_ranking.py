@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from lfgen.runs.ranking import best, disagreement, lower_is_better, varying_keys
+from lfgen.runs.metrics import lower_is_better
+from lfgen.runs.ranking import best, disagreement, varying_keys
 
 
 @pytest.mark.parametrize("metric,low", [("eval_loss", True), ("train_runtime", True), ("eval_perplexity", True),

@@ -1,4 +1,4 @@
-"""lfgen/tuning/study.py: a study's trials as rows, from a real Optuna study written here (no training)."""
+"""lfgen/runs/study.py: a study's trials as rows, from a real Optuna study written here (no training)."""
 
 from __future__ import annotations
 

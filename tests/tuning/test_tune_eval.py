@@ -16,15 +16,9 @@ from lfgen.errors import InputError
 from lfgen.tuning import scoring
 
 
-@pytest.mark.parametrize("metric, expected", [("predict_rouge-l", True), ("predict_bleu-4", True),
-                                              ("accuracy", True), ("eval_loss", False), ("train_loss", False)])
-def test_which_metrics_are_lfgen_evals(metric, expected):
-    assert scoring.needs_eval(metric) is expected
-
-
 def test_the_hook_evaluates_the_trial_in_its_slot_and_the_objective_reads_the_score(tmp_path: Path, monkeypatch):
     import lfgen.training.evaluate as evaluation
-    from lfgen.experiments.finished import _metric
+    from lfgen.runs.metrics import value
 
     calls, said = [], []
 
@@ -44,7 +38,7 @@ def test_the_hook_evaluates_the_trial_in_its_slot_and_the_objective_reads_the_sc
     hook(object(), SimpleNamespace(name="trial-000", output_dir="outputs/t/trial-000"), [0])
     assert calls == [("trial-000", run, [0], 0.0, 16, 3)] and not said
     assert outcomes["trial-000"].status == "scored"  # the tuner tells only a trial evaluated (or scored before)
-    assert _metric(run, "predict_rouge-l") == 41.5
+    assert value(run, "predict_rouge-l") == 41.5
 
 
 def test_a_failed_evaluation_is_said_and_leaves_no_score(tmp_path: Path, monkeypatch):
