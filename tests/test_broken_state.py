@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from lfgen.errors import StateError, describe_validation, validation_problems
 from lfgen.experiments.make import make_sweep
-from lfgen.experiments.manifest import load
+from lfgen.runs.manifest import load
 from lfgen.runs.states import RunState
 from lfgen.runs.store import Store
 

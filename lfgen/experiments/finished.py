@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lfgen.errors import InputError
-from lfgen.experiments.manifest import load
+from lfgen.runs.manifest import load
 from lfgen.layout import EVAL_DIR, MANIFEST, RESULTS_FILE, RUN_CONFIG
 from lfgen.runs.metrics import value as metric_value
 from lfgen.runs.ranking import best

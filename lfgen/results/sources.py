@@ -55,7 +55,7 @@ def find(path: str | os.PathLike[str]) -> Source:
 def experiment_runs(path: str | os.PathLike[str]) -> Source:
     """The runs of an experiment folder: output dirs resolved as ``lfgen run`` resolves them (from the
     manifest's root), named as ``lfgen compare`` of their outputs folder names them."""
-    from lfgen.experiments.manifest import load
+    from lfgen.runs.manifest import load
     from lfgen.training.rundir import results_missing
     from lfgen.runs.store import current_state, read_rows
 

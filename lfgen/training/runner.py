@@ -10,20 +10,16 @@ from __future__ import annotations
 import json
 import math
 import os
-import shlex
 import sys
-import time
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
-from lfgen.errors import InputError
-from lfgen.layout import CONSOLE_LOG, MARKER, RECIPE_PREFIX, ROOT_PREFIX, RUN_CONFIG, header_value
 from lfgen import launch
-from lfgen.training import failures, outputs, pruning, requeue, rundir
-from lfgen.training.environment import write_manifest
-from lfgen.training.executor import Executor, LocalExecutor, RunHandle, RunSpec
+from lfgen.errors import InputError
+from lfgen.layout import CONSOLE_LOG
+from lfgen.training import attempt, failures, outputs, pruning, requeue, rundir
+from lfgen.training.executor import Executor, LocalExecutor, RunHandle
 from lfgen.training.failures import NAN_ADVICE, OOM_ADVICE, classify_failure
 from lfgen.training.signals import Terminated
 from lfgen.training.slots import dry_run_lines, wait_any
@@ -131,44 +127,6 @@ class Runner:
 
     # --- one run ------------------------------------------------------------------------------------
 
-    def _prepare(self, row: RunRow) -> tuple[Path, dict[str, Any], str]:
-        from lfgen.yamlio import parse_config, read_text
-
-        root = self.target.root
-        text = read_text(root / row.config, "config file")
-        config = parse_config(text, str(root / row.config))
-        output_dir = root / row.output_dir
-        fresh = _fresh(row)
-        if output_dir.exists() and any(p.name not in (CONSOLE_LOG, MARKER) for p in output_dir.iterdir()):
-            if not (output_dir / MARKER).exists():
-                raise _ConfigProblem(f"output_dir {row.output_dir} exists and lfgen did not make it; move it away "
-                                     "or give the run another output_dir (LlamaFactory would resume or refuse there)")
-            foreign = outputs.foreign_results(output_dir, config, row.output_dir, row.config)
-            if foreign and not self.force:
-                raise _ConfigProblem(foreign)
-            fresh = fresh or bool(foreign)  # --force: never resume another config's checkpoints
-            resume = None if fresh else self._resume_point(row, output_dir)
-            if resume is None:  # LlamaFactory refuses weights without a checkpoint to resume
-                leftover = rundir.clear(output_dir)
-                if leftover:
-                    self.reporter.message(f"{row.name}: could not remove all of {leftover}; remove it by hand")
-            else:
-                config["resume_from_checkpoint"] = str(Path(row.output_dir) / resume.name)  # said, not guessed
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / MARKER).touch()
-        adjusted = json.loads(row.detail) if row.reason == "oom-retry" and row.detail else {}
-        config.update(adjusted.get("config", {}))
-        return output_dir, config, text
-
-    def _resume_point(self, row: RunRow, output_dir: Path) -> Path | None:
-        """The newest whole checkpoint to resume from; broken newer ones are set aside, and said so."""
-        resume, notes = rundir.resume_point(output_dir)
-        for note in notes:
-            after = f"resuming from {resume.name}" if resume else "no whole checkpoint is left; starting afresh"
-            self.store.event(row.name, "broken-checkpoint", f"{note}; {after}")
-            self.reporter.message(f"{row.name}: {note}; {after}")
-        return resume
-
     def _start(self, name: str, slot: list[int] | None) -> None:
         store = self.store
         row = store.get(name)
@@ -179,8 +137,8 @@ class Runner:
             self.reporter.message(f"{name}: not started: {busy}")
             return
         try:
-            output_dir, config, text = self._prepare(row)
-        except _ConfigProblem as problem:
+            output_dir, config, text = attempt.prepare(self.target, row, store, self.reporter.message, force=self.force)
+        except attempt.ConfigProblem as problem:
             outputs.release(self.output_locks, name)
             self._finish_failed(row, "config", f"{problem}; fix it in {row.config}")
             return
@@ -188,57 +146,18 @@ class Runner:
             self._finish_failed(row, *failures.os_failure(exc, f"could not prepare {row.output_dir} for the run"))
             return
         try:
-            handle, argv, env, attempt, note = self._launch(row, slot, output_dir, config, text)
+            started = attempt.start(self.target, row, slot, output_dir, config, text, self.executor, self.command)
         except OSError as exc:  # a full disk, a read-only output dir: one clear failure, not a crash
             self._finish_failed(row, *failures.os_failure(exc, f"could not write lfgen's files in {row.output_dir}"))
             return
-        command = {"argv": argv, "cwd": str(self.target.root),
-                   "env": {k: env[k] for k in ("CUDA_VISIBLE_DEVICES", "FORCE_TORCHRUN", "NPROC_PER_NODE",
-                                               "RECORD_VRAM") if k in env}}
-        store.transition(name, RunState.RUNNING, event=("started", command), attempts=attempt,
-                         command=json.dumps(command), pid=handle.pid, pgid=handle.pid, runner_pid=os.getpid(),
-                         gpus=",".join(map(str, slot)) if slot else None)
-        self.active[name] = _Active(row=store.get(name), handle=handle, gpus=slot,
+        command = started.command(self.target.root)
+        store.transition(name, RunState.RUNNING, event=("started", command), attempts=started.number,
+                         command=json.dumps(command), pid=started.handle.pid, pgid=started.handle.pid,
+                         runner_pid=os.getpid(), gpus=",".join(map(str, slot)) if slot else None)
+        self.active[name] = _Active(row=store.get(name), handle=started.handle, gpus=slot,
                                     micro=config.get("per_device_train_batch_size"),
                                     accumulation=config.get("gradient_accumulation_steps"), config=config)
-        self.reporter.started(name, attempt, slot, note)
-
-    def _launch(self, row: RunRow, slot: list[int] | None, output_dir: Path, config: dict[str, Any],
-                text: str) -> tuple[RunHandle, list[str], dict[str, str], int, str]:
-        """Write lfgen_run.yaml and lfgen_env.json, then start the run through the executor."""
-        from lfgen.builder.render import render
-
-        name = row.name
-        note = row.reason == "oom-retry" and (
-            f"after OOM: micro-batch {config.get('per_device_train_batch_size')} x accumulation "
-            f"{config.get('gradient_accumulation_steps')}") or ""
-        header = [f"The config lfgen ran for run {name} of {self.target.name} (from {row.config})",
-                  f"{ROOT_PREFIX}{self.target.root}"]
-        recipe = header_value(text, RECIPE_PREFIX)
-        if recipe:  # the GPU and options it was built for: lfgen calibrate reads them
-            header.append(RECIPE_PREFIX + recipe)
-        if note:
-            header.append(note)
-        (output_dir / RUN_CONFIG).write_text(render(config, header=header), encoding="utf-8")
-        cli = launch.find_cli()
-        argv = launch.train_argv(cli, Path(row.output_dir) / RUN_CONFIG)
-        env = launch.train_env(dict(os.environ), slot)
-        attempt = row.attempts + 1
-        banner = (f"\n===== lfgen: attempt {attempt} of run {name}: {shlex.join(argv)}"
-                  f"{' (' + note + ')' if note else ''} =====\n")
-        self._record_environment(output_dir, name, attempt, slot)
-        handle = self.executor.start(RunSpec(
-            experiment=self.target.name, name=name, attempt=attempt, cwd=self.target.root, output_dir=output_dir,
-            config=config, header=header, banner=banner, env=env, argv=argv, fresh=_fresh(row), gpus=slot))
-        return handle, argv, env, attempt, note
-
-    def _record_environment(self, output_dir: Path, name: str, attempt: int, slot: list[int] | None) -> None:
-        from lfgen.catalogs.llamafactory import find_python
-        from lfgen.training.environment import environment
-
-        manifest = environment(python=find_python(), gpus=launch.gpu_names(slot), command=self.command,
-                               run=name, attempt=attempt)
-        write_manifest(output_dir, manifest)
+        self.reporter.started(name, started.number, slot, started.note)
 
     def _log(self, row: RunRow) -> str:
         return f"{row.output_dir}/{CONSOLE_LOG}"
@@ -390,12 +309,3 @@ class Runner:
             {RunState.DONE: result.done, RunState.FAILED: result.failed, RunState.INTERRUPTED: result.interrupted,
              RunState.PRUNED: result.pruned}.get(row.state, result.skipped).append(row.name)
         return result
-
-
-def _fresh(row: RunRow) -> bool:
-    """The run starts afresh (a new run, a rerun, an OOM retry); otherwise it resumes from a checkpoint."""
-    return row.reason in ("fresh", "oom-retry") or row.state is RunState.PENDING
-
-
-class _ConfigProblem(Exception):
-    pass

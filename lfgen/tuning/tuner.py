@@ -112,12 +112,13 @@ def tune(name: str, *, base: str | None = None, options: Any = None, space: str 
     *max_samples* and *max_new_tokens*: how each trial is evaluated when the metric is lfgen eval's."""
     from lfgen.builder.options import BuildOptions
     from lfgen.experiments import manifest as manifests
+    from lfgen.runs.manifest import load as load_manifest
     from lfgen.experiments.sweeps import check_name
 
     folder = Path(experiments_dir) / check_name(name)
     seconds = parse_duration(timeout)
     if (folder / MANIFEST).is_file():
-        experiment = manifests.load(folder)
+        experiment = load_manifest(folder)
         recorded = experiment.manifest.sweep
         if recorded.get("axis") != "tune":
             raise InputError(f"{folder}: an experiment of lfgen sweep ({recorded.get('axis')}), not of lfgen tune; "
