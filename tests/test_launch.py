@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
+from pathlib import Path
 
 import pytest
 
-from lfgen.errors import InputError
 from lfgen import launch
+from lfgen.errors import InputError
+from tests.helpers import wait_for
 
 
 def test_train_and_export_argv():
@@ -105,11 +106,24 @@ def test_spawn_of_a_missing_program_is_an_input_error(tmp_path):
 def test_stop_group_reaches_the_whole_group(tmp_path):
     code = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
     child = launch.spawn([sys.executable, "-c", code], cwd=tmp_path, env=dict(os.environ), log_path=None)
-    time.sleep(0.5)
+    wait_for(lambda: len(_members(child.pid)) == 2, what="the child and its own child in the group")
     assert launch.group_alive(child.pid)
     launch.stop_group(child.pid, grace=5)
     child.proc.wait(timeout=10)
     assert not launch.group_alive(child.pid)
+
+
+def _members(pgid: int) -> list[int]:
+    """Live processes of process group *pgid*."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split() if entry.name.isdigit() else None
+        except OSError:
+            continue
+        if fields and int(fields[2]) == pgid and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
 
 
 def test_run_captured(tmp_path):

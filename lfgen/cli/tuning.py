@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import click
 
-from lfgen.cli.options import build_options, ray_options, to_build_options
-from lfgen.cli.output import CONTEXT
+from lfgen.cli.options import build_options, executor_for, ray_options, to_build_options
+from lfgen.cli.output import CONTEXT, stoppable
 from lfgen.tuning.strategies import PRUNERS, SAMPLERS
 
 
@@ -61,13 +60,10 @@ def tune(name: str, base: str | None, space: str | None, trials: int | None, sam
       lfgen tune lora --base a800 --trials 64 --ray 10.0.0.1:6379 --storage /mnt/shared/lfgen
       lfgen status lora && lfgen compare experiments/lora && lfgen report experiments/lora
     """
-    from lfgen.numbers import short
-
-    from lfgen.errors import InputError
-
-    from lfgen.cli.progress import PlainReporter
     from lfgen import launch
-    from lfgen.training.signals import Terminated, sigterm_as_interrupt
+    from lfgen.cli.progress import PlainReporter
+    from lfgen.errors import InputError
+    from lfgen.numbers import short
 
     options = to_build_options(kwargs)
     gpu_list = launch.parse_gpus(gpus, launch.visible_gpus()) if gpus else None
@@ -77,30 +73,24 @@ def tune(name: str, base: str | None, space: str | None, trials: int | None, sam
                   max_samples=max_samples, max_new_tokens=max_new_tokens,
                   gpus=gpu_list, dry_run=dry_run, reporter=PlainReporter(), say=lambda text: click.echo(text, err=True),
                   experiments_dir=experiments_dir, outputs_dir=outputs_dir)
-    executor = None
-    if ray_address is not None and not dry_run:  # each trial a Ray task (docs/cluster.md); closed at the end
-        from lfgen.cli.experiments import ray_executor
-
-        executor = ray_executor(ray_address, gpus_per_run=1, cpus_per_run=cpus_per_run, storage=storage)
-        common["runner_options"] = {"executor": executor}
+    # each trial a Ray task with --ray (docs/cluster.md), else a child here; closed at the end
+    executor = executor_for(None if dry_run else ray_address, gpus_per_run=1, cpus_per_run=cpus_per_run,
+                            storage=storage)
     try:
-        with sigterm_as_interrupt():
+        if (line := executor.describe()) is not None:
+            click.echo(line, err=True)
+        with stoppable(f"the running trials were stopped; lfgen tune {name} resumes the study"):
             if staged:
                 from lfgen.tuning.staged import tune_staged
 
-                for line in tune_staged(name, base=base, options=options, space=space, **common):
+                for line in tune_staged(name, base=base, options=options, space=space, executor=executor, **common):
                     click.echo(line)
                 return
             from lfgen.tuning.tuner import tune as run_tune
 
-            result = run_tune(name, base=base, options=options, space=space, **common)
-    except KeyboardInterrupt as stop:
-        how = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
-        click.echo(f"{how}: the running trials were stopped; lfgen tune {name} resumes the study", err=True)
-        sys.exit(stop.exit_code if isinstance(stop, Terminated) else 130)
+            result = run_tune(name, base=base, options=options, space=space, executor=executor, **common)
     finally:
-        if executor is not None:
-            executor.close()
+        executor.close()
     if dry_run:
         for line in result.lines:
             click.echo(line)

@@ -1,20 +1,29 @@
-"""Where a run's process lives: the runner starts, polls and stops every run through an executor.
+"""Where a run's process lives: the runner starts, polls and stops every run through an executor, and evaluates a
+run that has trained through the same executor's evaluations.
 
-``LocalExecutor`` is lfgen's own machine: the guarded ``llamafactory-cli`` child (``launch.spawn_guarded``)
-with a ``RunWatcher`` beside it. ``lfgen.training.ray_executor`` puts each run in a Ray task instead. Both
-hand the runner a ``RunHandle``; the runner alone keeps the state and makes the decisions.
+``LocalExecutor`` is lfgen's own machine: the guarded ``llamafactory-cli`` child (``launch.spawn_guarded``) with a
+``RunWatcher`` beside it, in the GPU slots --gpus makes, and each evaluation a child in its run's slot
+(lfgen.training.evaluations). ``lfgen.training.ray_executor.RayExecutor`` puts each run, and each evaluation, in a
+Ray task instead. The protocols below are everything the runner, lfgen tune and lfgen eval use of one: a new place
+to run (SLURM, Kubernetes jobs) is one module that implements them. The runner alone keeps the state and decides.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from lfgen.layout import CONSOLE_LOG
 from lfgen import launch
+from lfgen.layout import CONSOLE_LOG
 from lfgen.training.slots import gpu_slots
 from lfgen.training.watch import Progress, RunWatcher
+
+if TYPE_CHECKING:
+    from lfgen.training.evaluate import EvalOptions
+    from lfgen.training.evaluations import Evaluations
+
+Slot = list[int] | None  # the GPUs one run gets (None: whatever it sees, or whatever its Ray task was given)
 
 
 @dataclass
@@ -52,8 +61,13 @@ class RunHandle(Protocol):
 
 
 class Executor(Protocol):
-    def slots(self, gpus: list[int] | None, per_run: int) -> list[list[int] | None]: ...  # runs at once
+    """Where runs train and are evaluated."""
+
+    def describe(self) -> str | None: ...  # one line saying where runs go (None: here, nothing to say)
+    def slots(self, gpus: list[int] | None, per_run: int) -> list[Slot]: ...  # one per run that may train at once
     def start(self, spec: RunSpec) -> RunHandle: ...
+    def evaluations(self, experiment: str, root: Path, options: EvalOptions) -> Evaluations: ...
+    def close(self) -> None: ...  # let go of what it holds (a Ray connection); nothing runs after
 
 
 class LocalHandle:
@@ -86,8 +100,19 @@ class LocalHandle:
 class LocalExecutor:
     """Runs on this machine, in the GPU slots --gpus and --gpus-per-run make."""
 
-    def slots(self, gpus: list[int] | None, per_run: int) -> list[list[int] | None]:
+    def describe(self) -> str | None:
+        return None
+
+    def slots(self, gpus: list[int] | None, per_run: int) -> list[Slot]:
         return gpu_slots(gpus, per_run)
+
+    def evaluations(self, experiment: str, root: Path, options: EvalOptions) -> Evaluations:
+        from lfgen.training.evaluations import LocalEvaluations
+
+        return LocalEvaluations(options)
+
+    def close(self) -> None:
+        pass
 
     def start(self, spec: RunSpec) -> LocalHandle:
         log = spec.output_dir / CONSOLE_LOG

@@ -14,7 +14,7 @@ from importlib import metadata
 from lfgen.layout import ENV_MANIFEST
 from lfgen.training.environment import environment
 
-from .test_faults import experiment, modes, project, rows, run  # noqa: F401 - project is a fixture
+from tests.helpers import experiment, modes, rows, run
 
 
 def _smi_with_names(project, names):

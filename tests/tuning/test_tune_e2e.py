@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from ..conftest import needs_llamafactory
-from ..test_e2e import lfgen
+from tests.helpers import lfgen
 
 pytestmark = [pytest.mark.slow, needs_llamafactory]
 pytest.importorskip("optuna")

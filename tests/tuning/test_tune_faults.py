@@ -17,7 +17,7 @@ import pytest
 from lfgen.builder.options import BuildOptions
 from lfgen.tuning.tuner import tune
 
-from ..training.test_faults import Recorder, calls, modes, project  # noqa: F401 - the project fixture
+from tests.helpers import Recorder, calls, modes
 
 pytest.importorskip("optuna")
 
