@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from lfgen import launch
 from lfgen.layout import CONSOLE_LOG
-from lfgen.training.slots import gpu_slots
+from lfgen.training.slots import gpu_slots, wait_children
 from lfgen.training.watch import Progress, RunWatcher
 
 if TYPE_CHECKING:
@@ -66,6 +66,7 @@ class Executor(Protocol):
     def describe(self) -> str | None: ...  # one line saying where runs go (None: here, nothing to say)
     def slots(self, gpus: list[int] | None, per_run: int) -> list[Slot]: ...  # one per run that may train at once
     def start(self, spec: RunSpec) -> RunHandle: ...
+    def wait(self, handles: list[RunHandle], timeout: float) -> None: ...  # sleep, waking when one of them ends
     def evaluations(self, experiment: str, root: Path, options: EvalOptions) -> Evaluations: ...
     def close(self) -> None: ...  # let go of what it holds (a Ray connection); nothing runs after
 
@@ -105,6 +106,9 @@ class LocalExecutor:
 
     def slots(self, gpus: list[int] | None, per_run: int) -> list[Slot]:
         return gpu_slots(gpus, per_run)
+
+    def wait(self, handles: list[RunHandle], timeout: float) -> None:
+        wait_children([handle.child for handle in handles], timeout)
 
     def evaluations(self, experiment: str, root: Path, options: EvalOptions) -> Evaluations:
         from lfgen.training.evaluations import LocalEvaluations

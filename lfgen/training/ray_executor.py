@@ -277,6 +277,12 @@ class RayExecutor:
                                       num_returns="streaming").remote(spec, self.storage, self.control)
         return RayHandle(self.ray, generator, self.control, spec)
 
+    def wait(self, handles: list[Any], timeout: float) -> None:
+        """Sleep up to *timeout*, waking when a run's task streams an event (progress, its end)."""
+        waiting = [handle.generator for handle in handles if handle.returncode() is None]
+        if waiting:
+            self.ray.wait(waiting, num_returns=1, timeout=timeout)
+
     def evaluations(self, experiment: str, root: Path, options: Any) -> Any:
         """Each evaluation a Ray task on the node that holds its run's adapter (lfgen.training.ray_eval)."""
         from lfgen.training.ray_eval import RayEvaluations

@@ -29,7 +29,7 @@ from lfgen.training import attempt, failures, outputs, pruning, requeue, rundir
 from lfgen.training.executor import Executor, LocalExecutor, RunHandle, Slot
 from lfgen.training.failures import NAN_ADVICE, OOM_ADVICE, classify_failure
 from lfgen.training.signals import Terminated
-from lfgen.training.slots import dry_run_lines, wait_any
+from lfgen.training.slots import dry_run_lines
 from lfgen.training.target import Target
 from lfgen.training.watch import Progress
 
@@ -287,7 +287,7 @@ class Runner:
                 if not self.active and not self.evaluating:
                     break  # nothing runs and nothing is left to start
                 if self.active:
-                    wait_any(self.active.values(), POLL_S)
+                    self.executor.wait([active.handle for active in self.active.values()], POLL_S)
                 if self.evaluating:
                     self._collect(0 if self.active else POLL_S)
         except KeyboardInterrupt as stop:
@@ -343,6 +343,7 @@ class Runner:
             self._release(slot)
             if self.fail_fast and row.state is RunState.FAILED:
                 self.stopping = True
+            self._fill()  # the freed slot's next work starts now, before the other runs are polled
 
     def _evaluate(self, row: RunRow, slot: Slot) -> bool:
         """Start run *row*'s evaluation (on *slot*'s GPUs here); False when it ended at once (scored before, or
@@ -362,6 +363,7 @@ class Runner:
                 self._release(slot)
             self.reporter.evaluated(outcome)
             self._ended(self.store.get(outcome.run))
+            self._fill()
 
     def _release(self, slot: Slot) -> None:
         self.free.append(slot)

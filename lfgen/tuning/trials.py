@@ -166,18 +166,19 @@ class Trials:
         metric = self.settings["metric"]
         if row.state is RunState.PRUNED:
             self.study.tell(trial, state=states.PRUNED)
-        elif row.state is RunState.FAILED:
+            return
+        if row.state is RunState.FAILED:
             trial.set_user_attr("why", f"{row.reason}: {(row.detail or '').splitlines()[0] if row.detail else ''}")
-            self.study.tell(trial, state=states.FAIL)
         elif (value := finite(metric_value(out, metric))) is not None and math.isfinite(value):
             self.study.tell(trial, value)
+            return
         else:
             where = f"{out}/eval/ (lfgen eval)" if needs_eval(metric) else f"{out}/all_results.json"
             failed = f"lfgen eval failed ({(evaluation[1] or '?').splitlines()[0]}); " \
                 if evaluation and evaluation[0] == "failed" else ""
             trial.set_user_attr("why", f"{failed}no finite {metric} in {where}")
-            self.study.tell(trial, state=states.FAIL)
-        self._check_hopeless()
+        self.study.tell(trial, state=states.FAIL)
+        self._check_hopeless()  # only a failure can make the study hopeless
 
     def _check_hopeless(self) -> None:
         """Every trial so far (at least as many as run at once) failed for a reason no parameter changes (the
