@@ -382,6 +382,8 @@ class Runner:
         self.evaluating.clear()
         for name, active in list(self.active.items()):
             active.handle.stop()
+            if self.store.get(name).state is not RunState.RUNNING:
+                continue  # it ended (and was recorded) just before the signal: its outcome stands
             self.store.transition(name, RunState.INTERRUPTED, reason="interrupted", detail=f"stopped with {how}",
                                   event=("interrupted", how))
             self.reporter.finished(name, "interrupted", "interrupted", f"stopped with {how}")

@@ -280,3 +280,24 @@ def test_rich_progress_bars_show_step_loss_and_the_experiment(project, monkeypat
     assert "rank-8" in shown and "5/10" in shown and "loss 1.25" in shown and "eval 1.5" in shown
     overall = reporter.bars.tasks[0]
     assert (overall.description, overall.completed, overall.total) == ("[bold]experiment", 1, 2)
+
+
+def test_a_run_recorded_done_as_ctrl_c_lands_keeps_its_outcome(project, monkeypatch):
+    """Ctrl-C between a run's end being recorded and the runner letting go of it: the run stays done (it was
+    recorded interrupted before, and its resume trained it again)."""
+    from lfgen.runs.states import RunState
+    from lfgen.training import runner as runners
+
+    experiment(runs=("8",))
+    real = runners.Runner._check
+
+    def check_then_ctrl_c(self, name):
+        ended = real(self, name)
+        if ended and self.store.get(name).state is RunState.DONE:
+            raise KeyboardInterrupt
+        return ended
+
+    monkeypatch.setattr(runners.Runner, "_check", check_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    assert rows()["rank-8"].state == "done"
