@@ -145,6 +145,25 @@ def event_kinds(name: str, experiment_name: str = "exp") -> list[str]:
         return [kind for (kind,) in db.execute("SELECT kind FROM events WHERE run=? ORDER BY id", (name,))]
 
 
+CALIBRATION_MODEL = "Qwen/Qwen2.5-7B-Instruct"
+
+
+def measured_run_dir(tmp_path: Path, name: str, measured: list[float], gpu: str = "A800", rank: int = 16):
+    """A finished run of the lightweight preset on CALIBRATION_MODEL whose trainer_log.jsonl holds the *measured*
+    peaks (GiB) as LlamaFactory logs them with RECORD_VRAM=1 (a CPU machine measures none): lfgen calibrate's
+    input. Returns (its output dir, the Build it was made from)."""
+    from lfgen import BuildOptions, build, render_build
+
+    out = tmp_path / "outputs" / name
+    out.mkdir(parents=True)
+    result = build("lightweight", BuildOptions.parse(model=CALIBRATION_MODEL, gpu=gpu, rank=rank))
+    (out / "lfgen_run.yaml").write_text(render_build(result))  # carries the recipe with the GPU
+    lines = [{"current_steps": i + 1, "total_steps": 9, "loss": 1.0, "vram_allocated": v * 0.9, "vram_reserved": v}
+             for i, v in enumerate(measured)]
+    (out / "trainer_log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return out, result
+
+
 # --- real LlamaFactory: the lfgen CLI as a subprocess --------------------------------------------------
 
 

@@ -234,7 +234,7 @@ def test_preset_with_a_broken_calibration_file(tmp_path, runner, cli, text, frag
 
 @pytest.mark.parametrize("text, fragment", BROKEN_CALIBRATIONS[:3])
 def test_calibrate_never_overwrites_a_broken_calibration_file(tmp_path, runner, cli, text, fragment):
-    from .builder.test_calibration import run_dir
+    from tests.helpers import measured_run_dir as run_dir
 
     out, _ = run_dir(tmp_path, "r", [25.0])
     path = tmp_path / "calibration.json"

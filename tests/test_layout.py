@@ -146,3 +146,17 @@ def test_the_stack_test_sees_a_lazy_upward_import(tmp_path):
     module = tmp_path / "planted.py"
     module.write_text("def f():\n    from lfgen.results.table import collect\n    return collect\n")
     assert "lfgen.results.table" in _imports("lfgen.runs.planted", module)
+
+
+def test_no_test_module_imports_another_test_module():
+    """Fixtures are in conftest.py and helpers in tests/helpers.py: a test module imported by another is collected
+    twice and ties the two together (eight modules imported the project fixture from test_faults.py)."""
+    tests = Path(__file__).resolve().parent
+    offenders = []
+    for path in sorted(tests.rglob("test_*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and \
+                    node.module.rpartition(".")[2].startswith("test_"):
+                offenders.append(f"{path.relative_to(tests)} imports {'.' * node.level}{node.module}")
+    assert not offenders, offenders
