@@ -89,19 +89,25 @@ def placement(written: WrittenConfig, environment: dict[str, Any] | None = None,
     return None
 
 
-def machine_placement(written: WrittenConfig) -> Placement | None:
-    """Where a run not started yet will train: its recipe's --gpu, else this machine's first GPU, else the CPU."""
+def machine_device() -> tuple[Any, str]:
+    """This machine's device for the time estimate, and how it is named: its first GPU nvidia-smi lists (None when
+    the catalog does not know it), else the CPU."""
     from lfgen import launch
     from lfgen.catalogs.gpus import cpu_device, gpu_from_smi
 
+    names = launch.gpu_names()
+    if not names:
+        return cpu_device(), "this machine's CPU (no --gpu, no GPU visible)"
+    return gpu_from_smi(names[0]), f"this machine's {names[0]} (no --gpu)"
+
+
+def machine_placement(written: WrittenConfig) -> Placement | None:
+    """Where a run not started yet will train: its recipe's --gpu, else this machine (its first GPU, else the CPU)."""
     found = placement(written)
     if found is not None:
         return found
-    names = launch.gpu_names()
-    if not names:
-        return Placement(cpu_device(), 1, "no GPU on this machine: the CPU")
-    card = gpu_from_smi(names[0])
-    return Placement(card, 1, f"this machine's {names[0]}") if card is not None else None
+    gpu, source = machine_device()
+    return Placement(gpu, 1, source) if gpu is not None else None
 
 
 def estimate_written(written: WrittenConfig, where: Placement, price: float | None = None, *,

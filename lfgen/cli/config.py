@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from lfgen.cli.options import build_options, to_build_options
+from lfgen.cli.options import build_options, price_option, to_build_options
 from lfgen.cli.output import CONTEXT, console, emit_json, print_warnings, show
 
 # --- presets ---------------------------------------------------------------------------------------
@@ -109,8 +109,7 @@ def _estimate_line(estimate) -> str:
 @click.command(context_settings=CONTEXT)
 @click.argument("subject", metavar="FILE|PRESET")
 @build_options
-@click.option("--price", type=float, metavar="USD_PER_GPU_HOUR",
-              help="Price of one GPU-hour for the cost (default: your prices file, else lfgen's dated table).")
+@price_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: config, decisions, warnings (docs/cli.md).")
 def explain(subject: str, as_json: bool, price: float | None, **kwargs: Any) -> None:
     """Show every value of a config, the rule that chose it and why, and the warnings.

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from lfgen.cli.evaluation import eval_options, generation_options
-from lfgen.cli.options import build_options, executor_for, ray_options, to_build_options
+from lfgen.cli.options import build_options, executor_for, price_option, ray_options, to_build_options
 from lfgen.cli.output import CONTEXT, console, emit_json, show, stoppable
 
 # --- sweep -----------------------------------------------------------------------------------------
@@ -30,10 +30,12 @@ from lfgen.cli.output import CONTEXT, console, emit_json, show, stoppable
 @click.option("--experiments-dir", default="experiments", show_default=True)
 @click.option("--outputs-dir", default="outputs", show_default=True, help="Runs train in OUTPUTS/<name>/<run>.")
 @click.option("--force", is_flag=True, help="Replace an existing experiment of the same name.")
+@click.option("--dry-run", is_flag=True, help="Show the runs with their time, GPU-hours and cost first; write nothing.")
+@price_option
 @build_options
 def sweep(axis: str, values: tuple[str, ...], base: str | None, from_: str | None, metric: str, name: str | None,
           space: str | None, seed: int, export: str | None, no_prune: bool, experiments_dir: str, outputs_dir: str,
-          force: bool, **kwargs: Any) -> None:
+          force: bool, dry_run: bool, price: float | None, **kwargs: Any) -> None:
     """Lay out an experiment: one LlamaFactory YAML per run along AXIS.
 
     \b
@@ -49,7 +51,8 @@ def sweep(axis: str, values: tuple[str, ...], base: str | None, from_: str | Non
     Writes experiments/<name>/experiment.yaml and runs/<run>.yaml; each run trains in its own
     outputs/<name>/<run>. With a known model and --gpu, each run is sized to fit (micro-batch down,
     accumulation up) and one that cannot fit is dropped with the reason (--no-prune keeps it).
-    An existing experiment is kept unless --force.
+    An existing experiment is kept unless --force. --dry-run shows the experiment's GPU-hours and
+    cost first (each run's time on its --gpu, else on this machine; calibrated by lfgen calibrate).
 
     \b
     Examples:
@@ -60,6 +63,7 @@ def sweep(axis: str, values: tuple[str, ...], base: str | None, from_: str | Non
       lfgen sweep grid lora_rank=16,32,64 learning_rate=1e-4,2e-4
       lfgen sweep random 12 --space space.yaml --seed 0
       lfgen sweep alpha --from experiments/rank-sweep
+      lfgen sweep rank --base a800 --model Qwen/Qwen2.5-7B-Instruct --gpu A100-80 --samples 20000 --dry-run
       lfgen sweep plan --base lightweight
     """
     from lfgen.experiments.make import make_sweep, sweep_plan
@@ -69,18 +73,30 @@ def sweep(axis: str, values: tuple[str, ...], base: str | None, from_: str | Non
         for line in sweep_plan(base or "a800", options):
             click.echo(line)
         return
-    experiment = make_sweep(axis, list(values), base=base, options=options, name=name, force=force, from_=from_,
-                            metric=metric, seed=seed, space=space, export=export, prune=not no_prune,
-                            experiments_dir=experiments_dir, outputs_dir=outputs_dir)
-    _print_experiment(experiment)
+    made = make_sweep(axis, list(values), base=base, options=options, name=name, force=force, from_=from_,
+                      metric=metric, seed=seed, space=space, export=export, prune=not no_prune,
+                      experiments_dir=experiments_dir, outputs_dir=outputs_dir, dry_run=dry_run, price=price)
+    if dry_run:
+        from lfgen.cli.output import cost_lines
+
+        for line in cost_lines(made.cost, f"{len(made.cost.runs)} run(s)"):
+            click.echo(line)
+        _print_experiment(made.experiment, dict(made.cost.runs))
+        click.echo(f"dry run: nothing written; without --dry-run lfgen sweep writes {made.experiment.path}", err=True)
+        return
+    _print_experiment(made)
 
 
-def _print_experiment(experiment) -> None:
+def _print_experiment(experiment, costs: dict[str, Any] | None = None) -> None:
     from rich.table import Table
+
+    from lfgen.cli.output import gpu_hours
+    from lfgen.numbers import duration
 
     manifest = experiment.manifest
     table = Table(title=f"{experiment.path}: {len(manifest.runs)} runs on {manifest.base}", title_justify="left")
-    for column in ("run", "what varies", "trainable params", "peak memory", "fits"):
+    timed = ("time", "GPU-h", "cost") if costs is not None else ()
+    for column in ("run", "what varies", "trainable params", "peak memory", "fits", *timed):
         table.add_column(column, overflow="fold")
     for run in manifest.runs:
         estimate = run.estimate or {}
@@ -88,7 +104,12 @@ def _print_experiment(experiment) -> None:
         params = f"{estimate['trainable_params']:,}" if "trainable_params" in estimate else "-"
         memory = f"{estimate['memory_gib']:.1f} GiB" if "memory_gib" in estimate else "-"
         fits = {True: "yes", False: "no"}.get(estimate.get("fits"), "?")
-        table.add_row(run.name, varies, params, memory, fits)
+        cells = []
+        if costs is not None:
+            cost = costs[run.name]
+            cells = [duration(cost.wall_s), gpu_hours(cost.gpu_hours),
+                     f"${cost.cost['usd']:,.2f}" if cost.cost else "-"]
+        table.add_row(run.name, varies, params, memory, fits, *cells)
     console().print(table)
     for dropped in manifest.dropped:
         click.echo(f"dropped {dropped['name']}: {dropped['reason']}", err=True)
@@ -96,8 +117,9 @@ def _print_experiment(experiment) -> None:
         source = manifest.base_from
         click.echo(f"base: run {source['run']} of {source['source']} ({source['metric']} {source['value']:.4g})",
                    err=True)
-    click.echo(f"wrote {experiment.path}/experiment.yaml and {len(manifest.runs)} run configs; train them with "
-               f"lfgen run {experiment.path}", err=True)
+    if costs is None:
+        click.echo(f"wrote {experiment.path}/experiment.yaml and {len(manifest.runs)} run configs; train them with "
+                   f"lfgen run {experiment.path}", err=True)
 
 
 # --- run, status, export, chat, sample ---------------------------------------------------------------
