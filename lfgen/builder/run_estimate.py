@@ -9,6 +9,7 @@ nvidia-smi name is looked up in the catalog), then the GPU it was sized for (its
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,14 @@ def placement(written: WrittenConfig, environment: dict[str, Any] | None = None,
 
 def machine_device() -> tuple[Any, str]:
     """This machine's device for the time estimate, and how it is named: its first GPU nvidia-smi lists (None when
-    the catalog does not know it), else the CPU."""
+    the catalog does not know it), else the CPU. Asked once per process and PATH (nvidia-smi is a subprocess)."""
+    import os
+
+    return _machine_device(os.environ.get("PATH", ""))
+
+
+@functools.cache
+def _machine_device(_path: str) -> tuple[Any, str]:
     from lfgen import launch
     from lfgen.catalogs.gpus import cpu_device, gpu_from_smi
 

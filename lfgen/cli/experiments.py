@@ -68,6 +68,10 @@ def sweep(axis: str, values: tuple[str, ...], base: str | None, from_: str | Non
     """
     from lfgen.experiments.make import make_sweep, sweep_plan
 
+    if price is not None:
+        from lfgen.catalogs.prices import check_price
+
+        check_price(price, "--price")  # bad input, dry run or not: refused before anything is built
     options = to_build_options(kwargs)
     if axis == "plan":
         for line in sweep_plan(base or "a800", options):
@@ -218,7 +222,11 @@ def run_experiment(target, *, quiet: bool, resume_hint: str, runner_options: dic
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: one object per run (per experiment without TARGET).")
 @click.option("--experiments-dir", default="experiments", show_default=True)
 def status(target: str | None, as_json: bool, experiments_dir: str) -> None:
-    """Show every run of an experiment: state, step/total, last loss, eval loss, retries.
+    """Show every run of an experiment: state, step/total, loss, eval loss, retries, GPU-hours, ETA.
+
+    GPU-hours are measured (wall time x GPUs of every attempt); a running run's ETA comes from its
+    own measured steps, a run still to start gets its (calibrated) estimate, and the experiment's
+    ETA lays the runs left onto the slots.
 
     Without an experiment: every experiment under --experiments-dir, with how many of its runs
     are done, failed, running, interrupted and pending.
@@ -236,6 +244,7 @@ def status(target: str | None, as_json: bool, experiments_dir: str) -> None:
     if target is None:
         _experiments_status(experiments_dir, as_json)
         return
+    from lfgen.training.overview import experiment_eta
     from lfgen.training.overview import status as run_status
     from lfgen.training.target import resolve
 
@@ -245,17 +254,38 @@ def status(target: str | None, as_json: bool, experiments_dir: str) -> None:
         return
     from rich.table import Table
 
+    from lfgen.cli.output import gpu_hours
+    from lfgen.numbers import duration
+
     table = Table(title=f"{target}", title_justify="left")
-    for column in ("run", "state", "step", "loss", "eval loss", "attempts", "oom retries", "note"):
+    for column in ("run", "state", "step", "loss", "eval loss", "attempts", "oom retries", "GPU-h", "ETA", "note"):
         table.add_column(column, overflow="fold")
     for row in rows:
         step = f"{row['step']}/{row['total']}" if row["total"] else "-"
         note = row["reason"] or ""
         if row["state"] == "failed" and row["detail"]:  # its first line: the cause, the fix and the log
             note = f"{note}: {row['detail'].splitlines()[0]}"
+        eta = "-" if not row["eta_s"] and row["eta_s"] is not None else duration(row["eta_s"])
         table.add_row(row["run"], row["state"], step, short(row["loss"]), short(row["eval_loss"]),
-                      str(row["attempts"]), str(row["oom_retries"]), note)
+                      str(row["attempts"]), str(row["oom_retries"]), gpu_hours(row["gpu_hours"]) if row["gpu_hours"]
+                      else "-", eta, note)
     console().print(table)
+    _experiment_line(rows, experiment_eta(rows))
+
+
+def _experiment_line(rows: list[dict[str, Any]], eta: float | None) -> None:
+    """The experiment's spend and ETA under the table (stderr, like the other summaries)."""
+    from lfgen.cli.output import gpu_hours
+    from lfgen.numbers import duration
+
+    spent = sum(row["gpu_hours"] for row in rows)
+    left = [row for row in rows if row["eta_s"] is None or row["eta_s"] > 0]
+    if not left:
+        click.echo(f"{gpu_hours(spent)} GPU-hours used; nothing left to run", err=True)
+        return
+    when = f"done in ~{duration(eta)}" if eta is not None else "ETA unknown (a run to start has no estimate)"
+    click.echo(f"{gpu_hours(spent)} GPU-hours used; {len(left)} run(s) left, {when} (running runs from their "
+               "measured steps, the others from their estimate)", err=True)
 
 
 def _experiments_status(experiments_dir: str, as_json: bool) -> None:
