@@ -149,7 +149,7 @@ class Trials:
                 self.say(f"--timeout reached after {asked} trial(s); lfgen tune {self.experiment.manifest.name} "
                          "goes on")
             return None
-        states = tuple(sorted((row.name, str(row.state)) for row in store.runs()))
+        states = tuple(sorted((row.name, str(row.state)) for row in store.runs())) if self.gate is not None else ()
         if self.gate is not None and self._checked == states:
             return None  # refused before, and no trial has ended since: the answer is the same
         trial = self.deferred.pop(0) if self.deferred else self.study.ask()
