@@ -17,6 +17,7 @@ those rows count against lfgen as they are.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import statistics
 import sys
@@ -253,6 +254,11 @@ def write(found: dict[str, Any]) -> None:
                  f"{HOPPER_OVER_AMPERE} x Ampere's, the H100 / A100 MFU ratio of the same runs in LLM Foundry's benchmark "
                  "table (mosaicml/llm-foundry scripts/train/benchmarking/README.md: e.g. 7b, 2048 tokens, 8 GPUs: "
                  "46.4% vs 64.2%)\"}")
+    from lfgen.resources import load_data
+
+    cpu = load_data("throughput.yaml")["utilisation"]["CPU"]  # a prior, never fitted: kept as it is (the fit
+    # replaced the cached constants' table)
+    lines.append(f"  CPU: {{share: {cpu['share']}, source: {json.dumps(cpu['source'])}}}")
     low, high = found["range"]
     lines.append(f"range: {{low: {low:.3f}, high: {high:.3f}, derived_widen: 1.5, source: \"10th and 90th percentile "
                  "of measured / estimated on the fit rows; architectures without a measurement widen it 1.5x\"}")

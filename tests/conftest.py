@@ -40,6 +40,15 @@ def make_dataset_dir(root: Path, rows: int = 2000, name: str = "my_sft", fmt: st
     return root
 
 
+@pytest.fixture(autouse=True)
+def _no_user_corrections(tmp_path_factory, monkeypatch):
+    """No test reads this machine's calibration or prices file (a user's lfgen calibrate would change estimates):
+    each test starts with none; a test that wants one sets $LFGEN_CALIBRATION or $LFGEN_PRICES itself."""
+    folder = tmp_path_factory.mktemp("user-config")
+    monkeypatch.setenv("LFGEN_CALIBRATION", str(folder / "calibration.json"))
+    monkeypatch.setenv("LFGEN_PRICES", str(folder / "prices.yaml"))
+
+
 @pytest.fixture
 def dataset_dir(tmp_path: Path) -> Path:
     return make_dataset_dir(tmp_path / "data")

@@ -164,6 +164,37 @@ def measured_run_dir(tmp_path: Path, name: str, measured: list[float], gpu: str 
     return out, result
 
 
+def timed_run_dir(tmp_path: Path, name: str, *, train_s: float, eval_s: float = 0.0, startup_s: float = 20.0,
+                  gpus: tuple[str, ...] = (), gpu: str | None = None, rank: int = 8, samples: int = 400):
+    """A finished run of the lightweight preset on TIME_MODEL as lfgen run leaves it: lfgen_run.yaml (the recipe
+    with the rows counted), lfgen_env.json (the CPU without *gpus*, else their nvidia-smi names), all_results.json
+    with the trainer's *train_s* and *eval_s*, and a console log last written *startup_s* after both: lfgen
+    calibrate's time input. Returns (its output dir, the Build it was made from)."""
+    import datetime as dt
+
+    from lfgen import BuildOptions, build, render_build
+
+    out = tmp_path / "outputs" / name
+    out.mkdir(parents=True)
+    options = {"model": TIME_MODEL, "rank": rank, "samples": samples, "set": {"max_steps": 40}}
+    result = build("lightweight", BuildOptions.parse(**options, **({"gpu": gpu} if gpu else {})))
+    (out / "lfgen_run.yaml").write_text(render_build(result))
+    started = 1_800_000_000.0
+    (out / "lfgen_env.json").write_text(json.dumps({
+        "gpus": list(gpus), "device": "cuda" if gpus else "cpu",
+        "started": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds")}))
+    (out / "all_results.json").write_text(json.dumps({"train_runtime": train_s, "eval_runtime": eval_s,
+                                                       "train_steps_per_second": 40 / train_s}))
+    (out / "trainer_log.jsonl").write_text(json.dumps({"current_steps": 40, "total_steps": 40, "loss": 1.0}) + "\n")
+    log = out / "lfgen_train.log"
+    log.write_text("done\n")
+    os.utime(log, (started + train_s + eval_s + startup_s,) * 2)
+    return out, result
+
+
+TIME_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
+
+
 # --- real LlamaFactory: the lfgen CLI as a subprocess --------------------------------------------------
 
 

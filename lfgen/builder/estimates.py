@@ -154,6 +154,10 @@ def load_calibration() -> dict[str, Any]:
                 or factor == float("inf"):
             raise StateError(f"{path}: {key}: the factor must be a number above 0 "
                              f"(got {json.dumps(entry)[:60]}); {fix}")
+        startup = entry.get("startup_s", 0.0)  # time corrections (lfgen calibrate): the measured start-up
+        if not isinstance(startup, (int, float)) or isinstance(startup, bool) or not 0 <= startup < float("inf"):
+            raise StateError(f"{path}: {key}: startup_s must be a number of seconds, 0 or more "
+                             f"(got {json.dumps(startup)[:60]}); {fix}")
     return data
 
 

@@ -3,7 +3,11 @@ lengths and the run's schedule, and the price of its GPU-hours (``lfgen.catalogs
 
 The method and stage come from the config's own keys (finetuning_type, quantization_bit, stage, pref_loss),
 so any config LlamaFactory accepts gets the estimate its keys describe. ``estimate_config_time`` is the one
-entry point: explain calls it, and so can sweep/tune dry runs and budgets.
+entry point: explain, sweep/tune dry runs, status's pending runs and tune's --budget call it.
+
+Stored throughput corrections (``lfgen calibrate``: ``time|GPU|method`` entries of the calibration file) scale the
+training and evaluation seconds by the measured / estimated ratio of the user's own runs and add the measured
+start-up (process start, imports, model and data loading, the last save), so ``wall_s`` is a run's whole GPU time.
 """
 
 from __future__ import annotations
@@ -30,6 +34,64 @@ class RunCost:
     cost: dict[str, Any] | None
     basis: dict[str, Any] | None
     note: str = ""
+    num_gpus: int = 1
+
+    @property
+    def wall_s(self) -> float | None:
+        """The run's whole time on its GPUs: training, evaluation and, when calibrated, the measured start-up."""
+        if self.time is None:
+            return None
+        return self.time["train_s"] + self.time["eval_s"] + (self.basis or {}).get("startup_s", 0.0)
+
+    @property
+    def high_wall_s(self) -> float | None:
+        """The range's high end of ``wall_s`` (what a budget must allow for)."""
+        if self.time is None:
+            return None
+        return self.time["high_s"]
+
+    @property
+    def gpu_hours(self) -> float | None:
+        return None if self.wall_s is None else self.wall_s * self.num_gpus / 3600
+
+
+TIME_KEY = "time"  # calibration entries of throughput: "time|GPU|method" (memory's are "GPU|family")
+
+
+def time_key(gpu: str, method: str) -> str:
+    return f"{TIME_KEY}|{gpu}|{method}"
+
+
+def time_correction(gpu: str, method: str) -> dict[str, Any] | None:
+    """The stored throughput correction for runs of *method* on *gpu* (lfgen calibrate), if any:
+    ``{"factor": measured / estimated seconds, "runs": n, "startup_s": seconds or absent, "updated": ...}``."""
+    from lfgen.builder.estimates import load_calibration
+
+    return load_calibration().get(time_key(gpu, method))
+
+
+def _calibrated(found: Any, gpu: str, method: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """explain's time and basis objects, scaled by the stored correction when there is one."""
+    time, basis = found.to_json(), found.basis()
+    entry = time_correction(gpu, method)
+    if entry is None:
+        return time, basis
+    from lfgen.models.step_time import constants
+
+    factor, startup = float(entry["factor"]), float(entry.get("startup_s") or 0.0)
+    total = found.total_s * factor + startup
+    bounds = constants()["range"]  # a measured speed now: the fit rows' own spread, never the derived one's; the
+    # start-up varies as much (imports, loading, a busy disk), so the range spans it too
+    time.update(train_s=round(found.train_s * factor, 1), eval_s=round(found.eval_s * factor, 1),
+                low_s=round(total * bounds["low"], 1), high_s=round(total * bounds["high"], 1),
+                tokens_per_s=round(found.tokens_per_s / factor, 1))
+    runs = int(entry.get("runs", 0))
+    basis["calibration"] = {"factor": factor, "runs": runs, "startup_s": startup, "key": time_key(gpu, method)}
+    basis["startup_s"] = startup
+    basis["notes"] = [*basis["notes"], f"calibrated from {runs} run(s) on {gpu} ({method}): x{factor:.3g} the "
+                      f"model's seconds" + (f", plus {startup:.0f}s start-up per run" if startup else "")
+                      + " (lfgen calibrate)"]
+    return time, basis
 
 
 def time_settings(config: dict[str, Any], num_gpus: int) -> Any:
@@ -79,8 +141,10 @@ def length_model(lengths: Any) -> Any:
 
 
 def estimate_config_time(model: str, config: dict[str, Any], gpu: Any, num_gpus: int, samples: int | None,
-                         lengths: Any = None, price: float | None = None) -> RunCost:
-    """Time and cost of training *config* on *num_gpus* x *gpu*; missing parts come back None with the reason."""
+                         lengths: Any = None, price: float | None = None, *, calibrated: bool = True) -> RunCost:
+    """Time and cost of training *config* on *num_gpus* x *gpu*; missing parts come back None with the reason.
+    The stored throughput correction for the GPU and method applies unless not *calibrated* (lfgen calibrate's
+    own comparison)."""
     from lfgen.builder.model import spec_of
     from lfgen.catalogs.prices import price_for
     from lfgen.models.time import estimate_time
@@ -99,13 +163,14 @@ def estimate_config_time(model: str, config: dict[str, Any], gpu: Any, num_gpus:
         found = estimate_time(spec_of(model), gpu, time_settings(config, num_gpus), schedule(config, samples),
                               length_model(lengths))
     except InputError as exc:
-        return RunCost(None, None, None, f"no time estimate: {exc}")
+        return RunCost(None, None, None, f"no time estimate: {exc}", num_gpus)
+    time, basis = _calibrated(found, gpu.name, time_settings(config, num_gpus).method) if calibrated else \
+        (found.to_json(), found.basis())
+    result = RunCost(time, None, basis, num_gpus=num_gpus)
     known = price_for(gpu.name, price)
-    cost = None
-    note = ""
     if known is None:
-        note = f"no cost: lfgen has no default price for {gpu.name}; pass --price USD_PER_GPU_HOUR"
+        result.note = f"no cost: lfgen has no default price for {gpu.name}; pass --price USD_PER_GPU_HOUR"
     else:
-        usd = found.total_s / 3600 * num_gpus * known.usd_per_gpu_hour
-        cost = {"usd": round(usd, 2), "usd_per_gpu_hour": known.usd_per_gpu_hour, "price_source": known.source}
-    return RunCost(found.to_json(), cost, found.basis(), note)
+        usd = result.gpu_hours * known.usd_per_gpu_hour
+        result.cost = {"usd": round(usd, 2), "usd_per_gpu_hour": known.usd_per_gpu_hour, "price_source": known.source}
+    return result

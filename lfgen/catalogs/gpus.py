@@ -80,6 +80,46 @@ def find_gpu(name: str) -> Gpu:
     )
 
 
+def cpu_device(cores: int | None = None) -> Gpu:
+    """The CPU as a device of the time estimate (``cpu:`` in presets/gpus.yaml): per-core figures x *cores* (default:
+    the cores this process may use). Not a --gpu choice: a run trained on the CPU is timed, calibrated and budgeted
+    on it; its memory is the machine's, so memory_gb is 0 (no fit is decided on it)."""
+    import os
+
+    entry = load_data("gpus.yaml")["cpu"]
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per = entry["per_core"]
+    peak = Peak(tflops_16=per["tflops_32"] * cores, tflops_32=per["tflops_32"] * cores,
+                bandwidth_gbs=per["bandwidth_gbs"] * cores, source=f"{cores} core(s) x {per['source']}")
+    return Gpu(name=entry["name"], memory_gb=0, bf16=False, fa2=False, arch=entry["arch"], peak=peak)
+
+
+def is_cpu(name: str) -> bool:
+    return _norm(name) == "cpu"
+
+
+def device(name: str) -> Gpu:
+    """A device of the time estimate by name: ``CPU`` or a GPU of the catalog (``find_gpu``'s error otherwise)."""
+    return cpu_device() if is_cpu(name) else find_gpu(name)
+
+
+# nvidia-smi's form-factor and memory-type words, dropped before a name is looked up ("NVIDIA A100-SXM4-80GB",
+# "NVIDIA H100 80GB HBM3", "Tesla V100-SXM2-16GB"): what is left is a catalog name or alias.
+_SMI_WORDS = re.compile(r"sxm\d?|pcie|hbm\d?e?|nvl|generation")
+
+
+def gpu_from_smi(name: str) -> Gpu | None:
+    """The catalog GPU nvidia-smi calls *name*, None when the catalog has no such card (or the name is ambiguous)."""
+    by_key, _ = _catalog()
+    key = _norm(name).removeprefix("tesla")
+    bare = _SMI_WORDS.sub("", key)
+    for candidate in (key, bare, bare.removesuffix("gb")):
+        if candidate in by_key:
+            return by_key[candidate]
+    return None
+
+
 def gpu_with_memory(memory_gb: float) -> Gpu:
     """A GPU known only by its memory: bf16 and FlashAttention support are unknown."""
     if not memory_gb > 0:

@@ -2,7 +2,8 @@
 
 A price is USD per GPU-hour. lfgen never treats the default as the truth: explain says where each price
 came from and when it was read. A prices file (``$LFGEN_PRICES``, else ``~/.config/lfgen/prices.yaml``)
-is a YAML mapping ``GPU name: USD per GPU-hour``; every name must be a GPU of the catalog.
+is a YAML mapping ``GPU name: USD per GPU-hour``; every name must be a GPU of the catalog, or ``CPU`` (the hourly
+price of a CPU machine, for runs that trained on the CPU; the default table has none).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lfgen.catalogs.gpus import find_gpu
+from lfgen.catalogs.gpus import device, find_gpu
 from lfgen.errors import InputError, StateError
 from lfgen.resources import load_data
 
@@ -81,7 +82,7 @@ def user_prices() -> dict[str, Price]:
     found = {}
     for name, value in data.items():
         try:
-            gpu = find_gpu(str(name))
+            gpu = device(str(name))  # a GPU of the catalog, or CPU (a CPU machine's hourly price)
         except InputError as exc:
             raise InputError(f"{path}: {exc}".replace("--gpu: ", "", 1)) from None
         found[gpu.name] = Price(check_price(value, f"{path}: {name}"), str(path))
@@ -92,5 +93,5 @@ def price_for(gpu_name: str, override: float | None = None) -> Price | None:
     """The price of one GPU-hour: --price, else the user's file, else the default table; None when none is known."""
     if override is not None:
         return Price(check_price(override, "--price"), "--price")
-    name = find_gpu(gpu_name).name
+    name = device(gpu_name).name
     return user_prices().get(name) or default_prices().get(name)

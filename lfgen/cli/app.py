@@ -19,7 +19,7 @@ from lfgen.cli.output import CONTEXT
 # imported only when it runs, so `lfgen --help` and `lfgen preset` load no other command's code. A test
 # keeps the lines here equal to the commands' own help.
 _COMMANDS = {
-    "calibrate": ("config", 'Compare the memory estimate with the peak LlamaFactory measured, and store correction factors.'),
+    "calibrate": ("config", 'Compare the memory and time estimates with what LlamaFactory measured, and store corrections.'),
     "chat": ("inference", "Chat with a finished run's adapter (llamafactory-cli chat); end of input or `exit` quits."),
     "compare": ("results", 'Compare every LlamaFactory run found under PATH: one table, with a diagnosis of each run.'),
     "data": ("data", 'Check and measure datasets registered in DIR/dataset_info.json; exit 1 on format problems.'),
@@ -32,7 +32,7 @@ _COMMANDS = {
     "report": ("results", 'Write one self-contained HTML report: table, curves, diagnoses, best run and next step.'),
     "run": ("experiments", 'Train every run of an experiment (or one config) with llamafactory-cli, resuming where it stopped.'),
     "sample": ("inference", "Answer fixed prompts with a finished run's adapter, for the qualitative check of seed 003."),
-    "status": ("experiments", 'Show every run of an experiment: state, step/total, last loss, eval loss, retries.'),
+    "status": ("experiments", 'Show every run of an experiment: state, step/total, loss, eval loss, retries, GPU-hours, ETA.'),
     "sweep": ("experiments", 'Lay out an experiment: one LlamaFactory YAML per run along AXIS.'),
     "tensorboard": ("results", 'Start TensorBoard over every run found under PATH, each under its run name.'),
     "tune": ("tuning", 'Search for the best LoRA configuration: trials proposed by Optuna, bad ones stopped early.'),

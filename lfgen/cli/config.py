@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from lfgen.cli.options import build_options, to_build_options
+from lfgen.cli.options import build_options, price_option, to_build_options
 from lfgen.cli.output import CONTEXT, console, emit_json, print_warnings, show
 
 # --- presets ---------------------------------------------------------------------------------------
@@ -109,8 +109,7 @@ def _estimate_line(estimate) -> str:
 @click.command(context_settings=CONTEXT)
 @click.argument("subject", metavar="FILE|PRESET")
 @build_options
-@click.option("--price", type=float, metavar="USD_PER_GPU_HOUR",
-              help="Price of one GPU-hour for the cost (default: your prices file, else lfgen's dated table).")
+@price_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: config, decisions, warnings (docs/cli.md).")
 def explain(subject: str, as_json: bool, price: float | None, **kwargs: Any) -> None:
     """Show every value of a config, the rule that chose it and why, and the warnings.
@@ -226,8 +225,10 @@ def _print_time(out, run_cost) -> None:
         out.print(run_cost.note, markup=False)
         return
     t, basis = run_cost.time, run_cost.basis
-    out.print(f"time: train ~{duration(t['train_s'])} + eval ~{duration(t['eval_s'])} (range {duration(t['low_s'])} "
-              f"to {duration(t['high_s'])}): {t['tokens']:,} tokens at ~{t['tokens_per_s']:,.0f} tokens/s, "
+    startup = f" + start-up ~{duration(basis['startup_s'])}" if basis.get("startup_s") else ""
+    out.print(f"time: train ~{duration(t['train_s'])} + eval ~{duration(t['eval_s'])}{startup} "
+              f"(range {duration(t['low_s'])} to {duration(t['high_s'])}): {t['tokens']:,} tokens at "
+              f"~{t['tokens_per_s']:,.0f} tokens/s, "
               f"{basis['optimizer_steps']:,} optimizer steps, {basis['evaluations']} evaluation(s)", markup=False)
     if run_cost.cost is not None:
         c = run_cost.cost
@@ -287,15 +288,20 @@ def validate(files: tuple[str, ...], no_parser: bool, dataset_dir: str | None, a
 
 @click.command(context_settings=CONTEXT)
 @click.argument("run_dirs", nargs=-1, required=True, metavar="RUN_DIR...")
-@click.option("--gpu", help="The GPU the runs trained on, when their recipe does not say.")
-@click.option("--dry-run", is_flag=True, help="Show estimate against measured; store nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON: runs and factors.")
+@click.option("--gpu", help="The GPU (or CPU) the runs trained on, when neither their lfgen_env.json nor their "
+              "recipe says.")
+@click.option("--dry-run", is_flag=True, help="Show estimates against measurements; store nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: runs, factors, time_runs, time_factors, skipped.")
 def calibrate(run_dirs: tuple[str, ...], gpu: str | None, dry_run: bool, as_json: bool) -> None:
-    """Compare the memory estimate with the peak LlamaFactory measured, and store correction factors.
+    """Compare the memory and time estimates with what LlamaFactory measured, and store corrections.
 
-    lfgen run sets RECORD_VRAM=1, so each run's trainer_log.jsonl holds its measured vram_reserved.
-    The median measured/estimated ratio per GPU and model family scales later estimates and the
-    fit-to-GPU sizing (stored in ~/.config/lfgen/calibration.json, or $LFGEN_CALIBRATION).
+    Memory: lfgen run sets RECORD_VRAM=1, so each run's trainer_log.jsonl holds its measured
+    vram_reserved; the median measured/estimated ratio per GPU and model family scales later
+    estimates and the fit-to-GPU sizing. Time: each finished run's train and eval runtime against
+    the time model's seconds; the median ratio per device and method (with the measured start-up)
+    corrects later time estimates (explain, sweep and tune --dry-run, status, tune --budget), which
+    say "calibrated from N runs". Runs trained on the CPU calibrate time on the CPU. Stored in
+    ~/.config/lfgen/calibration.json, or $LFGEN_CALIBRATION.
 
     \b
     Examples:
@@ -304,22 +310,41 @@ def calibrate(run_dirs: tuple[str, ...], gpu: str | None, dry_run: bool, as_json
     """
     from lfgen.builder.calibration import calibrate as run_calibrate
     from lfgen.builder.estimates import calibration_path
+    from lfgen.numbers import duration
 
-    rows, factors = run_calibrate(list(run_dirs), gpu, store=not dry_run)
+    found = run_calibrate(list(run_dirs), gpu, store=not dry_run)
     if as_json:
-        emit_json({"runs": [{**vars(r), "error": r.error} for r in rows], "factors": factors})
+        emit_json(found.to_json())
         return
     from rich.table import Table
 
-    table = Table(title="memory estimate against LlamaFactory's measured peak (vram_reserved)", title_justify="left")
-    for column in ("run", "model", "GPU", "estimate GiB", "measured GiB", "error"):
-        table.add_column(column)
-    for r in rows:
-        table.add_row(r.run, r.model, r.gpu, f"{r.estimate_gib:.2f}", f"{r.measured_gib:.2f}", f"{r.error:+.1%}")
-    console().print(table)
-    for key, value in factors.items():
-        click.echo(f"factor {value['factor']:.3f} for {key.replace('|', ' / ')} ({value['runs']} run(s))"
-                   + ("" if dry_run else f", stored in {calibration_path()}"), err=True)
+    if found.memory:
+        table = Table(title="memory estimate against LlamaFactory's measured peak (vram_reserved)",
+                      title_justify="left")
+        for column in ("run", "model", "GPU", "estimate GiB", "measured GiB", "error"):
+            table.add_column(column)
+        for r in found.memory:
+            table.add_row(r.run, r.model, r.gpu, f"{r.estimate_gib:.2f}", f"{r.measured_gib:.2f}", f"{r.error:+.1%}")
+        console().print(table)
+    if found.times:
+        table = Table(title="time estimate (uncalibrated) against the trainer's measured train + eval runtime",
+                      title_justify="left")
+        for column in ("run", "device", "method", "estimate", "measured", "error", "start-up"):
+            table.add_column(column)
+        for t in found.times:
+            table.add_row(t.run, t.gpu, t.method, f"{t.estimate_s:.1f}s", f"{t.measured_s:.1f}s", f"{t.error:+.1%}",
+                          duration(t.startup_s) if t.startup_s is not None else "-")
+        console().print(table)
+    where = "" if dry_run else f", stored in {calibration_path()}"
+    for key, value in found.factors.items():
+        click.echo(f"factor {value['factor']:.3f} for {key.replace('|', ' / ')} ({value['runs']} run(s)){where}",
+                   err=True)
+    for key, value in found.time_factors.items():
+        startup = f", start-up {value['startup_s']:g}s per run" if "startup_s" in value else ""
+        click.echo(f"time x{value['factor']:.3g} for {key.removeprefix('time|').replace('|', ' / ')} "
+                   f"({value['runs']} run(s){startup}){where}", err=True)
+    for run, what, why in found.skipped:
+        click.echo(f"note: no {what} calibration from {run}: {why.removeprefix(f'{run}: ')}", err=True)
 
 
 COMMANDS = (presets, preset, explain, validate, calibrate,)

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from lfgen.cli.evaluation import eval_options, generation_options
-from lfgen.cli.options import build_options, executor_for, ray_options, to_build_options
+from lfgen.cli.options import build_options, executor_for, price_option, ray_options, to_build_options
 from lfgen.cli.output import CONTEXT, console, emit_json, show, stoppable
 
 # --- sweep -----------------------------------------------------------------------------------------
@@ -30,10 +30,12 @@ from lfgen.cli.output import CONTEXT, console, emit_json, show, stoppable
 @click.option("--experiments-dir", default="experiments", show_default=True)
 @click.option("--outputs-dir", default="outputs", show_default=True, help="Runs train in OUTPUTS/<name>/<run>.")
 @click.option("--force", is_flag=True, help="Replace an existing experiment of the same name.")
+@click.option("--dry-run", is_flag=True, help="Show the runs with their time, GPU-hours and cost first; write nothing.")
+@price_option
 @build_options
 def sweep(axis: str, values: tuple[str, ...], base: str | None, from_: str | None, metric: str, name: str | None,
           space: str | None, seed: int, export: str | None, no_prune: bool, experiments_dir: str, outputs_dir: str,
-          force: bool, **kwargs: Any) -> None:
+          force: bool, dry_run: bool, price: float | None, **kwargs: Any) -> None:
     """Lay out an experiment: one LlamaFactory YAML per run along AXIS.
 
     \b
@@ -49,7 +51,8 @@ def sweep(axis: str, values: tuple[str, ...], base: str | None, from_: str | Non
     Writes experiments/<name>/experiment.yaml and runs/<run>.yaml; each run trains in its own
     outputs/<name>/<run>. With a known model and --gpu, each run is sized to fit (micro-batch down,
     accumulation up) and one that cannot fit is dropped with the reason (--no-prune keeps it).
-    An existing experiment is kept unless --force.
+    An existing experiment is kept unless --force. --dry-run shows the experiment's GPU-hours and
+    cost first (each run's time on its --gpu, else on this machine; calibrated by lfgen calibrate).
 
     \b
     Examples:
@@ -60,27 +63,44 @@ def sweep(axis: str, values: tuple[str, ...], base: str | None, from_: str | Non
       lfgen sweep grid lora_rank=16,32,64 learning_rate=1e-4,2e-4
       lfgen sweep random 12 --space space.yaml --seed 0
       lfgen sweep alpha --from experiments/rank-sweep
+      lfgen sweep rank --base a800 --model Qwen/Qwen2.5-7B-Instruct --gpu A100-80 --samples 20000 --dry-run
       lfgen sweep plan --base lightweight
     """
     from lfgen.experiments.make import make_sweep, sweep_plan
 
+    if price is not None:
+        from lfgen.catalogs.prices import check_price
+
+        check_price(price, "--price")  # bad input, dry run or not: refused before anything is built
     options = to_build_options(kwargs)
     if axis == "plan":
         for line in sweep_plan(base or "a800", options):
             click.echo(line)
         return
-    experiment = make_sweep(axis, list(values), base=base, options=options, name=name, force=force, from_=from_,
-                            metric=metric, seed=seed, space=space, export=export, prune=not no_prune,
-                            experiments_dir=experiments_dir, outputs_dir=outputs_dir)
-    _print_experiment(experiment)
+    made = make_sweep(axis, list(values), base=base, options=options, name=name, force=force, from_=from_,
+                      metric=metric, seed=seed, space=space, export=export, prune=not no_prune,
+                      experiments_dir=experiments_dir, outputs_dir=outputs_dir, dry_run=dry_run, price=price)
+    if dry_run:
+        from lfgen.cli.output import cost_lines
+
+        for line in cost_lines(made.cost, f"{len(made.cost.runs)} run(s)"):
+            click.echo(line)
+        _print_experiment(made.experiment, dict(made.cost.runs))
+        click.echo(f"dry run: nothing written; without --dry-run lfgen sweep writes {made.experiment.path}", err=True)
+        return
+    _print_experiment(made)
 
 
-def _print_experiment(experiment) -> None:
+def _print_experiment(experiment, costs: dict[str, Any] | None = None) -> None:
     from rich.table import Table
+
+    from lfgen.cli.output import gpu_hours
+    from lfgen.numbers import duration
 
     manifest = experiment.manifest
     table = Table(title=f"{experiment.path}: {len(manifest.runs)} runs on {manifest.base}", title_justify="left")
-    for column in ("run", "what varies", "trainable params", "peak memory", "fits"):
+    timed = ("time", "GPU-h", "cost") if costs is not None else ()
+    for column in ("run", "what varies", "trainable params", "peak memory", "fits", *timed):
         table.add_column(column, overflow="fold")
     for run in manifest.runs:
         estimate = run.estimate or {}
@@ -88,7 +108,12 @@ def _print_experiment(experiment) -> None:
         params = f"{estimate['trainable_params']:,}" if "trainable_params" in estimate else "-"
         memory = f"{estimate['memory_gib']:.1f} GiB" if "memory_gib" in estimate else "-"
         fits = {True: "yes", False: "no"}.get(estimate.get("fits"), "?")
-        table.add_row(run.name, varies, params, memory, fits)
+        cells = []
+        if costs is not None:
+            cost = costs[run.name]
+            cells = [duration(cost.wall_s), gpu_hours(cost.gpu_hours),
+                     f"${cost.cost['usd']:,.2f}" if cost.cost else "-"]
+        table.add_row(run.name, varies, params, memory, fits, *cells)
     console().print(table)
     for dropped in manifest.dropped:
         click.echo(f"dropped {dropped['name']}: {dropped['reason']}", err=True)
@@ -96,8 +121,9 @@ def _print_experiment(experiment) -> None:
         source = manifest.base_from
         click.echo(f"base: run {source['run']} of {source['source']} ({source['metric']} {source['value']:.4g})",
                    err=True)
-    click.echo(f"wrote {experiment.path}/experiment.yaml and {len(manifest.runs)} run configs; train them with "
-               f"lfgen run {experiment.path}", err=True)
+    if costs is None:
+        click.echo(f"wrote {experiment.path}/experiment.yaml and {len(manifest.runs)} run configs; train them with "
+                   f"lfgen run {experiment.path}", err=True)
 
 
 # --- run, status, export, chat, sample ---------------------------------------------------------------
@@ -196,7 +222,11 @@ def run_experiment(target, *, quiet: bool, resume_hint: str, runner_options: dic
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: one object per run (per experiment without TARGET).")
 @click.option("--experiments-dir", default="experiments", show_default=True)
 def status(target: str | None, as_json: bool, experiments_dir: str) -> None:
-    """Show every run of an experiment: state, step/total, last loss, eval loss, retries.
+    """Show every run of an experiment: state, step/total, loss, eval loss, retries, GPU-hours, ETA.
+
+    GPU-hours are measured (wall time x GPUs of every attempt); a running run's ETA comes from its
+    own measured steps, a run still to start gets its (calibrated) estimate, and the experiment's
+    ETA lays the runs left onto the slots.
 
     Without an experiment: every experiment under --experiments-dir, with how many of its runs
     are done, failed, running, interrupted and pending.
@@ -214,6 +244,7 @@ def status(target: str | None, as_json: bool, experiments_dir: str) -> None:
     if target is None:
         _experiments_status(experiments_dir, as_json)
         return
+    from lfgen.training.overview import experiment_eta
     from lfgen.training.overview import status as run_status
     from lfgen.training.target import resolve
 
@@ -223,17 +254,38 @@ def status(target: str | None, as_json: bool, experiments_dir: str) -> None:
         return
     from rich.table import Table
 
+    from lfgen.cli.output import gpu_hours
+    from lfgen.numbers import duration
+
     table = Table(title=f"{target}", title_justify="left")
-    for column in ("run", "state", "step", "loss", "eval loss", "attempts", "oom retries", "note"):
+    for column in ("run", "state", "step", "loss", "eval loss", "attempts", "oom retries", "GPU-h", "ETA", "note"):
         table.add_column(column, overflow="fold")
     for row in rows:
         step = f"{row['step']}/{row['total']}" if row["total"] else "-"
         note = row["reason"] or ""
         if row["state"] == "failed" and row["detail"]:  # its first line: the cause, the fix and the log
             note = f"{note}: {row['detail'].splitlines()[0]}"
+        eta = "-" if not row["eta_s"] and row["eta_s"] is not None else duration(row["eta_s"])
         table.add_row(row["run"], row["state"], step, short(row["loss"]), short(row["eval_loss"]),
-                      str(row["attempts"]), str(row["oom_retries"]), note)
+                      str(row["attempts"]), str(row["oom_retries"]), gpu_hours(row["gpu_hours"]) if row["gpu_hours"]
+                      else "-", eta, note)
     console().print(table)
+    _experiment_line(rows, experiment_eta(rows))
+
+
+def _experiment_line(rows: list[dict[str, Any]], eta: float | None) -> None:
+    """The experiment's spend and ETA under the table (stderr, like the other summaries)."""
+    from lfgen.cli.output import gpu_hours
+    from lfgen.numbers import duration
+
+    spent = sum(row["gpu_hours"] for row in rows)
+    left = [row for row in rows if row["eta_s"] is None or row["eta_s"] > 0]
+    if not left:
+        click.echo(f"{gpu_hours(spent)} GPU-hours used; nothing left to run", err=True)
+        return
+    when = f"done in ~{duration(eta)}" if eta is not None else "ETA unknown (a run to start has no estimate)"
+    click.echo(f"{gpu_hours(spent)} GPU-hours used; {len(left)} run(s) left, {when} (running runs from their "
+               "measured steps, the others from their estimate)", err=True)
 
 
 def _experiments_status(experiments_dir: str, as_json: bool) -> None:

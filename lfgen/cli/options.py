@@ -28,6 +28,13 @@ def build_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+def price_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--price: USD per GPU-hour for every cost a command shows (explain, sweep and tune --dry-run, compare, status)."""
+    return click.option("--price", type=float, metavar="USD_PER_GPU_HOUR",
+                        help="Price of one GPU-hour for the cost (default: your prices file, else lfgen's dated "
+                             "table).")(func)
+
+
 def to_build_options(kwargs: dict[str, Any]) -> Any:
     """Pop the build options out of a command's *kwargs* into a validated ``BuildOptions``."""
     from lfgen.builder.options import BuildOptions, parse_set

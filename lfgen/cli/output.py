@@ -41,6 +41,27 @@ def print_warnings(warnings: list[str]) -> None:
         click.echo(f"warning: {line}", err=True)
 
 
+def gpu_hours(hours: float | None) -> str:
+    """GPU-hours for a table cell: three significant digits, ``-`` when unknown."""
+    return "-" if hours is None else f"{hours:.3g}"
+
+
+def cost_lines(plan: Any, what: str) -> list[str]:
+    """An experiment's GPU-hours and cost before it runs (lfgen.experiments.costs.PlanCost), as the first lines of
+    sweep and tune --dry-run; *what* names the runs ("3 run(s)", "20 trial(s), each estimated as the base")."""
+    if not plan.known:
+        why = plan.missing[0][1] if plan.missing else "no run"
+        return [f"estimate: none for {what}: {why}"]
+    cost = (f", ~${plan.usd:,.2f} at {'; '.join(plan.prices)}" if plan.usd is not None else "")
+    lines = [f"estimate: {what} on {plan.device}: ~{gpu_hours(plan.gpu_hours)} GPU-hours (range "
+             f"{gpu_hours(plan.low_gpu_hours)} to {gpu_hours(plan.high_gpu_hours)}){cost}"]
+    lines += [f"  no estimate for {name}: {why}" for name, why in plan.missing]
+    lines += [f"  {note}" for note in plan.unpriced]
+    notes = dict.fromkeys(note for _, cost in plan.known for note in cost.basis["notes"])
+    lines += [f"  note: {note}" for note in notes]
+    return lines
+
+
 def show(value: Any) -> str:
     """A config value as the YAML lfgen writes shows it."""
     from lfgen.builder.render import yaml_scalar

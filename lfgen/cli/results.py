@@ -7,13 +7,14 @@ from typing import Any
 
 import click
 
+from lfgen.cli.options import price_option
 from lfgen.cli.output import CONTEXT, console
 
 # --- results ---------------------------------------------------------------------------------------
 
 FORMATS = ("table", "csv", "json", "markdown", "html")
 _TABLE_COLUMNS = ("run", "state", "lora_rank", "lora_alpha", "learning_rate", "lora_target", "final_train_loss",
-                  "best_eval_loss", "best_eval_step", "runtime_s", "peak_vram_gib", "diagnosis")
+                  "best_eval_loss", "best_eval_step", "runtime_s", "gpu_hours", "cost", "peak_vram_gib", "diagnosis")
 
 
 @click.command(context_settings=CONTEXT)
@@ -25,13 +26,17 @@ _TABLE_COLUMNS = ("run", "state", "lora_rank", "lora_alpha", "learning_rate", "l
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the table to FILE.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Also write overlaid loss curves to a PNG.")
 @click.option("--force", is_flag=True, help="Overwrite an existing -o or --plot file.")
+@price_option
 def compare(path: str, sort: str | None, filters: tuple[str, ...], fmt: str, output: str | None, plot: str | None,
-            force: bool) -> None:
+            force: bool, price: float | None) -> None:
     """Compare every LlamaFactory run found under PATH: one table, with a diagnosis of each run.
 
     Works on any output directories (runs lfgen did not start too). PATH may also be an experiment
     folder: its runs, with the state lfgen run recorded (runs not started yet are pending rows).
     Each experiment's best run and the next tuning step (seed 000's order) follow the table on stderr.
+    gpu_hours is measured (wall time x GPUs; outside an experiment, the trainer's runtime); cost is
+    gpu_hours x the price of the run's GPU (--price, your prices file, else lfgen's dated table),
+    with price_source saying which.
 
     \b
     Examples:
@@ -43,7 +48,7 @@ def compare(path: str, sort: str | None, filters: tuple[str, ...], fmt: str, out
     """
     from lfgen.results import collect, frame
 
-    comparison = collect(path)
+    comparison = collect(path, price=price)
     df = with_filter(frame, comparison, sort=sort, filter=list(filters))
     if fmt == "table":
         text = None
@@ -67,6 +72,9 @@ def compare(path: str, sort: str | None, filters: tuple[str, ...], fmt: str, out
         index = {name: i for i, name in enumerate(comparison.names)}
         png = render_png([(name, comparison.runs[index[name]]) for name in df["run"]], title=str(comparison.root))
         click.echo(f"wrote {write_new(plot, png, force=force, option='--plot')}", err=True)
+    if fmt == "table" and "price_source" in df.columns:
+        for source in dict.fromkeys(df["price_source"].dropna()):
+            click.echo(f"cost at {source}", err=True)
     print_next_steps(df)
 
 
@@ -115,14 +123,14 @@ def print_frame(df) -> None:
 # Short headers for the terminal table (the data's own names are in --format csv/json and the report).
 _LABELS = {"lora_rank": "rank", "lora_alpha": "alpha", "learning_rate": "lr", "lora_target": "target",
            "final_train_loss": "train loss", "best_eval_loss": "best eval", "best_eval_step": "at step",
-           "runtime_s": "time s", "peak_vram_gib": "VRAM GiB", "predict_rouge-l": "ROUGE-L",
+           "runtime_s": "time s", "gpu_hours": "GPU-h", "cost": "cost $", "peak_vram_gib": "VRAM GiB", "predict_rouge-l": "ROUGE-L",
            "predict_bleu-4": "BLEU-4", "accuracy": "exact", "eval_rewards/accuracies": "pref acc",
            "eval_rewards/margins": "margin", "eval_accuracy": "RM acc"}
 # The terminal table keeps what ranks and diagnoses runs; --format csv/json/html and the report have every column.
 _HIDDEN = {"path", "experiment", "predict_rouge-1", "predict_rouge-2", "samples_per_s", "final_eval_loss",
            "num_train_epochs", "lora_dropout", "effective_batch", "trainable_params", "device", "llamafactory_version",
            "answer_accuracy", "samples_scored", "eval_time_s", "tokens_per_s", "eval_rewards/chosen",
-           "eval_rewards/rejected"}
+           "eval_rewards/rejected", "price_source"}
 
 
 @click.command(context_settings=CONTEXT)

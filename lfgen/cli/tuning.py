@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from lfgen.cli.options import build_options, executor_for, ray_options, to_build_options
+from lfgen.cli.options import build_options, executor_for, price_option, ray_options, to_build_options
 from lfgen.cli.output import CONTEXT, stoppable
 from lfgen.tuning.strategies import PRUNERS, SAMPLERS
 
@@ -31,13 +31,19 @@ from lfgen.tuning.strategies import PRUNERS, SAMPLERS
 @click.option("--timeout", metavar="DURATION", help="Ask no new trial after this long, e.g. 2h, 30m.")
 @click.option("--staged", is_flag=True, help="Seed 000's stages (rank, alpha, dropout, target), each from the "
               "last's best, then a combined final run.")
-@click.option("--dry-run", is_flag=True, help="Check the space and show the plan; write and start nothing.")
+@click.option("--budget", type=float, metavar="GPU_HOURS", help="GPU-hours the whole study may use (measured: wall "
+              "time x GPUs); no trial starts that the rest cannot afford, and the study stops resumable (recorded "
+              "with the study; a resume may raise it).")
+@price_option
+@click.option("--dry-run", is_flag=True, help="Check the space and show the plan, its GPU-hours and cost first; write "
+              "and start nothing.")
 @click.option("--experiments-dir", default="experiments", show_default=True)
 @click.option("--outputs-dir", default="outputs", show_default=True, help="Trials train in OUTPUTS/<name>/<trial>.")
 @ray_options
 @build_options
 def tune(name: str, base: str | None, space: str | None, trials: int | None, sampler: str | None, pruner: str | None,
-         metric: str | None, max_samples: int | None, max_new_tokens: int | None, gpus: str | None, seed: int | None, timeout: str | None, staged: bool, dry_run: bool,
+         metric: str | None, max_samples: int | None, max_new_tokens: int | None, gpus: str | None, seed: int | None,
+         timeout: str | None, staged: bool, budget: float | None, price: float | None, dry_run: bool,
          experiments_dir: str, outputs_dir: str, ray_address: str | None, cpus_per_run: float, storage: str | None,
          **kwargs: Any) -> None:
     """Search for the best LoRA configuration: trials proposed by Optuna, bad ones stopped early.
@@ -47,7 +53,9 @@ def tune(name: str, base: str | None, space: str | None, trials: int | None, sam
     each eval step and the pruner stops a run that is behind. The study lives in
     experiments/NAME/study.db; lfgen tune NAME again resumes it (after Ctrl-C or kill -9), and
     --trials is the total it ends with. The best trial's config is written to
-    experiments/NAME/best.yaml. Needs Optuna: pip install 'lfgen[tune]'.
+    experiments/NAME/best.yaml. --budget caps the GPU-hours: spent time is measured, each next
+    trial estimated (calibrated by lfgen calibrate), and the study stops, resumable, rather than
+    start a trial it cannot afford. Needs Optuna: pip install 'lfgen[tune]'.
 
     \b
     Examples:
@@ -56,6 +64,7 @@ def tune(name: str, base: str | None, space: str | None, trials: int | None, sam
       lfgen tune qa --base a800 --metric predict_rouge-l --max-samples 200 --max-new-tokens 64
       lfgen tune lora                      # resume
       lfgen tune lora --trials 40          # resume and go on to 40 trials
+      lfgen tune lora --base a800 --model ./qwen2-7b --gpu a800 --budget 24 --dry-run
       lfgen tune plan --base lightweight --staged
       lfgen tune lora --base a800 --trials 64 --ray 10.0.0.1:6379 --storage /mnt/shared/lfgen
       lfgen status lora && lfgen compare experiments/lora && lfgen report experiments/lora
@@ -73,8 +82,11 @@ def tune(name: str, base: str | None, space: str | None, trials: int | None, sam
     gpu_list = launch.parse_gpus(gpus, launch.visible_gpus()) if gpus else None
     if ray_address is not None and gpu_list is not None:
         raise InputError("--gpus: not with --ray (Ray gives each trial its GPUs)")
+    if staged and budget is not None:
+        raise InputError("--budget: not with --staged (each stage is a study of its own); give each stage's study "
+                         "a budget with lfgen tune NAME-N-AXIS --budget GPU_HOURS")
     common = dict(trials=trials, sampler=sampler, pruner=pruner, metric=metric, seed=seed, timeout=timeout,
-                  max_samples=max_samples, max_new_tokens=max_new_tokens,
+                  max_samples=max_samples, max_new_tokens=max_new_tokens, price=price,
                   gpus=gpu_list, dry_run=dry_run, reporter=PlainReporter(), say=lambda text: click.echo(text, err=True),
                   experiments_dir=experiments_dir, outputs_dir=outputs_dir)
     # each trial a Ray task with --ray (docs/cluster.md), else a child here; closed at the end
@@ -92,14 +104,21 @@ def tune(name: str, base: str | None, space: str | None, trials: int | None, sam
                 return
             from lfgen.tuning.tuner import tune as run_tune
 
-            result = run_tune(name, base=base, options=options, space=space, executor=executor, **common)
+            result = run_tune(name, base=base, options=options, space=space, executor=executor, budget=budget,
+                              **common)
     finally:
         executor.close()
     if dry_run:
-        for line in result.lines:
+        from lfgen.cli.output import cost_lines
+
+        lines = cost_lines(result.cost, f"{result.cost.copies} trial(s), each estimated as the base (pruning can "
+                                        "only lower it)") if result.cost is not None else []
+        for line in [*lines, *result.lines]:
             click.echo(line)
         return
     echo_trials(result.rows)
+    if result.budget_stop:
+        click.echo(result.budget_stop, err=True)
     if result.best is not None:
         click.echo(f"best: {result.best['run']} ({short(result.best['value'])}); wrote {result.best_config}", err=True)
     else:
@@ -114,13 +133,16 @@ def echo_trials(rows: list[dict[str, Any]]) -> None:
 
     from lfgen.cli.output import console, show
 
+    from lfgen.cli.output import gpu_hours
+
     table = Table(title_justify="left")
-    for column in ("trial", "state", "parameters", "value", "steps", "note"):
+    for column in ("trial", "state", "parameters", "value", "steps", "GPU-h", "note"):
         table.add_column(column, overflow="fold")
     for row in rows:
         params = ", ".join(f"{k}={show(v)}" for k, v in row["params"].items())
         table.add_row(str(row["number"]), row["state"], params, short(row["value"]),
-                      str(row["steps"]) if row["steps"] is not None else "-", row["why"] or "")
+                      str(row["steps"]) if row["steps"] is not None else "-", gpu_hours(row.get("gpu_hours")),
+                      row["why"] or "")
     console().print(table)
 
 

@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Any
 
 from lfgen.builder.options import BuildOptions
 from lfgen.errors import InputError
+from lfgen.experiments.costs import PlanCost
 from lfgen.runs.manifest import Experiment
+
+
+@dataclass
+class Preview:
+    """lfgen sweep --dry-run: the experiment as it would be written, and its GPU-hours and cost."""
+
+    experiment: Experiment
+    cost: PlanCost
 
 
 def make_sweep(axis: str, values: list[str], *, base: str | None = None, options: BuildOptions | None = None,
                name: str | None = None, force: bool = False, from_: str | None = None, metric: str = "eval_loss",
                seed: int = 0, space: str | None = None, export: str | None = None, prune: bool = True,
-               experiments_dir: str = "experiments", outputs_dir: str = "outputs") -> Experiment:
-    """Lay out an experiment: expand the axis, grid or random space on the base, write it."""
+               experiments_dir: str = "experiments", outputs_dir: str = "outputs", dry_run: bool = False,
+               price: float | None = None) -> Experiment | Preview:
+    """Lay out an experiment: expand the axis, grid or random space on the base, write it. *dry_run*: build it and
+    estimate its GPU-hours and cost (*price*: USD per GPU-hour), write nothing."""
     from lfgen.builder.steps import build
     from lfgen.experiments import sweeps
-    from lfgen.experiments.manifest import write
+    from lfgen.experiments.manifest import preview, write
     from lfgen.experiments.finished import best_run
 
     from lfgen.yamlio import check_can_write
@@ -64,6 +76,16 @@ def make_sweep(axis: str, values: list[str], *, base: str | None = None, options
         name = f"{axis}-sweep" if axis != "grid" else "grid-" + "-".join(v.partition("=")[0] for v in values)
     if export not in (None, "wandb"):
         raise InputError(f"--export: {export!r} is not supported; use --export wandb")
+    if dry_run:
+        from lfgen.experiments.costs import plan_cost
+
+        if price is not None:
+            from lfgen.catalogs.prices import check_price
+
+            check_price(price, "--price")  # before any run is built
+        experiment, kept = preview(name, base, options, runs, sweep, experiments_dir=experiments_dir,
+                                   outputs_dir=outputs_dir, base_from=base_from, prune=prune)
+        return Preview(experiment, plan_cost(kept, price))
     from lfgen.experiments.wandb import wandb_files
 
     extra = functools.partial(wandb_files, name, sweep, experiments_dir, outputs_dir) if export else None

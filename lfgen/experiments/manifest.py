@@ -78,7 +78,8 @@ def write(name: str, base: str, options: BuildOptions, runs: list[RunSpec], swee
 
     target = Path(experiments_dir) / check_name(name)
     _refuse_existing(target, force)
-    files, manifest = _contents(target, name, base, options, runs, sweep, outputs_dir, base_from, prune, extra_files)
+    files, manifest, _ = _contents(target, name, base, options, runs, sweep, outputs_dir, base_from, prune,
+                                   extra_files)
     if not manifest.runs and not allow_empty:
         raise InputError(f"no run of {name} fits: {manifest.dropped[0]['reason']}; use --no-prune to write them anyway")
     # The lock lives beside the folder, so the replace below never removes it; taken only once everything
@@ -89,6 +90,18 @@ def write(name: str, base: str, options: BuildOptions, runs: list[RunSpec], swee
     return Experiment(path=target, manifest=manifest)
 
 
+def preview(name: str, base: str, options: BuildOptions, runs: list[RunSpec], sweep: dict[str, Any], *,
+            experiments_dir: str = "experiments", outputs_dir: str = "outputs", base_from: dict[str, Any] | None = None,
+            prune: bool = True) -> tuple[Experiment, list[tuple[str, Build]]]:
+    """What ``write`` would write, built in memory and written nowhere (lfgen sweep --dry-run): the experiment and
+    each kept run's Build (its config, data and hardware: what the time estimate needs)."""
+    target = Path(experiments_dir) / check_name(name)
+    _, manifest, kept = _contents(target, name, base, options, runs, sweep, outputs_dir, base_from, prune, None)
+    if not manifest.runs:
+        raise InputError(f"no run of {name} fits: {manifest.dropped[0]['reason']}; use --no-prune to keep them anyway")
+    return Experiment(path=target, manifest=manifest), kept
+
+
 def _refuse_existing(target: Path, force: bool) -> None:
     if target.exists() and not force:
         raise InputError(f"--name: experiment {target} already exists; pass --force to replace it, or --name NEW")
@@ -97,7 +110,7 @@ def _refuse_existing(target: Path, force: bool) -> None:
 def _contents(target: Path, name: str, base: str, options: BuildOptions, runs: list[RunSpec], sweep: dict[str, Any],
               outputs_dir: str, base_from: dict[str, Any] | None, prune: bool,
               extra_files: Callable[[Build, list[tuple[RunSpec, Build]]], dict[str, str]] | None
-              ) -> tuple[dict[str, str], Manifest]:
+              ) -> tuple[dict[str, str], Manifest, list[tuple[str, Build]]]:
     from lfgen import __version__
     from lfgen.builder.render import render_build
 
@@ -105,7 +118,7 @@ def _contents(target: Path, name: str, base: str, options: BuildOptions, runs: l
     from lfgen.runs.ranking import varying_keys
 
     varying = varying_keys([result.config for _, result in built], base=base_build.config)
-    entries, files, dropped = [], {}, []
+    entries, files, dropped, kept = [], {}, [], []
     for run, result in built:
         estimate = _run_estimate(result)
         if prune and estimate is not None and estimate["fits"] is False:
@@ -118,6 +131,7 @@ def _contents(target: Path, name: str, base: str, options: BuildOptions, runs: l
         entries.append(RunEntry(name=run.name, overrides=run.options,
                                 varies={k: result.config.get(k) for k in varying},
                                 config=rel, output_dir=result.config["output_dir"], estimate=estimate))
+        kept.append((run.name, result))
     manifest = Manifest(name=name, lfgen=__version__, created=_dt.datetime.now().isoformat(timespec="seconds"),
                         base=base, base_from=base_from, options=options.model_dump(exclude_defaults=True),
                         sweep=sweep, runs=entries, dropped=dropped,
@@ -125,7 +139,7 @@ def _contents(target: Path, name: str, base: str, options: BuildOptions, runs: l
     files[MANIFEST] = dump(manifest)
     if extra_files is not None:
         files.update(extra_files(base_build, built))
-    return files, manifest
+    return files, manifest, kept
 
 
 def add_runs(experiment: Experiment, runs: list[RunSpec], outputs_dir: str = "outputs") -> Experiment:

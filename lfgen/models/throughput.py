@@ -41,12 +41,16 @@ class MeasuredThroughput:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    eval_runtime_s: float | None = None  # the final evaluation after training (all_results.json's eval_runtime)
+
     @property
     def remaining_s(self) -> float | None:
-        """Seconds left at the measured step time (for an ETA)."""
-        if self.step_s is None or self.steps is None or self.total_steps is None:
-            return None
-        return max(0, self.total_steps - self.steps) * self.step_s
+        """Seconds left at the measured pace (lfgen.runs.eta, the one ETA computation)."""
+        from lfgen.runs.eta import remaining_s
+
+        if self.finished:
+            return 0.0
+        return remaining_s(self.steps, self.total_steps, self.runtime_s)
 
 
 def _json(path: Path) -> dict[str, Any] | None:
@@ -94,4 +98,4 @@ def measured_throughput(run_dir: str | Path) -> MeasuredThroughput:
                          "time yet; wait for the first logging step")
     return MeasuredThroughput(str(run), bool(results), steps, total, runtime, step_s,
                               to_float(results.get("train_samples_per_second")), tokens,
-                              source if tokens is not None else "")
+                              source if tokens is not None else "", to_float(results.get("eval_runtime")))

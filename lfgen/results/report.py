@@ -23,7 +23,7 @@ TEMPLATE = "report.html.j2"
 ANSWERS_SHOWN = 3  # per run: enough to see garbage or repetition, few enough to read
 PLOT_MAX_RUNS = 40  # per experiment figure; beyond that the lines are unreadable anyway
 _CODE = re.compile(r"`([^`]+)`")
-_NOT_SHOWN = ("path",)
+_NOT_SHOWN = ("path", "price_source")  # the price sources are said once under the table
 
 
 def render_report(comparison: Comparison, *, sort: str | None = None,
@@ -50,6 +50,7 @@ def render_report(comparison: Comparison, *, sort: str | None = None,
         columns=columns,
         rows=rows,
         experiments=experiments,
+        prices=list(dict.fromkeys(df["price_source"].dropna())) if "price_source" in df.columns else [],
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from lfgen.errors import InputError
 from lfgen.layout import MANIFEST, STATE
@@ -29,6 +30,7 @@ class Source:
     planned: list[Path | None] = field(default_factory=list)
     states: list[str | None] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # about the whole source (an unreadable state file)
+    spends: list[Any] = field(default_factory=list)  # an experiment's runs: lfgen.runs.spend.Spend from its event log
 
     def started(self, index: int) -> bool:
         return not self.planned or self.dirs[index].is_dir()
@@ -77,8 +79,12 @@ def experiment_runs(path: str | os.PathLike[str]) -> Source:
               for run, d in zip(manifest.runs, dirs)]
     # Done, but its output dir or results were deleted: lfgen run --retry-missing retrains it.
     states = ["missing" if state == "done" and results_missing(d) else state for state, d in zip(states, dirs)]
+    from lfgen.runs.spend import experiment_spend
+
+    spent = experiment_spend(experiment.path / STATE, root, [(run.name, run.output_dir) for run in manifest.runs])
     return Source(dirs, [run_name(d, base) for d in dirs], [manifest.name] * len(dirs),
-                  [experiment.path / run.config for run in manifest.runs], states, notes)
+                  [experiment.path / run.config for run in manifest.runs], states, notes,
+                  [spent[run.name] for run in manifest.runs])
 
 
 def _shown(path: Path, *, relative: bool) -> Path:

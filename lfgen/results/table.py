@@ -39,14 +39,16 @@ PREFERENCE_COLUMNS = ("eval_rewards/accuracies", "eval_rewards/margins", "eval_r
 _OPTIONAL_COLUMNS = (*PREFERENCE_COLUMNS, *PREDICT_COLUMNS)  # shown when a run compared has them
 METRIC_COLUMNS = ("final_train_loss", "best_eval_loss", "best_eval_step", "final_eval_loss", *PREFERENCE_COLUMNS,
                   *PREDICT_COLUMNS,
-                  "runtime_s", "samples_per_s", "peak_vram_gib", "state", "diagnosis")
+                  "runtime_s", "gpu_hours", "samples_per_s", "peak_vram_gib", "state", "diagnosis")
+# What the GPU-hours cost (lfgen.results.costs); shown when a run compared has a price.
+COST_COLUMNS = ("cost", "price_source")
 # From the runs' lfgen_env.json; shown when a run compared has one.
 ENV_COLUMNS = ("device", "llamafactory_version")
 # Keys that differ between any two runs by construction; a column of them says nothing.
 _NOT_COMPARED = frozenset({"output_dir", "logging_dir", "run_name"})
 _INTEGER_COLUMNS = ("lora_rank", "lora_alpha", "effective_batch", "best_eval_step")
 _FLOAT_COLUMNS = ("final_train_loss", "best_eval_loss", "final_eval_loss", *_OPTIONAL_COLUMNS, "runtime_s",
-                  "samples_per_s", "peak_vram_gib")
+                  "gpu_hours", "samples_per_s", "peak_vram_gib", "cost")
 PARALLEL_MIN_RUNS = 200  # below this, starting worker processes costs more than it saves
 _ORDER_OPS = (">", ">=", "<", "<=")
 _CONDITION = re.compile(r"^\s*([\w.\-/]+)\s*(==|!=|>=|<=|=|>|<|~)\s*(.*?)\s*$")
@@ -62,13 +64,20 @@ class Comparison:
     experiments: list[str]
     findings: list[list[Finding]]
     summaries: dict[str, ExperimentSummary]
+    spends: list[Any] | None = None  # an experiment's runs: their measured spend (lfgen.runs.spend)
+    price: float | None = None  # --price: USD per GPU-hour for every run's cost
 
 
 def collect(path: str | os.PathLike[str], *, max_points: int | None = MAX_POINTS,
-            workers: int | None = None) -> Comparison:
+            workers: int | None = None, price: float | None = None) -> Comparison:
     """Find, read and diagnose every run at or under *path*, or every run of the experiment folder *path*
     (``experiments/<name>``: its runs' output dirs, with the state lfgen run recorded; see
-    ``lfgen.results.sources``). *workers*: see ``read_runs``."""
+    ``lfgen.results.sources``). *workers*: see ``read_runs``; *price*: USD per GPU-hour of every run's cost (else
+    each device's known price)."""
+    if price is not None:
+        from lfgen.catalogs.prices import check_price
+
+        check_price(price, "--price")
     source = find(path)
     started = [i for i in range(len(source.dirs)) if source.started(i)]
     read = dict(zip(started, read_runs([source.dirs[i] for i in started], max_points=max_points, workers=workers)))
@@ -88,7 +97,7 @@ def collect(path: str | os.PathLike[str], *, max_points: int | None = MAX_POINTS
             findings[i] = diagnose_run(runs[i], [speeds[j] for j in indexes if j != i and speeds[j]])
     summaries = {name: summarize_experiment(name, [(names[i], runs[i], findings[i]) for i in indexes])
                  for name, indexes in members.items()}
-    return Comparison(Path(path), runs, names, experiments, findings, summaries)
+    return Comparison(Path(path), runs, names, experiments, findings, summaries, source.spends or None, price)
 
 
 def read_runs(dirs: Sequence[Path], *, max_points: int | None = MAX_POINTS,
@@ -134,7 +143,10 @@ def frame(comparison: Comparison, sort: str | None = None,
     """
     import pandas as pd
 
-    rows = [_row(comparison, i) for i in range(len(comparison.runs))]
+    from lfgen.results.costs import Prices
+
+    prices = Prices(comparison.price)
+    rows = [_row(comparison, i, prices) for i in range(len(comparison.runs))]
     kept = list(range(len(rows)))
     for condition in [filter] if isinstance(filter, str) else list(filter or ()):
         test = _condition(condition, rows, comparison)
@@ -144,8 +156,9 @@ def frame(comparison: Comparison, sort: str | None = None,
         rows[i].update({key: _cell(comparison.runs[i].config.get(key)) for key in extra})
     predict = [c for c in _OPTIONAL_COLUMNS if any(rows[i][c] is not None for i in kept)]
     env = [c for c in ENV_COLUMNS if any(rows[i][c] is not None for i in kept)]
+    costs = list(COST_COLUMNS) if any(rows[i]["cost"] is not None for i in kept) else []
     columns = ["run", "experiment", "path", *KEY_COLUMNS, *extra,
-               *(c for c in METRIC_COLUMNS if c not in _OPTIONAL_COLUMNS or c in predict), *env]
+               *(c for c in METRIC_COLUMNS if c not in _OPTIONAL_COLUMNS or c in predict), *costs, *env]
     df = pd.DataFrame([rows[i] for i in kept], columns=columns)
     for column in _INTEGER_COLUMNS:
         df[column] = _as_integers(df[column])
@@ -168,7 +181,9 @@ def _summary(comparison: Comparison, name: str, kept: list[int]) -> ExperimentSu
                                        for i in members])
 
 
-def _row(comparison: Comparison, index: int) -> dict[str, Any]:
+def _row(comparison: Comparison, index: int, prices: Any) -> dict[str, Any]:
+    from lfgen.results.costs import cost, gpu_hours
+
     run = comparison.runs[index]
     config = run.config
     best_eval, best_step = run.best_eval
@@ -179,7 +194,10 @@ def _row(comparison: Comparison, index: int) -> dict[str, Any]:
     row.update(final_train_loss=run.final_train_loss, best_eval_loss=best_eval, best_eval_step=best_step,
                final_eval_loss=run.final_eval_loss)
     row.update({key: _number(run.results.get(key)) for key in _OPTIONAL_COLUMNS})
-    row.update(runtime_s=run.runtime_s, samples_per_s=run.samples_per_s, peak_vram_gib=run.vram_peak_gib,
+    hours = gpu_hours(run, comparison.spends[index] if comparison.spends else None)
+    usd, source = cost(run, hours, prices)
+    row.update(runtime_s=run.runtime_s, gpu_hours=hours, samples_per_s=run.samples_per_s,
+               peak_vram_gib=run.vram_peak_gib, cost=usd, price_source=source,
                state=run.state, diagnosis=summary_text(comparison.findings[index], run),
                device=run.environment.get("device"), llamafactory_version=run.environment.get("llamafactory"))
     return row

@@ -54,10 +54,35 @@ def section(folder: Path) -> dict[str, Any] | None:
     except ImportError:  # matplotlib missing: the numbers without the figure
         png = b""
     return {"trials": len(rows), "counts": counts, "steps": sum(r["steps"] or 0 for r in rows),
+            "spend": spend(folder),
             "importances": importances(folder) if len(complete) >= 2 else [],
             "image": base64.b64encode(png).decode("ascii"), "metric": metric,
             "pruned_at": [(r["run"], max(r["intermediate"]) if r["intermediate"] else None)
                           for r in rows if r["state"] == "pruned"]}
+
+
+def spend(folder: Path) -> dict[str, Any] | None:
+    """The GPU-hours each trial used (measured: lfgen.runs.spend), the total, the study's --budget and why it stopped
+    there (study.db); None when no trial has run (or the experiment cannot be read: the rest of the report can)."""
+    from lfgen.errors import LfgenError
+    from lfgen.layout import STATE
+    from lfgen.runs.manifest import load
+    from lfgen.runs.spend import experiment_spend
+    from lfgen.runs.study import budget_stop
+
+    try:
+        manifest = load(folder).manifest
+        root = (folder / manifest.root).resolve()
+        spends = experiment_spend(folder / STATE, root, [(run.name, run.output_dir) for run in manifest.runs])
+        stop = budget_stop(folder)
+    except LfgenError:
+        return None
+    used = [(name, s) for name, s in spends.items() if s.attempts]
+    if not used:
+        return None
+    budget = manifest.sweep.get("budget")
+    return {"total": f"{sum(s.gpu_hours for _, s in used):.3g}", "budget": f"{budget:g}" if budget else None,
+            "trials": [(name, f"{s.gpu_hours:.3g}") for name, s in used], "stop": (stop or {}).get("message")}
 
 
 def importances(folder: Path) -> list[tuple[str, str]]:

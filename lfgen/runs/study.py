@@ -16,6 +16,7 @@ from lfgen.errors import InputError, StateError
 from lfgen.layout import STUDY
 
 STUDY_FILE = STUDY
+BUDGET_STOP = "budget_stop"  # the study's user attribute lfgen tune --budget writes when it lets no trial start
 _TABLES = {"studies", "trials", "trial_values", "trial_intermediate_values", "trial_params"}
 
 
@@ -84,6 +85,7 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
     stopped. A score study reports each eval loss negated (so the pruner ranks in the study's direction); the
     rows give them back as the losses they are."""
     sign = -1 if study.direction.name == "MAXIMIZE" else 1
+    stop = study.user_attrs.get(BUDGET_STOP) or {}
     rows = []
     for trial in study.trials:
         state = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}.get(trial.state.name,
@@ -93,6 +95,8 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
         if state == "pruned" and why is None and losses:
             step = max(losses)
             why = f"pruned at step {step} (eval_loss {losses[step]:.4g})"
+        if state == "running" and stop.get("trial") == run_name(trial.number):
+            why = "waiting: the budget stopped the study before it (it starts first when the study goes on)"
         rows.append({"number": trial.number, "run": run_name(trial.number), "state": state, "params": trial.params,
                      "value": trial.value if trial.values and state == "complete" else None,
                      "steps": trial.user_attrs.get("steps"), "why": why, "intermediate": losses})
@@ -111,3 +115,19 @@ def load_rows(folder: Path) -> list[dict[str, Any]] | None:
     if not names:
         return []
     return trial_rows(optuna.load_study(study_name=names[0], storage=storage))
+
+
+def budget_stop(folder: Path) -> dict[str, Any] | None:
+    """Why lfgen tune --budget last stopped the study in *folder* (its figures and message), None when it did not
+    (or went on since)."""
+    path = folder / STUDY_FILE
+    if not path.exists():
+        return None
+    check_file(path)
+    optuna = optuna_module()
+    storage = _storage(path)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    if not names:
+        return None
+    stop = optuna.load_study(study_name=names[0], storage=storage).user_attrs.get(BUDGET_STOP)
+    return stop if isinstance(stop, dict) else None

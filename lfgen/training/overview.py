@@ -62,7 +62,11 @@ def experiment_status(path: Path) -> dict[str, Any]:
 
 
 def status(target: Target) -> list[dict[str, Any]]:
-    """Every run's state, progress from its trainer_log.jsonl, retries and the reason of a failure."""
+    """Every run's state, progress from its trainer_log.jsonl, retries and the reason of a failure; the GPU-hours it
+    has used (measured: lfgen.runs.spend) and its ETA in seconds (``eta_s``: a running run's from its own measured
+    steps, a run still to start its calibrated estimate, None when unknown; 0 once it has ended)."""
+    from lfgen.runs.spend import experiment_spend
+
     rows = {}
     if target.state_path.exists():
         store = Store(target.state_path)
@@ -71,7 +75,8 @@ def status(target: Target) -> list[dict[str, Any]]:
         finally:
             store.close()
     table = []
-    for name, _config, output_dir in target.runs:
+    spends = experiment_spend(target.state_path, target.root, [(name, out) for name, _, out in target.runs])
+    for name, config, output_dir in target.runs:
         row = rows.get(name)
         out = target.root / output_dir
         progress = RunWatcher(out, out / CONSOLE_LOG).poll() if out.exists() else Progress()
@@ -85,5 +90,49 @@ def status(target: Target) -> list[dict[str, Any]]:
                       "step": progress.step, "total": progress.total, "loss": progress.loss,
                       "eval_loss": progress.eval_loss, "attempts": row.attempts if row else 0,
                       "oom_retries": row.oom_retries if row else 0, "detail": row.detail if row else None,
-                      "output_dir": output_dir, "vram_gib": progress.vram_gib})
+                      "output_dir": output_dir, "vram_gib": progress.vram_gib,
+                      "gpu_hours": spends[name].gpu_hours,
+                      "eta_s": _eta(state, progress, target.root / config, spends[name].wall_s)})
     return table
+
+
+def _eta(state: str, progress: Progress, config: Path, spent_s: float) -> float | None:
+    """A run's ETA: 0 once it has ended; running, the pace of its own steps (before the first, its estimate less what
+    it has run); to start or resume, its estimate (the part its steps have not done)."""
+    if state in (RunState.DONE, RunState.FAILED, RunState.PRUNED, "missing"):
+        return 0.0
+    if state == RunState.RUNNING and progress.eta_s is not None:
+        return progress.eta_s
+    estimate = _estimate(config)
+    if estimate is None:
+        return None
+    if state == RunState.RUNNING:
+        return max(0.0, estimate - spent_s)
+    left = 1 - progress.step / progress.total if progress.total else 1.0  # an interrupted run resumes where it was
+    return estimate * max(0.0, left)
+
+
+def _estimate(config: Path) -> float | None:
+    """The calibrated estimate of a run's whole time (training, evaluation, start-up) on where it trains."""
+    from lfgen.builder.run_estimate import estimate_written, machine_placement, read_written
+
+    try:
+        written = read_written(config)
+    except LfgenError:
+        return None
+    where = machine_placement(written)
+    return None if where is None else estimate_written(written, where).wall_s
+
+
+def experiment_eta(rows: list[dict[str, Any]]) -> float | None:
+    """Seconds until the experiment is done: the runs to start take the slots as the running ones free them
+    (lfgen.runs.eta.experiment_s; as many slots as runs running now, at least one). None when a run to start has no
+    estimate."""
+    from lfgen.runs.eta import experiment_s
+
+    running = [row["eta_s"] for row in rows if row["state"] == RunState.RUNNING]
+    waiting = [row["eta_s"] for row in rows if row["state"] in (RunState.PENDING, RunState.INTERRUPTED,
+                                                                  "interrupted?")]
+    if any(eta is None for eta in running):
+        return None
+    return experiment_s(running, waiting, max(1, len(running)))

@@ -1,11 +1,13 @@
-"""A run the tuner's pruner gave up on is recorded ``pruned``, with the step and eval loss it stopped at.
+"""A run its source stops early: pruned (the tuner's pruner gave up on it: the step and eval loss it stopped at), or
+interrupted with a reason (lfgen tune's --budget is spent: it resumes from its checkpoint when the study goes on).
 
-The runner asks its run source at each poll of a running run (``RunSource.progress``); when the source says so
-(lfgen tune's pruner), the runner stops the run's whole process group (through its guard) and ``record`` writes
-the move. A pruned run is never resumed.
+The runner asks its run source at each poll of a running run (``RunSource.progress``); when the source says so,
+``stop`` stops the run's whole process group (through its guard) and writes the move. A pruned run is never resumed.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from lfgen.runs.states import RunState
 from lfgen.runs.store import Store
@@ -24,3 +26,15 @@ def record(store: Store, name: str, progress: Progress) -> str:
     why = detail(progress)
     store.transition(name, RunState.PRUNED, reason="pruned", detail=why, event=("pruned", progress.as_dict()))
     return why
+
+
+def stop(store: Store, name: str, handle: Any, progress: Progress, verdict: bool | str) -> tuple[str, str, str]:
+    """Stop run *name* (its RunHandle) as its source said: *verdict* True prunes it, a text interrupts it with that
+    reason, resumable. (state, reason, detail) for the reporter."""
+    handle.stop()  # local or on a Ray worker: stopped and waited for
+    handle.tail()  # read what is left of its console and close it
+    if verdict is True:
+        return "pruned", "pruned", record(store, name, progress)
+    store.transition(name, RunState.INTERRUPTED, reason="budget", detail=str(verdict),
+                     event=("interrupted", str(verdict)))
+    return "interrupted", "budget", str(verdict)

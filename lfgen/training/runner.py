@@ -197,10 +197,8 @@ class Runner:
             self._finish_failed(active.row, "nan", failures.with_log(
                 f"the loss went NaN ({progress.nan}); stopped at once. {NAN_ADVICE}", log))
             return True
-        if rc is None and self.source is not None and self.source.progress(name, progress):
-            active.handle.stop()  # local or on a Ray worker: stopped and waited for
-            active.handle.tail()  # read what is left of its console and close it
-            self.reporter.finished(name, "pruned", "pruned", pruning.record(self.store, name, progress))
+        if rc is None and self.source is not None and (verdict := self.source.progress(name, progress)):
+            self.reporter.finished(name, *pruning.stop(self.store, name, active.handle, progress, verdict))
             return True
         if rc is None:
             return False
@@ -301,8 +299,9 @@ class Runner:
             return "train", self.again.popleft()
         if self.to_evaluate:
             return "eval", self.to_evaluate.popleft()
-        if self.queue:
-            return "train", self.queue.popleft()
+        while self.queue:  # its source may hold a queued run back (lfgen tune's --budget): it stays as it is
+            if (name := self.queue.popleft()) and (self.source is None or self.source.admit(name)):
+                return "train", name
         if self.source is not None and (name := self.source.next(self.store)) is not None:
             return "train", name
         return None

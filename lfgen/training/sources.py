@@ -30,8 +30,14 @@ class RunSource(Protocol):
         spent, the time is up, or nothing more should start)."""
         ...
 
-    def progress(self, name: str, progress: Progress) -> bool:
-        """At each poll of a running run: True to stop it now (lfgen tune's pruner), recorded ``pruned``."""
+    def progress(self, name: str, progress: Progress) -> bool | str:
+        """At each poll of a running run: True to stop it now (lfgen tune's pruner), recorded ``pruned``; a text to stop
+        it now resumable (lfgen tune's --budget is spent), recorded ``interrupted`` with that text."""
+        ...
+
+    def admit(self, name: str) -> bool:
+        """Whether a run of the experiment's queue (interrupted, pending) may start now; False leaves it as it is (lfgen
+        tune's --budget holds back an interrupted trial it cannot afford)."""
         ...
 
     def ended(self, row: RunRow, evaluation: tuple[str, str | None] | None) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lfgen.layout import TRAINER_LOG
-from lfgen.runs.parsing import peak_vram_gib
+from lfgen.runs.parsing import elapsed_seconds, peak_vram_gib
 
 _CONSOLE_LOSS = re.compile(r"'loss':\s*'?([-+\w.]+)'?")
 _CONSOLE_GRAD = re.compile(r"'grad_norm':\s*'?([-+\w.]+)'?")
@@ -74,9 +74,23 @@ class Progress:
     eval_step: int = 0  # the step of the last eval_loss line (the tuner's pruner reports it there)
     percentage: float = 0.0
     remaining: str = ""
+    elapsed_s: float | None = None  # the trainer's elapsed_time at the last log line (this attempt's)
+    attempt_from: tuple[int, float] | None = None  # (step, elapsed_s) of this attempt's first log line
     vram_gib: float | None = None
     nan: str | None = None  # why the watchdog stopped the run
     tail: deque = field(default_factory=lambda: deque(maxlen=40))  # last console lines
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds of training left at the pace this attempt has kept (lfgen.runs.eta, the one ETA computation);
+        None before its first logged step. A resumed attempt's trainer restarts its clock at the checkpoint's step,
+        so the pace is taken from this attempt's first line on once there are two."""
+        from lfgen.runs.eta import remaining_s
+
+        first = self.attempt_from
+        if first is not None and self.elapsed_s is not None and self.step > first[0]:
+            return remaining_s(self.step - first[0], self.total - first[0], self.elapsed_s - first[1])
+        return remaining_s(self.step, self.total, self.elapsed_s)
 
     def as_dict(self) -> dict[str, Any]:
         return {"step": self.step, "total": self.total, "loss": self.loss, "eval_loss": self.eval_loss,
@@ -113,6 +127,11 @@ class RunWatcher:
             p.total = _count(record.get("total_steps"), p.total)
             p.percentage = _number(record.get("percentage"), p.percentage)
             p.remaining = str(record.get("remaining_time", p.remaining))
+            elapsed = elapsed_seconds(record.get("elapsed_time"))
+            if elapsed is not None:
+                if p.elapsed_s is None or elapsed < p.elapsed_s:  # the first line, or a resumed attempt's clock
+                    p.attempt_from = (p.step, elapsed)
+                p.elapsed_s = elapsed
             if "vram_reserved" in record:  # -0.0 on the CPU: no measurement; a non-number: ignored
                 p.vram_gib = peak_vram_gib([p.vram_gib, record["vram_reserved"]])
             if "loss" in record:

@@ -42,7 +42,8 @@ class Trials:
     """The trials of one lfgen tune process (the experiment's lock held): the runner's source."""
 
     def __init__(self, folder: Path, root: Path, experiment: Any, settings: dict[str, Any], *, width: int,
-                 seconds: float | None, say: Callable[[str], None], outputs_dir: str):
+                 seconds: float | None, say: Callable[[str], None], outputs_dir: str, gate: Any = None,
+                 price: float | None = None):
         from lfgen.builder.options import BuildOptions
         from lfgen.builder.steps import build
 
@@ -53,6 +54,11 @@ class Trials:
         self.reported: dict[str, int] = {}  # run name -> last step reported
         self.hopeless: str | None = None  # why no trial should start again (every one failed the same fixed way)
         self.timed_out = False
+        self.gate, self.price = gate, price  # --budget (lfgen.tuning.budget.Gate), the price its estimates use
+        self.deferred: list[Any] = []  # trials asked but never laid out: the next to start (the budget checks them)
+        self.budget_stop: str | None = None  # why the budget lets no trial start (said once, recorded in study.db)
+        self._checked: tuple | None = None  # the runs' states the last refusal saw: nothing changed, no new check
+        self._store: Store | None = None
         manifest = experiment.manifest
         self.options = BuildOptions.parse(**manifest.options)
         built = build(manifest.base, self.options)
@@ -82,15 +88,19 @@ class Trials:
                 self.study.enqueue_trial(point)
 
     def _lay_out_killed(self) -> None:
-        """Trials a killed tuner left RUNNING: their runs laid out (from the trials' own parameters) if they were
-        not yet; the runner then resumes, evaluates or only hands back each one."""
+        """Trials a killed tuner left RUNNING: those whose runs were laid out are resumed, evaluated or only handed
+        back by the runner; those asked but never laid out (the tuner died before, or the budget stopped it there)
+        are the first ``next`` gives, with the same parameters, once the budget allows."""
         optuna = studies.optuna_module()
         killed = [optuna.trial.Trial(self.study, t._trial_id) for t in self.study.trials
                   if t.state == optuna.trial.TrialState.RUNNING]
-        if killed:
-            self.say(f"{len(killed)} trial(s) were running when the last lfgen tune stopped: "
-                     f"{', '.join(studies.run_name(t.number) for t in killed)}; resuming them with the same parameters")
-        self._lay_out(killed)
+        known = {run.name for run in self.experiment.manifest.runs}
+        laid = [t for t in killed if studies.run_name(t.number) in known]
+        self.deferred = [t for t in killed if studies.run_name(t.number) not in known]
+        if laid:
+            self.say(f"{len(laid)} trial(s) were running when the last lfgen tune stopped: "
+                     f"{', '.join(studies.run_name(t.number) for t in laid)}; resuming them with the same parameters")
+        self._lay_out(laid)
 
     def _lay_out(self, trials: list[Any]) -> None:
         from lfgen.experiments.manifest import add_runs
@@ -111,6 +121,7 @@ class Trials:
     def opened(self, store: Store) -> list[str]:
         """Killed trials whose runs already have their outcome are told now; those that trained but were not scored
         (the metric is lfgen eval's) are the runner's to evaluate first."""
+        self._store = store  # admit reads the runs' states from it
         left = []
         rows = {row.name: row for row in store.runs()}
         for name in list(self.trials):
@@ -130,7 +141,7 @@ class Trials:
         (or every trial failed for a reason no parameter changes)."""
         optuna = studies.optuna_module()
         asked = len([t for t in self.study.trials if t.state != optuna.trial.TrialState.WAITING])  # grid points wait
-        if self.hopeless or asked >= self.settings["trials"]:
+        if self.hopeless or (not self.deferred and asked >= self.settings["trials"]):
             return None
         if self.deadline is not None and time.monotonic() >= self.deadline:
             if not self.timed_out:
@@ -138,15 +149,78 @@ class Trials:
                 self.say(f"--timeout reached after {asked} trial(s); lfgen tune {self.experiment.manifest.name} "
                          "goes on")
             return None
-        trial = self.study.ask()
+        states = tuple(sorted((row.name, str(row.state)) for row in store.runs())) if self.gate is not None else ()
+        if self.gate is not None and self._checked == states:
+            return None  # refused before, and no trial has ended since: the answer is the same
+        trial = self.deferred.pop(0) if self.deferred else self.study.ask()
+        if self.gate is not None and not self._affordable(trial, store):
+            self.deferred.insert(0, trial)  # asked, not laid out: the first to start when the budget allows
+            self._checked = states
+            return None
         self._lay_out([trial])
         name = studies.run_name(trial.number)
         entry = next(run for run in self.experiment.manifest.runs if run.name == name)
         store.add_run(name, _relative(self.experiment.path / entry.config, self.root), entry.output_dir)
         return name
 
-    def progress(self, name: str, progress: Progress) -> bool:
-        """Report a new eval loss at its step; True when the pruner gives the run up."""
+    def _affordable(self, trial: Any, store: Store) -> bool:
+        """Whether --budget allows *trial* to start now; when not, the stop is said (once no trial runs) and recorded."""
+        from lfgen.experiments.manifest import plan_runs
+        from lfgen.tuning import budget
+
+        name = studies.run_name(trial.number)
+        params = spaces.suggest(trial, self.settings["space"], self.grid)  # the values _lay_out will take
+        spec = RunSpec(name, spaces.to_options(params, self.base_rank))
+        manifest = self.experiment.manifest
+        _, built = plan_runs(manifest.name, manifest.base, self.options, [spec], self.outputs_dir)
+        cost, why, _ = budget.estimate(built[0][1], self.price)
+        rows = store.runs()
+        running = {row.name for row in rows if row.state is RunState.RUNNING}
+        if cost is None:
+            figures, ok = {}, False
+            message = f"stopped by budget: {name} has no time estimate ({why}), so it cannot be afforded"
+        else:
+            ok, figures = self.gate.affordable(cost, self._runs(), running,
+                                               {row.name for row in rows if row.state is RunState.DONE})
+            message = budget.stop_message(manifest.name, name, figures)
+        if ok:
+            self.gate.estimates[name] = cost
+            budget.clear_stop(self.study)
+            self.budget_stop = None
+            return True
+        if not running and not self.budget_stop:  # final: nothing that runs could free the budget
+            self.budget_stop = message
+            budget.record_stop(self.study, message, figures, name)  # lfgen tune says it after the trials table
+        return False
+
+    def admit(self, name: str) -> bool:
+        """A queued trial (interrupted, or laid out and never started) starts only when --budget can afford what it has
+        left; one held back stays as it is, for the next lfgen tune."""
+        if self.gate is None:
+            return True
+        entry = next((run for run in self.experiment.manifest.runs if run.name == name), None)
+        cost = self.gate.cost_of(name, self.experiment.path / entry.config) if entry is not None else None
+        if cost is None:
+            return True  # no estimate of it: its spend so far is measured, and spent_out stops it at the budget
+        states = {row.name: row.state for row in self._store.runs()} if self._store is not None else {}
+        ok, figures = self.gate.affordable(cost, self._runs(), {n for n, s in states.items() if s is RunState.RUNNING},
+                                           {n for n, s in states.items() if s is RunState.DONE}, name)
+        if not ok and not self.budget_stop:
+            from lfgen.tuning import budget
+
+            self.budget_stop = budget.stop_message(self.experiment.manifest.name, name, figures)
+            budget.record_stop(self.study, self.budget_stop, figures, name)
+        return ok
+
+    def _runs(self) -> list[tuple[str, Path, str]]:
+        return [(run.name, self.experiment.path / run.config, run.output_dir) for run in self.experiment.manifest.runs]
+
+    def progress(self, name: str, progress: Progress) -> bool | str:
+        """Report a new eval loss at its step; True when the pruner gives the run up; a text when the budget is spent
+        (the run stops resumable)."""
+        if self.gate is not None and (why := self.gate.spent_out([(n, o) for n, _, o in self._runs()],
+                                                                 len(self.trials))):
+            return why
         trial = self.trials.get(name)
         value = finite(progress.eval_loss)
         if trial is None or value is None or progress.eval_step <= self.reported[name]:

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from lfgen.training.executor import Executor
 
 SETTINGS = ("space", "trials", "sampler", "pruner", "metric", "seed", *scoring.EVAL_SETTINGS)
-CHANGEABLE = ("trials",)  # what a resume may change (with --gpus and --timeout, which are not recorded)
+CHANGEABLE = ("trials", "budget")  # what a resume may change (with --gpus and --timeout, which are not recorded)
 
 
 @dataclass
@@ -41,6 +41,8 @@ class TuneResult:
     best: dict[str, Any] | None = None
     best_config: Path | None = None
     lines: list[str] = field(default_factory=list)  # --dry-run: the plan
+    cost: Any = None  # --dry-run: the trials' GPU-hours and cost (lfgen.experiments.costs.PlanCost)
+    budget_stop: str | None = None  # why --budget let no further trial start
 
 
 def parse_duration(text: str | None) -> float | None:
@@ -84,17 +86,26 @@ def tune(name: str, *, base: str | None = None, options: Any = None, space: str 
          seed: int | None = None, timeout: str | None = None, gpus: list[int] | None = None, dry_run: bool = False,
          max_samples: int | None = None, max_new_tokens: int | None = None,
          reporter: Any = None, say: Callable[[str], None] = lambda _: None, command: list[str] | None = None,
-         experiments_dir: str = "experiments", outputs_dir: str = "outputs", executor: Executor | None = None
-         ) -> TuneResult:
+         experiments_dir: str = "experiments", outputs_dir: str = "outputs", executor: Executor | None = None,
+         budget: float | None = None, price: float | None = None) -> TuneResult:
     """Start or resume the study of experiment *name* (see the module doc); returns its trials and best.
     *space* is a space file (None: the seeds' default); *space_spec* a space already made (lfgen tune --staged).
     *max_samples* and *max_new_tokens*: how each trial is evaluated when the metric is lfgen eval's. *executor*:
-    where trials train and are evaluated (default: this machine, one trial per GPU of *gpus*)."""
+    where trials train and are evaluated (default: this machine, one trial per GPU of *gpus*). *budget*: GPU-hours
+    the whole study may use (lfgen.tuning.budget; recorded with the study); *price*: USD per GPU-hour of the
+    estimates' cost."""
     from lfgen.builder.options import BuildOptions
     from lfgen.experiments import manifest as manifests
     from lfgen.runs.manifest import load as load_manifest
     from lfgen.experiments.sweeps import check_name
+    from lfgen.tuning.budget import check_budget
 
+    if budget is not None:
+        check_budget(budget)  # bad input: before anything is read or written
+    if price is not None:
+        from lfgen.catalogs.prices import check_price
+
+        check_price(price, "--price")
     folder = Path(experiments_dir) / check_name(name)
     seconds = parse_duration(timeout)
     if (folder / MANIFEST).is_file():
@@ -114,7 +125,10 @@ def tune(name: str, *, base: str | None = None, options: Any = None, space: str 
         _refuse_changes(name, recorded, given)
         if trials is not None and trials < 1:
             raise InputError(f"--trials: at least 1 (got {trials})")
-        settings = {**recorded, **({"trials": trials} if trials is not None else {})}
+        settings = {**recorded, **({"trials": trials} if trials is not None else {}),
+                    **({"budget": budget} if budget is not None else {})}
+        if settings.get("budget") is not None:
+            _check_estimable(experiment.manifest.base, BuildOptions.parse(**experiment.manifest.options), price)
     else:
         if base is None:
             raise InputError(f"{name}: no tune experiment in {experiments_dir}/; start one with lfgen tune {name} "
@@ -127,20 +141,55 @@ def tune(name: str, *, base: str | None = None, options: Any = None, space: str 
         loaded = dict(space_spec) if space_spec is not None else spaces.load(space, shape)  # space_spec: --staged's
         settings = _settings(loaded, trials, sampler, pruner, metric or shape.objective, seed,
                              {"max_samples": max_samples, "max_new_tokens": max_new_tokens})
+        if budget is not None:
+            settings["budget"] = budget
+            _check_estimable(base, options, price)
         if settings["sampler"] == "grid":
             spaces.grid(settings["space"], where, shape)
         spaces.check_builds(settings["space"], base, options, where)
         if dry_run:
-            return TuneResult(folder, lines=_plan_lines(name, base, options, settings, gpus))
+            return _dry_run(folder, name, base, options, settings, gpus, price)
         experiment = manifests.write(name, base, options, [], settings, experiments_dir=experiments_dir,
                                      outputs_dir=outputs_dir, allow_empty=True)
     if dry_run:
-        return TuneResult(folder, lines=_plan_lines(name, experiment.manifest.base,
-                                                    BuildOptions.parse(**experiment.manifest.options), settings, gpus))
+        return _dry_run(folder, name, experiment.manifest.base, BuildOptions.parse(**experiment.manifest.options),
+                        settings, gpus, price)
     root = (folder / experiment.manifest.root).resolve()
     with manifests_lock(folder), contextlib.chdir(root):
+        if settings.get("budget") != experiment.manifest.sweep.get("budget"):  # a resume's new budget is kept
+            from lfgen.runs.manifest import save
+
+            experiment = save(experiment.path, experiment.manifest.model_copy(
+                update={"sweep": {**experiment.manifest.sweep, "budget": settings["budget"]}}))
         return _session(folder.resolve(), root, experiment, settings, seconds, gpus=gpus, executor=executor,
-                        reporter=reporter, say=say, command=command, outputs_dir=outputs_dir)
+                        reporter=reporter, say=say, command=command, outputs_dir=outputs_dir, price=price)
+
+
+def _check_estimable(base: str, options: Any, price: float | None) -> None:
+    """--budget needs a time estimate of a trial; without one it is refused before anything starts."""
+    from lfgen.builder.steps import build
+    from lfgen.tuning.budget import estimate
+
+    cost, why, _ = estimate(build(base, options), price)
+    if cost is None:
+        raise InputError(f"--budget: lfgen cannot estimate a trial's time ({why}); a budget needs that estimate "
+                         "(a known model, --samples or --dataset-dir, and --gpu or this machine's device)")
+
+
+def _dry_run(folder: Path, name: str, base: str, options: Any, settings: dict[str, Any], gpus: list[int] | None,
+             price: float | None) -> TuneResult:
+    from lfgen.builder.steps import build
+    from lfgen.experiments.costs import plan_cost
+
+    cost = plan_cost([("each trial", build(base, options))], price, copies=settings["trials"])
+    lines = _plan_lines(name, base, options, settings, gpus)
+    if settings.get("budget") is not None and cost.known:
+        each = cost.known[0][1]
+        high = each.time["high_s"] * each.num_gpus / 3600
+        lines.append(f"budget: {settings['budget']:g} GPU-hours: room for about {int(settings['budget'] // high)} of "
+                     f"the {settings['trials']} trial(s) at the estimate's high end ({high:.3g} GPU-hours each); the "
+                     "study never starts a trial it cannot afford, and stops resumable")
+    return TuneResult(folder, lines=lines, cost=cost)
 
 
 def manifests_lock(folder: Path) -> Any:
@@ -169,7 +218,7 @@ def _plan_lines(name: str, base: str, options: Any, settings: dict[str, Any], gp
 
 def _session(folder: Path, root: Path, experiment: Any, settings: dict[str, Any], seconds: float | None, *,
              gpus: list[int] | None, executor: Executor | None, reporter: Any, say: Callable[[str], None],
-             command: list[str] | None, outputs_dir: str) -> TuneResult:
+             command: list[str] | None, outputs_dir: str, price: float | None = None) -> TuneResult:
     """One lfgen tune process, the experiment's lock held: the runner trains the trials as Optuna gives them, one
     per free slot, each told as it ends (lfgen.tuning.trials); the result read back from the study."""
     from lfgen.errors import RunError
@@ -179,8 +228,14 @@ def _session(folder: Path, root: Path, experiment: Any, settings: dict[str, Any]
     from lfgen.tuning.trials import Trials
 
     executor = executor or LocalExecutor()
+    gate = None
+    if settings.get("budget") is not None:
+        from lfgen.layout import STATE
+        from lfgen.tuning.budget import Gate
+
+        gate = Gate(settings["budget"], root, folder / STATE, price)
     trials = Trials(folder, root, experiment, settings, width=len(executor.slots(gpus, 1)), seconds=seconds, say=say,
-                    outputs_dir=outputs_dir)
+                    outputs_dir=outputs_dir, gate=gate, price=price)
     evaluations = executor.evaluations(experiment.manifest.name, root, scoring.options_of(settings)) \
         if needs_eval(settings["metric"]) else None
     runner = Runner(resolve(str(folder)), reporter, gpus=gpus, command=command, executor=executor,
@@ -192,8 +247,15 @@ def _session(folder: Path, root: Path, experiment: Any, settings: dict[str, Any]
 
 
 def _result(folder: Path, trials: Any, settings: dict[str, Any]) -> TuneResult:
+    from lfgen.layout import STATE
+    from lfgen.runs.spend import experiment_spend
+
     rows = studies.trial_rows(trials.study)
-    result = TuneResult(folder, rows=rows)
+    outputs = {run.name: run.output_dir for run in trials.experiment.manifest.runs}
+    spends = experiment_spend(folder / STATE, trials.root, list(outputs.items()))
+    for row in rows:  # the GPU time each trial used, measured (wall time x GPUs)
+        row["gpu_hours"] = spends[row["run"]].gpu_hours if row["run"] in spends else None
+    result = TuneResult(folder, rows=rows, budget_stop=trials.budget_stop)
     result.best = best([r for r in rows if r["state"] == "complete"], lambda r: r["value"], settings["metric"])
     if result.best is not None:
         result.best_config = _write_best(folder, trials, settings, result.best)

@@ -74,3 +74,31 @@ def test_borrowed_architectures_name_families_of_the_table():
 
     families = {family_of(f["template"]) for f in load_data("templates.yaml")["families"]}
     assert all(any(f.startswith(b) for f in families) for b in load_data("templates.yaml")["borrowed_architectures"])
+
+
+@pytest.mark.parametrize("smi, name", [
+    ("NVIDIA H100 80GB HBM3", "H100"), ("NVIDIA H100 PCIe", "H100"), ("NVIDIA A100-SXM4-80GB", "A100-80"),
+    ("NVIDIA A100-PCIE-40GB", "A100-40"), ("NVIDIA A100 80GB PCIe", "A100-80"), ("Tesla T4", "T4"),
+    ("Tesla V100-SXM2-16GB", "V100-16"), ("Tesla V100-SXM2-32GB", "V100-32"), ("NVIDIA GeForce RTX 4090", "RTX 4090"),
+    ("NVIDIA L40S", "L40S"), ("NVIDIA A800-SXM4-80GB", "A800"), ("NVIDIA RTX A6000", "A6000"),
+    ("NVIDIA RTX 6000 Ada Generation", "RTX 6000 Ada"), ("NVIDIA A10G", "A10G"), ("NVIDIA Tesla X99", None),
+])
+def test_gpus_by_their_nvidia_smi_names(smi, name):
+    """lfgen_env.json records nvidia-smi's names: calibrate, compare's cost and status time a run on its catalog
+    card (an unknown card is None: no guess)."""
+    from lfgen.catalogs.gpus import gpu_from_smi
+
+    found = gpu_from_smi(smi)
+    assert (found.name if found else None) == name
+
+
+def test_the_cpu_is_a_device_of_the_time_estimate_only():
+    from lfgen.catalogs.gpus import cpu_device, device
+
+    cpu = cpu_device(cores=4)
+    entry = load_data("gpus.yaml")["cpu"]
+    assert (cpu.name, cpu.arch, cpu.bf16, cpu.fa2) == ("CPU", "CPU", False, False)
+    assert cpu.peak.tflops_32 == pytest.approx(4 * entry["per_core"]["tflops_32"]) == cpu.peak.tflops_16
+    assert "an assumption" in cpu.peak.source and device("cpu").name == "CPU" and device("a800").name == "A800"
+    with pytest.raises(Exception, match="unknown GPU 'cpu'"):
+        find_gpu("cpu")  # not a --gpu choice: no memory to size a config for

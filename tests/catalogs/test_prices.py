@@ -50,3 +50,10 @@ def test_a_broken_price_file_is_refused_not_skipped(prices_file, text, error):
     prices_file.write_text(text)
     with pytest.raises(error):
         prices.price_for("A100-80")
+
+
+def test_a_cpu_machine_has_a_price_only_when_the_user_gives_one(prices_file):
+    assert prices.price_for("CPU") is None  # the default table prices GPUs only
+    prices_file.write_text("CPU: 0.05\n")
+    assert prices.price_for("cpu") == prices.Price(0.05, str(prices_file))
+    assert prices.price_for("CPU", 0.2) == prices.Price(0.2, "--price")

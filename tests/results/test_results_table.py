@@ -17,8 +17,8 @@ N = 60
 EVALS = {s: 1.5 - s / 1000 for s in (100, 200, 300, 400, 500, 600)}
 BASE_COLUMNS = ["run", "experiment", "path", "lora_rank", "lora_alpha", "learning_rate", "lora_target",
                 "lora_dropout", "num_train_epochs", "effective_batch"]
-METRICS = ["final_train_loss", "best_eval_loss", "best_eval_step", "final_eval_loss", "runtime_s", "samples_per_s",
-           "peak_vram_gib", "state", "diagnosis"]
+METRICS = ["final_train_loss", "best_eval_loss", "best_eval_step", "final_eval_loss", "runtime_s", "gpu_hours",
+           "samples_per_s", "peak_vram_gib", "state", "diagnosis"]
 
 
 def rank_sweep(root: Path, **extra: dict) -> Path:
@@ -44,6 +44,8 @@ def test_columns_and_values(tmp_path: Path) -> None:
     assert row["best_eval_step"] == 600 and row["final_eval_loss"] == pytest.approx(0.9 - 0.32)
     assert row["final_train_loss"] == pytest.approx(decay(N, end=1.2 - 0.32, seed=64)[-1])
     assert row["runtime_s"] == 300.0 and row["samples_per_s"] == 64.0  # 600 steps x 0.5 s; 32 / 0.5 s
+    # no lfgen_env.json, not lfgen run's: the trainer's runtime and final evaluation (1.25 s) on one device
+    assert row["gpu_hours"] == pytest.approx(301.25 / 3600)
     assert math.isnan(row["peak_vram_gib"])
     assert list(df["state"]) == ["done"] * 3 and list(df["diagnosis"]) == ["healthy"] * 3
     best = df.attrs["experiments"]["rank-sweep"]
@@ -163,8 +165,19 @@ def test_environment_columns_come_from_lfgen_env_json(tmp_path: Path) -> None:
     (runs / "r16" / "lfgen_env.json").write_text(json.dumps(ENV))
     (runs / "r32" / "lfgen_env.json").write_text(json.dumps({**ENV, "device": "cpu", "gpus": []}))
     df = compare(root)
-    assert list(df.columns) == BASE_COLUMNS + METRICS + ["device", "llamafactory_version"]
+    # r16 trained on two H100s (a price in the default table): cost and where its price came from
+    assert list(df.columns) == BASE_COLUMNS + METRICS + ["cost", "price_source", "device", "llamafactory_version"]
     assert df["device"].tolist() == ["cuda", "cpu", None]
+    assert df["gpu_hours"].tolist() == pytest.approx([2 * 301.25 / 3600, 301.25 / 3600, 301.25 / 3600])
+    from lfgen.catalogs.prices import default_prices
+
+    h100 = default_prices()["H100"]
+    assert df["cost"].iloc[0] == pytest.approx(2 * 301.25 / 3600 * h100.usd_per_gpu_hour, abs=1e-4)
+    assert df["price_source"].iloc[0] == f"{h100.usd_per_gpu_hour:g} USD/GPU-h: {h100.source}"
+    assert math.isnan(df["cost"].iloc[1]) and df["price_source"].iloc[1] is None  # the CPU: no default price
+    priced = frame(collect(root, price=0.5))
+    assert priced["cost"].tolist() == pytest.approx([0.5 * h for h in df["gpu_hours"]], abs=1e-4)
+    assert set(priced["price_source"]) == {"0.5 USD/GPU-h: --price"}
     assert df["llamafactory_version"].tolist() == ["0.9.5", "0.9.5", None]
     assert "device" not in compare(root, filter="lora_rank=64").columns  # no run kept has the file
 

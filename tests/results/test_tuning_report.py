@@ -1,10 +1,13 @@
 """lfgen report on a tune experiment: the tuning section (history, intermediate values with where each pruned
-trial stopped, parameter importances) from a small real Optuna study written here, no training."""
+trial stopped, parameter importances, the GPU time each trial used and a budget's stop) from a small real Optuna
+study written here, no training."""
 
 from __future__ import annotations
 
 import base64
+import json
 import re
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -68,3 +71,51 @@ def test_the_section_without_optuna_is_left_out(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr(studies, "optuna_module", missing)
     text = write_report(folder, tmp_path / "report.html").read_text()
     assert "<h3>Tuning</h3>" not in text and "Experiment search" in text
+
+
+def test_the_report_shows_each_trials_measured_gpu_time_and_the_budgets_stop(tmp_path: Path, runner, cli,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The spend per trial (lfgen.runs.spend over the experiment's event log, x the GPUs each run saw) and why the
+    budget stopped the study (study.db), without training: the tiny e2e test does it for real (slow)."""
+    from lfgen.runs.manifest import load
+    from lfgen.runs.states import RunState
+    from lfgen.runs.store import Store
+    from lfgen.runs.study import BUDGET_STOP
+
+    monkeypatch.chdir(tmp_path)
+    made = runner.invoke(cli, ["sweep", "grid", "lora_rank=4,8,16", "--name", "t"])
+    assert made.exit_code == 0, made.output
+    folder = tmp_path / "experiments" / "t"
+    runs = [(run.name, run.output_dir) for run in load(folder).manifest.runs]
+    store = Store(folder / "state.sqlite")
+    store.sync_runs([(name, f"runs/{name}.yaml", out) for name, out in runs])
+    for name, _ in runs[:2]:
+        store.transition(name, RunState.RUNNING, event=("started", []), gpus="0")
+        store.transition(name, RunState.DONE, event=("done", {}))
+    store.close()
+    # the attempts' times set in the event log (half an hour and a quarter of an hour), not waited for
+    db = sqlite3.connect(folder / "state.sqlite")
+    for (name, _), seconds in zip(runs[:2], (1800.0, 900.0)):
+        db.execute("UPDATE events SET time = 1.8e9 WHERE run = ? AND kind = 'started'", (name,))
+        db.execute("UPDATE events SET time = ? WHERE run = ? AND kind = 'done'", (1.8e9 + seconds, name))
+    db.commit()
+    db.close()
+    # the first trial saw two GPUs: its wall time counts twice
+    (tmp_path / runs[0][1]).mkdir(parents=True)
+    (tmp_path / runs[0][1] / "lfgen_env.json").write_text(json.dumps({"gpus": ["A100", "A100"]}))
+    study = optuna.create_study(study_name="t", storage=f"sqlite:///{folder / 'study.db'}")
+    for number in range(3):
+        trial = study.ask()
+        trial.suggest_categorical("lora_rank", [4, 8, 16])
+        if number < 2:
+            study.tell(trial, 1.0 + number)
+    message = "stopped by budget: 0.5 of 0.6 GPU-hours spent, and trial-002 needs up to 0.2 more; no trial started"
+    study.set_user_attr(BUDGET_STOP, {"message": message, "trial": runs[2][0], "budget_gpu_hours": 0.6})
+
+    text = write_report(folder, tmp_path / "report.html").read_text(encoding="utf-8")
+    found = re.search(r"GPU time: (\S+) GPU-hours measured \(([^)]*)\)\.", text)
+    assert found, "no spend line in the tuning section"
+    per_trial = dict(item.split(" ") for item in found.group(2).split(", "))
+    # 2 GPUs x 0.5 h and 1 x 0.25 h; the trial that never ran is not listed
+    assert per_trial == {runs[0][0]: "1", runs[1][0]: "0.25"} and found.group(1) == "1.25"
+    assert f"<strong>{message}</strong>" in text

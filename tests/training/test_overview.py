@@ -90,3 +90,52 @@ def test_every_state_has_a_column() -> None:
     from lfgen.training.overview import COUNTED
 
     assert sorted(COUNTED) == sorted(RunState) and len(COUNTED) == len(RunState)
+
+
+# --- lfgen status NAME: GPU-hours used and the ETA (issue 22) ----------------------------------------------
+
+
+def test_status_gives_each_run_its_eta_and_the_experiment_its_own(tmp_path: Path, monkeypatch, runner, cli) -> None:
+    """A running run's ETA is its own measured pace (its trainer_log.jsonl), a pending run's its estimate on this
+    machine (no nvidia-smi here: the CPU, corrected by a stored calibration), a finished run's 0; the experiment's
+    lays the pending runs after the running one on its one slot."""
+    import os
+
+    from lfgen.builder.timing import time_key
+    from lfgen.training.overview import experiment_eta, status
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no nvidia-smi: this machine is its CPU
+    (tmp_path / "calibration.json").write_text(json.dumps({time_key("CPU", "lora"): {"factor": 3.0, "runs": 2,
+                                                                                     "startup_s": 20.0}}))
+    monkeypatch.setenv("LFGEN_CALIBRATION", str(tmp_path / "calibration.json"))
+    options = BuildOptions.parse(model="Qwen/Qwen2.5-0.5B-Instruct", samples=400, set={"max_steps": 40})
+    make_sweep("rank", ["8", "16", "32"], options=options, name="s")
+    target = resolve("s")
+    store = Store(target.state_path)
+    try:
+        store.sync_runs(target.runs)
+        store.transition("rank-8", RunState.RUNNING, event=("started", []), pgid=os.getpgrp())  # alive: this test
+        store.transition("rank-32", RunState.DONE)
+    finally:
+        store.close()
+    out = tmp_path / "outputs/s/rank-8"
+    out.mkdir(parents=True)
+    lines = [{"current_steps": 1, "total_steps": 40, "loss": 2.0, "elapsed_time": "0:00:03"},
+             {"current_steps": 10, "total_steps": 40, "loss": 1.5, "elapsed_time": "0:01:33"}]
+    (out / "trainer_log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    rows = {row["run"]: row for row in status(target)}
+    assert rows["rank-8"]["eta_s"] == pytest.approx(30 * 10.0)  # (93 - 3) s over 9 steps: 10 s a step, 30 left
+    assert rows["rank-32"]["eta_s"] == 0.0
+    from lfgen.builder.run_estimate import estimate_written, machine_placement, read_written
+
+    written = read_written(tmp_path / "experiments/s/runs/rank-16.yaml")
+    estimate = estimate_written(written, machine_placement(written))
+    assert estimate.basis["calibration"]["factor"] == 3.0  # the CPU's stored correction
+    assert rows["rank-16"]["eta_s"] == pytest.approx(estimate.wall_s)
+    assert rows["rank-16"]["eta_s"] > 20.0  # the calibrated start-up is in it
+    assert experiment_eta(list(rows.values())) == pytest.approx(300.0 + estimate.wall_s)
+    assert rows["rank-8"]["gpu_hours"] > 0 and rows["rank-16"]["gpu_hours"] == 0
+    shown = runner.invoke(cli, ["status", "s"])
+    assert shown.exit_code == 0, shown.output
+    assert "ETA" in shown.stdout and "GPU-h" in shown.stdout and "2 run(s) left, done in ~" in shown.stderr
