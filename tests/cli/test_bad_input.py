@@ -542,6 +542,7 @@ CASES = [
     # tune (the checks before a study is set up)
     bad("tune-experiments-dir-too-long", f"tune t --base a800 --experiments-dir {LONG}", 1, "--experiments-dir"),
     bad("tune-outputs-dir-too-long", f"tune t --base a800 --outputs-dir {LONG}", 1, "--outputs-dir"),
+    bad("tune-outputs-dir-dev-null", "tune t --base a800 --outputs-dir /dev/null", 1, "--outputs-dir"),
     bad("tune-experiments-dir-file", "tune t --base a800 --experiments-dir afile", 1, "afile", "afile"),
     *[bad(f"tune-space-{name.replace('_', '-')}", f"tune t --base a800 --space {name}.yaml", 1, says, "bad_spaces")
       for name, says in (("nan_low", "nan (not a number)"), ("nan_high", "nan (not a number)"),
