@@ -92,3 +92,13 @@ def test_a_trial_that_finished_before_kill_9_is_told_from_its_files_and_never_tr
     second = json.loads((project / "outputs/t/trial-001/all_results.json").read_text())
     assert _last_eval(project / "outputs/t/trial-001") == (STEPS, pytest.approx(second["eval_loss"]))
     assert rows["trial-001"]["value"] == pytest.approx(second["eval_loss"])
+    # compare showed the zero-step resume's figures (train_loss 0.0, a runtime of milliseconds) and a varying
+    # resume_from_checkpoint column: it shows the trial's own training now, from the run's files.
+    compare = lfgen(project, "compare", "experiments/t", "--format", "json")
+    assert compare.returncode == 0, compare.stderr[-3000:]
+    table = {row["run"]: row for row in json.loads(compare.stdout)}
+    row = table["trial-000"]
+    assert (row["runtime_s"], row["samples_per_s"]) == \
+        pytest.approx((trained["train_runtime"], trained["train_samples_per_second"])), row
+    assert row["final_train_loss"] > 0 and row["state"] == "done", row
+    assert not any("resume_from_checkpoint" in row for row in table.values())
