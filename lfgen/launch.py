@@ -109,7 +109,11 @@ def parse_gpus(spec: str, available: list[int]) -> list[int]:
     try:
         for part in spec.split(","):
             lo, sep, hi = part.strip().partition("-")
-            indices += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
+            first, last = int(lo), int(hi) if sep else int(lo)
+            if last < first:  # range() would give no GPU at all, and the slots' check would blame --gpus-per-run
+                raise InputError(f"--gpus: {part.strip()!r} counts down; write the lower GPU first ({last}-{first})")
+            # a range's ends are checked before it is listed: 0-99999999999 would fill the memory
+            indices += list(range(first, last + 1)) if last - first <= len(available) else [first, last]
     except ValueError:
         raise InputError(f"--gpus: {spec!r} is not a GPU list; write 0,1,2,3 or 0-7") from None
     missing = [i for i in indices if i not in available]

@@ -1,10 +1,11 @@
-"""Shared fixtures: a local dataset folder, LlamaFactory's own examples, the CLI runner, the tiny VLMs, a project
-whose llamafactory-cli is the stand-in (helpers the tests share are in tests/helpers.py)."""
+"""Shared fixtures: a local dataset folder, LlamaFactory's own examples, the CLI runner, the tiny VLMs, a small disk,
+a project whose llamafactory-cli is the stand-in (helpers the tests share are in tests/helpers.py)."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,3 +120,22 @@ def project(tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_LF_RECORD", str(tmp_path / "calls.jsonl"))
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture
+def small_disk():
+    """Mount a tmpfs of *size* at a folder (root only); unmounted after the test."""
+    mounted = []
+
+    def mount(folder: Path, size: str = "64k") -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in reversed(mounted):
+        subprocess.run(["umount", "-l", str(folder)], check=False)

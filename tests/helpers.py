@@ -107,6 +107,20 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "t
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
+def fill_disk(folder: Path) -> Path:
+    """Fill the (small, tmpfs) disk *folder* is on with one file, until ENOSPC; the file, to free the space again."""
+    import errno
+
+    filler = folder / "filler"
+    with filler.open("wb", buffering=0) as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 4096)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+    return filler
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -7,6 +7,7 @@ exactly as it was.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 
 import pytest
@@ -245,3 +246,137 @@ def test_calibrate_never_overwrites_a_broken_calibration_file(tmp_path, runner, 
     path.unlink()
     assert runner.invoke(cli, ["calibrate", str(out)]).exit_code == 0
     assert json.loads(path.read_text())["A800|qwen2"]["runs"] == 1
+
+
+# --- study.db (lfgen tune's Optuna study) and the SQLite files in the way -----------------------------------
+
+
+def _study(project, monkeypatch, failing: str | None = None):
+    """A real two-trial study of experiment t (the stand-in llamafactory-cli trains each trial: timing only)."""
+    pytest.importorskip("optuna")
+    from lfgen.builder.options import BuildOptions
+    from lfgen.tuning.tuner import tune
+    from tests.helpers import Recorder, modes
+
+    if failing:
+        modes(monkeypatch, **{failing: "crash"})
+    (project / "space.yaml").write_text("lora_rank: {choices: [8, 16, 32]}\n")
+    tune("t", base="a800", options=BuildOptions.parse(model="fake/model", gpu="A800"), space="space.yaml", trials=2,
+         pruner="none", reporter=Recorder())
+    modes(monkeypatch)
+    return project / "experiments/t/study.db"
+
+
+STUDY = "experiments/t/study.db"
+BROKEN_STUDIES = [  # (SQL that breaks it, what the message says)
+    ("UPDATE alembic_version SET version_num='v9.9.9'", "written by another Optuna version"),
+    ("UPDATE trial_values SET value='abc' WHERE trial_value_id=1", "trial_values row 1, value = 'abc'"),
+    ("UPDATE trial_params SET distribution_json='{broken' WHERE param_id=1", "trial_params row 1, distribution_json"),
+    ("UPDATE trials SET state='WEIRD' WHERE trial_id=1", "trials row 1, state = 'WEIRD'"),
+    ("UPDATE trials SET datetime_start='yesterday' WHERE trial_id=2", "trials row 2, datetime_start = 'yesterday'"),
+    ("UPDATE trial_user_attributes SET value_json='{x' WHERE trial_user_attribute_id=1", "value_json = '{x'"),
+    ("UPDATE trial_params SET param_value=99 WHERE param_id=1", "Optuna cannot read back"),  # a 3-choice index
+]
+
+
+def _break_study(path, sql):
+    db = sqlite3.connect(path)
+    db.execute(sql)
+    db.commit()
+    db.close()
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("args", [["tune", "t"], ["report", "experiments/t", "-o", "r.html"], ["status", "t"]])
+@pytest.mark.parametrize("sql, fragment", BROKEN_STUDIES)
+def test_a_study_of_another_optuna_or_with_a_damaged_value_is_one_state_error(project, monkeypatch, runner, cli, args,
+                                                                                sql, fragment):
+    """Each crashed tune and report with Optuna's own traceback (RuntimeError, JSONDecodeError, LookupError, ...)."""
+    path = _study(project, monkeypatch)
+    before = _break_study(path, sql)
+    if args[0] == "status" and "read back" in fragment:
+        pytest.skip("status checks the file's structure, not every parameter against its distribution (Optuna's)")
+    line = one_error_line(runner.invoke(cli, args), STUDY, fragment, "study.db.broken",
+                          "lfgen tune t then rebuilds the study from the trials' runs")
+    assert "not a usable Optuna study" in line
+    assert path.read_bytes() == before and not (project / "r.html").exists()
+
+
+def test_the_listing_of_every_experiment_notes_a_broken_study(project, monkeypatch, runner, cli):
+    _break_study(_study(project, monkeypatch), BROKEN_STUDIES[1][0])
+    result = runner.invoke(cli, ["status", "--json"])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)
+    assert row["note"].startswith(f"cannot be read: {STUDY}: not a usable Optuna study (a damaged value")
+
+
+def test_a_study_moved_away_is_rebuilt_from_the_trials_runs(project, monkeypatch, runner, cli):
+    """What the StateError says to do: the study was started afresh, so trial-000 was asked again and its run,
+    done, could not start (StateError: cannot go from done to running)."""
+    from lfgen.runs.study import load_rows
+    from tests.helpers import calls
+
+    path = _study(project, monkeypatch, failing="trial-001")
+    before = load_rows(path.parent)
+    started = len([c for c in calls(project) if not c.get("finished")])
+    path.rename(path.with_name("study.db.broken"))
+    result = runner.invoke(cli, ["tune", "t", "--trials", "3"])
+    assert result.exit_code == 0, result.output
+    assert "study.db lacked 2 trial(s) the experiment's runs hold (trial-000 to trial-001)" in result.stderr
+    after = load_rows(path.parent)
+    assert [(r["run"], r["state"], r["params"], r["value"]) for r in after[:2]] == \
+        [(r["run"], r["state"], r["params"], r["value"]) for r in before]
+    assert after[1]["why"].startswith("crashed:") and after[2]["state"] == "complete"
+    assert after[2]["params"] != after[0]["params"] or after[2]["params"] != after[1]["params"]
+    assert len([c for c in calls(project) if not c.get("finished")]) == started + 1  # only the new trial trained
+
+
+def _in_the_way(path, kind):
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "zero":
+        os.symlink("/dev/zero", path)
+    else:
+        os.symlink(path.parent / "nowhere", path)
+
+
+@pytest.mark.parametrize("kind", ["folder", "zero", "dangling"])
+@pytest.mark.parametrize("name, commands", [
+    ("study.db", (["tune", "t"], ["status", "t"], ["report", "experiments/t", "-o", "r.html"])),
+    ("state.sqlite", (["tune", "t"], ["status", "t"], ["run", "t"])),  # compare and report read on, with a note
+    ("state.sqlite-wal", (["status", "t"], ["run", "t"]))])
+def test_a_folder_a_device_or_a_dangling_link_in_place_of_a_state_database(project, monkeypatch, runner, cli, kind,
+                                                                            name, commands):
+    """SQLite opened them all: a folder was 'unable to open database file', /dev/zero a 'disk I/O error', as
+    tracebacks; a dangling link became a new file at its target."""
+    _study(project, monkeypatch)
+    path = project / "experiments/t" / name
+    path.unlink(missing_ok=True)
+    _in_the_way(path, kind)
+    for args in commands:
+        one_error_line(runner.invoke(cli, args), name)
+        assert os.path.lexists(path) and not (path.parent / "nowhere").exists() and not (project / "r.html").exists()
+
+
+@pytest.mark.parametrize("name", ["study.db", "state.sqlite"])
+def test_a_fifo_in_place_of_a_state_database_never_blocks(project, monkeypatch, name):
+    """SQLite's open of a FIFO waited for ever, through SIGTERM too (it retries the interrupted open): run in a process
+    of its own, killed after the deadline."""
+    import subprocess
+    import sys
+
+    _study(project, monkeypatch)
+    path = project / "experiments/t" / name
+    path.unlink()
+    os.mkfifo(path)
+    for args in (["tune", "t"], ["status", "t"]):
+        try:
+            done = subprocess.run([sys.executable, "-m", "lfgen", *args], cwd=project, capture_output=True, text=True,
+                                  timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"lfgen {' '.join(args)} blocked on the FIFO {path}")
+        errors = done.stderr.strip().splitlines()
+        assert done.returncode == 1 and len(errors) == 1 and name in errors[0], done.stderr
+        assert "a FIFO" in errors[0] and "Traceback" not in done.stderr

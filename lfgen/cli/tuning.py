@@ -20,14 +20,15 @@ from lfgen.tuning.strategies import PRUNERS, SAMPLERS
 @click.option("--sampler", type=click.Choice(SAMPLERS), help="How trials are proposed (default tpe).")
 @click.option("--pruner", type=click.Choice(PRUNERS),
               help="Early stopping on eval loss (default asha: successive halving).")
-@click.option("--metric", help="The objective (default eval_loss; losses lowest, scores highest); an lfgen eval metric "
-              "(predict_rouge-l, ...) evaluates each trial after it trains.")
+@click.option("--metric", help="The objective, a name of presets/metrics.yaml or any predict_* (default eval_loss; "
+              "losses lowest, scores highest); an lfgen eval metric (predict_rouge-l, ...) evaluates each trial after "
+              "it trains.")
 @click.option("--max-samples", type=int, help="With an lfgen eval --metric: score each trial on at most N "
               "held-out rows (default all; recorded with the study).")
 @click.option("--max-new-tokens", type=int, help="With an lfgen eval --metric: tokens each answer may have (default "
               "128; recorded with the study).")
 @click.option("--gpus", help="GPUs to share out, one trial per GPU, e.g. 0,1,2,3 (default: one at a time).")
-@click.option("--seed", type=int, help="The sampler's seed (default 0).")
+@click.option("--seed", type=int, help="The sampler's seed, 0 to 4294967295 (default 0).")
 @click.option("--timeout", metavar="DURATION", help="Ask no new trial after this long, e.g. 2h, 30m.")
 @click.option("--staged", is_flag=True, help="Seed 000's stages (rank, alpha, dropout, target), each from the "
               "last's best, then a combined final run.")
@@ -119,6 +120,10 @@ def tune(name: str, base: str | None, space: str | None, trials: int | None, sam
     echo_trials(result.rows)
     if result.budget_stop:
         click.echo(result.budget_stop, err=True)
+    if result.failure is not None:  # nothing is best: every trial failed, or none trained
+        from lfgen.errors import RunError
+
+        raise RunError(result.failure)
     if result.best is not None:
         click.echo(f"best: {result.best['run']} ({short(result.best['value'])}); wrote {result.best_config}", err=True)
     else:

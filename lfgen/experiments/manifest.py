@@ -66,10 +66,13 @@ def _run_estimate(result: Build) -> dict[str, Any] | None:
 def write(name: str, base: str, options: BuildOptions, runs: list[RunSpec], sweep: dict[str, Any], *,
           experiments_dir: str = "experiments", outputs_dir: str = "outputs", force: bool = False,
           base_from: dict[str, Any] | None = None, prune: bool = True, allow_empty: bool = False,
-          extra_files: Callable[[Build, list[tuple[RunSpec, Build]]], dict[str, str]] | None = None) -> Experiment:
+          extra_files: Callable[[Build, list[tuple[RunSpec, Build]]], dict[str, str]] | None = None,
+          command: str = "lfgen sweep", exists: str | None = None) -> Experiment:
     """Write ``<experiments_dir>/<name>/``: the manifest and ``runs/<run>.yaml`` for every run.
 
-    *extra_files* makes more files (the W&B export) from the same built base and runs.
+    *extra_files* makes more files (the W&B export) from the same built base and runs. *command* is the one writing
+    (named to a second writer the lock refuses) and *exists* what to do when the folder is there already (default:
+    lfgen sweep's --force or --name).
 
     Replacing (*force*) takes the experiment's lock, the one ``lfgen run`` holds: an experiment a runner
     holds is never replaced, and of two sweeps writing one name at once only one succeeds.
@@ -77,15 +80,15 @@ def write(name: str, base: str, options: BuildOptions, runs: list[RunSpec], swee
     from lfgen.runs.lock import Lock
 
     target = Path(experiments_dir) / check_name(name)
-    _refuse_existing(target, force)
+    _refuse_existing(target, force, exists)
     files, manifest, _ = _contents(target, name, base, options, runs, sweep, outputs_dir, base_from, prune,
                                    extra_files)
     if not manifest.runs and not allow_empty:
         raise InputError(f"no run of {name} fits: {manifest.dropped[0]['reason']}; use --no-prune to write them anyway")
     # The lock lives beside the folder, so the replace below never removes it; taken only once everything
     # is built, so bad input writes nothing.
-    with Lock(experiment_lock(target), f"experiment {target}", holder="lfgen sweep"):
-        _refuse_existing(target, force)  # another sweep may have written it meanwhile
+    with Lock(experiment_lock(target), f"experiment {target}", holder=command):
+        _refuse_existing(target, force, exists)  # another sweep may have written it meanwhile
         replace_dir(target, files)
     return Experiment(path=target, manifest=manifest)
 
@@ -102,9 +105,10 @@ def preview(name: str, base: str, options: BuildOptions, runs: list[RunSpec], sw
     return Experiment(path=target, manifest=manifest), kept
 
 
-def _refuse_existing(target: Path, force: bool) -> None:
+def _refuse_existing(target: Path, force: bool, exists: str | None = None) -> None:
     if target.exists() and not force:
-        raise InputError(f"--name: experiment {target} already exists; pass --force to replace it, or --name NEW")
+        raise InputError(exists or f"--name: experiment {target} already exists; pass --force to replace it, or "
+                         "--name NEW")
 
 
 def _contents(target: Path, name: str, base: str, options: BuildOptions, runs: list[RunSpec], sweep: dict[str, Any],

@@ -22,6 +22,7 @@ SPECIAL_AXES = ("grid", "random", "plan")
 MAX_NAME = 200
 MAX_RUNS = 10_000  # one experiment folder; more is a mistake or a job for a tuner
 STALE_DRAWS = 10_000  # random search gives up after this many draws in a row that found no new point
+MAX_WHOLE = 2**53  # the largest whole number a 64-bit float holds exactly: an int range's ends stay within it
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -217,6 +218,10 @@ def check_space(space: dict[str, Any], path: str, extra: tuple[str, ...] = ()) -
             raise InputError(f"{where}: a log range needs low > 0 (got {low})")
         if spec.get("type", "float") not in ("int", "float"):
             raise InputError(f"{where}: type must be int or float (got {spec['type']!r})")
+        if spec.get("type") == "int" and max(abs(low), abs(high)) > MAX_WHOLE:
+            raise InputError(f"{where}: an int range end beyond {MAX_WHOLE:,} (2**53; got {low!r}, {high!r}); a whole "
+                             "number that large is not kept exactly (Optuna stores each parameter as a 64-bit float) "
+                             "and no training setting is one; give the range a run can use")
         if spec.get("type") == "int" and math.ceil(low) > math.floor(high):
             raise InputError(f"{where}: an int range with no whole number between low {low} and high {high}; "
                              f"widen it (e.g. low: {math.floor(low)}, high: {math.ceil(high)})")

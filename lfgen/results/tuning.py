@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from lfgen.runs.metrics import lower_is_better
 def study_folder(root: Path, name: str) -> Path | None:
     """The folder of experiment *name* holding a study, looked for from the report's root; None for a sweep."""
     for folder in (root, root / name, root / "experiments" / name):
-        if folder.name == name and (folder / STUDY).is_file():
+        if folder.name == name and os.path.lexists(folder / STUDY):  # a broken one too: load_rows says what is wrong
             return folder
     return None
 

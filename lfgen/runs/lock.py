@@ -17,6 +17,18 @@ from lfgen.errors import InputError
 _HELD: dict[str, int] = {}  # the shared locks this process holds (absolute path -> nesting depth)
 
 
+class Busy(InputError):
+    """Another process holds the lock (the message names it): wait for it, or stop it."""
+
+
+class CannotLock(InputError):
+    """The lock file cannot be made (a read-only folder, a file where a folder should be, a full disk)."""
+
+    def __init__(self, message: str, error: OSError):
+        super().__init__(message)
+        self.error = error
+
+
 class Lock:
     """An flock on *path* (one runner per experiment, one run per output dir), naming the holder for the next one."""
 
@@ -37,16 +49,16 @@ class Lock:
             # Unbuffered: on a full disk the holder's line fails where it is written, never again at close.
             handle = open(self.path, "a+b", buffering=0)  # noqa: SIM115 - held for the lock's lifetime
         except OSError as exc:
-            raise InputError(f"{self.what}: cannot create its lock file {self.path} ({exc.strerror}); lfgen needs "
-                             "to write in that folder (check its permissions, or choose another folder)") from None
+            raise CannotLock(f"{self.what}: cannot create its lock file {self.path} ({exc.strerror}); lfgen needs "
+                             "to write in that folder (check its permissions, or choose another folder)", exc) from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().decode("utf-8", "replace").strip() or "another process"
             handle.close()
-            raise InputError(f"{self.what} is already being {self.verb} by {holder}; wait for it, or stop it "
-                             "(Ctrl-C there, or kill that pid)") from None
+            raise Busy(f"{self.what} is already being {self.verb} by {holder}; wait for it, or stop it "
+                       "(Ctrl-C there, or kill that pid)") from None
         doing = f"{self.holder}, " if self.holder else ""
         try:  # the holder's name is for the next one's message; the flock alone is the lock (a full disk)
             handle.seek(0)

@@ -51,6 +51,17 @@ def metric(name: str) -> Metric:
                   known=False)
 
 
+def check(name: str, option: str = "--metric") -> str:
+    """*name* when it is a metric runs can be judged by (listed in the registry, or any ``predict_*`` LlamaFactory's
+    predict may write); else one InputError with a did-you-mean, before anything is written or trained."""
+    from lfgen.errors import InputError, did_you_mean
+
+    if name in table() or (name.startswith("predict_") and len(name) > len("predict_")):
+        return name
+    raise InputError(f"{option}: {name!r} is not a metric lfgen knows{did_you_mean(name, table())}; choose one of "
+                     f"{', '.join(table())}, or any predict_* of lfgen eval (presets/metrics.yaml)")
+
+
 def lower_is_better(name: str) -> bool:
     return metric(name).lower_is_better
 
@@ -87,4 +98,25 @@ def value(run_dir: Path, name: str) -> float | None:
         return None
     values = {**values, **read_eval(run_dir)}
     found = values.get(name)
+    if found is None and name.startswith("eval_"):
+        found = _logged_at_end(run_dir, name)
     return float(found) if isinstance(found, (int, float)) and not isinstance(found, bool) else None
+
+
+def _logged_at_end(run_dir: Path, name: str) -> float | None:
+    """Eval metric *name* as LlamaFactory logged it at the run's last step (trainer_log.jsonl), for a run whose
+    training ended but whose final evaluation did not (its runner killed or stopped during it): the same weights
+    on the same held-out rows. None when it logged none at its last step, or when the run loads its best checkpoint
+    at the end (the final evaluation would score that one)."""
+    from lfgen.layout import RUN_CONFIG, TRAINER_LOG
+    from lfgen.runs.parsing import last_per_step, lines_with, loads_lines, with_steps
+
+    try:
+        text = (run_dir / TRAINER_LOG).read_text(encoding="utf-8", errors="replace")
+        if "load_best_model_at_end: true" in (run_dir / RUN_CONFIG).read_text(encoding="utf-8", errors="replace"):
+            return None
+    except OSError:
+        return None
+    records = last_per_step(with_steps(loads_lines(lines_with(text, f'"{name}":', None), []), []))
+    last = records[-1] if records else {}
+    return last.get(name) if last.get("current_steps") == last.get("total_steps") else None

@@ -30,12 +30,13 @@ _FINISHED = frozenset({RunState.DONE, RunState.FAILED, RunState.PRUNED})
 
 # Where each state may go. Any state may go back to pending (--rerun, --retry-failed, --retry-missing; from running
 # an OOM or lost-worker retry); a run that could not start (its config, its output dir) fails from pending or
-# interrupted; a pending run whose output dir holds its finished results is recognised as done.
+# interrupted; a pending run whose output dir holds its finished results is recognised as done, and so is an
+# interrupted one (stopped after its training ended, before the runner recorded it).
 MOVES: dict[RunState, frozenset[RunState]] = {
     RunState.PENDING: frozenset({RunState.PENDING, RunState.RUNNING, RunState.FAILED, RunState.DONE}),
     RunState.RUNNING: frozenset({RunState.PENDING, RunState.DONE, RunState.FAILED, RunState.INTERRUPTED,
                                  RunState.PRUNED}),
-    RunState.INTERRUPTED: frozenset({RunState.PENDING, RunState.RUNNING, RunState.FAILED}),
+    RunState.INTERRUPTED: frozenset({RunState.PENDING, RunState.RUNNING, RunState.FAILED, RunState.DONE}),
     RunState.DONE: frozenset({RunState.PENDING}),
     RunState.FAILED: frozenset({RunState.PENDING}),
     RunState.PRUNED: frozenset({RunState.PENDING}),

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lfgen.errors import InputError, StateError
+from lfgen.runs import dbfile
 from lfgen.runs.states import EvalState, RunState, allowed
 
 _SCHEMA = """
@@ -71,8 +72,9 @@ class Store:
     """
 
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self._check_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
         existed = path.exists() and path.stat().st_size > 0
         self.db = sqlite3.connect(path, timeout=30, isolation_level=None)  # explicit transactions below
         try:
@@ -117,13 +119,23 @@ class Store:
             if "locked" in str(exc) or "busy" in str(exc):
                 raise StateError(f"{self.path}: the run state is busy ({exc}); another lfgen is writing it, "
                                  "try again when it has finished") from None
+            if "full" in str(exc):  # SQLITE_FULL: the write is rolled back, the file stays as it was
+                raise StateError(f"{self.path}: the run state cannot be written: the disk is full ({exc}); free "
+                                 "space, then run the command again (every run resumes where it was)") from None
             raise self._broken(str(exc)) from None
         except sqlite3.DatabaseError as exc:
             raise self._broken(str(exc)) from None
 
-    def _broken(self, why: str) -> StateError:
-        move = f"mv {shlex.quote(str(self.path))} {shlex.quote(f'{self.path}.broken')}"
-        return StateError(f"{self.path}: not a usable lfgen run state ({why}); move it away ({move}) and "
+    def _check_file(self) -> None:
+        """A folder, FIFO or device where the state file (or its WAL) should be: one StateError, nothing opened."""
+        found = dbfile.problem(self.path)
+        if found is not None:
+            raise self._broken(found[1], found[0])
+
+    def _broken(self, why: str, path: Path | None = None) -> StateError:
+        path = path or self.path
+        move = f"mv {shlex.quote(str(path))} {shlex.quote(f'{path}.broken')}"
+        return StateError(f"{path}: not a usable lfgen run state ({why}); move it away ({move}) and "
                           "lfgen run starts a new state: runs whose output dirs hold their finished results "
                           "(lfgen_run.yaml matching the run's config, and all_results.json) are recorded as done, "
                           "the others train again")
@@ -135,10 +147,11 @@ class Store:
     def verify(cls, path: Path) -> None:
         """Raise the StateError of a broken state file at *path* without creating or writing anything (before a
         runner takes its lock: bad state is bad input, and bad input leaves no file behind)."""
-        if not path.is_file() or path.stat().st_size == 0:
-            return
         store = cls.__new__(cls)
         store.path = path
+        store._check_file()
+        if not path.is_file() or path.stat().st_size == 0:
+            return
         store.db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
         try:
             with store._guard():
@@ -250,6 +263,10 @@ def read_rows(path: Path) -> dict[str, RunRow]:
 
     Raises ``InputError`` when the file exists but cannot be read as lfgen's run state.
     """
+    found = dbfile.problem(path)
+    if found is not None:
+        raise InputError(f"{found[0]}: the run state cannot be read ({found[1]}); move it away (mv {found[0]} "
+                         f"{found[0]}.broken)")
     if not path.is_file():
         return {}
     try:

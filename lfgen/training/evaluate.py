@@ -225,7 +225,10 @@ class Evaluation:
         scores.update(eval_time_s=wall, tokens_counted_with=counted_with, options=asdict(self.options),
                       held_out="eval_dataset" if "eval_dataset" in self.values else
                       f"val_size {self.values.get('val_size')}")
-        write_atomic(eval_dir / SCORES, json.dumps(scores, indent=1) + "\n")
+        try:
+            write_atomic(eval_dir / SCORES, json.dumps(scores, indent=1) + "\n")
+        except OSError as exc:
+            raise _cannot_write(self.name, eval_dir, exc) from None
         return scores
 
 
@@ -250,17 +253,22 @@ def start(run_dir: str | Path, options: EvalOptions | None = None, *, name: str 
     from lfgen import launch
     from lfgen.builder.render import render
 
+    from lfgen.yamlio import write_atomic
+
     run_dir = Path(run_dir)
     config, config_root, name, options = _ready(run_dir, options, name)
     root = root or config_root
     values = predict_config(config, run_dir, root, options, name)
     eval_dir = run_dir / EVAL_DIR
-    if eval_dir.exists():
-        shutil.rmtree(eval_dir)
-    eval_dir.mkdir(parents=True)
     config_path = eval_dir / EVAL_CONFIG
-    config_path.write_text(render(values, header=[f"lfgen eval of run {name}: LlamaFactory predict on its held-out rows",
-                                                  f"lfgen-root: {root}"]), encoding="utf-8")
+    try:
+        if eval_dir.exists():
+            shutil.rmtree(eval_dir)
+        eval_dir.mkdir(parents=True)
+        write_atomic(config_path, render(values, header=[f"lfgen eval of run {name}: LlamaFactory predict on its "
+                                                         "held-out rows", f"lfgen-root: {root}"]))
+    except OSError as exc:  # a full disk: one clear failure, never a 0-byte config
+        raise _cannot_write(name, eval_dir, exc) from None
     env = launch.train_env({**os.environ, **(env or {})}, gpus)
     argv = launch.predict_argv(launch.find_cli(env.get("PATH")), config_path.resolve())
     started = time.monotonic()
@@ -290,6 +298,13 @@ def evaluate(run_dir: str | Path, options: EvalOptions | None = None, *, name: s
         evaluation.stop()
         raise
     return evaluation.finish()
+
+
+def _cannot_write(name: str, eval_dir: Path, exc: OSError) -> RunError:
+    import errno
+
+    why = "the disk is full; free space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else f"{exc}; fix it"
+    return RunError(f"run {name}: the evaluation cannot write {eval_dir}: {why}, then run lfgen eval again")
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -99,8 +99,11 @@ class LocalEvaluations:
             return skipped
         try:
             self.inflight[name] = start(run_dir, self.options, name=name, gpus=gpus)
-        except LfgenError as exc:  # it cannot be evaluated (not finished, no held-out data, no llamafactory-cli)
-            return end_recorded(store, name, error=str(exc))
+        except LfgenError as exc:  # it cannot be evaluated (not finished, no held-out data, no llamafactory-cli, a
+            return end_recorded(store, name, error=str(exc))  # full disk)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM while it starts: recorded stopped, never left running
+            end_recorded(store, name, error=INTERRUPTED)
+            raise
         return None
 
     def collect(self, timeout: float = 0.0) -> list[Outcome]:

@@ -4,8 +4,9 @@ One lock guards an output dir however a run is reached (an experiment, or one of
 ``lfgen run`` directly): an flock on ``.<dir>.lfgen-lock`` beside it (``layout.output_lock``), held for as long
 as a run trains there. The config a run trained with is recorded in ``lfgen_run.yaml``; a dir whose recorded
 config is another one and which holds finished results is never trained into without ``--force``, and a run
-whose own files show it finished (its recorded config is its config, and ``all_results.json``) is recognised
-as done when the run state was lost.
+whose own files show it finished (its recorded config is its config, and a whole ``all_results.json``) is recognised
+as done when the run state was lost, or when its runner was stopped or killed after the training ended and before
+it recorded that.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+from lfgen import launch
 from lfgen.errors import InputError
 from lfgen.layout import RESULTS_FILE, RUN_CONFIG, output_lock
 from lfgen.runs.lock import Lock, lock_holder
 from lfgen.runs.states import RunState
-from lfgen.runs.store import Store
+from lfgen.runs.store import RunRow, Store
+from lfgen.training import rundir
 
 _BATCH = ("per_device_train_batch_size", "gradient_accumulation_steps")  # what an OOM retry changes
 _SOURCE = re.compile(r"^#.*\(from (?P<source>.+)\)\s*$")
@@ -74,9 +77,9 @@ def recorded(output_dir: Path) -> tuple[dict[str, Any], str | None] | None:
 
 
 def finished(output_dir: Path, config: dict[str, Any]) -> bool:
-    """*output_dir* holds finished results (all_results.json) trained with *config*."""
+    """*output_dir* holds finished results (a whole all_results.json) trained with *config*."""
     found = recorded(output_dir)
-    return (output_dir / RESULTS_FILE).is_file() and found is not None and not differences(found[0], config)
+    return rundir.unfinished(output_dir) is None and found is not None and not differences(found[0], config)
 
 
 def foreign_results(output_dir: Path, config: dict[str, Any], shown_dir: str, config_file: str) -> str | None:
@@ -118,15 +121,47 @@ def preflight(root: Path, runs: list[tuple[str, str, str]], *, force: bool) -> N
             raise InputError(f"run {name}: {problem}")
 
 
+def trained(root: Path, row: RunRow) -> bool:
+    """Run *row*'s output dir shows that its training ended with its config (see ``finished``)."""
+    config = _config(root, row.config)
+    return config is not None and finished(root / row.output_dir, config)
+
+
+def recover(store: Store, root: Path) -> list[str]:
+    """Runs left ``running`` by a runner that is gone (the caller holds the experiment's lock): what is left of their
+    processes is stopped, then each is recorded done when its files show that its training ended (LlamaFactory
+    wrote its results, the runner was killed before it recorded them: never trained again, its results never
+    overwritten by a resume), else interrupted (it resumes). Returns what to say of each."""
+    said = []
+    for row in store.runs():
+        if row.state is not RunState.RUNNING:
+            continue
+        if row.pgid and launch.group_alive(row.pgid):
+            launch.stop_group(row.pgid)
+        if trained(root, row):
+            store.transition(row.name, RunState.DONE, event=(
+                "recognised", f"finished before its runner (pid {row.runner_pid}) recorded it: {row.output_dir} holds "
+                              f"its results ({RESULTS_FILE}); recorded as done"))
+            said.append(f"{row.name}: it finished before its last runner (pid {row.runner_pid}) recorded it; "
+                        "recorded as done from its files, not trained again")
+            continue
+        store.transition(row.name, RunState.INTERRUPTED, reason="interrupted",
+                         detail=f"lfgen (pid {row.runner_pid}) stopped while this run trained",
+                         event=("recovered", f"runner pid {row.runner_pid} gone; marked interrupted"))
+        said.append(f"{row.name}: its last runner (pid {row.runner_pid}) is gone; it will resume")
+    return said
+
+
 def recognise_finished(store: Store, root: Path) -> list[str]:
-    """Runs the state knows nothing of (pending, never attempted) whose output dirs show they finished with
-    their config: recorded as done, so a lost or emptied state never retrains them. Returns their names."""
+    """Runs the state does not know as done whose output dirs show they finished with their config: a state lost or
+    emptied (pending, never attempted), or a run interrupted just after its training ended (Ctrl-C, or a kill, after
+    LlamaFactory wrote its results and before lfgen recorded them). Recorded as done, so neither is trained again
+    (a resume from the last checkpoint would train zero steps and overwrite all_results.json). Returns their names."""
     found = []
     for row in store.runs():
-        if row.state is not RunState.PENDING or row.attempts:
+        if not (row.state is RunState.INTERRUPTED or (row.state is RunState.PENDING and not row.attempts)):
             continue
-        config = _config(root, row.config)
-        if config is not None and finished(root / row.output_dir, config):
+        if trained(root, row):
             store.transition(row.name, RunState.DONE, event=(
                 "recognised", f"{row.output_dir} holds its finished results ({RUN_CONFIG} matches {row.config}, "
                               f"{RESULTS_FILE}); recorded as done"))

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from lfgen.errors import InputError, LfgenError
-from lfgen.layout import CONSOLE_LOG, MANIFEST
+from lfgen.layout import CONSOLE_LOG, MANIFEST, STUDY
 from lfgen import launch
 from lfgen.training import rundir
 from lfgen.runs.states import RunState
 from lfgen.runs.store import Store, current_state, read_rows
+from lfgen.runs.study import verify as verify_study
 from lfgen.training.target import Target
 from lfgen.training.watch import Progress, RunWatcher
 
@@ -49,6 +50,7 @@ def experiment_status(path: Path) -> dict[str, Any]:
     try:
         target = resolve(str(path))
         rows = read_rows(target.state_path)
+        verify_study(path / STUDY)  # a tune experiment's study, as lfgen tune would open it
     except (LfgenError, OSError) as exc:
         row["note"] = f"cannot be read: {str(exc).splitlines()[0]}"
         return row
@@ -67,8 +69,9 @@ def status(target: Target) -> list[dict[str, Any]]:
     steps, a run still to start its calibrated estimate, None when unknown; 0 once it has ended)."""
     from lfgen.runs.spend import experiment_spend
 
+    verify_study(target.state_path.parent / STUDY)  # a tune experiment's study.db, broken: one StateError, as in tune
     rows = {}
-    if target.state_path.exists():
+    if os.path.lexists(target.state_path):  # a link to nothing too: Store says what is wrong
         store = Store(target.state_path)
         try:
             rows = {row.name: row for row in store.runs()}

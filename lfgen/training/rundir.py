@@ -8,6 +8,7 @@ and whether a finished run's results are still there.
   newer broken ones (half written by a kill during a save) are renamed ``broken-checkpoint-N``, so neither
   LlamaFactory nor the Trainer's checkpoint rotation picks them up.
 - ``results_missing``: why a run recorded done no longer has its results (the dir or all_results.json gone).
+- ``unfinished``: why a dir does not hold a finished training's results (all_results.json, whole).
 """
 
 from __future__ import annotations
@@ -134,3 +135,16 @@ def results_missing(output_dir: Path) -> str | None:
     if not (output_dir / RESULTS_FILE).is_file():
         return f"its results ({output_dir / RESULTS_FILE}) are gone"
     return None
+
+
+def unfinished(output_dir: Path) -> str | None:
+    """Why *output_dir* does not hold a finished training's results (None: it does). LlamaFactory saves the weights,
+    then writes ``all_results.json``, once training has ended; a kill during that write leaves it cut short. A kill
+    after it (during the final evaluation, or before lfgen recorded the end) leaves a trained run."""
+    try:
+        results = json.loads((output_dir / RESULTS_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return f"no {RESULTS_FILE}"
+    except (OSError, ValueError):
+        return f"{RESULTS_FILE} is cut short or not JSON"
+    return None if isinstance(results, dict) else f"{RESULTS_FILE} is not a JSON object"

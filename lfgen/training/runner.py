@@ -11,6 +11,7 @@ bad log step; a crash keeps the log's last lines; Ctrl-C, SIGTERM and kill -9 le
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -20,9 +21,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from lfgen import launch
-from lfgen.errors import InputError
+from lfgen.errors import InputError, LfgenError
 from lfgen.layout import CONSOLE_LOG
-from lfgen.runs.lock import Lock
+from lfgen.runs.lock import Busy, CannotLock, Lock
 from lfgen.runs.states import RunState
 from lfgen.runs.store import RunRow, Store
 from lfgen.training import attempt, failures, outputs, pruning, requeue, rundir
@@ -100,18 +101,6 @@ class Runner:
 
     # --- selection and recovery ---------------------------------------------------------------------
 
-    def _recover(self, store: Store) -> None:
-        """Runs left 'running' by a runner that is gone (we hold the lock): stop leftovers, mark interrupted."""
-        for row in store.runs():
-            if row.state is not RunState.RUNNING:
-                continue
-            if row.pgid and launch.group_alive(row.pgid):
-                launch.stop_group(row.pgid)
-            store.transition(row.name, RunState.INTERRUPTED, reason="interrupted",
-                             detail=f"lfgen (pid {row.runner_pid}) stopped while this run trained",
-                             event=("recovered", f"runner pid {row.runner_pid} gone; marked interrupted"))
-            self.reporter.message(f"{row.name}: its last runner (pid {row.runner_pid}) is gone; it will resume")
-
     def _queue(self, store: Store, retry_failed: bool, rerun: list[str], retry_missing: bool = False) -> list[str]:
         rows = {row.name: row for row in store.runs()}
         unknown = [name for name in rerun if name not in rows]
@@ -147,8 +136,11 @@ class Runner:
         try:
             self.output_locks[name] = outputs.lock(self.target.root / row.output_dir,
                                                    f"run {name} of {self.target.name}")
-        except InputError as busy:  # another door reached it since the preflight: leave it pending
+        except Busy as busy:  # another door reached it since the preflight: leave it pending
             self.reporter.message(f"{name}: not started: {busy}")
+            return
+        except CannotLock as cannot:  # no lock can be made beside its output dir: it cannot train there either
+            self._finish_failed(row, *failures.os_failure(cannot.error, f"could not prepare {row.output_dir}"))
             return
         try:
             output_dir, config, text = attempt.prepare(self.target, row, store, self.reporter.message, force=self.force)
@@ -257,9 +249,10 @@ class Runner:
             self.store = Store(self.target.state_path)
             try:
                 self.store.sync_runs(self.target.runs)
+                for said in outputs.recover(self.store, self.target.root):  # runs a killed runner left running
+                    self.reporter.message(said)
                 for name in outputs.recognise_finished(self.store, self.target.root):
                     self.reporter.message(f"{name}: its output dir holds its finished results; recorded as done")
-                self._recover(self.store)
                 self.queue = deque(self._queue(self.store, retry_failed, list(rerun or []), retry_missing))
                 if dry_run:
                     self.reporter.plan(dry_run_lines(self.target, self.store, self.slots, list(self.queue)))
@@ -288,8 +281,10 @@ class Runner:
                     self.executor.wait([active.handle for active in self.active.values()], POLL_S)
                 if self.evaluating:
                     self._collect(0 if self.active else POLL_S)
-        except KeyboardInterrupt as stop:
-            self._interrupt("SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C")
+        except (KeyboardInterrupt, LfgenError) as stop:  # LfgenError: a state or study file not written (a full disk)
+            with contextlib.suppress(LfgenError):  # what cannot be recorded now, the next runner recovers
+                self._interrupt("SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
+                                if isinstance(stop, KeyboardInterrupt) else "an error")
             raise
         return self.summary()
 
@@ -383,6 +378,10 @@ class Runner:
             active.handle.stop()
             if self.store.get(name).state is not RunState.RUNNING:
                 continue  # it ended (and was recorded) just before the signal: its outcome stands
+            if outputs.trained(self.target.root, active.row):  # its training ended just before: done, as it is
+                self.store.transition(name, RunState.DONE, event=("recognised", f"finished as {how} came"))
+                self.reporter.finished(name, "done", None, None)
+                continue
             self.store.transition(name, RunState.INTERRUPTED, reason="interrupted", detail=f"stopped with {how}",
                                   event=("interrupted", how))
             self.reporter.finished(name, "interrupted", "interrupted", f"stopped with {how}")

@@ -108,6 +108,41 @@ def suggest(trial: Any, space: dict[str, dict[str, Any]], grid_values: dict[str,
     return params
 
 
+def distributions(space: dict[str, dict[str, Any]], grid_values: dict[str, list[Any]] | None = None) -> dict[str, Any]:
+    """Optuna's distribution of each key, as ``suggest`` draws it (a study rebuilt from its runs adds its trials
+    with them)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    found: dict[str, Any] = {}
+    for key, spec in space.items():
+        if grid_values is not None or "choices" in spec:
+            found[key] = CategoricalDistribution((grid_values or {}).get(key) or spec["choices"])
+        elif spec.get("type") == "int":
+            found[key] = IntDistribution(int(spec["low"]), int(spec["high"]), log=bool(spec.get("log")))
+        else:
+            found[key] = FloatDistribution(float(spec["low"]), float(spec["high"]), log=bool(spec.get("log")))
+    return found
+
+
+def from_options(overrides: dict[str, Any], space: dict[str, dict[str, Any]], base_rank: int) -> dict[str, Any]:
+    """A trial's parameters back from its run's overrides (``to_options`` undone): a key the overrides lack is
+    left out. alpha_ratio comes back as the choice (or the ratio) that gives the run's alpha at its rank."""
+    params: dict[str, Any] = {}
+    for key, spec in space.items():
+        if key == ALPHA_RATIO:
+            rank, alpha = int(overrides.get("rank", base_rank)), overrides.get("alpha")
+            if alpha is None:
+                continue
+            choices = spec.get("choices")
+            matches = [c for c in choices if max(1, round(float(c) * rank)) == alpha] if choices else []
+            params[key] = matches[0] if matches else alpha / rank
+        elif key in GRID_OPTIONS and GRID_OPTIONS[key] in overrides:
+            params[key] = overrides[GRID_OPTIONS[key]]
+        elif key in overrides.get("set", {}):
+            params[key] = overrides["set"][key]
+    return params
+
+
 def to_options(params: dict[str, Any], base_rank: int) -> dict[str, Any]:
     """Build-option overrides for a trial's parameters (a RunSpec's options): lora_rank -> rank, so alpha follows
     it; alpha_ratio -> alpha = ratio x rank; lora_target -> target (resolved per model); other keys via set."""

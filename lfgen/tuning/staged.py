@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lfgen.errors import InputError
+from lfgen.errors import InputError, RunError
 from lfgen.layout import BEST_CONFIG, MANIFEST
 
 # The space key each seed-000 axis searches (alpha as a ratio of the stage's rank, so alpha follows rank).
@@ -55,7 +55,8 @@ def tune_staged(name: str, *, base: str | None, options: Any, space: str | None 
                       space_spec=None if started else stage_space, trials=trials or len(spec["choices"]),
                       sampler=None if started else "grid", experiments_dir=experiments_dir, **common)
         if result.best is None:
-            raise InputError(f"stage {folder.name}: no trial finished with a value; see lfgen status {folder.name}")
+            raise RunError(f"stage {result.failure or folder.name + ': no trial finished with a value'}; see lfgen "
+                           f"status {folder.name}")
         lines.append(f"    best {result.best['run']}: {result.best['params']} ({result.best['value']:.4g})")
         current = str(result.best_config)
         options = None
@@ -66,7 +67,8 @@ def tune_staged(name: str, *, base: str | None, options: Any, space: str | None 
         result = tune(name, base=None if started else current, space_spec=None if started else {},
                       trials=1, sampler=None if started else "random", pruner=None if started else "none",
                       experiments_dir=experiments_dir, **common)
-        value = f" ({result.best['value']:.4g})" if result.best else " (no value)"
-        lines.append(f"    {name}{value}: {result.best_config or 'not finished'}")
+        if result.best is None:
+            raise RunError(result.failure or f"{name}: the final run has no value; see lfgen status {name}")
+        lines.append(f"    {name} ({result.best['value']:.4g}): {result.best_config}")
         load(final)  # the family's result is an ordinary tune experiment
     return lines

@@ -1,8 +1,9 @@
 """How lfgen tune searches: its samplers and pruners, by the names ``--sampler`` and ``--pruner`` take.
 
 Optuna keeps neither in the study (lfgen.runs.study), so they are made again from the experiment's settings every
-time the study is opened. The sampler's seed is the study seed plus the number of trials so far: a fresh study is
-reproducible, and a resumed one does not repeat earlier proposals. Optuna is imported only when one is made.
+time the study is opened. The sampler's seed is the study seed plus the number of trials so far (modulo 2**32, the
+seeds Optuna's samplers take): a fresh study is reproducible, and a resumed one does not repeat earlier proposals.
+Optuna is imported only when one is made.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from lfgen.runs import study as studies
 from lfgen.runs.metrics import lower_is_better
 
+SEEDS = 2**32  # Optuna's samplers take a seed below this (numpy's RandomState)
 SAMPLERS = ("tpe", "random", "grid")  # the one list: --sampler's choices and the check of a study's settings
 PRUNERS = ("asha", "median", "none")  # likewise --pruner's
 
@@ -40,5 +42,5 @@ def open_study(folder: Path, name: str, settings: dict[str, Any], min_resource: 
     """The experiment's study with the sampler and pruner its *settings* name, the same every time it is opened."""
     count = studies.trial_count(folder, name)
     return studies.open_study(folder, name, direction="minimize" if lower_is_better(settings["metric"]) else "maximize",
-                              sampler=sampler(settings["sampler"], settings["seed"] + count),
+                              sampler=sampler(settings["sampler"], (settings["seed"] + count) % SEEDS),
                               pruner=pruner(settings["pruner"], min_resource))

@@ -16,6 +16,7 @@ evaluated when it trained but has no score (``opened``), or only told when it ha
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -34,8 +35,19 @@ from lfgen.training.evaluate import is_scored
 from lfgen.training.watch import Progress
 from lfgen.tuning import space as spaces
 from lfgen.tuning import strategies
+from lfgen.tuning.rebuild import rebuild
 
-FIXED_CAUSES = ("config", "model", "hub", "disk")  # failures no parameter of the space changes
+FIXED_CAUSES = ("config", "model", "hub")  # failures no parameter of the space changes (a full disk stops at once)
+RETRIED = "retried"  # a trial's user attribute: it failed on a full disk, its parameters are tried again by another
+
+
+def _writes(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A write to the study that fails (a full disk under experiments/) is one StateError naming study.db."""
+    @functools.wraps(method)
+    def wrapped(self: Trials, *args: Any, **kwargs: Any) -> Any:
+        with studies.writing(self.folder / studies.STUDY_FILE):
+            return method(self, *args, **kwargs)
+    return wrapped
 
 
 class Trials:
@@ -53,6 +65,7 @@ class Trials:
         self.trials: dict[str, Any] = {}  # run name -> optuna Trial not yet told
         self.reported: dict[str, int] = {}  # run name -> last step reported
         self.hopeless: str | None = None  # why no trial should start again (every one failed the same fixed way)
+        self.disk_full: str | None = None  # a trial failed on a full disk: none starts until space is freed
         self.timed_out = False
         self.gate, self.price = gate, price  # --budget (lfgen.tuning.budget.Gate), the price its estimates use
         self.deferred: list[Any] = []  # trials asked but never laid out: the next to start (the budget checks them)
@@ -69,23 +82,34 @@ class Trials:
         self.grid = spaces.grid(settings["space"], str(folder / "experiment.yaml"), built.shape) \
             if settings["sampler"] == "grid" else None
         self.study = strategies.open_study(folder, manifest.name, settings, int(base_config.get("eval_steps") or 1))
+        if rebuild(self.study, experiment, settings, root, base_rank=self.base_rank, grid=self.grid, say=say):
+            # opened again: the sampler's seed counts the trials added back (a random sampler would repeat them)
+            self.study = strategies.open_study(folder, manifest.name, settings, int(base_config.get("eval_steps") or 1))
         if self.grid is not None:
-            self._enqueue_grid()
+            self._cap_grid()
         self.sign = 1 if lower_is_better(settings["metric"]) else -1  # eval loss reported in the study's direction
         self._lay_out_killed()
 
-    def _enqueue_grid(self) -> None:
-        """--sampler grid: every combination once, in order (at most --trials of them)."""
+    def _cap_grid(self) -> None:
+        """--sampler grid: every combination once, in order, at most --trials of them. The grid is never listed (a
+        space of 3.2M points would fill the memory): its size is the product of its keys' values, and each trial
+        takes the next point no trial has had (``_next_point``) when it is asked."""
+        size = math.prod(len(values) for values in self.grid.values())
+        if size < self.settings["trials"]:
+            self.say(f"the grid has {size:,} point(s); the study ends with {size:,} trial(s), not "
+                     f"{self.settings['trials']:,}")
+            self.settings["trials"] = size
+
+    def _next_point(self) -> dict[str, Any] | None:
+        """The first grid point, in order, that no trial has had yet (None: every point was asked); reads as many
+        points as there are trials, never the whole grid."""
         import itertools
 
-        points = [dict(zip(self.grid, combo)) for combo in itertools.product(*self.grid.values())]
-        if len(points) < self.settings["trials"]:
-            self.say(f"the grid has {len(points)} point(s); the study ends with {len(points)} trial(s), not "
-                     f"{self.settings['trials']}")
-            self.settings["trials"] = len(points)
-        if not self.study.trials:
-            for point in points[:self.settings["trials"]]:
-                self.study.enqueue_trial(point)
+        seen = {tuple(repr(t.params.get(key)) for key in self.grid) for t in self.study.trials}
+        for combo in itertools.product(*self.grid.values()):
+            if tuple(map(repr, combo)) not in seen:
+                return dict(zip(self.grid, combo))
+        return None
 
     def _lay_out_killed(self) -> None:
         """Trials a killed tuner left RUNNING: those whose runs were laid out are resumed, evaluated or only handed
@@ -118,6 +142,7 @@ class Trials:
 
     # --- the runner's source -----------------------------------------------------------------------
 
+    @_writes
     def opened(self, store: Store) -> list[str]:
         """Killed trials whose runs already have their outcome are told now; those that trained but were not scored
         (the metric is lfgen eval's) are the runner's to evaluate first."""
@@ -136,12 +161,14 @@ class Trials:
                 self.ended(row, store.evaluation(name))
         return left
 
+    @_writes
     def next(self, store: Store) -> str | None:
         """Ask the study for the next trial, lay it out and add its run; None once the budget or the time is spent
         (or every trial failed for a reason no parameter changes)."""
         optuna = studies.optuna_module()
-        asked = len([t for t in self.study.trials if t.state != optuna.trial.TrialState.WAITING])  # grid points wait
-        if self.hopeless or (not self.deferred and asked >= self.settings["trials"]):
+        waiting = optuna.trial.TrialState.WAITING  # a trial enqueued (a grid point, a retry) and not yet asked
+        asked = len([t for t in self.study.trials if t.state != waiting and not t.user_attrs.get(RETRIED)])
+        if self.hopeless or self.disk_full or (not self.deferred and asked >= self.settings["trials"]):
             return None
         if self.deadline is not None and time.monotonic() >= self.deadline:
             if not self.timed_out:
@@ -152,7 +179,15 @@ class Trials:
         states = tuple(sorted((row.name, str(row.state)) for row in store.runs())) if self.gate is not None else ()
         if self.gate is not None and self._checked == states:
             return None  # refused before, and no trial has ended since: the answer is the same
-        trial = self.deferred.pop(0) if self.deferred else self.study.ask()
+        if self.deferred:
+            trial = self.deferred.pop(0)
+        else:
+            if self.grid is not None and not any(t.state == waiting for t in self.study.trials):
+                point = self._next_point()
+                if point is None:
+                    return None
+                self.study.enqueue_trial(point)
+            trial = self.study.ask()
         if self.gate is not None and not self._affordable(trial, store):
             self.deferred.insert(0, trial)  # asked, not laid out: the first to start when the budget allows
             self._checked = states
@@ -215,6 +250,7 @@ class Trials:
     def _runs(self) -> list[tuple[str, Path, str]]:
         return [(run.name, self.experiment.path / run.config, run.output_dir) for run in self.experiment.manifest.runs]
 
+    @_writes
     def progress(self, name: str, progress: Progress) -> bool | str:
         """Report a new eval loss at its step; True when the pruner gives the run up; a text when the budget is spent
         (the run stops resumable)."""
@@ -230,6 +266,7 @@ class Trials:
         last = progress.total and progress.eval_step >= progress.total  # nothing left to save
         return not last and trial.should_prune()
 
+    @_writes
     def ended(self, row: RunRow, evaluation: tuple[str, str | None] | None) -> None:
         """Tell the study how the trial's run ended."""
         trial = self.trials.pop(row.name, None)
@@ -243,7 +280,15 @@ class Trials:
             self.study.tell(trial, state=states.PRUNED)
             return
         if row.state is RunState.FAILED:
-            trial.set_user_attr("why", f"{row.reason}: {(row.detail or '').splitlines()[0] if row.detail else ''}")
+            why = f"{(row.detail or '').splitlines()[0] if row.detail else ''}"
+            if row.reason == "disk":  # no fault of its parameters: tried again with them once space is freed
+                trial.set_user_attr("why", f"disk: {why} (its parameters are tried again; it does not count)")
+                trial.set_user_attr(RETRIED, True)
+                self.study.enqueue_trial(trial.params)
+                self.disk_full = (f"{row.name} failed: {why}; no new trial starts on a full disk: free space, then "
+                                  f"lfgen tune {self.experiment.manifest.name} tries its parameters again")
+            else:
+                trial.set_user_attr("why", f"{row.reason}: {why}")
         elif (value := finite(metric_value(out, metric))) is not None and math.isfinite(value):
             self.study.tell(trial, value)
             return
@@ -257,7 +302,7 @@ class Trials:
 
     def _check_hopeless(self) -> None:
         """Every trial so far (at least as many as run at once) failed for a reason no parameter changes (the
-        config, the model, the Hub, the disk): start no more rather than spend the budget failing the same way."""
+        config, the model, the Hub): start no more rather than spend the budget failing the same way."""
         rows = [row for row in studies.trial_rows(self.study) if row["state"] not in ("running", "waiting")]
         fixed = [row for row in rows if row["state"] == "failed" and (row["why"] or "").split(":")[0] in FIXED_CAUSES]
         if rows and len(fixed) == len(rows) and len(rows) >= min(self.width, self.settings["trials"]):

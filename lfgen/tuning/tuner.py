@@ -21,6 +21,7 @@ from lfgen.errors import InputError
 from lfgen.experiments.sweeps import RunSpec
 from lfgen.layout import BEST_CONFIG, MANIFEST, experiment_lock
 from lfgen.runs import study as studies
+from lfgen.runs.metrics import check as check_metric
 from lfgen.runs.metrics import lower_is_better, needs_eval
 from lfgen.runs.ranking import best
 from lfgen.tuning import scoring, strategies
@@ -43,6 +44,7 @@ class TuneResult:
     lines: list[str] = field(default_factory=list)  # --dry-run: the plan
     cost: Any = None  # --dry-run: the trials' GPU-hours and cost (lfgen.experiments.costs.PlanCost)
     budget_stop: str | None = None  # why --budget let no further trial start
+    failure: str | None = None  # why the study has no best trial (lfgen tune then exits 1, after the table)
 
 
 def parse_duration(text: str | None) -> float | None:
@@ -59,16 +61,25 @@ def parse_duration(text: str | None) -> float | None:
 def _settings(space: dict[str, Any], trials: int | None, sampler: str | None, pruner: str | None,
               metric: str | None, seed: int | None, generation: dict[str, int | None]) -> dict[str, Any]:
     settings = {"axis": "tune", "space": space, "trials": 20 if trials is None else trials, "sampler": sampler or "tpe",
-                "pruner": pruner or "asha", "metric": metric or "eval_loss", "seed": 0 if seed is None else seed}
+                "pruner": pruner or "asha", "metric": check_metric(metric or "eval_loss"),
+                "seed": 0 if seed is None else seed}
     settings.update(scoring.eval_settings(settings["metric"], generation.get("max_samples"),
                                           generation.get("max_new_tokens")))
     if settings["trials"] < 1:
         raise InputError(f"--trials: at least 1 (got {settings['trials']})")
+    check_seed(settings["seed"])
     if settings["sampler"] not in strategies.SAMPLERS:
         raise InputError(f"--sampler: {settings['sampler']!r}; choose {', '.join(strategies.SAMPLERS)}")
     if settings["pruner"] not in strategies.PRUNERS:
         raise InputError(f"--pruner: {settings['pruner']!r}; choose {', '.join(strategies.PRUNERS)}")
     return settings
+
+
+def check_seed(seed: int) -> int:
+    """The sampler's seed: Optuna's samplers take 0 to 2**32 - 1 (numpy's); refused before anything is written."""
+    if not 0 <= seed < strategies.SEEDS:
+        raise InputError(f"--seed: must be a whole number from 0 to {strategies.SEEDS - 1} (got {seed})")
+    return seed
 
 
 def _refuse_changes(name: str, recorded: dict[str, Any], given: dict[str, Any]) -> None:
@@ -117,6 +128,10 @@ def tune(name: str, *, base: str | None = None, options: Any = None, space: str 
         if base is not None and base != experiment.manifest.base:
             raise InputError(f"{name}: the study is already set up on --base {experiment.manifest.base}; lfgen tune "
                              f"{name} resumes it, or tune under a new name")
+        if metric is not None:
+            check_metric(metric)
+        if seed is not None:
+            check_seed(seed)
         given = {"sampler": sampler, "pruner": pruner, "metric": metric, "seed": seed,
                  "space": spaces.load(space) if space else None, "max_samples": max_samples,
                  "max_new_tokens": max_new_tokens}
@@ -149,8 +164,11 @@ def tune(name: str, *, base: str | None = None, options: Any = None, space: str 
         spaces.check_builds(settings["space"], base, options, where)
         if dry_run:
             return _dry_run(folder, name, base, options, settings, gpus, price)
+        # Another lfgen tune of this name may have set it up since the look above (or the folder is not a study).
+        taken = (f"{name}: {folder} already exists (another lfgen tune set the study up meanwhile, or the folder "
+                 f"is not a tune experiment); lfgen tune {name} resumes a study, or tune under a new name")
         experiment = manifests.write(name, base, options, [], settings, experiments_dir=experiments_dir,
-                                     outputs_dir=outputs_dir, allow_empty=True)
+                                     outputs_dir=outputs_dir, allow_empty=True, command="lfgen tune", exists=taken)
     if dry_run:
         return _dry_run(folder, name, experiment.manifest.base, BuildOptions.parse(**experiment.manifest.options),
                         settings, gpus, price)
@@ -241,9 +259,27 @@ def _session(folder: Path, root: Path, experiment: Any, settings: dict[str, Any]
     runner = Runner(resolve(str(folder)), reporter, gpus=gpus, command=command, executor=executor,
                     evaluations=evaluations)
     runner.run(source=trials)
-    if trials.hopeless:
-        raise RunError(trials.hopeless)
-    return _result(folder, trials, settings)
+    if trials.hopeless or trials.disk_full:
+        raise RunError(trials.hopeless or trials.disk_full)
+    result = _result(folder, trials, settings)
+    # The command fails when nothing was found (every trial failed, or none ran); a --budget stop is a resumable end
+    # the user asked for, said on its own line, not a failure.
+    if result.best is None and not result.budget_stop:
+        result.failure = _nothing_best(experiment.manifest.name, result.rows, settings)
+    return result
+
+
+def _nothing_best(name: str, rows: list[dict[str, Any]], settings: dict[str, Any]) -> str:
+    """Why a study has no best trial, and how to go on."""
+    if not rows:
+        return (f"{name}: no trial ran (--timeout, or a trial budget already spent); lfgen tune {name} --trials N "
+                "goes on")
+    counts = ", ".join(f"{sum(r['state'] == state for r in rows)} {state}" for state in ("failed", "pruned", "running")
+                       if any(r["state"] == state for r in rows))
+    first = next((r for r in rows if r["state"] == "failed" and r["why"]), None)
+    cause = f"; {first['run']}: {first['why']}" if first else ""
+    return (f"{name}: no trial completed with a finite {settings['metric']} ({counts}){cause}; fix the cause, then "
+            f"lfgen tune {name} --trials {settings['trials'] + len(rows)} tries more")
 
 
 def _result(folder: Path, trials: Any, settings: dict[str, Any]) -> TuneResult:

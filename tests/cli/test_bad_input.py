@@ -212,7 +212,9 @@ def _bad_spaces(tmp, runner, cli):
                        ("nan_high", "lora_dropout: {low: 0.0, high: .nan}"),
                        ("nan_int", "lora_rank: {low: .nan, high: 16, type: int}"),
                        ("inf_high", "learning_rate: {low: 1.0e-4, high: .inf}"),
-                       ("no_int", "lora_rank: {low: 8.2, high: 8.7, type: int}")):
+                       ("no_int", "lora_rank: {low: 8.2, high: 8.7, type: int}"),
+                       ("huge_int", "lora_rank: {low: 8, high: 1.0e+300, type: int}"),
+                       ("huge_int_low", "lora_rank: {low: -1.0e+20, high: 8, type: int}")):
         (tmp / f"{name}.yaml").write_text(text + "\n", encoding="utf-8")
 
 
@@ -540,6 +542,7 @@ CASES = [
     # tune (the checks before a study is set up)
     bad("tune-experiments-dir-too-long", f"tune t --base a800 --experiments-dir {LONG}", 1, "--experiments-dir"),
     bad("tune-outputs-dir-too-long", f"tune t --base a800 --outputs-dir {LONG}", 1, "--outputs-dir"),
+    bad("tune-outputs-dir-dev-null", "tune t --base a800 --outputs-dir /dev/null", 1, "--outputs-dir"),
     bad("tune-experiments-dir-file", "tune t --base a800 --experiments-dir afile", 1, "afile", "afile"),
     # issue 22: budgets and prices
     bad("tune-budget-negative", "tune t --base a800 --budget -1", 1, "--budget"),
@@ -558,10 +561,19 @@ CASES = [
     *[bad(f"tune-space-{name.replace('_', '-')}", f"tune t --base a800 --space {name}.yaml", 1, says, "bad_spaces")
       for name, says in (("nan_low", "nan (not a number)"), ("nan_high", "nan (not a number)"),
                          ("nan_int", "nan (not a number)"), ("inf_high", "finite numbers"),
-                         ("no_int", "no whole number"))],
+                         ("no_int", "no whole number"), ("huge_int", "2**53"), ("huge_int_low", "2**53"))],
     *[bad(f"sweep-random-space-{name.replace('_', '-')}", f"sweep random 3 --space {name}.yaml", 1, says,
           "bad_spaces") for name, says in (("nan_low", "nan (not a number)"), ("nan_int", "nan (not a number)"),
-                                           ("no_int", "no whole number"))],
+                                           ("no_int", "no whole number"), ("huge_int", "2**53"))],
+    # tune: the objective, the seed and the GPUs, checked before the study is set up
+    bad("tune-metric-typo", "tune t --base a800 --metric eval_los", 1, "did you mean: eval_loss"),
+    bad("tune-metric-unknown", "tune t --base a800 --metric bleu", 1, "--metric"),
+    bad("tune-metric-bare-predict", "tune t --base a800 --metric predict_", 1, "--metric"),
+    bad("tune-seed-negative", "tune t --base a800 --seed -1", 1, "--seed"),
+    bad("tune-seed-too-big", "tune t --base a800 --seed 4294967296", 1, "--seed"),
+    bad("tune-gpus-descending", "tune t --base a800 --gpus 5-2", 1, "--gpus: '5-2' counts down"),
+    bad("tune-gpus-huge-range", "tune t --base a800 --gpus 0-99999999999", 1, "--gpus"),
+    bad("run-gpus-descending", "run x --gpus 3-1", 1, "--gpus: '3-1' counts down", "experiment"),
     bad("tune-max-new-tokens-huge", "tune t --base a800 --metric predict_rouge-l --max-new-tokens 99999999999999999999",
         1, "--max-new-tokens"),
     bad("tune-ray-host-label-too-long", f"tune t --base a800 --ray {'h' * 64}.example:6379", 1, "--ray"),

@@ -6,6 +6,9 @@ and results files) and behaves per FAKE_LF_MODES, a JSON map from a run-name sub
   ok | slow:SECONDS | oom-above:MICRO | oom | nan-at:STEP | zero-gradnan-at:STEP | crash | config
   | torchrun:N (N workers in sessions of their own, as torch.distributed.elastic starts them: no GPU here)
   | fill-disk (writes into output_dir until ENOSPC, then fails as LlamaFactory does on a full disk)
+  | finish-slow:SECONDS (5 steps, an eval_loss at the last; then, as LlamaFactory ends a run, the adapter and
+    all_results.json of the training, SECONDS of the final evaluation, eval_results.json and all_results.json with it:
+    a kill in that window is the race of a run that finished before lfgen recorded it)
   | evals:SECONDS[:LEVEL] (max_steps steps, default 8, of SECONDS each, an eval_loss line after every step: LEVEL +
     1/step, or without LEVEL |log10(learning_rate) + 3| + 1/step; for lfgen tune's pruner; a SIGTERM (a pruned
     trial) records its end, so a benchmark sees when each slot was given back)
@@ -53,6 +56,8 @@ def main() -> int:
         return predict(out, name, arg, record, log)
     if name == "evals":
         return evals(out, config, arg, record, log)
+    if name == "finish-slow":
+        return finish_slow(out, float(arg), record, log)
     if name == "fill-disk":
         for path, block in ((out / "checkpoint-1.bin", 4096), (out / "lfgen_train.log", 1)):  # the log's last page too
             try:
@@ -125,6 +130,29 @@ def evals(out: Path, config: dict, arg: str, record: dict, log) -> int:
             jsonl.flush()
     (out / "adapter_model.safetensors").write_bytes(b"fake")
     (out / "all_results.json").write_text(json.dumps({"eval_loss": base + 1.0 / total, "train_loss": base}))
+    log.write(json.dumps({**record, "end": time.time(), "finished": True}) + "\n")
+    return 0
+
+
+def finish_slow(out: Path, seconds: float, record: dict, log) -> int:
+    """LlamaFactory's end of a run (train/sft/workflow.py): save_model, save_metrics("train") (all_results.json),
+    then the final evaluate and save_metrics("eval"), which adds the eval metrics to all_results.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    total = 5
+    with (out / "trainer_log.jsonl").open("a") as jsonl:
+        for step in range(1, total + 1):
+            common = {"current_steps": step, "total_steps": total, "elapsed_time": "0:00:01", "remaining_time": "0"}
+            jsonl.write(json.dumps({**common, "loss": 2.0 / step, "lr": 2e-4}) + "\n")
+            time.sleep(0.01)
+        jsonl.write(json.dumps({**common, "eval_loss": 0.75}) + "\n")  # the eval at the last step (eval_steps)
+    (out / "adapter_model.safetensors").write_bytes(b"fake")
+    train = {"epoch": 1.0, "train_loss": 1.1, "train_runtime": 12.5, "train_samples_per_second": 3.2}
+    (out / "train_results.json").write_text(json.dumps(train))
+    (out / "all_results.json").write_text(json.dumps(train))
+    print("***** train metrics *****", flush=True)
+    time.sleep(seconds)  # the final evaluation
+    (out / "eval_results.json").write_text(json.dumps({"eval_loss": 0.75}))
+    (out / "all_results.json").write_text(json.dumps({**train, "eval_loss": 0.75}))
     log.write(json.dumps({**record, "end": time.time(), "finished": True}) + "\n")
     return 0
 

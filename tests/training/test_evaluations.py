@@ -9,9 +9,12 @@ import json
 import signal
 import sqlite3
 
+import pytest
+
+from lfgen.runs.store import Store
 from lfgen.training.evaluate import EvalOptions
 from lfgen.training.evaluations import LocalEvaluations
-from tests.helpers import alive, calls, experiment, fake_gpus, rows, run, start_lfgen, wait_for
+from tests.helpers import alive, calls, experiment, fake_gpus, fill_disk, rows, run, start_lfgen, wait_for
 
 
 def _evaluations(project) -> dict[str, tuple[str, float | None, str | None]]:
@@ -78,3 +81,61 @@ def test_ctrl_c_of_lfgen_eval_here_takes_the_same_path(project, monkeypatch):
     assert "terminated (SIGTERM): the running evaluations were stopped; lfgen eval exp evaluates them again" in err
     wait_for(lambda: not alive(predict["pid"]), timeout=10, what="the predict process to stop")
     assert _evaluations(project)["rank-8"][0] == "failed"
+
+
+def test_sigterm_to_lfgen_eval_of_a_run_dir_exits_143_and_stops_the_prediction(project, monkeypatch):
+    experiment(runs=("8",))
+    run()
+    monkeypatch.setenv("FAKE_LF_MODES", json.dumps({"rank-8/eval": "slow:1"}))
+    lfgen = start_lfgen(project, "outputs/exp/rank-8", command="eval")
+    try:
+        predict = wait_for(lambda: [c for c in calls(project) if c.get("predict")], what="the evaluation")[0]
+        lfgen.send_signal(signal.SIGTERM)
+        _, err = lfgen.communicate(timeout=60)
+    finally:
+        if lfgen.poll() is None:
+            lfgen.kill()
+            lfgen.wait()
+    assert lfgen.returncode == 143, err
+    assert "terminated (SIGTERM): the evaluation was stopped; lfgen eval outputs/exp/rank-8 evaluates it again" in err
+    assert "Traceback" not in err
+    wait_for(lambda: not alive(predict["pid"]), timeout=10, what="the predict process to stop")
+
+
+def test_ctrl_c_while_an_evaluation_starts_leaves_it_recorded_stopped_not_running(project, monkeypatch):
+    """The evaluation was recorded running before its process started; a signal in between left it running."""
+    from lfgen.training import evaluations
+
+    experiment(runs=("8",))
+    run()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluations, "start", interrupted)
+    store = Store(project / "experiments/exp/state.sqlite")
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            LocalEvaluations().start(store, "rank-8", project / "outputs/exp/rank-8")
+    finally:
+        store.close()
+    assert _evaluations(project)["rank-8"][0::2] == ("failed", "stopped with Ctrl-C; lfgen eval evaluates it again")
+
+
+def test_a_full_disk_in_the_run_dir_fails_the_evaluation_in_one_line_and_leaves_no_empty_config(project, runner, cli,
+                                                                                                 small_disk):
+    """An OSError traceback, a 0-byte eval/lfgen_eval.yaml and the evaluation left running, before."""
+    experiment(runs=("8",))
+    out = small_disk(project / "outputs/exp/rank-8", "256k")
+    run()
+    filler = fill_disk(out)
+    for args in (["eval", "exp"], ["eval", "outputs/exp/rank-8"]):
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        assert "rank-8: the evaluation cannot write " in result.stderr, result.stderr
+        assert "outputs/exp/rank-8/eval: the disk is full; free space, then run lfgen eval again" in result.stderr
+        config = out / "eval/lfgen_eval.yaml"
+        assert not config.exists() or config.stat().st_size > 0
+    assert _evaluations(project)["rank-8"][0] == "failed"
+    filler.unlink()
+    assert runner.invoke(cli, ["eval", "exp"]).exit_code == 0 and _evaluations(project)["rank-8"][0] == "done"

@@ -82,25 +82,6 @@ def test_sigterm_is_handled_like_ctrl_c_and_exits_143(project, monkeypatch):
 # --- a full disk -------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def small_disk():
-    """Mount a tmpfs of *size* at a folder (root only); unmounted after the test."""
-    mounted = []
-
-    def mount(folder: Path, size: str = "64k") -> Path:
-        folder.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-                              capture_output=True, text=True)
-        if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-        mounted.append(folder)
-        return folder
-
-    yield mount
-    for folder in reversed(mounted):
-        subprocess.run(["umount", "-l", str(folder)], check=False)
-
-
 def test_llamafactorys_enospc_is_recorded_though_the_log_is_on_the_full_disk(project, monkeypatch, small_disk):
     """Stand-in: it fills the run's disk (a real tmpfs) and fails with LlamaFactory's ENOSPC lines."""
     experiment(runs=("8", "16"))

@@ -44,3 +44,23 @@ def test_a_pruned_trials_gpu_starts_the_next_trial_at_once_while_the_other_gpu_t
     assert 0 <= starts["trial-003"]["start"] - ends["trial-002"] < 2.0  # the pruned trial's GPU, given on at once
     pruned = next(row for row in result.rows if row["run"] == "trial-002")
     assert pruned["why"].startswith("pruned at step") and pruned["steps"] < 8
+
+
+def test_status_of_a_study_with_a_pruned_trial(project, monkeypatch, runner, cli):
+    """`lfgen status` raised KeyError: 'pruned' on every ASHA study (fixed by issue 18): held here on a study Optuna
+    really pruned (the stand-in only gives each trial its losses)."""
+    (project / "space.yaml").write_text(SPACE)
+    monkeypatch.setenv("FAKE_LF_MODES", json.dumps({"trial-000": "evals:0.05:1", "trial-001": "evals:0.05:-5",
+                                                    "trial-002": "evals:0.3:9"}))  # behind at its first rung
+    result = tune("t", base="a800", options=_options(), space="space.yaml", trials=3, sampler="random", pruner="asha",
+                  reporter=Recorder())
+    assert [row["state"] for row in result.rows] == ["complete", "complete", "pruned"]
+    one = runner.invoke(cli, ["status", "t", "--json"])
+    assert one.exit_code == 0, one.output
+    assert {row["run"]: row["state"] for row in json.loads(one.stdout)}["trial-002"] == "pruned"
+    table = runner.invoke(cli, ["status", "t"])
+    assert table.exit_code == 0 and "pruned" in table.stdout, table.output
+    every = runner.invoke(cli, ["status", "--json"])
+    assert every.exit_code == 0, every.output
+    assert [(row["experiment"], row["done"], row["pruned"]) for row in json.loads(every.stdout)] == [("t", 2, 1)]
+    assert runner.invoke(cli, ["status"]).exit_code == 0

@@ -46,6 +46,10 @@ def test_a_pruned_study_finishes_and_its_best_config_validates(tmp_path):
     assert pruned, f"no trial was pruned: {rows}"
     assert all(row["steps"] < MAX_STEPS for row in pruned), pruned
     assert {s["run"]: s["state"] for s in status}[pruned[0]["run"]] == "pruned"
+    table = lfgen(tmp_path, "status", "t")  # KeyError: 'pruned' before issue 18, as the listing below
+    assert table.returncode == 0 and "pruned" in table.stdout, table.stderr[-2000:]
+    listing = json.loads(lfgen(tmp_path, "status", "--json").stdout)
+    assert [(row["experiment"], row["pruned"]) for row in listing] == [("t", len(pruned))]
     used = sum(row["steps"] for row in rows)
     print(f"steps used {used} of {TRIALS * MAX_STEPS}; pruned {len(pruned)}")
     best = tmp_path / "experiments/t/best.yaml"
