@@ -19,7 +19,7 @@ from lfgen.errors import InputError
 _MEASURED: dict[tuple[Any, ...], tuple[Any, list[int]]] = {}
 
 
-def _stamp(names: list[str], dataset_dir: str) -> tuple[Any, ...]:
+def stamp(names: list[str], dataset_dir: str) -> tuple[Any, ...]:
     files = [Path(dataset_dir) / datasets.INFO_FILE, *(p for p in Path(dataset_dir).iterdir() if p.is_file())] \
         if Path(dataset_dir).is_dir() else []
     return tuple(names), str(Path(dataset_dir).resolve()), tuple(
@@ -33,7 +33,7 @@ def _measure(ctx: Context):
 
     model = str(ctx.get("model_name_or_path", ""))
     names, dataset_dir = datasets.split_names(ctx.get("dataset")), str(ctx.get("dataset_dir", "data"))
-    key = (*_stamp(names, dataset_dir), model)
+    key = (*stamp(names, dataset_dir), model)
     if key not in _MEASURED:
         try:
             texts = texts_of(names, dataset_dir)
@@ -52,6 +52,10 @@ def data_cutoff(ctx: Context) -> None:
     lengths, every = ctx.lengths, []
     if not ctx.shape.applies("R-DATA-CUTOFF"):
         return  # packed pre-training truncates no sample (R-STAGE-PT)
+    from lfgen.builder import vlm_rules
+
+    if vlm_rules.image_cutoff(ctx):
+        return  # text + image tokens at the run's image_max_pixels (R-VLM-PIXELS, R-VLM-TOKENS)
     if lengths is None:
         if not ctx.read_data or ctx.options.samples is not None or ctx.samples is None:
             return  # --samples: no files to read; or the rows were not counted from local files

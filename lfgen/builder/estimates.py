@@ -42,6 +42,11 @@ _UNMODELLED = {
 
 def cannot_estimate(config: dict[str, Any]) -> str:
     """Why lfgen cannot estimate this training config's memory, or "" when it can."""
+    from lfgen.builder.vlm_rules import cannot_train
+
+    unsupported = cannot_train(str(config.get("model_name_or_path") or ""))
+    if unsupported:
+        return unsupported
     if config.get("stage", "sft") == "ppo":
         return "PPO holds a policy, a value head, a reference and a reward model at once; lfgen does not estimate it"
     if config.get("ref_model"):

@@ -20,6 +20,7 @@ from lfgen.builder.data_rules import data_cutoff, intervals
 from lfgen.builder.shape_rules import data_fit, learning_rate, shape, unread_keys
 from lfgen.builder.sizing import estimate_memory, hardware, quantization, user_precision
 from lfgen.builder.targets import resolve_target
+from lfgen.builder.vlm_rules import vision_keys
 from lfgen.catalogs import rules
 from lfgen.catalogs.presets import Preset, get_preset, training_block
 from lfgen.errors import InputError, ProblemsFound
@@ -289,7 +290,7 @@ def _user_rest(ctx: Context) -> None:
 # earlier ones chose (alpha reads the rank, the batch reads the precision, output_dir the rank).
 STEPS: tuple[Callable[[Context], None], ...] = (
     shape, user_precision, _skeleton, _user_target, _data_size, data_cutoff, _lora, _data_rules, _alpha,
-    learning_rate, hardware, quantization, intervals, _template, _output, _user_rest, unread_keys, _output_digest,
+    learning_rate, vision_keys, hardware, quantization, intervals, _template, _output, _user_rest, unread_keys, _output_digest,
     checks)
 
 

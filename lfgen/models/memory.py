@@ -308,7 +308,8 @@ def _options(spec: ModelSpec, s: MemorySettings, budget: float) -> list[Option]:
         kinds.append([("enable_liger_kernel: true (no full-vocab logits)", {"enable_liger_kernel": True})])
     if s.quantization_bit != 4 and s.finetuning_type in ("lora", "oft"):  # LlamaFactory quantizes adapters only
         kinds.append([("4-bit quantization (QLoRA: quantization_bit 4)", {"quantization_bit": 4})])
-    cutoffs = [s.cutoff_len // 2**i for i in range(1, 8) if s.cutoff_len // 2**i >= 128]
+    # never at or below one sample's image tokens: a cut image span crashes LlamaFactory (R-VLM-TOKENS)
+    cutoffs = [s.cutoff_len // 2**i for i in range(1, 8) if s.cutoff_len // 2**i >= max(128, s.image_tokens + 1)]
     kinds.append([(f"cutoff_len {c}", {"cutoff_len": c}) for c in cutoffs])  # longest first
     if s.num_gpus > 1 and s.finetuning_type in ("full", "freeze") and s.zero_stage < 3:
         # R-METHOD-ZERO: shard the optimizer (ZeRO-2), then the weights too (ZeRO-3), on the GPUs given first
