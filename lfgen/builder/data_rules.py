@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 from typing import Any
 
 from lfgen.builder import datasets
@@ -19,13 +18,6 @@ from lfgen.errors import InputError
 _MEASURED: dict[tuple[Any, ...], tuple[Any, list[int]]] = {}
 
 
-def stamp(names: list[str], dataset_dir: str) -> tuple[Any, ...]:
-    files = [Path(dataset_dir) / datasets.INFO_FILE, *(p for p in Path(dataset_dir).iterdir() if p.is_file())] \
-        if Path(dataset_dir).is_dir() else []
-    return tuple(names), str(Path(dataset_dir).resolve()), tuple(
-        (p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files if p.exists())
-
-
 def _measure(ctx: Context):
     """The token lengths of the training data, when lfgen counted its rows from local files."""
     from lfgen.builder import data_lengths
@@ -33,7 +25,7 @@ def _measure(ctx: Context):
 
     model = str(ctx.get("model_name_or_path", ""))
     names, dataset_dir = datasets.split_names(ctx.get("dataset")), str(ctx.get("dataset_dir", "data"))
-    key = (*stamp(names, dataset_dir), model)
+    key = (*datasets.stamp(names, dataset_dir), model)
     if key not in _MEASURED:
         try:
             texts = texts_of(names, dataset_dir)

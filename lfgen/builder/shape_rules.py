@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lfgen.builder import data_kinds, datasets, shapes
-from lfgen.builder.context import Context, same
+from lfgen.builder.context import Context, choose_key
 from lfgen.catalogs import rules
 from lfgen.errors import InputError
 
@@ -87,17 +87,6 @@ def shape(ctx: Context) -> None:
     ctx.replaced = replaced
     _stage_keys(ctx, found)
     _method_keys(ctx, found)
-
-
-def choose_key(ctx: Context, key: str, value: Any, rule_id: str, reason: str) -> None:
-    """Choose a shape's key; a base file that leaves it at LlamaFactory's own default gets no suggestion."""
-    if ctx.from_file_only and key not in ctx.fixed:
-        from lfgen.catalogs.llamafactory import snapshot
-
-        spec = snapshot().keys.get(key)
-        if spec is not None and same(spec.default, value):
-            return
-    ctx.choose(key, value, rule_id, reason)
 
 
 def _stage_keys(ctx: Context, found: shapes.Shape) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lfgen.builder import datasets
-from lfgen.builder.context import Context
+from lfgen.builder.context import Context, choose_key
 from lfgen.catalogs import rules
 from lfgen.errors import InputError
 
@@ -80,6 +80,32 @@ def cannot_train(model: str) -> str:
         return ""
     why = vlm.unsupported(model_type or "")
     return f"{model} (model_type {model_type}) is a model LlamaFactory cannot train: {why}" if why else ""
+
+
+def vision_trains(ctx: Context) -> bool:
+    """The run trains the vision tower: freeze_vision_tower false from the user, the file or the preset."""
+    if not ctx.shape.vision:
+        return False
+    if "freeze_vision_tower" in ctx.fixed:
+        return ctx.fixed["freeze_vision_tower"][0] is False
+    vision = ctx.preset.vision if ctx.preset is not None else None
+    return vision is not None and vision.values.get("freeze_vision_tower") is False
+
+
+def both_towers(ctx: Context, word: str, written: str) -> tuple[str, str]:
+    """An abstract target set (qv, attn, mlp) on both towers when the vision tower trains (seed 000): the vision
+    tower's own names added to the language model's *written* ones; and how, for the decision."""
+    if word not in ("qv", "attn", "mlp") or not vision_trains(ctx) or ctx.model_name is None:
+        return written, ""
+    from lfgen.models.tower_targets import vision_targets
+
+    names = written.split(",")
+    extra = vision_targets(ctx.model_spec, word, names)
+    if not extra:
+        return written, ""
+    return ",".join([*names, *extra]), (f"; with the vision tower trained (seed 000's two towers, R-VLM-FREEZE) also "
+                                        f"its {', '.join(extra)}, named so that LlamaFactory's substring match "
+                                        "reaches nothing else")
 
 
 def _cap_fixed(ctx: Context) -> bool:
@@ -146,9 +172,7 @@ def at_pixels(ctx: Context, pixels: int) -> AtPixels | None:
 
 
 def _key(ctx: Context) -> tuple[Any, ...]:
-    from lfgen.builder.data_rules import stamp
-
-    return (*stamp(datasets.split_names(ctx.get("dataset")), str(ctx.get("dataset_dir", "data"))),
+    return (*datasets.stamp(datasets.split_names(ctx.get("dataset")), str(ctx.get("dataset_dir", "data"))),
             str(ctx.get("model_name_or_path", "")), ctx.fixed["template"][0] if "template" in ctx.fixed else None,
             ctx.get("media_dir"))
 
@@ -194,6 +218,13 @@ def image_cutoff(ctx: Context) -> bool:
     except InputError as exc:
         ctx.warn("R-VLM-TOKENS", f"the data's images are not measured ({exc})")
         return False
+    samples, _, sizes, _ = _IMAGES[_key(ctx)]
+    unread = [(p, row.where) for row, row_sizes in zip(samples, sizes) for p, size in zip(row.images, row_sizes)
+              if size is None and isinstance(p, str)]
+    if unread:
+        ctx.warn("R-VLM-TOKENS", f"{len(unread):,} image(s) of the data cannot be read, e.g. {unread[0][0]} "
+                                 f"({unread[0][1]}): LlamaFactory stops the whole run on a missing file; their tokens "
+                                 "are not counted (`lfgen data` lists them)")
     if _cap_fixed(ctx):
         pixels = int(ctx.fixed["image_max_pixels"][0])
     else:
@@ -231,16 +262,16 @@ def vision_keys(ctx: Context) -> None:
         if key == "image_max_pixels":
             if key not in ctx.config:
                 value = int(rules.rule("R-VLM-PIXELS").table("default"))
-                _choose(ctx, key, value, "R-VLM-PIXELS", f"LlamaFactory's default ({value:,} = 768 x 768): the "
+                choose_key(ctx, key, value, "R-VLM-PIXELS", f"LlamaFactory's default ({value:,} = 768 x 768): the "
                         "data's images were not read; images larger are scaled down to it")
             continue
         if key in values and vision is not None:
-            _choose(ctx, key, values.pop(key), vision.rule, vision.why)
+            choose_key(ctx, key, values.pop(key), vision.rule, vision.why)
         elif key == "freeze_vision_tower":
-            _choose(ctx, key, True, "R-VLM-FREEZE", "LlamaFactory's default: the vision tower stays frozen and LoRA "
+            choose_key(ctx, key, True, "R-VLM-FREEZE", "LlamaFactory's default: the vision tower stays frozen and LoRA "
                     "goes on the language model (seed 000's two-tower LoRA is false)")
         elif key == "freeze_multi_modal_projector":
-            _choose(ctx, key, True, "R-VLM-FREEZE", "LlamaFactory's default: lora_target all never adapts the "
+            choose_key(ctx, key, True, "R-VLM-FREEZE", "LlamaFactory's default: lora_target all never adapts the "
                     "projector; additional_target trains it whole (merger on Qwen-VL, multi_modal_projector on LLaVA)")
     for key, value in values.items():
         alternative = None
@@ -248,12 +279,6 @@ def vision_keys(ctx: Context) -> None:
             alternative = f"{ctx.rate.value:g} ({ctx.rate.rule}: {ctx.rate.reason})"
         ctx.choose(key, value, vision.rule, vision.why, alternative=alternative,
                    source=f"preset {ctx.preset.name}: {ctx.preset.source}")
-
-
-def _choose(ctx: Context, key: str, value: Any, rule_id: str, reason: str) -> None:
-    from lfgen.builder.shape_rules import choose_key
-
-    choose_key(ctx, key, value, rule_id, reason)
 
 
 def step_down(ctx: Context, try_fit: Callable[[dict[str, Any], int | None, tuple[int, int] | None], Any]) -> Any:
