@@ -83,7 +83,7 @@ def _fit_to_gpu(ctx: Context, gpu: Gpu, asked: str, seed_way: str) -> None:
 
     result = try_fit({}, ctx.seq_len, images(ctx))
     if not result.fits:
-        result = vlm_rules.step_down(ctx, try_fit) or result
+        result = vlm_rules.step_down(ctx, try_fit, result) or result
     ctx.fit = result
     if not result.fits:
         options = "; ".join([*(f"with {flag_for(o.changes, o.description)} it would, ~{o.estimate.needed:.1f} GiB "

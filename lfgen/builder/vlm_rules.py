@@ -281,10 +281,11 @@ def vision_keys(ctx: Context) -> None:
                    source=f"preset {ctx.preset.name}: {ctx.preset.source}")
 
 
-def step_down(ctx: Context, try_fit: Callable[[dict[str, Any], int | None, tuple[int, int] | None], Any]) -> Any:
+def step_down(ctx: Context, try_fit: Callable[[dict[str, Any], int | None, tuple[int, int] | None], Any],
+              before: Any) -> Any:
     """R-VLM-PIXELS with the GPU: the first step of the ladder below the current cap at which *try_fit*
     (config changes, sequence length, (patches, tokens)) fits micro-batch 1, chosen with its cutoff; None if none
-    does or the cap is the user's."""
+    does or the cap is the user's. *before*: the fit at the current cap, which did not fit."""
     if not ctx.shape.vision or "image_max_pixels" not in ctx.shape.modality.step_down or _cap_fixed(ctx):
         return None
     current = int(ctx.get("image_max_pixels") or rules.rule("R-VLM-PIXELS").table("default"))
@@ -298,8 +299,9 @@ def step_down(ctx: Context, try_fit: Callable[[dict[str, Any], int | None, tuple
             result = try_fit(changes, ctx.seq_len, None)
         if result.fits:
             ctx.choose("image_max_pixels", pixels, "R-VLM-PIXELS",
-                       f"with image_max_pixels {pixels:,} it fits (at {current:,} not even micro-batch 1 does: "
-                       f"{result.estimate.needed:.1f} GiB now); images larger are scaled down to it")
+                       f"with image_max_pixels {pixels:,} it fits, ~{result.estimate.needed:.1f} GiB at micro-batch {result.micro_batch} "
+                       f"(at {current:,}: {before.estimate.needed:.1f} GiB, over {result.budget_gib:.1f}); images "
+                       "larger are scaled down to it")
             apply(ctx, found)
             return result
     return None
