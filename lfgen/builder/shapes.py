@@ -132,7 +132,8 @@ class Shape:
 
     @property
     def name(self) -> str:
-        return f"{self.method_name}-{self.stage_name}" + ("" if self.modality_name == "text" else f"-{self.modality_name}")
+        suffix = "" if self.modality_name == "text" else f"-{self.modality_name}"
+        return f"{self.method_name}-{self.stage_name}{suffix}"
 
     @property
     def label(self) -> str:

@@ -299,7 +299,8 @@ def step_down(ctx: Context, try_fit: Callable[[dict[str, Any], int | None, tuple
             result = try_fit(changes, ctx.seq_len, None)
         if result.fits:
             ctx.choose("image_max_pixels", pixels, "R-VLM-PIXELS",
-                       f"with image_max_pixels {pixels:,} it fits, ~{result.estimate.needed:.1f} GiB at micro-batch {result.micro_batch} "
+                       f"with image_max_pixels {pixels:,} it fits, ~{result.estimate.needed:.1f} GiB at micro-batch "
+                       f"{result.micro_batch} "
                        f"(at {current:,}: {before.estimate.needed:.1f} GiB, over {result.budget_gib:.1f}); images "
                        "larger are scaled down to it")
             apply(ctx, found)
