@@ -45,7 +45,11 @@ class Lengths:
     image_max_pixels: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if self.image_max_pixels is None:  # text data: the keys it always had
+            for key in ("image_patches", "image_tokens", "image_max_pixels"):
+                del data[key]
+        return data
 
     @classmethod
     def of(cls, lengths: Sequence[int], method: str) -> Lengths:
