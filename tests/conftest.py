@@ -1,4 +1,5 @@
-"""Shared fixtures: a local dataset folder, LlamaFactory's own examples, the CLI runner, the tiny VLMs."""
+"""Shared fixtures: a local dataset folder, LlamaFactory's own examples, the CLI runner, the tiny VLMs, a project
+whose llamafactory-cli is the stand-in (helpers the tests share are in tests/helpers.py)."""
 
 from __future__ import annotations
 
@@ -96,3 +97,16 @@ def tiny_vlm(tmp_path_factory) -> TinyVLM:
     root = tmp_path_factory.mktemp("tiny_vlm")
     make_images_dataset(root / "data")
     return TinyVLM(root, root / "data", make_qwen2_vl(root / "tiny-qwen2-vl"), make_llava(root / "tiny-llava"))
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A project folder with the stand-in llamafactory-cli (tests/training/fake_llamafactory_cli.py, ONLY for faults
+    a CPU run cannot produce) and nvidia-smi first on PATH; every call it takes is recorded in calls.jsonl."""
+    from tests.helpers import install_stand_in
+
+    install_stand_in(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_LF_RECORD", str(tmp_path / "calls.jsonl"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

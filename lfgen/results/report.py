@@ -16,8 +16,8 @@ from typing import Any
 
 from lfgen.results.captions import with_thumbnails
 from lfgen.results.diagnosis import HEALTHY
-from lfgen.results.scoring import examples
-from lfgen.results.environment import setup
+from lfgen.runs.scoring import examples
+from lfgen.runs.environment import setup
 from lfgen.results.table import Comparison, collect, frame
 
 TEMPLATE = "report.html.j2"
