@@ -314,9 +314,15 @@ def suggested_cutoff(media: list[MediaReport], text_p99: int, multiple: int,
     if not measured:
         return None
     p99 = max([text_p99, *(m.lengths.p99 for m in measured)])
-    safe = max(m.safe_cutoff or 1 for m in measured)
+    return cutoff_keeping_images(p99, max(m.safe_cutoff or 1 for m in measured), multiple, context)
+
+
+def cutoff_keeping_images(p99: int, safe: int, multiple: int, context: int | None = None,
+                          at: str = "") -> tuple[int, str]:
+    """R-DATA-CUTOFF with images: the larger of *p99* (text + image tokens) and *safe* (the smallest cutoff that
+    cuts no image), rounded up to *multiple*, capped by *context*; and the arithmetic (*at*: the cap it was at)."""
     value = max(multiple, math.ceil(max(p99, safe) / multiple) * multiple)
-    how = (f"p99 of text + image tokens is {p99:,}; cutting no image needs cutoff_len >= {safe:,} -> {value:,} "
+    how = (f"p99 of text + image tokens{at} is {p99:,}; cutting no image needs cutoff_len >= {safe:,} -> {value:,} "
            f"(a multiple of {multiple}; a cut image span crashes LlamaFactory)")
     if context is not None and value > context:
         value, how = context, f"{how}, capped by the model's context {context:,}"

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -133,7 +132,7 @@ def at_pixels(ctx: Context, pixels: int) -> AtPixels | None:
     """The data at image_max_pixels *pixels*: lengths of text + image tokens, the cutoff R-DATA-CUTOFF gives them
     (never below the smallest that cuts no image), the peak sample's patches; None when no image was read."""
     from lfgen.builder.data_lengths import Lengths, context_length
-    from lfgen.builder.data_media import image_sizes, row_spans
+    from lfgen.builder.data_media import cutoff_keeping_images, image_sizes, row_spans
 
     model = str(ctx.get("model_name_or_path", ""))
     template = ctx.fixed["template"][0] if "template" in ctx.fixed else None
@@ -155,17 +154,11 @@ def at_pixels(ctx: Context, pixels: int) -> AtPixels | None:
     spans = _SPANS[(*base, pixels)]
     if not spans:
         return None
-    multiple = int(rules.rule("R-DATA-CUTOFF").table("multiple"))
     measured = Lengths.of([s.total for s in spans], f"text + image tokens at image_max_pixels {pixels:,}")
     peak = max(spans, key=lambda s: (s.patches, s.total))
     safe = max(s.safe_cutoff() for s in spans)
-    cutoff = max(multiple, math.ceil(max(measured.p99, safe) / multiple) * multiple)
-    how = (f"p99 of text + image tokens at image_max_pixels {pixels:,} is {measured.p99:,}; cutting no image needs "
-           f"cutoff_len >= {safe:,} -> {cutoff:,} (a multiple of {multiple}; a cut image span crashes LlamaFactory, "
-           "R-VLM-TOKENS)")
-    context = context_length(model)
-    if context is not None and cutoff > context:
-        cutoff, how = context, f"{how}, capped by the model's context {context:,}"
+    cutoff, how = cutoff_keeping_images(measured.p99, safe, int(rules.rule("R-DATA-CUTOFF").table("multiple")),
+                                        context_length(model), f" at image_max_pixels {pixels:,}")
     lengths = dataclasses.replace(measured, cutoff_len=cutoff, truncated=sum(s.total > cutoff for s in spans),
                                   image_patches=peak.patches, image_tokens=peak.image_tokens, image_max_pixels=pixels)
     return AtPixels(pixels, lengths, cutoff, safe, how)
