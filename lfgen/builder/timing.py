@@ -108,4 +108,8 @@ def estimate_config_time(model: str, config: dict[str, Any], gpu: Any, num_gpus:
     else:
         usd = found.total_s / 3600 * num_gpus * known.usd_per_gpu_hour
         cost = {"usd": round(usd, 2), "usd_per_gpu_hour": known.usd_per_gpu_hour, "price_source": known.source}
-    return RunCost(found.to_json(), cost, found.basis(), note)
+    basis = found.basis()
+    if spec_of(model).composite:  # the language model's steps only (R-TIME); image tokens are in its sequence
+        basis["notes"].append("vision-language model: the vision tower's and projector's compute is not counted (the "
+                              "language model's, with the image tokens in its sequence, is)")
+    return RunCost(found.to_json(), cost, basis, note)
