@@ -48,7 +48,7 @@ def preset_model(ctx: Context) -> None:
     unsupported = cannot_train(str(ctx.get("model_name_or_path") or ""))
     if unsupported:
         if ctx.from_file_only:
-            ctx.warn("R-VLM-TEMPLATE", unsupported)
+            ctx.warn("LF-MODEL", unsupported)
         else:
             raise InputError(f"--model: {unsupported}")
     vision = ctx.preset.vision if ctx.preset is not None else None
