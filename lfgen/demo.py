@@ -87,5 +87,5 @@ def prepare_vlm(root: str | Path) -> DemoPaths:
         options = BuildOptions.parse(model="./tiny-qwen2-vl", dataset=[CAPTIONS], dataset_dir="data",
                                      precision="fp32", set=VLM_SETTINGS)
         with contextlib.chdir(root):
-            make_sweep("grid", ["freeze_vision_tower=true,false"], base="caption", options=options, name=VLM_NAME)
+            make_sweep("vision", [], base="caption", options=options, name=VLM_NAME)
     return paths

@@ -246,6 +246,9 @@ class Shape:
 
     def axis_problem(self, axis: str) -> str | None:
         """Why a sweep axis means nothing for this shape (rank on a full fine-tune), or None."""
+        if axis == "vision" and not self.vision:
+            return ("vision: the base trains a text model, which has no vision tower; use a vision-language --model "
+                    "(docs/vlm.md)")
         keys = {"rank": "lora_rank", "alpha": "lora_alpha", "dropout": "lora_dropout", "target": "lora_target"}
         if axis in keys and not self.reads(keys[axis]):
             return (f"{axis}: the base trains {self.label}, which does not read {keys[axis]}; sweep lr or epochs, or "

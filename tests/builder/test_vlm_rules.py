@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lfgen.builder import data_rows, datasets, shapes
 from lfgen.builder.data_media import row_spans
@@ -168,3 +169,19 @@ def test_the_estimate_reads_the_freeze_keys_and_the_images():
     frozen = fit("Qwen/Qwen2-VL-2B-Instruct", {**config, "freeze_vision_tower": True}, None, 80, 1, 0.15, 32)
     trained = fit("Qwen/Qwen2-VL-2B-Instruct", config, None, 80, 1, 0.15, 32)
     assert trained.estimate.breakdown["activations"] > frozen.estimate.breakdown["activations"]
+
+
+def test_the_vision_axis_sweeps_the_tower_frozen_and_trained(vlm_project, monkeypatch):
+    from lfgen.experiments.make import make_sweep
+
+    monkeypatch.chdir(vlm_project)
+    options = BuildOptions.parse(model="./tiny-qwen2-vl", dataset=[CAPTIONS], dataset_dir="data")
+    experiment = make_sweep("vision", [], base="caption", options=options)
+    frozen = {path.stem: yaml.safe_load(path.read_text())["freeze_vision_tower"]
+              for path in (experiment.path / "runs").glob("*.yaml")}
+    assert frozen == {"freeze_vision_tower-true": True, "freeze_vision_tower-false": False}
+    with pytest.raises(InputError, match="vision: the base trains a text model"):
+        make_sweep("vision", [], base="a800", options=BuildOptions.parse(model="Qwen/Qwen2.5-7B-Instruct"),
+                   name="text-vision")
+    with pytest.raises(InputError, match="'maybe' is not true or false"):
+        make_sweep("vision", ["maybe"], base="caption", options=options, name="bad")
