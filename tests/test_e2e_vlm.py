@@ -135,6 +135,19 @@ def test_one_token_less_cuts_the_image_and_llamafactory_crashes(tiny_vlm, one_ro
     assert "cuts into the image tokens of 1 rows" in data.stdout
 
 
+def test_lfgen_writes_a_cutoff_that_keeps_the_image_whole(tiny_vlm, one_row):
+    """The guard without a flag: lfgen preset on the row with the most image tokens writes a cutoff_len at or above
+    the one LlamaFactory needs (one_row: the exact boundary the two tests above train at and crash below), with the
+    tiny model's own tokenizer counting the text."""
+    out = tiny_vlm.root / "caption-one.yaml"
+    made = lfgen(tiny_vlm.root, "preset", "caption", "--model", str(tiny_vlm.qwen2_vl), "--dataset", ONE,
+                 "--dataset-dir", "data", "-o", str(out), "--force")
+    assert made.returncode == 0, made.stderr
+    config = yaml.safe_load(out.read_text())
+    assert config["cutoff_len"] >= one_row and config["image_max_pixels"] == CPU_SETTINGS["image_max_pixels"]
+    assert "# R-DATA-CUTOFF" in out.read_text().split("cutoff_len: ")[1].splitlines()[0]
+
+
 def test_seed_000_two_tower_lora_on_llava(tiny_vlm, one_row):
     targets = "q_proj,k_proj,v_proj,out_proj"  # seed 000's CLIP list: Llama's output projection is o_proj
     config = _config(tiny_vlm, "llava-seed-000", tiny_vlm.llava, "llava", lora_target=targets,
