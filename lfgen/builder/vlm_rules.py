@@ -28,6 +28,8 @@ from lfgen.errors import InputError
 # spans: a sweep builds many configs from the same images; each is read once and each cap counted once.
 _IMAGES: dict[tuple[Any, ...], Any] = {}
 _SPANS: dict[tuple[Any, ...], Any] = {}
+# The GPU fit of the config with some keys changed: (changes, sequence length, (vision patches, image tokens)) -> Fit.
+Fitter = Callable[[dict[str, Any], int | None, tuple[int, int] | None], Any]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -255,17 +257,18 @@ def vision_keys(ctx: Context) -> None:
         if key == "image_max_pixels":
             if key not in ctx.config:
                 value = int(rules.rule("R-VLM-PIXELS").table("default"))
-                choose_key(ctx, key, value, "R-VLM-PIXELS", f"LlamaFactory's default ({value:,} = 768 x 768): the "
-                        "data's images were not read; images larger are scaled down to it")
+                choose_key(ctx, key, value, "R-VLM-PIXELS", f"LlamaFactory's default ({value:,} = 768 x 768): "
+                           "the data's images were not read; images larger are scaled down to it")
             continue
         if key in values and vision is not None:
             choose_key(ctx, key, values.pop(key), vision.rule, vision.why)
         elif key == "freeze_vision_tower":
-            choose_key(ctx, key, True, "R-VLM-FREEZE", "LlamaFactory's default: the vision tower stays frozen and LoRA "
-                    "goes on the language model (seed 000's two-tower LoRA is false)")
+            choose_key(ctx, key, True, "R-VLM-FREEZE", "LlamaFactory's default: the vision tower stays frozen and "
+                       "LoRA goes on the language model (seed 000's two-tower LoRA is false)")
         elif key == "freeze_multi_modal_projector":
             choose_key(ctx, key, True, "R-VLM-FREEZE", "LlamaFactory's default: lora_target all never adapts the "
-                    "projector; additional_target trains it whole (merger on Qwen-VL, multi_modal_projector on LLaVA)")
+                       "projector; additional_target trains it whole (merger on Qwen-VL, multi_modal_projector on "
+                       "LLaVA)")
     for key, value in values.items():
         alternative = None
         if key == "learning_rate" and ctx.rate is not None:
@@ -274,47 +277,47 @@ def vision_keys(ctx: Context) -> None:
                    source=f"preset {ctx.preset.name}: {ctx.preset.source}")
 
 
-def step_down(ctx: Context, try_fit: Callable[[dict[str, Any], int | None, tuple[int, int] | None], Any],
-              before: Any) -> Any:
-    """R-VLM-PIXELS with the GPU: the first step of the ladder below the current cap at which *try_fit*
-    (config changes, sequence length, (patches, tokens)) fits micro-batch 1, chosen with its cutoff; None if none
-    does or the cap is the user's. *before*: the fit at the current cap, which did not fit."""
-    if not ctx.shape.vision or "image_max_pixels" not in ctx.shape.modality.step_down or _cap_fixed(ctx):
-        return None
-    current = int(ctx.get("image_max_pixels") or rules.rule("R-VLM-PIXELS").table("default"))
+def _first_fit(ctx: Context, current: int, try_fit: Fitter) -> tuple[int, AtPixels | None, Any] | None:
+    """The first step of R-VLM-PIXELS' ladder below *current* at which *try_fit* (config changes, sequence length,
+    (patches, tokens)) fits: (cap, the data at it, the fit); each step with the data's image tokens, cutoff and patches
+    recounted (a cutoff_len the user set stays theirs); None when none does."""
     for pixels in (int(v) for v in rules.rule("R-VLM-PIXELS").table("ladder") if v < current):
         found = at_pixels(ctx, pixels) if ctx.read_data else None
         changes: dict[str, Any] = {"image_max_pixels": pixels}
-        if found is not None:
+        if found is not None and "cutoff_len" not in ctx.fixed:
             changes["cutoff_len"] = found.cutoff
-            result = try_fit(changes, found.lengths.max, (found.lengths.image_patches, found.lengths.image_tokens))
-        else:
-            result = try_fit(changes, ctx.seq_len, None)
+        images = (found.lengths.image_patches, found.lengths.image_tokens) if found is not None else None
+        result = try_fit(changes, found.lengths.max if found is not None else ctx.seq_len, images)
         if result.fits:
-            ctx.choose("image_max_pixels", pixels, "R-VLM-PIXELS",
-                       f"with image_max_pixels {pixels:,} it fits, ~{result.estimate.needed:.1f} GiB at micro-batch "
-                       f"{result.micro_batch} "
-                       f"(at {current:,}: {before.estimate.needed:.1f} GiB, over {result.budget_gib:.1f}); images "
-                       "larger are scaled down to it")
-            apply(ctx, found)
-            return result
+            return pixels, found, result
     return None
 
 
-def pixel_advice(ctx: Context, try_fit: Callable[[dict[str, Any], int | None, tuple[int, int] | None], Any]) -> str:
-    """For a cap the user or the file fixed: the first ladder step that would fit, as a flag ("" if none)."""
+def step_down(ctx: Context, try_fit: Fitter, before: Any) -> Any:
+    """R-VLM-PIXELS with the GPU: the first ladder step below the current cap at which the run fits, chosen with its
+    cutoff; None if none does or the cap is the user's. *before*: the fit at the current cap, which did not fit."""
+    if not ctx.shape.vision or "image_max_pixels" not in ctx.shape.modality.step_down or _cap_fixed(ctx):
+        return None
+    current = int(ctx.get("image_max_pixels") or rules.rule("R-VLM-PIXELS").table("default"))
+    found = _first_fit(ctx, current, try_fit)
+    if found is None:
+        return None
+    pixels, data, result = found
+    ctx.choose("image_max_pixels", pixels, "R-VLM-PIXELS",
+               f"with image_max_pixels {pixels:,} it fits, ~{result.estimate.needed:.1f} GiB at micro-batch "
+               f"{result.micro_batch} (at {current:,}: {before.estimate.needed:.1f} GiB, over "
+               f"{result.budget_gib:.1f}); images larger are scaled down to it")
+    apply(ctx, data)
+    return result
+
+
+def pixel_advice(ctx: Context, try_fit: Fitter) -> str:
+    """For a cap the user or the file fixed: the first ladder step that would fit, as flags ("" if none)."""
     if not ctx.shape.vision or not _cap_fixed(ctx):
         return ""
-    current = int(ctx.fixed["image_max_pixels"][0])
-    for pixels in (int(v) for v in rules.rule("R-VLM-PIXELS").table("ladder") if v < current):
-        found = at_pixels(ctx, pixels) if ctx.read_data else None
-        changes: dict[str, Any] = {"image_max_pixels": pixels}
-        images = None
-        if found is not None:
-            changes["cutoff_len"] = found.cutoff
-            images = (found.lengths.image_patches, found.lengths.image_tokens)
-        result = try_fit(changes, found.lengths.max if found else ctx.seq_len, images)
-        if result.fits:
-            return (f"with --set image_max_pixels={pixels}" + (f" --cutoff-len {found.cutoff}" if found else "") +
-                    f" it would, ~{result.estimate.needed:.1f} GiB (R-VLM-PIXELS)")
-    return ""
+    found = _first_fit(ctx, int(ctx.fixed["image_max_pixels"][0]), try_fit)
+    if found is None:
+        return ""
+    pixels, data, result = found
+    cutoff = f" --cutoff-len {data.cutoff}" if data is not None and "cutoff_len" not in ctx.fixed else ""
+    return f"with --set image_max_pixels={pixels}{cutoff} it would, ~{result.estimate.needed:.1f} GiB (R-VLM-PIXELS)"
