@@ -115,3 +115,15 @@ def test_the_formula_equals_what_autograd_keeps_in_a_lora_vit(tiny_vlm):
     print(f"\nvision tower, {patches} patches, 2 blocks x 1280: autograd keeps {saved / 2**20:.2f} MiB, "
           f"lfgen {ours / 2**20:.2f} MiB")
     assert patches == 256 and ours == pytest.approx(saved, rel=0.10)
+
+
+def test_no_fit_option_cuts_below_one_samples_image_tokens():
+    from lfgen.models import fit_micro_batch
+
+    spec = load_model("Qwen/Qwen2.5-VL-7B-Instruct")
+    # 21 GiB x 0.85: cutoff_len 1024 needs 18.8 GiB, 512 fits
+    text = fit_micro_batch(spec, 21.0, cutoff_len=2048)
+    with_image = fit_micro_batch(spec, 21.0, cutoff_len=2048, image_tokens=770, image_patches=3072)
+    assert [o.changes["cutoff_len"] for o in text.options if "cutoff_len" in o.changes] == [512]
+    assert not [o for o in with_image.options if "cutoff_len" in o.changes]  # 512 would cut the 770-token image
+    assert with_image.options  # the other changes are still offered (4-bit, Liger, more GPUs)
