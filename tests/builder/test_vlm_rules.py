@@ -65,6 +65,9 @@ def test_explain_rebuilds_a_written_vlm_config_unchanged(vlm_project, runner, cl
     data = json.loads(runner.invoke(cli, ["explain", "c.yaml", "--json"]).stdout)
     assert not [d for d in data["decisions"] if "edited by hand" in d["reason"]]
     assert data["shape"]["label"] == "vision-language LoRA SFT"
+    text = runner.invoke(cli, ["explain", "c.yaml"]).stdout  # every rule holds: the line still names the modality
+    assert "shape: vision-language LoRA SFT (image_max_pixels, the freeze keys and the image tokens: docs/vlm.md)" \
+        in text
 
 
 def test_caption_needs_a_vision_language_model(vlm_project, monkeypatch):
