@@ -209,6 +209,26 @@ def test_a_missing_image_is_refused_before_the_run_and_kills_the_run(tiny_vlm):
     assert result.returncode == 1 and "missing.png" in log and "FileNotFoundError" in log
 
 
+def test_an_image_pillow_cannot_open_is_refused_before_the_run_and_kills_the_run(tiny_vlm):
+    """A file that exists but is no image: lfgen validate refuses it like a missing one; run anyway, LlamaFactory
+    stops in preprocessing (PIL.UnidentifiedImageError) and lfgen run records the failure."""
+    rows = json.loads((tiny_vlm.data / f"{CAPTIONS}.json").read_text())
+    (tiny_vlm.data / "images" / "corrupt.png").write_bytes(b"not a png")
+    rows[1]["images"] = ["images/corrupt.png"]
+    (tiny_vlm.data / "tiny_captions_corrupt.json").write_text(json.dumps(rows), encoding="utf-8")
+    info = json.loads((tiny_vlm.data / "dataset_info.json").read_text())
+    info["tiny_captions_corrupt"] = {**info[CAPTIONS], "file_name": "tiny_captions_corrupt.json"}
+    (tiny_vlm.data / "dataset_info.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
+    config = _config(tiny_vlm, "qwen-corrupt", tiny_vlm.qwen2_vl, "qwen2_vl", dataset="tiny_captions_corrupt")
+    checked = lfgen(tiny_vlm.root, "validate", "--no-parser", str(config))
+    assert checked.returncode == 1 and "1 image file(s) are not images Pillow can read" in checked.stdout
+    start = time.perf_counter()
+    result = lfgen(tiny_vlm.root, "run", str(config), "--quiet")
+    print(f"\nlfgen run, a picture Pillow cannot open: {time.perf_counter() - start:.1f} s wall")
+    log = (tiny_vlm.root / "outputs" / "qwen-corrupt" / "lfgen_train.log").read_text()
+    assert result.returncode == 1 and "UnidentifiedImageError" in log and "corrupt.png" in log
+
+
 @pytest.mark.parametrize("family,template,last_image_token", [("qwen2_vl", "qwen2_vl", "<|image_pad|>"),
                                                                ("llava", "llava", "<image>")])
 def test_spans_equal_llamafactorys_own_encoding(tiny_vlm, family, template, last_image_token):

@@ -100,11 +100,15 @@ def _tower_findings(config: dict[str, Any], model: str, root: Path | None) -> tu
 
 
 def _missing_media(config: dict[str, Any], root: Path | None, info: dict[str, Any] | None) -> list[str]:
-    """One problem per dataset with image or video files LlamaFactory would not find (lfgen data lists each)."""
+    """One problem per dataset with image or video files LlamaFactory would not find, and one with images it finds
+    but cannot open (lfgen data lists each): either stops the whole run in preprocessing."""
     import contextlib
+    import importlib.util
 
     from lfgen.builder import data_rows
-    from lfgen.builder.data_media import locate
+    from lfgen.builder.data_media import image_size, locate
+
+    has_pil = importlib.util.find_spec("PIL") is not None  # without Pillow only the paths are checked
 
     problems: list[str] = []
     base = root or Path.cwd()
@@ -113,20 +117,32 @@ def _missing_media(config: dict[str, Any], root: Path | None, info: dict[str, An
     for kind, names in _media_columns(config, info).items():
         for name in dict.fromkeys(names):
             missing: list[str] = []
+            unreadable: list[str] = []
             try:
                 with contextlib.chdir(base):  # LlamaFactory tries a path as given from where it runs
                     for sample, _ in data_rows.samples(name, info[name], dataset_dir):
                         items = [] if sample is None else (sample.images if kind == "image" else
                                                            [p for v in sample.videos for p in
                                                             (v if isinstance(v, tuple) else (v,))])
-                        missing += [f"{p} ({sample.where})" for p in items if isinstance(p, str)
-                                    and locate(p, media_dir)[0] is None]
+                        for item in items:
+                            if not isinstance(item, str):
+                                continue
+                            found = locate(item, media_dir)[0]
+                            if found is None:
+                                missing.append(f"{item} ({sample.where})")
+                            elif kind == "image" and has_pil and image_size(found) is None:
+                                unreadable.append(f"{item} ({sample.where})")
             except InputError:
                 continue  # the dataset's own problem is reported by the dataset checks
             if missing:
                 problems.append(f"dataset {name!r}: {len(missing):,} {kind} file(s) do not exist under media_dir "
                                 f"{media_dir}, e.g. {missing[0]}; LlamaFactory stops the whole run on the first one "
                                 f"(FileNotFoundError in preprocessing): fix the paths (`lfgen data {name}` lists them)")
+            if unreadable:
+                problems.append(f"dataset {name!r}: {len(unreadable):,} image file(s) are not images Pillow can "
+                                f"read, e.g. {unreadable[0]}; LlamaFactory stops the whole run on the first one "
+                                f"(PIL.UnidentifiedImageError in preprocessing): replace or drop them "
+                                f"(`lfgen data {name}` lists them)")
     return problems
 
 
