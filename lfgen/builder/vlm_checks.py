@@ -27,8 +27,10 @@ _COUNT_KEYS = ("finetuning_type", "lora_rank", "lora_target", "additional_target
 
 
 def model_type_of(model: str, root: Path | None) -> str | None:
-    """config.json's model_type of a local model folder (relative to *root*), else of a catalog id."""
+    """config.json's model_type of a local model folder (relative to *root*), else of a catalog id, else of a hub id
+    of a model LlamaFactory cannot train (InstructBLIP, BLIP-2)."""
     from lfgen.builder.model import local_path
+    from lfgen.models import vlm
     from lfgen.models.catalog import catalog_entry
 
     path = local_path(model)
@@ -41,7 +43,7 @@ def model_type_of(model: str, root: Path | None) -> str | None:
     except (OSError, ValueError, AttributeError):
         return None
     entry = catalog_entry(model)
-    return entry["config"].get("model_type") if entry else None
+    return entry["config"].get("model_type") if entry else vlm.unsupported_id_type(model)
 
 
 def _media_columns(config: dict[str, Any], info: dict[str, Any] | None) -> dict[str, list[str]]:

@@ -102,6 +102,14 @@ def test_models_llamafactory_cannot_train_name_the_nearest(runner, cli, vlm_proj
     assert "which LlamaFactory cannot train" in problem and nearest in problem
 
 
+def test_an_instructblip_hub_id_is_refused_without_its_folder(runner, cli, vlm_project, monkeypatch):
+    monkeypatch.chdir(vlm_project)
+    _, files = _validate(runner, cli, vlm_project, _write(vlm_project, "seed",
+                                                          model_name_or_path="Salesforce/instructblip-vicuna-7b"))
+    (problem,) = [p for p in files["seed"]["problems"] if p.startswith("model_name_or_path")]
+    assert "which LlamaFactory cannot train" in problem and "qwen2_vl" in problem
+
+
 def test_llama_32_vision_under_llama3_is_the_issue_6703_crash(runner, cli, vlm_project, monkeypatch):
     monkeypatch.chdir(vlm_project)
     _, files = _validate(runner, cli, vlm_project,

@@ -147,7 +147,10 @@ def test_a_missing_image_is_said_by_preset_and_refused_by_validate(vlm_project, 
 
 
 @pytest.mark.parametrize("model,nearest", [("openai/clip-vit-base-patch32", "llava-hf/llava-1.5-7b-hf"),
-                                           ("./blip", "Qwen2.5-VL")])
+                                           ("./blip", "Qwen2.5-VL"),
+                                           # seed 001's own hub ids, which the offline catalog does not hold
+                                           ("Salesforce/instructblip-vicuna-7b", "Qwen2.5-VL"),
+                                           ("Salesforce/blip2-opt-2.7b", "Qwen2.5-VL")])
 def test_clip_and_instructblip_are_refused_with_the_nearest_model(model, nearest, tmp_path, runner, cli,
                                                                   monkeypatch):
     monkeypatch.chdir(tmp_path)
