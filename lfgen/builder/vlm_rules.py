@@ -62,9 +62,17 @@ def preset_model(ctx: Context) -> None:
                    f"the {ctx.preset.name} preset's model: {vision.why.split(';')[0]}; the nearest LlamaFactory "
                    "trains (pass --model)")
     if vision.only and not ctx.shape.vision:
-        raise InputError(f"preset: {ctx.preset.name} is for vision-language models, and "
-                         f"{ctx.get('model_name_or_path')} is a text model; pass --model with a vision-language "
-                         f"model (e.g. {vision.model}), or use another preset (`lfgen presets`)")
+        from lfgen.builder.vlm_checks import model_type_of
+
+        model = str(ctx.get("model_name_or_path"))
+        # an id lfgen cannot look up may well be a VLM (Qwen2.5-VL-72B): say what is unknown, not "a text model"
+        known = model_type_of(model, None) is not None
+        what = (f"{model} is a text model" if known else f"lfgen cannot tell what {model} is (not a local folder "
+                "with config.json, not in the offline catalog, presets/models.yaml)")
+        fix = "pass --model with a vision-language model" if known else \
+            "point --model at the model's local folder, or pass a vision-language model of the catalog"
+        raise InputError(f"preset: {ctx.preset.name} is for vision-language models, and {what}; {fix} "
+                         f"(e.g. {vision.model}), or use another preset (`lfgen presets`)")
 
 
 def cannot_train(model: str) -> str:

@@ -72,8 +72,13 @@ def test_explain_rebuilds_a_written_vlm_config_unchanged(vlm_project, runner, cl
 
 def test_caption_needs_a_vision_language_model(vlm_project, monkeypatch):
     monkeypatch.chdir(vlm_project)
-    with pytest.raises(InputError, match="caption is for vision-language models"):
+    with pytest.raises(InputError, match="caption is for vision-language models, and Qwen/Qwen2.5-7B-Instruct is a "
+                                         "text model"):
         build("caption", BuildOptions.parse(model="Qwen/Qwen2.5-7B-Instruct"))
+    # an id lfgen cannot look up (a VLM not in the catalog) is not called a text model
+    with pytest.raises(InputError, match="lfgen cannot tell what example-org/Some-VL-7B is .*point --model at "
+                                         "the model's local folder"):
+        build("caption", BuildOptions.parse(model="example-org/Some-VL-7B"))
     default = build("caption", BuildOptions.parse())
     assert default.config["model_name_or_path"] == "Qwen/Qwen2.5-VL-3B-Instruct"  # seed 001's nearest
     assert default.decisions["model_name_or_path"].rule == "R-VLM-CAPTION"
