@@ -159,7 +159,8 @@ def check(config: dict[str, Any], root: Path | None, info: dict[str, Any] | None
     problems: list[str] = []
     why = vlm.unsupported(model_type or "")
     if why:
-        return [f"model_name_or_path: {model} is a {model_type} model, which LlamaFactory cannot train: {why}"], []
+        return [f"model_name_or_path: {model} (model_type {model_type}) is a model LlamaFactory cannot train: "
+                f"{why}"], []
     problems += _template_problems(config, model_type, info)
     problems += _missing_media(config, root, info)
     notes: list[str] = []

@@ -226,8 +226,8 @@ def image_cutoff(ctx: Context) -> bool:
               if size is None and isinstance(p, str)]
     if unread:
         ctx.warn("R-VLM-TOKENS", f"{len(unread):,} image(s) of the data cannot be read, e.g. {unread[0][0]} "
-                                 f"({unread[0][1]}): LlamaFactory stops the whole run on a missing or unreadable file; their tokens "
-                                 "are not counted (`lfgen data` lists them)")
+                                 f"({unread[0][1]}): LlamaFactory stops the whole run on a missing or unreadable "
+                                 "file; their tokens are not counted (`lfgen data` lists them)")
     if _cap_fixed(ctx):
         pixels = int(ctx.fixed["image_max_pixels"][0])
     else:

@@ -99,7 +99,7 @@ def test_models_llamafactory_cannot_train_name_the_nearest(runner, cli, vlm_proj
     (vlm_project / "m" / "config.json").write_text(json.dumps({"model_type": model_type}), encoding="utf-8")
     _, files = _validate(runner, cli, vlm_project, _write(vlm_project, "seed", model_name_or_path="m"))
     (problem,) = [p for p in files["seed"]["problems"] if p.startswith("model_name_or_path")]
-    assert "which LlamaFactory cannot train" in problem and nearest in problem
+    assert f"(model_type {model_type}) is a model LlamaFactory cannot train" in problem and nearest in problem
 
 
 def test_an_instructblip_hub_id_is_refused_without_its_folder(runner, cli, vlm_project, monkeypatch):
@@ -107,7 +107,7 @@ def test_an_instructblip_hub_id_is_refused_without_its_folder(runner, cli, vlm_p
     _, files = _validate(runner, cli, vlm_project, _write(vlm_project, "seed",
                                                           model_name_or_path="Salesforce/instructblip-vicuna-7b"))
     (problem,) = [p for p in files["seed"]["problems"] if p.startswith("model_name_or_path")]
-    assert "which LlamaFactory cannot train" in problem and "qwen2_vl" in problem
+    assert "(model_type instructblip) is a model LlamaFactory cannot train" in problem and "qwen2_vl" in problem
 
 
 def test_llama_32_vision_under_llama3_is_the_issue_6703_crash(runner, cli, vlm_project, monkeypatch):
