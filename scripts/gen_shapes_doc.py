@@ -29,10 +29,14 @@ SHAPES = {
     "lora-pt": "train_lora/qwen3_lora_pretrain.yaml", "full-pt": None, "lora-dpo": "train_lora/qwen3_lora_dpo.yaml",
     "full-dpo": None, "lora-kto": "train_lora/qwen3_lora_kto.yaml", "lora-orpo": "train_lora/qwen3_lora_dpo.yaml",
     "lora-simpo": "train_lora/qwen3_lora_dpo.yaml", "lora-rm": "train_lora/qwen3_lora_reward.yaml",
+    "lora-sft-vision": "train_lora/qwen3vl_lora_sft.yaml", "full-sft-vision": "train_full/qwen3vl_full_sft.yaml",
 }
+# A vision-language shape is built on vision-language models (the modality comes from the model).
+VLM_MODELS = ("Qwen/Qwen2.5-VL-7B-Instruct", "llava-hf/llava-1.5-7b-hf")
 # The keys that tell one shape from another (the rest is the shared training block).
 SHAPE_KEYS = ("stage", "finetuning_type", "pref_loss", "pref_beta", "simpo_gamma", "lora_rank", "lora_alpha",
-              "lora_target", "oft_block_size", "freeze_trainable_layers", "freeze_trainable_modules", "template")
+              "lora_target", "oft_block_size", "freeze_trainable_layers", "freeze_trainable_modules", "template",
+              "image_max_pixels", "freeze_vision_tower", "freeze_multi_modal_projector")
 
 INTRO = """# Run shapes: the values lfgen writes for each
 
@@ -41,7 +45,9 @@ Each shape has its own learning rate, keys, memory terms and data kind (`presets
 R-METHOD-* and R-LR-RANK/R-LR-SIZE in [rules.md](rules.md)); `lfgen explain` names the shape of any config and lists
 once the rules whose premise does not hold for it. `--stage orpo` and `--stage simpo` write LlamaFactory's
 `stage: dpo` with `pref_loss: orpo` / `simpo`. The seeds' presets pin a LoRA rank, so they serve LoRA; `auto` serves
-every method (`lfgen presets`).
+every method (`lfgen presets`). A vision-language model is a shape of its own (the `vision` modality of
+`presets/shapes.yaml`, [vlm.md](vlm.md)): its rows are built on Qwen2.5-VL-7B and LLaVA-1.5-7B with no data, so the
+estimate holds one image of image_max_pixels per sample.
 
 The table is `lfgen preset auto --stage S --method M --model MODEL --gpu GPU` with no data given (so no data-size
 rule moves anything), beside LlamaFactory 0.9.5's own example of that shape. Batch is micro-batch x accumulation;
@@ -86,16 +92,17 @@ def render() -> str:
     lines = [INTRO]
     stages = registry().stages
     for name, example in SHAPES.items():
-        method, stage = name.split("-", 1)
-        shape = Shape(stage, method)
+        method, stage, *modality = name.split("-")
+        shape = Shape(stage, method, *modality)
         first = True
-        for model in MODELS:
+        for model in VLM_MODELS if modality else MODELS:
             for gpu in GPUS:
                 result = build("auto", BuildOptions.parse(stage=stage, method=method, model=model, gpu=gpu))
                 config = result.config
                 rule = result.decisions["learning_rate"].rule
                 batch = f"{config['per_device_train_batch_size']} x {config['gradient_accumulation_steps']}"
-                head = (f"{shape.label} (`--stage {stage} --method {method}`)", _keys(config), _example(example, shape)) \
+                flags = f"`--stage {stage} --method {method}`" + (" on a vision-language `--model`" if modality else "")
+                head = (f"{shape.label} ({flags})", _keys(config), _example(example, shape)) \
                     if first else ("", "", "")
                 lines.append("| " + " | ".join([*head, model, gpu, f"{yaml_scalar(config['learning_rate'])} ({rule})", batch,
                                                  _peak(result)]) + " |\n")

@@ -7,7 +7,9 @@ numbers checked against what LlamaFactory did:
   "trainable params" equals lfgen's per-tower count;
 * one token less: LlamaFactory crashes at its first step (the oracle of the cutoff guard);
 * seed 000's two-tower LoRA (q_proj,k_proj,v_proj,out_proj) on the LLaVA's CLIP tower and Llama;
-* predict with the adapter (predict_with_generate): captions are written;
+* `lfgen demo --vlm`: preset (lfgen's own image_max_pixels and cutoff), sweep, run (vision tower frozen and
+  trained), lfgen eval (LlamaFactory's predict, CIDEr-D), compare, report with thumbnails;
+* a missing picture: validate refuses it, and the run that goes ahead anyway dies in preprocessing;
 * each row's prompt, answer and image end as lfgen counts them equal LlamaFactory's own encoding.
 
 No stand-ins: HF_HUB_OFFLINE=1, nothing downloaded. Each LlamaFactory run is 3 steps (about 20 s idle).
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -29,7 +32,7 @@ import yaml
 from lfgen.builder import data_rows, datasets
 from lfgen.builder.data_media import row_spans
 from lfgen.models.towers import count_towers
-from lfgen.tiny_vlm import CAPTIONS, CPU_SETTINGS
+from lfgen.tiny_vlm import CAPTIONS, CPU_SETTINGS, MISSING
 
 from .conftest import needs_llamafactory
 
@@ -63,8 +66,12 @@ def _trainable(log: str) -> int:
 
 
 def _samples(tiny, name: str):
-    info = datasets.load_info(tiny.data)
-    return [s for s, _ in data_rows.samples(name, info[name], tiny.data)]
+    return _samples_in(tiny.data, name)
+
+
+def _samples_in(data: Path, name: str):
+    info = datasets.load_info(data)
+    return [s for s, _ in data_rows.samples(name, info[name], data)]
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +135,19 @@ def test_one_token_less_cuts_the_image_and_llamafactory_crashes(tiny_vlm, one_ro
     assert "cuts into the image tokens of 1 rows" in data.stdout
 
 
+def test_lfgen_writes_a_cutoff_that_keeps_the_image_whole(tiny_vlm, one_row):
+    """The guard without a flag: lfgen preset on the row with the most image tokens writes a cutoff_len at or above
+    the one LlamaFactory needs (one_row: the exact boundary the two tests above train at and crash below), with the
+    tiny model's own tokenizer counting the text."""
+    out = tiny_vlm.root / "caption-one.yaml"
+    made = lfgen(tiny_vlm.root, "preset", "caption", "--model", str(tiny_vlm.qwen2_vl), "--dataset", ONE,
+                 "--dataset-dir", "data", "-o", str(out), "--force")
+    assert made.returncode == 0, made.stderr
+    config = yaml.safe_load(out.read_text())
+    assert config["cutoff_len"] >= one_row and config["image_max_pixels"] == CPU_SETTINGS["image_max_pixels"]
+    assert "# R-DATA-CUTOFF" in out.read_text().split("cutoff_len: ")[1].splitlines()[0]
+
+
 def test_seed_000_two_tower_lora_on_llava(tiny_vlm, one_row):
     targets = "q_proj,k_proj,v_proj,out_proj"  # seed 000's CLIP list: Llama's output projection is o_proj
     config = _config(tiny_vlm, "llava-seed-000", tiny_vlm.llava, "llava", lora_target=targets,
@@ -142,26 +162,71 @@ def test_seed_000_two_tower_lora_on_llava(tiny_vlm, one_row):
     assert ours.split() == "Text: 5.12K, Vision: 4.1K, Projector: 0" and "o_proj" not in ours.targets
 
 
-def test_predict_with_the_adapter_writes_captions(tiny_vlm, two_towers):
-    _, adapter = two_towers
-    out = tiny_vlm.root / "outputs" / "predict"
-    config = {"model_name_or_path": str(tiny_vlm.qwen2_vl), "adapter_name_or_path": str(adapter), "stage": "sft",
-              "do_predict": True, "predict_with_generate": True, "finetuning_type": "lora", "template": "qwen2_vl",
-              "eval_dataset": CAPTIONS, "dataset_dir": str(tiny_vlm.data), "max_samples": 4, "cutoff_len": 1024,
-              "image_max_pixels": CPU_SETTINGS["image_max_pixels"], "per_device_eval_batch_size": 2,
-              "max_new_tokens": 8, "do_sample": False, "output_dir": str(out), "overwrite_output_dir": True,
-              "report_to": "none", "preprocessing_num_workers": 1, "dataloader_num_workers": 0}
-    path = tiny_vlm.root / "predict.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+def test_the_vlm_demo_loop_captions_and_reports(tmp_path, tiny_vlm):
+    """`lfgen demo --vlm`: seed 001's caption preset on the tiny Qwen2-VL, whose image_max_pixels and cutoff_len
+    lfgen picks from the data's pictures (a cutoff that cuts no image: every row trains), two runs (vision tower
+    frozen and trained), lfgen eval's captions scored (BLEU, ROUGE, CIDEr-D), compare, and a report with the
+    pictures beside the answers."""
+    shutil.copytree(tiny_vlm.qwen2_vl, tmp_path / "demo" / "tiny-qwen2-vl")  # the session's model: not built again
     start = time.perf_counter()
-    result = subprocess.run(["llamafactory-cli", "train", str(path)], cwd=tiny_vlm.root, capture_output=True,
-                            text=True, env=_env(), timeout=600)
-    print(f"\nllamafactory-cli predict, 4 rows: {time.perf_counter() - start:.1f} s wall")
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = [json.loads(line) for line in (out / "generated_predictions.jsonl").read_text().splitlines()]
-    assert len(rows) == 4 and all({"prompt", "predict", "label"} <= set(r) for r in rows)
-    assert all(r["label"].startswith("a ") for r in rows) and "<|image_pad|>" in rows[0]["prompt"]
-    assert "predict_bleu-4" in json.loads((out / "all_results.json").read_text())
+    demo = lfgen(tmp_path, "demo", "--vlm", "demo", "--quiet")
+    print(f"\nlfgen demo --vlm: {time.perf_counter() - start:.1f} s wall")
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    root = tmp_path / "demo"
+    runs = sorted((root / "experiments" / "demo-vlm" / "runs").glob("*.yaml"))
+    assert [p.stem for p in runs] == ["freeze_vision_tower-false", "freeze_vision_tower-true"]
+    config = yaml.safe_load(runs[0].read_text())
+    text = runs[0].read_text()
+    assert "cutoff_len: " in text and "# R-DATA-CUTOFF" in text.split("cutoff_len: ")[1].splitlines()[0]
+    assert "# R-VLM-PIXELS" in text.split("image_max_pixels: ")[1].splitlines()[0]
+    spans = row_spans(_samples_in(root / "data", CAPTIONS), root / "data", str(root / "tiny-qwen2-vl"),
+                      image_max_pixels=config["image_max_pixels"])
+    assert config["cutoff_len"] >= max(s.safe_cutoff() for s in spans)  # lfgen's own cutoff cuts no image
+    for name, frozen in (("freeze_vision_tower-true", True), ("freeze_vision_tower-false", False)):
+        out = root / "outputs" / "demo-vlm" / name
+        scores = json.loads((out / "eval" / "lfgen_scores.json").read_text())
+        predict = json.loads((out / "eval" / "predict_results.json").read_text())
+        assert scores["samples_scored"] == 4 and scores["cider"] is not None and "predict_bleu-4" in predict
+        with_vision = _trainable((out / "lfgen_train.log").read_text())
+        ours = count_towers(str(root / "tiny-qwen2-vl"), lora_rank=8, freeze_vision_tower=frozen)
+        assert with_vision == ours.total_trainable and (ours.trainable["vision"] > 0) is not frozen
+    assert "CIDEr" in demo.stdout
+    html = (root / "report.html").read_text()
+    assert html.count('<img class="thumb" src="data:image/png;base64,') == 6  # 3 answers per run
+    assert "[image: " in html and "<|image_pad|><|image_pad|>" not in html
+
+
+def test_a_missing_image_is_refused_before_the_run_and_kills_the_run(tiny_vlm):
+    """lfgen validate refuses the dataset whose picture is missing; run anyway, LlamaFactory stops in
+    preprocessing and lfgen run records the failure."""
+    config = _config(tiny_vlm, "qwen-missing", tiny_vlm.qwen2_vl, "qwen2_vl", dataset=MISSING)
+    checked = lfgen(tiny_vlm.root, "validate", "--no-parser", str(config))
+    assert checked.returncode == 1 and "1 image file(s) do not exist" in checked.stdout + checked.stderr
+    start = time.perf_counter()
+    result = lfgen(tiny_vlm.root, "run", str(config), "--quiet")
+    print(f"\nlfgen run, a missing picture: {time.perf_counter() - start:.1f} s wall")
+    log = (tiny_vlm.root / "outputs" / "qwen-missing" / "lfgen_train.log").read_text()
+    assert result.returncode == 1 and "missing.png" in log and "FileNotFoundError" in log
+
+
+def test_an_image_pillow_cannot_open_is_refused_before_the_run_and_kills_the_run(tiny_vlm):
+    """A file that exists but is no image: lfgen validate refuses it like a missing one; run anyway, LlamaFactory
+    stops in preprocessing (PIL.UnidentifiedImageError) and lfgen run records the failure."""
+    rows = json.loads((tiny_vlm.data / f"{CAPTIONS}.json").read_text())
+    (tiny_vlm.data / "images" / "corrupt.png").write_bytes(b"not a png")
+    rows[1]["images"] = ["images/corrupt.png"]
+    (tiny_vlm.data / "tiny_captions_corrupt.json").write_text(json.dumps(rows), encoding="utf-8")
+    info = json.loads((tiny_vlm.data / "dataset_info.json").read_text())
+    info["tiny_captions_corrupt"] = {**info[CAPTIONS], "file_name": "tiny_captions_corrupt.json"}
+    (tiny_vlm.data / "dataset_info.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
+    config = _config(tiny_vlm, "qwen-corrupt", tiny_vlm.qwen2_vl, "qwen2_vl", dataset="tiny_captions_corrupt")
+    checked = lfgen(tiny_vlm.root, "validate", "--no-parser", str(config))
+    assert checked.returncode == 1 and "1 image file(s) are not images Pillow can read" in checked.stdout
+    start = time.perf_counter()
+    result = lfgen(tiny_vlm.root, "run", str(config), "--quiet")
+    print(f"\nlfgen run, a picture Pillow cannot open: {time.perf_counter() - start:.1f} s wall")
+    log = (tiny_vlm.root / "outputs" / "qwen-corrupt" / "lfgen_train.log").read_text()
+    assert result.returncode == 1 and "UnidentifiedImageError" in log and "corrupt.png" in log
 
 
 @pytest.mark.parametrize("family,template,last_image_token", [("qwen2_vl", "qwen2_vl", "<|image_pad|>"),

@@ -178,3 +178,13 @@ class Context:
         if line not in self.warnings:
             self.warnings.append(line)
 
+
+def choose_key(ctx: Context, key: str, value: Any, rule_id: str, reason: str) -> None:
+    """Choose a shape's key; a base file that leaves it at LlamaFactory's own default gets no suggestion."""
+    if ctx.from_file_only and key not in ctx.fixed:
+        from lfgen.catalogs.llamafactory import snapshot
+
+        spec = snapshot().keys.get(key)
+        if spec is not None and same(spec.default, value):
+            return
+    ctx.choose(key, value, rule_id, reason)

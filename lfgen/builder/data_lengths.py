@@ -38,9 +38,18 @@ class Lengths:
     method: str
     cutoff_len: int | None = None  # where the build cut: the truncation count below is at this length
     truncated: int | None = None
+    # A vision-language run's data: the most vision patches and image tokens one sample holds at the run's
+    # image_max_pixels (the memory model's vision terms), and that cap.
+    image_patches: int = 0
+    image_tokens: int = 0
+    image_max_pixels: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if self.image_max_pixels is None:  # text data: the keys it always had
+            for key in ("image_patches", "image_tokens", "image_max_pixels"):
+                del data[key]
+        return data
 
     @classmethod
     def of(cls, lengths: Sequence[int], method: str) -> Lengths:

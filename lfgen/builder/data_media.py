@@ -49,6 +49,8 @@ class Span:
     source: int
     target: int
     image_end: int  # prompt tokens up to the last image token (its closing marker excluded; 0: no image)
+    image_tokens: int = 0  # the row's image tokens, markers included (inside source)
+    patches: int = 0  # the vision tower's patches behind them (lfgen.models.image_tokens.vision_patches)
 
     @property
     def total(self) -> int:
@@ -201,7 +203,7 @@ def _template_tokens(template: str | None, count: Any) -> tuple[int, int, int]:
 
 def _spans(samples: list[Sample], sizes: list[list[Any]], rule: Any, model: str | None, template: str | None,
            max_pixels: int | None, min_pixels: int | None) -> tuple[list[Span], list[int]]:
-    from lfgen.models.image_tokens import image_tokens
+    from lfgen.models.image_tokens import image_tokens, vision_patches
 
     count, _ = counter(model)
     head_tokens, tail_tokens, answer_tokens = _template_tokens(template, count)
@@ -214,13 +216,15 @@ def _spans(samples: list[Sample], sizes: list[list[Any]], rule: Any, model: str 
     before, rest, answer = count(befores), count(rests), count([s.answer for s in samples])
     spans, per_row = [], []
     for i, row_sizes in enumerate(sizes):
-        tokens = sum(image_tokens(rule, w, h, max_pixels, min_pixels) for w, h in
-                     (s for s in row_sizes[:len(samples[i].images)] if s is not None))
+        each = [image_tokens(rule, w, h, max_pixels, min_pixels) for w, h in
+                (s for s in row_sizes[:len(samples[i].images)] if s is not None)]
+        tokens = sum(each)
         per_row.append(tokens)
         # a lost closing marker (<|vision_end|>) trains; a lost image token crashes: the span ends at the last
         # image token (measured on the tiny Qwen2-VL: cutoff_len 73 crashes, 74 trains for a row ending at 74)
         end = head_tokens + before[i] + tokens - closing if tokens else 0
-        spans.append(Span(head_tokens + before[i] + tokens + rest[i] + tail_tokens, answer[i] + answer_tokens, end))
+        spans.append(Span(head_tokens + before[i] + tokens + rest[i] + tail_tokens, answer[i] + answer_tokens, end,
+                          tokens, sum(vision_patches(rule, t) for t in each)))
     return spans, per_row
 
 
@@ -237,8 +241,15 @@ def _template_of(model: str, family: str, template: str | None) -> str:
     return guess if guess and accepts(guess, "image") else (fam.templates[0] if fam else "")
 
 
+def image_sizes(samples: list[Sample], media_dir: str | Path) -> list[list[tuple[int, int] | None]]:
+    """Each row's image sizes (None: missing or unreadable), as LlamaFactory finds the files under *media_dir*."""
+    return [[image_size(found) if isinstance(path, str) and (found := locate(path, Path(media_dir))[0]) else None
+             for path in s.images] for s in samples]
+
+
 def row_spans(samples: list[Sample], media_dir: str | Path, model: str, *, template: str | None = None,
-              image_max_pixels: int | None = None, image_min_pixels: int | None = None) -> list[Span]:
+              image_max_pixels: int | None = None, image_min_pixels: int | None = None,
+              sizes: list[list[tuple[int, int] | None]] | None = None) -> list[Span]:
     """Each row's prompt and answer tokens and where its last image ends, as LlamaFactory's *template* encodes
     them for vision-language *model* (for R-DATA-CUTOFF with images and the memory model's sequence length)."""
     from lfgen.errors import InputError
@@ -248,8 +259,7 @@ def row_spans(samples: list[Sample], media_dir: str | Path, model: str, *, templ
     rule = rule_for(model)
     if rule is None:
         raise InputError(f"--model {model}: not a vision-language model lfgen knows an image rule for")
-    sizes = [[image_size(found) if isinstance(path, str) and (found := locate(path, Path(media_dir))[0]) else None
-              for path in s.images] for s in samples]
+    sizes = sizes if sizes is not None else image_sizes(samples, media_dir)
     bounds = vlm.defaults()
     return _spans(samples, sizes, rule, model, _template_of(model, rule.family, template),
                   image_max_pixels or bounds["image_max_pixels"], image_min_pixels or bounds["image_min_pixels"])[0]
@@ -304,9 +314,15 @@ def suggested_cutoff(media: list[MediaReport], text_p99: int, multiple: int,
     if not measured:
         return None
     p99 = max([text_p99, *(m.lengths.p99 for m in measured)])
-    safe = max(m.safe_cutoff or 1 for m in measured)
+    return cutoff_keeping_images(p99, max(m.safe_cutoff or 1 for m in measured), multiple, context)
+
+
+def cutoff_keeping_images(p99: int, safe: int, multiple: int, context: int | None = None,
+                          at: str = "") -> tuple[int, str]:
+    """R-DATA-CUTOFF with images: the larger of *p99* (text + image tokens) and *safe* (the smallest cutoff that
+    cuts no image), rounded up to *multiple*, capped by *context*; and the arithmetic (*at*: the cap it was at)."""
     value = max(multiple, math.ceil(max(p99, safe) / multiple) * multiple)
-    how = (f"p99 of text + image tokens is {p99:,}; cutting no image needs cutoff_len >= {safe:,} -> {value:,} "
+    how = (f"p99 of text + image tokens{at} is {p99:,}; cutting no image needs cutoff_len >= {safe:,} -> {value:,} "
            f"(a multiple of {multiple}; a cut image span crashes LlamaFactory)")
     if context is not None and value > context:
         value, how = context, f"{how}, capped by the model's context {context:,}"

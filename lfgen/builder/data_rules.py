@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 from typing import Any
 
 from lfgen.builder import datasets
@@ -19,13 +18,6 @@ from lfgen.errors import InputError
 _MEASURED: dict[tuple[Any, ...], tuple[Any, list[int]]] = {}
 
 
-def _stamp(names: list[str], dataset_dir: str) -> tuple[Any, ...]:
-    files = [Path(dataset_dir) / datasets.INFO_FILE, *(p for p in Path(dataset_dir).iterdir() if p.is_file())] \
-        if Path(dataset_dir).is_dir() else []
-    return tuple(names), str(Path(dataset_dir).resolve()), tuple(
-        (p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files if p.exists())
-
-
 def _measure(ctx: Context):
     """The token lengths of the training data, when lfgen counted its rows from local files."""
     from lfgen.builder import data_lengths
@@ -33,7 +25,7 @@ def _measure(ctx: Context):
 
     model = str(ctx.get("model_name_or_path", ""))
     names, dataset_dir = datasets.split_names(ctx.get("dataset")), str(ctx.get("dataset_dir", "data"))
-    key = (*_stamp(names, dataset_dir), model)
+    key = (*datasets.stamp(names, dataset_dir), model)
     if key not in _MEASURED:
         try:
             texts = texts_of(names, dataset_dir)
@@ -52,6 +44,10 @@ def data_cutoff(ctx: Context) -> None:
     lengths, every = ctx.lengths, []
     if not ctx.shape.applies("R-DATA-CUTOFF"):
         return  # packed pre-training truncates no sample (R-STAGE-PT)
+    from lfgen.builder import vlm_rules
+
+    if vlm_rules.image_cutoff(ctx):
+        return  # text + image tokens at the run's image_max_pixels (R-VLM-PIXELS, R-VLM-TOKENS)
     if lengths is None:
         if not ctx.read_data or ctx.options.samples is not None or ctx.samples is None:
             return  # --samples: no files to read; or the rows were not counted from local files

@@ -122,3 +122,11 @@ def count_rows(name: str, entry: dict[str, Any], dataset_dir: str | Path, max_sa
     if max_samples is not None and rows > max_samples:
         return Size(max_samples, f"{name}: {rows:,} rows, capped by max_samples {max_samples:,}")
     return Size(rows, f"{name}: {rows:,} rows in {path}")
+
+
+def stamp(names: list[str], dataset_dir: str) -> tuple[Any, ...]:
+    """What identifies the data of *names* for a cache: the names, the folder, each file's size and time."""
+    files = [Path(dataset_dir) / INFO_FILE, *(p for p in Path(dataset_dir).iterdir() if p.is_file())] \
+        if Path(dataset_dir).is_dir() else []
+    return tuple(names), str(Path(dataset_dir).resolve()), tuple(
+        (p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files if p.exists())

@@ -42,6 +42,11 @@ _UNMODELLED = {
 
 def cannot_estimate(config: dict[str, Any]) -> str:
     """Why lfgen cannot estimate this training config's memory, or "" when it can."""
+    from lfgen.builder.vlm_rules import cannot_train
+
+    unsupported = cannot_train(str(config.get("model_name_or_path") or ""))
+    if unsupported:
+        return unsupported
     if config.get("stage", "sft") == "ppo":
         return "PPO holds a policy, a value head, a reference and a reward model at once; lfgen does not estimate it"
     if config.get("ref_model"):
@@ -71,6 +76,26 @@ def is_packed(config: dict[str, Any]) -> bool:
     return bool(config.get("neat_packing")) or (config.get("stage", "sft") == "pt" if packing is None else bool(packing))
 
 
+def image_load(config: dict[str, Any]) -> tuple[int, int]:
+    """(vision patches, image tokens) of one sample of a vision-language run when the data's images are not
+    measured: one square image of image_max_pixels (the largest the cap lets through, R-VLM-PIXELS); (0, 0) for
+    a text model."""
+    from lfgen.models.image_tokens import image_tokens, rule_for, vision_patches
+    from lfgen.models.vlm import defaults
+
+    model = config.get("model_name_or_path")
+    try:
+        rule = rule_for(str(model)) if model else None
+    except InputError:
+        rule = None
+    if rule is None:
+        return 0, 0
+    pixels = int(config.get("image_max_pixels") or defaults()["image_max_pixels"])
+    side = int(pixels ** 0.5)
+    tokens = image_tokens(rule, side, side, pixels, config.get("image_min_pixels"))
+    return vision_patches(rule, tokens), tokens
+
+
 def sequence_length(config: dict[str, Any], seq_len: int | None) -> int:
     """The tokens per sample the peak batch holds: cutoff_len for a packed run; for a padded run the
     longest sample (*seq_len*, measured by R-DATA-CUTOFF) when it is shorter than cutoff_len."""
@@ -80,9 +105,11 @@ def sequence_length(config: dict[str, Any], seq_len: int | None) -> int:
     return max(1, min(cutoff, int(seq_len)))
 
 
-def settings_for(config: dict[str, Any], num_gpus: int, seq_len: int | None = None) -> dict[str, Any]:
+def settings_for(config: dict[str, Any], num_gpus: int, seq_len: int | None = None,
+                 images: tuple[int, int] | None = None) -> dict[str, Any]:
     """MemorySettings values from a LlamaFactory config (*seq_len*: the data's longest sample, see
-    ``sequence_length``)."""
+    ``sequence_length``; *images*: the vision patches and image tokens of the peak sample, see ``image_load``)."""
+    from lfgen.models.towers import FREEZE_KEYS
     dtype = "bf16" if config.get("bf16") else "fp16" if config.get("fp16") else "fp32"
     values = {
         "micro_batch": config.get("per_device_train_batch_size", 8),
@@ -112,7 +139,10 @@ def settings_for(config: dict[str, Any], num_gpus: int, seq_len: int | None = No
         "deepspeed": bool(config.get("deepspeed")),
         "variable_lengths": not is_packed(config),  # real data padded per batch: the allocator ratchets
         **of_config(config).memory,  # pairs, the reference forward and copy (R-STAGE-MEM)
+        **{key: bool(config[key]) for key in FREEZE_KEYS if key in config},  # what trains in each tower
     }
+    patches, tokens = images if images is not None else image_load(config)
+    values.update(image_patches=patches, image_tokens=tokens)
     if values["quantization_bit"] is not None and values["quantization_bit"] not in (4, 8):
         raise InputError(f"quantization_bit: the estimate covers bitsandbytes 4 and 8 bits "
                          f"(got {values['quantization_bit']})")
@@ -187,7 +217,8 @@ class Estimate:
 
 
 def estimate(model: str, config: dict[str, Any], gpu_name: str | None, gpu_gib: float | None, num_gpus: int,
-             headroom: float | None = None, seq_len: int | None = None) -> Estimate:
+             headroom: float | None = None, seq_len: int | None = None,
+             images: tuple[int, int] | None = None) -> Estimate:
     """Trainable parameters and peak memory per GPU for *config*, calibrated when factors are stored;
     it fits when it leaves *headroom* (R-HW-HEADROOM's by default) of *gpu_gib* free."""
     from lfgen.catalogs.rules import headroom as registry_headroom
@@ -195,12 +226,11 @@ def estimate(model: str, config: dict[str, Any], gpu_name: str | None, gpu_gib: 
     from lfgen.models import estimate_memory
     from lfgen.models.trainable import count_trainable
 
-    from lfgen.models.towers import FREEZE_KEYS, split_note
+    from lfgen.models.towers import split_note
 
     spec = spec_of(model)
-    values = settings_for(config, num_gpus, seq_len)
-    freeze = {k: config[k] for k in FREEZE_KEYS if k in config}
-    count = count_trainable(spec, **values, **freeze)
+    values = settings_for(config, num_gpus, seq_len, images)
+    count = count_trainable(spec, **values)
     memory = estimate_memory(spec, **values)
     breakdown = {k: round(v, 3) for k, v in memory.breakdown.items()}
     if memory.releasable_gib:  # in overhead: cache the allocator frees before an OOM, so it does not decide the fit
@@ -213,7 +243,7 @@ def estimate(model: str, config: dict[str, Any], gpu_name: str | None, gpu_gib: 
     fits = None if gpu_gib is None else total - memory.releasable_gib <= gpu_gib * (1 - headroom)
     notes = [*count.notes, *memory.notes]
     if spec.composite:  # seed 000's "Text: ..., Vision: ..." for the config's freeze keys (R-VLM-FREEZE)
-        notes.insert(0, split_note(spec, **values, **freeze))
+        notes.insert(0, split_note(spec, **values))
     if values["cutoff_len"] != config.get("cutoff_len", 2048):
         notes.append(f"padded batches: the longest sample is {values['cutoff_len']:,} tokens, so the peak batch "
                      f"holds {values['cutoff_len']:,} tokens per sample, not cutoff_len {config.get('cutoff_len', 2048):,}"
@@ -236,12 +266,12 @@ def factor_for(gpu_name: str | None, model: str) -> float | None:
 
 
 def fit(model: str, config: dict[str, Any], gpu_name: str | None, gpu_gib: float, num_gpus: int, headroom: float,
-        effective: int, seq_len: int | None = None):
+        effective: int, seq_len: int | None = None, images: tuple[int, int] | None = None):
     """The largest micro-batch that fits (models.fit_micro_batch); a calibration factor f scales every
     estimate, which is the same as dividing the memory it must fit in by f."""
     from lfgen.models import fit_micro_batch
 
-    values = settings_for(config, num_gpus, seq_len)
+    values = settings_for(config, num_gpus, seq_len, images)
     values.pop("micro_batch")
     factor = factor_for(gpu_name, model) or 1.0
     return fit_micro_batch(spec_of(model), gpu_gib / factor, effective_batch=effective, headroom=headroom, **values)

@@ -213,6 +213,9 @@ def _estimate(result: Explanation, options: BuildOptions) -> tuple[Any, str]:
     from lfgen.catalogs.rules import headroom
 
     gpu = result.gpu or {}
+    lengths = result.lengths
+    found = (lengths.image_patches, lengths.image_tokens) if lengths is not None and \
+        getattr(lengths, "image_max_pixels", None) else None
     return estimate(str(model), result.config, gpu.get("name"), gpu.get("memory_gb"),
                     gpu.get("num_gpus", options.num_gpus), result.headroom or headroom(options.headroom),
-                    seq_len=result.seq_len), ""
+                    seq_len=result.seq_len, images=found), ""

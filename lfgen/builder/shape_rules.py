@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lfgen.builder import data_kinds, datasets, shapes
-from lfgen.builder.context import Context, same
+from lfgen.builder.context import Context, choose_key
 from lfgen.catalogs import rules
 from lfgen.errors import InputError
 
@@ -53,8 +53,15 @@ def _from_options(ctx: Context) -> shapes.Shape:
 def shape(ctx: Context) -> None:
     """Resolve the shape and check that the preset and the options fit it; the keys that only the shape decides
     (learning rate, and stage, method, dataset and epochs where they are not LoRA SFT's) leave the skeleton."""
+    from dataclasses import replace
+
+    from lfgen.builder import vlm_rules
+
     found = _from_options(ctx)
-    ctx.shape = found
+    vision = ctx.preset.vision if ctx.preset is not None else None
+    model = _fixed(ctx, "model_name_or_path") or (vision.model if vision is not None and vision.model else None)
+    found = ctx.shape = replace(found, modality_name=shapes.modality_of(str(model or "")))
+    vlm_rules.preset_model(ctx)
     if not found.stage.buildable and not ctx.from_file_only:
         raise InputError(f"stage: lfgen does not build {found.stage.label} configs (a reward model and generation "
                          "settings lfgen has no rules for); lfgen explain and validate read them")
@@ -68,9 +75,11 @@ def shape(ctx: Context) -> None:
         if getattr(ctx.options, option) is not None and not found.reads(key):
             raise InputError(f"--{option}: {found.method.label} fine-tuning does not read {key}; drop --{option} "
                              f"or train with --method {' or --method '.join(found.readers_of(key))}")
-    replaced = {"learning_rate"}
+    replaced = ctx.replaced | {"learning_rate"}
     if found.stage_name != "sft":
         replaced |= {"stage", "dataset"}
+    if found.dataset != found.stage.dataset:  # a vision-language run's demo set (mllm_demo)
+        replaced.add("dataset")
     if found.method_name != "lora":
         replaced.add("finetuning_type")
     if found.stage.epochs:
@@ -80,37 +89,26 @@ def shape(ctx: Context) -> None:
     _method_keys(ctx, found)
 
 
-def _choose_key(ctx: Context, key: str, value: Any, rule_id: str, reason: str) -> None:
-    """Choose a shape's key; a base file that leaves it at LlamaFactory's own default gets no suggestion."""
-    if ctx.from_file_only and key not in ctx.fixed:
-        from lfgen.catalogs.llamafactory import snapshot
-
-        spec = snapshot().keys.get(key)
-        if spec is not None and same(spec.default, value):
-            return
-    ctx.choose(key, value, rule_id, reason)
-
-
 def _stage_keys(ctx: Context, found: shapes.Shape) -> None:
     stage = found.stage
-    if found.stage_name != "sft" and "dataset" not in ctx.fixed:
-        ctx.choose("dataset", stage.dataset, "LF-DEFAULT", f"LlamaFactory's demo set of {data_kinds.KINDS.get(stage.data, stage.data)} "
-                                                           f"for {stage.label}; pass --dataset")
+    if (found.stage_name != "sft" or found.dataset != stage.dataset) and "dataset" not in ctx.fixed:
+        ctx.choose("dataset", found.dataset, "LF-DEFAULT", f"LlamaFactory's demo set of {data_kinds.KINDS.get(stage.data, stage.data)} "
+                                                           f"for {found.label}; pass --dataset")
     if stage.pref_loss is not None and "pref_loss" not in ctx.fixed:
-        _choose_key(ctx, "pref_loss", stage.pref_loss, "R-STAGE-BETA", f"{stage.pref_loss}: {stage.label}'s loss "
+        choose_key(ctx, "pref_loss", stage.pref_loss, "R-STAGE-BETA", f"{stage.pref_loss}: {stage.label}'s loss "
                                                                        "(LlamaFactory's DPO example writes it)")
     beta = found.beta()
     if beta is not None:
         low, high = beta["range"]
-        _choose_key(ctx, "pref_beta", beta["value"], "R-STAGE-BETA",
+        choose_key(ctx, "pref_beta", beta["value"], "R-STAGE-BETA",
                     f"{stage.label}'s beta {beta['value']:g} (a sweep spans {low:g}-{high:g}, log-spaced)")
     if "simpo_gamma" in stage.writes:
         gamma = rules.rule("R-STAGE-BETA").table("simpo_gamma")
-        _choose_key(ctx, "simpo_gamma", gamma, "R-STAGE-BETA", f"SimPO's target margin: beta 2.5 x 0.55 = {gamma:g} "
+        choose_key(ctx, "simpo_gamma", gamma, "R-STAGE-BETA", f"SimPO's target margin: beta 2.5 x 0.55 = {gamma:g} "
                                                                "(princeton-nlp/SimPO, Llama-3-8B-Instruct)")
     if stage.epochs:
         epochs = rules.rule("R-STAGE-DATA").table("epochs")
-        _choose_key(ctx, "num_train_epochs", epochs, "R-STAGE-DATA", f"{stage.label}: {epochs:g} epochs, as LlamaFactory's "
+        choose_key(ctx, "num_train_epochs", epochs, "R-STAGE-DATA", f"{stage.label}: {epochs:g} epochs, as LlamaFactory's "
                                                                      "DPO and KTO examples; seed 002's data-size bands "
                                                                      "are for SFT data")
 
@@ -118,7 +116,7 @@ def _stage_keys(ctx: Context, found: shapes.Shape) -> None:
 def _method_keys(ctx: Context, found: shapes.Shape) -> None:
     keys = rules.rule("R-METHOD-KEYS")
     for key in found.method.writes:
-        _choose_key(ctx, key, keys.table(key), "R-METHOD-KEYS",
+        choose_key(ctx, key, keys.table(key), "R-METHOD-KEYS",
                     f"{found.method.label}: LlamaFactory's default, written so the reader sees what trains")
 
 

@@ -65,9 +65,20 @@ class Method(_Strict):
     skips: dict[str, str] = {}
 
 
+class Modality(_Strict):
+    """What the model reads besides text (RULES.md §8): the keys it writes, each stage's demo data, and the keys
+    the fit to the GPU steps down before micro-batch 1 is given up (R-VLM-PIXELS)."""
+
+    label: str
+    writes: tuple[str, ...] = ()
+    datasets: dict[str, str] = {}
+    step_down: tuple[str, ...] = ()
+
+
 class _Registry(_Strict):
     stages: dict[str, Stage]
     methods: dict[str, Method]
+    modalities: dict[str, Modality]
     readers: dict[str, tuple[str, ...]]
 
 
@@ -97,10 +108,11 @@ class Rate:
 
 @dataclass(frozen=True)
 class Shape:
-    """One stage x one method."""
+    """One stage x one method, on a text or a vision-language model."""
 
     stage_name: str
     method_name: str
+    modality_name: str = "text"
 
     @property
     def stage(self) -> Stage:
@@ -111,12 +123,27 @@ class Shape:
         return registry().methods[self.method_name]
 
     @property
+    def modality(self) -> Modality:
+        return registry().modalities[self.modality_name]
+
+    @property
+    def vision(self) -> bool:
+        return self.modality_name == "vision"
+
+    @property
     def name(self) -> str:
-        return f"{self.method_name}-{self.stage_name}"
+        suffix = "" if self.modality_name == "text" else f"-{self.modality_name}"
+        return f"{self.method_name}-{self.stage_name}{suffix}"
 
     @property
     def label(self) -> str:
-        return f"{self.method.label} {self.stage.label}"
+        prefix = f"{self.modality.label} " if self.modality.label else ""
+        return f"{prefix}{self.method.label} {self.stage.label}"
+
+    @property
+    def dataset(self) -> str:
+        """LlamaFactory's demo set for this stage on this modality (mllm_demo for vision-language SFT)."""
+        return self.modality.datasets.get(self.stage_name, self.stage.dataset)
 
     @property
     def is_default(self) -> bool:
@@ -219,6 +246,9 @@ class Shape:
 
     def axis_problem(self, axis: str) -> str | None:
         """Why a sweep axis means nothing for this shape (rank on a full fine-tune), or None."""
+        if axis == "vision" and not self.vision:
+            return ("vision: the base trains a text model, which has no vision tower; use a vision-language --model "
+                    "(docs/vlm.md)")
         keys = {"rank": "lora_rank", "alpha": "lora_alpha", "dropout": "lora_dropout", "target": "lora_target"}
         if axis in keys and not self.reads(keys[axis]):
             return (f"{axis}: the base trains {self.label}, which does not read {keys[axis]}; sweep lr or epochs, or "
@@ -258,7 +288,7 @@ def size_in_name(model: str) -> float | None:
     return float(found[-1]) if found else None
 
 
-def resolve(stage: str | None, method: str | None, pref_loss: str | None = None) -> Shape:
+def resolve(stage: str | None, method: str | None, pref_loss: str | None = None, modality: str = "text") -> Shape:
     """The shape of LlamaFactory values (stage, finetuning_type, pref_loss); an unknown value reads as LoRA SFT
     (lfgen's schema reports it)."""
     stage, method = str(stage or "sft"), str(method or "lora")
@@ -267,11 +297,27 @@ def resolve(stage: str | None, method: str | None, pref_loss: str | None = None)
         if entry.stage == stage and (not entry.losses or str(pref_loss or "sigmoid") in entry.losses):
             found = name
             break
-    return Shape(found, method if method in registry().methods else "lora")
+    return Shape(found, method if method in registry().methods else "lora", modality)
+
+
+def modality_of(model: str) -> str:
+    """"vision" for a vision-language model lfgen knows (a composite config.json, or a catalog id of one: its
+    family in presets/vlm.yaml), else "text"."""
+    from lfgen.builder.vlm_checks import model_type_of
+    from lfgen.models import vlm
+
+    if not model:
+        return "text"
+    try:
+        found = model_type_of(model, None)
+    except (OSError, RecursionError):  # a broken config.json: the model lookup reports it as one line
+        return "text"
+    return "vision" if found and vlm.family(found) is not None else "text"
 
 
 def of_config(config: dict[str, Any]) -> Shape:
-    return resolve(config.get("stage"), config.get("finetuning_type"), config.get("pref_loss"))
+    return resolve(config.get("stage"), config.get("finetuning_type"), config.get("pref_loss"),
+                   modality_of(str(config.get("model_name_or_path") or "")))
 
 
 def serves(pinned: list[str] | tuple[str, ...]) -> list[str]:

@@ -61,19 +61,35 @@ def _merged(ctx: Context) -> dict[str, Any]:
     return {**ctx.config, **{k: v[0] for k, v in ctx.fixed.items() if k not in ctx.config}}
 
 
+def images(ctx: Context) -> tuple[int, int] | None:
+    """The peak sample's vision patches and image tokens, when the data's images were measured (R-VLM-PIXELS)."""
+    lengths = ctx.lengths
+    return (lengths.image_patches, lengths.image_tokens) if lengths is not None and lengths.image_max_pixels else None
+
+
 def _fit_to_gpu(ctx: Context, gpu: Gpu, asked: str, seed_way: str) -> None:
-    """R-HW-HEADROOM with the estimator: the largest micro-batch that leaves the headroom free."""
+    """R-HW-HEADROOM with the estimator: the largest micro-batch that leaves the headroom free; a shape's own
+    step-down (a vision-language run's image_max_pixels, R-VLM-PIXELS) before micro-batch 1 is given up."""
+    from lfgen.builder import vlm_rules
     from lfgen.builder.estimates import fit
 
     headroom = ctx.headroom
     target, _ = rules.effective_batch_range()
     model = ctx.model_name
-    result = fit(model, _merged(ctx), gpu.name, gpu.memory_gb, ctx.options.num_gpus, headroom, target,
-                 seq_len=ctx.seq_len)
+
+    def try_fit(changes: dict[str, Any], seq_len: int | None, found: tuple[int, int] | None):
+        return fit(model, {**_merged(ctx), **changes}, gpu.name, gpu.memory_gb, ctx.options.num_gpus, headroom,
+                   target, seq_len=seq_len, images=found)
+
+    result = try_fit({}, ctx.seq_len, images(ctx))
+    if not result.fits:
+        result = vlm_rules.step_down(ctx, try_fit, result) or result
     ctx.fit = result
     if not result.fits:
-        options = "; ".join(f"with {flag_for(o.changes, o.description)} it would, ~{o.estimate.needed:.1f} GiB "
-                            f"({o.description})" for o in result.options) or "none of lfgen's single changes would"
+        options = "; ".join([*(f"with {flag_for(o.changes, o.description)} it would, ~{o.estimate.needed:.1f} GiB "
+                               f"({o.description})" for o in result.options),
+                             *filter(None, [vlm_rules.pixel_advice(ctx, try_fit)])]) or \
+            "none of lfgen's single changes would"
         ctx.warn("R-HW-HEADROOM", f"{model} does not fit on {gpu.name} ({gpu.memory_gb:g} GiB, keeping {headroom:.0%} "
                                   f"free) even at micro-batch 1 (estimate {result.estimate.needed:.1f} GiB); "
                                   f"{options}")
@@ -118,7 +134,7 @@ def estimate_memory(ctx: Context) -> None:
 
     gpu = ctx.hardware.gpu
     ctx.estimate = estimate(ctx.model_name, ctx.config, gpu.name, gpu.memory_gb, ctx.options.num_gpus,
-                            ctx.headroom, seq_len=ctx.seq_len)
+                            ctx.headroom, seq_len=ctx.seq_len, images=images(ctx))
 
 
 def quantization(ctx: Context) -> None:

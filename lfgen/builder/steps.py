@@ -20,6 +20,7 @@ from lfgen.builder.data_rules import data_cutoff, intervals
 from lfgen.builder.shape_rules import data_fit, learning_rate, shape, unread_keys
 from lfgen.builder.sizing import estimate_memory, hardware, quantization, user_precision
 from lfgen.builder.targets import resolve_target
+from lfgen.builder.vlm_rules import both_towers, vision_keys
 from lfgen.catalogs import rules
 from lfgen.catalogs.presets import Preset, get_preset, training_block
 from lfgen.errors import InputError, ProblemsFound
@@ -64,7 +65,9 @@ def _lora(ctx: Context) -> None:
         ctx.choose("lora_rank", preset.lora.rank, "PRESET", f"the {preset.name} preset's rank", source=source)
     if ctx.shape.reads("lora_target"):  # LoRA, and OFT (which adapts lora_target in LlamaFactory 0.9.5)
         target, how, notes = resolve_target(preset.lora.target, lambda: ctx.model_name)
-        ctx.choose("lora_target", target, "R-TARGET", f"the {preset.name} preset targets {how}", source=source)
+        target, towers = both_towers(ctx, preset.lora.target, target)
+        ctx.choose("lora_target", target, "R-TARGET", f"the {preset.name} preset targets {how}{towers}",
+                   source=source)
         if "lora_target" not in ctx.fixed:  # --target or the file replaced the preset's set: its notes do not apply
             for note in notes:
                 ctx.warn("R-TARGET", note)
@@ -88,7 +91,8 @@ def _user_target(ctx: Context) -> None:
     """--target takes the abstract sets too; store the resolved names as the user's value."""
     if ctx.options.target is not None:
         target, how, notes = resolve_target(ctx.options.target, lambda: ctx.model_name)
-        ctx.fixed["lora_target"] = (target, "USER", f"you set it (--target {ctx.options.target}: {how})")
+        target, towers = both_towers(ctx, ctx.options.target, target)
+        ctx.fixed["lora_target"] = (target, "USER", f"you set it (--target {ctx.options.target}: {how}{towers})")
         for note in notes:
             ctx.warn("R-TARGET", note)
 
@@ -289,7 +293,7 @@ def _user_rest(ctx: Context) -> None:
 # earlier ones chose (alpha reads the rank, the batch reads the precision, output_dir the rank).
 STEPS: tuple[Callable[[Context], None], ...] = (
     shape, user_precision, _skeleton, _user_target, _data_size, data_cutoff, _lora, _data_rules, _alpha,
-    learning_rate, hardware, quantization, intervals, _template, _output, _user_rest, unread_keys, _output_digest,
+    learning_rate, vision_keys, hardware, quantization, intervals, _template, _output, _user_rest, unread_keys, _output_digest,
     checks)
 
 

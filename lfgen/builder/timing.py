@@ -166,6 +166,9 @@ def estimate_config_time(model: str, config: dict[str, Any], gpu: Any, num_gpus:
         return RunCost(None, None, None, f"no time estimate: {exc}", num_gpus)
     time, basis = _calibrated(found, gpu.name, time_settings(config, num_gpus).method) if calibrated else \
         (found.to_json(), found.basis())
+    if spec_of(model).composite:  # the language model's steps only (R-TIME); image tokens are in its sequence
+        basis["notes"] = [*basis["notes"], "vision-language model: the vision tower's and projector's compute is not "
+                          "counted (the language model's, with the image tokens in its sequence, is)"]
     result = RunCost(time, None, basis, num_gpus=num_gpus)
     known = price_for(gpu.name, price)
     if known is None:

@@ -6,7 +6,8 @@
 * the freeze keys and targets as LlamaFactory resolves them (``lfgen.models.towers``): a projector or vision
   target it skips silently, ``freeze_multi_modal_projector: false`` under LoRA with nothing to train in the
   projector, a container named in lora_target (PEFT's "Target module ... is not supported");
-* vLLM evaluation of a vision-tower adapter (vLLM loads LoRA on the language model only, vllm#16364).
+* vLLM evaluation of a vision-tower adapter (vLLM loads LoRA on the language model only, vllm#16364);
+* an image or video file that does not exist: one such file stops the whole LlamaFactory run in preprocessing.
 
 Removed and renamed keys (train_mm_proj_only) are the schema's (``lfgen.builder.schema``).
 """
@@ -26,8 +27,10 @@ _COUNT_KEYS = ("finetuning_type", "lora_rank", "lora_target", "additional_target
 
 
 def model_type_of(model: str, root: Path | None) -> str | None:
-    """config.json's model_type of a local model folder (relative to *root*), else of a catalog id."""
+    """config.json's model_type of a local model folder (relative to *root*), else of a catalog id, else of a hub id
+    of a model LlamaFactory cannot train (InstructBLIP, BLIP-2)."""
     from lfgen.builder.model import local_path
+    from lfgen.models import vlm
     from lfgen.models.catalog import catalog_entry
 
     path = local_path(model)
@@ -40,7 +43,7 @@ def model_type_of(model: str, root: Path | None) -> str | None:
     except (OSError, ValueError, AttributeError):
         return None
     entry = catalog_entry(model)
-    return entry["config"].get("model_type") if entry else None
+    return entry["config"].get("model_type") if entry else vlm.unsupported_id_type(model)
 
 
 def _media_columns(config: dict[str, Any], info: dict[str, Any] | None) -> dict[str, list[str]]:
@@ -98,6 +101,53 @@ def _tower_findings(config: dict[str, Any], model: str, root: Path | None) -> tu
     return [], [*count.notes, count.line()]
 
 
+def _missing_media(config: dict[str, Any], root: Path | None, info: dict[str, Any] | None) -> list[str]:
+    """One problem per dataset with image or video files LlamaFactory would not find, and one with images it finds
+    but cannot open (lfgen data lists each): either stops the whole run in preprocessing."""
+    import contextlib
+    import importlib.util
+
+    from lfgen.builder import data_rows
+    from lfgen.builder.data_media import image_size, locate
+
+    has_pil = importlib.util.find_spec("PIL") is not None  # without Pillow only the paths are checked
+
+    problems: list[str] = []
+    base = root or Path.cwd()
+    dataset_dir = base / str(config.get("dataset_dir") or "data")
+    media_dir = base / str(config.get("media_dir")) if config.get("media_dir") else dataset_dir
+    for kind, names in _media_columns(config, info).items():
+        for name in dict.fromkeys(names):
+            missing: list[str] = []
+            unreadable: list[str] = []
+            try:
+                with contextlib.chdir(base):  # LlamaFactory tries a path as given from where it runs
+                    for sample, _ in data_rows.samples(name, info[name], dataset_dir):
+                        items = [] if sample is None else (sample.images if kind == "image" else
+                                                           [p for v in sample.videos for p in
+                                                            (v if isinstance(v, tuple) else (v,))])
+                        for item in items:
+                            if not isinstance(item, str):
+                                continue
+                            found = locate(item, media_dir)[0]
+                            if found is None:
+                                missing.append(f"{item} ({sample.where})")
+                            elif kind == "image" and has_pil and image_size(found) is None:
+                                unreadable.append(f"{item} ({sample.where})")
+            except InputError:
+                continue  # the dataset's own problem is reported by the dataset checks
+            if missing:
+                problems.append(f"dataset {name!r}: {len(missing):,} {kind} file(s) do not exist under media_dir "
+                                f"{media_dir}, e.g. {missing[0]}; LlamaFactory stops the whole run on the first one "
+                                f"(FileNotFoundError in preprocessing): fix the paths (`lfgen data {name}` lists them)")
+            if unreadable:
+                problems.append(f"dataset {name!r}: {len(unreadable):,} image file(s) are not images Pillow can "
+                                f"read, e.g. {unreadable[0]}; LlamaFactory stops the whole run on the first one "
+                                f"(PIL.UnidentifiedImageError in preprocessing): replace or drop them "
+                                f"(`lfgen data {name}` lists them)")
+    return problems
+
+
 def check(config: dict[str, Any], root: Path | None, info: dict[str, Any] | None) -> tuple[list[str], list[str]]:
     """(problems, notes) of one training config; *info* is its dataset_info.json when it could be read."""
     from lfgen.models import vlm
@@ -109,8 +159,10 @@ def check(config: dict[str, Any], root: Path | None, info: dict[str, Any] | None
     problems: list[str] = []
     why = vlm.unsupported(model_type or "")
     if why:
-        return [f"model_name_or_path: {model} is a {model_type} model, which LlamaFactory cannot train: {why}"], []
+        return [f"model_name_or_path: {model} (model_type {model_type}) is a model LlamaFactory cannot train: "
+                f"{why}"], []
     problems += _template_problems(config, model_type, info)
+    problems += _missing_media(config, root, info)
     notes: list[str] = []
     if model_type and vlm.family(model_type) is not None:
         found, said = _tower_findings(config, model, root)

@@ -33,6 +33,16 @@ class SeedFigures(_Strict):
     vram: str
 
 
+class VisionBlock(_Strict):
+    """What a preset writes on a vision-language model (RULES.md §8), by one rule."""
+
+    rule: str  # R-VLM-FREEZE (seed 000's two towers), R-VLM-CAPTION (seed 001)
+    why: str
+    values: dict[str, Any] = {}  # LlamaFactory keys
+    model: str | None = None  # the model when --model is not given
+    only: bool = False  # the preset is for vision-language models only
+
+
 class Preset(_Strict):
     """One named preset: a LoRA block, where it comes from, and what the data rules may not change."""
 
@@ -44,6 +54,7 @@ class Preset(_Strict):
     seed_figures: SeedFigures
     # Settings a seed asks for that LlamaFactory has no key for (R-BIAS).
     unsupported: dict[str, str] = {}
+    vision: VisionBlock | None = None  # on a vision-language model
 
 
 class Choice(_Strict):
@@ -66,7 +77,7 @@ class TrainingBlock(_Strict):
 def load_presets() -> dict[str, Preset]:
     """Every shipped preset by name, in a stable order (the seed-002 four first)."""
     order = ["lightweight", "balanced", "a800", "large-rank", "conservative", "alpha-4x", "aggressive",
-             "efficiency", "auto"]
+             "efficiency", "caption", "auto"]
     found = {}
     for path in sorted((presets_dir() / "lora").glob("*.yaml")):
         preset = Preset.model_validate(load_data(f"lora/{path.name}"))

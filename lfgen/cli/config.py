@@ -147,6 +147,8 @@ def explain(subject: str, as_json: bool, price: float | None, **kwargs: Any) -> 
             grouped.setdefault(item["why"], []).append(item["rule"])
         click.echo(f"shape: {shape['label']}; rules not applied (their premise does not hold): "
                    + "; ".join(f"{', '.join(ids)}: {why}" for why, ids in grouped.items()))
+    elif shape is not None and result.shape.vision:  # every rule holds; say the modality (docs/vlm.md)
+        click.echo(f"shape: {shape['label']} (image_max_pixels, the freeze keys and the image tokens: docs/vlm.md)")
     title = f"{result.source}"
     if result.samples is not None:
         title += f" | N = {result.samples:,} samples ({result.samples_note})"

@@ -43,7 +43,8 @@ def sweep(axis: str, values: tuple[str, ...], base: str | None, from_: str | Non
           base's learning rate held), lr (0.5x 1x 2.5x the base's R-LR-RANK rate; a full
           fine-tune or a preference stage spans its own band), beta (pref_beta of a DPO,
           KTO, ORPO or SimPO base, log-spaced), target (qv attn all), dropout (0.0 0.1
-          0.2), epochs (1 3 5); VALUES replace the defaults.
+          0.2), epochs (1 3 5), vision (freeze_vision_tower true false: a vision-language
+          base's tower frozen or trained, seed 000); VALUES replace the defaults.
           grid KEY=V1,V2 ...  any LlamaFactory keys (join module names with +)
           random N --space FILE [--seed S]
           plan                seed 000's tuning order for the base, as commands

@@ -123,8 +123,9 @@ def print_frame(df) -> None:
 # Short headers for the terminal table (the data's own names are in --format csv/json and the report).
 _LABELS = {"lora_rank": "rank", "lora_alpha": "alpha", "learning_rate": "lr", "lora_target": "target",
            "final_train_loss": "train loss", "best_eval_loss": "best eval", "best_eval_step": "at step",
-           "runtime_s": "time s", "gpu_hours": "GPU-h", "cost": "cost $", "peak_vram_gib": "VRAM GiB", "predict_rouge-l": "ROUGE-L",
-           "predict_bleu-4": "BLEU-4", "accuracy": "exact", "eval_rewards/accuracies": "pref acc",
+           "runtime_s": "time s", "gpu_hours": "GPU-h", "cost": "cost $", "peak_vram_gib": "VRAM GiB",
+           "predict_rouge-l": "ROUGE-L",
+           "predict_bleu-4": "BLEU-4", "cider": "CIDEr", "accuracy": "exact", "eval_rewards/accuracies": "pref acc",
            "eval_rewards/margins": "margin", "eval_accuracy": "RM acc"}
 # The terminal table keeps what ranks and diagnoses runs; --format csv/json/html and the report have every column.
 _HIDDEN = {"path", "experiment", "predict_rouge-1", "predict_rouge-2", "samples_per_s", "final_eval_loss",

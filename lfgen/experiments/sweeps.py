@@ -69,6 +69,10 @@ def check_name(name: str, what: str = "--name") -> str:
 
 
 def _parse(axis: str, kind: str, raw: str) -> Any:
+    if kind == "bool":
+        if raw.strip().lower() not in ("true", "false"):
+            raise InputError(f"{axis}: {raw!r} is not true or false; e.g. lfgen sweep {axis} true false")
+        return raw.strip().lower() == "true"
     try:
         if kind == "int":
             return int(raw)

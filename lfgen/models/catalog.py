@@ -173,6 +173,9 @@ def _composite_spec(config: dict[str, Any], name: str, source: str, where: str) 
 def spec_from_config(config: dict[str, Any], name: str, source: str, multimodal: bool = False) -> ModelSpec:
     """Normalise a config.json dict (or a catalog entry) into a ModelSpec."""
     where = f"model {name}"
+    why = vlm.unsupported(str(config.get("model_type")))
+    if why and config.get("model_type") != "clip":  # CLIP stays countable (module names, seed 000's counts)
+        raise InputError(f"{where}: model_type {config.get('model_type')!r} is a model LlamaFactory cannot train: {why}")
     if vlm.is_composite_config(config):
         return _composite_spec(config, name, source, where)
     config, composite = _text_part(config, where)

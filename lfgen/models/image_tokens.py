@@ -151,6 +151,21 @@ _RULES = {"grid": _grid, "vit": lambda n, w, h: _vit(n) + n["wrap"], "anyres": _
 _SCALED = ("grid", "anyres", "rows")  # rules that see the image's size (the others do not)
 
 
+def vision_patches(rule: ImageRule, tokens: int) -> int:
+    """The vision tower's patches behind one image's *tokens* sequence tokens: what a trained tower's activations
+    scale with. Qwen-VL and Pixtral merge merge x merge patches into a token, InternVL's pixel shuffle keeps
+    downsample^2 of them; a fixed rule names its patches (Gemma 3 pools 4,096 into 256 soft tokens)."""
+    n = rule.numbers
+    core = max(0, tokens - n.get("wrap", 0))
+    if rule.rule in ("grid", "rows"):
+        return core * n.get("merge", 1) ** 2
+    if rule.rule == "vit" and n.get("downsample"):
+        return round(core / n["downsample"] ** 2)
+    if rule.rule == "fixed":
+        return int(n.get("patches", core))
+    return core
+
+
 def image_tokens(rule: ImageRule, width: int, height: int, image_max_pixels: int | None = None,
                  image_min_pixels: int | None = None) -> int:
     """Sequence tokens of one *width* x *height* image under *rule* at LlamaFactory's pixel bounds."""

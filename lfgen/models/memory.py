@@ -108,6 +108,13 @@ class MemorySettings(BaseModel):
     reference: Literal["none", "adapter", "copy"] = "none"
     reference_sequences: int = Field(default=0, ge=0)
     loss: Literal["causal", "logps", "value"] = "causal"
+    # A vision-language model (lfgen/models/vision.py): LlamaFactory's freeze keys, and the images of the peak
+    # sequence at image_max_pixels: vision-tower patches and their tokens (already inside cutoff_len).
+    freeze_vision_tower: bool = True
+    freeze_multi_modal_projector: bool = True
+    freeze_language_model: bool = False
+    image_patches: int = Field(default=0, ge=0)
+    image_tokens: int = Field(default=0, ge=0)
 
 
 def settings_from(**values: Any) -> MemorySettings:
@@ -198,6 +205,18 @@ def estimate_memory(model: ModelSpec | str, settings: MemorySettings | None = No
     lora = count_trainable(spec, **s.model_dump())
     notes = list(lora.notes)
     weights, largest = _weights(spec, s, notes)
+    vision_activations = 0.0
+    if spec.composite:
+        from lfgen.models import vision
+
+        tower_weights, tower_largest = vision.weight_bytes(spec, s, NF4_DOUBLE_QUANT_BITS if s.double_quantization
+                                                           else NF4_BITS)
+        trainable_towers = vision.trained(spec, s)
+        if s.zero_stage == 3:
+            tower_weights /= s.num_gpus
+        weights, largest = weights + tower_weights, max(largest, tower_largest)
+        vision_activations = vision.activation_bytes(spec, s, trainable_towers)
+        notes += vision.notes(spec, s, trainable_towers)
     # A preference pair is two sequences in one forward: the activations hold micro-batch x sequences rows.
     rows = s.model_copy(update={"micro_batch": s.micro_batch * s.sequences}) if s.sequences > 1 else s
     activations, logits, loss, scores = activation_peak(spec, rows, lora)
@@ -222,7 +241,7 @@ def estimate_memory(model: ModelSpec | str, settings: MemorySettings | None = No
         "lora": 0.0 if s.finetuning_type in ("full", "freeze") else trainable * half / shard_params,
         "gradients": trainable * grad_bytes / shard_grads,
         "optimizer": trainable * state_bytes / shard_state,
-        "activations": activations,
+        "activations": activations + vision_activations,
         "logits": logits,
         "overhead": s.cuda_context_gib * GIB + transient + largest * 2,
     }
@@ -230,7 +249,7 @@ def estimate_memory(model: ModelSpec | str, settings: MemorySettings | None = No
     breakdown["total"] = sum(breakdown.values())
     if s.flash_attn == "disabled":
         notes.append("flash_attn: disabled (eager attention) keeps heads x s^2 scores per layer")
-    if spec.multimodal:
+    if spec.multimodal and not spec.composite:
         notes.append("weights cover the text model; the checkpoint's frozen vision tower adds its own "
                      "weights on top (Gemma 3 4B-27B: a ~0.4B-param SigLIP encoder, ~0.8 GiB in bf16)")
     if s.compute_dtype == "fp16":
@@ -289,7 +308,8 @@ def _options(spec: ModelSpec, s: MemorySettings, budget: float) -> list[Option]:
         kinds.append([("enable_liger_kernel: true (no full-vocab logits)", {"enable_liger_kernel": True})])
     if s.quantization_bit != 4 and s.finetuning_type in ("lora", "oft"):  # LlamaFactory quantizes adapters only
         kinds.append([("4-bit quantization (QLoRA: quantization_bit 4)", {"quantization_bit": 4})])
-    cutoffs = [s.cutoff_len // 2**i for i in range(1, 8) if s.cutoff_len // 2**i >= 128]
+    # never at or below one sample's image tokens: a cut image span crashes LlamaFactory (R-VLM-TOKENS)
+    cutoffs = [s.cutoff_len // 2**i for i in range(1, 8) if s.cutoff_len // 2**i >= max(128, s.image_tokens + 1)]
     kinds.append([(f"cutoff_len {c}", {"cutoff_len": c}) for c in cutoffs])  # longest first
     if s.num_gpus > 1 and s.finetuning_type in ("full", "freeze") and s.zero_stage < 3:
         # R-METHOD-ZERO: shard the optimizer (ZeRO-2), then the weights too (ZeRO-3), on the GPUs given first

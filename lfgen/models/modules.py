@@ -29,6 +29,18 @@ _ROLES = {
     "dense_h_to_4h": "mlp", "dense_4h_to_h": "mlp", "fc1": "mlp", "fc2": "mlp", "shared_expert_gate": "mlp",
 }
 _ROLE_SETS = {"qv": {"q", "v", "qkv"}, "attn": {"q", "k", "v", "qkv", "o"}, "mlp": {"mlp"}}
+
+
+def role(name: str, extra: dict[str, str] | None = None) -> str | None:
+    """What a module name does in an abstract target set (q, k, v, qkv, o, mlp), with *extra* names."""
+    return {**_ROLES, **(extra or {})}.get(name)
+
+
+def roles_of(word: str) -> set[str]:
+    """The roles an abstract target set (qv, attn, mlp) adapts."""
+    return set(_ROLE_SETS[word])
+
+
 _FORBIDDEN = {"chatglm": ("lm_head", "output_layer"), "internlm2": ("lm_head", "output")}
 ROOT = "<root>"  # name of parameters owned by the top-level model (CLIP's logit_scale)
 

@@ -102,6 +102,12 @@ def unsupported(model_type: str) -> str | None:
     return _data()["unsupported"].get(str(model_type).lower())
 
 
+def unsupported_id_type(model_id: str) -> str | None:
+    """The model_type of a hub id of a model LlamaFactory cannot train that the catalog does not hold (by prefix)."""
+    lowered = str(model_id).strip().lower()
+    return next((t for prefix, t in _data()["unsupported_ids"].items() if lowered.startswith(prefix)), None)
+
+
 def is_composite_config(config: dict[str, Any]) -> bool:
     return composite(str(config.get("model_type"))) is not None
 

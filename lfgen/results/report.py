@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lfgen.results.captions import with_thumbnails
 from lfgen.results.diagnosis import HEALTHY
 from lfgen.runs.scoring import examples
 from lfgen.runs.environment import setup
@@ -82,7 +83,9 @@ def _experiment(comparison: Comparison, summary: dict[str, Any], members: list[i
                      "healthy": any(f.kind == HEALTHY for f in comparison.findings[i]),
                      "findings": [f.to_dict() for f in findings], "notes": comparison.runs[i].notes,
                      # seed 003's qualitative check: a few generated answers beside the reference (lfgen eval)
-                     "answers": examples(comparison.runs[i].path, limit=ANSWERS_SHOWN)})
+                     # with a thumbnail of each picture for a vision-language run (lfgen.results.captions)
+                     "answers": with_thumbnails(comparison.runs[i].path,
+                                                examples(comparison.runs[i].path, limit=ANSWERS_SHOWN))})
     from lfgen.results import tuning
 
     folder = tuning.study_folder(Path(comparison.root), name)

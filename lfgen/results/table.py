@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # pandas is imported where the frame is built: collect() does
 KEY_COLUMNS = ("lora_rank", "lora_alpha", "learning_rate", "lora_target", "lora_dropout", "num_train_epochs",
                "effective_batch")
 # LlamaFactory's predict metrics and lfgen eval's scores (lfgen.runs.scoring); shown when a run has them.
-PREDICT_COLUMNS = ("predict_rouge-1", "predict_rouge-2", "predict_rouge-l", "predict_bleu-4", "accuracy",
+PREDICT_COLUMNS = ("predict_rouge-1", "predict_rouge-2", "predict_rouge-l", "predict_bleu-4", "cider", "accuracy",
                    "answer_accuracy", "samples_scored", "eval_time_s", "tokens_per_s")
 # What LlamaFactory's preference stages log at their final evaluation (R-STAGE-METRIC): DPO, ORPO and SimPO the
 # share of held-out pairs ranked right and the mean margin, KTO the margin, a reward model its accuracy.

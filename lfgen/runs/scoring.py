@@ -8,7 +8,9 @@ and ``predict_results.json`` (BLEU-4, ROUGE-1/2/L, ``predict_runtime``). lfgen s
   the first choice letter of the answer; for short-answer data (references of at most 3 words, median)
   the first word of the answer; None for long-form data (ROUGE and BLEU say more there);
 - ``samples_scored``, ``generated_tokens``, ``generation_s`` (LlamaFactory's predict_runtime) and
-  ``tokens_per_s``; ``empty_share`` and ``repetitive_share`` (the qualitative check of seed 002).
+  ``tokens_per_s``; ``empty_share`` and ``repetitive_share`` (the qualitative check of seed 002);
+- ``cider``: CIDEr-D of the answers against the references, for captions: rows whose prompt holds a
+  vision-language model's image (lfgen.runs.captions).
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ def is_repetitive(text: str) -> bool:
 def score(records: Iterable[dict[str, Any]], *, count_tokens: Callable[[str], int] | None = None,
           generation_s: float | None = None) -> dict[str, Any]:
     """Scores of predict lines (``{"predict", "label"}``); see the module docstring for each key."""
+    records = list(records)
     rows = [(str(r.get("predict") or ""), str(r.get("label") or "")) for r in records]
     count = count_tokens or (lambda text: len(text.split()))
     result: dict[str, Any] = {"samples_scored": len(rows), "accuracy": None, "answer_accuracy": None,
@@ -99,6 +102,10 @@ def score(records: Iterable[dict[str, Any]], *, count_tokens: Callable[[str], in
     elif kind == "short":
         result["answer_accuracy"] = sum(_first_word(p) != "" and _first_word(p) == _first_word(label)
                                         for p, label in rows) / n
+    from lfgen.runs.captions import cider_d, has_media
+
+    if any(has_media(str(r.get("prompt") or "")) for r in records):  # captions of images (R-VLM-CAPTION)
+        result["cider"] = cider_d([p for p, _ in rows], [[label] for _, label in rows])
     result["empty_share"] = sum(not normalise(p) for p, _ in rows) / n
     result["repetitive_share"] = sum(is_repetitive(p) for p, _ in rows) / n
     tokens = sum(count(p) for p, _ in rows)
@@ -163,7 +170,11 @@ def examples(run_dir: str | Path, limit: int = 3) -> list[dict[str, str]]:
 
 
 def _last_turn(prompt: str) -> str:
-    """The user's part of a templated prompt: the text between the last role markers, when there are any."""
+    """The user's part of a templated prompt: the text between the last role markers, when there are any; an
+    expanded image as ``[image: N tokens]``."""
+    from lfgen.runs.captions import collapse
+
+    prompt = collapse(prompt)
     for marker in ("<|im_start|>user\n", "<|start_header_id|>user<|end_header_id|>\n\n", "[INST]", "Human: "):
         if marker in prompt:
             prompt = prompt.rsplit(marker, 1)[1]

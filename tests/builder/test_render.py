@@ -70,7 +70,10 @@ def test_golden_file_per_preset(name):
     not touch the golden files); LFGEN_UPDATE_GOLDEN=1 rewrites them."""
     from lfgen import __version__
 
-    text = render_build(build(name, BuildOptions.parse(**GOLDEN_OPTIONS)))
+    options = dict(GOLDEN_OPTIONS)
+    if load_presets()[name].vision is not None and load_presets()[name].vision.only:
+        options["model"] = "Qwen/Qwen2.5-VL-7B-Instruct"  # a preset for vision-language models (seed 001's)
+    text = render_build(build(name, BuildOptions.parse(**options)))
     text = text.replace(f"lfgen {__version__}:", "lfgen {version}:").replace(f'"lfgen": "{__version__}"',
                                                                               '"lfgen": "{version}"')
     path = GOLDEN / f"{name}.yaml"

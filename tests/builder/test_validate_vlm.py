@@ -39,6 +39,27 @@ def test_images_under_a_text_template_are_refused_before_a_gpu(runner, cli, vlm_
                for n in files["right"]["notes"])
 
 
+def test_an_image_pillow_cannot_open_is_refused_like_a_missing_one(runner, cli, vlm_project, monkeypatch):
+    """A file that exists but is no image stops LlamaFactory's preprocessing too (PIL.UnidentifiedImageError, seen
+    on the tiny Qwen2-VL; tests/test_e2e_vlm.py runs it)."""
+    monkeypatch.chdir(vlm_project)
+    data = vlm_project / "data"
+    rows = json.loads((data / f"{CAPTIONS}.json").read_text())
+    (data / "images" / "corrupt.png").write_bytes(b"not a png")
+    rows[1]["images"] = ["images/corrupt.png"]
+    (data / "corrupt.json").write_text(json.dumps(rows), encoding="utf-8")
+    info = json.loads((data / "dataset_info.json").read_text())
+    info["corrupt"] = {**info[CAPTIONS], "file_name": "corrupt.json"}
+    (data / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
+    code, files = _validate(runner, cli, vlm_project, _write(vlm_project, "corrupt", dataset="corrupt"),
+                            _write(vlm_project, "right"))
+    assert code == 1 and files["right"]["ok"]
+    (problem,) = files["corrupt"]["problems"]
+    assert problem.startswith("dataset 'corrupt': 1 image file(s) are not images Pillow can read, e.g. "
+                              "images/corrupt.png (corrupt.json row 2)")
+    assert "PIL.UnidentifiedImageError" in problem
+
+
 def test_a_multimodal_template_of_another_family_is_refused(runner, cli, vlm_project, monkeypatch):
     monkeypatch.chdir(vlm_project)
     _, files = _validate(runner, cli, vlm_project, _write(vlm_project, "llava", template="llava"))
@@ -78,7 +99,15 @@ def test_models_llamafactory_cannot_train_name_the_nearest(runner, cli, vlm_proj
     (vlm_project / "m" / "config.json").write_text(json.dumps({"model_type": model_type}), encoding="utf-8")
     _, files = _validate(runner, cli, vlm_project, _write(vlm_project, "seed", model_name_or_path="m"))
     (problem,) = [p for p in files["seed"]["problems"] if p.startswith("model_name_or_path")]
-    assert "which LlamaFactory cannot train" in problem and nearest in problem
+    assert f"(model_type {model_type}) is a model LlamaFactory cannot train" in problem and nearest in problem
+
+
+def test_an_instructblip_hub_id_is_refused_without_its_folder(runner, cli, vlm_project, monkeypatch):
+    monkeypatch.chdir(vlm_project)
+    _, files = _validate(runner, cli, vlm_project, _write(vlm_project, "seed",
+                                                          model_name_or_path="Salesforce/instructblip-vicuna-7b"))
+    (problem,) = [p for p in files["seed"]["problems"] if p.startswith("model_name_or_path")]
+    assert "(model_type instructblip) is a model LlamaFactory cannot train" in problem and "qwen2_vl" in problem
 
 
 def test_llama_32_vision_under_llama3_is_the_issue_6703_crash(runner, cli, vlm_project, monkeypatch):

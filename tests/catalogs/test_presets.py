@@ -60,9 +60,12 @@ def test_every_preset_has_the_training_block_of_the_seed(name):
 def test_every_preset_names_its_source():
     presets = load_presets()
     assert list(presets)[:4] == list(SEED_002)
-    assert set(presets) == set(SEED_002) | set(SEED_000) | {"auto"}
+    assert set(presets) == set(SEED_002) | set(SEED_000) | {"caption", "auto"}
     for preset in presets.values():
-        assert preset.source.startswith(("seed 002", "seed 000", "lfgen"))
+        assert preset.source.startswith(("seed 002", "seed 000", "seed 001", "lfgen"))
+    # seed 000's schemes train both towers on a vision-language model; seed 001's recipe is for one
+    assert all(presets[name].vision.values == {"freeze_vision_tower": False} for name in SEED_000)
+    assert presets["caption"].vision.only and presets["caption"].vision.rule == "R-VLM-CAPTION"
     assert "seed 002" in training_block().source
 
 

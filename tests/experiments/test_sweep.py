@@ -185,7 +185,7 @@ def test_llamafactory_parses_every_run_and_the_wandb_command_line(tmp_path):
 
 
 @pytest.mark.parametrize("args,kwargs,message", [
-    (("speed", []), {}, "axis: unknown axis 'speed'; choose one of rank, alpha, lr, beta, target, dropout, epochs, grid"),
+    (("speed", []), {}, "axis: unknown axis 'speed'; choose one of rank, alpha, lr, beta, target, dropout, epochs, vision, grid"),
     (("rank", ["abc"]), {}, "rank: 'abc' is not an integer"),
     (("lr", ["fast"]), {}, "lr: 'fast' is not a number"),
     (("grid", []), {}, "grid: no values"),
