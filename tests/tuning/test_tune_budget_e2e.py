@@ -62,11 +62,11 @@ def test_the_budget_stops_a_real_study_before_it_overruns_and_a_raised_budget_go
     each, why, cost = estimate(build("lightweight", options))
     assert each is not None, why
     assert cost.basis["calibration"]["runs"] == 1  # the estimate is the machine's measured speed
-    budget = 2.2 * each.high_gpu_hours
+    budget = float(f"{2.2 * each.high_gpu_hours:.6g}")  # the value as passed on the command line, compared below
     space = tmp_path / "space.yaml"
     space.write_text("lora_rank: {choices: [4, 8, 16]}\nlearning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}\n")
     tuned = lfgen(tmp_path, "tune", "t", *BUILD, "--space", "space.yaml", "--trials", str(TRIALS), "--pruner", "none",
-                  "--budget", f"{budget:.6f}", timeout=1200)
+                  "--budget", repr(budget), timeout=1200)
     assert tuned.returncode == 0, tuned.stderr[-4000:]
     assert "Traceback" not in tuned.stderr and "stopped by budget" in tuned.stderr
     spends = _spent(tmp_path, "t")
@@ -95,8 +95,8 @@ def test_the_budget_stops_a_real_study_before_it_overruns_and_a_raised_budget_go
     assert "stopped by budget" in html and "gpu_hours" in html
 
     # 4. resumable: a raised budget starts the trial it stopped before, first, and stops again before overrunning
-    raised = spent + stop["next_gpu_hours"] * 1.1
-    again = lfgen(tmp_path, "tune", "t", "--budget", f"{raised:.6f}", timeout=1200)
+    raised = float(f"{spent + stop['next_gpu_hours'] * 1.1:.6g}")
+    again = lfgen(tmp_path, "tune", "t", "--budget", repr(raised), timeout=1200)
     assert again.returncode == 0, again.stderr[-4000:]
     after = _spent(tmp_path, "t")
     assert after[stop["trial"]].attempts == 1 and len([s for s in after.values() if s.attempts]) == len(trained) + 1
