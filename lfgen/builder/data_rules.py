@@ -27,21 +27,23 @@ def _stamp(names: list[str], dataset_dir: str) -> tuple[Any, ...]:
 
 
 def _measure(ctx: Context):
-    """The token lengths of the training data, when lfgen counted its rows from local files."""
-    from lfgen.builder import data_lengths
-    from lfgen.builder.data_report import texts_of
+    """The token lengths of the training data, when lfgen counted its rows from local files: each sample as
+    LlamaFactory will encode it, through the config's chat template (its system prompt included)."""
+    from lfgen.builder import chat_lengths, data_lengths
+    from lfgen.builder.data_report import samples_of
 
     model = str(ctx.get("model_name_or_path", ""))
     names, dataset_dir = datasets.split_names(ctx.get("dataset")), str(ctx.get("dataset_dir", "data"))
-    key = (*_stamp(names, dataset_dir), model)
+    chat = chat_lengths.Chat.of(ctx.config)
+    key = (*_stamp(names, dataset_dir), model, chat)
     if key not in _MEASURED:
         try:
-            texts = texts_of(names, dataset_dir)
+            samples = samples_of(names, dataset_dir)
         except InputError as exc:
             ctx.warn("R-DATA-CUTOFF", f"the data's lengths are unknown ({exc}); cutoff_len stays "
                                       f"{ctx.get('cutoff_len')}")
             return None, []
-        lengths, method = data_lengths.measure(texts, model)
+        lengths, method = chat_lengths.measure(samples, model, chat)
         _MEASURED.clear()  # one data set at a time: a long session does not keep every file's lengths
         _MEASURED[key] = (data_lengths.Lengths.of(lengths, method), lengths)
     return _MEASURED[key]
