@@ -8,7 +8,7 @@ import click
 
 from lfgen.cli.experiments import run_experiment
 from lfgen.cli.output import CONTEXT
-from lfgen.cli.results import print_frame, print_next_steps
+from lfgen.cli.results import print_frame, print_verdicts
 
 @click.command(context_settings=CONTEXT)
 @click.argument("directory", default="lfgen-demo", type=click.Path(file_okay=False))
@@ -42,7 +42,7 @@ def demo(directory: str, quiet: bool) -> None:
     comparison = collect(paths.outputs)
     df = frame(comparison, sort="best_eval_loss")
     print_frame(df)
-    print_next_steps(df)
+    print_verdicts(df)
     write_report(comparison, paths.report, force=True)
     click.echo(f"report: {paths.report} (open it in a browser); runs: {paths.outputs}", err=True)
     if summary.failed:

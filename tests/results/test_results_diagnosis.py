@@ -242,7 +242,10 @@ def test_only_nan_runs_say_nan(tmp_path: Path) -> None:
     assert s.next_step == "no run has a loss without NaN yet; fix the findings above first"
 
 
-def test_ties_keep_the_first_run_as_ranking_best_does(tmp_path: Path) -> None:
+def test_a_tie_names_no_best_and_says_it_is_within_noise(tmp_path: Path) -> None:
+    """Issue 21: equal losses (a tie at the noise) named the first run best; the verdict abstains and says why."""
     configs = {f"r{r}": {"lora_rank": r, "lora_alpha": 2 * r} for r in (16, 32)}
     s = summary(sweep(tmp_path / "tie", configs, {"r16": 0.1, "r32": 0.1}))
-    assert s.best_run == "r16" and s.best_by == "final_eval_loss"
+    assert (s.best_run, s.best_by, s.verdict, s.leader) == (None, "final_eval_loss", "within-noise", "r16")
+    assert s.headline.startswith("no run is better beyond noise: r16") and "within the noise" in s.headline
+    assert s.standing == {"r16": "leads, within noise", "r32": "within noise of the leader"}

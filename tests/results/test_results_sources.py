@@ -53,13 +53,19 @@ def test_an_experiment_gives_the_table_of_its_outputs_folder_plus_its_pending_ru
     from_experiment = compare("experiments/exp")
     assert list(from_experiment["run"]) == ["rank-8", "rank-16", "rank-32"]
     assert list(from_experiment.columns) == list(from_outputs.columns)
-    assert from_experiment.iloc[:2].drop(columns="state").equals(from_outputs.drop(columns="state"))
+    derived = ["state", "verdict", "experiment_verdict"]  # the verdict follows the states (a pending run here)
+    assert from_experiment.iloc[:2].drop(columns=derived).equals(from_outputs.drop(columns=derived))
     assert list(from_outputs["state"]) == ["done", "running"]  # what the files say
     assert list(from_experiment["state"]) == ["done", "failed", "pending"]  # what lfgen run recorded
     pending = from_experiment.iloc[2]
     assert pending["lora_rank"] == 32 and pending["path"] == "outputs/exp/rank-32"  # from runs/rank-32.yaml
     assert pending["diagnosis"] == "no data"
-    assert from_experiment.attrs["experiments"]["exp"]["best_run"] == "rank-8"
+    # issue 21: with a run pending the verdict is provisional: the leader is said, never named best
+    verdict = from_experiment.attrs["experiments"]["exp"]
+    assert (verdict["best_run"], verdict["leader"], verdict["verdict"]) == (None, "rank-8", "provisional")
+    assert verdict["headline"].startswith("provisional: 2 of 3 runs finished (1 pending); leading so far: rank-8")
+    assert "sweep" not in verdict["next_step"] and list(from_experiment["verdict"]) == [
+        "ranked", "not ranked: failed", "pending"]
 
 
 def test_without_a_state_file_the_files_say_and_none_is_created(project: Path) -> None:
