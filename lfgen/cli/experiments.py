@@ -115,7 +115,7 @@ def _print_experiment(experiment) -> None:
               help="Times a run that ran out of memory is retried with half the micro-batch.")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failed run (default: go on).")
 @click.option("--force", is_flag=True, help="Train into an output dir that holds another config's finished "
-              "results, replacing them.")
+              "results, replacing them; train done runs whose config was edited again.")
 @click.option("-q", "--quiet", is_flag=True, help="Plain log lines instead of progress bars.")
 @click.option("--eval", "evaluate", is_flag=True, help="Evaluate each run right after it trains, in its slot "
               "(lfgen eval; the generation options below) while the other runs go on; with --ray, in a Ray task on "
@@ -129,9 +129,10 @@ def run(target: str, gpus: str | None, gpus_per_run: int, dry_run: bool, retry_f
         ray_address: str | None, cpus_per_run: float, storage: str | None, experiments_dir: str) -> None:
     """Train every run of an experiment (or one config) with llamafactory-cli, resuming where it stopped.
 
-    Done runs are skipped and interrupted ones resume; a run that runs out of memory is retried
-    with half the micro-batch and twice the accumulation (same effective batch); a NaN loss stops
-    a run at once. A done run whose results were deleted is reported, and retrained with
+    Done runs are skipped and interrupted ones resume; a run is keyed by its config's content: a
+    failed or interrupted run whose config was edited trains again from scratch, a done one is
+    refused until --force. A run that runs out of memory is retried with half the micro-batch
+    and twice the accumulation (same effective batch); a NaN loss stops a run at once. A done run whose results were deleted is reported, and retrained with
     --retry-missing. State lives in experiments/<name>/state.sqlite; exit 1 if a run failed,
     130 on Ctrl-C, 143 on SIGTERM (both stop the runs and record them interrupted).
 
