@@ -7,7 +7,6 @@ cutoff_len would truncate, with the cutoff_len R-DATA-CUTOFF would write.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 from lfgen.builder import chat_lengths, data_kinds, data_lengths, data_rows, datasets
 from lfgen.builder.chat_lengths import Chat
+from lfgen.builder.data_clean import Usable, key as _key, usable
 from lfgen.builder.data_lengths import Lengths
 from lfgen.builder.data_media import MediaReport
 from lfgen.errors import InputError
@@ -73,10 +73,6 @@ class DataReport:
                 "train": {"lengths": self.lengths.to_json(), "truncated": self.truncated,
                           "suggested_cutoff_len": self.suggested_cutoff, "rule": "R-DATA-CUTOFF",
                           "why": self.suggested_how}}
-
-
-def _key(text: str) -> bytes:
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
 
 
 @dataclass
@@ -152,13 +148,14 @@ def rows_of(names: list[str], dataset_dir: str | Path) -> list[int]:
     return [datasets.count_rows(n, info[n], dataset_dir).rows or 0 for n in names if n in info]
 
 
-def samples_of(names: list[str], dataset_dir: str | Path) -> list[data_rows.Sample]:
-    """Every training sample of *names*, for the build's R-DATA-CUTOFF."""
+def samples_of(names: list[str], dataset_dir: str | Path) -> Usable:
+    """The usable training samples of *names* (neither empty nor repeated; lfgen.builder.data_clean) and how many
+    were not, for the build's R-DATA-CUTOFF and data size."""
     info = datasets.load_info(dataset_dir)
     problems = datasets.unregistered(names, info, dataset_dir)
     if problems:
         raise InputError(problems[0])
-    return [sample for n in names for sample in _read(n, info[n], dataset_dir).samples if sample.text.strip()]
+    return usable([sample for n in names for sample in _read(n, info[n], dataset_dir).samples])
 
 
 def chat_for(model: str | None, template: str | None, kind: str) -> Chat:

@@ -43,6 +43,13 @@ class Sample:
     def text(self) -> str:
         return f"{self.prompt}\n{self.answer}"
 
+    @property
+    def empty(self) -> bool:
+        """A prompt or an answer with nothing but whitespace in it: the row teaches nothing, or to stop at once."""
+        if not self.turns:
+            return not self.answer.strip()
+        return any(not text.strip() for _, text in self.turns)
+
 
 def data_files(name: str, entry: dict[str, Any], dataset_dir: str | Path) -> list[Path]:
     """The local files of a registered dataset; an InputError names what is missing."""

@@ -80,7 +80,7 @@ QWEN_TURN = 41
 def test_cutoff_from_the_p99_with_the_truncation_share(tmp_path):
     # 99 rows of 400 characters (100 approximate tokens) and one of 4,000 (1,000), each + the template's 41:
     # p99 = 141 -> 192
-    rows = [{"instruction": "a" * 199, "input": "", "output": "b" * 200} for _ in range(99)]
+    rows = [{"instruction": f"{i:03d}" + "a" * 196, "input": "", "output": "b" * 200} for i in range(99)]  # distinct
     rows.append({"instruction": "a" * 1999, "input": "", "output": "b" * 2000})
     root = _data(tmp_path, rows)
     result = build("auto", BuildOptions.parse(dataset=["sft"], dataset_dir=str(root)))
@@ -118,7 +118,7 @@ def test_a_padded_run_is_estimated_at_its_longest_sample_a_packed_one_at_cutoff_
 
 
 def test_a_user_cutoff_keeps_its_value_and_the_estimate_uses_the_real_lengths(tmp_path):
-    rows = [{"instruction": "a" * 399, "input": "", "output": "b" * 400} for _ in range(50)]  # 200 tokens each
+    rows = [{"instruction": f"{i:03d}" + "a" * 396, "input": "", "output": "b" * 400} for i in range(50)]  # 200 each
     root = _data(tmp_path, rows)
     short = build("auto", BuildOptions.parse(dataset=["sft"], dataset_dir=str(root), cutoff_len=4096,
                                              model="Qwen/Qwen2.5-7B-Instruct", gpu="A100-80"))
@@ -134,7 +134,7 @@ def test_explain_of_a_written_file_keeps_the_measured_cutoff(tmp_path, monkeypat
     from lfgen.builder.explain import explain
     from lfgen.builder.render import write_preset
 
-    rows = [{"instruction": "a" * 199, "input": "", "output": "b" * 200} for _ in range(20)]
+    rows = [{"instruction": f"{i:03d}" + "a" * 196, "input": "", "output": "b" * 200} for i in range(20)]
     root = _data(tmp_path, rows)
     monkeypatch.chdir(tmp_path)
     path = write_preset(build("auto", BuildOptions.parse(dataset=["sft"], dataset_dir=str(root))), tmp_path / "c.yaml")
@@ -151,12 +151,13 @@ def test_lengths_are_measured_once_per_data_and_again_when_a_file_changes(tmp_pa
     real = chat_lengths.measure
     monkeypatch.setattr(chat_lengths, "measure", lambda samples, model, chat, **kw: calls.append(1) or
                         real(samples, model, chat, **kw))
-    rows = [{"instruction": "a" * 199, "input": "", "output": "b" * 200} for _ in range(20)]
+    rows = [{"instruction": f"{i:03d}" + "a" * 196, "input": "", "output": "b" * 200} for i in range(20)]
     root = _data(tmp_path, rows)
     options = BuildOptions.parse(dataset=["sft"], dataset_dir=str(root))
     build("auto", options)
     build("auto", BuildOptions.parse(dataset=["sft"], dataset_dir=str(root), rank=8))  # a sweep's second run
     assert len(calls) == 1
-    (root / "sft.json").write_text(json.dumps(rows * 2 + [{"instruction": "x" * 4000, "input": "", "output": "y"}]),
+    more = [{**row, "output": row["output"] + "c"} for row in rows]
+    (root / "sft.json").write_text(json.dumps(rows + more + [{"instruction": "x" * 4000, "input": "", "output": "y"}]),
                                    encoding="utf-8")
     assert build("auto", options).lengths.count == 41 and len(calls) == 2
