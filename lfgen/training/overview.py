@@ -61,8 +61,26 @@ def experiment_status(path: Path) -> dict[str, Any]:
 # --- status ----------------------------------------------------------------------------------------
 
 
+def _trials(target: Target) -> dict[str, dict[str, Any]]:
+    """A tune experiment's trials by run name (their parameters and value, from its study); {} for a sweep, or when
+    the study cannot be read (status still lists the runs)."""
+    from lfgen.layout import STUDY
+
+    folder = target.state_path.parent
+    if not (folder / STUDY).is_file():
+        return {}
+    from lfgen.runs.study import load_rows
+
+    try:
+        return {row["run"]: row for row in load_rows(folder) or []}
+    except LfgenError:
+        return {}
+
+
 def status(target: Target) -> list[dict[str, Any]]:
-    """Every run's state, progress from its trainer_log.jsonl, retries and the reason of a failure."""
+    """Every run's state, progress from its trainer_log.jsonl, retries and the reason of a failure; a tune's trials
+    also have their parameters and value (``params``, ``value``; None for a sweep's runs)."""
+    trials = _trials(target)
     rows = {}
     if target.state_path.exists():
         store = Store(target.state_path)
@@ -85,5 +103,7 @@ def status(target: Target) -> list[dict[str, Any]]:
                       "step": progress.step, "total": progress.total, "loss": progress.loss,
                       "eval_loss": progress.eval_loss, "attempts": row.attempts if row else 0,
                       "oom_retries": row.oom_retries if row else 0, "detail": row.detail if row else None,
-                      "output_dir": output_dir, "vram_gib": progress.vram_gib})
+                      "output_dir": output_dir, "vram_gib": progress.vram_gib,
+                      "params": trials[name]["params"] if name in trials else None,
+                      "value": trials[name]["value"] if name in trials else None})
     return table
