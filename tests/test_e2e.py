@@ -114,6 +114,8 @@ def test_chat_ends_cleanly_at_end_of_input(trained):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "EOFError" not in result.stderr and "Traceback" not in result.stderr
     assert "Assistant:" in result.stdout
+    # issue 21: LlamaFactory's INFO lines went to stdout, between the user's turns
+    assert "[INFO" not in result.stdout and "llamafactory" not in result.stdout and "[INFO" in result.stderr
 
 
 def test_a_config_llamafactory_rejects_is_recorded_as_failed_config(trained):

@@ -66,10 +66,7 @@ def measure(run_dir: str | Path, gpu: str | None = None) -> Measured:
     config = parse_config(text, str(path))
     recipe = read_recipe(text)
     options = recipe.options if recipe else {}
-    gpu_name = gpu or options.get("gpu")
-    if not gpu_name:
-        raise InputError(f"{run_dir}: the run does not say which GPU it ran on; pass --gpu NAME")
-    card = find_gpu(gpu_name)
+    # what was measured first: a run on the CPU measured nothing, whichever GPU --gpu would name
     values = _reserved(run_dir / TRAINER_LOG)
     peak = peak_vram_gib(values)
     if not values:
@@ -78,6 +75,10 @@ def measure(run_dir: str | Path, gpu: str | None = None) -> Measured:
     if peak is None:
         raise InputError(f"{run_dir}: {TRAINER_LOG} has no GPU measurement (vram_reserved is {values[-1]} at every "
                          "step: the run trained on the CPU); calibrate runs that trained on a GPU")
+    gpu_name = gpu or options.get("gpu")
+    if not gpu_name:
+        raise InputError(f"{run_dir}: the run does not say which GPU it ran on; pass --gpu NAME")
+    card = find_gpu(gpu_name)
     model = str(config.get("model_name_or_path", ""))
     spec, _ = estimates.model_spec(model, required=True)
     num_gpus = int(options.get("num_gpus", 1))

@@ -249,3 +249,12 @@ def test_a_tie_names_no_best_and_says_it_is_within_noise(tmp_path: Path) -> None
     assert (s.best_run, s.best_by, s.verdict, s.leader) == (None, "final_eval_loss", "within-noise", "r16")
     assert s.headline.startswith("no run is better beyond noise: r16") and "within the noise" in s.headline
     assert s.standing == {"r16": "leads, within noise", "r32": "within noise of the leader"}
+
+
+def test_a_loss_that_rose_a_little_is_not_said_to_have_fallen(tmp_path: Path) -> None:
+    """Issue 21: "training loss fell only -1% (6.13 -> 6.21)" for a loss that rose by 1 %."""
+    rising = [6.13 + 0.08 * i / (N - 1) for i in range(N)]
+    (finding,) = dx.diagnose_run(read_run(write_run(tmp_path / "r", Curves(rising, logging_steps=10))))
+    assert finding.kind == dx.STALL and finding.blocks
+    assert finding.message.startswith("training loss did not fall (it rose 1%) (6.13 → 6.21)")
+    assert "fell only -" not in finding.message

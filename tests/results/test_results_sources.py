@@ -94,3 +94,16 @@ def test_a_bad_manifest_is_one_input_error(project: Path, runner, cli) -> None:
     assert result.exit_code == 1 and "experiment.yaml: not valid YAML" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.output
+
+
+def test_the_experiments_folder_is_compared_and_reported_as_status_lists_it(project: Path, runner, cli) -> None:
+    """Issue 21: `lfgen report experiments` failed ("no run directories found") while `lfgen status` takes the
+    folder; two experiments with a rank-8 each keep their runs apart."""
+    make_sweep("rank", ["8"], options=BuildOptions.parse(model="fake/model", gpu="A800"), name="second")
+    df = compare("experiments")
+    assert set(df["experiment"]) == {"exp", "second"} and "second/rank-8" in set(df["run"])
+    assert len(set(df["run"])) == len(df)
+    written = runner.invoke(cli, ["report", "experiments", "-o", "all.html"])
+    assert written.exit_code == 0, written.output
+    text = (project / "all.html").read_text()
+    assert "Experiment exp" in text and "Experiment second" in text
