@@ -153,7 +153,9 @@ def _trend(run: RunData) -> Finding | None:
                  f"did not fall (it rose {_pct(tail - head, head)})")
         return Finding(STALL, "R-DIAG-STALL", f"training loss {moved} ({head:.3g} → {tail:.3g}) by step "
                        f"{run.train_loss.steps[-1]:g}",
-                       f"raise learning_rate{_now(lr)} (LoRA: 1e-4..5e-4) or lora_rank{_now(rank)}", True)
+                       f"raise learning_rate{_now(lr)} (LoRA: 1e-4..5e-4) or lora_rank{_now(rank)}"
+                       if run.config.get("finetuning_type", "lora") == "lora"  # full, freeze: no LoRA band or rank
+                       else f"raise learning_rate{_now(lr)}", True)
     return None
 
 

@@ -100,6 +100,14 @@ def test_messages_carry_the_numbers(tmp_path: Path) -> None:
     assert "up to 80 at step 1710" in only("gradient").message
 
 
+def test_a_full_fine_tune_that_did_not_learn_is_not_told_about_lora(tmp_path: Path) -> None:
+    """Issue 21 (lfgen demo's slowest rate): the advice for a full fine-tune names no LoRA band nor lora_rank."""
+    run = read_run(write_run(tmp_path / "full", CASES["not-learning"][0],
+                             config={"finetuning_type": "full", "learning_rate": 1.0e-5}))
+    (finding,) = dx.diagnose_run(run)
+    assert finding.kind == dx.STALL and finding.advice == "raise learning_rate, now 1.0e-5"
+
+
 def test_overfitting_shows_the_best_step_in_the_table_text(tmp_path: Path) -> None:
     run = read_run(write_run(tmp_path / "o", CASES["overfitting"][0]))
     assert dx.summary_text(dx.diagnose_run(run), run) == "overfitting (best eval @ step 1200)"
