@@ -16,8 +16,9 @@ from lfgen.cli.results import print_frame, print_verdicts
 def demo(directory: str, quiet: bool) -> None:
     """The whole loop on a tiny model, on the CPU, offline: sweep, run, compare, report.
 
-    Builds a tiny model, tokenizer and dataset in DIRECTORY (no download), lays out a 3-run rank
-    sweep, trains it, prints the comparison and writes DIRECTORY/report.html. A second run resumes.
+    Builds a tiny model, tokenizer and dataset in DIRECTORY (no download), lays out a 3-run
+    learning-rate sweep, trains it, prints the comparison and its verdict and writes
+    DIRECTORY/report.html. A second run resumes.
 
     \b
     Examples:
@@ -34,7 +35,7 @@ def demo(directory: str, quiet: bool) -> None:
     from lfgen.training.target import resolve
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; never wait on the hub
-    click.echo(f"lfgen demo in {directory}: building a tiny model and a 3-run rank sweep", err=True)
+    click.echo(f"lfgen demo in {directory}: building a tiny model and a 3-run learning-rate sweep", err=True)
     paths = prepare(directory)
     target = resolve(str(paths.experiment))
     summary = run_experiment(target, quiet=quiet, resume_hint="the next lfgen demo")
