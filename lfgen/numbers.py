@@ -18,6 +18,18 @@ def short(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
+def setting(value: Any) -> str:
+    """A parameter's value in a table (a trial's learning_rate, lora_dropout): floats to 4 significant digits
+    (``0.0002346``, never Optuna's 16), booleans lower case, lists joined, the rest as str."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return short(value)
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(setting, value))
+    return str(value)
+
+
 def count_short(value: int) -> str:
     """A parameter count the way seed 000 writes it: ``786K``, ``1.18M``, ``7.6B`` (3 significant digits)."""
     for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):

@@ -73,6 +73,28 @@ def make_dataset(out: str | Path, rows: int = 40, name: str = "tiny_alpaca") -> 
     return _register(out, name, records, {})
 
 
+# A mapping the tiny model memorises on the CPU in a few dozen steps (lfgen demo, the verdict's end-to-end tests): each
+# key word (in the tokenizer's vocabulary) has one answer word, asked in a few phrasings. The answer is a sentence
+# ("the word is red."): its fixed words are learned first, so a run that learned anything answers, where a bare word
+# loses at first to the end-of-turn token every answer shares (greedy decoding then answers nothing).
+MAPPING = {"cat": "red", "dog": "green", "sun": "blue", "moon": "one", "water": "two", "fire": "three",
+           "python": "four", "code": "five", "model": "yes", "data": "no"}
+_ASKED = [f"{opener}{question}" for opener in ("", "please ", "hello, ", "short answer: ", "a question: ")
+          for question in ("what is the word for {}?", "give the word for {}", "{}: what is its word?",
+                           "the word for {} is?")]  # 20 phrasings: 200 distinct rows
+
+
+def make_mapping_dataset(out: str | Path, rows: int = 200, name: str = "tiny_mapping") -> Path:
+    """An alpaca dataset of *rows* distinct rows (up to 200) of MAPPING, every key in every phrasing in turn: one
+    right answer per prompt, so a run that learns it is told from one that does not by its eval loss and answers."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    keys = list(MAPPING)
+    records = [{"instruction": _ASKED[(i // len(keys)) % len(_ASKED)].format(keys[i % len(keys)]), "input": "",
+                "output": f"the word is {MAPPING[keys[i % len(keys)]]}."} for i in range(min(rows, len(keys) * len(_ASKED)))]
+    return _register(out, name, records, {})
+
+
 def _register(out: Path, name: str, records: list[dict], entry: dict) -> Path:
     """Write *records* to out/<name>.json and register them in out/dataset_info.json with *entry*."""
     (out / f"{name}.json").write_text(json.dumps(records, indent=1), encoding="utf-8")

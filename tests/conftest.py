@@ -80,6 +80,15 @@ def make_vlm_folder(root: Path, max_pixels: int = 1003520) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """The tiny local Qwen2 model and its tokenizer (lfgen.tiny), built once per session; tests read it, never
+    write into it."""
+    from lfgen.tiny import make_model
+
+    return make_model(tmp_path_factory.mktemp("tiny") / "tiny-model")
+
+
 @pytest.fixture
 def vlm_project(tmp_path: Path) -> Path:
     """A folder with data/ (generated pictures, the tiny caption sets) and a weightless tiny-qwen2-vl/."""

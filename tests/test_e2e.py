@@ -114,6 +114,8 @@ def test_chat_ends_cleanly_at_end_of_input(trained):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "EOFError" not in result.stderr and "Traceback" not in result.stderr
     assert "Assistant:" in result.stdout
+    # issue 21: LlamaFactory's INFO lines went to stdout, between the user's turns
+    assert "[INFO" not in result.stdout and "llamafactory" not in result.stdout and "[INFO" in result.stderr
 
 
 def test_a_config_llamafactory_rejects_is_recorded_as_failed_config(trained):
@@ -160,22 +162,30 @@ def test_tensorboard_serves_the_runs(trained):
         server.wait(timeout=30)
 
 
-def test_the_demos_next_step_works_from_where_the_demo_ran(tmp_path):
-    """`lfgen demo demo` in tmp; then, typed from tmp, the next step it printed (`lfgen sweep ... --from
-    demo/outputs/...`), `lfgen validate` of the new runs (LlamaFactory's parser) and `lfgen run` of one of
-    them, from yet another directory: the run config's recorded root says where LlamaFactory starts."""
+def test_the_demo_names_a_real_winner_and_its_next_step_works_from_where_it_ran(tmp_path):
+    """`lfgen demo demo` in tmp: the task is one the tiny model learns at the highest rate of the sweep, so the
+    verdict names that run best beyond the noise, in compare's JSON too (issue 21's "one where a run clearly wins").
+    Then, typed from tmp, the config the next step starts from, a sweep `--from demo/outputs/...`, `lfgen
+    validate` of its runs (LlamaFactory's parser) and `lfgen run` of one of them, from yet another directory: the
+    run config's recorded root says where LlamaFactory starts."""
     demo = lfgen(tmp_path, "demo", "demo", "--quiet")
     assert demo.returncode == 0, demo.stderr[-3000:]
-    step = re.search(r"`lfgen (sweep [^`]+)`", demo.stderr)
-    assert step, demo.stderr[-2000:]
-    args = shlex.split(step.group(1))
-    assert args[args.index("--from") + 1].startswith("demo/outputs/")
+    assert re.search(r"demo-lr: lr-1e-2 is best: final_eval_loss [\d.]+ ± [\d.]+ against .* beyond the noise",
+                     demo.stdout), demo.stdout[-3000:]
+    rows = {row["run"]: row for row in json.loads(lfgen(tmp_path, "compare", "demo/outputs/demo-lr", "--format",
+                                                        "json").stdout)}
+    assert rows["lr-1e-2"]["verdict"] == "best" and rows["lr-1e-5"]["verdict"].startswith("not ranked: not-learning")
+    assert rows["lr-1e-2"]["final_eval_loss"] < rows["lr-1e-3"]["final_eval_loss"] < rows["lr-1e-5"]["final_eval_loss"]
+    step = re.search(r"start from (demo/outputs/demo-lr/lr-1e-2/lfgen_run\.yaml)", demo.stdout)  # lr is a full
+    assert step and (tmp_path / step.group(1)).is_file(), demo.stdout[-2000:]  # fine-tune's only axis: combine
+    args = ["sweep", "epochs", "1", "--from", "demo/outputs/demo-lr"]
     sweep = lfgen(tmp_path, *args)
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     runs = sorted((tmp_path / "experiments").glob("*/runs/*.yaml"))
     assert runs, sweep.stderr
     config = yaml.safe_load(runs[0].read_text())
     assert (config["model_name_or_path"], config["dataset_dir"]) == ("./demo/tiny-model", "./demo/data")
+    assert config["learning_rate"] == 0.01  # from the best run
     assert not config["output_dir"].startswith("demo/")  # the new runs write under the new experiment
     report = lfgen(tmp_path, "validate", "--json", *(str(p.relative_to(tmp_path)) for p in runs))
     assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-2000:]
@@ -185,4 +195,4 @@ def test_the_demos_next_step_works_from_where_the_demo_ran(tmp_path):
     run = lfgen(elsewhere, "run", str(runs[0]), "--quiet")
     assert run.returncode == 0, run.stderr[-3000:]
     out = tmp_path / config["output_dir"]
-    assert (out / "adapter_model.safetensors").is_file() and (out / "all_results.json").is_file()
+    assert (out / "model.safetensors").is_file() and (out / "all_results.json").is_file()

@@ -37,7 +37,7 @@ def test_eval_scores_ranks_and_resumes(tmp_path):
     print(f"\ntrain 2 runs: {time.perf_counter() - start:.1f} s")
     assert trained.returncode == 0, trained.stderr[-3000:]
     outputs = project / "outputs/tiny"
-    runs = ["lr-1e-5", "lr-0.01"]
+    runs = ["lr-1e-5", "lr-1e-2"]
 
     # A killed lfgen eval: kill -9 once the first run is scored and the second is generating.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
@@ -74,10 +74,10 @@ def test_eval_scores_ranks_and_resumes(tmp_path):
     for run in runs:
         assert all(isinstance(rows[run][key], float) for key in ("predict_rouge-l", "predict_bleu-4", "accuracy"))
         assert rows[run]["samples_scored"] == 4
-    assert rows["lr-0.01"]["predict_rouge-l"] > rows["lr-1e-5"]["predict_rouge-l"]
+    assert rows["lr-1e-2"]["predict_rouge-l"] > rows["lr-1e-5"]["predict_rouge-l"]
     sweep = lfgen(project, "sweep", "alpha", "--from", "experiments/tiny", "--metric", "predict_rouge-l", "--name", "next")
     assert sweep.returncode == 0, sweep.stderr
-    assert "base: run lr-0.01 of experiments/tiny (predict_rouge-l" in sweep.stderr + sweep.stdout
+    assert "base: run lr-1e-2 of experiments/tiny (predict_rouge-l" in sweep.stderr + sweep.stdout
 
     again = lfgen(project, "eval", str(outputs / runs[0]), "--max-samples", "2", "--force", "--max-new-tokens", "4")
     assert again.returncode == 0, again.stderr[-3000:]

@@ -9,6 +9,7 @@ shutdown ("terminate called without an active exception", exit 134) after the co
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -17,9 +18,12 @@ import sys
 def main(request_path: str) -> None:
     with open(request_path, encoding="utf-8") as handle:
         request = json.load(handle)
-    from llamafactory.chat import ChatModel
+    # LlamaFactory's logger writes INFO lines to the stdout it sees when first imported: imported with stdout on
+    # stderr, its lines stay off the conversation (and off a pipe that reads the answers) for good.
+    with contextlib.redirect_stdout(sys.stderr):
+        from llamafactory.chat import ChatModel
 
-    model = ChatModel(request["config"])
+        model = ChatModel(request["config"])
     messages: list[dict] = []
     print("Chat with the run's adapter; `clear` forgets the history, `exit` or end of input quits.", flush=True)
     while True:

@@ -6,6 +6,7 @@ only the standard library and LlamaFactory are imported here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -14,9 +15,12 @@ import sys
 def main(request_path: str, result_path: str) -> None:
     with open(request_path, encoding="utf-8") as handle:
         request = json.load(handle)
-    from llamafactory.chat import ChatModel
+    # LlamaFactory's logger writes INFO lines to the stdout it sees when first imported: imported with stdout on
+    # stderr, its lines stay off the conversation (and off a pipe that reads the answers) for good.
+    with contextlib.redirect_stdout(sys.stderr):
+        from llamafactory.chat import ChatModel
 
-    model = ChatModel(request["config"])
+        model = ChatModel(request["config"])
     with open(result_path, "w", encoding="utf-8") as out:
         for prompt in request["prompts"]:
             responses = model.chat([{"role": "user", "content": prompt}], **request["generation"])

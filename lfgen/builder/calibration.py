@@ -98,9 +98,9 @@ def _reserved(trainer_log: Path) -> list[Any]:
     return values
 
 
-def _read(run_dir: Path, gpu: str | None) -> tuple[Any, dict[str, Any], Any]:
+def _read(run_dir: Path, gpu: str | None, placed: bool = True) -> tuple[Any, dict[str, Any], Any]:
     """(the run's written config, its lfgen_env.json, where it trained); InputError when lfgen did not start it or
-    nothing says which device it trained on."""
+    (*placed*) nothing says which device it trained on, else where is None then."""
     from lfgen.builder.run_estimate import placement, read_written
     from lfgen.runs.environment import read_environment
 
@@ -109,7 +109,7 @@ def _read(run_dir: Path, gpu: str | None) -> tuple[Any, dict[str, Any], Any]:
     written = read_written(run_dir / RUN_CONFIG)
     environment = read_environment(run_dir / ENV_MANIFEST, []) if (run_dir / ENV_MANIFEST).is_file() else {}
     where = placement(written, environment, gpu)
-    if where is None:
+    if where is None and placed:
         raise InputError(f"{run_dir}: the run does not say which GPU it ran on; pass --gpu NAME")
     return written, environment, where
 
@@ -117,9 +117,10 @@ def _read(run_dir: Path, gpu: str | None) -> tuple[Any, dict[str, Any], Any]:
 def measure(run_dir: str | Path, gpu: str | None = None) -> Measured:
     """One run's memory estimate and measured peak; the GPU comes from where it ran unless *gpu* names it."""
     run_dir = Path(run_dir)
-    written, _, where = _read(run_dir, gpu)
-    if where.gpu.arch == "CPU":
+    written, _, where = _read(run_dir, gpu, placed=False)
+    if where is not None and where.gpu.arch == "CPU":
         raise InputError(f"{run_dir}: trained on the CPU, which measures no GPU memory")
+    # What was measured before where: a run on the CPU measured nothing, whichever GPU --gpu would name.
     values = _reserved(run_dir / TRAINER_LOG)
     peak = peak_vram_gib(values)
     if not values:
@@ -128,6 +129,8 @@ def measure(run_dir: str | Path, gpu: str | None = None) -> Measured:
     if peak is None:
         raise InputError(f"{run_dir}: {TRAINER_LOG} has no GPU measurement (vram_reserved is {values[-1]} at every "
                          "step: the run trained on the CPU); calibrate runs that trained on a GPU")
+    if where is None:
+        _read(run_dir, gpu)  # says which GPU to name
     model = str(written.config.get("model_name_or_path", ""))
     spec, _ = estimates.model_spec(model, required=True)
     found = estimates.estimate(model, written.config, None, None, where.num_gpus)  # uncalibrated: what is checked
@@ -150,7 +153,16 @@ def measure_time(run_dir: str | Path, gpu: str | None = None) -> MeasuredTime:
     from lfgen.runs.spend import last_write
 
     run_dir = Path(run_dir)
-    written, environment, where = _read(run_dir, gpu)
+    written, environment, where = _read(run_dir, gpu, placed=False)
+    if where is None:
+        values = _reserved(run_dir / TRAINER_LOG)
+        if not values or peak_vram_gib(values) is not None:
+            _read(run_dir, gpu)  # a GPU run that does not say which: --gpu names it
+        from lfgen.builder.run_estimate import Placement
+        from lfgen.catalogs.gpus import cpu_device
+
+        # LlamaFactory logged no GPU memory at any step: the run trained on the CPU, which times like any device
+        where = Placement(cpu_device(), 1, f"{TRAINER_LOG}: no GPU memory at any step")
     speed = measured_throughput(run_dir)
     if not speed.finished or speed.runtime_s is None or speed.runtime_s <= 0:
         raise InputError(f"{run_dir}: not finished (no train_runtime in all_results.json yet); calibrate finished runs")

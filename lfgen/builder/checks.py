@@ -35,8 +35,8 @@ def checks(ctx: Context) -> None:
     if gpu is not None and gpu.fa2 is False and cfg.get("flash_attn") in ("fa2", "fa3"):
         ctx.warn("R-HW-FA", f"flash_attn {cfg['flash_attn']} on {gpu.name}, which does not support it")
     if ctx.from_file_only:
-        for key in EXPLICIT_KEYS:
-            if key in ctx.config and key not in ctx.fixed:
+        for key in EXPLICIT_KEYS:  # a key the file sets is the file's, even where a rule the user asked replaced it
+            if key in ctx.config and key not in ctx.fixed and key not in ctx.file_keys:
                 default = ("LlamaFactory's own flag, default false" if key == "plot_loss" else
                            "LlamaFactory's default depends on the installed transformers")
                 ctx.warn("LF-EXPLICIT", f"the file does not set {key}; lfgen writes {key}: {ctx.config[key]} "

@@ -79,6 +79,7 @@ class Context:
                  file_source: str | None):
         self.base, self.options, self.preset = base, options, preset
         self.file_source = file_source
+        self.file_keys = frozenset(file_values)  # what the base file itself sets (a rule the user asked may replace it)
         self.config: dict[str, Any] = {}
         self.decisions: dict[str, Decision] = {}
         self.warnings: list[str] = []

@@ -72,31 +72,71 @@ def approximate(text: str) -> int:
     return math.ceil((len(text) - cjk) / 4 + cjk / 1.5)
 
 
-def counter(model: str | None) -> tuple[Callable[[list[str]], list[int]], str]:
-    """A batch token counter for *model* and what it is: the folder's tokenizer, or the approximation."""
+@dataclass
+class Tokens:
+    """A model's tokenizer as a batch counter (or the approximation), with what LlamaFactory's template asks of it."""
+
+    count: Callable[[list[str]], list[int]]
+    method: str
+    exact: bool = False  # a real tokenizer (else the approximation)
+    bos: bool = True  # the tokenizer has a BOS token (a template's {bos} slot adds one)
+    add_special: Callable[[list[str]], None] = lambda _words: None  # make words one token each (stop words)
+
+
+def _approximated(note: str = "") -> Tokens:
+    return Tokens(lambda texts: [approximate(t) for t in texts], APPROXIMATION + note)
+
+
+def _has_bos(folder: Path) -> bool:
+    """Whether the tokenizer declares a BOS token (tokenizer_config.json or special_tokens_map.json)."""
+    import json
+
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        try:
+            found = json.loads((folder / name).read_text(encoding="utf-8")).get("bos_token")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if found is not None:
+            return bool(found.get("content") if isinstance(found, dict) else found)
+    return False
+
+
+def tokens(model: str | None) -> Tokens:
+    """The token counter of *model*: a local folder's tokenizer, else the approximation."""
     folder = Path(model) if model else None
     if folder is None or not folder.is_dir():
-        return (lambda texts: [approximate(t) for t in texts]), APPROXIMATION
+        return _approximated()
+    what = f"{folder}'s tokenizer"
     if (folder / "tokenizer.json").is_file():
-        from tokenizers import Tokenizer
+        from tokenizers import AddedToken, Tokenizer
 
         tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         tokenizer.no_truncation()
         tokenizer.no_padding()
         encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)  # fast: no character offsets
-        return (lambda texts: [len(e.ids) for e in encode(texts, add_special_tokens=False)]), \
-            f"{folder}'s tokenizer (content tokens; the chat template adds a few per turn)"
+        return Tokens(lambda texts: [len(e.ids) for e in encode(texts, add_special_tokens=False)], what, True,
+                      _has_bos(folder),
+                      lambda words: tokenizer.add_special_tokens([AddedToken(w, special=True) for w in words]))
     if not any((folder / name).is_file() for name in _TOKENIZER_FILES):
         # transformers builds an empty tokenizer from a bare config.json (every text: 0 tokens)
-        return (lambda texts: [approximate(t) for t in texts]), f"{APPROXIMATION}; {folder} has no tokenizer files"
+        return _approximated(f"; {folder} has no tokenizer files")
     try:
         from transformers import AutoTokenizer
 
         auto = AutoTokenizer.from_pretrained(str(folder))
     except Exception as exc:  # noqa: BLE001 - any loading failure: say it and approximate
-        return (lambda texts: [approximate(t) for t in texts]), f"{APPROXIMATION}; {folder}'s tokenizer: {exc}"
-    return (lambda texts: [len(ids) for ids in auto(texts, add_special_tokens=False)["input_ids"]]), \
-        f"{folder}'s tokenizer (content tokens; the chat template adds a few per turn)"
+        return _approximated(f"; {folder}'s tokenizer: {exc}")
+    return Tokens(lambda texts: [len(ids) for ids in auto(texts, add_special_tokens=False)["input_ids"]], what, True,
+                  auto.bos_token_id is not None,
+                  lambda words: auto.add_special_tokens({"additional_special_tokens": words},
+                                                        replace_additional_special_tokens=False))
+
+
+def counter(model: str | None) -> tuple[Callable[[list[str]], list[int]], str]:
+    """A batch token counter for *model* and what it is: the folder's tokenizer (content tokens), or the
+    approximation."""
+    found = tokens(model)
+    return found.count, found.method + (" (content tokens)" if found.exact else "")
 
 
 def measure(texts: Sequence[str], model: str | None, progress: Progress | None = None) -> tuple[list[int], str]:

@@ -184,29 +184,16 @@ def _files(samples: list[Sample], media_dir: Path, report: MediaReport, problems
     return sizes
 
 
-def _template_tokens(template: str | None, count: Any) -> tuple[int, int, int]:
-    """Tokens turn 0 of LlamaFactory's *template* adds (presets/mm_templates.yaml): before the prompt (prefix,
-    default system, user header), after it, and around the answer (a reasoning template's empty thought too).
-    {bos} and {eos} count one token each."""
-    from lfgen.catalogs.templates import multimodal
-
-    row = multimodal(template or "") or {}
-
-    def tokens(*keys: str) -> int:
-        text = "".join(row.get(k) or "" for k in keys)
-        markers = text.count("{bos}") + text.count("{eos}")
-        text = text.replace("{bos}", "").replace("{eos}", "")
-        return (count([text])[0] if text else 0) + markers
-
-    return tokens("before_prompt"), tokens("after_prompt"), tokens("before_answer", "after_answer", "thought")
-
-
 def _spans(samples: list[Sample], sizes: list[list[Any]], rule: Any, model: str | None, template: str | None,
            max_pixels: int | None, min_pixels: int | None) -> tuple[list[Span], list[int]]:
     from lfgen.models.image_tokens import image_tokens, vision_patches
 
+    from lfgen.builder.chat_lengths import template_tokens
+
     count, _ = counter(model)
-    head_tokens, tail_tokens, answer_tokens = _template_tokens(template, count)
+    # turn 0 of LlamaFactory's template: before the prompt (prefix, default system, user header), after it, around
+    # the answer; the one encoding of lfgen's lengths (lfgen.builder.chat_lengths)
+    head_tokens, tail_tokens, answer_tokens = template_tokens(template, model)
     closing = rule.numbers.get("wrap", 0) // 2  # the markers after an image's tokens
     befores, rests = [], []
     for sample in samples:

@@ -7,13 +7,14 @@ cutoff_len would truncate, with the cutoff_len R-DATA-CUTOFF would write.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lfgen.builder import data_kinds, data_lengths, data_rows, datasets
+from lfgen.builder import chat_lengths, data_kinds, data_lengths, data_rows, datasets
+from lfgen.builder.chat_lengths import Chat
+from lfgen.builder.data_clean import Usable, key as _key, usable
 from lfgen.builder.data_lengths import Lengths
 from lfgen.builder.data_media import MediaReport
 from lfgen.errors import InputError
@@ -74,10 +75,6 @@ class DataReport:
                           "why": self.suggested_how}}
 
 
-def _key(text: str) -> bytes:
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
-
-
 @dataclass
 class _Read:
     name: str
@@ -90,13 +87,14 @@ class _Read:
     problem_count: int
     media_columns: dict[str, str] = field(default_factory=dict)  # the registered images/videos columns
     media_rows: list[data_rows.Sample] = field(default_factory=list)
+    samples: list[data_rows.Sample] = field(default_factory=list)  # the rows read as samples, in order
 
 
 def _read(name: str, entry: dict[str, Any], dataset_dir: str | Path) -> _Read:
     files = [str(p) for p in data_rows.data_files(name, entry, dataset_dir)]
     texts, prompts, fulls, problems, count = [], [], [], [], 0
     columns = {k: v for k, v in (entry.get("columns") or {}).items() if k in ("images", "videos") and v}
-    media_rows = []
+    media_rows, read = [], []
     for sample, found in data_rows.samples(name, entry, dataset_dir):
         count += len(found)
         problems += found[:max(0, PROBLEM_LINES - len(problems))]
@@ -104,12 +102,13 @@ def _read(name: str, entry: dict[str, Any], dataset_dir: str | Path) -> _Read:
             texts.append("")
             continue
         texts.append(sample.text)
+        read.append(sample)
         prompts.append(_key(sample.prompt))
         fulls.append(_key(sample.text))
         if columns:
             media_rows.append(sample)
     return _Read(name, entry.get("formatting", "alpaca"), files, texts, prompts, fulls, problems, count, columns,
-                 media_rows)
+                 media_rows, read)
 
 
 def _media(r: _Read, dataset_dir: str | Path, model: str | None, cutoff_len: int,
@@ -149,13 +148,24 @@ def rows_of(names: list[str], dataset_dir: str | Path) -> list[int]:
     return [datasets.count_rows(n, info[n], dataset_dir).rows or 0 for n in names if n in info]
 
 
-def texts_of(names: list[str], dataset_dir: str | Path) -> list[str]:
-    """The text of every training sample of *names*, for the build's R-DATA-CUTOFF."""
+def samples_of(names: list[str], dataset_dir: str | Path) -> Usable:
+    """The usable training samples of *names* (neither empty nor repeated; lfgen.builder.data_clean) and how many
+    were not, for the build's R-DATA-CUTOFF and data size."""
     info = datasets.load_info(dataset_dir)
     problems = datasets.unregistered(names, info, dataset_dir)
     if problems:
         raise InputError(problems[0])
-    return [t for n in names for t in _read(n, info[n], dataset_dir).texts if t]
+    return usable([sample for n in names for sample in _read(n, info[n], dataset_dir).samples])
+
+
+def chat_for(model: str | None, template: str | None, kind: str) -> Chat:
+    """The template *kind*'s rows are measured through: *template*, else the one lfgen writes for *model*
+    (LF-TEMPLATE); plain text (pre-training) and no model and no template: none."""
+    if kind == "text" or (template is None and model is None):
+        return Chat(None)
+    from lfgen.catalogs.templates import table, template_for
+
+    return Chat(template or template_for(model) or table()["fallback"])
 
 
 def _check_model(model: str) -> None:
@@ -204,7 +214,13 @@ def report(names: list[str], dataset_dir: str | Path, *, model: str | None = Non
     media_options = {"media_dir": media_dir, "image_max_pixels": image_max_pixels,
                      "image_min_pixels": image_min_pixels, "template": template}
     for i, r in enumerate(read):
-        lengths, method = data_lengths.measure([t for t in r.texts if t], model, progress)
+        kind = data_kinds.kind_of(info[r.name])
+        chat = chat_for(model, template, kind)
+        rows = [sample for sample in r.samples if sample.text.strip()]
+        if chat.template is None and kind != "text":
+            lengths, method = chat_lengths.content(rows, model, "no --model or --template")
+        else:
+            lengths, method = chat_lengths.measure(rows, model, chat, own=True, progress=progress)
         media = _media(r, dataset_dir, model, cutoff_len, media_options)
         is_eval = i >= len(names)
         if not is_eval:
@@ -217,7 +233,7 @@ def report(names: list[str], dataset_dir: str | Path, *, model: str | None = Non
             problem_count=r.problem_count + len(misfit), problems=misfit + r.problems,
             duplicates=len(r.fulls) - len(set(r.fulls)), lengths=Lengths.of(lengths, method),
             truncated=data_lengths.truncated(lengths, cutoff_len), eval=is_eval, overlap=overlap, media=media,
-            kind=data_kinds.kind_of(info[r.name])))
+            kind=kind))
     total = Lengths.of(train_lengths, method)
     suggested, how = data_lengths.cutoff_for(total, data_lengths.context_length(model))
     with_images = _image_cutoff([d.media for d in reports if not d.eval and d.media], total, model)

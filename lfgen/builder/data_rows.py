@@ -27,17 +27,28 @@ SHAREGPT_TAGS = {"role_tag": "from", "content_tag": "value", "user_tag": "human"
 
 @dataclass(frozen=True)
 class Sample:
-    """One row as text: what the model reads (prompt side) and what it learns to write (answer side)."""
+    """One row as text: what the model reads (prompt side) and what it learns to write (answer side); and as
+    LlamaFactory's converter hands it to the chat template: the system text and the turns, (role, content) with role
+    user, assistant, observation or function, the answer last (none for plain text)."""
 
     prompt: str
     answer: str
     images: tuple[Any, ...] = ()  # the registered images column: a path per image (b"": embedded bytes)
     videos: tuple[Any, ...] = ()  # a path, or a tuple of frame paths, per video
     where: str = ""  # "file row N", for problem lines about the row's media
+    system: str = ""
+    turns: tuple[tuple[str, str], ...] = ()
 
     @property
     def text(self) -> str:
         return f"{self.prompt}\n{self.answer}"
+
+    @property
+    def empty(self) -> bool:
+        """A prompt or an answer with nothing but whitespace in it: the row teaches nothing, or to stop at once."""
+        if not self.turns:
+            return not self.answer.strip()
+        return any(not text.strip() for _, text in self.turns)
 
 
 def data_files(name: str, entry: dict[str, Any], dataset_dir: str | Path) -> list[Path]:
@@ -78,16 +89,23 @@ def _alpaca(row: dict[str, Any], columns: dict[str, Any], where: str,
     parts = [_text(row.get(columns[k])) for k in ("system", "prompt", "query") if columns.get(k)]
     prompt = "\n".join(part for part in parts if part)  # LlamaFactory joins instruction and input by a newline
     history = row.get(columns["history"]) if columns.get("history") else None
+    turns: list[tuple[str, str]] = []
     if isinstance(history, list):
         prompt = "\n".join(_text(turn) for pair in history for turn in (pair if isinstance(pair, list) else [pair])) \
             + "\n" + prompt
+        turns = [(role, _text(turn)) for pair in history if isinstance(pair, list)
+                 for role, turn in zip(("user", "assistant"), pair)]
     answer = _text(row.get(columns["response"])) if answered else ""
+    # LlamaFactory's AlpacaDatasetConverter: "instruction\ninput" is the last user turn, the system column apart
+    query = "\n".join(text for k in ("prompt", "query") if columns.get(k) and (text := _text(row.get(columns[k]))))
+    turns += [("user", query), *([("assistant", answer)] if answered else [])]
+    system = _text(row.get(columns["system"])) if columns.get("system") else ""
     problems = []
     if not _text(row.get(columns["prompt"])).strip() and not _text(row.get(columns.get("query") or "")).strip():
         problems.append(f"{where}: empty prompt ({columns['prompt']!r} and {columns['query']!r} are empty)")
     if answered and not answer.strip():
         problems.append(f"{where}: empty answer ({columns['response']!r})")
-    return Sample(prompt, answer), problems
+    return Sample(prompt, answer, system=system, turns=tuple(turns)), problems
 
 
 def _sharegpt(row: dict[str, Any], columns: dict[str, Any], tags: dict[str, str],
@@ -96,10 +114,15 @@ def _sharegpt(row: dict[str, Any], columns: dict[str, Any], tags: dict[str, str]
     if not isinstance(messages, list) or not messages:
         return None, [f"{where}: no messages in column {columns['messages']!r}"]
     role, content = tags["role_tag"], tags["content_tag"]
+    system = _text(row.get(columns["system"])) if columns.get("system") else ""
     if messages and isinstance(messages[0], dict) and messages[0].get(role) == tags["system_tag"]:
-        messages = messages[1:]  # a leading system turn is allowed and not counted
+        system = _text(messages[0].get(content))  # a leading system turn is the system text, as LlamaFactory takes it
+        messages = messages[1:]
     asks, answers = (tags["user_tag"], tags["observation_tag"]), (tags["assistant_tag"], tags["function_tag"])
+    roles = {tags["user_tag"]: "user", tags["assistant_tag"]: "assistant", tags["observation_tag"]: "observation",
+             tags["function_tag"]: "function"}
     prompt, answer, problems = [_text(row.get(columns["system"]))] if columns.get("system") else [], [], []
+    turns = []
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or role not in message or content not in message:
             problems.append(f"{where}: message {i} has no {role!r} or {content!r} key")
@@ -109,6 +132,7 @@ def _sharegpt(row: dict[str, Any], columns: dict[str, Any], tags: dict[str, str]
             problems.append(f"{where}: message {i} has role {message[role]!r}, expected {' or '.join(expected)} "
                             "(turns alternate user, assistant)")
         text = _text(message[content])
+        turns.append((roles.get(message[role], "user" if i % 2 == 0 else "assistant"), text))
         if not text.strip():
             problems.append(f"{where}: message {i} ({message[role]}) is empty")
         (prompt if i < len(messages) - 1 or pairwise else answer).append(text)
@@ -117,7 +141,7 @@ def _sharegpt(row: dict[str, Any], columns: dict[str, Any], tags: dict[str, str]
                         f"are in {columns.get('chosen')!r} and {columns.get('rejected')!r})")
     elif not pairwise and len(messages) % 2:
         problems.append(f"{where}: {len(messages)} messages; a conversation ends with the assistant's turn")
-    return Sample("\n".join(prompt).strip(), "\n".join(answer)), problems
+    return Sample("\n".join(prompt).strip(), "\n".join(answer), system=system, turns=tuple(turns)), problems
 
 
 def _media(row: dict[str, Any], column: str | None, where: str) -> tuple[tuple[Any, ...], list[str]]:
@@ -167,7 +191,8 @@ def _pairwise(row: dict[str, Any], columns: dict[str, Any], tags: dict[str, str]
             shape = "a {role, content} message" if sharegpt else "a string"
             problems.append(f"{where}: no {role} answer in column {columns.get(role)!r} ({shape})")
         answers.append(text or "")
-    return Sample(sample.prompt, max(answers, key=len)), problems
+    longer = max(answers, key=len)
+    return dataclasses.replace(sample, answer=longer, turns=(*sample.turns, ("assistant", longer))), problems
 
 
 def _feedback(row: dict[str, Any], columns: dict[str, Any], tags: dict[str, str], where: str,

@@ -13,30 +13,49 @@ from lfgen.catalogs import rules
 from lfgen.errors import InputError
 
 
-# (names, dataset_dir, model, the files' sizes and times) -> (Lengths, every length): a sweep builds many
-# configs from the same data, and tokenizing it once is enough.
-_MEASURED: dict[tuple[Any, ...], tuple[Any, list[int]]] = {}
+# (names, dataset_dir, model, chat, the files' sizes and times) -> (Lengths, every length, (empty rows, duplicates)):
+# a sweep builds many configs from the same data, and tokenizing it once is enough.
+_MEASURED: dict[tuple[Any, ...], tuple[Any, list[int], tuple[int, int]]] = {}
 
 
 def _measure(ctx: Context):
-    """The token lengths of the training data, when lfgen counted its rows from local files."""
-    from lfgen.builder import data_lengths
-    from lfgen.builder.data_report import texts_of
+    """The token lengths of the training data, when lfgen counted its rows from local files: each sample as
+    LlamaFactory will encode it, through the config's chat template (its system prompt included)."""
+    from lfgen.builder import chat_lengths, data_lengths
+    from lfgen.builder.data_report import samples_of
 
     model = str(ctx.get("model_name_or_path", ""))
     names, dataset_dir = datasets.split_names(ctx.get("dataset")), str(ctx.get("dataset_dir", "data"))
-    key = (*datasets.stamp(names, dataset_dir), model)
+    chat = chat_lengths.Chat.of(ctx.config)
+    key = (*datasets.stamp(names, dataset_dir), model, chat)
     if key not in _MEASURED:
         try:
-            texts = texts_of(names, dataset_dir)
+            read = samples_of(names, dataset_dir)
         except InputError as exc:
             ctx.warn("R-DATA-CUTOFF", f"the data's lengths are unknown ({exc}); cutoff_len stays "
                                       f"{ctx.get('cutoff_len')}")
             return None, []
-        lengths, method = data_lengths.measure(texts, model)
+        lengths, method = chat_lengths.measure(read.samples, model, chat)
         _MEASURED.clear()  # one data set at a time: a long session does not keep every file's lengths
-        _MEASURED[key] = (data_lengths.Lengths.of(lengths, method), lengths)
-    return _MEASURED[key]
+        _MEASURED[key] = (data_lengths.Lengths.of(lengths, method), lengths, (read.empty, read.duplicates))
+    lengths, every, unusable = _MEASURED[key]
+    _usable_rows(ctx, names, dataset_dir, *unusable)
+    return lengths, every
+
+
+def _usable_rows(ctx: Context, names: list[str], dataset_dir: str, empty: int, duplicates: int) -> None:
+    """R-DATA-USABLE: the data size counts the rows that teach something (the rules after this one read it)."""
+    if not (empty or duplicates) or ctx.samples is None or "capped by max_samples" in ctx.samples_note:
+        return
+    usable = max(1, ctx.samples - empty - duplicates)
+    parts = [f"{count:,} {what}" for count, what in ((empty, "with an empty prompt or answer"),
+                                                     (duplicates, "repeating an earlier row")) if count]
+    ctx.samples_note = f"{ctx.samples_note}; {usable:,} usable ({' and '.join(parts)} not counted, R-DATA-USABLE)"
+    ctx.samples = usable
+    drop = " ".join(flag for flag, count in (("--drop-empty", empty), ("--dedupe", duplicates)) if count)
+    ctx.warn("R-DATA-USABLE", f"{' and '.join(parts)} in {', '.join(names)}: sized for {usable:,} usable rows; "
+                              f"lfgen data {' '.join(names)} --dataset-dir {dataset_dir} {drop} -o FILE writes a "
+                              "cleaned copy and registers it")
 
 
 def data_cutoff(ctx: Context) -> None:

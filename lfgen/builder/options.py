@@ -48,6 +48,10 @@ BuildOptions = create_model("BuildOptions", __base__=_Options, __module__=__name
                             set=(dict[str, Any], Field(default={}, description=SET_HELP)))
 
 
+# YAML 1.1's other spellings of true and false: for a key LlamaFactory types as a string they are the string
+_YAML11_BOOLEANS = frozenset({"yes", "no", "on", "off", "y", "n"})
+
+
 def parse_set(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """``--set key=value`` pairs; values are read as YAML scalars the way LlamaFactory's loader reads them."""
     from lfgen.catalogs.llamafactory import snapshot
@@ -60,11 +64,13 @@ def parse_set(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
         key = key.strip()
         if not sep or not key:
             raise InputError(f"--set: {item!r} is not key=value; write it as --set key=value (e.g. --set seed=7)")
-        catalog.check_key(key)
+        spec = catalog.check_key(key)
         try:
             value = loads(raw) if raw.strip() else ""
         except Exception:  # noqa: BLE001 - any YAML error means: take the text as it is
             value = raw
+        if isinstance(value, bool) and spec.type == "str" and raw.strip().lower() in _YAML11_BOOLEANS:
+            value = raw.strip()  # `eval_strategy=no` means the string: YAML 1.1 would read false
         if _COMMENT.search(raw):  # `run_name=exp #3`: YAML would read a comment and drop the #3
             value = raw
         if isinstance(value, (dict, list)) and key not in ("report_to",):

@@ -292,8 +292,9 @@ def _user_rest(ctx: Context) -> None:
 # The pipeline, in order: the user's fixed values first, then each rule's step; later steps read what
 # earlier ones chose (alpha reads the rank, the batch reads the precision, output_dir the rank).
 STEPS: tuple[Callable[[Context], None], ...] = (
-    shape, user_precision, _skeleton, _user_target, _data_size, data_cutoff, _lora, _data_rules, _alpha,
-    learning_rate, vision_keys, hardware, quantization, intervals, _template, _output, _user_rest, unread_keys, _output_digest,
+    # the template before R-DATA-CUTOFF: the data's lengths are measured through it (its system prompt counts)
+    shape, user_precision, _skeleton, _user_target, _data_size, _template, data_cutoff, _lora, _data_rules, _alpha,
+    learning_rate, vision_keys, hardware, quantization, intervals, _output, _user_rest, unread_keys, _output_digest,
     checks)
 
 

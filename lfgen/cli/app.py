@@ -76,6 +76,13 @@ class _Group(click.Group):
         except LfgenError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(1)
+        except BrokenPipeError:
+            # The reader stopped reading (`lfgen explain FILE | head`): it has what it asked for. Exit 0 quietly,
+            # as a short output that fit the pipe does; Python's flush at exit must not fail on the closed pipe.
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
         except KeyboardInterrupt as stop:  # SIGTERM where a command did not say more (connecting to Ray)
             from lfgen.training.signals import Terminated
 

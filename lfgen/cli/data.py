@@ -35,10 +35,17 @@ BAR_FROM = 10_000  # rows from which a terminal gets a progress bar
                                                 "the model's, as lfgen would write it).")
 @click.option("--stage", type=click.Choice(STAGES), help="Check that each dataset fits this stage (pairwise for "
               "dpo, orpo, simpo and rm; a kto_tag for kto; plain text for pt; one answer per row for sft).")
+@click.option("--drop-empty", is_flag=True, help="With -o: leave out rows with an empty prompt or answer.")
+@click.option("--dedupe", is_flag=True, help="With -o: leave out rows that repeat an earlier row exactly.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Write the dataset's cleaned copy here (.json or .jsonl) and register it in dataset_info.json.")
+@click.option("--register", metavar="NAME", help="The cleaned copy's name in dataset_info.json (default: NAME_clean).")
+@click.option("--force", is_flag=True, help="Replace an existing -o file or --register entry.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: datasets[], train (docs/cli.md).")
 def data(names: tuple[str, ...], dataset_dir: str, model: str | None, cutoff_len: int, eval_names: str | None,
          media_dir: str | None, image_max_pixels: int | None, image_min_pixels: int | None, template: str | None,
-         stage: str | None, as_json: bool) -> None:
+         stage: str | None, drop_empty: bool, dedupe: bool, output: str | None, register: str | None, force: bool,
+         as_json: bool) -> None:
     """Check and measure datasets registered in DIR/dataset_info.json; exit 1 on format problems.
 
     For each: rows, its kind (SFT, pairwise, KTO or plain text) and a format check against its
@@ -50,6 +57,12 @@ def data(names: tuple[str, ...], dataset_dir: str, model: str | None, cutoff_len
     with an images/videos column: every file exists (under --media-dir), the <image>
     placeholders match the images, and with a vision-language --model the image tokens
     of each row, text + image lengths and the rows whose image --cutoff-len would cut.
+    Token lengths are counted as LlamaFactory encodes each sample: through the chat template
+    (--template, else the one lfgen writes for --model), its system prompt included.
+
+    With -o FILE and --drop-empty and/or --dedupe: writes a cleaned copy of the one dataset NAME
+    and registers it (--register, default NAME_clean), then checks the copy. preset, sweep and
+    tune size runs by the usable rows either way (R-DATA-USABLE).
 
     \b
     Examples:
@@ -58,10 +71,13 @@ def data(names: tuple[str, ...], dataset_dir: str, model: str | None, cutoff_len
       lfgen data mllm_demo --model Qwen/Qwen2.5-VL-7B-Instruct --image-max-pixels 262144
       lfgen data my_sft --json | jq .train.lengths
       lfgen data my_pairs --stage dpo
+      lfgen data my_sft --drop-empty --dedupe -o data/my_sft_clean.jsonl
     """
     from lfgen.builder.data_report import report, rows_of
 
     evals = [n.strip() for n in (eval_names or "").split(",") if n.strip()]
+    if output or drop_empty or dedupe or register:
+        names = (_clean(names, dataset_dir, output, drop_empty, dedupe, register, force, quiet=as_json),)
     kwargs: dict[str, Any] = {"model": model, "cutoff_len": cutoff_len, "eval_names": evals, "media_dir": media_dir,
                               "image_max_pixels": image_max_pixels, "image_min_pixels": image_min_pixels,
                               "template": template, "stage": stage}
@@ -80,6 +96,26 @@ def data(names: tuple[str, ...], dataset_dir: str, model: str | None, cutoff_len
         _print(result)
     if not result.ok:
         sys.exit(1)
+
+
+def _clean(names: tuple[str, ...], dataset_dir: str, output: str | None, drop_empty: bool, dedupe: bool,
+           register: str | None, force: bool, *, quiet: bool) -> str:
+    """Write and register the cleaned copy; its name, which the report then checks."""
+    from lfgen.builder.data_clean import clean
+    from lfgen.errors import InputError
+
+    if output is None:
+        raise InputError("--drop-empty, --dedupe and --register write a cleaned copy: give it a file with -o FILE "
+                         "(e.g. -o data/my_sft_clean.jsonl)")
+    if len(names) != 1:
+        raise InputError(f"-o: cleans one dataset at a time (got {len(names)}: {', '.join(names)}); run it per dataset")
+    done = clean(names[0], dataset_dir, output, drop_empty=drop_empty, dedupe=dedupe, register=register, force=force)
+    if not quiet:
+        dropped = ", ".join(f"{n:,} {what}" for n, what in ((done.empty, "empty"), (done.duplicates, "duplicate"))
+                            if n) or "none"
+        click.echo(f"wrote {done.path}: {done.kept:,} of {done.rows:,} rows (dropped: {dropped}); registered as "
+                   f"{done.name} in {dataset_dir}/dataset_info.json: train on it with --dataset {done.name}", err=True)
+    return done.name
 
 
 def _print(result: Any) -> None:

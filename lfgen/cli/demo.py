@@ -8,7 +8,7 @@ import click
 
 from lfgen.cli.experiments import run_experiment
 from lfgen.cli.output import CONTEXT
-from lfgen.cli.results import print_frame, print_next_steps
+from lfgen.cli.results import print_frame, print_verdicts
 
 @click.command(context_settings=CONTEXT)
 @click.argument("directory", default="lfgen-demo", type=click.Path(file_okay=False))
@@ -18,8 +18,9 @@ from lfgen.cli.results import print_frame, print_next_steps
 def demo(directory: str, quiet: bool, vlm: bool) -> None:
     """The whole loop on a tiny model, on the CPU, offline: sweep, run, compare, report.
 
-    Builds a tiny model, tokenizer and dataset in DIRECTORY (no download), lays out a 3-run rank
-    sweep, trains it, prints the comparison and writes DIRECTORY/report.html. A second run resumes.
+    Builds a tiny model, tokenizer and dataset in DIRECTORY (no download), lays out a 3-run
+    learning-rate sweep, trains it, prints the comparison and its verdict and writes
+    DIRECTORY/report.html. A second run resumes.
     With --vlm: a tiny Qwen2-VL, generated pictures and their captions, two runs (docs/vlm.md).
 
     \b
@@ -39,7 +40,7 @@ def demo(directory: str, quiet: bool, vlm: bool) -> None:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; never wait on the hub
     what = "a tiny vision-language model, pictures and a 2-run caption sweep" if vlm else \
-        "a tiny model and a 3-run rank sweep"
+        "a tiny model and a 3-run learning-rate sweep"
     click.echo(f"lfgen demo in {directory}: building {what}", err=True)
     paths = prepare_vlm(directory) if vlm else prepare(directory)
     target = resolve(str(paths.experiment))
@@ -48,7 +49,7 @@ def demo(directory: str, quiet: bool, vlm: bool) -> None:
     comparison = collect(paths.outputs)
     df = frame(comparison, sort="best_eval_loss")
     print_frame(df)
-    print_next_steps(df)
+    print_verdicts(df)
     write_report(comparison, paths.report, force=True)
     click.echo(f"report: {paths.report} (open it in a browser); runs: {paths.outputs}", err=True)
     if summary.failed:

@@ -142,8 +142,10 @@ def _print_experiment(experiment, costs: dict[str, Any] | None = None) -> None:
               help="Times a run that ran out of memory is retried with half the micro-batch.")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failed run (default: go on).")
 @click.option("--force", is_flag=True, help="Train into an output dir that holds another config's finished "
-              "results, replacing them.")
+              "results, replacing them; train done runs whose config was edited again.")
 @click.option("-q", "--quiet", is_flag=True, help="Plain log lines instead of progress bars.")
+@click.option("--progress-every", type=click.FloatRange(min=1), default=30.0, show_default=True, metavar="SECONDS",
+              help="Without a terminal (or -q): a progress line per running run this often (step, loss, ETA).")
 @click.option("--eval", "evaluate", is_flag=True, help="Evaluate each run right after it trains, in its slot "
               "(lfgen eval; the generation options below) while the other runs go on; with --ray, in a Ray task on "
               "the run's node.")
@@ -151,14 +153,16 @@ def _print_experiment(experiment, costs: dict[str, Any] | None = None) -> None:
 @ray_options
 @click.option("--experiments-dir", default="experiments", show_default=True)
 def run(target: str, gpus: str | None, gpus_per_run: int, dry_run: bool, retry_failed: bool, rerun: tuple[str, ...],
-        retry_missing: bool, max_oom_retries: int, fail_fast: bool, force: bool, quiet: bool, evaluate: bool,
+        retry_missing: bool, max_oom_retries: int, fail_fast: bool, force: bool, quiet: bool, progress_every: float,
+        evaluate: bool,
         max_samples: int | None, batch_size: int | None, max_new_tokens: int, temperature: float,
         ray_address: str | None, cpus_per_run: float, storage: str | None, experiments_dir: str) -> None:
     """Train every run of an experiment (or one config) with llamafactory-cli, resuming where it stopped.
 
-    Done runs are skipped and interrupted ones resume; a run that runs out of memory is retried
-    with half the micro-batch and twice the accumulation (same effective batch); a NaN loss stops
-    a run at once. A done run whose results were deleted is reported, and retrained with
+    Done runs are skipped and interrupted ones resume; a run is keyed by its config's content: a
+    failed or interrupted run whose config was edited trains again from scratch, a done one is
+    refused until --force. A run that runs out of memory is retried with half the micro-batch
+    and twice the accumulation (same effective batch); a NaN loss stops a run at once. A done run whose results were deleted is reported, and retrained with
     --retry-missing. State lives in experiments/<name>/state.sqlite; exit 1 if a run failed,
     130 on Ctrl-C, 143 on SIGTERM (both stop the runs and record them interrupted).
 
@@ -185,7 +189,7 @@ def run(target: str, gpus: str | None, gpus_per_run: int, dry_run: bool, retry_f
             click.echo(line, err=True)
         evaluations = executor.evaluations(resolved.name, resolved.root, options) if evaluate and not dry_run else None
         summary = run_experiment(resolved, quiet=quiet or dry_run, resume_hint="the next lfgen run",
-                                 runner_options={"gpus": gpu_list, "gpus_per_run": gpus_per_run,
+                                 every=progress_every, runner_options={"gpus": gpu_list, "gpus_per_run": gpus_per_run,
                                                  "max_oom_retries": max_oom_retries, "fail_fast": fail_fast,
                                                  "force": force, "executor": executor, "evaluations": evaluations},
                                  run_options={"retry_failed": retry_failed, "rerun": list(rerun), "dry_run": dry_run,
@@ -203,13 +207,14 @@ def run(target: str, gpus: str | None, gpus_per_run: int, dry_run: bool, retry_f
 
 
 def run_experiment(target, *, quiet: bool, resume_hint: str, runner_options: dict[str, Any] | None = None,
-                    run_options: dict[str, Any] | None = None):
-    """Run an experiment with progress bars on a terminal (plain lines otherwise); Ctrl-C exits 130, SIGTERM 143."""
-    from lfgen.cli.progress import PlainReporter, RichReporter
+                   run_options: dict[str, Any] | None = None, every: float | None = None):
+    """Run an experiment with progress bars on a terminal (plain lines otherwise, a progress line per run *every*
+    seconds); Ctrl-C exits 130, SIGTERM 143."""
+    from lfgen.cli.progress import PROGRESS_EVERY_S, PlainReporter, RichReporter
     from lfgen.training.runner import Runner
 
     interactive = not quiet and sys.stderr.isatty()
-    reporter = RichReporter(len(target.runs)) if interactive else PlainReporter()
+    reporter = RichReporter(len(target.runs)) if interactive else PlainReporter(every=every or PROGRESS_EVERY_S)
     runner = Runner(target, reporter, **(runner_options or {}))
     with stoppable(f"the running runs were stopped and will resume with {resume_hint}"):
         if interactive:
@@ -256,18 +261,24 @@ def status(target: str | None, as_json: bool, experiments_dir: str) -> None:
     from rich.table import Table
 
     from lfgen.cli.output import gpu_hours
-    from lfgen.numbers import duration
+    from lfgen.numbers import duration, setting
 
+    tune = any(row["params"] is not None for row in rows)  # a tune's trials: their parameters and value too
     table = Table(title=f"{target}", title_justify="left")
-    for column in ("run", "state", "step", "loss", "eval loss", "attempts", "oom retries", "GPU-h", "ETA", "note"):
+    for column in ("run", "state", "step", "loss", "eval loss", *(("parameters", "value") if tune else ()),
+                   "attempts", "oom retries", "GPU-h", "ETA", "note"):
         table.add_column(column, overflow="fold")
     for row in rows:
         step = f"{row['step']}/{row['total']}" if row["total"] else "-"
         note = row["reason"] or ""
         if row["state"] == "failed" and row["detail"]:  # its first line: the cause, the fix and the log
             note = f"{note}: {row['detail'].splitlines()[0]}"
+        elif row["state"] == "pruned" and row["detail"]:  # "pruned at step 4 (eval_loss 2.1)", not "pruned"
+            note = row["detail"].splitlines()[0]
+        trial = (", ".join(f"{k}={setting(v)}" for k, v in (row["params"] or {}).items()), short(row["value"])) \
+            if tune else ()
         eta = "-" if not row["eta_s"] and row["eta_s"] is not None else duration(row["eta_s"])
-        table.add_row(row["run"], row["state"], step, short(row["loss"]), short(row["eval_loss"]),
+        table.add_row(row["run"], row["state"], step, short(row["loss"]), short(row["eval_loss"]), *trial,
                       str(row["attempts"]), str(row["oom_retries"]), gpu_hours(row["gpu_hours"]) if row["gpu_hours"]
                       else "-", eta, note)
     console().print(table)

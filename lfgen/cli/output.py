@@ -32,8 +32,12 @@ def width(stream: Any) -> int | None:
 def console(stderr: bool = False) -> Any:
     from rich.console import Console
 
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            raise BrokenPipeError  # rich exits 1 here; the group ends a closed pipe as click.echo's (lfgen.cli.app)
+
     stream = sys.stderr if stderr else sys.stdout
-    return Console(file=stream, highlight=False, soft_wrap=False, width=width(stream))
+    return _Console(file=stream, highlight=False, soft_wrap=False, width=width(stream))
 
 
 def print_warnings(warnings: list[str]) -> None:

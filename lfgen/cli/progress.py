@@ -1,24 +1,42 @@
 """How ``lfgen run`` (and tune, eval) shows its work: rich progress bars on a terminal, plain lines otherwise (--quiet).
 
 The runner (``lfgen.training.runner``) reports events to a ``Reporter``; these two print them, to the
-streams they are given: messages to *stream* (stderr), the dry-run plan to *out* (stdout).
+streams they are given: messages to *stream* (stderr), the dry-run plan to *out* (stdout). Without a terminal
+(a log file, CI, nohup) each running run gets a plain progress line at its first logged step and then every
+PROGRESS_EVERY_S seconds: its step, loss, eval loss and the time LlamaFactory estimates is left.
 """
 
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 from lfgen.numbers import short
 from lfgen.training.watch import Progress
 
+PROGRESS_EVERY_S = 30.0  # between two progress lines of one run (a 7-minute run: about 14 lines)
+
+
+def progress_line(name: str, progress: Progress) -> str:
+    """``[rank-8] step 120/600 (20%), loss 1.234, eval 1.31, ETA 0:03:10``."""
+    share = f" ({progress.step / progress.total:.0%})" if progress.total else ""
+    evaluated = f", eval {short(progress.eval_loss)}" if progress.eval_loss is not None else ""
+    return (f"[{name}] step {progress.step}/{progress.total or '?'}{share}, loss {short(progress.loss)}{evaluated}, "
+            f"ETA {progress.remaining or '?'}")
+
 
 class PlainReporter:
-    """One line per event on stderr: for logs, CI and --quiet."""
+    """One line per event on stderr, and a progress line per running run every *every* seconds: for logs, CI and
+    --quiet."""
 
-    def __init__(self, stream: Any = None, out: Any = None):
+    def __init__(self, stream: Any = None, out: Any = None, every: float = PROGRESS_EVERY_S,
+                 clock: Callable[[], float] = time.monotonic):
         self.stream = stream or sys.stderr
         self.out = out or sys.stdout
+        self.every, self.clock = every, clock
+        self.shown: dict[str, float] = {}  # run -> when its last progress line was printed
 
     def _say(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
@@ -32,13 +50,24 @@ class PlainReporter:
         self._say(f"[{name}] started (attempt {attempt}, {where}){': ' + note if note else ''}")
 
     def progress(self, name: str, progress: Progress) -> None:
-        pass
+        if progress.step <= 0:
+            return  # nothing logged yet
+        now, last = self.clock(), self.shown.get(name)
+        if last is not None and now - last < self.every:
+            return
+        self.shown[name] = now
+        self._say(progress_line(name, progress))
 
     def finished(self, name: str, state: str, reason: str | None, detail: str | None) -> None:
+        self.shown.pop(name, None)
         if state == "failed" and detail:  # the cause, where to fix it and the log, then the log lines that show it
             self._say(f"run {name} failed: {detail}")
             return
-        self._say(f"[{name}] {state}{': ' + reason if reason else ''}{' - ' + detail if detail else ''}")
+        said = [part for part in (reason if reason != state else None, detail) if part]
+        if detail and detail.startswith(state):  # "pruned at step 4 (...)": the state says it already
+            self._say(f"[{name}] {detail}")
+            return
+        self._say(f"[{name}] {state}{': ' + ' - '.join(said) if said else ''}")
 
     def evaluated(self, outcome: Any) -> None:
         self._say(outcome_line(outcome))

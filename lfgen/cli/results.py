@@ -33,7 +33,11 @@ def compare(path: str, sort: str | None, filters: tuple[str, ...], fmt: str, out
 
     Works on any output directories (runs lfgen did not start too). PATH may also be an experiment
     folder: its runs, with the state lfgen run recorded (runs not started yet are pending rows).
-    Each experiment's best run and the next tuning step (seed 000's order) follow the table on stderr.
+    Each experiment's verdict follows the table: the best run only when the evidence names one
+    (unhealthy runs diagnosed first, differences within the noise said so, unfinished runs
+    provisional), its evidence, and the next tuning step (seed 000's order after what the
+    experiment's family searched). --format csv/json hold it in the verdict and
+    experiment_verdict columns (and say it on stderr).
     gpu_hours is measured (wall time x GPUs; outside an experiment, the trainer's runtime); cost is
     gpu_hours x the price of the run's GPU (--price, your prices file, else lfgen's dated table),
     with price_source saying which.
@@ -75,7 +79,7 @@ def compare(path: str, sort: str | None, filters: tuple[str, ...], fmt: str, out
     if fmt == "table" and "price_source" in df.columns:
         for source in dict.fromkeys(df["price_source"].dropna()):
             click.echo(f"cost at {source}", err=True)
-    print_next_steps(df)
+    print_verdicts(df, err=fmt != "table" and not output)  # stdout is the data then
 
 
 def with_filter(call, *args: Any, **kwargs: Any) -> Any:
@@ -89,15 +93,17 @@ def with_filter(call, *args: Any, **kwargs: Any) -> Any:
         raise click.BadParameter(str(exc), param_hint="'--filter'") from None
 
 
-def print_next_steps(df) -> None:
+def print_verdicts(df, *, err: bool = False) -> None:
+    """Each experiment's verdict: the headline, its evidence, a disagreeing score, the next step."""
     for name, summary in df.attrs.get("experiments", {}).items():
-        if summary.get("best_run") is None:
-            click.echo(f"{name}: {summary.get('next_step')}", err=True)
-            continue
+        click.echo(f"{name}: {summary.get('headline') or summary.get('next_step')}", err=err)
+        for line in summary.get("evidence") or ():
+            click.echo(f"  {line}", err=err)
+        if len(summary.get("searched") or ()) > 1:  # the experiments this one's base came from, oldest first
+            click.echo(f"  family: {'; '.join(summary['searched'])}", err=err)
         if summary.get("disagreement"):
-            click.echo(f"{name}: {summary['disagreement']}", err=True)
-        click.echo(f"{name}: best {summary.get('best_run')} ({summary.get('best_by')}); next: {summary.get('next_step')}",
-                   err=True)
+            click.echo(f"  note: {summary['disagreement']}", err=err)
+        click.echo(f"  next: {summary.get('next_step')}", err=err)
 
 
 def print_frame(df) -> None:
@@ -109,7 +115,9 @@ def print_frame(df) -> None:
     cells = [["-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in row]
              for row in df[columns].astype(object).where(df[columns].notna(), None).itertuples(index=False)]
     out = console()
-    labels = [_LABELS.get(column, column) for column in columns]
+    from lfgen.results.table import LABELS
+
+    labels = [LABELS.get(column, column) for column in columns]
     natural = [max([len(row[i]) for row in cells] + [max(map(len, label.split()))]) for i, label in enumerate(labels)]
     # When every cell fits on one line, keep it there (a folded q_proj,v_proj is hard to read); else rich folds.
     fits = sum(natural) + 3 * len(natural) + 1 <= (out.width or 140)
@@ -120,15 +128,8 @@ def print_frame(df) -> None:
     out.print(table)
 
 
-# Short headers for the terminal table (the data's own names are in --format csv/json and the report).
-_LABELS = {"lora_rank": "rank", "lora_alpha": "alpha", "learning_rate": "lr", "lora_target": "target",
-           "final_train_loss": "train loss", "best_eval_loss": "best eval", "best_eval_step": "at step",
-           "runtime_s": "time s", "gpu_hours": "GPU-h", "cost": "cost $", "peak_vram_gib": "VRAM GiB",
-           "predict_rouge-l": "ROUGE-L",
-           "predict_bleu-4": "BLEU-4", "cider": "CIDEr", "accuracy": "exact", "eval_rewards/accuracies": "pref acc",
-           "eval_rewards/margins": "margin", "eval_accuracy": "RM acc"}
 # The terminal table keeps what ranks and diagnoses runs; --format csv/json/html and the report have every column.
-_HIDDEN = {"path", "experiment", "predict_rouge-1", "predict_rouge-2", "samples_per_s", "final_eval_loss",
+_HIDDEN = {"path", "experiment", "experiment_verdict", "predict_rouge-1", "predict_rouge-2", "samples_per_s", "final_eval_loss",
            "num_train_epochs", "lora_dropout", "effective_batch", "trainable_params", "device", "llamafactory_version",
            "answer_accuracy", "samples_scored", "eval_time_s", "tokens_per_s", "eval_rewards/chosen",
            "eval_rewards/rejected", "price_source"}

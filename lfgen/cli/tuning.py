@@ -132,11 +132,11 @@ def tune(name: str, base: str | None, space: str | None, trials: int | None, sam
 
 def echo_trials(rows: list[dict[str, Any]]) -> None:
     """The trials as a table: number, state, parameters, value, steps used."""
-    from lfgen.numbers import short
+    from lfgen.numbers import setting, short
 
     from rich.table import Table
 
-    from lfgen.cli.output import console, show
+    from lfgen.cli.output import console
 
     from lfgen.cli.output import gpu_hours
 
@@ -144,7 +144,7 @@ def echo_trials(rows: list[dict[str, Any]]) -> None:
     for column in ("trial", "state", "parameters", "value", "steps", "GPU-h", "note"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        params = ", ".join(f"{k}={show(v)}" for k, v in row["params"].items())
+        params = ", ".join(f"{k}={setting(v)}" for k, v in row["params"].items())
         table.add_row(str(row["number"]), row["state"], params, short(row["value"]),
                       str(row["steps"]) if row["steps"] is not None else "-", gpu_hours(row.get("gpu_hours")),
                       row["why"] or "")

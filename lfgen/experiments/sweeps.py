@@ -47,16 +47,24 @@ def seed_order() -> list[str]:
     return list(load_data("sweeps.yaml")["order"])
 
 
-def format_value(value: Any) -> str:
-    """A value as it appears in a run name: short, no commas or slashes (LlamaFactory splits paths on ',')."""
+def format_value(value: Any, scientific: bool | None = None) -> str:
+    """A value as it appears in a run name: short, no commas or slashes (LlamaFactory splits paths on ',');
+    a float below 1e-3 (or any, with *scientific*) as ``2e-4``."""
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, float):
-        if value != 0 and abs(value) < 1e-3:
+        if value != 0 and (abs(value) < 1e-3 if scientific is None else scientific):
             mantissa, exponent = f"{value:e}".split("e")
             return f"{float(mantissa):g}e{int(exponent)}"
         return f"{value:g}"
     return re.sub(r"[^A-Za-z0-9._+-]", "_", str(value).replace(",", "+"))
+
+
+def format_values(values: list[Any]) -> list[str]:
+    """The values of one axis as run names show them, in one notation: when one float needs ``2e-4``, every float
+    is written so (lr-2e-4, lr-2e-3, not lr-2e-4, lr-0.002)."""
+    scientific = any(isinstance(v, float) and not isinstance(v, bool) and v != 0 and abs(v) < 1e-3 for v in values)
+    return [format_value(v, scientific if isinstance(v, float) else None) for v in values]
 
 
 def check_name(name: str, what: str = "--name") -> str:
@@ -103,17 +111,18 @@ def axis_runs(axis: str, values: list[str], base_rank: int, defaults: list[Any] 
     chose them) replace the table's; *hold* (option -> value) is set in every run (alpha holds the base's lr)."""
     spec = check_axis(axis)
     raws = values or [str(v) for v in (defaults if defaults is not None else spec["values"])]
+    parsed = [_parse(axis, spec["type"], raw) for raw in raws]
+    shown = format_values(parsed)
     runs = []
-    for raw in raws:
-        value = _parse(axis, spec["type"], raw)
+    for raw, value, text in zip(raws, parsed, shown):
         if spec["type"] == "ratio":
             # alpha: the defaults and "2r" are multiples of the base rank; a plain number is alpha itself.
             alpha = round(value * base_rank) if (not values or raw.endswith("r")) else int(value)
             runs.append(RunSpec(spec["name"].format(alpha), {"alpha": alpha, **(hold or {})}))
         elif "key" in spec:  # a LlamaFactory key with no lfgen option (pref_beta)
-            runs.append(RunSpec(spec["name"].format(format_value(value)), {"set": {spec["key"]: value}}))
+            runs.append(RunSpec(spec["name"].format(text), {"set": {spec["key"]: value}}))
         else:
-            runs.append(RunSpec(spec["name"].format(format_value(value)), {spec["option"]: value}))
+            runs.append(RunSpec(spec["name"].format(text), {spec["option"]: value}))
     return _unique(runs)
 
 
@@ -155,6 +164,7 @@ def grid_runs(assignments: list[str]) -> list[RunSpec]:
     if size > MAX_RUNS:
         raise InputError(f"grid: {size:,} runs is more than lfgen lays out at once ({MAX_RUNS:,}); split the grid "
                          "or sample it (lfgen sweep random N --space FILE)")
+    shown = {key: dict(zip(map(repr, values), format_values(values))) for key, values in dims.items()}
     runs = []
     for combo in itertools.product(*dims.values()):
         options: dict[str, Any] = {"set": {}}
@@ -163,7 +173,7 @@ def grid_runs(assignments: list[str]) -> list[RunSpec]:
                 options[GRID_OPTIONS[key]] = value
             else:
                 options["set"][key] = value
-        name = "_".join(f"{key}-{format_value(value)}" for key, value in zip(dims, combo))
+        name = "_".join(f"{key}-{shown[key][repr(value)]}" for key, value in zip(dims, combo))
         runs.append(RunSpec(name, {k: v for k, v in options.items() if v != {}}))
     return _unique(runs)
 

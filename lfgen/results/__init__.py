@@ -19,8 +19,8 @@ from lfgen._lazy import exports
 _EXPORTS = {
     "find_runs": "lfgen.runs.discover",
     "read_run": "lfgen.runs.reader", "RunData": "lfgen.runs.reader", "Series": "lfgen.runs.reader",
-    "diagnose_run": "lfgen.results.diagnosis", "summarize_experiment": "lfgen.results.diagnosis",
-    "Finding": "lfgen.results.diagnosis", "ExperimentSummary": "lfgen.results.diagnosis",
+    "diagnose_run": "lfgen.results.diagnosis", "summarize_experiment": "lfgen.results.verdict",
+    "Finding": "lfgen.results.diagnosis", "ExperimentSummary": "lfgen.results.verdict",
     "collect": "lfgen.results.table", "compare": "lfgen.results.table", "frame": "lfgen.results.table",
     "read_runs": "lfgen.results.table", "Comparison": "lfgen.results.table",
     "plot_curves": "lfgen.results.plots", "render_png": "lfgen.results.plots",
@@ -28,7 +28,8 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from lfgen.results.diagnosis import ExperimentSummary, Finding, diagnose_run, summarize_experiment  # noqa: F401
+    from lfgen.results.diagnosis import Finding, diagnose_run  # noqa: F401
+    from lfgen.results.verdict import ExperimentSummary, summarize_experiment  # noqa: F401
     from lfgen.runs.discover import find_runs  # noqa: F401
     from lfgen.results.plots import plot_curves, render_png  # noqa: F401
     from lfgen.runs.reader import RunData, Series, read_run  # noqa: F401

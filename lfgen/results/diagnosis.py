@@ -1,4 +1,4 @@
-"""What a run's curves say (RULES.md §6), and what to try next in an experiment (R-EXP-ORDER).
+"""What a run's curves say (RULES.md §6); the experiment's verdict built on them is lfgen.results.verdict.
 
 Each run gets findings ``{kind, rule, message, advice}``; kinds follow seed 001's decision tree:
 NaN first (nothing else is meaningful after it), then "is the loss falling?", then oscillation and
@@ -31,20 +31,13 @@ ZERO_LOSS_POINTS   2       exact-zero losses that make the #2916/#8088 signature
 
 from __future__ import annotations
 
-import functools
 import math
-import os
 import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
-from lfgen.experiments.sweeps import axes, axis_keys, seed_order
-from lfgen.layout import RUN_CONFIG
-from lfgen.runs.ranking import best as best_of
-from lfgen.runs.ranking import disagreement
 from lfgen.runs.scoring import answer_flags
 from lfgen.runs.reader import NOT_STARTED, RunData
 
@@ -65,7 +58,6 @@ ZERO_LOSS_POINTS = 2
 
 HEALTHY, NAN, STALL, OSC, OVERFIT, GRAD, SLOW = (
     "healthy", "nan", "not-learning", "oscillating", "overfitting", "gradient-explosion", "slow")
-BEST_BY = ("final_eval_loss", "final_train_loss")  # what ranks an experiment's runs, first found first
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,25 +68,10 @@ class Finding:
     rule: str | None
     message: str
     advice: str
+    blocks: bool = False  # the run did not learn (NaN, a loss that did not fall or rose, empty or looping answers):
+    # compare's verdict diagnoses it before any ranking and never names it best
 
-    def to_dict(self) -> dict[str, str | None]:
-        return asdict(self)
-
-
-@dataclass(frozen=True, slots=True)
-class ExperimentSummary:
-    """The best run of one experiment and the next step to take."""
-
-    experiment: str
-    runs: int
-    best_run: str | None
-    best_by: str | None  # "final_eval_loss" or "final_train_loss"
-    best_value: float | None
-    varied: tuple[str, ...]
-    next_step: str
-    disagreement: str | None = None  # the best run by ROUGE-L / accuracy, when it is not the best by loss
-
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, str | bool | None]:
         return asdict(self)
 
 
@@ -131,42 +108,9 @@ def summary_text(findings: Sequence[Finding], run: RunData) -> str:
     return ", ".join(words)
 
 
-def summarize_experiment(name: str, runs: Sequence[tuple[str, RunData, Sequence[Finding]]]) -> ExperimentSummary:
-    """Best run and next step. Best (``lfgen.runs.ranking.best``): lowest final eval loss (the adapter a
-    run ends with; what ``lfgen sweep --from`` ranks by), else lowest final train loss; NaN runs and runs
-    not started never win."""
-    nan = any(f.kind == NAN for _, _, findings in runs for f in findings)
-    usable = [(label, run) for label, run, findings in runs
-              if run.state not in NOT_STARTED and not any(f.kind == NAN for f in findings)]
-    varied = _varied([run for _, run in usable] or [run for _, run, _ in runs])
-    found, best_by = None, None
-    for best_by in BEST_BY:
-        found = best_of(usable, functools.partial(_loss, best_by), best_by)
-        if found is not None:
-            break
-    if found is None:
-        why = ("no run has a loss without NaN yet; fix the findings above first" if nan else
-               "no run has logged a loss yet; compare again once training has logged its first steps")
-        return ExperimentSummary(name, len(runs), None, None, None, varied, why)
-    label, best = found
-    value = getattr(best, best_by)
-    # --from takes the folder of the experiment's runs; a lone run's folder may hold unrelated runs.
-    folder = Path(os.path.commonpath([str(run.path) for _, run, _ in runs])) if len(runs) > 1 else None
-    return ExperimentSummary(name, len(runs), label, best_by, value, varied, _next_step(best, varied, folder, best_by),
-                             _disagreement(usable, label, best, best_by))
-
-
-
-def _disagreement(usable: Sequence[tuple[str, RunData]], label: str, best: RunData, best_by: str) -> str | None:
-    return disagreement(usable, lambda item, m: item[1].results.get(m), label, best_by, getattr(best, best_by))
-
-
 def _answers(run: RunData) -> list[Finding]:
-    return [Finding(kind, "R-DIAG-ANSWERS", message, advice) for kind, message, advice in answer_flags(run.results)]
-
-
-def _loss(metric: str, item: tuple[str, RunData]) -> float | None:
-    return getattr(item[1], metric)
+    return [Finding(kind, "R-DIAG-ANSWERS", message, advice, True)
+            for kind, message, advice in answer_flags(run.results)]
 
 
 # --- findings ---------------------------------------------------------------------------------------
@@ -182,14 +126,14 @@ def _nan(run: RunData) -> Finding | None:
     for label, series in (("training loss", run.train_loss), ("eval loss", run.eval_loss)):
         bad = [s for s, v in zip(series.steps, series.values) if not math.isfinite(v)]
         if bad:
-            return Finding(NAN, "R-DIAG-NAN", f"{label} is NaN/Inf, first at step {bad[0]:g}", advice)
+            return Finding(NAN, "R-DIAG-NAN", f"{label} is NaN/Inf, first at step {bad[0]:g}", advice, True)
     zeros = [s for s, v in zip(run.train_loss.steps, run.train_loss.values) if v == 0.0]
     grad_nan = any(math.isnan(v) for v in run.grad_norm.values)
     if zeros and (grad_nan or len(zeros) >= ZERO_LOSS_POINTS):
         cause = "with grad_norm NaN" if grad_nan else "at several logged steps"
         return Finding(NAN, "R-DIAG-NAN", f"training loss is exactly 0 {cause} from step {zeros[0]:g}: the "
                        "signature of a broken run in LlamaFactory issues #2916 and #8088",
-                       f"{advice}; if it persists, flash_attn: disabled (the fix reported in #8088)")
+                       f"{advice}; if it persists, flash_attn: disabled (the fix reported in #8088)", True)
     return None
 
 
@@ -202,11 +146,16 @@ def _trend(run: RunData) -> Finding | None:
     lr, rank = run.config.get("learning_rate"), run.config.get("lora_rank")
     if change >= RISE_MIN:
         return Finding(OSC, "R-DIAG-OSC", f"training loss rose {_pct(tail - head, head)} ({head:.3g} → {tail:.3g})",
-                       f"lower learning_rate{_now(lr)} (try half); more regularisation (lora_dropout, weight_decay)")
+                       f"lower learning_rate{_now(lr)} (try half); more regularisation (lora_dropout, weight_decay)",
+                       True)
     if -change < STALL_MIN_DROP:
-        return Finding(STALL, "R-DIAG-STALL", f"training loss fell only {_pct(head - tail, head)} ({head:.3g} → "
-                       f"{tail:.3g}) by step {run.train_loss.steps[-1]:g}",
-                       f"raise learning_rate{_now(lr)} (LoRA: 1e-4..5e-4) or lora_rank{_now(rank)}")
+        moved = (f"fell only {_pct(head - tail, head)}" if tail <= head else
+                 f"did not fall (it rose {_pct(tail - head, head)})")
+        return Finding(STALL, "R-DIAG-STALL", f"training loss {moved} ({head:.3g} → {tail:.3g}) by step "
+                       f"{run.train_loss.steps[-1]:g}",
+                       f"raise learning_rate{_now(lr)} (LoRA: 1e-4..5e-4) or lora_rank{_now(rank)}"
+                       if run.config.get("finetuning_type", "lora") == "lora"  # full, freeze: no LoRA band or rank
+                       else f"raise learning_rate{_now(lr)}", True)
     return None
 
 
@@ -292,82 +241,6 @@ def _slow(run: RunData, peer_speeds: Sequence[float]) -> Finding | None:
                    f"the experiment's other runs ({median:.3g})",
                    f"more dataloader workers (dataloader_num_workers{_now(workers)}); group_by_length: true when "
                    "sample lengths vary and packing is off; a larger rank or more target modules also cost time")
-
-
-# --- next step (R-EXP-ORDER) ------------------------------------------------------------------------
-
-
-def tuning_order() -> tuple[str, ...]:
-    """Seed 000's one-parameter-at-a-time order of sweep axes, from presets/sweeps.yaml (as ``lfgen sweep plan``)."""
-    keys = axis_keys()
-    return tuple(axis for axis in seed_order() if axis in keys)
-
-
-def _varied(runs: Sequence[RunData]) -> tuple[str, ...]:
-    return tuple(key for key in axis_keys().values()
-                 if len({repr(run.config.get(key)) for run in runs if run.config}) > 1)
-
-
-def _next_step(best: RunData, varied: tuple[str, ...], folder: Path | None, best_by: str) -> str:
-    from lfgen.builder.shapes import of_config
-
-    cfg = best.config
-    order = of_config(cfg).tuning_axes(tuning_order())  # a full fine-tune has no rank; a DPO run has beta
-    keys = axis_keys()
-    axis_of = {key: axis for axis, key in keys.items()}
-    # The first axis of the order the experiment varied is its stage; a rank sweep moves alpha too.
-    stage = next((axis for axis in order if keys[axis] in varied),
-                 next((axis_of[key] for key in varied), None))
-    if stage is None:
-        what, following = "one configuration only", order[0]
-    else:
-        what = f"{stage} {_num(cfg.get(keys[stage]))} best"
-        if stage == "alpha" and cfg.get("lora_rank") is not None:
-            what += f" (rank {cfg['lora_rank']})"
-        following = order[order.index(stage) + 1] if stage in order[:-1] else None if stage in order else order[0]
-    if following is None:
-        text = (f"{what} → combine the best value of each stage in one config and validate it on held-out data, "
-                f"weighing overfitting and time against the gain (start from {_shown(best.config_file or best.path)})")
-    else:
-        text = f"{what} → sweep {following}{_values(following, cfg)}: {_command(following, best, folder, best_by)}"
-    # A rank sweep moves alpha, and with it R-LR-RANK's learning rate: by design, not a second parameter.
-    extra = [k for k in varied if stage and k != keys[stage]
-             and not (stage == "rank" and k in ("lora_alpha", "learning_rate"))]
-    if extra:
-        text += (f" (note: {', '.join(extra)} changed as well; R-EXP-ORDER tunes one parameter at a time, "
-                 "so the comparison mixes their effects)")
-    return text
-
-
-def _values(axis: str, cfg: dict[str, object]) -> str:
-    """The values ``lfgen sweep AXIS`` tries by default, as presets/sweeps.yaml lists them."""
-    spec = axes().get(axis)
-    if spec is None:
-        return ""
-    rank = cfg.get("lora_rank")
-    if spec.get("type") == "ratio":
-        if not isinstance(rank, int):
-            return ""
-        return f" at rank {rank} ({', '.join(str(int(v * rank)) for v in spec['values'])})"
-    return f" ({', '.join(_num(v) for v in spec['values'])})"
-
-
-def _command(axis: str, best: RunData, folder: Path | None, best_by: str) -> str:
-    if folder is not None and best.config_file is not None and best.config_file.name == RUN_CONFIG:
-        # lfgen sweep --from picks the best finished run in that folder itself, by all_results.json.
-        metric = "" if best_by == "final_eval_loss" else " --metric train_loss"
-        return f"`lfgen sweep {axis} --from {_shown(folder)}{metric}`"
-    if best.config_file is not None and best.config_file.suffix == ".yaml":
-        return f"`lfgen sweep {axis} --base {_shown(best.config_file)}`"
-    return f"`lfgen sweep {axis} --base <the best run's config>` (no config file was found next to the run)"
-
-
-def _shown(path: Path) -> str:
-    """A path relative to the working directory when it lies below it, as a user would type it."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except (ValueError, OSError):
-        return str(path)
 
 
 # --- helpers ----------------------------------------------------------------------------------------

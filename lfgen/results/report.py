@@ -18,13 +18,16 @@ from lfgen.results.captions import with_thumbnails
 from lfgen.results.diagnosis import HEALTHY
 from lfgen.runs.scoring import examples
 from lfgen.runs.environment import setup
-from lfgen.results.table import Comparison, collect, frame
+from lfgen.results.table import ENV_COLUMNS, KEY_COLUMNS, LABELS, Comparison, collect, frame
 
 TEMPLATE = "report.html.j2"
 ANSWERS_SHOWN = 3  # per run: enough to see garbage or repetition, few enough to read
 PLOT_MAX_RUNS = 40  # per experiment figure; beyond that the lines are unreadable anyway
 _CODE = re.compile(r"`([^`]+)`")
-_NOT_SHOWN = ("path", "price_source")  # the price sources are said once under the table
+# the verdict's sentence is the experiment's section, not a cell; the price sources are said once under the table
+_NOT_SHOWN = ("path", "experiment_verdict", "price_source")
+# What describes a run rather than measures it: said once above the table when every run has the same value.
+_SAID_ONCE = ("experiment", *KEY_COLUMNS, "state", *ENV_COLUMNS)
 
 
 def render_report(comparison: Comparison, *, sort: str | None = None,
@@ -42,14 +45,26 @@ def render_report(comparison: Comparison, *, sort: str | None = None,
     # The absolute path would push every metric off-screen: it is the run name's tooltip instead.
     columns = [column for column in df.columns if column not in _NOT_SHOWN]
     shown_df = df[columns].astype(object).where(df[columns].notna(), None)  # NaN, <NA> -> None
-    rows = [{"run": run, "path": path, "cells": [_format(column, value) for column, value in zip(columns, row)]}
+    # A setting that is the same in every run is said once above the table rather than repeated in a column (the
+    # table then fits a 1400 px window with every metric on screen).
+    same = [column for column in columns if column in _SAID_ONCE and len(df) > 1
+            and len({_format(column, value) for value in shown_df[column]}) == 1]
+    said_once = [(LABELS.get(column, column), column, _format(column, shown_df[column].iloc[0])) for column in same]
+    columns = [column for column in columns if column not in same]
+    shown_df = shown_df[columns]
+    # Cells as parts the template joins with a line-break opportunity (module lists at their commas), so that the
+    # table fits a 1400 px window instead of pushing its last columns off-screen.
+    rows = [{"run": run, "path": path, "cells": [_format(column, value).split(",") for column, value in zip(columns, row)]}
             for run, path, row in zip(df["run"], df["path"], shown_df.itertuples(index=False))]
     return jinja_environment(html=True).get_template(TEMPLATE).render(
         title=title or f"lfgen compare: {comparison.root}",
         generated=dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         root=str(comparison.root),
         columns=columns,
+        # short labels (the column's own name is the tooltip), broken after each underscore when narrow
+        headers=[(LABELS.get(column, column).split("_"), column if column in LABELS else None) for column in columns],
         rows=rows,
+        said_once=said_once,
         experiments=experiments,
         prices=list(dict.fromkeys(df["price_source"].dropna())) if "price_source" in df.columns else [],
     )
@@ -92,6 +107,9 @@ def _experiment(comparison: Comparison, summary: dict[str, Any], members: list[i
     return {"name": name, "tuning": tuning.section(folder) if folder is not None else None,
             "best_run": summary["best_run"], "best_by": summary["best_by"],
             "best_value": _format("", summary["best_value"]), "varied": ", ".join(summary["varied"]) or "-",
+            "verdict": summary["verdict"], "headline": summary["headline"], "evidence": summary["evidence"],
+            "disagreement": summary["disagreement"],
+            "family": summary["searched"] if len(summary["searched"]) > 1 else [],
             "next_step": _segments(summary["next_step"]), "image": image,
             "plotted": len(plotted), "members": len(members), "runs": runs,
             "setup": setup([comparison.runs[i] for i in members])}

@@ -47,6 +47,8 @@ def find(path: str | os.PathLike[str]) -> Source:
     if is_experiment(root):
         return experiment_runs(root)
     dirs = find_runs(root)
+    if not dirs and root.is_dir() and any(root.glob(f"*/{MANIFEST}")):
+        return experiments_under(root)  # the experiments folder, as lfgen status takes it
     if not dirs:
         raise InputError(f"{root}: no run directories found (none holds {', '.join(RUN_MARKERS)}); give a run's "
                          "output_dir, a folder above it or an experiment folder (experiments/<name>)")
@@ -85,6 +87,30 @@ def experiment_runs(path: str | os.PathLike[str]) -> Source:
     return Source(dirs, [run_name(d, base) for d in dirs], [manifest.name] * len(dirs),
                   [experiment.path / run.config for run in manifest.runs], states, notes,
                   [spent[run.name] for run in manifest.runs])
+
+
+def experiments_under(folder: Path) -> Source:
+    """Every experiment in an experiments folder (``lfgen report experiments``), one after another; each run named
+    ``<experiment>/<run>`` (two experiments may both have a rank-8). An experiment that cannot be read is a note."""
+    from lfgen.errors import LfgenError
+    from lfgen.runs.discover import natural_key
+
+    merged = Source([], [], [], [], [], [])
+    for path in sorted((p.parent for p in folder.glob(f"*/{MANIFEST}")), key=natural_key):
+        try:
+            found = experiment_runs(path)
+        except LfgenError as exc:
+            merged.notes.append(f"{path.name} skipped: {str(exc).splitlines()[0]}")
+            continue
+        merged.dirs += found.dirs
+        merged.names += [f"{experiment}/{name}" for experiment, name in zip(found.experiments, found.names)]
+        merged.experiments += found.experiments
+        merged.planned += found.planned
+        merged.states += found.states
+        merged.notes += found.notes
+    if not merged.dirs:
+        raise InputError(f"{folder}: no experiment there could be read ({'; '.join(merged.notes)})")
+    return merged
 
 
 def _shown(path: Path, *, relative: bool) -> Path:

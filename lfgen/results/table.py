@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lfgen.errors import FilterError, InputError, did_you_mean
-from lfgen.results.diagnosis import ExperimentSummary, Finding, diagnose_run, summarize_experiment, summary_text
+from lfgen.results.diagnosis import Finding, diagnose_run, summary_text
+from lfgen.results.verdict import ExperimentSummary, summarize_experiment
 from lfgen.runs.reader import MAX_POINTS, RunData, read_planned, read_run
 from lfgen.results.sources import find
 
@@ -39,7 +40,8 @@ PREFERENCE_COLUMNS = ("eval_rewards/accuracies", "eval_rewards/margins", "eval_r
 _OPTIONAL_COLUMNS = (*PREFERENCE_COLUMNS, *PREDICT_COLUMNS)  # shown when a run compared has them
 METRIC_COLUMNS = ("final_train_loss", "best_eval_loss", "best_eval_step", "final_eval_loss", *PREFERENCE_COLUMNS,
                   *PREDICT_COLUMNS,
-                  "runtime_s", "gpu_hours", "samples_per_s", "peak_vram_gib", "state", "diagnosis")
+                  "runtime_s", "gpu_hours", "samples_per_s", "peak_vram_gib", "state", "diagnosis", "verdict",
+                  "experiment_verdict")
 # What the GPU-hours cost (lfgen.results.costs); shown when a run compared has a price.
 COST_COLUMNS = ("cost", "price_source")
 # From the runs' lfgen_env.json; shown when a run compared has one.
@@ -49,6 +51,19 @@ _NOT_COMPARED = frozenset({"output_dir", "logging_dir", "run_name"})
 _INTEGER_COLUMNS = ("lora_rank", "lora_alpha", "effective_batch", "best_eval_step")
 _FLOAT_COLUMNS = ("final_train_loss", "best_eval_loss", "final_eval_loss", *_OPTIONAL_COLUMNS, "runtime_s",
                   "gpu_hours", "samples_per_s", "peak_vram_gib", "cost")
+# Short headers for the tables people read (the terminal's, the report's); the data's own names stay in
+# --format csv/json and are each short header's tooltip in the report.
+LABELS = {"lora_rank": "rank", "lora_alpha": "alpha", "learning_rate": "lr", "lora_target": "target",
+          "lora_dropout": "dropout", "num_train_epochs": "epochs", "effective_batch": "batch",
+          "final_train_loss": "train loss", "best_eval_loss": "best eval", "best_eval_step": "at step",
+          "final_eval_loss": "final eval", "runtime_s": "time s", "gpu_hours": "GPU-h", "cost": "cost $",
+          "samples_per_s": "samples/s",
+          "peak_vram_gib": "VRAM GiB", "predict_rouge-1": "ROUGE-1", "predict_rouge-2": "ROUGE-2",
+          "predict_rouge-l": "ROUGE-L", "predict_bleu-4": "BLEU-4", "cider": "CIDEr",
+          "accuracy": "exact", "answer_accuracy": "answer",
+          "samples_scored": "scored", "eval_time_s": "eval s", "tokens_per_s": "tokens/s",
+          "eval_rewards/accuracies": "pref acc", "eval_rewards/margins": "margin", "eval_rewards/chosen": "chosen",
+          "eval_rewards/rejected": "rejected", "eval_accuracy": "RM acc", "llamafactory_version": "LlamaFactory"}
 PARALLEL_MIN_RUNS = 200  # below this, starting worker processes costs more than it saves
 _ORDER_OPS = (">", ">=", "<", "<=")
 _CONDITION = re.compile(r"^\s*([\w.\-/]+)\s*(==|!=|>=|<=|=|>|<|~)\s*(.*?)\s*$")
@@ -64,6 +79,7 @@ class Comparison:
     experiments: list[str]
     findings: list[list[Finding]]
     summaries: dict[str, ExperimentSummary]
+    histories: dict[str, list[tuple[str, tuple[str, ...]]]]  # experiment -> its family's (experiment, axes)
     spends: list[Any] | None = None  # an experiment's runs: their measured spend (lfgen.runs.spend)
     price: float | None = None  # --price: USD per GPU-hour for every run's cost
 
@@ -95,9 +111,26 @@ def collect(path: str | os.PathLike[str], *, max_points: int | None = MAX_POINTS
     for indexes in members.values():
         for i in indexes:
             findings[i] = diagnose_run(runs[i], [speeds[j] for j in indexes if j != i and speeds[j]])
-    summaries = {name: summarize_experiment(name, [(names[i], runs[i], findings[i]) for i in indexes])
+    histories = {name: _history([runs[i] for i in indexes], source.planned[indexes[0]] if source.planned else None)
                  for name, indexes in members.items()}
-    return Comparison(Path(path), runs, names, experiments, findings, summaries, source.spends or None, price)
+    summaries = {name: summarize_experiment(name, [(names[i], runs[i], findings[i]) for i in indexes],
+                                            histories[name]) for name, indexes in members.items()}
+    return Comparison(Path(path), runs, names, experiments, findings, summaries, histories, source.spends or None,
+                      price)
+
+
+def _history(runs: list[RunData], planned: Path | None) -> list[tuple[str, tuple[str, ...]]]:
+    """The experiment family of these runs (lfgen.results.family): found from the experiment folder compared, else
+    from a run's recorded config; [] when the runs were not made by lfgen sweep or tune."""
+    from lfgen.results.family import experiment_of, history
+
+    candidates = [planned] if planned is not None else []
+    candidates += [run.config_file for run in runs if run.config_file is not None]
+    for config in candidates:
+        folder = experiment_of(config)
+        if folder is not None:
+            return [(stage.experiment, stage.axes) for stage in history(folder)]
+    return []
 
 
 def read_runs(dirs: Sequence[Path], *, max_points: int | None = MAX_POINTS,
@@ -151,6 +184,10 @@ def frame(comparison: Comparison, sort: str | None = None,
     for condition in [filter] if isinstance(filter, str) else list(filter or ()):
         test = _condition(condition, rows, comparison)
         kept = [i for i in kept if test(rows[i], comparison.runs[i].config)]
+    summaries = {name: _summary(comparison, name, kept) for name in dict.fromkeys(comparison.experiments[i] for i in kept)}
+    for i in kept:  # the verdict of the runs shown (a filter leaves an experiment's other runs out of it)
+        summary = summaries[comparison.experiments[i]]
+        rows[i].update(verdict=summary.standing.get(comparison.names[i], "ranked"), experiment_verdict=summary.headline)
     extra = _differing_keys([comparison.runs[i].config for i in kept], set(rows[0]) if rows else set())
     for i in kept:
         rows[i].update({key: _cell(comparison.runs[i].config.get(key)) for key in extra})
@@ -168,8 +205,7 @@ def frame(comparison: Comparison, sort: str | None = None,
     if sort:
         df = _sorted(df, sort)
     df = df.reset_index(drop=True)
-    df.attrs["experiments"] = {name: _summary(comparison, name, kept).to_dict()
-                               for name in dict.fromkeys(comparison.experiments[i] for i in kept)}
+    df.attrs["experiments"] = {name: summary.to_dict() for name, summary in summaries.items()}
     return df
 
 
@@ -178,13 +214,14 @@ def _summary(comparison: Comparison, name: str, kept: list[int]) -> ExperimentSu
     if len(members) == sum(1 for e in comparison.experiments if e == name):
         return comparison.summaries[name]
     return summarize_experiment(name, [(comparison.names[i], comparison.runs[i], comparison.findings[i])
-                                       for i in members])
+                                       for i in members], comparison.histories.get(name, ()))
 
 
 def _row(comparison: Comparison, index: int, prices: Any) -> dict[str, Any]:
     from lfgen.results.costs import cost, gpu_hours
 
     run = comparison.runs[index]
+    summary = comparison.summaries.get(comparison.experiments[index])
     config = run.config
     best_eval, best_step = run.best_eval
     row: dict[str, Any] = {"run": comparison.names[index], "experiment": comparison.experiments[index],
@@ -199,6 +236,8 @@ def _row(comparison: Comparison, index: int, prices: Any) -> dict[str, Any]:
     row.update(runtime_s=run.runtime_s, gpu_hours=hours, samples_per_s=run.samples_per_s,
                peak_vram_gib=run.vram_peak_gib, cost=usd, price_source=source,
                state=run.state, diagnosis=summary_text(comparison.findings[index], run),
+               verdict=summary.standing.get(comparison.names[index], "ranked") if summary else None,
+               experiment_verdict=summary.headline if summary else None,
                device=run.environment.get("device"), llamafactory_version=run.environment.get("llamafactory"))
     return row
 

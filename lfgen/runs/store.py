@@ -28,7 +28,7 @@ CREATE TABLE IF NOT EXISTS runs (
     state TEXT NOT NULL DEFAULT 'pending', reason TEXT, detail TEXT,
     attempts INTEGER NOT NULL DEFAULT 0, oom_retries INTEGER NOT NULL DEFAULT 0,
     command TEXT, gpus TEXT, pid INTEGER, pgid INTEGER, runner_pid INTEGER,
-    started REAL, ended REAL, updated REAL, position INTEGER NOT NULL DEFAULT 0
+    started REAL, ended REAL, updated REAL, position INTEGER NOT NULL DEFAULT 0, digest TEXT
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, run TEXT NOT NULL, time REAL NOT NULL, kind TEXT NOT NULL,
@@ -38,6 +38,9 @@ CREATE TABLE IF NOT EXISTS evaluations (
     run TEXT PRIMARY KEY, state TEXT NOT NULL, started REAL, ended REAL, detail TEXT, options TEXT
 );
 """
+
+
+_ADDED = frozenset({"digest"})  # columns added since state files were first written: a file without them is whole
 
 
 @dataclass
@@ -59,6 +62,7 @@ class RunRow:
     ended: float | None
     updated: float | None
     position: int
+    digest: str | None = None  # the content key of the config the run last started with (lfgen.training.changes)
 
     def __post_init__(self) -> None:
         self.state = RunState(self.state)  # ValueError for a state lfgen never writes (Store._check refuses those)
@@ -90,6 +94,9 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(_SCHEMA)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(runs)")}
+        for name in _ADDED - columns:  # a state file from before the column: added, its runs' value unknown (NULL)
+            self.db.execute(f"ALTER TABLE runs ADD COLUMN {name} TEXT")
 
     def _check(self) -> None:
         """A state file from before: whole (quick_check) and holding lfgen's tables with their columns."""
@@ -101,7 +108,7 @@ class Store:
         if missing:
             raise sqlite3.DatabaseError(f"has no {' or '.join(missing)} table")
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(runs)")}
-        lacking = [f.name for f in fields(RunRow) if f.name not in columns]
+        lacking = [f.name for f in fields(RunRow) if f.name not in columns and f.name not in _ADDED]
         if lacking:
             raise sqlite3.DatabaseError(f"its runs table lacks {', '.join(lacking)}")
         unknown = [row[0] for row in self.db.execute("SELECT DISTINCT state FROM runs")
@@ -226,6 +233,10 @@ class Store:
                 kind, message = event
                 self.db.execute("INSERT INTO events (run, time, kind, message) VALUES (?, ?, ?, ?)",
                                 (name, now, kind, message if isinstance(message, str) else json.dumps(message)))
+
+    def set_digest(self, run: str, digest: str | None) -> None:
+        """Record the content key of the config run *run* starts (or was recognised done) with."""
+        self._tx("UPDATE runs SET digest=? WHERE name=?", (digest, run))
 
     def event(self, run: str, kind: str, message: str | dict) -> None:
         text = message if isinstance(message, str) else json.dumps(message)

@@ -39,11 +39,13 @@ def fresh(row: RunRow) -> bool:
 def prepare(target: Target, row: RunRow, store: Store, say: Callable[[str], None], *,
             force: bool) -> tuple[Path, dict[str, Any], str]:
     """The run's output dir ready for this attempt; (output dir, the config to train with, the config's text)."""
+    from lfgen.builder.steps import config_digest
     from lfgen.yamlio import parse_config, read_text
 
     root = target.root
     text = read_text(root / row.config, "config file")
     config = parse_config(text, str(root / row.config))
+    store.set_digest(row.name, config_digest(config))  # what this attempt starts with, by content (training.changes)
     output_dir = root / row.output_dir
     start_afresh = fresh(row)
     if output_dir.exists() and any(p.name not in (CONSOLE_LOG, MARKER) for p in output_dir.iterdir()):

@@ -63,13 +63,31 @@ def experiment_status(path: Path) -> dict[str, Any]:
 # --- status ----------------------------------------------------------------------------------------
 
 
+def _trials(target: Target) -> dict[str, dict[str, Any]]:
+    """A tune experiment's trials by run name (their parameters and value, from its study); {} for a sweep, or when
+    the study cannot be read (status still lists the runs)."""
+    from lfgen.layout import STUDY
+
+    folder = target.state_path.parent
+    if not (folder / STUDY).is_file():
+        return {}
+    from lfgen.runs.study import load_rows
+
+    try:
+        return {row["run"]: row for row in load_rows(folder) or []}
+    except LfgenError:
+        return {}
+
+
 def status(target: Target) -> list[dict[str, Any]]:
     """Every run's state, progress from its trainer_log.jsonl, retries and the reason of a failure; the GPU-hours it
     has used (measured: lfgen.runs.spend) and its ETA in seconds (``eta_s``: a running run's from its own measured
-    steps, a run still to start its calibrated estimate, None when unknown; 0 once it has ended)."""
+    steps, a run still to start its calibrated estimate, None when unknown; 0 once it has ended); a tune's trials
+    also have their parameters and value (``params``, ``value``; None for a sweep's runs)."""
     from lfgen.runs.spend import experiment_spend
 
     verify_study(target.state_path.parent / STUDY)  # a tune experiment's study.db, broken: one StateError, as in tune
+    trials = _trials(target)
     rows = {}
     if os.path.lexists(target.state_path):  # a link to nothing too: Store says what is wrong
         store = Store(target.state_path)
@@ -95,7 +113,9 @@ def status(target: Target) -> list[dict[str, Any]]:
                       "oom_retries": row.oom_retries if row else 0, "detail": row.detail if row else None,
                       "output_dir": output_dir, "vram_gib": progress.vram_gib,
                       "gpu_hours": spends[name].gpu_hours,
-                      "eta_s": _eta(state, progress, target.root / config, spends[name].wall_s)})
+                      "eta_s": _eta(state, progress, target.root / config, spends[name].wall_s),
+                      "params": trials[name]["params"] if name in trials else None,
+                      "value": trials[name]["value"] if name in trials else None})
     return table
 
 

@@ -26,7 +26,7 @@ from lfgen.layout import CONSOLE_LOG
 from lfgen.runs.lock import Busy, CannotLock, Lock
 from lfgen.runs.states import RunState
 from lfgen.runs.store import RunRow, Store
-from lfgen.training import attempt, failures, outputs, pruning, requeue, rundir
+from lfgen.training import attempt, changes, failures, outputs, pruning, requeue, rundir
 from lfgen.training.executor import Executor, LocalExecutor, RunHandle, Slot
 from lfgen.training.failures import NAN_ADVICE, OOM_ADVICE, classify_failure
 from lfgen.training.signals import Terminated
@@ -102,11 +102,8 @@ class Runner:
     # --- selection and recovery ---------------------------------------------------------------------
 
     def _queue(self, store: Store, retry_failed: bool, rerun: list[str], retry_missing: bool = False) -> list[str]:
-        rows = {row.name: row for row in store.runs()}
-        unknown = [name for name in rerun if name not in rows]
-        if unknown:
-            raise InputError(f"--rerun: no run {unknown[0]!r} in {self.target.name}; runs: {', '.join(rows)}")
-        again, queue, missing = [], [], []
+        rows = {row.name: row for row in store.runs()}  # (an unknown --rerun name was refused by run())
+        again, queue, notes = [], [], []  # notes: (run, event kind, what happened)
         for name, row in rows.items():
             if name in rerun or (retry_failed and row.state is RunState.FAILED):
                 again.append(name)
@@ -115,17 +112,18 @@ class Runner:
             elif row.state is RunState.DONE and (why := rundir.results_missing(self.target.root / row.output_dir)):
                 if retry_missing:
                     again.append(name)
-                    missing.append((name, why))
+                    notes.append((name, "missing", f"done, but {why}; retrained (--retry-missing)"))
                 else:
                     self.reporter.message(f"{name} is done but {why}; retrain it with --rerun {name} or "
                                           "--retry-missing")
+        changed = changes.plan(rows, self.target.root, force=self.force, skip=set(again))  # keyed by content
+        again, notes = again + [name for name, _, _ in changed], notes + changed
         queue = [name for name in rows if name in again or name in queue]
         # Every run about to start is checked (locks, another config's results) before any state changes.
         outputs.preflight(self.target.root, [(n, rows[n].config, rows[n].output_dir) for n in queue], force=self.force)
         for name in again:
             store.transition(name, RunState.PENDING, reason="fresh", oom_retries=0)
-        for name, why in missing:
-            store.event(name, "missing", f"done, but {why}; retrained (--retry-missing)")
+        changes.record(store, notes, self.reporter.message)
         return queue
 
     # --- one run ------------------------------------------------------------------------------------

@@ -299,17 +299,21 @@ def _result(folder: Path, trials: Any, settings: dict[str, Any]) -> TuneResult:
 
 
 def _write_best(folder: Path, trials: Any, settings: dict[str, Any], row: dict[str, Any]) -> Path:
-    """best.yaml: the best trial's full config, built as its run was, rooted for the experiment folder."""
+    """best.yaml: the best trial's full config, built as its run was, rooted for the experiment folder. It trains in
+    a folder of its own (``outputs/<name>/best``): the trial's output dir holds the trial's finished results, and
+    ``lfgen run`` of a config whose output dir holds its results has nothing to do."""
+    import os
+
     from lfgen.builder.render import render_build
     from lfgen.experiments.manifest import plan_runs
     from lfgen.yamlio import write_atomic
 
     manifest = trials.experiment.manifest
     entry = next(run for run in manifest.runs if run.name == row["run"])
-    _, built = plan_runs(manifest.name, manifest.base, trials.options, [RunSpec(entry.name, entry.overrides)],
+    _, built = plan_runs(manifest.name, manifest.base, trials.options, [RunSpec("best", entry.overrides)],
                          trials.outputs_dir)
     text = render_build(built[0][1], command="preset", folder=folder)
+    shown = os.path.relpath(folder / BEST_CONFIG)  # the tuner runs in the experiment's root: as the user types it
     header = (f"# lfgen tune {manifest.name}: the best trial, {row['run']} ({settings['metric']} {row['value']:.6g}); "
-              f"train it with lfgen run, or start the next stage with lfgen sweep AXIS --base "
-              f"{folder.name}/{BEST_CONFIG}\n")
+              f"train it again with lfgen run {shown}, or start the next stage with lfgen sweep AXIS --base {shown}\n")
     return write_atomic(folder / BEST_CONFIG, header + text)

@@ -82,6 +82,23 @@ def test_runs_trained_on_the_cpu_measured_nothing_and_nothing_is_saved(tmp_path,
     assert not (tmp_path / "calibration.json").exists()
 
 
+def test_a_cpu_run_without_a_gpu_in_its_recipe_is_told_it_measured_nothing(tmp_path, runner, cli):
+    """Issue 21: calibrate on a CPU run (built without --gpu) first asked for --gpu, then refused the run anyway."""
+    import json
+
+    from lfgen import BuildOptions, build, render_build
+
+    out = tmp_path / "outputs" / "cpu"
+    out.mkdir(parents=True)
+    (out / "lfgen_run.yaml").write_text(render_build(build("lightweight", BuildOptions.parse(
+        model="Qwen/Qwen2.5-7B-Instruct"))))
+    (out / "trainer_log.jsonl").write_text(json.dumps({"current_steps": 1, "total_steps": 2, "loss": 1.0,
+                                                       "vram_allocated": -0.0, "vram_reserved": -0.0}) + "\n")
+    result = runner.invoke(cli, ["calibrate", str(out)])
+    assert result.exit_code == 1 and "--gpu" not in result.stderr
+    assert result.stderr.startswith(f"Error: {out}: trainer_log.jsonl has no GPU measurement")
+
+
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
 def test_the_calibration_file_is_written_atomically_with_the_umask(tmp_path, umask, mode):
     import os

@@ -58,7 +58,7 @@ def test_alpaca_rows_duplicates_and_approximate_lengths(tmp_path):
     (d,) = result.datasets
     assert (d.rows, d.duplicates, d.problem_count) == (10, 2, 0)
     assert d.lengths.max == 110 and d.truncated == 3  # ceil(440 / 4)
-    assert result.method == APPROXIMATION and result.ok
+    assert result.method.startswith(APPROXIMATION) and "content tokens only" in result.method and result.ok
     assert result.suggested_cutoff == 128
 
 
@@ -70,12 +70,25 @@ def test_token_lengths_with_the_models_own_tokenizer(tmp_path, tiny_model):
     rows = [{"instruction": "what is the color of the " + "red " * i, "input": "", "output": "blue"}
             for i in range(0, 60, 3)]
     (root / "sft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    own = [len(tok.encode(f"{r['instruction']}\n{r['output']}", add_special_tokens=False).ids) for r in rows]
+    # LlamaFactory's `empty` template adds nothing: the prompt and the answer, each tokenized on its own
+    own = [len(tok.encode(r["instruction"], add_special_tokens=False).ids) +
+           len(tok.encode(r["output"], add_special_tokens=False).ids) for r in rows]
     cutoff = sorted(own)[len(own) // 2]
-    result = report(["sft"], root, model=str(tiny_model), cutoff_len=cutoff)
+    result = report(["sft"], root, model=str(tiny_model), cutoff_len=cutoff, template="empty")
     (d,) = result.datasets
     assert d.lengths.max == max(own) and d.truncated == sum(n > cutoff for n in own) > 0
-    assert "tokenizer" in result.method and "approximated" not in result.method
+    assert "tokenizer" in result.method and "approximated" not in result.method and "empty template" in result.method
+
+
+def test_lengths_count_the_template_lfgen_writes_for_the_model(tmp_path, tiny_model):
+    """Issue 21: `lfgen data --cutoff-len 64` said "truncates 0" while qwen's default system prompt alone is 65
+    tokens."""
+    root = register(tmp_path, {"sft": {"file_name": "sft.json"}})
+    write_json(root / "sft.json", [{"instruction": f"what is {i} + 1?", "input": "", "output": f"{i + 1}"}
+                                   for i in range(30)])
+    with_qwen = report(["sft"], root, model=str(tiny_model), cutoff_len=64, template="qwen")
+    assert with_qwen.truncated == 30 and with_qwen.suggested_cutoff == 128
+    assert "qwen template" in with_qwen.method and "system prompt included" in with_qwen.method
 
 
 def test_sharegpt_roles_and_empty_turns_are_problems(tmp_path):

@@ -72,17 +72,41 @@ def _data(tmp_path, rows):
     return root
 
 
+# The auto preset's model is a Qwen2 (template qwen): its text around a turn, default system prompt included, is 41
+# approximated tokens ("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. ..." characters / 4).
+QWEN_TURN = 41
+
+
 def test_cutoff_from_the_p99_with_the_truncation_share(tmp_path):
-    # 99 rows of 400 characters (100 approximate tokens) and one of 4,000 (1,000): p99 = 100 -> 128
-    rows = [{"instruction": "a" * 199, "input": "", "output": "b" * 200} for _ in range(99)]
+    # 99 rows of 400 characters (100 approximate tokens) and one of 4,000 (1,000), each + the template's 41:
+    # p99 = 141 -> 192
+    rows = [{"instruction": f"{i:03d}" + "a" * 196, "input": "", "output": "b" * 200} for i in range(99)]  # distinct
     rows.append({"instruction": "a" * 1999, "input": "", "output": "b" * 2000})
     root = _data(tmp_path, rows)
     result = build("auto", BuildOptions.parse(dataset=["sft"], dataset_dir=str(root)))
     decision = result.decisions["cutoff_len"]
-    assert result.config["cutoff_len"] == 128 and decision.rule == "R-DATA-CUTOFF"
-    assert "p99 of 100 samples is 100 tokens -> 128 (a multiple of 64)" in decision.reason
+    assert result.config["cutoff_len"] == 192 and decision.rule == "R-DATA-CUTOFF"
+    assert f"p99 of 100 samples is {100 + QWEN_TURN} tokens -> 192 (a multiple of 64)" in decision.reason
     assert "truncates 1 of 100 samples (1.0%)" in decision.reason and "approximated" in decision.reason
-    assert result.seq_len == 1000 and result.lengths.truncated == 1
+    assert "through the qwen template" in decision.reason and "system prompt included" in decision.reason
+    assert result.seq_len == 1000 + QWEN_TURN and result.lengths.truncated == 1
+
+
+def test_the_cutoff_counts_the_chat_templates_tokens(tmp_path, tiny_model):
+    """Issue 21: content-only lengths wrote cutoff_len 64 on rows whose qwen system prompt alone is 65 tokens, and
+    LlamaFactory cut every prompt at "You are a helpful assistant"."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tiny_model / "tokenizer.json"))
+    rows = [{"instruction": f"what is {a} + {b}?", "input": "", "output": f"{a} + {b} = {a + b}"}
+            for a in range(10) for b in range(5)]
+    content = max(len(tok.encode(f"{r['instruction']}\n{r['output']}", add_special_tokens=False).ids) for r in rows)
+    assert content < 64  # what lfgen measured before: cutoff_len 64
+    root = _data(tmp_path, rows)
+    result = build("auto", BuildOptions.parse(dataset=["sft"], dataset_dir=str(root), model=str(tiny_model),
+                                              template="qwen"))
+    assert result.config["cutoff_len"] == 128 and result.seq_len > 65 + content - 2
+    assert "through the qwen template" in result.decisions["cutoff_len"].reason
 
 
 def test_a_padded_run_is_estimated_at_its_longest_sample_a_packed_one_at_cutoff_len():
@@ -94,12 +118,12 @@ def test_a_padded_run_is_estimated_at_its_longest_sample_a_packed_one_at_cutoff_
 
 
 def test_a_user_cutoff_keeps_its_value_and_the_estimate_uses_the_real_lengths(tmp_path):
-    rows = [{"instruction": "a" * 399, "input": "", "output": "b" * 400} for _ in range(50)]  # 200 tokens each
+    rows = [{"instruction": f"{i:03d}" + "a" * 396, "input": "", "output": "b" * 400} for i in range(50)]  # 200 each
     root = _data(tmp_path, rows)
     short = build("auto", BuildOptions.parse(dataset=["sft"], dataset_dir=str(root), cutoff_len=4096,
                                              model="Qwen/Qwen2.5-7B-Instruct", gpu="A100-80"))
-    assert short.config["cutoff_len"] == 4096 and short.seq_len == 200
-    assert any("longest sample is 200 tokens" in note for note in short.estimate.notes)
+    assert short.config["cutoff_len"] == 4096 and short.seq_len == 200 + QWEN_TURN
+    assert any(f"longest sample is {200 + QWEN_TURN} tokens" in note for note in short.estimate.notes)
     padded_to_cutoff = build("auto", BuildOptions.parse(samples=50, cutoff_len=4096, model="Qwen/Qwen2.5-7B-Instruct",
                                                         gpu="A100-80", set={"per_device_train_batch_size": 1}))
     assert padded_to_cutoff.estimate.memory_gib["total"] > short.estimate.memory_gib["total"] or \
@@ -110,29 +134,30 @@ def test_explain_of_a_written_file_keeps_the_measured_cutoff(tmp_path, monkeypat
     from lfgen.builder.explain import explain
     from lfgen.builder.render import write_preset
 
-    rows = [{"instruction": "a" * 199, "input": "", "output": "b" * 200} for _ in range(20)]
+    rows = [{"instruction": f"{i:03d}" + "a" * 196, "input": "", "output": "b" * 200} for i in range(20)]
     root = _data(tmp_path, rows)
     monkeypatch.chdir(tmp_path)
     path = write_preset(build("auto", BuildOptions.parse(dataset=["sft"], dataset_dir=str(root))), tmp_path / "c.yaml")
     explained = explain(str(path))
     cutoff = next(d for d in explained.decisions if d.key == "cutoff_len")
-    assert cutoff.rule == "R-DATA-CUTOFF" and cutoff.value == 128
+    assert cutoff.rule == "R-DATA-CUTOFF" and cutoff.value == 192  # 100 + the template's 41 -> 192
     assert not any("edited by hand" in d.reason for d in explained.decisions)
 
 
 def test_lengths_are_measured_once_per_data_and_again_when_a_file_changes(tmp_path, monkeypatch):
-    from lfgen.builder import data_lengths
+    from lfgen.builder import chat_lengths
 
     calls = []
-    real = data_lengths.measure
-    monkeypatch.setattr(data_lengths, "measure", lambda texts, model, progress=None: calls.append(1) or
-                        real(texts, model, progress))
-    rows = [{"instruction": "a" * 199, "input": "", "output": "b" * 200} for _ in range(20)]
+    real = chat_lengths.measure
+    monkeypatch.setattr(chat_lengths, "measure", lambda samples, model, chat, **kw: calls.append(1) or
+                        real(samples, model, chat, **kw))
+    rows = [{"instruction": f"{i:03d}" + "a" * 196, "input": "", "output": "b" * 200} for i in range(20)]
     root = _data(tmp_path, rows)
     options = BuildOptions.parse(dataset=["sft"], dataset_dir=str(root))
     build("auto", options)
     build("auto", BuildOptions.parse(dataset=["sft"], dataset_dir=str(root), rank=8))  # a sweep's second run
     assert len(calls) == 1
-    (root / "sft.json").write_text(json.dumps(rows * 2 + [{"instruction": "x" * 4000, "input": "", "output": "y"}]),
+    more = [{**row, "output": row["output"] + "c"} for row in rows]
+    (root / "sft.json").write_text(json.dumps(rows + more + [{"instruction": "x" * 4000, "input": "", "output": "y"}]),
                                    encoding="utf-8")
     assert build("auto", options).lengths.count == 41 and len(calls) == 2

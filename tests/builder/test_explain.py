@@ -146,3 +146,27 @@ def test_a_vision_language_config_is_explained_per_tower(tmp_path, monkeypatch):
     assert estimate.model["architecture"] == "qwen2_vl" and estimate.trainable_params == 47_360
     assert estimate.notes[0].startswith("trainable per tower as LlamaFactory resolves it (lora): Text: 16.4K, "
                                         "Vision: 6.14K, Projector: 24.8K (47,360 in all")
+
+
+def test_a_file_that_sets_logging_steps_is_not_said_to_lack_it(tmp_path, monkeypatch):
+    """Issue 21: explain of a sweep --from run warned "the file does not set logging_steps" on a file that sets it (a
+    rule the data asked for replaced the base file's value, and the check took that for "not set")."""
+    import yaml
+
+    from lfgen.builder.explain import explain
+    from lfgen.builder.options import BuildOptions
+    from lfgen.experiments.make import make_sweep
+    from tests.conftest import make_dataset_dir
+    from tests.results.lf_files import Curves, decay, write_run
+
+    monkeypatch.chdir(tmp_path)
+    make_dataset_dir(tmp_path / "data", rows=300)
+    options = BuildOptions.parse(model="fake/model", dataset=["my_sft"], dataset_dir="data", template="qwen")
+    ranks = make_sweep("rank", ["8", "16"], options=options, name="rs")
+    for run in ranks.manifest.runs:
+        config = yaml.safe_load((ranks.path / run.config).read_text())
+        write_run(tmp_path / run.output_dir, Curves(decay(20), {100: 1.0}, logging_steps=10), config=config)
+    alphas = make_sweep("alpha", [], from_="experiments/rs", name="as")
+    path = alphas.path / alphas.manifest.runs[0].config
+    assert "logging_steps: " in path.read_text()
+    assert not [w for w in explain(str(path)).warnings if "does not set" in w]

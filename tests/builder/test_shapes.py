@@ -141,7 +141,9 @@ def test_a_preference_run_counts_its_rows_as_pairs_without_seed_rules(tmp_path):
 
     data = make_pairwise_dataset(tmp_path / "data", rows=3000)
     result = built(stage="dpo", dataset=["tiny_dpo"], dataset_dir=str(data))
-    assert result.samples == 3000 and result.config["num_train_epochs"] == 3.0  # not seed 002's 5 for < 5K rows
+    # 3,000 rows of 30 x 30 sums: 2,142 repeat an earlier pair, and R-DATA-USABLE counts the 858 others as the pairs
+    assert result.samples == 858 and "858 usable" in result.samples_note
+    assert result.config["num_train_epochs"] == 3.0  # not seed 002's 5 for < 5K rows
     assert result.decisions["num_train_epochs"].rule == "R-STAGE-DATA"
     assert result.config["lora_rank"] == 64 and not any(w.startswith("R-DATA-RANK") for w in result.warnings)
 

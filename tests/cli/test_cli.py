@@ -79,6 +79,29 @@ def test_set_any_llamafactory_key(runner, cli):
     assert config["seed"] == 7 and config["learning_rate"] == 1e-4
 
 
+def test_set_no_yes_on_off_of_a_string_key_is_the_string(runner, cli):
+    """Issue 21: `--set eval_strategy=no` was read as YAML 1.1 false and refused ("must be 'no', 'steps' or 'epoch'
+    (got False)"); for a key LlamaFactory types as a string, no/yes/on/off are the words."""
+    config = yaml.safe_load(run(runner, cli, "preset", "a800", "--set", "eval_strategy=no", "--set",
+                                "save_strategy=no", "--set", "do_eval=no").stdout)
+    assert (config["eval_strategy"], config["save_strategy"], config["do_eval"]) == ("no", "no", False)
+
+
+def test_a_reader_that_stops_reading_ends_the_command_quietly(runner, cli, tmp_path):
+    """Issue 21: `lfgen explain FILE | head` exited 1 with no message (rich's broken-pipe exit); a short output that
+    fit the pipe exited 0. Now both exit 0, nothing on stderr."""
+    import subprocess
+    import sys
+
+    config = tmp_path / "c.yaml"
+    config.write_text(run(runner, cli, "preset", "a800").stdout)
+    for args in (["explain", str(config)], ["presets"], ["preset", "a800"]):
+        proc = subprocess.Popen([sys.executable, "-m", "lfgen", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc.stdout.close()  # the reader is gone before the first line is written
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=120) == 0 and err == "", (args, err)
+
+
 BAD_INPUT = [
     (["preset", "a80"], 1, "preset: unknown preset 'a80' (did you mean: a800?); choose one of lightweight"),
     (["preset", "a800", "--rank", "0"], 1, "--rank: must be greater than 0 (got 0)"),

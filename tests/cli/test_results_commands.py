@@ -26,13 +26,16 @@ def test_compare_table_names_the_best_run_and_the_next_step(runner, cli, outputs
     assert result.exit_code == 0, result.stderr
     body = result.stdout
     assert body.index("rank-32") < body.index("rank-64") < body.index("rank-16")
-    assert "rank-sweep: best rank-sweep/rank-32 (final_eval_loss)" in result.stderr
-    assert f"lfgen sweep alpha --from {outputs / 'rank-sweep'}" in result.stderr
+    # issue 21: the verdict with its evidence, on stdout
+    assert "rank-sweep: rank-sweep/rank-32 is best: final_eval_loss 1.3 ± 0.05" in body and "beyond the noise" in body
+    assert "  rank-sweep/rank-64: final_eval_loss 1.4 ± 0.054" in body
+    assert f"lfgen sweep alpha --from {outputs / 'rank-sweep'}" in body
 
 
 @pytest.mark.parametrize("fmt,check", [
-    ("csv", lambda text: text.splitlines()[0].startswith("run,")),
-    ("json", lambda text: {row["lora_rank"] for row in json.loads(text)} == {16, 32, 64}),
+    ("csv", lambda text: text.splitlines()[0].startswith("run,") and "verdict,experiment_verdict" in text),
+    ("json", lambda text: {row["lora_rank"] for row in json.loads(text)} == {16, 32, 64} and
+     {row["verdict"] for row in json.loads(text)} >= {"best"}),
     ("markdown", lambda text: text.lstrip().startswith("| run")),
     ("html", lambda text: "<table" in text and "rank-32" in text),
 ])
@@ -130,4 +133,5 @@ def test_compare_of_an_experiment_folder(runner, cli, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.stderr
     assert [(row["run"], row["state"], row["lora_rank"]) for row in json.loads(result.stdout)] == [
         ("rank-8", "pending", 8), ("rank-16", "pending", 16)]
-    assert "exp: no run has logged a loss yet" in result.stderr and "best None" not in result.stderr
+    assert "exp: provisional: 0 of 2 runs finished (2 pending); no run has logged a loss yet" in result.stderr
+    assert "best None" not in result.stderr

@@ -309,3 +309,12 @@ def test_sweep_plan_of_a_full_fine_tune_has_no_lora_axes():
 
     lines = sweep_plan("auto", _options(method="full", stage="dpo"))
     assert "has no LoRA rank" in lines[0] and "lfgen sweep lr" in lines[1] and "lfgen sweep beta" in lines[2]
+
+
+def test_the_run_names_of_one_axis_share_one_notation():
+    """Issue 21: an lr sweep named its runs lr-2e-4 and lr-0.002."""
+    from lfgen.experiments.sweeps import axis_runs, grid_runs
+
+    assert [r.name for r in axis_runs("lr", ["2e-4", "2e-3", "0.01"], 16)] == ["lr-2e-4", "lr-2e-3", "lr-1e-2"]
+    assert [r.name for r in axis_runs("dropout", ["0.0", "0.1"], 16)] == ["dropout-0", "dropout-0.1"]
+    assert [r.name for r in grid_runs(["learning_rate=1e-4,2e-3"])] == ["learning_rate-1e-4", "learning_rate-2e-3"]

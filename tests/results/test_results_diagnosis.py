@@ -100,6 +100,14 @@ def test_messages_carry_the_numbers(tmp_path: Path) -> None:
     assert "up to 80 at step 1710" in only("gradient").message
 
 
+def test_a_full_fine_tune_that_did_not_learn_is_not_told_about_lora(tmp_path: Path) -> None:
+    """Issue 21 (lfgen demo's slowest rate): the advice for a full fine-tune names no LoRA band nor lora_rank."""
+    run = read_run(write_run(tmp_path / "full", CASES["not-learning"][0],
+                             config={"finetuning_type": "full", "learning_rate": 1.0e-5}))
+    (finding,) = dx.diagnose_run(run)
+    assert finding.kind == dx.STALL and finding.advice == "raise learning_rate, now 1.0e-5"
+
+
 def test_overfitting_shows_the_best_step_in_the_table_text(tmp_path: Path) -> None:
     run = read_run(write_run(tmp_path / "o", CASES["overfitting"][0]))
     assert dx.summary_text(dx.diagnose_run(run), run) == "overfitting (best eval @ step 1200)"
@@ -242,7 +250,19 @@ def test_only_nan_runs_say_nan(tmp_path: Path) -> None:
     assert s.next_step == "no run has a loss without NaN yet; fix the findings above first"
 
 
-def test_ties_keep_the_first_run_as_ranking_best_does(tmp_path: Path) -> None:
+def test_a_tie_names_no_best_and_says_it_is_within_noise(tmp_path: Path) -> None:
+    """Issue 21: equal losses (a tie at the noise) named the first run best; the verdict abstains and says why."""
     configs = {f"r{r}": {"lora_rank": r, "lora_alpha": 2 * r} for r in (16, 32)}
     s = summary(sweep(tmp_path / "tie", configs, {"r16": 0.1, "r32": 0.1}))
-    assert s.best_run == "r16" and s.best_by == "final_eval_loss"
+    assert (s.best_run, s.best_by, s.verdict, s.leader) == (None, "final_eval_loss", "within-noise", "r16")
+    assert s.headline.startswith("no run is better beyond noise: r16") and "within the noise" in s.headline
+    assert s.standing == {"r16": "leads, within noise", "r32": "within noise of the leader"}
+
+
+def test_a_loss_that_rose_a_little_is_not_said_to_have_fallen(tmp_path: Path) -> None:
+    """Issue 21: "training loss fell only -1% (6.13 -> 6.21)" for a loss that rose by 1 %."""
+    rising = [6.13 + 0.08 * i / (N - 1) for i in range(N)]
+    (finding,) = dx.diagnose_run(read_run(write_run(tmp_path / "r", Curves(rising, logging_steps=10))))
+    assert finding.kind == dx.STALL and finding.blocks
+    assert finding.message.startswith("training loss did not fall (it rose 1%) (6.13 → 6.21)")
+    assert "fell only -" not in finding.message

@@ -39,7 +39,8 @@ def test_report_is_self_contained_and_holds_table_curves_and_advice(tmp_path: Pa
     assert not re.search(r"https?://", text)
     assert "<script" not in text.lower() and "@import" not in text
     # the table: a header per column and a row per run
-    assert "<th>best_eval_loss</th>" in text and "<th>diagnosis</th>" in text
+    assert '<th title="best_eval_loss">best eval</th>' in text and "<th>diagnosis</th>" in text
+    assert "<th>verdict</th>" in text and "Verdict (best):</strong> rank-sweep/r32 is best: final_eval_loss" in text
     assert text.count("<tr") == 1 + 3
     assert "rank-sweep/r16" in text and "rank-sweep/r32" in text
     # the user's folder name is escaped, never markup

@@ -53,13 +53,19 @@ def test_an_experiment_gives_the_table_of_its_outputs_folder_plus_its_pending_ru
     from_experiment = compare("experiments/exp")
     assert list(from_experiment["run"]) == ["rank-8", "rank-16", "rank-32"]
     assert list(from_experiment.columns) == list(from_outputs.columns)
-    assert from_experiment.iloc[:2].drop(columns="state").equals(from_outputs.drop(columns="state"))
+    derived = ["state", "verdict", "experiment_verdict"]  # the verdict follows the states (a pending run here)
+    assert from_experiment.iloc[:2].drop(columns=derived).equals(from_outputs.drop(columns=derived))
     assert list(from_outputs["state"]) == ["done", "running"]  # what the files say
     assert list(from_experiment["state"]) == ["done", "failed", "pending"]  # what lfgen run recorded
     pending = from_experiment.iloc[2]
     assert pending["lora_rank"] == 32 and pending["path"] == "outputs/exp/rank-32"  # from runs/rank-32.yaml
     assert pending["diagnosis"] == "no data"
-    assert from_experiment.attrs["experiments"]["exp"]["best_run"] == "rank-8"
+    # issue 21: with a run pending the verdict is provisional: the leader is said, never named best
+    verdict = from_experiment.attrs["experiments"]["exp"]
+    assert (verdict["best_run"], verdict["leader"], verdict["verdict"]) == (None, "rank-8", "provisional")
+    assert verdict["headline"].startswith("provisional: 2 of 3 runs finished (1 pending); leading so far: rank-8")
+    assert "sweep" not in verdict["next_step"] and list(from_experiment["verdict"]) == [
+        "ranked", "not ranked: failed", "pending"]
 
 
 def test_without_a_state_file_the_files_say_and_none_is_created(project: Path) -> None:
@@ -88,3 +94,16 @@ def test_a_bad_manifest_is_one_input_error(project: Path, runner, cli) -> None:
     assert result.exit_code == 1 and "experiment.yaml: not valid YAML" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.output
+
+
+def test_the_experiments_folder_is_compared_and_reported_as_status_lists_it(project: Path, runner, cli) -> None:
+    """Issue 21: `lfgen report experiments` failed ("no run directories found") while `lfgen status` takes the
+    folder; two experiments with a rank-8 each keep their runs apart."""
+    make_sweep("rank", ["8"], options=BuildOptions.parse(model="fake/model", gpu="A800"), name="second")
+    df = compare("experiments")
+    assert set(df["experiment"]) == {"exp", "second"} and "second/rank-8" in set(df["run"])
+    assert len(set(df["run"])) == len(df)
+    written = runner.invoke(cli, ["report", "experiments", "-o", "all.html"])
+    assert written.exit_code == 0, written.output
+    text = (project / "all.html").read_text()
+    assert "Experiment exp" in text and "Experiment second" in text

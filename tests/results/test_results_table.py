@@ -18,7 +18,7 @@ EVALS = {s: 1.5 - s / 1000 for s in (100, 200, 300, 400, 500, 600)}
 BASE_COLUMNS = ["run", "experiment", "path", "lora_rank", "lora_alpha", "learning_rate", "lora_target",
                 "lora_dropout", "num_train_epochs", "effective_batch"]
 METRICS = ["final_train_loss", "best_eval_loss", "best_eval_step", "final_eval_loss", "runtime_s", "gpu_hours",
-           "samples_per_s", "peak_vram_gib", "state", "diagnosis"]
+           "samples_per_s", "peak_vram_gib", "state", "diagnosis", "verdict", "experiment_verdict"]
 
 
 def rank_sweep(root: Path, **extra: dict) -> Path:
@@ -51,6 +51,10 @@ def test_columns_and_values(tmp_path: Path) -> None:
     best = df.attrs["experiments"]["rank-sweep"]
     assert best["best_run"] == "rank-sweep/runs/r64"
     assert best["next_step"].startswith("rank 64 best → sweep alpha at rank 64")
+    # issue 21: the verdict is in the table itself (CSV, JSON), not only on stderr
+    assert list(df["verdict"]) == ["behind by 0.24 (beyond noise)", "behind by 0.16 (beyond noise)", "best"]
+    assert set(df["experiment_verdict"]) == {best["headline"]} and best["headline"].startswith(
+        "rank-sweep/runs/r64 is best: final_eval_loss 0.58 ± ")
 
 
 def test_config_keys_that_differ_become_columns(tmp_path: Path) -> None:

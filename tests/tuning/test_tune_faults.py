@@ -43,7 +43,7 @@ def test_a_nan_trial_fails_and_is_never_the_best(project, monkeypatch):
     assert failed["value"] is None and failed["why"].startswith("nan:")
     assert result.best["run"] != "trial-001"
     best = (project / "experiments/t/best.yaml").read_text()
-    assert "lfgen tune t: the best trial" in best and "output_dir: outputs/t/trial-00" in best
+    assert "lfgen tune t: the best trial" in best and "output_dir: outputs/t/best" in best
 
 
 def test_resume_after_kill_9_ends_with_exactly_n_trials_and_reruns_no_finished_one(project, monkeypatch):
@@ -89,3 +89,19 @@ def test_staged_runs_seed_000s_stages_each_from_the_last_best(project, monkeypat
     assert alpha["base"] == str((project / "experiments/fam-1-rank/best.yaml").resolve())
     assert (project / "experiments/fam/best.yaml").is_file()
     assert len(yaml.safe_load((project / "experiments/fam/experiment.yaml").read_text())["runs"]) == 1
+
+
+def test_best_yaml_trains_as_the_readme_says(project, monkeypatch, runner, cli):
+    """Issue 21: best.yaml kept the trial's output_dir, so `lfgen run experiments/NAME/best.yaml` found the trial's
+    results and trained nothing; its header named `t/best.yaml`."""
+    result = tune("t", base="a800", options=_options(), space=_space(project), trials=2, pruner="none",
+                  reporter=Recorder())
+    text = (project / "experiments/t/best.yaml").read_text()
+    assert text.splitlines()[0].endswith("train it again with lfgen run experiments/t/best.yaml, or start the next "
+                                         "stage with lfgen sweep AXIS --base experiments/t/best.yaml")
+    before = len([c for c in calls(project) if "finished" not in c])
+    trained = runner.invoke(cli, ["run", "experiments/t/best.yaml", "--quiet"])
+    assert trained.exit_code == 0 and "best: 1 done, 0 failed" in trained.stderr, trained.output
+    started = [c for c in calls(project) if "finished" not in c]
+    assert len(started) == before + 1 and "outputs/t/best/" in started[-1]["argv"][2]
+    assert (project / "outputs/t/best/all_results.json").is_file() and result.best is not None
