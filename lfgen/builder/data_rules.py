@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from lfgen.builder import datasets
+from lfgen.builder import datasets, scale_rules
 from lfgen.builder.context import Context
 from lfgen.catalogs import rules
 from lfgen.errors import InputError
@@ -112,19 +112,20 @@ def intervals(ctx: Context) -> None:
     evaluates = ctx.get("eval_strategy", "no") == "steps" and (ctx.get("val_size") or ctx.get("eval_dataset"))
     eval_steps = int(seed["eval_steps"])
     if evaluates:
-        if total >= min_evals * eval_steps:
-            why = f"{how}: the seed's {eval_steps} evaluates {total // eval_steps} times"
-        else:
-            eval_steps = max(1, total // min_evals)
-            why = (f"{how}; {total:,} // {min_evals} = every {eval_steps} steps evaluates {total // eval_steps} times "
-                   f"(the seed's {seed['eval_steps']} needs {min_evals * seed['eval_steps']:,} steps)")
-        _choose(ctx, "eval_steps", eval_steps, why, asked)
+        eval_steps, why = scale_rules.evaluations(ctx, total, how, eval_steps)
+        _choose(ctx, "eval_steps", eval_steps, why, asked, "R-EVAL-SIZE" if eval_steps > seed["eval_steps"] else None)
     if evaluates and total // int(ctx.get("eval_steps", eval_steps)) < min_evals <= total:
         ctx.warn("R-DATA-STEPS", f"eval_steps {ctx.get('eval_steps')} evaluates {total // int(ctx.get('eval_steps'))} "
                                  f"time(s) in {total:,} optimizer steps; {total // min_evals} would evaluate "
                                  f"{min_evals} times")
     save = int(seed["save_steps"])
-    if total > save:
+    most_saves = int(rules.rule("R-DATA-LARGE").table("max_saves"))
+    save_rule = None
+    if evaluates and (total - 1) // save > most_saves:
+        save, save_rule = int(ctx.get("eval_steps", eval_steps)), "R-DATA-LARGE"
+        why = (f"{total:,} optimizer steps: the seed's {seed['save_steps']} would save {(total - 1) // seed['save_steps']:,} "
+               f"times; saving at each evaluation (every {save:,} steps) keeps {(total - 1) // save} checkpoints")
+    elif total > save:
         why = f"{total:,} optimizer steps: the seed's {save} saves {(total - 1) // save} time(s) before the end"
     else:
         step = int(ctx.get("eval_steps", eval_steps)) if evaluates else max(1, total // min_evals)
@@ -135,7 +136,7 @@ def intervals(ctx: Context) -> None:
                f"{seed['save_steps']} would save only the final model)")
         if save >= total:
             ctx.warn("R-DATA-STEPS", f"the run is only {total} optimizer step(s); it cannot save before its end")
-    _choose(ctx, "save_steps", save, why, asked)
+    _choose(ctx, "save_steps", save, why, asked, save_rule)
     log = int(seed["logging_steps"])
     if total < min_logs * log:
         log = max(1, total // min_logs)
@@ -147,17 +148,19 @@ def intervals(ctx: Context) -> None:
     if total < min_evals:
         ctx.warn("R-DATA-STEPS", f"{how}: too short to evaluate {min_evals} times; more data, epochs or a smaller "
                                  "batch make a run the eval loss can judge")
+    scale_rules.cap_warmup(ctx, total)
     _warmup_arithmetic(ctx, total)
 
 
-def _choose(ctx: Context, key: str, value: int, why: str, asked: str | None) -> None:
-    """R-DATA-STEPS' value; where the seed's value stays, its decision keeps its rule and gains the arithmetic."""
+def _choose(ctx: Context, key: str, value: int, why: str, asked: str | None, rule_id: str | None = None) -> None:
+    """R-DATA-STEPS' value (or *rule_id*'s); where the seed's value stays, its decision keeps its rule and gains the
+    arithmetic."""
     decision = ctx.decisions.get(key)
     if decision is not None and decision.rule != "R-DATA-STEPS" and decision.value == value \
             and key in ctx.config and key not in ctx.fixed:
         ctx.decisions[key] = dataclasses.replace(decision, reason=f"{decision.reason}; R-DATA-STEPS: {why}")
         return
-    ctx.choose(key, value, "R-DATA-STEPS", why, asked=asked)
+    ctx.choose(key, value, rule_id or "R-DATA-STEPS", why, asked=asked)
 
 
 def _warmup_arithmetic(ctx: Context, total: int) -> None:

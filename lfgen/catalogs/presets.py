@@ -44,6 +44,8 @@ class Preset(_Strict):
     seed_figures: SeedFigures
     # Settings a seed asks for that LlamaFactory has no key for (R-BIAS).
     unsupported: dict[str, str] = {}
+    # Takes R-HW-FIT's steps (Liger, rank, 4-bit, cutoff_len) until the estimate fits, instead of refusing.
+    steps_down: bool = False
 
 
 class Choice(_Strict):

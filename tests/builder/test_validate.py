@@ -46,7 +46,7 @@ def test_json_report(tmp_path, runner, cli):
     data = json.loads(result.stdout)
     assert result.exit_code == 1 and data["ok"] is False
     assert data["files"][0] == {"path": path, "ok": False, "problems": ["lora_rank: must be greater than 0 (got 0)"],
-                                "notes": [], "checked": True,
+                                "notes": [], "checked": True, "runs_here": True, "cannot_run_here": "",
                                 "kind": {"name": "train", "label": "LoRA SFT training config",
                                          "advice": "run it with `llamafactory-cli train FILE`"}}
     assert set(data["llamafactory"]) >= {"version", "parser_run"}
@@ -255,7 +255,9 @@ def test_the_parser_runs_from_the_users_directory_and_writes_nothing(tmp_path, m
 
 @pytest.mark.slow
 @needs_llamafactory
-def test_pure_bf16_gets_the_no_gpu_note(tmp_path, monkeypatch):
+def test_a_gpu_only_file_is_valid_but_said_not_to_run_here(tmp_path, monkeypatch, runner, cli):
+    """Issue 21 item 8: validate parses a bf16 file as on a GPU (use_cpu added for the parser only) and says loudly
+    that this GPU-less machine cannot train it, never that it is valid for a CPU run."""
     monkeypatch.chdir(tmp_path)
     make_dataset_dir(tmp_path / "data")
     path = write(tmp_path / "c.yaml", "model_name_or_path: m\nstage: sft\ndo_train: true\ndataset: my_sft\n"
@@ -263,4 +265,11 @@ def test_pure_bf16_gets_the_no_gpu_note(tmp_path, monkeypatch):
     report = validate([path])
     if report.llamafactory["cuda"] is False:
         assert report.ok, report.files[0].problems
-        assert "pure_bf16" in report.llamafactory["note"]
+        assert "pure_bf16" in report.files[0].cannot_run_here and "no GPU here" in report.files[0].cannot_run_here
+        result = runner.invoke(cli, ["validate", path])
+        assert result.exit_code == 0
+        assert f"warning: {path}: no GPU here, so this machine cannot train it: pure_bf16" in result.stderr
+        assert "1 valid only on a GPU: this machine has none, so lfgen run here would fail" in result.stderr
+        cpu = write(tmp_path / "cpu.yaml", "model_name_or_path: m\nstage: sft\ndo_train: true\ndataset: my_sft\n"
+                                           "template: qwen\nbf16: false\nuse_cpu: true\noutput_dir: o2\n")
+        assert validate([cpu]).files[0].cannot_run_here == ""
