@@ -47,8 +47,10 @@ def prepare(root: str | Path) -> DemoPaths:
         make_dataset(root / "data", rows=80)
     paths = DemoPaths(root, root / "experiments" / NAME, root / "outputs" / NAME, root / "report.html")
     if not (paths.experiment / MANIFEST).is_file():
-        options = BuildOptions.parse(model="./tiny-model", template="qwen", dataset=["tiny_alpaca"], dataset_dir="data",
-                                     precision="fp32", set={**CPU_SETTINGS, "max_steps": 60, "learning_rate": 5.0e-3})
+        # --gpu cpu: the demo trains on the CPU even on a machine with a GPU; the template comes from the tiny
+        # model's config.json (qwen2 -> qwen)
+        options = BuildOptions.parse(model="./tiny-model", gpu="cpu", dataset=["tiny_alpaca"], dataset_dir="data",
+                                     set={**CPU_SETTINGS, "max_steps": 60, "learning_rate": 5.0e-3})
         with contextlib.chdir(root):  # the demo folder is the experiment's root: its paths are relative to it
             make_sweep("rank", list(RANKS), base="lightweight", options=options, name=NAME)
     return paths

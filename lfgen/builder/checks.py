@@ -52,6 +52,9 @@ def checks(ctx: Context) -> None:
             ctx.warn("R-HW-ATTN", "flash_attn fa2: " + ("a CPU run has no FlashAttention" if ctx.cpu else
                                   "flash-attn is not installed here, so LlamaFactory warns and uses the default "
                                   "attention (Gemma 2: eager); pip install flash-attn"))
+    from lfgen.builder.speed_rules import packing_advice
+
+    packing_advice(ctx)
     if ctx.from_file_only:
         for key in EXPLICIT_KEYS:
             if key in ctx.config and key not in ctx.fixed:

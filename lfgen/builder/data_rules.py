@@ -75,30 +75,6 @@ def data_cutoff(ctx: Context) -> None:
     ctx.seq_len = lengths.max  # the longest sample: a padded batch that holds it is the peak (estimates)
 
 
-def _optimizer_steps(ctx: Context, n: int) -> tuple[int, str]:
-    """Optimizer steps of the run as the Hugging Face Trainer counts them, and the arithmetic."""
-    val = ctx.get("val_size", 0) or 0
-    held = math.ceil(val * n) if 0 < val < 1 else int(val)
-    train = max(1, n - held)
-    micro = int(ctx.get("per_device_train_batch_size", 8))
-    accumulation = int(ctx.get("gradient_accumulation_steps", 1))
-    gpus = ctx.options.num_gpus
-    from lfgen.models.time import optimizer_steps  # the Trainer's arithmetic, one home (the time estimate's)
-
-    batches = math.ceil(train / (micro * gpus))
-    epochs = float(ctx.get("num_train_epochs", 3.0))
-    max_steps = ctx.get("max_steps")
-    max_steps = max_steps if isinstance(max_steps, int) and max_steps > 0 else None
-    total, per_epoch = optimizer_steps(train, micro, gpus, accumulation, epochs, max_steps)
-    split = f"{train:,} training samples ({n:,} - {held:,} for val_size {val:g})" if held else f"{train:,} samples"
-    gpu_text = f" x {gpus} GPUs" if gpus > 1 else ""
-    how = (f"{split} / micro-batch {micro}{gpu_text} = {batches:,} batches / accumulation {accumulation} = "
-           f"{per_epoch:,} steps per epoch")
-    if max_steps:
-        return max_steps, f"max_steps {max_steps:,} (instead of {how})"
-    return total, f"{how} x {epochs:g} epochs = {total:,} optimizer steps"
-
-
 def intervals(ctx: Context) -> None:
     """R-DATA-STEPS: every run evaluates at least min_evals times, saves before its end and logs often
     enough for the diagnosis; the seed's intervals stay where the run is long enough for them."""
@@ -107,7 +83,7 @@ def intervals(ctx: Context) -> None:
         return
     spec = rules.rule("R-DATA-STEPS")
     seed, min_evals, min_logs = spec.table("seed"), int(spec.table("min_evals")), int(spec.table("min_log_points"))
-    total, how = _optimizer_steps(ctx, n)
+    total, how = scale_rules.optimizer_steps_of(ctx, n)
     asked = "--samples" if ctx.options.samples else "--dataset-dir" if ctx.options.dataset_dir else None
     evaluates = ctx.get("eval_strategy", "no") == "steps" and (ctx.get("val_size") or ctx.get("eval_dataset"))
     eval_steps = int(seed["eval_steps"])

@@ -18,6 +18,7 @@ from typing import Any
 
 from lfgen.builder.context import Context
 from lfgen.catalogs import machine, rules
+from lfgen.errors import InputError
 
 DS_FILES = {2: "ds_z2_config.json", 3: "ds_z3_config.json"}
 FILE_KEYS = ("deepspeed",)  # config keys whose value can name a file of Build.files
@@ -40,10 +41,13 @@ def keys(ctx: Context) -> None:
 
 def _ladder(ctx: Context) -> list[int | None]:
     """The ZeRO stages to try, lowest first (R-METHOD-ZERO); [None]: keep the config's own (one GPU, or the user's)."""
-    if ctx.options.num_gpus < 2 or "deepspeed" in ctx.fixed:
-        return [None]
+    fixed = ctx.fixed.get("deepspeed")
     if ctx.options.zero is not None:
-        return [ctx.options.zero]
+        if fixed is not None and fixed[1] == "USER":
+            raise InputError(f"--zero {ctx.options.zero}: conflicts with --set deepspeed={fixed[0]}; give one of them")
+        return [ctx.options.zero]  # it replaces a base file's deepspeed: you asked
+    if ctx.options.num_gpus < 2 or fixed is not None:
+        return [None]
     # ZeRO-2 shards gradients and optimizer states: for a full fine-tune it costs what DDP's all-reduce costs. An
     # adapter's states are tiny, so a LoRA run either fits whole on each GPU (0: plain DDP) or needs its frozen weights
     # sharded (3).
@@ -75,18 +79,20 @@ def choose_zero(ctx: Context, stage: int | None, fit: Any = None) -> None:
     """R-MULTI-DS: write the stage that fits (or, with no estimate, LlamaFactory's example's: ZeRO-3 for a full
     fine-tune) and carry its JSON; plain DDP writes nothing."""
     num = ctx.options.num_gpus
-    if num < 2 or "deepspeed" in ctx.fixed:
+    if num < 2 or "deepspeed" in ctx.fixed and ctx.options.zero is None:
         return
     if fit is None:  # no estimate: --zero, or LlamaFactory's full-parameter example (ds_z3), or plain DDP
         stage = ctx.options.zero if ctx.options.zero is not None else 3 if ctx.shape.method.family == "full" else 0
     if not stage:
+        if ctx.options.zero == 0 and "deepspeed" in ctx.fixed:  # --zero 0 over a base file's deepspeed: plain DDP
+            ctx.fixed.pop("deepspeed")
         return
     name = DS_FILES[stage]
     if ctx.options.zero is not None:
         rule_id, reason = "USER", f"you set it (--zero {stage}): LlamaFactory's {name}, written beside the config"
     else:
         rule_id, reason = "R-MULTI-DS", _why(ctx, stage, fit)
-    ctx.choose("deepspeed", name, rule_id, reason)
+    ctx.choose("deepspeed", name, rule_id, reason, asked="--zero" if ctx.options.zero is not None else None)
     ctx.files[name] = packaged(name).read_text(encoding="utf-8")
     if not machine.installed("deepspeed"):
         ctx.warn("R-MULTI-DS", "deepspeed is not installed here, and LlamaFactory refuses a deepspeed config without "

@@ -59,6 +59,32 @@ def cap_warmup(ctx: Context, total: int) -> None:
 # --- R-EVAL-SIZE ------------------------------------------------------------------------------------
 
 
+def optimizer_steps_of(ctx: Context, n: int) -> tuple[int, str]:
+    """Optimizer steps of the run as the Hugging Face Trainer counts them, and the arithmetic."""
+    val = ctx.get("val_size", 0) or 0
+    held = math.ceil(val * n) if 0 < val < 1 else int(val)
+    train = max(1, n - held)
+    micro = int(ctx.get("per_device_train_batch_size", 8))
+    accumulation = int(ctx.get("gradient_accumulation_steps", 1))
+    gpus = ctx.options.num_gpus
+    from lfgen.models.time import optimizer_steps  # the Trainer's arithmetic, one home (the time estimate's)
+
+    batches = math.ceil(train / (micro * gpus))
+    epochs = float(ctx.get("num_train_epochs", 3.0))
+    max_steps = ctx.get("max_steps")
+    max_steps = max_steps if isinstance(max_steps, int) and max_steps > 0 else None
+    total, per_epoch = optimizer_steps(train, micro, gpus, accumulation, epochs, max_steps)
+    split = f"{train:,} training samples ({n:,} - {held:,} for val_size {val:g})" if held else f"{train:,} samples"
+    gpu_text = f" x {gpus} GPUs" if gpus > 1 else ""
+    how = (f"{split} / micro-batch {micro}{gpu_text} = {batches:,} batches / accumulation {accumulation} = "
+           f"{per_epoch:,} steps per epoch")
+    if max_steps:
+        return max_steps, f"max_steps {max_steps:,} (instead of {how})"
+    return total, f"{how} x {epochs:g} epochs = {total:,} optimizer steps"
+
+
+
+
 def held_rows(n: int) -> int:
     """R-EVAL-SIZE's held-out rows for N training rows."""
     spec = rules.rule("R-EVAL-SIZE")
@@ -92,11 +118,30 @@ def eval_size(ctx: Context) -> None:
     else:
         ctx.choose("val_size", value, "R-EVAL-SIZE", why, asked=asked,
                    alternative=f"the seed's val_size {share:g}" if value != share else None)
+    fewer, cost = _within_budget(ctx, n, held)
+    if fewer < held:
+        held = fewer
+        ctx.choose("val_size", fewer, "R-EVAL-SIZE", f"{why}; even at {spec.table('evaluations')['min']} evaluations "
+                                                     f"that costs {cost} of the training time, so {fewer:,} rows "
+                                                     f"keep it near {float(spec.table('eval_budget')):.0%}",
+                   asked=asked, alternative=f"the seed's val_size {share:g}")
     if held < int(spec.table("min_rows")):
         ctx.warn("R-EVAL-SIZE", f"N = {n:,}: only {held} held-out rows; an eval loss over {held} rows moves by more "
                                 "than runs usually differ, so rank runs by it with care: a separate, larger "
                                 "eval_dataset (--set eval_dataset=NAME) or lfgen eval on your own questions is a "
                                 "steadier verdict")
+
+
+def _within_budget(ctx: Context, n: int, held: int) -> tuple[int, str]:
+    """Fewer held-out rows when evaluating them even the fewest times costs more than eval_budget of the training."""
+    spec = rules.rule("R-EVAL-SIZE")
+    least, budget = int(spec.table("evaluations")["min"]), float(spec.table("eval_budget"))
+    total, _ = optimizer_steps_of(ctx, n)
+    share, basis = eval_share(ctx, total, max(1, total // least))
+    if share is None or share <= 2 * budget:  # a soft budget: fewer evaluations handle the rest (evaluations())
+        return held, ""
+    rows = max(int(spec.table("min_rows")), math.floor(held * budget / share / 50) * 50)  # a round number
+    return min(held, rows), f"~{share:.0%} ({basis})"
 
 
 def evaluations(ctx: Context, total: int, how: str, seed_steps: int) -> tuple[int, str]:

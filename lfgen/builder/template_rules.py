@@ -114,7 +114,7 @@ def base_checkpoint(model: str) -> str | None:
     from lfgen.models.catalog import catalog_entry
 
     if catalog_entry(model) is not None:
-        return f"{name} is the pre-trained checkpoint of its family (the chat model's id says Instruct, Chat or -it)"
+        return "its id has no Instruct, Chat or -it, as its family's chat checkpoints do"
     return None
 
 
@@ -129,6 +129,6 @@ def _base_checkpoint(ctx: Context, model: str, template_name: str) -> None:
     tokens = spec.table("untrained_tokens").get(template_name) or spec.table("untrained_tokens").get(family)
     risk = (f"its special tokens {tokens} were never trained, so the tuned model often never stops generating"
             if tokens else "a chat markup it never saw in pre-training: it learns it only from your data")
-    ctx.warn("R-TEMPLATE-BASE", f"{model} looks like a base checkpoint ({why}) and template {template_name} is a chat "
-                                f"format: {risk}; use --template default (LlamaFactory's maintainer for base models, "
-                                "LlamaFactory #5599) or train the instruct checkpoint")
+    ctx.warn("R-TEMPLATE-BASE", f"{model} looks like a base checkpoint ({why}), and template {template_name} is a chat "
+                                f"format: {risk}; use --template default (what LlamaFactory's maintainer advises for "
+                                "base models, LlamaFactory #5599) or train the instruct checkpoint")

@@ -19,6 +19,7 @@ from pathlib import Path
 GPU_ENV = "LFGEN_GPU"
 CPU = "cpu"
 _DRIVER = Path("/proc/driver/nvidia/gpus")
+_DEV = Path("/dev")
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def driver_gpus() -> list[str]:
             continue
         found = re.search(r"^Model:\s*(.+)$", text, re.MULTILINE)
         names.append(found.group(1).strip() if found else "unknown NVIDIA GPU")
-    if not names and any(Path("/dev").glob("nvidia[0-9]*")):
+    if not names and any(_DEV.glob("nvidia[0-9]*")):
         names = ["unknown NVIDIA GPU"]  # the device node without /proc (some containers)
     return names[:_visible_count(len(names))]
 
