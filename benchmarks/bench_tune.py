@@ -34,7 +34,7 @@ def lfgen(project: Path, *args: str) -> subprocess.CompletedProcess:
 
 def study(project: Path, name: str, pruner: str, trials: int, steps: int) -> dict:
     from lfgen.tiny import CPU_SETTINGS
-    from lfgen.tuning.study import load_rows
+    from lfgen.runs.study import load_rows
 
     settings = {**CPU_SETTINGS, "max_steps": steps, "eval_steps": 1, "logging_steps": 1, "save_steps": 1000,
                 "per_device_train_batch_size": 8, "gradient_accumulation_steps": 1, "val_size": 0.2,

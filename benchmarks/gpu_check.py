@@ -39,7 +39,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lfgen.training import launch  # noqa: E402
+from lfgen import launch  # noqa: E402
 
 MATRIX = [  # (catalog model, method, cutoff_len, micro-batch): ~16 runs of 6 steps fit in 8 minutes on an H100
     *[("Qwen/Qwen2.5-0.5B-Instruct", m, c, b) for m in ("lora", "qlora", "full") for c in (512, 2048) for b in (1, 4)],
@@ -189,7 +189,7 @@ def rows_for(case: dict[str, Any], gpu: str, stamp: str) -> tuple[dict[str, Any]
 
 
 def run_case(work: Path, model: str, method: str, cutoff: int, micro: int, args) -> dict[str, Any]:
-    from lfgen.results.parsing import peak_vram_gib
+    from lfgen.runs.parsing import peak_vram_gib
 
     tag = f"{model.split('/')[-1]}-{method}-s{cutoff}-b{micro}"
     run_dir = work / "runs" / tag

@@ -39,7 +39,8 @@ from lfgen.models.catalog import spec_from_config
 HERE = Path(__file__).resolve().parent
 FITCHECK_CONTEXT_MIB = 500.0  # fitcheck-llm 0.3.1 DEFAULT_OVERHEAD_PROFILE.base_context_mib (every GPU but its T4 rows)
 T4_CONTEXT_GIB = 140.875 / 1024  # measured by fitcheck-llm on every T4 row (its manifest.json, cuda_context_mib)
-SPLITS = ("fit", "holdout", "holdout22")  # holdout22: issue 22's independent set, scored before any change
+SPLITS = ("fit", "holdout", "holdout22", "fresh")  # holdout22: issue 22's independent set, scored before any change;
+# fresh: issue 22's second independent set (LitGPT's config-hub table, the LlamaFactory paper), scored before the second pass
 SHORT = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj", "gate": "gate_proj", "up": "up_proj",
          "down": "down_proj"}
 
@@ -83,6 +84,18 @@ def settings_of(point: dict) -> dict:
                       gradient_checkpointing=point["gradient_checkpointing"],
                       flash_attn="disabled" if point["attention"] == "eager" else "fa2",
                       quantization_bit=point["bits"], double_quantization=bool(point.get("double_quant")))
+    elif pid.startswith("litgpt-"):  # LitGPT bf16-true: weights, adapters, gradients and AdamW states all bf16
+        values.update(compute_dtype="bf16", pure_bf16=True, gradient_checkpointing=False, flash_attn="sdpa",
+                      quantization_bit=point["bits"], double_quantization=bool(point.get("double_quant")))
+        if point["method"] == "full":
+            values.update(finetuning_type="full")
+        else:
+            values.update(lora_target=point["targets"], lora_dropout=point.get("lora_dropout") or 0.0)
+    elif pid.startswith("lfpaper-"):  # LlamaFactory's paper: pure bf16, 8-bit AdamW, FlashAttention, checkpointing
+        values.update(compute_dtype="bf16", pure_bf16=True, optim="adamw_8bit", flash_attn="fa2",
+                      gradient_checkpointing=True, finetuning_type=point["method"])
+        if point["method"] == "freeze":
+            values.update(freeze_trainable_layers=point["freeze_layers"])
     return values
 
 
@@ -204,8 +217,8 @@ def main() -> None:
             theirs = fitcheck_estimate(cli, home, p) if cli else None
             e_ours = 100 * (ours - measured) / measured
             errors.setdefault((p["split"], "lfgen"), []).append(e_ours)
-            if p["split"] == "holdout22":
-                by_source.setdefault(p["id"].split("-")[0], []).append(e_ours)
+            if p["split"] in ("holdout22", "fresh"):
+                by_source.setdefault(f"{p['split']} lfgen, {p['id'].split('-')[0]}", []).append(e_ours)
             line = f"{p['split']:9} {p['id']:42} {kind:9} {measured:8.2f} {ours:7.2f} {e_ours:+6.1f}%"
             if theirs is not None:
                 e_theirs = 100 * (theirs - measured) / measured
@@ -219,8 +232,8 @@ def main() -> None:
     for split in SPLITS:
         for who in ("lfgen", "fitcheck"):
             print(_summary(f"{split:9} {who:8}", errors.get((split, who), [])))
-    for source, found in sorted(by_source.items()):  # holdout22 per source: one source must not hide another
-        print(_summary(f"holdout22 lfgen, {source}", found))
+    for source, found in sorted(by_source.items()):  # per source: one source must not hide another
+        print(_summary(source, found))
     if cli is None:
         print("fitcheck-llm not found: pip install fitcheck-llm==0.3.1 (own venv) or set $FITCHECK")
 

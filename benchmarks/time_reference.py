@@ -38,11 +38,14 @@ from lfgen.models.time import settings_from, throughput  # noqa: E402
 HERE = Path(__file__).resolve().parent
 NAIVE_SHARE = 0.40
 SHORT = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj"}
-FITTED = ("kernel_seconds", "step_seconds", "eager_bytes_per_score")
+FITTED = ("kernel_seconds", "step_seconds", "eager_bytes_per_score", "attention_share_sm75")
+HOPPER_OVER_AMPERE = 0.72  # LLM Foundry's H100 / A100 MFU of the same runs (throughput.yaml's Hopper source)
 
 
 def load_reference() -> dict:
-    return yaml.safe_load((HERE / "time_reference.yaml").read_text(encoding="utf-8"))
+    reference = yaml.safe_load((HERE / "time_reference.yaml").read_text(encoding="utf-8"))
+    reference["models"] = {**reference["models"], **reference.get("fresh_models", {})}
+    return reference
 
 
 def split_of(row_id: str) -> str:
@@ -77,6 +80,8 @@ def settings_of(row: dict) -> tuple[Any, LengthModel | None]:
         values["lora_rank"] = row["rank"]
     if method == "oft":
         values.update(oft_rank=row["rank"], oft_block_size=0)
+    if method == "freeze" and row.get("freeze_layers"):
+        values["freeze_trainable_layers"] = row["freeze_layers"]
     lengths = None
     known = row.get("lengths")
     if known and known.get("sd"):
@@ -124,6 +129,11 @@ def score(reference: dict, rows: list[dict]) -> list[tuple[dict, float, float, f
     return out
 
 
+def _sides(errors: list[float]) -> str:
+    """How many estimates are slower (time too long) and faster than measured."""
+    return f"  ({sum(e < 0 for e in errors)} slower, {sum(e > 0 for e in errors)} faster)"
+
+
 def _line(label: str, errors: list[float]) -> str:
     s = _stats(errors)
     return (f"{label:34} n={s['n']:3}  median {100 * s['median']:5.1f}%  p90 {100 * s['p90']:5.1f}%  "
@@ -139,53 +149,74 @@ def report(reference: dict) -> None:
         print(f"{row['split']:8} {row['id'][:56]:56} {value:8.2f} {unit[:3]} {100 * ours:+6.1f}% {100 * naive:+6.1f}%")
     for split in ("fit", "holdout"):
         part = [x for x in scored if x[0]["split"] == split]
-        print(_line(f"{split} lfgen", [x[2] for x in part]))
+        print(_line(f"{split} lfgen", [x[2] for x in part]) + _sides([x[2] for x in part]))
         print(_line(f"{split} naive (6N x tokens at 40%)", [x[3] for x in part]))
         for source in sorted({x[0]["id"].split("-")[0] for x in part}):
             some = [x for x in part if x[0]["id"].split("-")[0] == source]
-            print(_line(f"  {split} {source}: lfgen", [x[2] for x in some]) + "   naive median "
+            print(_line(f"  {split} {source}: lfgen", [x[2] for x in some]) + _sides([x[2] for x in some]) + "   naive median "
                   f"{100 * _stats([x[3] for x in some])['median']:.1f}%")
     independent = score(reference, reference.get("independent", []))
     if independent:
         print("independent check (Qwen README 'Profiling of Memory and Speed', never fitted nor held out):")
         for row, value, ours, naive in independent:
             print(f"  {row['id']:44} {value:8.1f} tok/s  lfgen {100 * ours:+6.1f}%  naive {100 * naive:+6.1f}%")
-        print(_line("independent lfgen", [x[2] for x in independent]))
+        print(_line("independent lfgen", [x[2] for x in independent]) + _sides([x[2] for x in independent]))
         print(_line("independent naive", [x[3] for x in independent]))
+    fresh = score(reference, reference.get("fresh", []))
+    if fresh:  # issue 22's second independent set: scored per source, never fitted
+        print("fresh set (issue 22, second pass: assembled and scored before the model changed; never fitted):")
+        for row, value, ours, naive in fresh:
+            print(f"  {row['id']:44} {value:9.1f} tok/s  lfgen {100 * ours:+6.1f}%  naive {100 * naive:+6.1f}%")
+        print(_line("fresh lfgen", [x[2] for x in fresh]) + _sides([x[2] for x in fresh]))
+        print(_line("fresh naive", [x[3] for x in fresh]))
+        groups = {x[0]["id"].split("-")[0] for x in fresh} | {"-".join(x[0]["id"].split("-")[:2]) for x in fresh
+                                                              if x[0]["id"].startswith("llmfoundry")}
+        for source in sorted(groups):  # LLM Foundry per GPU too: its H100 / A100 ratio set the Hopper share
+            some = [x for x in fresh if x[0]["id"] == source or x[0]["id"].startswith(source + "-")]
+            print(_line(f"  fresh {source}: lfgen", [x[2] for x in some]) + _sides([x[2] for x in some])
+                  + f"   naive median {100 * _stats([x[3] for x in some])['median']:.1f}%")
 
 
-def _cells(rows: list[dict]) -> list[tuple[str, str]]:
-    """The (architecture, method) utilisation cells the fit rows measure."""
-    cells = set()
-    for row in rows:
-        settings, _ = settings_of(row)
-        cells.add((find_gpu(row["gpu"]).arch, settings.method))
-    return sorted(cells)
+POWER_CAPPED = ("Turing",)  # the T4: 70 W for 65 TFLOPS, its clocks drop under sustained tensor load
+COMMON = ("Ampere", "Ada")  # full-power cards: one GEMM share between them
+
+
+def _archs(rows: list[dict]) -> list[str]:
+    """The shares the fit rows measure: the power-capped T4's own, one for the full-power cards."""
+    found = {find_gpu(row["gpu"]).arch for row in rows}
+    return [a for a in POWER_CAPPED if a in found] + (["common"] if found & set(COMMON) else [])
+
+
+def _source(row: dict) -> str:
+    return row["id"].split("-")[0]
 
 
 def fit(reference: dict) -> dict[str, Any]:
-    """Least squares of log(estimate / measured) over the fit rows: the fitted constants and utilisations."""
+    """Least squares of log(estimate / measured) over the fit rows, each source weighted equally (a source with 40
+    rows must not outvote one with 4): the fitted constants and one GEMM share per GPU architecture."""
     from scipy.optimize import least_squares
 
     rows = [r for r in reference["rows"] if r["split"] == "fit"]
-    cells = _cells(rows)
+    archs = _archs(rows)
+    per_source: dict[str, int] = {}
+    for row in rows:
+        per_source[_source(row)] = per_source.get(_source(row), 0) + 1
+    weights = [1 / math.sqrt(per_source[_source(row)]) for row in rows]
     data = step_time.constants()
-    start = [math.log(data["fitted"][k]) for k in FITTED] + [math.log(0.5)] * len(cells)
+    start = [math.log(data["fitted"][k]) for k in FITTED] + [math.log(0.5)] * len(archs)
 
     def apply(x) -> None:
         data["fitted"] = {k: math.exp(v) for k, v in zip(FITTED, x)}
         table = {"fallback": data["utilisation"]["fallback"]}
-        for (arch, method), v in zip(cells, x[len(FITTED):]):
-            table.setdefault(arch, {"source": "fit", "measured": {}})[method] = min(1.0, math.exp(v))
-            table[arch]["measured"][method] = True
-        for arch, row in table.items():
-            if arch != "fallback":
-                row["default"] = statistics.median(v for k, v in row.items() if k not in ("source", "measured"))
+        for arch, v in zip(archs, x[len(FITTED):]):
+            for name in (COMMON if arch == "common" else (arch,)):
+                table[name] = {"share": min(1.0, math.exp(v)), "measured": True, "source": "fit"}
+        table["Hopper"] = {"share": HOPPER_OVER_AMPERE * table["Ampere"]["share"], "source": "derived"}
         data["utilisation"] = table
 
     def residuals(x):
         apply(x)
-        return [math.log(1 + e) for _, _, e, _ in score(reference, rows)]
+        return [w * math.log(1 + e) for w, (_, _, e, _) in zip(weights, score(reference, rows))]
 
     # soft_l1: a few source rows that no model can meet (torchtune's A6000 LoRA row needs more than the card's
     # peak) must not drag every constant towards them
@@ -193,11 +224,9 @@ def fit(reference: dict) -> dict[str, Any]:
     apply(result.x)
     ratios = sorted(1 / (1 + e) for _, _, e, _ in score(reference, rows))  # measured / estimated
     low, high = ratios[int(0.1 * len(ratios))], ratios[math.ceil(0.9 * len(ratios)) - 1]
-    counts: dict[tuple[str, str], int] = {}
-    for row in rows:
-        s, _ = settings_of(row)
-        counts[(find_gpu(row["gpu"]).arch, s.method)] = counts.get((find_gpu(row["gpu"]).arch, s.method), 0) + 1
-    return {"fitted": data["fitted"], "utilisation": data["utilisation"], "range": (low, high), "counts": counts}
+    counts = {arch: sum(find_gpu(r["gpu"]).arch == arch for r in rows) for arch in set(COMMON) | set(POWER_CAPPED)}
+    return {"fitted": data["fitted"], "utilisation": data["utilisation"], "range": (low, high), "counts": counts,
+            "per_source": per_source}
 
 
 def write(found: dict[str, Any]) -> None:
@@ -205,27 +234,28 @@ def write(found: dict[str, Any]) -> None:
     path = HERE.parent / "presets" / "throughput.yaml"
     text = path.read_text(encoding="utf-8").split("\nfitted:\n")[0]
     lines = ["fitted:"] + [f"  {k}: {v:.4g}" for k, v in found["fitted"].items()]
-    lines += ["utilisation:  # share of the dense 16-bit / FP32 peak the GEMMs reach, per architecture x method",
-              "  fallback: {Volta: Turing, Blackwell: Hopper}"]
-    sources = {"Turing": "fitcheck-llm T4 rows", "Ada": "PEFT MetaMathQA L40S and torchtune RTX 4090 rows",
-               "Ampere": "ms-swift A100 and torchtune A100 / A6000 rows"}
+    lines += ["utilisation:  # share of the dense 16-bit / FP32 peak a large GEMM reaches, per GPU architecture",
+              "  fallback: {Volta: Ampere, Blackwell: Hopper}  # the V100 is a full-power card; Blackwell borrows Hopper"]
+    balance = ", ".join(f"{k} {v}" for k, v in sorted(found["per_source"].items()))
+    common = sum(found["counts"][a] for a in COMMON)
     for arch, row in found["utilisation"].items():
-        if arch == "fallback":
+        if arch in ("fallback", "Hopper"):
             continue
-        cells = ", ".join(f"{m}: {row[m]:.3f}" for m in sorted(row["measured"]))
-        n = ", ".join(f"{m} {found['counts'][(arch, m)]}" for m in sorted(row["measured"]))
-        lines.append(f"  {arch}: {{{cells}, default: {row['default']:.3f},")
-        lines.append(f"    measured: {{{', '.join(f'{m}: true' for m in sorted(row['measured']))}}},")
-        lines.append(f"    source: \"fitted on the fit rows of benchmarks/time_reference.yaml ({sources.get(arch, arch)}; "
-                     f"rows per method: {n})\"}}")
-    ampere = found["utilisation"]["Ampere"]
-    lines.append(f"  Hopper: {{default: {0.72 * ampere['default']:.3f}, source: \"no Hopper row in the set: 0.72 x "
-                 "Ampere's, the H100 / A100 MFU ratio of the same runs in LLM Foundry's benchmark table "
-                 "(mosaicml/llm-foundry scripts/train/benchmarking/README.md: e.g. 7b, 2048 tokens, 8 GPUs: "
+        what = ("the power-capped T4's own (70 W for 65 TFLOPS: its clocks drop under sustained tensor load); "
+                f"fitcheck-llm's T4 rows, {found['counts'][arch]}") if arch in POWER_CAPPED else (
+            "one share for the full-power cards, Ampere and Ada together: ms-swift A100, torchtune A100 / A6000 / "
+            f"RTX 4090 and PEFT L40S rows, {common}")
+        lines.append(f"  {arch}: {{share: {row['share']:.3f}, measured: true,")
+        lines.append(f"    source: \"fitted on the fit rows of benchmarks/time_reference.yaml ({what} rows), every source "
+                     f"weighted equally ({balance})\"}}")
+    ampere = found["utilisation"]["Ampere"]["share"]
+    lines.append(f"  Hopper: {{share: {HOPPER_OVER_AMPERE * ampere:.3f}, source: \"no Hopper row in the fit set: "
+                 f"{HOPPER_OVER_AMPERE} x Ampere's, the H100 / A100 MFU ratio of the same runs in LLM Foundry's benchmark "
+                 "table (mosaicml/llm-foundry scripts/train/benchmarking/README.md: e.g. 7b, 2048 tokens, 8 GPUs: "
                  "46.4% vs 64.2%)\"}")
     low, high = found["range"]
     lines.append(f"range: {{low: {low:.3f}, high: {high:.3f}, derived_widen: 1.5, source: \"10th and 90th percentile "
-                 "of measured / estimated on the fit rows; cells without a measurement widen it 1.5x\"}")
+                 "of measured / estimated on the fit rows; architectures without a measurement widen it 1.5x\"}")
     path.write_text(text + "\n" + "\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -240,7 +270,7 @@ def main() -> None:
         print("fitted on the fit rows:", {k: f"{v:.4g}" for k, v in found["fitted"].items()})
         for arch, row in found["utilisation"].items():
             if arch != "fallback":
-                print(f"  {arch}: " + ", ".join(f"{m} {row[m]:.3f}" for m in sorted(row["measured"])))
+                print(f"  {arch}: share {row['share']:.3f}")
         print(f"  range (measured / estimated p10, p90): {found['range'][0]:.3f}, {found['range'][1]:.3f}")
         fitted_rows = score(reference, [r for r in reference["rows"] if r["split"] == "fit"])
         print(_line("fit lfgen (after the fit)", [x[2] for x in fitted_rows]))

@@ -1,4 +1,5 @@
-"""Shared fixtures: a local dataset folder, LlamaFactory's own examples, the CLI runner, the tiny VLMs."""
+"""Shared fixtures: a local dataset folder, LlamaFactory's own examples, the CLI runner, the tiny VLMs, a project
+whose llamafactory-cli is the stand-in (helpers the tests share are in tests/helpers.py)."""
 
 from __future__ import annotations
 
@@ -110,3 +111,16 @@ def _no_optional_packages(monkeypatch):
     from lfgen.catalogs import machine
 
     monkeypatch.setattr(machine, "installed", lambda package: False)
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A project folder with the stand-in llamafactory-cli (tests/training/fake_llamafactory_cli.py, ONLY for faults
+    a CPU run cannot produce) and nvidia-smi first on PATH; every call it takes is recorded in calls.jsonl."""
+    from tests.helpers import install_stand_in
+
+    install_stand_in(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_LF_RECORD", str(tmp_path / "calls.jsonl"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

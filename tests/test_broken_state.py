@@ -14,8 +14,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from lfgen.errors import StateError, describe_validation, validation_problems
 from lfgen.experiments.make import make_sweep
-from lfgen.experiments.manifest import load
-from lfgen.training.state import Store
+from lfgen.runs.manifest import load
+from lfgen.runs.states import RunState
+from lfgen.runs.store import Store
 
 MANIFEST = "experiments/rank-sweep/experiment.yaml"
 STATE = "experiments/rank-sweep/state.sqlite"
@@ -142,7 +143,7 @@ def _real_state(path):
     store = Store(path)
     store.sync_runs([(f"rank-{r}", f"runs/rank-{r}.yaml", f"outputs/x/rank-{r}") for r in range(40)])
     for r in range(40):
-        store.update(f"rank-{r}", state="done", detail="x" * 300)
+        store.transition(f"rank-{r}", RunState.DONE, detail="x" * 300)
         store.event(f"rank-{r}", "started", {"gpus": [0], "command": "y" * 300})
     store.close()
     return path.read_bytes()
@@ -233,7 +234,7 @@ def test_preset_with_a_broken_calibration_file(tmp_path, runner, cli, text, frag
 
 @pytest.mark.parametrize("text, fragment", BROKEN_CALIBRATIONS[:3])
 def test_calibrate_never_overwrites_a_broken_calibration_file(tmp_path, runner, cli, text, fragment):
-    from .builder.test_calibration import run_dir
+    from tests.helpers import measured_run_dir as run_dir
 
     out, _ = run_dir(tmp_path, "r", [25.0])
     path = tmp_path / "calibration.json"

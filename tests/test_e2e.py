@@ -18,17 +18,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers import lfgen
+
 from .conftest import needs_llamafactory
 
 pytestmark = [pytest.mark.slow, needs_llamafactory]
-
-
-def lfgen(project: Path, *args: str, stdin: str | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    bin_dir = str(Path(sys.executable).parent)
-    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"  # the test venv's llamafactory-cli
-    return subprocess.run([sys.executable, "-m", "lfgen", *args], cwd=project, capture_output=True, text=True,
-                          env=env, input=stdin, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

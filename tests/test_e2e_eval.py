@@ -13,7 +13,7 @@ import time
 import pytest
 
 from .conftest import needs_llamafactory
-from .test_e2e import lfgen
+from tests.helpers import lfgen
 
 pytestmark = [pytest.mark.slow, needs_llamafactory]
 # lr 1e-2 for 120 steps learns to answer "the color is ..."; lr 1e-5 stays random: ROUGE-L tells them apart.

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers import lfgen
+
 from .conftest import needs_llamafactory
-from .test_e2e import lfgen
 
 pytestmark = [pytest.mark.slow, needs_llamafactory]
 

@@ -22,7 +22,7 @@ from lfgen.errors import InputError
 from lfgen.catalogs.gpus import find_gpu
 from lfgen.builder.recipe import read_recipe
 from lfgen.layout import RUN_CONFIG, TRAINER_LOG
-from lfgen.results.parsing import peak_vram_gib
+from lfgen.runs.parsing import peak_vram_gib
 from lfgen.yamlio import parse_config, read_text, write_atomic
 
 

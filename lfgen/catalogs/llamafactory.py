@@ -103,7 +103,7 @@ def probe(configs: dict[str, dict[str, Any]] | None = None, *, python: str | Non
     infer or eval) picks the parser of each config's command; *cwd* is where relative paths resolve
     (the user's working directory for validate; the process itself runs in a scratch directory).
     """
-    from lfgen.training.launch import run_captured
+    from lfgen.launch import run_captured
 
     python = python or find_python()
     if python is None:

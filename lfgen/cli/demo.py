@@ -28,7 +28,8 @@ def demo(directory: str, quiet: bool) -> None:
 
     from lfgen.cli.evaluation import echo_outcome
     from lfgen.demo import EVAL, prepare
-    from lfgen.training.evaluate import EvalOptions, evaluate_experiment
+    from lfgen.training.evaluate import EvalOptions
+    from lfgen.training.evaluations import LocalEvaluations, evaluate_experiment
     from lfgen.results import collect, frame, write_report
     from lfgen.training.target import resolve
 
@@ -37,7 +38,7 @@ def demo(directory: str, quiet: bool) -> None:
     paths = prepare(directory)
     target = resolve(str(paths.experiment))
     summary = run_experiment(target, quiet=quiet, resume_hint="the next lfgen demo")
-    evaluate_experiment(target, EvalOptions(**EVAL), progress=echo_outcome)  # ROUGE and accuracy (lfgen eval)
+    evaluate_experiment(target, LocalEvaluations(EvalOptions(**EVAL)), progress=echo_outcome)  # ROUGE, accuracy
     comparison = collect(paths.outputs)
     df = frame(comparison, sort="best_eval_loss")
     print_frame(df)

@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
-from lfgen.cli.options import ray_eval_options
-from lfgen.cli.output import CONTEXT
+from lfgen.cli.options import executor_for, ray_eval_options
+from lfgen.cli.output import CONTEXT, stoppable
 
 
 def eval_options(function: Any) -> Any:
@@ -41,17 +41,9 @@ def _is_run_dir(path: Any) -> bool:
 
 def echo_outcome(outcome: Any) -> None:
     """One line per run: its scores, why it was skipped, or why its evaluation failed."""
-    from lfgen.numbers import short
+    from lfgen.cli.progress import outcome_line
 
-    if outcome.status in ("scored", "skipped") and outcome.scores:
-        s = outcome.scores
-        what = "scored" if outcome.status == "scored" else "already scored (--force re-scores it)"
-        click.echo(f"{outcome.run}: {what}: {s.get('samples_scored')} samples, accuracy {short(s.get('accuracy'))}"
-                   f", {short(s.get('tokens_per_s'))} tokens/s", err=True)
-    elif outcome.status == "failed":
-        click.echo(f"{outcome.run}: evaluation failed: {outcome.detail}", err=True)
-    else:
-        click.echo(f"{outcome.run}: {outcome.status} ({outcome.detail}); not evaluated", err=True)
+    click.echo(outcome_line(outcome), err=True)
 
 
 @click.command(name="eval", context_settings=CONTEXT)
@@ -80,7 +72,8 @@ def eval_command(target: str, max_samples: int | None, batch_size: int | None, m
       lfgen eval rank-sweep --ray --max-new-tokens 64    # a local Ray instance
       lfgen compare experiments/rank-sweep --sort -predict_rouge-l
     """
-    from lfgen.training.evaluate import Outcome, evaluate, evaluate_experiment
+    from lfgen.training.evaluate import evaluate
+    from lfgen.training.evaluations import Outcome, evaluate_experiment
     from lfgen.yamlio import check_path
 
     options = generation_options(max_samples, batch_size, max_new_tokens, temperature)
@@ -91,31 +84,29 @@ def eval_command(target: str, max_samples: int | None, batch_size: int | None, m
 
             raise InputError("--ray: give the experiment (its state records where each run trained), not a run "
                              f"dir; {target} is evaluated here without --ray")
-        scores = evaluate(path, options, force=force)
+        with stoppable(f"the evaluation was stopped; lfgen eval {target} evaluates it again"):
+            scores = evaluate(path, options, force=force)
         echo_outcome(Outcome(path.name, "scored" if scores else "skipped",
                              scores or _scores_on_disk(path)))
         return
     from lfgen.training.target import resolve
 
     resolved = resolve(target, experiments_dir)
-    remote = None
-    if ray_address is not None:
-        from lfgen.training.ray_eval import connect_evaluations
-
-        remote = connect_evaluations(ray_address, resolved, options, cpus_per_run=cpus_per_run,
-                                     gpus_per_run=gpus_per_run)
-        click.echo(remote.describe(), err=True)
+    executor = executor_for(ray_address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run)
     try:
-        outcomes = evaluate_experiment(resolved, options, force=force, progress=echo_outcome, remote=remote)
+        evaluations = executor.evaluations(resolved.name, resolved.root, options)
+        if (line := evaluations.describe()) is not None:
+            click.echo(line, err=True)
+        with stoppable(f"the running evaluations were stopped; lfgen eval {target} evaluates them again"):
+            outcomes = evaluate_experiment(resolved, evaluations, force=force, progress=echo_outcome)
     finally:
-        if remote is not None:
-            remote.close()
+        executor.close()
     if any(outcome.status == "failed" for outcome in outcomes):
         sys.exit(1)
 
 
 def _scores_on_disk(run_dir: Any) -> dict[str, Any]:
-    from lfgen.results.scoring import read_eval
+    from lfgen.runs.scoring import read_eval
 
     return read_eval(run_dir)
 

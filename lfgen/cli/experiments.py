@@ -7,9 +7,9 @@ from typing import Any
 
 import click
 
-from lfgen.cli.evaluation import echo_outcome, eval_options, generation_options
-from lfgen.cli.options import build_options, ray_options, to_build_options
-from lfgen.cli.output import CONTEXT, console, emit_json, show
+from lfgen.cli.evaluation import eval_options, generation_options
+from lfgen.cli.options import build_options, executor_for, ray_options, to_build_options
+from lfgen.cli.output import CONTEXT, console, emit_json, show, stoppable
 
 # --- sweep -----------------------------------------------------------------------------------------
 
@@ -118,8 +118,8 @@ def _print_experiment(experiment) -> None:
               "results, replacing them.")
 @click.option("-q", "--quiet", is_flag=True, help="Plain log lines instead of progress bars.")
 @click.option("--eval", "evaluate", is_flag=True, help="Evaluate each run right after it trains, in its slot "
-              "(lfgen eval; the generation options below); with --ray, in a Ray task on the run's node while the "
-              "other runs go on.")
+              "(lfgen eval; the generation options below) while the other runs go on; with --ray, in a Ray task on "
+              "the run's node.")
 @eval_options
 @ray_options
 @click.option("--experiments-dir", default="experiments", show_default=True)
@@ -146,24 +146,25 @@ def run(target: str, gpus: str | None, gpus_per_run: int, dry_run: bool, retry_f
       lfgen run rank-sweep --ray 10.0.0.1:6379 --storage /mnt/shared/runs
       lfgen run rank-sweep --ray 10.0.0.1:6379 --eval --max-new-tokens 64
     """
-    from lfgen.training import launch
+    from lfgen import launch
     from lfgen.training.target import resolve
 
     resolved = resolve(target, experiments_dir)
     gpu_list = launch.parse_gpus(gpus, launch.visible_gpus()) if gpus else None
     options = generation_options(max_samples, batch_size, max_new_tokens, temperature)
-    executor = ray_executor(ray_address, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run, storage=storage)
-    after_done = _evaluator(resolved, options, executor) if evaluate and not dry_run else None
+    executor = executor_for(ray_address, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run, storage=storage)
     try:
+        if (line := executor.describe()) is not None:
+            click.echo(line, err=True)
+        evaluations = executor.evaluations(resolved.name, resolved.root, options) if evaluate and not dry_run else None
         summary = run_experiment(resolved, quiet=quiet or dry_run, resume_hint="the next lfgen run",
                                  runner_options={"gpus": gpu_list, "gpus_per_run": gpus_per_run,
                                                  "max_oom_retries": max_oom_retries, "fail_fast": fail_fast,
-                                                 "force": force, "after_done": after_done, "executor": executor},
+                                                 "force": force, "executor": executor, "evaluations": evaluations},
                                  run_options={"retry_failed": retry_failed, "rerun": list(rerun), "dry_run": dry_run,
                                               "retry_missing": retry_missing})
     finally:
-        if executor is not None:
-            executor.close()
+        executor.close()
     if dry_run:
         return
     click.echo(f"{resolved.name}: {len(summary.done)} done, {len(summary.failed)} failed, "
@@ -174,54 +175,20 @@ def run(target: str, gpus: str | None, gpus_per_run: int, dry_run: bool, retry_f
         sys.exit(1)
 
 
-def ray_executor(address: str | None, **options: Any) -> Any:
-    """The Ray executor for --ray (None without it); says where the runs go."""
-    if address is None:
-        return None
-    from lfgen.training.ray_executor import RayExecutor
-
-    executor = RayExecutor(address, **options)
-    click.echo(executor.describe(), err=True)
-    return executor
-
-
-def _evaluator(target: Any, options: Any, executor: Any = None) -> Any:
-    """The runner's after_done for --eval: evaluate the run in its slot and say how it went; with --ray, in a
-    Ray task on the node that trained it, while the other runs go on (lfgen.training.ray_eval)."""
-    from lfgen.training.evaluate import evaluate_recorded
-
-    if executor is not None:
-        from lfgen.training.ray_eval import RayEvaluations
-
-        return RayEvaluations(executor.ray, experiment=target.name, root=target.root, options=options,
-                              cpus=executor.cpus, gpus=executor.gpus, report=echo_outcome)
-
-    def after_done(store: Any, row: Any, gpus: list[int] | None) -> None:
-        echo_outcome(evaluate_recorded(store, row.name, target.root / row.output_dir, options, gpus=gpus))
-
-    return after_done
-
-
 def run_experiment(target, *, quiet: bool, resume_hint: str, runner_options: dict[str, Any] | None = None,
                     run_options: dict[str, Any] | None = None):
     """Run an experiment with progress bars on a terminal (plain lines otherwise); Ctrl-C exits 130, SIGTERM 143."""
     from lfgen.cli.progress import PlainReporter, RichReporter
     from lfgen.training.runner import Runner
-    from lfgen.training.signals import Terminated, sigterm_as_interrupt
 
     interactive = not quiet and sys.stderr.isatty()
     reporter = RichReporter(len(target.runs)) if interactive else PlainReporter()
     runner = Runner(target, reporter, **(runner_options or {}))
-    try:
-        with sigterm_as_interrupt():
-            if interactive:
-                with reporter:
-                    return runner.run(**(run_options or {}))
-            return runner.run(**(run_options or {}))
-    except KeyboardInterrupt as stop:
-        how = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
-        click.echo(f"{how}: the running runs were stopped and will resume with {resume_hint}", err=True)
-        sys.exit(stop.exit_code if isinstance(stop, Terminated) else 130)
+    with stoppable(f"the running runs were stopped and will resume with {resume_hint}"):
+        if interactive:
+            with reporter:
+                return runner.run(**(run_options or {}))
+        return runner.run(**(run_options or {}))
 
 
 @click.command(context_settings=CONTEXT)

@@ -72,3 +72,15 @@ def ray_eval_options(func: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def executor_for(ray_address: str | None, **options: Any) -> Any:
+    """Where --ray puts the runs: this machine without it (lfgen.training.executor.LocalExecutor), else a Ray cluster
+    (lfgen.training.ray_executor.RayExecutor, connected now: a bad address is one error line). The caller closes it."""
+    if ray_address is None:
+        from lfgen.training.executor import LocalExecutor
+
+        return LocalExecutor()
+    from lfgen.training.ray_executor import RayExecutor
+
+    return RayExecutor(ray_address, **options)

@@ -1,9 +1,12 @@
-"""How the CLI prints: JSON, rich tables sized to the terminal (or $COLUMNS when piped), warnings."""
+"""How the CLI prints: JSON, rich tables sized to the terminal (or $COLUMNS when piped), warnings, and how a
+command that runs things ends on Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -43,3 +46,19 @@ def show(value: Any) -> str:
     from lfgen.builder.render import yaml_scalar
 
     return yaml_scalar(value)
+
+
+@contextmanager
+def stoppable(resumes: str) -> Iterator[None]:
+    """The one Ctrl-C path of run, tune and eval: SIGTERM is Ctrl-C inside; the library stops and records what runs
+    (lfgen.training.runner, lfgen.training.evaluations), then the command says so in one line, *resumes* saying what
+    picks it up, and exits 130 (Ctrl-C) or 143 (SIGTERM)."""
+    from lfgen.training.signals import Terminated, sigterm_as_interrupt
+
+    try:
+        with sigterm_as_interrupt():
+            yield
+    except KeyboardInterrupt as stop:
+        how = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
+        click.echo(f"{how}: {resumes}", err=True)
+        sys.exit(stop.exit_code if isinstance(stop, Terminated) else 130)

@@ -1,4 +1,4 @@
-"""How ``lfgen run`` shows its work: rich progress bars on a terminal, plain lines otherwise (--quiet).
+"""How ``lfgen run`` (and tune, eval) shows its work: rich progress bars on a terminal, plain lines otherwise (--quiet).
 
 The runner (``lfgen.training.runner``) reports events to a ``Reporter``; these two print them, to the
 streams they are given: messages to *stream* (stderr), the dry-run plan to *out* (stdout).
@@ -40,8 +40,23 @@ class PlainReporter:
             return
         self._say(f"[{name}] {state}{': ' + reason if reason else ''}{' - ' + detail if detail else ''}")
 
+    def evaluated(self, outcome: Any) -> None:
+        self._say(outcome_line(outcome))
+
     def message(self, text: str) -> None:
         self._say(text)
+
+
+def outcome_line(outcome: Any) -> str:
+    """One line per evaluated run: its scores, why it was skipped, or why its evaluation failed."""
+    if outcome.status in ("scored", "skipped") and outcome.scores:
+        s = outcome.scores
+        what = "scored" if outcome.status == "scored" else "already scored (--force re-scores it)"
+        return (f"{outcome.run}: {what}: {s.get('samples_scored')} samples, accuracy {short(s.get('accuracy'))}"
+                f", {short(s.get('tokens_per_s'))} tokens/s")
+    if outcome.status == "failed":
+        return f"{outcome.run}: evaluation failed: {outcome.detail}"
+    return f"{outcome.run}: {outcome.status} ({outcome.detail}); not evaluated"
 
 
 class RichReporter(PlainReporter):

@@ -160,9 +160,9 @@ def tensorboard(path: str, port: int, host: str) -> None:
     """
     import os
 
-    from lfgen.training import launch
+    from lfgen import launch
 
-    from lfgen.results.discover import tensorboard_dirs
+    from lfgen.runs.discover import tensorboard_dirs
 
     argv = launch.tensorboard_argv(tensorboard_dirs(path), port=port, host=host)
     click.echo(f"TensorBoard on http://{host}:{port} ({len(argv[2].split(','))} run(s)); Ctrl-C stops it", err=True)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import click
 
-from lfgen.cli.options import build_options, ray_options, to_build_options
-from lfgen.cli.output import CONTEXT
+from lfgen.cli.options import build_options, executor_for, ray_options, to_build_options
+from lfgen.cli.output import CONTEXT, stoppable
+from lfgen.tuning.strategies import PRUNERS, SAMPLERS
 
 
 @click.command(context_settings=CONTEXT)
@@ -17,8 +17,8 @@ from lfgen.cli.output import CONTEXT
 @click.option("--space", type=click.Path(dir_okay=False),
               help="Space file (as sweep random reads, plus alpha_ratio); default: the seeds' space.")
 @click.option("--trials", type=int, help="Trials the study ends with, in all (default 20; a resume may raise it).")
-@click.option("--sampler", type=click.Choice(["tpe", "random", "grid"]), help="How trials are proposed (default tpe).")
-@click.option("--pruner", type=click.Choice(["asha", "median", "none"]),
+@click.option("--sampler", type=click.Choice(SAMPLERS), help="How trials are proposed (default tpe).")
+@click.option("--pruner", type=click.Choice(PRUNERS),
               help="Early stopping on eval loss (default asha: successive halving).")
 @click.option("--metric", help="The objective (default eval_loss; losses lowest, scores highest); an lfgen eval metric "
               "(predict_rouge-l, ...) evaluates each trial after it trains.")
@@ -60,13 +60,10 @@ def tune(name: str, base: str | None, space: str | None, trials: int | None, sam
       lfgen tune lora --base a800 --trials 64 --ray 10.0.0.1:6379 --storage /mnt/shared/lfgen
       lfgen status lora && lfgen compare experiments/lora && lfgen report experiments/lora
     """
-    from lfgen.numbers import short
-
-    from lfgen.errors import InputError
-
+    from lfgen import launch
     from lfgen.cli.progress import PlainReporter
-    from lfgen.training import launch
-    from lfgen.training.signals import Terminated, sigterm_as_interrupt
+    from lfgen.errors import InputError
+    from lfgen.numbers import short
 
     from lfgen.yamlio import check_can_write
 
@@ -80,30 +77,24 @@ def tune(name: str, base: str | None, space: str | None, trials: int | None, sam
                   max_samples=max_samples, max_new_tokens=max_new_tokens,
                   gpus=gpu_list, dry_run=dry_run, reporter=PlainReporter(), say=lambda text: click.echo(text, err=True),
                   experiments_dir=experiments_dir, outputs_dir=outputs_dir)
-    executor = None
-    if ray_address is not None and not dry_run:  # each trial a Ray task (docs/cluster.md); closed at the end
-        from lfgen.cli.experiments import ray_executor
-
-        executor = ray_executor(ray_address, gpus_per_run=1, cpus_per_run=cpus_per_run, storage=storage)
-        common["runner_options"] = {"executor": executor}
+    # each trial a Ray task with --ray (docs/cluster.md), else a child here; closed at the end
+    executor = executor_for(None if dry_run else ray_address, gpus_per_run=1, cpus_per_run=cpus_per_run,
+                            storage=storage)
     try:
-        with sigterm_as_interrupt():
+        if (line := executor.describe()) is not None:
+            click.echo(line, err=True)
+        with stoppable(f"the running trials were stopped; lfgen tune {name} resumes the study"):
             if staged:
                 from lfgen.tuning.staged import tune_staged
 
-                for line in tune_staged(name, base=base, options=options, space=space, **common):
+                for line in tune_staged(name, base=base, options=options, space=space, executor=executor, **common):
                     click.echo(line)
                 return
             from lfgen.tuning.tuner import tune as run_tune
 
-            result = run_tune(name, base=base, options=options, space=space, **common)
-    except KeyboardInterrupt as stop:
-        how = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
-        click.echo(f"{how}: the running trials were stopped; lfgen tune {name} resumes the study", err=True)
-        sys.exit(stop.exit_code if isinstance(stop, Terminated) else 130)
+            result = run_tune(name, base=base, options=options, space=space, executor=executor, **common)
     finally:
-        if executor is not None:
-            executor.close()
+        executor.close()
     if dry_run:
         for line in result.lines:
             click.echo(line)

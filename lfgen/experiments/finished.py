@@ -1,18 +1,17 @@
 """Finished runs of an experiment (or an outputs folder) and the best of them, for staged tuning
 (``lfgen sweep --from``): the value of a metric from each run's ``all_results.json``, ranked by
-``lfgen.results.ranking`` like everywhere else; ``lfgen eval``'s scores count as results too."""
+``lfgen.runs.ranking`` like everywhere else; ``lfgen eval``'s scores count as results too."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from lfgen.errors import InputError
-from lfgen.experiments.manifest import load
+from lfgen.runs.manifest import load
 from lfgen.layout import EVAL_DIR, MANIFEST, RESULTS_FILE, RUN_CONFIG
-from lfgen.results.ranking import best
-from lfgen.results.scoring import read_eval
+from lfgen.runs.metrics import value as metric_value
+from lfgen.runs.ranking import best
 
 
 @dataclass(frozen=True)
@@ -22,21 +21,6 @@ class Finished:
     config: Path | None
     metric: str
     value: float
-
-
-def _metric(output_dir: Path, metric: str) -> float | None:
-    results = output_dir / RESULTS_FILE
-    if not results.is_file():
-        return None  # LlamaFactory writes all_results.json when training has finished
-    try:
-        values = json.loads(results.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, OSError):
-        return None
-    if not isinstance(values, dict):
-        return None
-    values = {**values, **read_eval(output_dir)}  # lfgen eval's ROUGE, BLEU and accuracy (<run>/eval/)
-    value = values.get(metric)
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def finished_runs(source: str | Path, metric: str = "eval_loss", root: Path | None = None) -> list[Finished]:
@@ -49,7 +33,7 @@ def finished_runs(source: str | Path, metric: str = "eval_loss", root: Path | No
         root = root or (exp.path / exp.manifest.root).resolve()
         for entry in exp.manifest.runs:
             out = root / entry.output_dir
-            value = _metric(out, metric)
+            value = metric_value(out, metric)
             if value is not None:
                 found.append(Finished(entry.name, out, exp.path / entry.config, metric, value))
         return found
@@ -59,7 +43,7 @@ def finished_runs(source: str | Path, metric: str = "eval_loss", root: Path | No
         out = results.parent
         if out.name == EVAL_DIR and (out.parent / RESULTS_FILE).is_file():
             continue  # lfgen eval's predict output inside a run, not a run
-        value = _metric(out, metric)
+        value = metric_value(out, metric)
         config = out / RUN_CONFIG
         if value is not None:
             found.append(Finished(out.name, out, config if config.is_file() else None, metric, value))

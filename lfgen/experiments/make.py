@@ -7,7 +7,7 @@ from typing import Any
 
 from lfgen.builder.options import BuildOptions
 from lfgen.errors import InputError
-from lfgen.experiments.manifest import Experiment
+from lfgen.runs.manifest import Experiment
 
 
 def make_sweep(axis: str, values: list[str], *, base: str | None = None, options: BuildOptions | None = None,

@@ -1,69 +1,31 @@
-"""Experiments on disk: ``experiments/<name>/experiment.yaml`` and one LlamaFactory YAML per run.
+"""Making experiments on disk: ``experiments/<name>/experiment.yaml`` and one LlamaFactory YAML per run, built.
 
-The manifest records the base and where it came from, the axis or space, the seed, and every
-run with its overrides, config path, output dir and estimate. Everything is built in memory
-first and written to a temporary folder that replaces the old one in one rename, so an error
+The manifest (its schema, reading and writing it: lfgen.runs.manifest) records the base and where it came from,
+the axis or space, the seed, and every run with its overrides, config path, output dir and estimate. Everything is
+built in memory first and written to a temporary folder that replaces the old one in one rename, so an error
 leaves nothing half-written and an existing experiment is never touched without ``force``.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
 
 from lfgen.builder.context import Build
 from lfgen.builder.options import BuildOptions
 from lfgen.builder.steps import build
-from lfgen.errors import InputError, StateError, describe_validation
+from lfgen.errors import InputError
 from lfgen.experiments.sweeps import RunSpec, check_name
 from lfgen.layout import MANIFEST, RUNS_DIR, experiment_lock
-from lfgen.yamlio import describe_yaml_error, read_text, replace_dir
+from lfgen.runs.manifest import Experiment, Manifest, RunEntry, dump, save
+from lfgen.yamlio import replace_dir
 
 
-class RunEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    overrides: dict[str, Any]
-    varies: dict[str, Any]
-    config: str  # relative to the experiment folder
-    output_dir: str  # as written in the config (relative to the project root)
-    estimate: dict[str, Any] | None = None
-
-
-class Manifest(BaseModel):
-    """What ``experiment.yaml`` holds; the runner and ``lfgen compare`` read it back."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    lfgen: str
-    created: str
-    base: str
-    base_from: dict[str, Any] | None = None  # staged tuning: the finished run this base was taken from
-    root: str = "../.."  # where runs start, relative to this folder (the directory lfgen sweep ran in)
-    options: dict[str, Any]
-    sweep: dict[str, Any]  # {"axis": ..., "values"/"grid"/"space": ..., "seed": ...}
-    runs: list[RunEntry]
-    dropped: list[dict[str, Any]] = []
-
-
-@dataclass
-class Experiment:
-    path: Path
-    manifest: Manifest
-
-
-def _merge(options: BuildOptions, overrides: dict[str, Any], output_dir: str,
-           tokenize_into: str | None = None) -> BuildOptions:
+def merge_options(options: BuildOptions, overrides: dict[str, Any], output_dir: str,
+                  tokenize_into: str | None = None) -> BuildOptions:
     values = options.model_dump(exclude_defaults=True)
     extra_set = {**values.get("set", {}), **overrides.get("set", {})}
     values.update({k: v for k, v in overrides.items() if k != "set"})
@@ -82,7 +44,7 @@ def plan_runs(name: str, base: str, options: BuildOptions, runs: list[RunSpec], 
     built = []
     for run in runs:
         output_dir = f"{outputs_dir}/{name}/{run.name}"
-        built.append((run, build(base, _merge(options, run.options, output_dir, f"{outputs_dir}/{name}"))))
+        built.append((run, build(base, merge_options(options, run.options, output_dir, f"{outputs_dir}/{name}"))))
     return base_build, built
 
 
@@ -115,7 +77,7 @@ def write(name: str, base: str, options: BuildOptions, runs: list[RunSpec], swee
     Replacing (*force*) takes the experiment's lock, the one ``lfgen run`` holds: an experiment a runner
     holds is never replaced, and of two sweeps writing one name at once only one succeeds.
     """
-    from lfgen.training.state import Lock
+    from lfgen.runs.lock import Lock
 
     target = Path(experiments_dir) / check_name(name)
     _refuse_existing(target, force)
@@ -143,7 +105,7 @@ def _contents(target: Path, name: str, base: str, options: BuildOptions, runs: l
     from lfgen.builder.render import render_build
 
     base_build, built = plan_runs(name, base, options, runs, outputs_dir)
-    from lfgen.results.ranking import varying_keys
+    from lfgen.runs.ranking import varying_keys
 
     varying = varying_keys([result.config for _, result in built], base=base_build.config)
     entries, files, dropped = [], {}, []
@@ -165,7 +127,7 @@ def _contents(target: Path, name: str, base: str, options: BuildOptions, runs: l
                         base=base, base_from=base_from, options=options.model_dump(exclude_defaults=True),
                         sweep=sweep, runs=entries, dropped=dropped,
                         root=os.path.relpath(Path.cwd(), target.resolve()))
-    files[MANIFEST] = _dump_manifest(manifest)
+    files[MANIFEST] = dump(manifest)
     if extra_files is not None:
         files.update(extra_files(base_build, built))
     return files, manifest
@@ -193,9 +155,7 @@ def add_runs(experiment: Experiment, runs: list[RunSpec], outputs_dir: str = "ou
         entries = [e for e in entries if e.name != run.name]
         entries.append(RunEntry(name=run.name, overrides=run.options, varies=_varies(run, result.config), config=rel,
                                 output_dir=result.config["output_dir"], estimate=_run_estimate(result)))
-    manifest = manifest.model_copy(update={"runs": entries})
-    write_atomic(experiment.path / MANIFEST, _dump_manifest(manifest))
-    return Experiment(path=experiment.path, manifest=manifest)
+    return save(experiment.path, manifest.model_copy(update={"runs": entries}))
 
 
 def _varies(run: RunSpec, config: dict[str, Any]) -> dict[str, Any]:
@@ -206,36 +166,3 @@ def _varies(run: RunSpec, config: dict[str, Any]) -> dict[str, Any]:
     if "rank" in run.options and "lora_alpha" not in keys:
         keys.append("lora_alpha")
     return {key: config.get(key) for key in keys}
-
-
-def _dump_manifest(manifest: Manifest) -> str:
-    return yaml.dump(json.loads(manifest.model_dump_json()), Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper),
-                     sort_keys=False, allow_unicode=True)
-
-
-def load(path: str | Path) -> Experiment:
-    """Read an experiment folder (or its ``experiment.yaml``); a broken manifest is one StateError."""
-    path = Path(path)
-    manifest_path = path if path.name == MANIFEST else path / MANIFEST
-    if not manifest_path.is_file():
-        raise InputError(f"{path}: not an experiment (no {MANIFEST}); `lfgen sweep` writes one")
-    fix = (f"lfgen sweep wrote it: undo the hand edit, or write the experiment again "
-           f"(lfgen sweep ... --name {manifest_path.parent.name} --force replaces the folder)")
-    try:
-        text = manifest_path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise StateError(f"{manifest_path}: not a UTF-8 text file; {fix}") from None
-    except OSError:
-        text = read_text(manifest_path, "experiment manifest")  # its one InputError: cannot be read
-    try:
-        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except yaml.YAMLError as exc:
-        raise StateError(f"{manifest_path}: not valid YAML{describe_yaml_error(exc)}; {fix}") from None
-    if not isinstance(data, dict):
-        what = "is empty" if data is None else f"holds a {type(data).__name__}, not a mapping"
-        raise StateError(f"{manifest_path}: {what}; {fix}") from None
-    try:
-        manifest = Manifest.model_validate(data)
-    except ValidationError as exc:
-        raise StateError(f"{describe_validation(exc, str(manifest_path))}; {fix}") from None
-    return Experiment(path=manifest_path.parent, manifest=manifest)

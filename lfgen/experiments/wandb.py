@@ -18,7 +18,7 @@ def wandb_files(name: str, sweep: dict[str, Any], experiments_dir: str, outputs_
     """
     import yaml
 
-    from lfgen.results.ranking import varying_keys
+    from lfgen.runs.ranking import varying_keys
 
     base_config = dict(base_build.config)
     base_config.update(report_to="wandb", output_dir=f"{outputs_dir}/{name}/wandb", overwrite_output_dir=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
 
 _Z90 = 1.2815515655446004  # the standard normal's 90th percentile
 _STEPS = 400  # integration points: the integrands are smooth, so the error is far below the model's
@@ -103,6 +104,23 @@ class LengthModel:
     def batch_max(self, batch: int, cutoff: float) -> float:
         """Expected longest sample of a micro-batch of *batch* samples: the length the batch is padded to."""
         return self._integral(cutoff, max(1, batch))
+
+    def batch_max_quantiles(self, batch: int, cutoff: float, points: int) -> list[float]:
+        """*points* equally likely values of a micro-batch's longest sample (the padded length's distribution).
+
+        The step time is not linear in the padded length (attention grows with its square; short batches hit the
+        CPU's floor), so the mean step time is the mean over this distribution, not the time of the mean length.
+        The longest of *batch* samples is below x with probability F(x)^batch: its quantile q is the single
+        sample's quantile q^(1/batch)."""
+        if self.sigma == 0:
+            return [min(math.exp(self.mu), cutoff, self.longest or math.inf)] * points
+        below = self.cdf(cutoff) if self.drop_over else 1.0
+        out = []
+        for i in range(points):
+            p = ((i + 0.5) / points) ** (1.0 / max(1, batch)) * below
+            x = math.exp(self.mu + self.sigma * NormalDist().inv_cdf(min(p, 1 - 1e-12)))
+            out.append(min(x, cutoff, self.longest or math.inf))
+        return out
 
     def to_json(self) -> dict[str, float | str | None]:
         return {"median": round(math.exp(self.mu), 1), "sigma": round(self.sigma, 3), "longest": self.longest,

@@ -6,15 +6,19 @@ the module inventory (``lfgen.models.modules``), so small hidden sizes and short
 bound, as they are. The passes per micro-step:
 
 * forward: every Linear and the head, ``2 x tokens x in x out`` FLOPs each;
-* recompute (gradient checkpointing, LlamaFactory's default): the decoder layers' forward again (not the head);
+* recompute (gradient checkpointing, LlamaFactory's default): the decoder layers' forward again (not the head),
+  only for layers with trainable weights (LlamaFactory checkpoints no frozen layer: freeze tuning's lower layers
+  run once);
 * backward: the input gradient of every Linear down to the lowest trained layer (a frozen base still passes
   it to the adapters below), plus the weight gradient of trained weights: about 4N for LoRA/QLoRA with
   their recompute 6N, 6N full (8N with recompute);
 * adapters: LoRA's two thin GEMMs per adapted module and pass, OFT's rotation of the module's input
   (``in x block`` per token), DoRA's column norm (a weight-sized read per pass);
-* attention: ``4 x batch x s^2 x q_dim`` per layer forward, half of it for causal flash/SDPA kernels,
-  backward twice the forward; eager attention (``flash_attn: disabled``) also moves its s^2 scores
-  through memory (EAGER_BYTES per score and pass, fitted);
+* attention: ``4 x batch x s^2 x q_dim`` per layer forward, half of it for causal flash/SDPA kernels, whose
+  backward recomputes the scores (2.5 forwards of FLOPs, FlashAttention's own count); these fused kernels run at
+  ATTENTION_SHARE of the GEMMs' rate (sm75's memory-efficient kernel: ATTENTION_SHARE_SM75, fitted), ramping
+  up with the length as s / (s + 512); eager attention (``flash_attn: disabled``) is two batched GEMMs per pass
+  (backward twice the forward) and moves its s^2 scores through memory (EAGER_BYTES per score and pass, fitted);
 * the loss: the logits in fp32 read and written a few times (LOSS_BYTES per logit);
 * element-wise work (norms, rotary, activations, residuals): bytes per token and layer, memory-bound;
   ``torch_compile`` fuses these chains (COMPILE_FUSION of the bytes and of the kernels issued);
@@ -57,7 +61,8 @@ class Device:
     """What the step time needs of a GPU: its peaks and the share of them its matrix multiplies reach."""
 
     peak: Peak
-    utilisation: float  # of the dense 16-bit (and FP32) peak, for this architecture and method
+    utilisation: float  # of the dense 16-bit (and FP32) peak a large GEMM reaches on this architecture
+    peak_arch: str = ""  # the GPU architecture: which fused attention kernel SDPA runs (FlashAttention needs sm80+)
 
     @property
     def flops_16(self) -> float:
@@ -117,6 +122,9 @@ def micro_step(spec: ModelSpec, device: Device, s: TimeSettings, lora: LoraCount
     gc = s.gradient_checkpointing and backward
     trains_all = s.finetuning_type == "full"
     share = _layer_share(spec, s) if backward else 0.0
+    # LlamaFactory checkpoints only layers with trainable weights (get_custom_gradient_checkpointing_func): frozen
+    # layers below the lowest trained one run once, without recompute or backward
+    recomputed = share if gc else 0.0
     inv = inventory(spec)
     forward = recompute = back = 0.0
     quantized = 0
@@ -130,7 +138,7 @@ def micro_step(spec: ModelSpec, device: Device, s: TimeSettings, lora: LoraCount
         one = _gemm(device, tokens, g.in_features, g.out_features, count, fp32_all or (is_head and fp32_side))
         forward += one
         if not is_head:
-            recompute += one if gc else 0.0
+            recompute += one * recomputed
             if s.quantization_bit is not None and g.kind == "linear":
                 quantized += g.count * g.in_features * g.out_features
         back += one * (share if not is_head else 1.0) * (2 if trains_all else 1)
@@ -141,14 +149,22 @@ def micro_step(spec: ModelSpec, device: Device, s: TimeSettings, lora: LoraCount
         matmul += forward
     adapters, adapter_kernels = _adapters(device, tokens, s, lora, fp32_side, backward, gc)
     matmul += adapters
-    # attention: 4 b s^2 q_dim per layer forward; causal flash/SDPA kernels skip the masked half
+    # attention: 4 b s^2 q_dim per layer forward; causal flash/SDPA kernels skip the masked half, and their backward
+    # recomputes the scores (2.5 forwards of FLOPs: FlashAttention's benchmark counts); eager attention's backward is
+    # two batched GEMMs per forward one. Fused kernels reach a smaller share of the peak than GEMMs, less at short
+    # sequences (their tiles and the causal tail): the share ramps as s / (s + ATTENTION_HALF_LENGTH).
     eager = s.flash_attn == "disabled"
     attn_fwd = 4.0 * sequences * padded_len ** 2 * spec.q_dim * spec.num_hidden_layers
     attn_fwd *= 1.0 if eager else structure["flash_causal_share"]
-    passes = 1 + (1 if gc else 0) + (2 * share if backward else 0) + (1 if reference_forward else 0)
-    # FlashAttention-2/3 kernels take only fp16/bf16 inputs: an fp32 residual stream is cast down for them
+    backward_attn = (2.0 if eager else structure["flash_backward_forwards"]) * share if backward else 0.0
+    passes = 1 + recomputed + backward_attn + (1 if reference_forward else 0)
+    # FlashAttention-2/3 kernels take only fp16/bf16 inputs: an fp32 residual stream is cast down for them; SDPA and
+    # eager attention run in the dtype q, k, v arrive in (bitsandbytes returns a Linear4bit's output in its input's
+    # dtype, so kbit_fp32_upcast makes them fp32)
     fp32_attention = fp32_side and s.flash_attn not in ("fa2", "fa3")
-    attention = attn_fwd * passes / (device.flops_32 if fp32_attention else device.flops_16)
+    kernel_share = fit["attention_share_sm75"] if device.peak_arch in ("Turing", "Volta") else structure["attention_share"]
+    ramp = 1.0 if eager else kernel_share * padded_len / (padded_len + structure["attention_half_length"])
+    attention = attn_fwd * passes / ((device.flops_32 if fp32_attention else device.flops_16) * ramp)
     memory = 0.0
     if eager:  # the s^2 scores go through memory: softmax, its copy, the backward
         scores = sequences * spec.num_attention_heads * padded_len ** 2 * spec.num_hidden_layers
@@ -165,7 +181,7 @@ def micro_step(spec: ModelSpec, device: Device, s: TimeSettings, lora: LoraCount
     if s.finetuning_type in ("full", "freeze") and not s.pure_bf16 and not fp32_all and backward:
         memory += lora.trainable * 6 * (2 if gc else 1) / device.bandwidth  # autocast casts fp32 weights per pass
     # the CPU issues forward kernels through Python; the autograd engine issues backward ones from C++
-    issued = 1 + (1 if gc else 0) + (1 if reference_forward else 0) + (structure["backward_issue_share"] if backward else 0)
+    issued = 1 + recomputed + (1 if reference_forward else 0) + structure["backward_issue_share"] * share
     kernels = (spec.num_hidden_layers * structure["kernels_per_layer_pass"] * issued + adapter_kernels) * fused
     return MicroStep(matmul, attention, memory, kernels * fit["kernel_seconds"])
 

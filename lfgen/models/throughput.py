@@ -58,7 +58,7 @@ def _json(path: Path) -> dict[str, Any] | None:
 
 
 def _last_log(path: Path) -> dict[str, Any] | None:
-    from lfgen.results.parsing import last_record
+    from lfgen.runs.parsing import last_record
 
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
@@ -70,7 +70,7 @@ def _last_log(path: Path) -> dict[str, Any] | None:
 
 def measured_throughput(run_dir: str | Path) -> MeasuredThroughput:
     """The run's measured speed (InputError when the folder holds neither file, or neither has a time)."""
-    from lfgen.results.parsing import elapsed_seconds, to_float, to_int
+    from lfgen.runs.parsing import elapsed_seconds, to_float, to_int
 
     run = Path(run_dir)
     results = _json(run / RESULTS_FILE)

@@ -4,14 +4,18 @@ The run is counted as the Hugging Face Trainer runs it: optimizer steps (samples
 rounded up, / accumulation, rounded up, x epochs; or max_steps), each of ``accumulation`` micro-steps and one
 optimizer step (``lfgen.models.step_time``). A micro-step holds micro-batch sequences padded to the longest
 of them (a multiple of 8), or cutoff_len when packed; the lengths come from the data
-(``lfgen.models.lengths``). Pairwise stages (rm, dpo, kto) hold two sequences per sample; dpo and kto add a
+(``lfgen.models.lengths``). Its seconds are the mean over the distribution of that padded length (12 equally
+likely values), not the seconds of the mean length: attention grows with the square of the length and short
+batches sit on the CPU's floor, so the time of the mean length is too short for spread-out data. Pairwise stages (rm, dpo, kto) hold two sequences per sample; dpo and kto add a
 reference forward (the model without its adapter, or the reference copy) unless pref_loss is orpo or simpo.
 Evaluation is forward-only over the held-out rows at every eval_steps (or epoch) and once at the end, plus
 generation (one memory-bound decode step per new token) with predict_with_generate.
 
-The GEMM utilisation is a prior per GPU architecture x method (presets/throughput.yaml, fitted on the fit
-rows of benchmarks/time_reference.yaml; cells without measurements borrow their architecture's figure and
-get a wider range). Not modelled: several nodes (network), DeepSpeed/FSDP communication (ZeRO-3 gathers
+The share of the dense peak a large GEMM reaches is one figure for the full-power cards (Ampere, Ada; Hopper
+derived from it) and one for the power-capped T4 (Turing), fitted on the fit rows of
+benchmarks/time_reference.yaml with every source weighted equally (presets/throughput.yaml); what differs
+between methods is the step's structure, not a per-method prior. Architectures without a measurement get a
+wider range. Not modelled: several nodes (network), DeepSpeed/FSDP communication (ZeRO-3 gathers
 weights every layer), CPU offload, MoE routing (transformers' per-expert loop is far slower than the active
 FLOPs say), Unsloth, data loading and checkpoint saving; torch.compile only as fused element-wise work.
 """
@@ -154,14 +158,17 @@ class TimeEstimate:
                 "utilisation_source": self.utilisation_source, "notes": list(self.notes)}
 
 
-def utilisation(arch: str, method: str) -> tuple[float, str, bool]:
-    """(share of peak, where it comes from, measured) for a GPU architecture and method."""
+def utilisation(arch: str, method: str = "") -> tuple[float, str, bool]:
+    """(share of the dense peak the GEMMs reach, where it comes from, measured) for a GPU architecture.
+
+    One share per architecture, whatever the method: what differs between LoRA, QLoRA, OFT and full fine-tuning
+    (FLOPs per token, adapters, dequantization, optimizer traffic, kernels issued) is in the step's structure.
+    *method* is kept for callers; it no longer selects a cell."""
     table = constants()["utilisation"]
+    if arch in table and table[arch].get("measured"):
+        return table[arch]["share"], table[arch]["source"], True
     row = table.get(arch) or table[table["fallback"].get(arch, "Ampere")]
-    if method in row and row.get("measured", {}).get(method):
-        return row[method], row["source"], True
-    value = row.get(method) or row["default"]
-    return value, f"{row['source']} (no {method} measurement for {arch}: derived)", False
+    return row["share"], f"{row['source']} (no measurement for {arch}: derived)", False
 
 
 def throughput(model: ModelSpec | str, gpu: Any, settings: TimeSettings, lengths: LengthModel | None = None) -> Throughput:
@@ -175,7 +182,7 @@ def _device(gpu: Any, s: TimeSettings) -> Device:
         raise InputError("--gpu: the time estimate needs a GPU of the catalog (its peak TFLOPS and bandwidth); "
                          "pass --gpu NAME")
     share, _, _ = utilisation(gpu.arch, s.method)
-    return Device(gpu.peak, share)
+    return Device(gpu.peak, share, gpu.arch)
 
 
 def _shape(s: TimeSettings, lengths: LengthModel | None, batch: int) -> tuple[float, float, float]:
@@ -193,14 +200,33 @@ def _shape(s: TimeSettings, lengths: LengthModel | None, batch: int) -> tuple[fl
     return batch * per_sample, padded, batch * per_sample * real
 
 
+LENGTH_POINTS = 12  # equally likely padded lengths a micro-step's mean time is taken over
+
+
+def _padded_lengths(s: TimeSettings, lengths: LengthModel | None, batch: int) -> list[float]:
+    """Equally likely padded lengths of a micro-step (one value when every batch has the same shape)."""
+    per_sample = 2 if s.stage in PAIRWISE else 1
+    if s.packing or lengths is None:
+        return [float(s.cutoff_len)]
+    found = lengths.batch_max_quantiles(1 if s.group_by_length else batch * per_sample, s.cutoff_len, LENGTH_POINTS)
+    return [min(s.cutoff_len, 8 * math.ceil(x / 8)) for x in found]
+
+
+def _mean_step(spec: ModelSpec, device: Device, s: TimeSettings, lora: Any, sequences: float,
+               lengths: list[float], **kwargs: Any) -> float:
+    """Mean seconds of a micro-step over its padded lengths: the step time is not linear in the length."""
+    return sum(micro_step(spec, device, s, lora, sequences, x, **kwargs).total for x in lengths) / len(lengths)
+
+
 def _throughput(spec: ModelSpec, device: Device, s: TimeSettings, lengths: LengthModel | None) -> Throughput:
     from lfgen.models.trainable import count_trainable
 
     lora = count_trainable(spec, **s.model_dump())
     sequences, padded, real = _shape(s, lengths, s.micro_batch)
     reference = s.stage in ("dpo", "kto") and s.pref_loss not in NO_REFERENCE
-    step = micro_step(spec, device, s, lora, sequences, padded, reference_forward=reference)
-    return Throughput(sequences, padded, real, step.total, optimizer_step(device, s, lora.trainable),
+    seconds = _mean_step(spec, device, s, lora, sequences, _padded_lengths(s, lengths, s.micro_batch),
+                         reference_forward=reference)
+    return Throughput(sequences, padded, real, seconds, optimizer_step(device, s, lora.trainable),
                       s.gradient_accumulation)
 
 
@@ -247,10 +273,11 @@ def _evaluation(spec: ModelSpec, device: Device, s: TimeSettings, schedule: Sche
     from lfgen.models.trainable import count_trainable
 
     lora = count_trainable(spec, **s.model_dump())
-    sequences, padded, _ = _shape(s.model_copy(update={"group_by_length": False}), lengths,
-                                  schedule.eval_batch)  # evaluation reads the rows in order
+    flat = s.model_copy(update={"group_by_length": False})  # evaluation reads the rows in order
+    sequences, _, _ = _shape(flat, lengths, schedule.eval_batch)
     batches = math.ceil(schedule.eval_samples / (schedule.eval_batch * s.num_gpus))
-    forward = micro_step(spec, device, s, lora, sequences, padded, backward=False).total
+    forward = _mean_step(spec, device, s, lora, sequences, _padded_lengths(flat, lengths, schedule.eval_batch),
+                         backward=False)
     generate = 0.0
     if schedule.generate_tokens:  # one decode step per new token: the weights read once per step
         from lfgen.models.modules import inventory

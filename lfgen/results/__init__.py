@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 from lfgen._lazy import exports
 
 _EXPORTS = {
-    "find_runs": "lfgen.results.discover",
-    "read_run": "lfgen.results.reader", "RunData": "lfgen.results.reader", "Series": "lfgen.results.reader",
+    "find_runs": "lfgen.runs.discover",
+    "read_run": "lfgen.runs.reader", "RunData": "lfgen.runs.reader", "Series": "lfgen.runs.reader",
     "diagnose_run": "lfgen.results.diagnosis", "summarize_experiment": "lfgen.results.diagnosis",
     "Finding": "lfgen.results.diagnosis", "ExperimentSummary": "lfgen.results.diagnosis",
     "collect": "lfgen.results.table", "compare": "lfgen.results.table", "frame": "lfgen.results.table",
@@ -29,9 +29,9 @@ _EXPORTS = {
 
 if TYPE_CHECKING:  # pragma: no cover
     from lfgen.results.diagnosis import ExperimentSummary, Finding, diagnose_run, summarize_experiment  # noqa: F401
-    from lfgen.results.discover import find_runs  # noqa: F401
+    from lfgen.runs.discover import find_runs  # noqa: F401
     from lfgen.results.plots import plot_curves, render_png  # noqa: F401
-    from lfgen.results.reader import RunData, Series, read_run  # noqa: F401
+    from lfgen.runs.reader import RunData, Series, read_run  # noqa: F401
     from lfgen.results.report import render_report, write_report  # noqa: F401
     from lfgen.results.table import Comparison, collect, compare, frame, read_runs  # noqa: F401
 

@@ -43,10 +43,10 @@ import numpy as np
 
 from lfgen.experiments.sweeps import axes, axis_keys, seed_order
 from lfgen.layout import RUN_CONFIG
-from lfgen.results.ranking import best as best_of
-from lfgen.results.ranking import disagreement
-from lfgen.results.scoring import answer_flags
-from lfgen.results.reader import NOT_STARTED, RunData
+from lfgen.runs.ranking import best as best_of
+from lfgen.runs.ranking import disagreement
+from lfgen.runs.scoring import answer_flags
+from lfgen.runs.reader import NOT_STARTED, RunData
 
 MIN_POINTS = 8
 WINDOW_FRACTION = 0.1
@@ -132,7 +132,7 @@ def summary_text(findings: Sequence[Finding], run: RunData) -> str:
 
 
 def summarize_experiment(name: str, runs: Sequence[tuple[str, RunData, Sequence[Finding]]]) -> ExperimentSummary:
-    """Best run and next step. Best (``lfgen.results.ranking.best``): lowest final eval loss (the adapter a
+    """Best run and next step. Best (``lfgen.runs.ranking.best``): lowest final eval loss (the adapter a
     run ends with; what ``lfgen sweep --from`` ranks by), else lowest final train loss; NaN runs and runs
     not started never win."""
     nan = any(f.kind == NAN for _, _, findings in runs for f in findings)

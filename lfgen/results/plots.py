@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from lfgen.results.reader import RunData, Series
+from lfgen.runs.reader import RunData, Series
 
 LEGEND_MAX = 12  # more entries than this hide the curves; the report's table names every run
 

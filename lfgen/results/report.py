@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from lfgen.results.diagnosis import HEALTHY
-from lfgen.results.scoring import examples
-from lfgen.results.environment import setup
+from lfgen.runs.scoring import examples
+from lfgen.runs.environment import setup
 from lfgen.results.table import Comparison, collect, frame
 
 TEMPLATE = "report.html.j2"

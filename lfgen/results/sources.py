@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lfgen.errors import InputError
 from lfgen.layout import MANIFEST, STATE
-from lfgen.results.discover import RUN_MARKERS, experiment_name, find_runs, run_name
+from lfgen.runs.discover import RUN_MARKERS, experiment_name, find_runs, run_name
 
 
 @dataclass(slots=True)
@@ -55,9 +55,9 @@ def find(path: str | os.PathLike[str]) -> Source:
 def experiment_runs(path: str | os.PathLike[str]) -> Source:
     """The runs of an experiment folder: output dirs resolved as ``lfgen run`` resolves them (from the
     manifest's root), named as ``lfgen compare`` of their outputs folder names them."""
-    from lfgen.experiments.manifest import load
+    from lfgen.runs.manifest import load
     from lfgen.training.rundir import results_missing
-    from lfgen.training.state import current_state, read_rows
+    from lfgen.runs.store import current_state, read_rows
 
     experiment = load(path)
     manifest = experiment.manifest

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from lfgen.errors import FilterError, InputError, did_you_mean
 from lfgen.results.diagnosis import ExperimentSummary, Finding, diagnose_run, summarize_experiment, summary_text
-from lfgen.results.reader import MAX_POINTS, RunData, read_planned, read_run
+from lfgen.runs.reader import MAX_POINTS, RunData, read_planned, read_run
 from lfgen.results.sources import find
 
 if TYPE_CHECKING:  # pandas is imported where the frame is built: collect() does not need it
@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # pandas is imported where the frame is built: collect() does
 
 KEY_COLUMNS = ("lora_rank", "lora_alpha", "learning_rate", "lora_target", "lora_dropout", "num_train_epochs",
                "effective_batch")
-# LlamaFactory's predict metrics and lfgen eval's scores (lfgen.results.scoring); shown when a run has them.
+# LlamaFactory's predict metrics and lfgen eval's scores (lfgen.runs.scoring); shown when a run has them.
 PREDICT_COLUMNS = ("predict_rouge-1", "predict_rouge-2", "predict_rouge-l", "predict_bleu-4", "accuracy",
                    "answer_accuracy", "samples_scored", "eval_time_s", "tokens_per_s")
 # What LlamaFactory's preference stages log at their final evaluation (R-STAGE-METRIC): DPO, ORPO and SimPO the

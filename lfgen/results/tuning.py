@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lfgen.layout import STUDY
-from lfgen.results.ranking import lower_is_better
+from lfgen.runs.metrics import lower_is_better
 
 
 def study_folder(root: Path, name: str) -> Path | None:
@@ -34,7 +34,7 @@ def section(folder: Path) -> dict[str, Any] | None:
 
     from lfgen.errors import InputError
     from lfgen.layout import MANIFEST
-    from lfgen.tuning.study import load_rows
+    from lfgen.runs.study import load_rows
 
     try:
         rows = load_rows(folder)
@@ -62,7 +62,7 @@ def section(folder: Path) -> dict[str, Any] | None:
 
 def importances(folder: Path) -> list[tuple[str, str]]:
     """(parameter, importance) pairs, most important first; [] when Optuna cannot tell (a single value...)."""
-    from lfgen.tuning.study import optuna_module
+    from lfgen.runs.study import optuna_module
 
     optuna = optuna_module()
     storage = optuna.storages.RDBStorage(f"sqlite:///{(folder / STUDY).resolve()}")

@@ -7,6 +7,7 @@ asking it would cost a subprocess per run for a record.
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import sys
@@ -20,6 +21,7 @@ from lfgen.layout import ENV_MANIFEST
 PACKAGES = ("llamafactory", "transformers", "peft", "torch")
 
 
+@functools.cache  # one lookup per process: the installed versions do not change while lfgen runs
 def _version(package: str) -> str | None:
     try:
         return metadata.version(package)

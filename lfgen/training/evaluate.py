@@ -177,35 +177,86 @@ def is_scored(run_dir: str | Path) -> bool:
     return not (Path(run_dir) / EVAL_DIR).is_symlink() and (Path(run_dir) / EVAL_DIR / SCORES).is_file()
 
 
-def evaluate(run_dir: str | Path, options: EvalOptions | None = None, *, name: str | None = None,
-             gpus: list[int] | None = None, force: bool = False, root: Path | None = None,
-             env: dict[str, str] | None = None) -> dict[str, Any] | None:
-    """Generate on the run's held-out rows with ``llamafactory-cli train`` (do_predict) and score them.
+@dataclass
+class Evaluation:
+    """One started evaluation of a run: LlamaFactory's predict on its held-out rows, a child process of lfgen."""
 
-    Returns the scores (also written to ``<run>/eval/lfgen_scores.json``), or None when the run was already
-    scored and *force* is not set. Raises InputError for a run that cannot be evaluated, RunError when
-    LlamaFactory fails (the message names the log). *root* (default: the run config's ``lfgen-root``) is where
-    its relative paths resolve; *env* is added to this process's environment (a Ray task's forwarded variables).
-    """
-    from lfgen.builder.render import render
-    from lfgen.results.scoring import read_predictions, score, token_counter
-    from lfgen.training import launch
-    from lfgen.yamlio import write_atomic
+    run_dir: Path
+    name: str
+    options: EvalOptions
+    values: dict[str, Any]  # the predict config it runs
+    child: Any  # launch.Child
+    started: float
 
+    def ended(self) -> bool:
+        return self.child.proc.poll() is not None
+
+    def wait(self, timeout: float) -> None:
+        """Sleep up to *timeout*, waking when the predict ends."""
+        try:
+            self.child.proc.wait(timeout=timeout)
+        except Exception:  # noqa: BLE001 - TimeoutExpired: it goes on
+            pass
+
+    def stop(self) -> None:
+        """Stop the predict's whole process group (Ctrl-C); nothing is scored."""
+        from lfgen import launch
+
+        launch.stop_group(self.child.pid, grace=3)
+        self.child.proc.wait()
+
+    def finish(self) -> dict[str, Any]:
+        """Score the answers once the predict has ended: the scores (written last, to ``eval/lfgen_scores.json``).
+        Raises RunError when LlamaFactory failed (the message names its log)."""
+        from lfgen.runs.scoring import read_predictions, score, token_counter
+        from lfgen.yamlio import write_atomic
+
+        code = self.child.proc.wait()
+        wall = time.monotonic() - self.started
+        eval_dir = self.run_dir / EVAL_DIR
+        predictions = eval_dir / PREDICTIONS
+        if code != 0 or not predictions.is_file():
+            raise RunError(f"run {self.name}: evaluation failed (llamafactory-cli exit {code}): "
+                           f"{_last_line(eval_dir / EVAL_LOG)}; fix the cause and run lfgen eval again; "
+                           f"log: {eval_dir / EVAL_LOG}")
+        predict = read_json(eval_dir / PREDICT_RESULTS)
+        count, counted_with = token_counter(self.run_dir)
+        scores = score(read_predictions(predictions), count_tokens=count, generation_s=predict.get("predict_runtime"))
+        scores.update(eval_time_s=wall, tokens_counted_with=counted_with, options=asdict(self.options),
+                      held_out="eval_dataset" if "eval_dataset" in self.values else
+                      f"val_size {self.values.get('val_size')}")
+        write_atomic(eval_dir / SCORES, json.dumps(scores, indent=1) + "\n")
+        return scores
+
+
+def _ready(run_dir: Path, options: EvalOptions | None, name: str | None) -> tuple[dict[str, Any], Path, str,
+                                                                                     EvalOptions]:
     options = options or EvalOptions()
     options.check()
-    run_dir = Path(run_dir)
-    config, _, config_root = read_run_config(run_dir)
-    root = root or config_root
+    config, _, root = read_run_config(run_dir)
     name = name or run_dir.name
     require_finished(run_dir, config, name)
     check_eval_dir(run_dir, name)
-    if is_scored(run_dir) and not force:
-        return None
+    return config, root, name, options
+
+
+def start(run_dir: str | Path, options: EvalOptions | None = None, *, name: str | None = None,
+          gpus: list[int] | None = None, root: Path | None = None, env: dict[str, str] | None = None) -> Evaluation:
+    """Start the run's evaluation: its predict config written to ``<run>/eval/`` (a clean folder: no stale
+    predictions of a killed or forced one) and ``llamafactory-cli train`` started on it, in its own process group.
+    Raises InputError for a run that cannot be evaluated, before anything is written. *root* (default: the run
+    config's ``lfgen-root``) is where its relative paths resolve; *env* is added to this process's environment (a
+    Ray task's forwarded variables)."""
+    from lfgen import launch
+    from lfgen.builder.render import render
+
+    run_dir = Path(run_dir)
+    config, config_root, name, options = _ready(run_dir, options, name)
+    root = root or config_root
     values = predict_config(config, run_dir, root, options, name)
     eval_dir = run_dir / EVAL_DIR
     if eval_dir.exists():
-        shutil.rmtree(eval_dir)  # a killed or forced evaluation starts clean: no stale predictions
+        shutil.rmtree(eval_dir)
     eval_dir.mkdir(parents=True)
     config_path = eval_dir / EVAL_CONFIG
     config_path.write_text(render(values, header=[f"lfgen eval of run {name}: LlamaFactory predict on its held-out rows",
@@ -213,28 +264,35 @@ def evaluate(run_dir: str | Path, options: EvalOptions | None = None, *, name: s
     env = launch.train_env({**os.environ, **(env or {})}, gpus)
     argv = launch.predict_argv(launch.find_cli(env.get("PATH")), config_path.resolve())
     started = time.monotonic()
-    child = launch.spawn(argv, cwd=root, env=env, log_path=eval_dir / EVAL_LOG)
+    return Evaluation(run_dir, name, options, values, launch.spawn(argv, cwd=root, env=env, log_path=eval_dir / EVAL_LOG),
+                      started)
+
+
+def evaluate(run_dir: str | Path, options: EvalOptions | None = None, *, name: str | None = None,
+             gpus: list[int] | None = None, force: bool = False, root: Path | None = None,
+             env: dict[str, str] | None = None) -> dict[str, Any] | None:
+    """Generate on the run's held-out rows with ``llamafactory-cli train`` (do_predict) and score them, waiting for it
+    (``lfgen eval RUN_DIR``, a Ray evaluation task).
+
+    Returns the scores (also written to ``<run>/eval/lfgen_scores.json``), or None when the run was already
+    scored and *force* is not set. Raises InputError for a run that cannot be evaluated, RunError when
+    LlamaFactory fails (the message names the log). Ctrl-C (or ``ray.cancel`` of its task) stops the predict.
+    """
+    run_dir = Path(run_dir)
+    _ready(run_dir, options, name)
+    if is_scored(run_dir) and not force:
+        return None
+    evaluation = start(run_dir, options, name=name, gpus=gpus, root=root, env=env)
     try:
-        while (code := child.proc.poll()) is None:  # polled: Ctrl-C, or ray.cancel of a Ray task, can interrupt it
-            time.sleep(0.2)
+        while not evaluation.ended():  # polled: Ctrl-C, or ray.cancel of a Ray task, can interrupt it
+            evaluation.wait(0.2)
     except KeyboardInterrupt:
-        launch.stop_group(child.pid, grace=3)
+        evaluation.stop()
         raise
-    wall = time.monotonic() - started
-    predictions = eval_dir / PREDICTIONS
-    if code != 0 or not predictions.is_file():
-        raise RunError(f"run {name}: evaluation failed (llamafactory-cli exit {code}): {_last_line(eval_dir / EVAL_LOG)}; "
-                       f"fix the cause and run lfgen eval again; log: {eval_dir / EVAL_LOG}")
-    predict = _read_json(eval_dir / PREDICT_RESULTS)
-    count, counted_with = token_counter(run_dir)
-    scores = score(read_predictions(predictions), count_tokens=count, generation_s=predict.get("predict_runtime"))
-    scores.update(eval_time_s=wall, tokens_counted_with=counted_with, options=asdict(options),
-                  held_out="eval_dataset" if "eval_dataset" in values else f"val_size {values.get('val_size')}")
-    write_atomic(eval_dir / SCORES, json.dumps(scores, indent=1) + "\n")
-    return scores
+    return evaluation.finish()
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -249,104 +307,3 @@ def _last_line(path: Path) -> str:
         return "no output"
     errors = [line for line in lines if "Error" in line]
     return (errors or lines or ["no output"])[-1].strip()[:300]
-
-
-# --- an experiment's evaluations, recorded in its state ------------------------------------------------
-
-
-@dataclass
-class Outcome:
-    """What happened to one run: scored, already scored (skipped), failed, or not finished (not evaluated)."""
-
-    run: str
-    status: str
-    scores: dict[str, Any] | None = None
-    detail: str | None = None
-
-
-INTERRUPTED = "stopped with Ctrl-C; lfgen eval evaluates it again"  # an evaluation's detail after Ctrl-C
-
-
-def begin_recorded(store: Any, name: str, run_dir: Path, options: EvalOptions, force: bool = False) -> Outcome | None:
-    """The first half of a recorded evaluation: the Outcome "skipped" for a run already scored (unless *force*),
-    else None once its evaluation is recorded as running."""
-    if is_scored(run_dir) and not force:
-        if (store.evaluation(name) or ("",))[0] != "done":
-            store.set_evaluation(name, "running", options=asdict(options))  # scored, then killed before recording
-            store.set_evaluation(name, "done", detail="scores found on disk")
-        return Outcome(name, "skipped", _read_json(run_dir / EVAL_DIR / SCORES), "already scored; --force re-scores it")
-    store.set_evaluation(name, "running", options=asdict(options))
-    return None
-
-
-def end_recorded(store: Any, name: str, scores: dict[str, Any] | None = None, error: str | None = None) -> Outcome:
-    """The second half: the evaluation recorded as done (its *scores*) or failed (*error*); the training's
-    state is never touched."""
-    if error is not None or scores is None:
-        store.set_evaluation(name, "failed", detail=error)
-        return Outcome(name, "failed", detail=error)
-    store.set_evaluation(name, "done", detail=f"{scores['samples_scored']} samples scored")
-    return Outcome(name, "scored", scores)
-
-
-def evaluate_recorded(store: Any, name: str, run_dir: Path, options: EvalOptions, *, gpus: list[int] | None = None,
-                      force: bool = False) -> Outcome:
-    """Evaluate one run of an experiment and record it in the experiment's state (``evaluations`` table): a
-    scored run is never scored again unless *force*; a failure is the evaluation's, never the training's."""
-    from lfgen.errors import LfgenError
-
-    skipped = begin_recorded(store, name, run_dir, options, force)
-    if skipped is not None:
-        return skipped
-    try:
-        scores = evaluate(run_dir, options, name=name, gpus=gpus, force=True)
-    except KeyboardInterrupt:
-        end_recorded(store, name, error=INTERRUPTED)
-        raise
-    except LfgenError as exc:
-        return end_recorded(store, name, error=str(exc))
-    return end_recorded(store, name, scores)
-
-
-def evaluate_experiment(target: Any, options: EvalOptions | None = None, *, force: bool = False,
-                        gpus: list[int] | None = None, progress: Any = None, remote: Any = None) -> list[Outcome]:
-    """Evaluate every finished run of an experiment (a ``lfgen.training.target.Target``) under the experiment's
-    lock, one at a time here, or all at once in *remote* (``lfgen.training.ray_eval.RayEvaluations``: one Ray
-    task each); resumable: a killed lfgen eval goes on where it stopped. *progress* (optional) is called with
-    each Outcome as it happens."""
-    from lfgen.training.state import Lock, Store, read_rows
-
-    options = options or EvalOptions()
-    options.check()
-    outcomes: list[Outcome] = []
-
-    def note(outcome: Outcome) -> None:
-        outcomes.append(outcome)
-        if progress is not None:
-            progress(outcome)
-
-    # the runner's own lock: an experiment is trained or evaluated by one lfgen at a time (both write its state)
-    with Lock(target.lock_path, f"experiment {target.name}", holder="lfgen eval", verb="trained or evaluated"):
-        states = {name: row.state for name, row in read_rows(target.state_path).items()}
-        store = Store(target.state_path)
-        try:
-            for name, _config, output_dir in target.runs:
-                run_dir = target.root / output_dir
-                state = states.get(name)
-                if (state not in (None, "done")) or not (run_dir / RESULTS_FILE).is_file():
-                    note(Outcome(name, "not finished", detail=f"{state or 'not trained'}; finish it with lfgen run"))
-                elif remote is None:
-                    note(evaluate_recorded(store, name, run_dir, options, gpus=gpus, force=force))
-                elif (outcome := remote.start(store, name, run_dir, options, force)) is not None:  # None: started
-                    note(outcome)
-            while remote is not None and remote.running:
-                for outcome in remote.collect(timeout=1.0):
-                    note(outcome)
-        except KeyboardInterrupt:
-            if remote is not None:
-                remote.interrupt()  # its tasks cancelled, their evaluations recorded as stopped
-            raise
-        finally:
-            store.close()
-    order = [name for name, _, _ in target.runs]
-    return sorted(outcomes, key=lambda outcome: order.index(outcome.run))

@@ -1,20 +1,29 @@
-"""Where a run's process lives: the runner starts, polls and stops every run through an executor.
+"""Where a run's process lives: the runner starts, polls and stops every run through an executor, and evaluates a
+run that has trained through the same executor's evaluations.
 
-``LocalExecutor`` is lfgen's own machine: the guarded ``llamafactory-cli`` child (``launch.spawn_guarded``)
-with a ``RunWatcher`` beside it. ``lfgen.training.ray_executor`` puts each run in a Ray task instead. Both
-hand the runner a ``RunHandle``; the runner alone keeps the state and makes the decisions.
+``LocalExecutor`` is lfgen's own machine: the guarded ``llamafactory-cli`` child (``launch.spawn_guarded``) with a
+``RunWatcher`` beside it, in the GPU slots --gpus makes, and each evaluation a child in its run's slot
+(lfgen.training.evaluations). ``lfgen.training.ray_executor.RayExecutor`` puts each run, and each evaluation, in a
+Ray task instead. The protocols below are everything the runner, lfgen tune and lfgen eval use of one: a new place
+to run (SLURM, Kubernetes jobs) is one module that implements them. The runner alone keeps the state and decides.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from lfgen import launch
 from lfgen.layout import CONSOLE_LOG
-from lfgen.training import launch
-from lfgen.training.slots import gpu_slots
+from lfgen.training.slots import gpu_slots, wait_children
 from lfgen.training.watch import Progress, RunWatcher
+
+if TYPE_CHECKING:
+    from lfgen.training.evaluate import EvalOptions
+    from lfgen.training.evaluations import Evaluations
+
+Slot = list[int] | None  # the GPUs one run gets (None: whatever it sees, or whatever its Ray task was given)
 
 
 @dataclass
@@ -42,6 +51,7 @@ class RunHandle(Protocol):
     pid: int | None  # the local process group lfgen may stop after a crash (None: not on this machine)
     log_path: Path  # the console log on this machine (a remote run's is copied home when it ends)
     placed: dict[str, Any] | None  # where a remote run trains (node, path, GPUs); None until known or local
+    lost: str | None  # why its worker or node was lost (not the run's fault: lfgen.training.requeue); None here
 
     def poll(self) -> Progress: ...
     def returncode(self) -> int | None: ...
@@ -51,14 +61,21 @@ class RunHandle(Protocol):
 
 
 class Executor(Protocol):
-    def slots(self, gpus: list[int] | None, per_run: int) -> list[list[int] | None]: ...  # runs at once
+    """Where runs train and are evaluated."""
+
+    def describe(self) -> str | None: ...  # one line saying where runs go (None: here, nothing to say)
+    def slots(self, gpus: list[int] | None, per_run: int) -> list[Slot]: ...  # one per run that may train at once
     def start(self, spec: RunSpec) -> RunHandle: ...
+    def wait(self, handles: list[RunHandle], timeout: float) -> None: ...  # sleep, waking when one of them ends
+    def evaluations(self, experiment: str, root: Path, options: EvalOptions) -> Evaluations: ...
+    def close(self) -> None: ...  # let go of what it holds (a Ray connection); nothing runs after
 
 
 class LocalHandle:
     def __init__(self, child: launch.Child, watcher: RunWatcher):
         self.child, self.watcher = child, watcher
         self.pid, self.log_path, self.placed = child.pid, child.log_path, None
+        self.lost: str | None = None  # a local child is never lost: its end is its own
 
     def poll(self) -> Progress:
         return self.watcher.poll()
@@ -84,8 +101,22 @@ class LocalHandle:
 class LocalExecutor:
     """Runs on this machine, in the GPU slots --gpus and --gpus-per-run make."""
 
-    def slots(self, gpus: list[int] | None, per_run: int) -> list[list[int] | None]:
+    def describe(self) -> str | None:
+        return None
+
+    def slots(self, gpus: list[int] | None, per_run: int) -> list[Slot]:
         return gpu_slots(gpus, per_run)
+
+    def wait(self, handles: list[RunHandle], timeout: float) -> None:
+        wait_children([handle.child for handle in handles], timeout)
+
+    def evaluations(self, experiment: str, root: Path, options: EvalOptions) -> Evaluations:
+        from lfgen.training.evaluations import LocalEvaluations
+
+        return LocalEvaluations(options)
+
+    def close(self) -> None:
+        pass
 
     def start(self, spec: RunSpec) -> LocalHandle:
         log = spec.output_dir / CONSOLE_LOG

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lfgen._lf import script
-from lfgen.training import launch
+from lfgen import launch
 from lfgen.errors import INSTALL_HINT, InputError
 from lfgen.builder.render import render
 from lfgen.layout import SAMPLES, read_run_config

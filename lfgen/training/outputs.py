@@ -16,7 +16,9 @@ from typing import Any
 
 from lfgen.errors import InputError
 from lfgen.layout import RESULTS_FILE, RUN_CONFIG, output_lock
-from lfgen.training.state import Lock, Store, lock_holder
+from lfgen.runs.lock import Lock, lock_holder
+from lfgen.runs.states import RunState
+from lfgen.runs.store import Store
 
 _BATCH = ("per_device_train_batch_size", "gradient_accumulation_steps")  # what an OOM retry changes
 _SOURCE = re.compile(r"^#.*\(from (?P<source>.+)\)\s*$")
@@ -121,12 +123,12 @@ def recognise_finished(store: Store, root: Path) -> list[str]:
     their config: recorded as done, so a lost or emptied state never retrains them. Returns their names."""
     found = []
     for row in store.runs():
-        if row.state != "pending" or row.attempts:
+        if row.state is not RunState.PENDING or row.attempts:
             continue
         config = _config(root, row.config)
         if config is not None and finished(root / row.output_dir, config):
-            store.update(row.name, state="done", reason=None, detail=None)
-            store.event(row.name, "recognised", f"{row.output_dir} holds its finished results ({RUN_CONFIG} "
-                                                f"matches {row.config}, {RESULTS_FILE}); recorded as done")
+            store.transition(row.name, RunState.DONE, event=(
+                "recognised", f"{row.output_dir} holds its finished results ({RUN_CONFIG} matches {row.config}, "
+                              f"{RESULTS_FILE}); recorded as done"))
             found.append(row.name)
     return found

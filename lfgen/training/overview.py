@@ -13,19 +13,22 @@ from typing import Any
 
 from lfgen.errors import InputError, LfgenError
 from lfgen.layout import CONSOLE_LOG, MANIFEST
-from lfgen.training import launch, rundir
-from lfgen.training.state import STATES, Store, current_state, read_rows
+from lfgen import launch
+from lfgen.training import rundir
+from lfgen.runs.states import RunState
+from lfgen.runs.store import Store, current_state, read_rows
 from lfgen.training.target import Target
 from lfgen.training.watch import Progress, RunWatcher
 
-COUNTED = ("done", "failed", "running", "interrupted", "pending")  # the columns, in the order shown
+# The columns, in the order shown: every RunState, so a state lfgen writes always has its column.
+COUNTED = (RunState.DONE, RunState.FAILED, RunState.RUNNING, RunState.INTERRUPTED, RunState.PENDING, RunState.PRUNED)
 
 
 def experiments(experiments_dir: str | os.PathLike[str] = "experiments") -> list[dict[str, Any]]:
     """One row per experiment folder under *experiments_dir*, sorted by name: ``experiment``, ``path``,
-    ``runs`` and a count per state (``done``, ``failed``, ``running``, ``interrupted``, ``pending``), and
+    ``runs`` and a count per state (``done``, ``failed``, ``running``, ``interrupted``, ``pending``, ``pruned``), and
     ``note`` (why an experiment could not be read, else None)."""
-    from lfgen.results.discover import natural_key
+    from lfgen.runs.discover import natural_key
 
     folder = Path(experiments_dir)
     if not folder.is_dir():
@@ -41,7 +44,7 @@ def experiment_status(path: Path) -> dict[str, Any]:
     """The row of one experiment folder (see ``experiments``)."""
     from lfgen.training.target import resolve
 
-    row: dict[str, Any] = {"experiment": path.name, "path": str(path), "runs": 0, **dict.fromkeys(COUNTED, 0),
+    row: dict[str, Any] = {"experiment": path.name, "path": str(path), "runs": 0, **dict.fromkeys(map(str, COUNTED), 0),
                            "note": None}
     try:
         target = resolve(str(path))
@@ -51,8 +54,7 @@ def experiment_status(path: Path) -> dict[str, Any]:
         return row
     row["experiment"], row["runs"] = target.name, len(target.runs)
     for name, _config, _output_dir in target.runs:
-        state = current_state(rows.get(name))
-        row[state if state in STATES else "pending"] += 1
+        row[str(current_state(rows.get(name)))] += 1
     return row
 
 
@@ -73,11 +75,11 @@ def status(target: Target) -> list[dict[str, Any]]:
         row = rows.get(name)
         out = target.root / output_dir
         progress = RunWatcher(out, out / CONSOLE_LOG).poll() if out.exists() else Progress()
-        state = row.state if row else "pending"
+        state: str = row.state if row else RunState.PENDING
         reason = row.reason if row else None
-        if state == "running" and row and row.pgid and not launch.group_alive(row.pgid):
+        if state is RunState.RUNNING and row and row.pgid and not launch.group_alive(row.pgid):
             state = "interrupted?"  # its runner died; the next lfgen run recovers it
-        elif state == "done" and (why := rundir.results_missing(out)):
+        elif state is RunState.DONE and (why := rundir.results_missing(out)):
             state, reason = "missing", f"done, but {why}"  # lfgen run --retry-missing retrains it
         table.append({"run": name, "state": state, "reason": reason,
                       "step": progress.step, "total": progress.total, "loss": progress.loss,

@@ -218,3 +218,17 @@ def forwarded_env(environ: dict[str, str]) -> dict[str, str]:
     """The driver's variables a task passes on to its process: FORWARDED_ENV and the names in LFGEN_RAY_ENV."""
     names = FORWARDED_ENV + tuple(n for n in environ.get("LFGEN_RAY_ENV", "").split(",") if n)
     return {name: environ[name] for name in names if name in environ}
+
+
+MAX_HOME_BYTES = 64 * 2**20  # a file bigger than this stays on the worker
+
+
+def home_files(out: Path, names: tuple[str, ...]) -> dict[str, bytes]:
+    """A run's small files (*names*, relative to its folder *out* on a worker), to be written into the driver's
+    output dir: what a training or an evaluation task sends home."""
+    found = {}
+    for name in names:
+        path = out / name
+        if path.is_file() and path.stat().st_size <= MAX_HOME_BYTES:
+            found[name] = path.read_bytes()
+    return found

@@ -8,7 +8,8 @@ driver's node. On the node the task calls ``lfgen.training.evaluate.evaluate`` o
 predict config, the one scoring) and sends the eval files home; the driver writes them into its own
 ``<run>/eval/`` (the scores last, in one rename) and records the evaluation as the local path does
 (``begin_recorded`` / ``end_recorded``). A run whose node has left the cluster fails with one line that
-names the node and the fix; the other runs are still evaluated.
+names the node and the fix; the other runs are still evaluated. ``RayExecutor.evaluations`` makes the
+``RayEvaluations`` the runner (``run --eval --ray``, ``tune --ray`` by an eval metric) and ``lfgen eval --ray`` use.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from typing import Any
 
 from lfgen.errors import InputError
 from lfgen.layout import EVAL_CONFIG, EVAL_DIR, EVAL_LOG, PREDICT_RESULTS, PREDICTIONS, SCORES
-from lfgen.training.evaluate import INTERRUPTED, EvalOptions, Outcome, begin_recorded, end_recorded
-from lfgen.training.ray_cluster import alive_nodes, check_cpus, connect, fit, forwarded_env, same_dir
+from lfgen.training.evaluate import EvalOptions
+from lfgen.training.evaluations import INTERRUPTED, Outcome, begin_recorded, end_recorded
+from lfgen.training.ray_cluster import alive_nodes, forwarded_env, home_files, same_dir
 
 SCORES_FILE = f"{EVAL_DIR}/{SCORES}"  # written last: a run that has it is scored
 EVAL_FILES = tuple(f"{EVAL_DIR}/{name}" for name in (EVAL_CONFIG, EVAL_LOG, PREDICT_RESULTS, PREDICTIONS)) + (SCORES_FILE,)
@@ -105,7 +107,6 @@ def eval_on_worker(task: EvalTask) -> dict[str, Any]:
 
     from lfgen.errors import LfgenError, RunError
     from lfgen.training.evaluate import evaluate
-    from lfgen.training.ray_executor import home_files
 
     out, root = Path(task.path), Path(task.root)
     if not out.is_dir():
@@ -146,17 +147,17 @@ def bring_home(run_dir: Path, remote: str, files: dict[str, bytes]) -> bool:
 
 
 class RayEvaluations:
-    """Evaluations as Ray tasks, all at once, recorded in the experiment's state as they end.
+    """Evaluations as Ray tasks, all at once, recorded in the experiment's state as they end (the ``Evaluations``
+    of lfgen.training.evaluations): a run's evaluation starts when it has trained and holds no slot of the runner's;
+    Ray shares the cluster between it and the training tasks."""
 
-    ``lfgen eval --ray`` gives it to ``evaluate_experiment``; ``lfgen run --eval --ray`` gives it to the runner as
-    its ``after_done`` (a run's evaluation starts when it has trained; ``pending`` collects the ended ones while
-    other runs train, and the runner waits for them; ``interrupt`` on Ctrl-C)."""
+    holds_slot = False
 
     def __init__(self, ray: Any, *, experiment: str, root: Path, options: EvalOptions | None = None,
-                 cpus: float = 1.0, gpus: int = 0, report: Any = None, address: str | None = None):
+                 cpus: float = 1.0, gpus: int = 0, address: str | None = None):
         self.ray, self.experiment, self.root, self.options = ray, experiment, Path(root), options or EvalOptions()
         self.address = address  # for describe(); None: a local Ray instance
-        self.cpus, self.gpus, self.report = cpus, gpus, report  # report(Outcome): say how one went
+        self.cpus, self.gpus = cpus, gpus
         self.task = ray.remote(eval_on_worker)
         self.store: Any = None
         self.inflight: dict[Any, tuple[str, Path, Place]] = {}  # task ref -> (run, the driver's run dir, where)
@@ -169,10 +170,11 @@ class RayEvaluations:
     def running(self) -> int:
         return len(self.inflight)
 
-    def start(self, store: Any, name: str, run_dir: Path, options: EvalOptions | None = None,
+    def start(self, store: Any, name: str, run_dir: Path, gpus: list[int] | None = None, *,
               force: bool = False) -> Outcome | None:
-        """Start run *name*'s evaluation task; None once started, else its Outcome (already scored, or failed)."""
-        options = options or self.options
+        """Start run *name*'s evaluation task (Ray gives it its GPUs: *gpus* is the runner's slot, unused); None once
+        started, else its Outcome (already scored, or failed)."""
+        options = self.options
         self.store = store
         skipped = begin_recorded(store, name, run_dir, options, force)
         if skipped is not None:
@@ -239,35 +241,3 @@ class RayEvaluations:
         for name, _, _ in self.inflight.values():
             end_recorded(self.store, name, error=INTERRUPTED)
         self.inflight.clear()
-
-    # --- the runner's after_done (lfgen run --eval --ray) -----------------------------------------
-
-    def __call__(self, store: Any, row: Any, gpus: list[int] | None) -> None:
-        """A run has trained: start its evaluation (on its node) and let the runner go on."""
-        outcome = self.start(store, row.name, self.root / row.output_dir)
-        if outcome is not None and self.report is not None:
-            self.report(outcome)
-
-    def pending(self, timeout: float) -> int:
-        """Collect (and say) the evaluations that have ended; how many are still running."""
-        for outcome in self.collect(timeout):
-            if self.report is not None:
-                self.report(outcome)
-        return self.running
-
-    def close(self) -> None:
-        self.ray.shutdown()
-
-
-def connect_evaluations(address: str | None, target: Any, options: EvalOptions, *, cpus_per_run: float = 1.0,
-                        gpus_per_run: int = 1) -> RayEvaluations:
-    """``lfgen eval --ray``: connect to the cluster and size each evaluation's task (its GPU: 0 on a CPU cluster)."""
-    check_cpus(cpus_per_run)
-    ray, address = connect(address)
-    try:
-        gpus, _ = fit([node["Resources"] for node in alive_nodes(ray)], cpus_per_run, gpus_per_run)
-    except InputError:
-        ray.shutdown()
-        raise
-    return RayEvaluations(ray, experiment=target.name, root=target.root, options=options, cpus=cpus_per_run,
-                          gpus=gpus, address=address)

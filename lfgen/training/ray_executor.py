@@ -34,14 +34,13 @@ from lfgen.layout import (
     TRAINER_LOG,
     TRAINER_STATE,
 )
-from lfgen.training.executor import RunSpec
-from lfgen.training.ray_cluster import alive_nodes, check_cpus, connect, fit, forwarded_env, same_dir
+from lfgen.training.executor import RunSpec, Slot
+from lfgen.training.ray_cluster import alive_nodes, check_cpus, connect, fit, forwarded_env, home_files, same_dir
 from lfgen.training.watch import Progress
 
 WORKDIR_ENV = "LFGEN_RAY_WORKDIR"  # a worker's own folder for runs without --storage
 HOME_FILES = (TRAINER_LOG, TRAINER_STATE, RESULTS_FILE, *RESULT_FILES, RUN_CONFIG, CONSOLE_LOG, ENV_MANIFEST,
               LLAMABOARD_CONFIG, "training_loss.png", "training_eval_loss.png")
-MAX_HOME_BYTES = 64 * 2**20  # a file bigger than this stays on the worker
 POLL_S = 0.3
 STOP_WAIT_S = 30.0  # after a stop request, how long the files may take to come home before ray.cancel
 CONTROL_TIMEOUT_S = 10.0  # a task's question to the control actor
@@ -77,22 +76,12 @@ def _snapshot(progress: Progress) -> dict[str, Any]:
     return {k: v for k, v in asdict(progress).items() if k != "tail"}
 
 
-def home_files(out: Path, names: tuple[str, ...] = HOME_FILES) -> dict[str, bytes]:
-    """The run's small result files (*names*, relative to *out*), to be written into the driver's output dir."""
-    found = {}
-    for name in names:
-        path = out / name
-        if path.is_file() and path.stat().st_size <= MAX_HOME_BYTES:
-            found[name] = path.read_bytes()
-    return found
-
-
 def train_on_worker(spec: RunSpec, storage: str | None, control: Any):
     """The Ray task (a generator): train one attempt on this node, streaming events to the driver."""
     import ray
 
     from lfgen.builder.render import render
-    from lfgen.training import launch
+    from lfgen import launch
     from lfgen.training.watch import RunWatcher
 
     out = worker_dir(spec, storage)
@@ -130,7 +119,7 @@ def train_on_worker(spec: RunSpec, storage: str | None, control: Any):
                     continue
             time.sleep(POLL_S)
         watcher.poll()
-        yield {"end": {"rc": rc, "tail": child.tail(), "files": home_files(out)}}
+        yield {"end": {"rc": rc, "tail": child.tail(), "files": home_files(out, HOME_FILES)}}
     finally:  # cancelled (Ctrl-C of the driver, ray.cancel): the guard stops the run's whole tree
         if child.proc.poll() is None:
             launch.stop_group(child.pid)
@@ -274,7 +263,7 @@ class RayExecutor:
         return (f"Ray at {where}: {self.parallel} run(s) at once, each {self.cpus:g} CPU(s) and "
                 f"{self.gpus} GPU(s); outputs on the workers in {self.storage or '$' + WORKDIR_ENV + ' or ~/.cache'}")
 
-    def slots(self, gpus: list[int] | None, per_run: int) -> list[list[int] | None]:
+    def slots(self, gpus: list[int] | None, per_run: int) -> list[Slot]:
         if gpus is not None:
             raise InputError("--gpus: not with --ray (Ray gives each run its GPUs; use --gpus-per-run)")
         return [None] * self.parallel
@@ -287,6 +276,19 @@ class RayExecutor:
         generator = self.task.options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0,
                                       num_returns="streaming").remote(spec, self.storage, self.control)
         return RayHandle(self.ray, generator, self.control, spec)
+
+    def wait(self, handles: list[Any], timeout: float) -> None:
+        """Sleep up to *timeout*, waking when a run's task streams an event (progress, its end)."""
+        waiting = [handle.generator for handle in handles if handle.returncode() is None]
+        if waiting:
+            self.ray.wait(waiting, num_returns=1, timeout=timeout)
+
+    def evaluations(self, experiment: str, root: Path, options: Any) -> Any:
+        """Each evaluation a Ray task on the node that holds its run's adapter (lfgen.training.ray_eval)."""
+        from lfgen.training.ray_eval import RayEvaluations
+
+        return RayEvaluations(self.ray, experiment=experiment, root=root, options=options, cpus=self.cpus,
+                              gpus=self.gpus, address=self.address)
 
     def close(self) -> None:
         self.ray.shutdown()

@@ -1,8 +1,12 @@
 """``lfgen run``: every run of an experiment through ``llamafactory-cli train``, with faults handled.
 
-Queue and resume (SQLite state, one runner per experiment), GPU slots, OOM retry that keeps the
-effective batch (micro-batch halved, accumulation doubled), a NaN watchdog that stops a run at
-the first bad log step, crash records with the log's last lines, and Ctrl-C / kill -9 recovery.
+The runner keeps its slots busy by pulling work when one frees, in this order: a run to start again (an OOM retry,
+which keeps the effective batch by halving the micro-batch and doubling the accumulation; a run whose Ray worker
+died), an evaluation left to do, the experiment's runs to start or resume (its queue), then its source's next run
+(lfgen tune asks Optuna for the next trial: lfgen.training.sources). A run that has trained is evaluated (--eval,
+tune by an eval metric) as a child of its own polled with the training runs: in the run's slot here, in a task of
+its own on Ray. One runner per experiment (its lock), its state in SQLite; a NaN watchdog stops a run at the first
+bad log step; a crash keeps the log's last lines; Ctrl-C, SIGTERM and kill -9 leave every run resumable.
 """
 
 from __future__ import annotations
@@ -10,25 +14,28 @@ from __future__ import annotations
 import json
 import math
 import os
-import shlex
 import sys
-import time
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from lfgen import launch
 from lfgen.errors import InputError
-from lfgen.layout import CONSOLE_LOG, MARKER, RECIPE_PREFIX, ROOT_PREFIX, RUN_CONFIG, header_value
-from lfgen.training import failures, launch, outputs, pruning, requeue, rundir
-from lfgen.training.environment import write_manifest
-from lfgen.training.executor import Executor, LocalExecutor, RunHandle, RunSpec
+from lfgen.layout import CONSOLE_LOG
+from lfgen.runs.lock import Lock
+from lfgen.runs.states import RunState
+from lfgen.runs.store import RunRow, Store
+from lfgen.training import attempt, failures, outputs, pruning, requeue, rundir
+from lfgen.training.executor import Executor, LocalExecutor, RunHandle, Slot
 from lfgen.training.failures import NAN_ADVICE, OOM_ADVICE, classify_failure
 from lfgen.training.signals import Terminated
-from lfgen.training.slots import dry_run_lines, wait_any
-from lfgen.training.state import Lock, RunRow, Store
+from lfgen.training.slots import dry_run_lines
 from lfgen.training.target import Target
 from lfgen.training.watch import Progress
+
+if TYPE_CHECKING:
+    from lfgen.training.evaluations import Evaluations, Outcome
+    from lfgen.training.sources import RunSource
 
 POLL_S = 0.2
 
@@ -40,6 +47,7 @@ class Reporter(Protocol):
     def started(self, name: str, attempt: int, gpus: list[int] | None, note: str) -> None: ...
     def progress(self, name: str, progress: Progress) -> None: ...
     def finished(self, name: str, state: str, reason: str | None, detail: str | None) -> None: ...
+    def evaluated(self, outcome: Outcome) -> None: ...
     def message(self, text: str) -> None: ...
 
 
@@ -47,7 +55,7 @@ class Reporter(Protocol):
 class _Active:
     row: RunRow
     handle: RunHandle
-    gpus: list[int] | None
+    gpus: Slot
     micro: int | None
     accumulation: int | None
     config: dict[str, Any] = field(default_factory=dict)  # what it trains with (lfgen_run.yaml)
@@ -67,36 +75,41 @@ class Summary:
 class Runner:
     def __init__(self, target: Target, reporter: Reporter, *, gpus: list[int] | None = None, gpus_per_run: int = 1,
                  max_oom_retries: int = 3, fail_fast: bool = False, command: list[str] | None = None,
-                 force: bool = False, after_done: Any = None, executor: Executor | None = None,
-                 on_progress: Any = None):
+                 force: bool = False, executor: Executor | None = None, evaluations: Evaluations | None = None):
         self.target, self.reporter = target, reporter
-        self.on_progress = on_progress  # (name, progress) -> "prune" | None at each poll: lfgen tune's pruner
-        # after_done(store, row, gpus): called when a run has trained, in its slot (lfgen run --eval evaluates it
-        # there); it records its own outcome, so a failure in it never marks the training failed. In the background
-        # (--eval --ray, ray_eval) it has pending(timeout) -> how many still go (waited for) and interrupt().
-        self.after_done = after_done
         self.command = list(sys.argv if command is None else command)  # the lfgen command line, for lfgen_env.json
         # Where runs train: this machine (GPU slots) or a Ray cluster (lfgen.training.ray_executor).
         self.executor = executor or LocalExecutor()
+        # Where a run that has trained is evaluated (--eval; tune by an eval metric): executor.evaluations(...);
+        # its outcome is recorded apart, so a failed evaluation never marks the training failed.
+        self.evaluations = evaluations
         self.slots = self.executor.slots(gpus, gpus_per_run)
         self.max_oom_retries, self.fail_fast = max_oom_retries, fail_fast
         self.force = force  # train into an output dir that holds another config's finished results
         self.store: Store | None = None
+        self.source: RunSource | None = None
         self.active: dict[str, _Active] = {}
+        self.evaluating: dict[str, Slot] = {}  # run -> the slot its evaluation holds (None: it holds none)
         self.output_locks: dict[str, Lock] = {}  # held while a run trains (one lock per output dir)
+        self.queue: deque[str] = deque()  # the experiment's runs to start or resume
+        self.again: deque[str] = deque()  # runs to start again before anything else (OOM retry, lost worker)
+        self.to_evaluate: deque[str] = deque()  # trained runs whose evaluation is still to do (a resumed tune)
+        self.free: list[Slot] = []
+        self.busy: dict[str, Slot] = {}
+        self.stopping = False  # --fail-fast: a run failed, nothing new starts
 
     # --- selection and recovery ---------------------------------------------------------------------
 
     def _recover(self, store: Store) -> None:
         """Runs left 'running' by a runner that is gone (we hold the lock): stop leftovers, mark interrupted."""
         for row in store.runs():
-            if row.state != "running":
+            if row.state is not RunState.RUNNING:
                 continue
             if row.pgid and launch.group_alive(row.pgid):
                 launch.stop_group(row.pgid)
-            store.update(row.name, state="interrupted", reason="interrupted", pid=None, pgid=None,
-                         detail=f"lfgen (pid {row.runner_pid}) stopped while this run trained", ended=time.time())
-            store.event(row.name, "recovered", f"runner pid {row.runner_pid} gone; marked interrupted")
+            store.transition(row.name, RunState.INTERRUPTED, reason="interrupted",
+                             detail=f"lfgen (pid {row.runner_pid}) stopped while this run trained",
+                             event=("recovered", f"runner pid {row.runner_pid} gone; marked interrupted"))
             self.reporter.message(f"{row.name}: its last runner (pid {row.runner_pid}) is gone; it will resume")
 
     def _queue(self, store: Store, retry_failed: bool, rerun: list[str], retry_missing: bool = False) -> list[str]:
@@ -106,11 +119,11 @@ class Runner:
             raise InputError(f"--rerun: no run {unknown[0]!r} in {self.target.name}; runs: {', '.join(rows)}")
         again, queue, missing = [], [], []
         for name, row in rows.items():
-            if name in rerun or (retry_failed and row.state == "failed"):
+            if name in rerun or (retry_failed and row.state is RunState.FAILED):
                 again.append(name)
-            elif row.state in ("pending", "interrupted"):
+            elif row.state in (RunState.PENDING, RunState.INTERRUPTED):
                 queue.append(name)
-            elif row.state == "done" and (why := rundir.results_missing(self.target.root / row.output_dir)):
+            elif row.state is RunState.DONE and (why := rundir.results_missing(self.target.root / row.output_dir)):
                 if retry_missing:
                     again.append(name)
                     missing.append((name, why))
@@ -121,50 +134,12 @@ class Runner:
         # Every run about to start is checked (locks, another config's results) before any state changes.
         outputs.preflight(self.target.root, [(n, rows[n].config, rows[n].output_dir) for n in queue], force=self.force)
         for name in again:
-            store.update(name, state="pending", reason="fresh", detail=None, oom_retries=0)
+            store.transition(name, RunState.PENDING, reason="fresh", oom_retries=0)
         for name, why in missing:
             store.event(name, "missing", f"done, but {why}; retrained (--retry-missing)")
         return queue
 
     # --- one run ------------------------------------------------------------------------------------
-
-    def _prepare(self, row: RunRow) -> tuple[Path, dict[str, Any], str]:
-        from lfgen.yamlio import parse_config, read_text
-
-        root = self.target.root
-        text = read_text(root / row.config, "config file")
-        config = parse_config(text, str(root / row.config))
-        output_dir = root / row.output_dir
-        fresh = _fresh(row)
-        if output_dir.exists() and any(p.name not in (CONSOLE_LOG, MARKER) for p in output_dir.iterdir()):
-            if not (output_dir / MARKER).exists():
-                raise _ConfigProblem(f"output_dir {row.output_dir} exists and lfgen did not make it; move it away "
-                                     "or give the run another output_dir (LlamaFactory would resume or refuse there)")
-            foreign = outputs.foreign_results(output_dir, config, row.output_dir, row.config)
-            if foreign and not self.force:
-                raise _ConfigProblem(foreign)
-            fresh = fresh or bool(foreign)  # --force: never resume another config's checkpoints
-            resume = None if fresh else self._resume_point(row, output_dir)
-            if resume is None:  # LlamaFactory refuses weights without a checkpoint to resume
-                leftover = rundir.clear(output_dir)
-                if leftover:
-                    self.reporter.message(f"{row.name}: could not remove all of {leftover}; remove it by hand")
-            else:
-                config["resume_from_checkpoint"] = str(Path(row.output_dir) / resume.name)  # said, not guessed
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / MARKER).touch()
-        adjusted = json.loads(row.detail) if row.reason == "oom-retry" and row.detail else {}
-        config.update(adjusted.get("config", {}))
-        return output_dir, config, text
-
-    def _resume_point(self, row: RunRow, output_dir: Path) -> Path | None:
-        """The newest whole checkpoint to resume from; broken newer ones are set aside, and said so."""
-        resume, notes = rundir.resume_point(output_dir)
-        for note in notes:
-            after = f"resuming from {resume.name}" if resume else "no whole checkpoint is left; starting afresh"
-            self.store.event(row.name, "broken-checkpoint", f"{note}; {after}")
-            self.reporter.message(f"{row.name}: {note}; {after}")
-        return resume
 
     def _start(self, name: str, slot: list[int] | None) -> None:
         store = self.store
@@ -176,8 +151,8 @@ class Runner:
             self.reporter.message(f"{name}: not started: {busy}")
             return
         try:
-            output_dir, config, text = self._prepare(row)
-        except _ConfigProblem as problem:
+            output_dir, config, text = attempt.prepare(self.target, row, store, self.reporter.message, force=self.force)
+        except attempt.ConfigProblem as problem:
             outputs.release(self.output_locks, name)
             self._finish_failed(row, "config", f"{problem}; fix it in {row.config}")
             return
@@ -185,69 +160,28 @@ class Runner:
             self._finish_failed(row, *failures.os_failure(exc, f"could not prepare {row.output_dir} for the run"))
             return
         try:
-            handle, argv, env, attempt, note = self._launch(row, slot, output_dir, config, text)
+            started = attempt.start(self.target, row, slot, output_dir, config, text, self.executor, self.command)
         except OSError as exc:  # a full disk, a read-only output dir: one clear failure, not a crash
             self._finish_failed(row, *failures.os_failure(exc, f"could not write lfgen's files in {row.output_dir}"))
             return
-        command = {"argv": argv, "cwd": str(self.target.root),
-                   "env": {k: env[k] for k in ("CUDA_VISIBLE_DEVICES", "FORCE_TORCHRUN", "NPROC_PER_NODE",
-                                               "RECORD_VRAM") if k in env}}
-        store.update(name, state="running", attempts=attempt, command=json.dumps(command), pid=handle.pid,
-                     pgid=handle.pid, runner_pid=os.getpid(), gpus=",".join(map(str, slot)) if slot else None,
-                     started=time.time(), ended=None)
-        store.event(name, "started", command)
-        self.active[name] = _Active(row=store.get(name), handle=handle, gpus=slot,
+        command = started.command(self.target.root)
+        store.transition(name, RunState.RUNNING, event=("started", command), attempts=started.number,
+                         command=json.dumps(command), pid=started.handle.pid, pgid=started.handle.pid,
+                         runner_pid=os.getpid(), gpus=",".join(map(str, slot)) if slot else None)
+        self.active[name] = _Active(row=store.get(name), handle=started.handle, gpus=slot,
                                     micro=config.get("per_device_train_batch_size"),
                                     accumulation=config.get("gradient_accumulation_steps"), config=config)
-        self.reporter.started(name, attempt, slot, note)
-
-    def _launch(self, row: RunRow, slot: list[int] | None, output_dir: Path, config: dict[str, Any],
-                text: str) -> tuple[RunHandle, list[str], dict[str, str], int, str]:
-        """Write lfgen_run.yaml and lfgen_env.json, then start the run through the executor."""
-        from lfgen.builder.render import render
-
-        name = row.name
-        note = row.reason == "oom-retry" and (
-            f"after OOM: micro-batch {config.get('per_device_train_batch_size')} x accumulation "
-            f"{config.get('gradient_accumulation_steps')}") or ""
-        header = [f"The config lfgen ran for run {name} of {self.target.name} (from {row.config})",
-                  f"{ROOT_PREFIX}{self.target.root}"]
-        recipe = header_value(text, RECIPE_PREFIX)
-        if recipe:  # the GPU and options it was built for: lfgen calibrate reads them
-            header.append(RECIPE_PREFIX + recipe)
-        if note:
-            header.append(note)
-        (output_dir / RUN_CONFIG).write_text(render(config, header=header), encoding="utf-8")
-        cli = launch.find_cli()
-        argv = launch.train_argv(cli, Path(row.output_dir) / RUN_CONFIG)
-        env = launch.train_env(dict(os.environ), slot)
-        attempt = row.attempts + 1
-        banner = (f"\n===== lfgen: attempt {attempt} of run {name}: {shlex.join(argv)}"
-                  f"{' (' + note + ')' if note else ''} =====\n")
-        self._record_environment(output_dir, name, attempt, slot)
-        handle = self.executor.start(RunSpec(
-            experiment=self.target.name, name=name, attempt=attempt, cwd=self.target.root, output_dir=output_dir,
-            config=config, header=header, banner=banner, env=env, argv=argv, fresh=_fresh(row), gpus=slot))
-        return handle, argv, env, attempt, note
-
-    def _record_environment(self, output_dir: Path, name: str, attempt: int, slot: list[int] | None) -> None:
-        from lfgen.catalogs.llamafactory import find_python
-        from lfgen.training.environment import environment
-
-        manifest = environment(python=find_python(), gpus=launch.gpu_names(slot), command=self.command,
-                               run=name, attempt=attempt)
-        write_manifest(output_dir, manifest)
+        self.reporter.started(name, started.number, slot, started.note)
 
     def _log(self, row: RunRow) -> str:
         return f"{row.output_dir}/{CONSOLE_LOG}"
 
     def _finish_failed(self, row: RunRow, reason: str, detail: str) -> None:
-        self.store.update(row.name, state="failed", reason=reason, detail=detail, pid=None, pgid=None,
-                          ended=time.time())
-        self.store.event(row.name, f"failed:{reason}", detail)
+        self.store.transition(row.name, RunState.FAILED, reason=reason, detail=detail,
+                              event=(f"failed:{reason}", detail))
         self.reporter.finished(row.name, "failed", reason, detail)
 
-    def _check(self, name: str, queue: deque) -> bool:
+    def _check(self, name: str) -> bool:
         """Poll one active run; True when it has ended (its slot is free)."""
         active = self.active[name]
         handle = active.handle
@@ -263,8 +197,11 @@ class Runner:
             self._finish_failed(active.row, "nan", failures.with_log(
                 f"the loss went NaN ({progress.nan}); stopped at once. {NAN_ADVICE}", log))
             return True
-        if rc is None and self.on_progress is not None and self.on_progress(name, progress) == "prune":
-            return pruning.stop(self, active, progress)  # its process group stopped, recorded as pruned
+        if rc is None and self.source is not None and self.source.progress(name, progress):
+            active.handle.stop()  # local or on a Ray worker: stopped and waited for
+            active.handle.tail()  # read what is left of its console and close it
+            self.reporter.finished(name, "pruned", "pruned", pruning.record(self.store, name, progress))
+            return True
         if rc is None:
             return False
         handle.poll()
@@ -273,22 +210,22 @@ class Runner:
             self._finish_failed(active.row, "nan", failures.with_log(f"the loss went NaN ({progress.nan}). {NAN_ADVICE}",
                                                                      log))
         elif rc == 0:
-            self.store.update(name, state="done", reason=None, detail=None, pid=None, pgid=None, ended=time.time())
-            self.store.event(name, "done", progress.as_dict())
+            self.store.transition(name, RunState.DONE, event=("done", progress.as_dict()))
             self.reporter.finished(name, "done", None, None)
-            if self.after_done is not None:
-                self.after_done(self.store, self.store.get(name), active.gpus)
-        elif not requeue.lost(self, active, queue):  # a Ray worker that died: requeued elsewhere (a cap)
+        elif said := requeue.lost(self.store, name, handle):  # a Ray worker that died: requeued elsewhere (a cap)
+            self.reporter.message(said)
+            self.again.appendleft(name)
+        else:
             reason, detail = classify_failure(handle.tail() or failures.log_tail(handle.log_path))
             if reason == "oom":
-                self._oom(active, detail, queue)
+                self._oom(active, detail)
             else:
                 reason, message = failures.explain(reason, detail, config=active.config, config_file=active.row.config,
                                                    log=log, root=self.target.root, exit_code=rc)
                 self._finish_failed(active.row, reason, message)
         return True
 
-    def _oom(self, active: _Active, detail: str, queue: deque) -> None:
+    def _oom(self, active: _Active, detail: str) -> None:
         row = self.store.get(active.row.name)
         micro, accumulation = active.micro or 1, active.accumulation or 1
         if micro <= 1 or row.oom_retries >= self.max_oom_retries:
@@ -300,18 +237,19 @@ class Runner:
         new_accumulation = math.ceil(micro * accumulation / new_micro)  # keeps micro x accumulation
         change = {"config": {"per_device_train_batch_size": new_micro, "gradient_accumulation_steps": new_accumulation},
                   "from": [micro, accumulation], "to": [new_micro, new_accumulation]}
-        self.store.update(row.name, state="pending", reason="oom-retry", detail=json.dumps(change),
-                          oom_retries=row.oom_retries + 1, pid=None, pgid=None, ended=time.time())
-        self.store.event(row.name, "oom-retry", f"{detail}; micro-batch {micro} x accumulation {accumulation} -> "
-                                                f"{new_micro} x {new_accumulation} (effective batch kept)")
+        self.store.transition(row.name, RunState.PENDING, reason="oom-retry", detail=json.dumps(change),
+                              oom_retries=row.oom_retries + 1,
+                              event=("oom-retry", f"{detail}; micro-batch {micro} x accumulation {accumulation} -> "
+                                                  f"{new_micro} x {new_accumulation} (effective batch kept)"))
         self.reporter.message(f"{row.name}: out of memory; retrying with micro-batch {new_micro} x accumulation "
                               f"{new_accumulation} (was {micro} x {accumulation})")
-        queue.appendleft(row.name)
+        self.again.appendleft(row.name)
 
     # --- the loop -----------------------------------------------------------------------------------
 
     def run(self, *, retry_failed: bool = False, rerun: list[str] | None = None, dry_run: bool = False,
-            retry_missing: bool = False) -> Summary:
+            retry_missing: bool = False, source: RunSource | None = None) -> Summary:
+        """Train the experiment's runs (and, with *source*, the runs it gives as slots free) until none is left."""
         unknown = [name for name in rerun or [] if name not in {run[0] for run in self.target.runs}]
         if unknown:  # bad input: refused before the lock or the state is created
             raise InputError(f"--rerun: no run {unknown[0]!r} in {self.target.name}; runs: "
@@ -324,73 +262,139 @@ class Runner:
                 for name in outputs.recognise_finished(self.store, self.target.root):
                     self.reporter.message(f"{name}: its output dir holds its finished results; recorded as done")
                 self._recover(self.store)
-                queue = deque(self._queue(self.store, retry_failed, list(rerun or []), retry_missing))
+                self.queue = deque(self._queue(self.store, retry_failed, list(rerun or []), retry_missing))
                 if dry_run:
-                    self.reporter.plan(dry_run_lines(self.target, self.store, self.slots, list(queue)))
+                    self.reporter.plan(dry_run_lines(self.target, self.store, self.slots, list(self.queue)))
                     return Summary()
-                if queue:
+                self.source = source
+                if source is not None:  # the runs it wants evaluated first (kept only when the runner evaluates)
+                    left = source.opened(self.store)
+                    self.to_evaluate = deque(left if self.evaluations is not None else ())
+                if self.queue or source is not None:
                     launch.find_cli()  # fail before anything is marked running
-                return self._loop(queue)
+                return self._loop()
             finally:
                 for name in list(self.output_locks):
                     outputs.release(self.output_locks, name)
                 self.store.close()
 
-    def _loop(self, queue: deque) -> Summary:
-        free = list(self.slots)
-        busy: dict[str, list[int] | None] = {}
-        stop, background, behind = False, getattr(self.after_done, "pending", None), 0  # behind: still going on
+    def _loop(self) -> Summary:
+        self.free, self.busy, self.stopping = list(self.slots), {}, False
         try:
-            while (queue and not stop) or self.active or behind:
-                while queue and free and not stop:
-                    name = queue.popleft()
-                    slot = free.pop(0)
-                    self._start(name, slot)
-                    if name in self.active:
-                        busy[name] = slot
-                    else:
-                        free.insert(0, slot)
-                        stop = self.fail_fast
-                for name in list(self.active):
-                    if self._check(name, queue):
-                        del self.active[name]
-                        outputs.release(self.output_locks, name)
-                        free.append(busy.pop(name))
-                        free.sort(key=lambda s: self.slots.index(s))
-                        if self.fail_fast and self.store.get(name).state == "failed":
-                            stop = True
+            while True:
+                self._poll()
+                self._fill()
+                if not self.active and not self.evaluating:
+                    break  # nothing runs and nothing is left to start
                 if self.active:
-                    wait_any(self.active.values(), POLL_S)
-                behind = background(0 if self.active else POLL_S) if background else 0
+                    self.executor.wait([active.handle for active in self.active.values()], POLL_S)
+                if self.evaluating:
+                    self._collect(0 if self.active else POLL_S)
         except KeyboardInterrupt as stop:
-            how = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
-            if background:
-                self.after_done.interrupt()
-            for name, active in list(self.active.items()):
-                active.handle.stop()  # the guard stops the run's whole tree, wherever it is
-                self.store.update(name, state="interrupted", reason="interrupted", pid=None, pgid=None,
-                                  detail=f"stopped with {how}", ended=time.time())
-                self.store.event(name, "interrupted", how)
-                self.reporter.finished(name, "interrupted", "interrupted", f"stopped with {how}")
-            self.active.clear()
+            self._interrupt("SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C")
             raise
         return self.summary()
+
+    def _next(self) -> tuple[str, str] | None:
+        """The next piece of work for a free slot: ("train" | "eval", run), or None when there is none."""
+        if self.again:
+            return "train", self.again.popleft()
+        if self.to_evaluate:
+            return "eval", self.to_evaluate.popleft()
+        if self.queue:
+            return "train", self.queue.popleft()
+        if self.source is not None and (name := self.source.next(self.store)) is not None:
+            return "train", name
+        return None
+
+    def _fill(self) -> None:
+        """Start work in every free slot, as long as there is work."""
+        while self.free and not self.stopping and (work := self._next()) is not None:
+            kind, name = work
+            slot = self.free.pop(0)
+            if kind == "eval":
+                started = self._evaluate(self.store.get(name), slot)
+            else:
+                self._start(name, slot)
+                started = name in self.active
+                if started:
+                    self.busy[name] = slot
+                else:  # it failed to start (its config, its output dir), or another lfgen trains there
+                    self.stopping = self.fail_fast
+                    if (row := self.store.get(name)).state.finished:
+                        self._ended(row)
+            if not started or (kind == "eval" and not self.evaluations.holds_slot):
+                self._release(slot)
+
+    def _poll(self) -> None:
+        """Poll every training run; one that has ended frees its slot, or its evaluation takes the slot over."""
+        for name in list(self.active):
+            if not self._check(name):
+                continue
+            del self.active[name]
+            outputs.release(self.output_locks, name)
+            slot = self.busy.pop(name)
+            row = self.store.get(name)
+            if row.state is RunState.DONE and self.evaluations is not None:
+                if self._evaluate(row, slot) and self.evaluations.holds_slot:
+                    continue  # the slot stays taken until the evaluation ends
+            elif row.state.finished:
+                self._ended(row)
+            self._release(slot)
+            if self.fail_fast and row.state is RunState.FAILED:
+                self.stopping = True
+            self._fill()  # the freed slot's next work starts now, before the other runs are polled
+
+    def _evaluate(self, row: RunRow, slot: Slot) -> bool:
+        """Start run *row*'s evaluation (on *slot*'s GPUs here); False when it ended at once (scored before, or
+        it could not start), then said and its run's end passed on."""
+        outcome = self.evaluations.start(self.store, row.name, self.target.root / row.output_dir, slot)
+        if outcome is None:
+            self.evaluating[row.name] = slot if self.evaluations.holds_slot else None
+            return True
+        self.reporter.evaluated(outcome)
+        self._ended(self.store.get(row.name))
+        return False
+
+    def _collect(self, timeout: float) -> None:
+        for outcome in self.evaluations.collect(timeout):
+            slot = self.evaluating.pop(outcome.run)
+            if self.evaluations.holds_slot:
+                self._release(slot)
+            self.reporter.evaluated(outcome)
+            self._ended(self.store.get(outcome.run))
+            self._fill()
+
+    def _release(self, slot: Slot) -> None:
+        self.free.append(slot)
+        self.free.sort(key=self.slots.index)
+
+    def _ended(self, row: RunRow) -> None:
+        """A run has its outcome for this session (trained and, with evaluations, evaluated; failed; pruned)."""
+        if self.source is not None:
+            self.source.ended(row, self.store.evaluation(row.name))
+
+    def _interrupt(self, how: str) -> None:
+        """Ctrl-C or SIGTERM: every evaluation stopped and recorded so; every run stopped and recorded interrupted
+        (its guard stops its whole tree, wherever it is). Local and Ray take this one path."""
+        if self.evaluations is not None:
+            self.evaluations.interrupt()
+        self.evaluating.clear()
+        for name, active in list(self.active.items()):
+            active.handle.stop()
+            if self.store.get(name).state is not RunState.RUNNING:
+                continue  # it ended (and was recorded) just before the signal: its outcome stands
+            self.store.transition(name, RunState.INTERRUPTED, reason="interrupted", detail=f"stopped with {how}",
+                                  event=("interrupted", how))
+            self.reporter.finished(name, "interrupted", "interrupted", f"stopped with {how}")
+        self.active.clear()
 
     def summary(self) -> Summary:
         result = Summary()
         for row in self.store.runs():
-            if row.state == "done" and rundir.results_missing(self.target.root / row.output_dir):
+            if row.state is RunState.DONE and rundir.results_missing(self.target.root / row.output_dir):
                 result.missing.append(row.name)
                 continue
-            {"done": result.done, "failed": result.failed, "interrupted": result.interrupted, "pruned": result.pruned}.get(
-                row.state, result.skipped).append(row.name)
+            {RunState.DONE: result.done, RunState.FAILED: result.failed, RunState.INTERRUPTED: result.interrupted,
+             RunState.PRUNED: result.pruned}.get(row.state, result.skipped).append(row.name)
         return result
-
-
-def _fresh(row: RunRow) -> bool:
-    """The run starts afresh (a new run, a rerun, an OOM retry); otherwise it resumes from a checkpoint."""
-    return row.reason in ("fresh", "oom-retry") or row.state == "pending"
-
-
-class _ConfigProblem(Exception):
-    pass

@@ -3,6 +3,7 @@ the --dry-run plan of which run goes where."""
 
 from __future__ import annotations
 
+import select
 import shlex
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 from lfgen.errors import InputError
 from lfgen.layout import CONSOLE_LOG, RUN_CONFIG
-from lfgen.training import launch
+from lfgen import launch
 
 
 def gpu_slots(gpus: list[int] | None, per_run: int) -> list[list[int] | None]:
@@ -26,13 +27,14 @@ def gpu_slots(gpus: list[int] | None, per_run: int) -> list[list[int] | None]:
     return [gpus[i:i + per_run] for i in range(0, len(gpus) - per_run + 1, per_run)]
 
 
-def wait_any(actives: Any, timeout: float) -> None:
-    """Sleep up to *timeout*, waking early when the first run ends (so the end of a run costs no poll)."""
-    actives = list(actives)
-    if len(actives) == 1:
-        actives[0].handle.wait(timeout)
+def wait_children(children: list[Any], timeout: float) -> None:
+    """Sleep up to *timeout*, waking as soon as one of the guarded *children* (launch.Child) ends: a guard writes
+    its console's tail to its pipe when its run ends, so the pipe turning readable is the end, seen at once."""
+    pipes = [child.proc.stdout for child in children if child.proc.stdout is not None and not child.proc.stdout.closed]
+    if not pipes:
+        time.sleep(timeout)
         return
-    time.sleep(timeout)
+    select.select(pipes, [], [], timeout)
 
 
 def dry_run_lines(target: Any, store: Any, slots: list[list[int] | None], queue: list[str]) -> list[str]:

@@ -27,7 +27,7 @@ class Target:
 
 def resolve(spec: str, experiments_dir: str = "experiments") -> Target:
     """An experiment folder, an experiment name under *experiments_dir*, or a config file."""
-    from lfgen.experiments.manifest import load
+    from lfgen.runs.manifest import load
     from lfgen.yamlio import check_path, load_config
 
     path = check_path(spec)  # a name the OS would refuse with ENAMETOOLONG at the first look

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lfgen.layout import TRAINER_LOG
-from lfgen.results.parsing import peak_vram_gib
+from lfgen.runs.parsing import peak_vram_gib
 
 _CONSOLE_LOSS = re.compile(r"'loss':\s*'?([-+\w.]+)'?")
 _CONSOLE_GRAD = re.compile(r"'grad_norm':\s*'?([-+\w.]+)'?")

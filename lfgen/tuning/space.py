@@ -142,13 +142,13 @@ def check_builds(space: dict[str, dict[str, Any]], base: str, options: Any, wher
     Returns the base's lora_rank (alpha_ratio multiplies it when the space has no lora_rank)."""
     from lfgen.builder.steps import build
     from lfgen.errors import LfgenError
-    from lfgen.experiments.manifest import _merge
+    from lfgen.experiments.manifest import merge_options
 
     base_rank = int(build(base, options).config.get("lora_rank", 8))
     for point in corners(space):
         overrides = to_options(point, base_rank)
         try:
-            build(base, _merge(options, overrides, "outputs/check"))
+            build(base, merge_options(options, overrides, "outputs/check"))
         except LfgenError as exc:
             (key, value), = point.items()
             raise InputError(f"{where}: {key}: the build rejects {value!r}: {str(exc).splitlines()[0]}") from None

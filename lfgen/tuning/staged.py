@@ -32,7 +32,7 @@ def stages() -> list[tuple[str, dict[str, dict[str, Any]]]]:
 def tune_staged(name: str, *, base: str | None, options: Any, space: str | None = None, trials: int | None = None,
                 experiments_dir: str = "experiments", dry_run: bool = False, **common: Any) -> list[str]:
     """Run every stage (or, with *dry_run*, list them); the lines say the path taken."""
-    from lfgen.experiments.manifest import load
+    from lfgen.runs.manifest import load
     from lfgen.tuning.tuner import tune
 
     if space is not None:

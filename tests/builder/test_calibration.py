@@ -7,29 +7,18 @@ import json
 
 import pytest
 
-from lfgen import BuildOptions, build, render_build
+from lfgen import BuildOptions, build
 from lfgen.builder.calibration import calibrate
 from lfgen.errors import InputError
 from lfgen.builder.estimates import load_calibration
-
-MODEL = "Qwen/Qwen2.5-7B-Instruct"
+from tests.helpers import CALIBRATION_MODEL as MODEL
+from tests.helpers import measured_run_dir as run_dir
 
 
 @pytest.fixture(autouse=True)
 def _store(tmp_path, monkeypatch):
     monkeypatch.setenv("LFGEN_CALIBRATION", str(tmp_path / "calibration.json"))
     monkeypatch.chdir(tmp_path)
-
-
-def run_dir(tmp_path, name: str, measured: list[float], gpu: str = "A800", rank: int = 16):
-    out = tmp_path / "outputs" / name
-    out.mkdir(parents=True)
-    result = build("lightweight", BuildOptions.parse(model=MODEL, gpu=gpu, rank=rank))
-    (out / "lfgen_run.yaml").write_text(render_build(result))  # carries the recipe with the GPU
-    lines = [{"current_steps": i + 1, "total_steps": 9, "loss": 1.0, "vram_allocated": v * 0.9, "vram_reserved": v}
-             for i, v in enumerate(measured)]
-    (out / "trainer_log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    return out, result
 
 
 def test_factor_is_the_median_ratio_and_later_estimates_use_it(tmp_path):

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import bad_data_folder
+
 LONG = "x" * 300  # one path component longer than any file system allows (NAME_MAX is 255)
 INJECT = "run_name=x\ntrust_remote_code: true #"
 
@@ -163,43 +165,6 @@ def _prices(text: str):
     return setup
 
 
-def _bad_data(tmp, runner, cli):
-    """data/ with one registered dataset per way a data file or its registration can be malformed."""
-    data = tmp / "data"
-    data.mkdir()
-    ok = json.dumps([{"instruction": "a", "output": "b"}])
-    files = {"ok.json": ok, "empty.json": "[]", "blank.jsonl": "", "header.csv": "instruction,output\n",
-             "strings.json": json.dumps({"instruction": "abc", "output": "def"}),
-             "number.json": json.dumps({"instruction": 5}),
-             "uneven.json": json.dumps({"instruction": ["a", "b"], "output": ["c"]}),
-             "deep.json": "[" * 200_000 + "]" * 200_000,
-             "deep.jsonl": "[" * 200_000 + "]" * 200_000 + "\n",
-             "digits.json": '[{"instruction": "a", "output": ' + "9" * 5000 + "}]",
-             "badline.jsonl": '{"instruction": "a", "output": "b"}\n{"instruction": \n',
-             "garbage.parquet": "not parquet at all\n", "empty.parquet": "", "folder/notes.txt": "no data here\n"}
-    for name, text in files.items():
-        (data / name).parent.mkdir(exist_ok=True)
-        (data / name).write_text(text, encoding="utf-8")
-    (data / "latin1.json").write_bytes('[{"instruction": "caf\u00e9", "output": "b"}]'.encode("latin-1"))
-    (data / "latin1.csv").write_bytes("instruction,output\ncaf\u00e9,b\n".encode("latin-1"))
-    os.mkfifo(data / "fifo.json")
-    os.symlink("/dev/zero", data / "zero.json")
-    entries = {stem: {"file_name": name} for stem, name in (
-        ("ok", "ok.json"), ("empty", "empty.json"), ("blank", "blank.jsonl"), ("header", "header.csv"), ("strings", "strings.json"),
-        ("number", "number.json"), ("uneven", "uneven.json"), ("deep", "deep.json"), ("deep_line", "deep.jsonl"),
-        ("digits", "digits.json"), ("badline", "badline.jsonl"), ("garbage", "garbage.parquet"),
-        ("empty_parquet", "empty.parquet"), ("latin1", "latin1.json"), ("latin1_csv", "latin1.csv"),
-        ("fifo", "fifo.json"), ("zero", "zero.json"), ("folder", "folder"), ("long_name", f"{LONG}.json"))}
-    entries.update({
-        "columns_str": {"file_name": "ok.json", "columns": "prompt"},
-        "columns_list": {"file_name": "ok.json", "columns": {"prompt": ["instruction"]}},
-        "columns_int": {"file_name": "ok.json", "columns": {"prompt": 5}},
-        "tags_list": {"file_name": "ok.json", "formatting": "sharegpt", "tags": ["from", "value"]},
-        "tags_nested": {"file_name": "ok.json", "formatting": "sharegpt", "tags": {"role_tag": {"x": 1}}},
-        "formatting_int": {"file_name": "ok.json", "formatting": 5}})
-    (data / "dataset_info.json").write_text(json.dumps(entries), encoding="utf-8")
-
-
 def _bad_info(kind: str) -> Callable:
     """data/dataset_info.json itself malformed: nested too deep, a 5000-digit number, a FIFO, not UTF-8."""
     def setup(tmp, runner, cli):
@@ -261,7 +226,7 @@ SETUPS: dict[str, Callable] = {
     **{f"cal_{shape}": _bad_calibration(shape) for shape in ("list", "str_factor", "junk", "factors_list")},
     "prices_unknown_gpu": _prices("H10O: 2.0\n"), "prices_negative": _prices("H100: -3\n"),
     "prices_list": _prices("- H100\n"),
-    "bad_data": _bad_data, "deep_model": _deep_model, "dangling": _dangling_links, "bad_spaces": _bad_spaces,
+    "bad_data": bad_data_folder, "deep_model": _deep_model, "dangling": _dangling_links, "bad_spaces": _bad_spaces,
     **{f"info_{kind}": _bad_info(kind) for kind in ("fifo", "deep", "digits", "latin1")},
     **{f"eval_{kind}": _eval_in_the_way(kind) for kind in ("file", "link", "dangling")},
 }
@@ -618,7 +583,7 @@ def _tree(root: Path) -> dict[str, tuple]:
 
 
 def _refuse_processes(monkeypatch):
-    from lfgen.training import launch
+    from lfgen import launch
 
     def refuse(*args, **kwargs):
         raise AssertionError(f"bad input reached a process start: {args[:1]}")

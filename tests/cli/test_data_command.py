@@ -75,10 +75,10 @@ def test_preset_reads_the_same_malformed_files_without_a_traceback(runner, cli, 
     """Issue 24: nested brackets, a 300 KB CSV field, a list in columns, a tags list (and more) crashed preset,
     and a FIFO hung it; they go through lfgen data's reader: an entry of the wrong shape is an error, a file
     whose rows can't be read a warning (the size, or the lengths, unknown), as before for files of an unknown kind."""
-    from tests.cli.test_bad_input import _bad_data
+    from tests.helpers import bad_data_folder
 
     monkeypatch.chdir(tmp_path)
-    _bad_data(tmp_path, runner, cli)
+    bad_data_folder(tmp_path)
     (tmp_path / "data" / "big.csv").write_text("instruction,output\nq," + "x" * 300_000 + "\n", encoding="utf-8")
     info = json.loads((tmp_path / "data" / "dataset_info.json").read_text(encoding="utf-8"))
     info["big"] = {"file_name": "big.csv"}

@@ -71,8 +71,8 @@ def test_no_runs_is_a_clear_error(runner, cli, tmp_path):
 
 
 def test_tensorboard_command_line(outputs):
-    from lfgen.results.discover import tensorboard_dirs
-    from lfgen.training.launch import tensorboard_argv
+    from lfgen.runs.discover import tensorboard_dirs
+    from lfgen.launch import tensorboard_argv
 
     for run in ("rank-16", "rank-32"):
         (outputs / "rank-sweep" / run / "runs" / "Nov23_01-00-00_host").mkdir(parents=True)

@@ -96,7 +96,7 @@ def test_sweep_from_never_picks_a_nan_run(runner, cli, tmp_path, monkeypatch):
 
 
 def test_best_ignores_non_finite_values():
-    from lfgen.results.ranking import best
+    from lfgen.runs.ranking import best
 
     items = [("nan", math.nan), ("inf", -math.inf), ("text", "0.1"), ("ok", 1.0), ("none", None)]
     assert best(items, lambda item: item[1], "eval_loss")[0] == "ok"

@@ -10,7 +10,7 @@ import yaml
 
 from lfgen.experiments.make import make_sweep
 from lfgen.errors import InputError
-from lfgen.experiments.manifest import load
+from lfgen.runs.manifest import load
 from lfgen.catalogs.llamafactory import probe
 
 from ..conftest import make_dataset_dir, needs_llamafactory

@@ -216,6 +216,7 @@ def test_reference_benchmark_runs():
     assert "mean |error| 5.5%, worst 15.3% (49 points; 29 under, 20 over)" in summary["fit"]
     assert "mean |error| 9.1%, worst 28.6% (22 points; 11 under, 11 over)" in summary["holdout"]
     assert "mean |error| 12.8%, worst 53.9% (57 points; 44 under, 13 over)" in summary["holdout22"]
+    assert "mean |error| 14.0%, worst 134.0% (27 points; 16 under, 11 over)" in summary["fresh"]
 
 
 def test_reference_set_is_split_and_sourced():
@@ -225,13 +226,17 @@ def test_reference_set_is_split_and_sourced():
 
     data = yaml.safe_load((Path(__file__).resolve().parents[2] / "benchmarks" / "memory_reference.yaml").read_text())
     points = data["points"]
-    assert len(points) >= 30 and all(p["source"] and p["split"] in ("fit", "holdout", "holdout22") for p in points)
-    assert {p["split"] for p in points} == {"fit", "holdout", "holdout22"}
+    assert len(points) >= 30 and all(p["source"] and p["split"] in ("fit", "holdout", "holdout22", "fresh") for p in points)
+    assert {p["split"] for p in points} == {"fit", "holdout", "holdout22", "fresh"}
     assert sum(p["split"] == "holdout22" for p in points) >= 25  # issue 22's independent set
+    fresh = [p for p in points if p["split"] == "fresh"]  # issue 22's second independent set: sources new to the file
+    assert len(fresh) >= 20 and not {p["id"].split("-")[0] for p in fresh} & {
+        p["id"].split("-")[0] for p in points if p["split"] != "fresh"}
     assert all(p["measured"] and p["number"] for p in points)
     assert all({"process_gib", "reserved_gib", "allocated_gib"} & set(p["measured"]) for p in points)
     # issue 11: at least 4 independent sources (one GitHub repository each)
-    repos = {"/".join(p["source"].split("github.com/", 1)[1].split("/")[:2]) for p in points}
+    repos = {"/".join(p["source"].split("github.com/", 1)[1].split("/")[:2]) if "github.com/" in p["source"]
+             else p["source"].split()[0] for p in points}
     assert len(repos) >= 4, repos
 
 

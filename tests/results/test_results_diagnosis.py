@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from lfgen.results import diagnosis as dx
-from lfgen.results.reader import read_run
+from lfgen.runs.reader import read_run
 from lfgen.results.table import collect
 from tests.results.lf_files import Curves, decay, write_run
 

@@ -11,7 +11,7 @@ import pytest
 
 from lfgen.errors import InputError
 from lfgen.results.plots import plot_curves, render_png
-from lfgen.results.reader import read_run
+from lfgen.runs.reader import read_run
 from lfgen.results.report import write_report
 from lfgen.results.table import collect
 from tests.results.lf_files import Curves, decay, write_run

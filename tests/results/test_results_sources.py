@@ -11,7 +11,8 @@ import pytest
 from lfgen.builder.options import BuildOptions
 from lfgen.experiments.make import make_sweep
 from lfgen.results.table import collect, compare
-from lfgen.training.state import Store
+from lfgen.runs.states import RunState
+from lfgen.runs.store import Store
 from tests.results.lf_files import Curves, decay, evals_at, write_run
 
 RANKS = ("8", "16", "32")
@@ -41,7 +42,7 @@ def record(states: dict[str, dict]) -> None:
     try:
         store.sync_runs(target.runs)
         for name, fields in states.items():
-            store.update(name, **fields)
+            store.transition(name, RunState(fields.pop("state")), **fields)
     finally:
         store.close()
 

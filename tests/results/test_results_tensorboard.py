@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lfgen.results.reader import read_run
+from lfgen.runs.reader import read_run
 from tests.results.lf_files import Curves, decay, write_run
 
 pytest.importorskip("tensorboard")

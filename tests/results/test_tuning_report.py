@@ -57,7 +57,7 @@ def test_one_complete_trial_has_no_importances_and_a_sweep_no_tuning_section(tmp
 
 
 def test_the_section_without_optuna_is_left_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import lfgen.tuning.study as studies
+    import lfgen.runs.study as studies
     from lfgen.errors import InputError
 
     folder = tune_experiment(tmp_path / "search", complete=2, pruned=0)

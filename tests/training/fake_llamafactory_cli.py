@@ -6,6 +6,9 @@ and results files) and behaves per FAKE_LF_MODES, a JSON map from a run-name sub
   ok | slow:SECONDS | oom-above:MICRO | oom | nan-at:STEP | zero-gradnan-at:STEP | crash | config
   | torchrun:N (N workers in sessions of their own, as torch.distributed.elastic starts them: no GPU here)
   | fill-disk (writes into output_dir until ENOSPC, then fails as LlamaFactory does on a full disk)
+  | evals:SECONDS[:LEVEL] (max_steps steps, default 8, of SECONDS each, an eval_loss line after every step: LEVEL +
+    1/step, or without LEVEL |log10(learning_rate) + 3| + 1/step; for lfgen tune's pruner; a SIGTERM (a pruned
+    trial) records its end, so a benchmark sees when each slot was given back)
 A predict config (do_predict: lfgen eval) writes generated_predictions.jsonl and predict_results.json
 instead (slow:SECONDS: it takes 200 x SECONDS first, for Ctrl-C tests; predict-crash: it fails, training does not).
 Every call is appended to FAKE_LF_RECORD (argv, env, config, start/end) as one JSON line.
@@ -15,6 +18,7 @@ import errno
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -47,6 +51,8 @@ def main() -> int:
             time.sleep(0.1)
     if config.get("do_predict"):
         return predict(out, name, arg, record, log)
+    if name == "evals":
+        return evals(out, config, arg, record, log)
     if name == "fill-disk":
         for path, block in ((out / "checkpoint-1.bin", 4096), (out / "lfgen_train.log", 1)):  # the log's last page too
             try:
@@ -94,6 +100,32 @@ def main() -> int:
     (out / "all_results.json").write_text(json.dumps({"eval_loss": 1.0, "train_loss": 1.1}))
     record["end"] = time.time()
     log.write(json.dumps({**record, "finished": True}) + "\n")
+    return 0
+
+
+def evals(out: Path, config: dict, arg: str, record: dict, log) -> int:
+    """Training that evaluates at every step: what lfgen tune's pruner reads (the eval loss per step)."""
+    def stopped(_signum, _frame):
+        log.write(json.dumps({**record, "end": time.time(), "finished": True, "stopped": True}) + "\n")
+        log.flush()
+        os._exit(143)
+
+    signal.signal(signal.SIGTERM, stopped)
+    delay, _, level = arg.partition(":")
+    total = int(config.get("max_steps") or 8)
+    base = float(level) if level else abs(math.log10(float(config.get("learning_rate", 1e-3))) + 3)
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "trainer_log.jsonl").open("a") as jsonl:
+        for step in range(1, total + 1):
+            time.sleep(float(delay))
+            common = {"current_steps": step, "total_steps": total, "percentage": 100 * step / total,
+                      "elapsed_time": "0:00:01", "remaining_time": "0:00:01"}
+            jsonl.write(json.dumps({**common, "loss": base + 1.5 / step, "lr": 2e-4}) + "\n")
+            jsonl.write(json.dumps({**common, "eval_loss": base + 1.0 / step}) + "\n")
+            jsonl.flush()
+    (out / "adapter_model.safetensors").write_bytes(b"fake")
+    (out / "all_results.json").write_text(json.dumps({"eval_loss": base + 1.0 / total, "train_loss": base}))
+    log.write(json.dumps({**record, "end": time.time(), "finished": True}) + "\n")
     return 0
 
 

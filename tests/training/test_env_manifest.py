@@ -14,7 +14,7 @@ from importlib import metadata
 from lfgen.layout import ENV_MANIFEST
 from lfgen.training.environment import environment
 
-from .test_faults import experiment, modes, project, rows, run  # noqa: F401 - project is a fixture
+from tests.helpers import experiment, modes, rows, run
 
 
 def _smi_with_names(project, names):
@@ -41,7 +41,7 @@ def test_each_attempt_writes_the_environment_manifest(project, monkeypatch):
 
 
 def test_the_manifest_names_the_gpus_a_run_got(project, monkeypatch):
-    from lfgen.training import launch
+    from lfgen import launch
 
     _smi_with_names(project, ["NVIDIA A800-SXM4-80GB", "NVIDIA H200"])
     experiment(runs=("8",))

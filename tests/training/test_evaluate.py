@@ -10,7 +10,7 @@ import pytest
 from lfgen.errors import InputError
 from lfgen.tiny import make_dataset
 from lfgen.training.evaluate import EvalOptions, held_out, predict_config, require_finished
-from lfgen.training.launch import predict_argv
+from lfgen.launch import predict_argv
 
 TRAIN = {"model_name_or_path": "./tiny-model", "template": "qwen", "finetuning_type": "lora", "stage": "sft",
          "do_train": True, "dataset": "tiny_alpaca", "dataset_dir": "data", "val_size": 0.1, "cutoff_len": 128,
@@ -113,7 +113,7 @@ def test_predict_argv():
 def test_eval_is_refused_while_lfgen_run_holds_the_experiment(tmp_path, runner, monkeypatch):
     """One lock per experiment: eval and run both write its state, so one waits for the other."""
     from lfgen.cli.app import cli
-    from lfgen.training.state import Lock
+    from lfgen.runs.lock import Lock
     from lfgen.training.target import resolve
 
     monkeypatch.chdir(tmp_path)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from .test_faults import experiment, modes, project, rows, run  # noqa: F401 - project is a fixture
+from tests.helpers import experiment, modes, rows, run
 
 
 def test_run_and_status_name_the_cause_and_the_log(project, monkeypatch, runner, cli):

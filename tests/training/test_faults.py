@@ -13,92 +13,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 import yaml
 
-from lfgen.experiments.make import make_sweep
-from lfgen.builder.options import BuildOptions
 from lfgen.errors import InputError
 from lfgen.training.overview import status
-from lfgen.training.runner import Runner
 from lfgen.training.target import resolve
-from lfgen.training.state import Store
+from lfgen.runs.store import Store
 
-HERE = Path(__file__).parent
-
-
-class Recorder:
-    """Collects what the runner reports."""
-
-    def __init__(self):
-        self.events: list[tuple] = []
-
-    def plan(self, lines):
-        self.events.append(("plan", lines))
-
-    def started(self, name, attempt, gpus, note):
-        self.events.append(("started", name, attempt, gpus, note))
-
-    def progress(self, name, progress):
-        pass
-
-    def finished(self, name, state, reason, detail):
-        self.events.append(("finished", name, state, reason, detail))
-
-    def message(self, text):
-        self.events.append(("message", text))
-
-
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    """A project folder with the stand-in llamafactory-cli and nvidia-smi first on PATH."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    cli = bin_dir / "llamafactory-cli"
-    cli.write_text(f"#!{sys.executable}\n" + (HERE / "fake_llamafactory_cli.py").read_text())
-    cli.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("FAKE_LF_RECORD", str(tmp_path / "calls.jsonl"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def fake_gpus(project: Path, count: int) -> None:
-    smi = project / "bin" / "nvidia-smi"
-    smi.write_text("#!/bin/sh\n" + "".join(f"echo {i}\n" for i in range(count)))
-    smi.chmod(0o755)
-
-
-def modes(monkeypatch, **by_run: str) -> None:
-    monkeypatch.setenv("FAKE_LF_MODES", json.dumps({k.replace("_", "-"): v for k, v in by_run.items()}))
-
-
-def calls(project: Path) -> list[dict]:
-    path = project / "calls.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def experiment(runs=("8", "16"), name="exp", **options):
-    values = {"model": "fake/model", "gpu": "A800", **options}
-    return make_sweep("rank", list(runs), options=BuildOptions.parse(**values), name=name)
-
-
-def run(name="exp", **kwargs):
-    recorder = Recorder()
-    flags = {k: kwargs.pop(k) for k in ("retry_failed", "rerun", "dry_run", "retry_missing") if k in kwargs}
-    summary = Runner(resolve(name), recorder, **kwargs).run(**flags)
-    return summary, recorder
-
-
-def rows(name="exp"):
-    store = Store(resolve(name).state_path)
-    try:
-        return {row.name: row for row in store.runs()}
-    finally:
-        store.close()
+from tests.helpers import alive, calls, experiment, fake_gpus, modes, rows, run, running, start_lfgen, wait_for
 
 
 def test_runs_in_order_and_a_second_run_does_nothing(project, monkeypatch):
@@ -207,38 +131,15 @@ def test_retry_failed_and_rerun(project, monkeypatch):
     assert len(calls(project)) == count + 2 and rows()["rank-16"].attempts == 2  # started + finished lines
 
 
-def _start_lfgen(project: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "lfgen", "run", *args, "--quiet"], cwd=project,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
-
-
-def _wait_for(predicate, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError("timed out")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def test_kill_9_then_resume_loses_no_finished_run(project, monkeypatch):
     experiment(runs=("8", "16"))
     modes(monkeypatch, rank_16="slow:0.2")
-    lfgen = _start_lfgen(project, "exp")
-    _wait_for(lambda: any(c["mode"].startswith("slow") for c in calls(project)))
+    lfgen = start_lfgen(project, "exp")
+    wait_for(lambda: any(c["mode"].startswith("slow") for c in calls(project)))
     child = next(c for c in calls(project) if c["mode"].startswith("slow"))["pid"]
     lfgen.send_signal(signal.SIGKILL)
     lfgen.wait()
-    _wait_for(lambda: not _alive(child), timeout=10)  # the run dies with lfgen (PR_SET_PDEATHSIG)
+    wait_for(lambda: not alive(child), timeout=10)  # the run dies with lfgen (PR_SET_PDEATHSIG)
     assert rows()["rank-8"].state == "done" and rows()["rank-16"].state == "running"
     modes(monkeypatch)
     summary, recorder = run()
@@ -250,24 +151,23 @@ def test_kill_9_then_resume_loses_no_finished_run(project, monkeypatch):
 def test_ctrl_c_stops_the_run_records_interrupted_and_exits_130(project, monkeypatch):
     experiment(runs=("8",))
     modes(monkeypatch, rank_8="slow:0.2")
-    lfgen = _start_lfgen(project, "exp")
-    _wait_for(lambda: calls(project))
+    lfgen = start_lfgen(project, "exp")
+    wait_for(lambda: calls(project) and running("rank-8"), what="rank-8 recorded running")
     child = calls(project)[0]["pid"]
-    time.sleep(0.5)
     lfgen.send_signal(signal.SIGINT)
     _, err = lfgen.communicate(timeout=30)
     assert lfgen.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
-    assert not _alive(child)
+    assert not alive(child)
     assert (rows()["rank-8"].state, rows()["rank-8"].detail) == ("interrupted", "stopped with Ctrl-C")
 
 
 def test_a_second_runner_is_refused_naming_the_first(project, monkeypatch):
     experiment(runs=("8",))
     modes(monkeypatch, rank_8="slow:0.2")
-    first = _start_lfgen(project, "exp")
+    first = start_lfgen(project, "exp")
     try:
-        _wait_for(lambda: calls(project))
+        wait_for(lambda: calls(project))
         second = subprocess.run([sys.executable, "-m", "lfgen", "run", "exp"], cwd=project, capture_output=True,
                                 text=True, env=dict(os.environ))
         assert second.returncode == 1
@@ -281,7 +181,7 @@ def test_gpus_are_shared_one_run_per_gpu(project, monkeypatch):
     fake_gpus(project, 2)
     experiment(runs=("4", "8", "16", "32"))
     modes(monkeypatch, rank_4="slow:0.05", rank_8="slow:0.05", rank_16="slow:0.05", rank_32="slow:0.05")
-    from lfgen.training import launch
+    from lfgen import launch
 
     summary, _ = run(gpus=launch.parse_gpus("0,1", launch.visible_gpus()))
     assert len(summary.done) == 4
@@ -296,7 +196,7 @@ def test_gpus_are_shared_one_run_per_gpu(project, monkeypatch):
 def test_dry_run_shows_the_gpu_plan_and_starts_nothing(project, monkeypatch):
     fake_gpus(project, 4)
     experiment(runs=("8", "16", "32"))
-    from lfgen.training import launch
+    from lfgen import launch
 
     _, recorder = run(gpus=launch.parse_gpus("0-3", launch.visible_gpus()), gpus_per_run=2, dry_run=True)
     text = "\n".join(recorder.events[0][1])
@@ -334,7 +234,7 @@ def test_bad_input(project, runner, cli, args, message):
 
 
 def test_llamafactory_cli_not_installed(project, monkeypatch, tmp_path):
-    from lfgen.training import launch
+    from lfgen import launch
 
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     monkeypatch.setattr(launch.sys, "executable", str(tmp_path / "nowhere" / "python"))
@@ -353,7 +253,7 @@ def test_an_output_dir_lfgen_did_not_make_is_not_touched(project, monkeypatch):
 
 
 def test_argv_and_env_are_pure_functions():
-    from lfgen.training import launch
+    from lfgen import launch
 
     assert launch.train_argv("/bin/lf", "o/r/lfgen_run.yaml") == ["/bin/lf", "train", "o/r/lfgen_run.yaml"]
     env = launch.train_env({"PATH": "/bin", "FORCE_TORCHRUN": "1"}, [3])
@@ -380,3 +280,24 @@ def test_rich_progress_bars_show_step_loss_and_the_experiment(project, monkeypat
     assert "rank-8" in shown and "5/10" in shown and "loss 1.25" in shown and "eval 1.5" in shown
     overall = reporter.bars.tasks[0]
     assert (overall.description, overall.completed, overall.total) == ("[bold]experiment", 1, 2)
+
+
+def test_a_run_recorded_done_as_ctrl_c_lands_keeps_its_outcome(project, monkeypatch):
+    """Ctrl-C between a run's end being recorded and the runner letting go of it: the run stays done (it was
+    recorded interrupted before, and its resume trained it again)."""
+    from lfgen.runs.states import RunState
+    from lfgen.training import runner as runners
+
+    experiment(runs=("8",))
+    real = runners.Runner._check
+
+    def check_then_ctrl_c(self, name):
+        ended = real(self, name)
+        if ended and self.store.get(name).state is RunState.DONE:
+            raise KeyboardInterrupt
+        return ended
+
+    monkeypatch.setattr(runners.Runner, "_check", check_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    assert rows()["rank-8"].state == "done"

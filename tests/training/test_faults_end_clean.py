@@ -23,16 +23,16 @@ import pytest
 from lfgen.training import rundir
 from lfgen.training.overview import status
 from lfgen.training.target import resolve
-from lfgen.training.state import Store
+from lfgen.runs.store import Store
 
-from .test_faults import _alive, _start_lfgen, _wait_for, calls, experiment, modes, project, rows, run  # noqa: F401
+from tests.helpers import alive, calls, experiment, modes, rows, run, running, start_lfgen, wait_for
 
 
 def _gone_within(pids: list[int], seconds: float) -> list[int]:
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+    while time.monotonic() < deadline and any(alive(pid) for pid in pids):
         time.sleep(0.05)
-    return [pid for pid in pids if _alive(pid)]
+    return [pid for pid in pids if alive(pid)]
 
 
 def _kill_all(pids: list[int]) -> None:  # the test's own cleanup, should the check fail
@@ -48,12 +48,12 @@ def test_torchruns_whole_tree_stops_with_lfgen(project, monkeypatch, how):
     """Stand-in: torchrun with 2 workers in sessions of their own (as torch's elastic agent starts them)."""
     experiment(runs=("8",))
     modes(monkeypatch, rank_8="torchrun:2")
-    lfgen = _start_lfgen(project, "exp")
-    _wait_for(lambda: calls(project))
+    lfgen = start_lfgen(project, "exp")
+    wait_for(lambda: calls(project))
     record = calls(project)[0]
     tree = [record["pid"], *record["workers"]]
     try:
-        assert all(_alive(pid) for pid in tree)
+        assert all(alive(pid) for pid in tree)
         lfgen.send_signal({"kill -9": signal.SIGKILL, "SIGTERM": signal.SIGTERM, "Ctrl-C": signal.SIGINT}[how])
         lfgen.communicate(timeout=30)
         assert _gone_within(tree, 5) == [], f"left running after {how} of lfgen"
@@ -64,15 +64,14 @@ def test_torchruns_whole_tree_stops_with_lfgen(project, monkeypatch, how):
 def test_sigterm_is_handled_like_ctrl_c_and_exits_143(project, monkeypatch):
     experiment(runs=("8", "16"))
     modes(monkeypatch, rank_8="slow:0.2")
-    lfgen = _start_lfgen(project, "exp")
-    _wait_for(lambda: calls(project))
+    lfgen = start_lfgen(project, "exp")
+    wait_for(lambda: calls(project) and running("rank-8"), what="rank-8 recorded running")
     child = calls(project)[0]["pid"]
-    time.sleep(0.5)
     lfgen.send_signal(signal.SIGTERM)
     _, err = lfgen.communicate(timeout=30)
     assert lfgen.returncode == 143, err
     assert "terminated (SIGTERM): the running runs were stopped and will resume" in err and "Traceback" not in err
-    assert not _alive(child)
+    assert not alive(child)
     assert (rows()["rank-8"].state, rows()["rank-8"].detail) == ("interrupted", "stopped with SIGTERM")
     assert rows()["rank-16"].state == "pending"
     modes(monkeypatch)

@@ -12,7 +12,8 @@ from lfgen.errors import InputError
 from lfgen.experiments.make import make_sweep
 from lfgen.training.overview import experiments
 from lfgen.training.target import resolve
-from lfgen.training.state import Store
+from lfgen.runs.states import RunState
+from lfgen.runs.store import Store
 
 
 @pytest.fixture
@@ -25,8 +26,8 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     store = Store(target.state_path)
     try:
         store.sync_runs(target.runs)
-        store.update("rank-8", state="done")
-        store.update("rank-16", state="failed", reason="crashed")
+        store.transition("rank-8", RunState.DONE)
+        store.transition("rank-16", RunState.FAILED, reason="crashed")
     finally:
         store.close()
     return tmp_path
@@ -65,3 +66,27 @@ def test_status_without_a_target(project: Path, runner, cli) -> None:
     assert [row["experiment"] for row in rows] == ["lr-sweep", "rank-sweep"]
     missing = runner.invoke(cli, ["status", "--experiments-dir", "nope"])
     assert missing.exit_code == 1 and "Error: nope: no such experiments folder" in missing.stderr
+
+
+def test_an_experiment_with_a_pruned_run_is_counted_not_a_traceback(project: Path, runner, cli) -> None:
+    """Every ASHA study has pruned trials; `lfgen status` raised KeyError: 'pruned' on them."""
+    store = Store(resolve("rank-sweep").state_path)
+    try:
+        store.transition("rank-32", RunState.RUNNING)
+        store.transition("rank-32", RunState.PRUNED, reason="pruned", detail="pruned at step 2 (eval_loss 1.5)")
+    finally:
+        store.close()
+    assert experiments()[1]["pruned"] == 1 and experiments()[1]["pending"] == 0
+    result = runner.invoke(cli, ["status"], env={"COLUMNS": "160"})
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    assert "pruned" in result.stdout.splitlines()[2]  # the header row names the column
+    line = next(line for line in result.stdout.splitlines() if "rank-sweep" in line)
+    assert [cell.strip() for cell in line.strip("│ ").split("│")][:8] == ["rank-sweep", "3", "1", "1", "0", "0", "0", "1"]
+    one = runner.invoke(cli, ["status", "rank-sweep", "--json"])
+    assert {row["run"]: row["state"] for row in json.loads(one.stdout)}["rank-32"] == "pruned"
+
+
+def test_every_state_has_a_column() -> None:
+    from lfgen.training.overview import COUNTED
+
+    assert sorted(COUNTED) == sorted(RunState) and len(COUNTED) == len(RunState)

@@ -27,7 +27,7 @@ from lfgen.errors import InputError
 from lfgen.training.ray_cluster import capacity, host_port, parse_address, run_gpus
 
 from .ray_head import free_port
-from .test_faults import Recorder, calls, experiment, modes, project, rows  # noqa: F401 - fixtures
+from tests.helpers import calls, event_kinds, experiment, modes, ray_run, rows, wait_for
 
 
 
@@ -63,7 +63,7 @@ def _closed_port() -> int:
     (f"127.0.0.1:{_closed_port()}", "Error: --ray: no Ray cluster at 127.0.0.1:"),
     ("127.0.0.1:port", "Error: --ray: '127.0.0.1:port' is not a Ray address"),
 ])
-def test_a_bad_address_is_one_clean_error(project, runner, cli, address, message):  # noqa: F811
+def test_a_bad_address_is_one_clean_error(project, runner, cli, address, message):
     experiment(runs=("8",))
     result = runner.invoke(cli, ["run", "exp", "--ray", address])
     assert result.exit_code == 1, result.output
@@ -188,25 +188,12 @@ def test_gpus_is_refused_with_ray():
         executor.slots([0, 1], 1)
 
 
-def _ray_run(address, name="exp", **kwargs):
-    from lfgen.training.ray_executor import RayExecutor
-    from lfgen.training.runner import Runner
-    from lfgen.training.target import resolve
-
-    executor = RayExecutor(address)
-    recorder = Recorder()
-    try:
-        return Runner(resolve(name), recorder, executor=executor, **kwargs).run(), recorder
-    finally:
-        executor.close()
-
-
 @pytest.mark.slow
-def test_oom_retry_and_nan_stop_through_ray_tasks(project, on_cluster, monkeypatch):  # noqa: F811
+def test_oom_retry_and_nan_stop_through_ray_tasks(project, on_cluster, monkeypatch):
     address, workers = on_cluster
     experiment(runs=("8", "16"))  # A800: micro-batch 8 x accumulation 4 = 32
     modes(monkeypatch, rank_8="oom-above:2", rank_16="nan-at:3")
-    summary, recorder = _ray_run(address)
+    summary, recorder = ray_run(address)
     assert summary.done == ["rank-8"] and summary.failed == ["rank-16"]
     state = rows()
     assert (state["rank-8"].oom_retries, state["rank-8"].attempts) == (2, 3) and state["rank-16"].reason == "nan"
@@ -218,18 +205,15 @@ def test_oom_retry_and_nan_stop_through_ray_tasks(project, on_cluster, monkeypat
 
 
 @pytest.mark.slow
-def test_ctrl_c_of_the_driver_cancels_the_task_and_stops_its_process(project, on_cluster, monkeypatch):  # noqa: F811
+def test_ctrl_c_of_the_driver_cancels_the_task_and_stops_its_process(project, on_cluster, monkeypatch):
     address, _ = on_cluster
     experiment(runs=("8",))
     modes(monkeypatch, rank_8="slow:0.2")
     lfgen = subprocess.Popen([sys.executable, "-m", "lfgen", "run", "exp", "--ray", address, "--quiet"], cwd=project,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
     try:
-        deadline = time.monotonic() + 60
-        while not calls(project) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for(lambda: calls(project) and "placed" in event_kinds("rank-8"), what="rank-8 placed on its node")
         child = calls(project)[0]["pid"]
-        time.sleep(1.0)
         lfgen.send_signal(signal.SIGINT)
         _, err = lfgen.communicate(timeout=60)
     finally:
@@ -243,7 +227,7 @@ def test_ctrl_c_of_the_driver_cancels_the_task_and_stops_its_process(project, on
 
 
 @pytest.mark.slow
-def test_a_driver_without_the_loopback_variable_reaches_a_loopback_head(project, on_cluster, monkeypatch):  # noqa: F811
+def test_a_driver_without_the_loopback_variable_reaches_a_loopback_head(project, on_cluster, monkeypatch):
     """Without RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 Ray rewrites 127.0.0.1 to this machine's address, where a
     loopback head does not listen, and waited there for ever; lfgen sees that and stays on loopback."""
     address, _ = on_cluster
@@ -289,7 +273,7 @@ def test_two_runs_train_for_real_at_once_and_compare_reads_the_copies(on_cluster
     assert [(r["run"], r["state"], r["step"]) for r in store_rows] == [("rank-4", "done", 10), ("rank-8", "done", 10)]
     compare = lfgen("compare", "outputs/tiny")
     assert compare.returncode == 0 and "rank-4" in compare.stdout and "rank-8" in compare.stdout, compare.stderr
-    from lfgen.training.state import Store
+    from lfgen.runs.store import Store
 
     store = Store(tmp_path / "experiments/tiny/state.sqlite")
     try:
@@ -302,7 +286,7 @@ def test_two_runs_train_for_real_at_once_and_compare_reads_the_copies(on_cluster
 
 
 @pytest.mark.slow
-def test_a_two_trial_tune_runs_its_trials_as_ray_tasks(project, on_cluster, runner, cli):  # noqa: F811
+def test_a_two_trial_tune_runs_its_trials_as_ray_tasks(project, on_cluster, runner, cli):
     """lfgen tune --ray with the stand-in llamafactory-cli (fast and CPU-light; the real study is
     tests/tuning/test_tune_e2e.py, the real Ray training the test above): both trials train on the worker."""
     pytest.importorskip("optuna")
@@ -312,7 +296,7 @@ def test_a_two_trial_tune_runs_its_trials_as_ray_tasks(project, on_cluster, runn
                                  "--space", "space.yaml", "--trials", "2", "--pruner", "none", "--ray", address])
     assert result.exit_code == 0, result.output
     assert "Ray at 127.0.0.1" in result.output and "best: trial-00" in result.output
-    from lfgen.tuning.study import load_rows
+    from lfgen.runs.study import load_rows
 
     assert [row["state"] for row in load_rows(project / "experiments/t")] == ["complete", "complete"]
     trained = [c["argv"][2] for c in calls(project) if "argv" in c and "finished" not in c]
@@ -335,7 +319,7 @@ def _ray_worker_of(pid: int) -> int | None:
 
 
 @pytest.mark.slow
-def test_a_run_whose_ray_worker_dies_is_requeued_and_finishes(project, on_cluster, monkeypatch):  # noqa: F811
+def test_a_run_whose_ray_worker_dies_is_requeued_and_finishes(project, on_cluster, monkeypatch):
     """Focused (the stand-in CLI, slow steps so the kill lands mid-run): the Ray worker process running the run's
     task is killed with -9 by its pid, its node stays up; the run is requeued (lost-retry), trains again on the
     same node, finishes, attempts == 2. A whole node dying, with the retry on another node and real training, is
@@ -348,11 +332,8 @@ def test_a_run_whose_ray_worker_dies_is_requeued_and_finishes(project, on_cluste
     killed: list[int] = []
 
     def kill_the_worker():
-        deadline = time.monotonic() + 60
-        while not calls(project) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(1.0)
-        worker = _ray_worker_of(calls(project)[0]["pid"]) if calls(project) else None
+        wait_for(lambda: calls(project) and "placed" in event_kinds("rank-8"), what="rank-8 placed on its node")
+        worker = wait_for(lambda: _ray_worker_of(calls(project)[0]["pid"]), timeout=20, what="its Ray worker")
         if worker is not None:
             killed.append(worker)
             os.kill(worker, signal.SIGKILL)
@@ -360,13 +341,13 @@ def test_a_run_whose_ray_worker_dies_is_requeued_and_finishes(project, on_cluste
     killer = threading.Thread(target=kill_the_worker, daemon=True)
     killer.start()
     try:
-        summary, recorder = _ray_run(address)
+        summary, recorder = ray_run(address)
     finally:
         killer.join(timeout=70)
     assert killed, "the run's Ray worker was not found"
     assert summary.done == ["rank-8"], rows()["rank-8"]
     assert rows()["rank-8"].attempts == 2
-    from lfgen.training.state import Store
+    from lfgen.runs.store import Store
 
     store = Store(project / "experiments/exp/state.sqlite")
     try:

@@ -22,8 +22,7 @@ from lfgen.errors import InputError
 from lfgen.training.ray_eval import Place, last_placed, place
 
 from ..conftest import needs_llamafactory
-from .test_faults import calls, experiment, modes, project, rows  # noqa: F401 - fixtures
-from .test_ray import _ray_run
+from tests.helpers import calls, experiment, modes, ray_run, rows
 
 GONE_ID = "ab" * 28  # a node id no cluster here has
 
@@ -65,8 +64,8 @@ def test_a_node_that_left_the_cluster_is_one_line_naming_the_run_the_node_and_th
         "--rerun a --ray ADDRESS --storage SHARED_DIR")
 
 
-def test_eval_ray_refuses_a_run_dir_and_a_bad_address(project, runner, cli):  # noqa: F811
-    from .test_ray import _closed_port
+def test_eval_ray_refuses_a_run_dir_and_a_bad_address(project, runner, cli):
+    from .ray_head import free_port
 
     experiment(runs=("8",))
     run_dir = project / "outputs/exp/rank-8"
@@ -74,7 +73,7 @@ def test_eval_ray_refuses_a_run_dir_and_a_bad_address(project, runner, cli):  # 
     (run_dir / "lfgen_run.yaml").write_text("stage: sft\n")
     result = runner.invoke(cli, ["eval", str(run_dir), "--ray", "127.0.0.1:1"])
     assert result.exit_code == 1 and result.output.startswith("Error: --ray: give the experiment"), result.output
-    result = runner.invoke(cli, ["eval", "exp", "--ray", f"127.0.0.1:{_closed_port()}"])
+    result = runner.invoke(cli, ["eval", "exp", "--ray", f"127.0.0.1:{free_port()}"])
     assert result.exit_code == 1 and result.output.startswith("Error: --ray: no Ray cluster at 127.0.0.1:")
     assert len(result.output.strip().splitlines()) == 1
 
@@ -82,18 +81,18 @@ def test_eval_ray_refuses_a_run_dir_and_a_bad_address(project, runner, cli):  # 
 # --- a real loopback cluster, the stand-in llamafactory-cli -------------------------------------------
 
 def _store(project):
-    from lfgen.training.state import Store
+    from lfgen.runs.store import Store
 
     return Store(project / "experiments/exp/state.sqlite")
 
 
 @pytest.mark.slow
-def test_eval_ray_scores_where_the_adapter_is_and_a_gone_node_fails_only_its_run(project, on_cluster, runner,  # noqa: F811
+def test_eval_ray_scores_where_the_adapter_is_and_a_gone_node_fails_only_its_run(project, on_cluster, runner,
                                                                                  cli, monkeypatch):
     address, workers = on_cluster
     experiment(runs=("8", "16", "32"))
     modes(monkeypatch, rank_32="predict-crash")  # trains, then LlamaFactory's predict fails
-    summary, _ = _ray_run(address)
+    summary, _ = ray_run(address)
     assert summary.done == ["rank-8", "rank-16", "rank-32"]
     store = _store(project)
     try:  # rank-16's node "left": its last attempt was placed on a node this cluster does not have
@@ -139,10 +138,10 @@ def test_eval_ray_scores_where_the_adapter_is_and_a_gone_node_fails_only_its_run
 
 
 @pytest.mark.slow
-def test_ctrl_c_of_eval_ray_stops_the_evaluation_and_records_it(project, on_cluster, monkeypatch):  # noqa: F811
+def test_ctrl_c_of_eval_ray_stops_the_evaluation_and_records_it(project, on_cluster, monkeypatch):
     address, _ = on_cluster
     experiment(runs=("8",))
-    summary, _ = _ray_run(address)
+    summary, _ = ray_run(address)
     assert summary.done == ["rank-8"]
     modes(monkeypatch, rank_8="slow:1")  # the prediction takes 200 s
     lfgen = subprocess.Popen([sys.executable, "-m", "lfgen", "eval", "exp", "--ray", address], cwd=project,
@@ -202,7 +201,7 @@ def _scored_on_the_worker(tmp_path, workers, run):
 
 
 def _evaluations(tmp_path):
-    from lfgen.training.state import Store
+    from lfgen.runs.store import Store
 
     store = Store(tmp_path / "experiments/tiny/state.sqlite")
     try:
@@ -249,7 +248,7 @@ def test_run_eval_ray_trains_then_scores_each_run_on_its_node(on_cluster, tmp_pa
 
 
 @pytest.mark.slow
-def test_tune_ray_on_an_eval_metric_scores_each_trial_where_it_trained(project, on_cluster, runner, cli):  # noqa: F811
+def test_tune_ray_on_an_eval_metric_scores_each_trial_where_it_trained(project, on_cluster, runner, cli):
     """lfgen tune --metric predict_rouge-l --ray: each trial's evaluation is a Ray task beside its adapter (the
     stand-in predicts ROUGE-L 50), and the study is told the score that came home."""
     pytest.importorskip("optuna")
@@ -259,7 +258,7 @@ def test_tune_ray_on_an_eval_metric_scores_each_trial_where_it_trained(project, 
                                  "--space", "space.yaml", "--trials", "2", "--pruner", "none", "--metric",
                                  "predict_rouge-l", "--ray", address])
     assert result.exit_code == 0, result.output
-    from lfgen.tuning.study import load_rows
+    from lfgen.runs.study import load_rows
 
     assert [(row["state"], row["value"]) for row in load_rows(project / "experiments/t")] == [("complete", 50.0)] * 2
     predicted = [c["argv"][2] for c in calls(project) if c.get("predict") and "finished" not in c]

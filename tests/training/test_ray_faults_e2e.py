@@ -31,7 +31,7 @@ import pytest
 import yaml
 
 from ..conftest import needs_llamafactory
-from ..test_e2e import lfgen
+from tests.helpers import lfgen
 from .ray_head import RAY_BIN, pids_of, stop_pids  # the one-node `cluster` fixture is conftest's
 
 pytestmark = [pytest.mark.slow, needs_llamafactory]
@@ -227,7 +227,7 @@ STEPS, SAVE = 30, 5  # each run's steps; rank-8 is killed after its first checkp
 
 
 def test_a_driver_killed_with_9_mid_experiment_leaves_no_run_behind_and_the_next_one_finishes_the_rest(
-        tmp_path, cluster, monkeypatch):  # noqa: F811
+        tmp_path, cluster, monkeypatch):
     from lfgen.training.rundir import broken
 
     address, workers, token = cluster

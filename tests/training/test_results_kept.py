@@ -15,14 +15,13 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import yaml
 
-from lfgen.training.state import Lock
+from lfgen.runs.lock import Lock
 
-from .test_faults import calls, experiment, modes, project, rows, run  # noqa: F401 - project is a fixture
+from tests.helpers import calls, experiment, modes, rows, run, wait_for
 
 
 def one_error(result, *fragments: str) -> str:
@@ -40,13 +39,6 @@ def start_lfgen(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
     return subprocess.Popen([sys.executable, "-m", "lfgen", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
-
-
-def wait_for(predicate, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def stop(proc: subprocess.Popen) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ..conftest import needs_llamafactory
-from ..test_e2e import lfgen
+from tests.helpers import lfgen
 
 pytestmark = [pytest.mark.slow, needs_llamafactory]
 

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from ..conftest import needs_llamafactory
-from ..test_e2e import lfgen
+from tests.helpers import lfgen, wait_for
 from .ray_head import pids_of  # processes whose command line names the run's output dir
 
 pytestmark = [pytest.mark.slow, needs_llamafactory]
@@ -63,8 +63,8 @@ def test_sigterm_then_a_broken_newest_checkpoint_resumes_from_the_previous_one(t
             proc.wait()
     assert proc.returncode == 143, err[-3000:]
     assert "terminated (SIGTERM)" in err and "Traceback" not in err
-    time.sleep(0.5)
-    assert pids_of(str(out)) == []  # the guard stopped llamafactory-cli and all it started
+    wait_for(lambda: pids_of(str(out)) == [], timeout=10, what="the run's processes to be gone")  # the guard
+    # stopped llamafactory-cli and all it started
     status = json.loads(lfgen(project, "status", "r", "--json").stdout)
     assert status[0]["state"] == "interrupted"
     assert not (out / "all_results.json").exists(), "it finished before SIGTERM; raise STEPS"

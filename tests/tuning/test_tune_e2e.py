@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from ..conftest import needs_llamafactory
-from ..test_e2e import lfgen
+from tests.helpers import lfgen
 
 pytestmark = [pytest.mark.slow, needs_llamafactory]
 pytest.importorskip("optuna")
@@ -37,7 +37,7 @@ def test_a_pruned_study_finishes_and_its_best_config_validates(tmp_path):
     assert "Traceback" not in tuned.stderr
     status = json.loads(lfgen(tmp_path, "status", "t", "--json").stdout)
     assert len(status) == TRIALS
-    from lfgen.tuning.study import load_rows
+    from lfgen.runs.study import load_rows
 
     rows = load_rows(tmp_path / "experiments/t")
     assert len(rows) == TRIALS and {row["state"] for row in rows} <= {"complete", "pruned"}

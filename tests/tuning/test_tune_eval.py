@@ -1,60 +1,35 @@
-"""--metric predict_rouge-l: each trial is scored by lfgen eval after it trains (the runner's after_done), and the
-objective reads the score from <run>/eval/; pruning stays on the eval loss. No training here: lfgen's evaluation
-is stubbed, what is checked is the wiring (which metrics need lfgen eval, the generation settings a study records,
-what the hook calls and says, how a score study's trials read back). The real study, trained and evaluated by
-LlamaFactory, is tests/tuning/test_tune_eval_e2e.py."""
+"""--metric predict_rouge-l (any of lfgen eval's metrics): each trial is evaluated after it trains, by the runner's
+evaluations (a child in the trial's slot, polled with the other runs), and the study is told the score it wrote;
+pruning stays on the eval loss. The stand-in llamafactory-cli writes the predictions here (its predict: two
+answers, one right); the real study, trained and evaluated by LlamaFactory, is tests/tuning/test_tune_eval_e2e.py."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from types import SimpleNamespace
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
+from lfgen.builder.options import BuildOptions
 from lfgen.errors import InputError
 from lfgen.tuning import scoring
+from lfgen.tuning.tuner import tune
+from tests.helpers import Recorder, calls, wait_for
+
+pytest.importorskip("optuna")
+
+SPACE = "lora_rank: {choices: [8, 16]}\n"
 
 
-@pytest.mark.parametrize("metric, expected", [("predict_rouge-l", True), ("predict_bleu-4", True),
-                                              ("accuracy", True), ("eval_loss", False), ("train_loss", False)])
-def test_which_metrics_are_lfgen_evals(metric, expected):
-    assert scoring.needs_eval(metric) is expected
-
-
-def test_the_hook_evaluates_the_trial_in_its_slot_and_the_objective_reads_the_score(tmp_path: Path, monkeypatch):
-    import lfgen.training.evaluate as evaluation
-    from lfgen.experiments.finished import _metric
-
-    calls, said = [], []
-
-    def fake(store, name, run_dir, options, *, gpus=None, force=False):
-        calls.append((name, run_dir, gpus, options.temperature, options.max_new_tokens, options.max_samples))
-        (run_dir / "eval").mkdir(parents=True)
-        (run_dir / "eval" / "predict_results.json").write_text(json.dumps({"predict_rouge-l": 41.5}))
-        return evaluation.Outcome(name, "scored", {"predict_rouge-l": 41.5})
-
-    monkeypatch.setattr(evaluation, "evaluate_recorded", fake)
-    outcomes = {}
-    hook = scoring.evaluator(tmp_path, said.append, scoring.options_of({"max_samples": 3, "max_new_tokens": 16}),
-                             outcomes)
-    run = tmp_path / "outputs/t/trial-000"
-    run.mkdir(parents=True)
-    (run / "all_results.json").write_text(json.dumps({"eval_loss": 1.2}))
-    hook(object(), SimpleNamespace(name="trial-000", output_dir="outputs/t/trial-000"), [0])
-    assert calls == [("trial-000", run, [0], 0.0, 16, 3)] and not said
-    assert outcomes["trial-000"].status == "scored"  # the tuner tells only a trial evaluated (or scored before)
-    assert _metric(run, "predict_rouge-l") == 41.5
-
-
-def test_a_failed_evaluation_is_said_and_leaves_no_score(tmp_path: Path, monkeypatch):
-    import lfgen.training.evaluate as evaluation
-
-    said = []
-    monkeypatch.setattr(evaluation, "evaluate_recorded",
-                        lambda store, name, run_dir, options, **_: evaluation.Outcome(name, "failed", detail="oom"))
-    scoring.evaluator(tmp_path, said.append)(object(), SimpleNamespace(name="trial-001", output_dir="o"), None)
-    assert said == ["trial-001: lfgen eval failed (oom); the trial has no score"]
+def _tune(project, metric, trials=2, **kwargs):
+    (project / "space.yaml").write_text(SPACE)
+    recorder = Recorder()
+    result = tune("t", base="a800", options=BuildOptions.parse(model="fake/model", gpu="A800"), space="space.yaml",
+                  trials=trials, pruner="none", metric=metric, reporter=recorder, **kwargs)
+    return result, recorder
 
 
 def test_a_score_study_records_its_generation_settings_and_a_loss_study_refuses_them():
@@ -67,3 +42,61 @@ def test_a_score_study_records_its_generation_settings_and_a_loss_study_refuses_
         scoring.eval_settings("predict_rouge-l", 0, None)
 
 
+def test_each_trial_is_evaluated_in_its_slot_with_the_studys_settings_and_told_its_score(project):
+    result, recorder = _tune(project, "predict_rouge-l", max_new_tokens=16)
+    assert [(row["state"], row["value"]) for row in result.rows] == [("complete", 50.0), ("complete", 50.0)]
+    predicts = [c for c in calls(project) if c.get("predict") and "finished" not in c]
+    assert [c["argv"][2].split("/")[-3] for c in predicts] == ["trial-000", "trial-001"]
+    config = (project / "outputs/t/trial-000/eval/lfgen_eval.yaml").read_text()
+    assert "max_new_tokens: 16" in config and "do_sample: false" in config
+    assert [e[1:3] for e in recorder.events if e[0] == "evaluated"] == [("trial-000", "scored"), ("trial-001", "scored")]
+
+
+def test_answer_accuracy_evaluates_each_trial(project):
+    """It was missing from tuning's own list of eval metrics: the trials trained, were never evaluated, and failed
+    with no answer_accuracy to read. The stand-in's answers: "2" for 2 (right), "4" for 3 (wrong): 0.5."""
+    result, _ = _tune(project, "answer_accuracy", trials=1)
+    assert [(row["state"], row["value"]) for row in result.rows] == [("complete", 0.5)]
+    assert len([c for c in calls(project) if c.get("predict") and "finished" not in c]) == 1
+
+
+def test_a_failed_evaluation_fails_its_trial_only(project, monkeypatch):
+    monkeypatch.setenv("FAKE_LF_MODES", json.dumps({"trial-001/eval": "predict-crash"}))
+    result, recorder = _tune(project, "predict_rouge-l")
+    failed = result.rows[1]
+    assert (result.rows[0]["state"], failed["state"], failed["value"]) == ("complete", "failed", None)
+    assert failed["why"].startswith("lfgen eval failed (run trial-001: evaluation failed (llamafactory-cli exit 1)")
+    assert result.best["run"] == "trial-000"
+    said = [e for e in recorder.events if e[0] == "evaluated" and e[1] == "trial-001"]
+    assert said and said[0][2] == "failed"
+
+
+def test_a_trial_killed_during_its_evaluation_is_evaluated_on_resume_not_trained_again(project, monkeypatch):
+    (project / "space.yaml").write_text(SPACE)
+    monkeypatch.setenv("FAKE_LF_MODES", json.dumps({"trial-000/eval": "slow:1"}))  # its predict takes 200 s
+    argv = [sys.executable, "-m", "lfgen", "tune", "t", "--base", "a800", "--model", "fake/model", "--gpu", "A800",
+            "--space", "space.yaml", "--trials", "2", "--pruner", "none", "--metric", "predict_rouge-l"]
+    proc = subprocess.Popen(argv, cwd=project, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        predict = wait_for(lambda: [c for c in calls(project) if c.get("predict")], what="trial-000's evaluation")
+        os.kill(proc.pid, signal.SIGKILL)  # the tuner only; its predict child dies with it (PR_SET_PDEATHSIG)
+        proc.wait()
+        wait_for(lambda: not os.path.exists(f"/proc/{predict[0]['pid']}") or
+                 open(f"/proc/{predict[0]['pid']}/stat").read().rsplit(")", 1)[1].split()[0] == "Z",
+                 timeout=10, what="the predict to die with the tuner")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    monkeypatch.setenv("FAKE_LF_MODES", "{}")
+    resumed = subprocess.run([sys.executable, "-m", "lfgen", "tune", "t"], cwd=project, capture_output=True, text=True,
+                             env=dict(os.environ), timeout=300, check=False)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "trial-000: trained, but its evaluation did not finish; evaluating it now" in resumed.stderr
+    trained = [c["argv"][2].split("/")[-2] for c in calls(project) if not c.get("predict") and "finished" not in c]
+    assert trained == ["trial-000", "trial-001"]  # trial-000 was never trained again
+    from lfgen.runs.study import load_rows
+
+    assert [(row["state"], row["value"]) for row in load_rows(project / "experiments/t")] == [
+        ("complete", 50.0), ("complete", 50.0)]

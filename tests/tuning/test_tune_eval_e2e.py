@@ -20,8 +20,7 @@ import pytest
 import yaml
 
 from ..conftest import needs_llamafactory
-from ..test_e2e import lfgen
-from .test_tune_kill_e2e import _env, _processes_of
+from tests.helpers import e2e_env, lfgen, processes_of
 
 pytestmark = [pytest.mark.slow, needs_llamafactory]
 optuna = pytest.importorskip("optuna")
@@ -42,8 +41,8 @@ def _eval_losses(out) -> dict[int, float]:
 
 def test_a_rouge_study_scores_each_trial_with_llamafactory_and_a_kill_during_an_eval_resumes_it(tmp_path):
     from lfgen.tiny import make_dataset, make_model
-    from lfgen.training.state import read_rows
-    from lfgen.tuning.study import load_rows
+    from lfgen.runs.store import read_rows
+    from lfgen.runs.study import load_rows
 
     project = tmp_path
     make_model(project / "tiny-model")
@@ -57,12 +56,12 @@ def test_a_rouge_study_scores_each_trial_with_llamafactory_and_a_kill_during_an_
     outputs = project / "outputs/m"
     first = outputs / "trial-000"
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=project, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    proc = subprocess.Popen(argv, cwd=project, env=e2e_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
         deadline = time.monotonic() + 300
         # trial-000 trained; LlamaFactory's predict started (its guard has exec'd: it names the eval dir)
-        while not ((first / "eval/lfgen_eval.log").is_file() and _processes_of(project, "outputs/m/trial-000/eval")):
+        while not ((first / "eval/lfgen_eval.log").is_file() and processes_of(project, "outputs/m/trial-000/eval")):
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
             time.sleep(0.05)
         os.kill(proc.pid, signal.SIGKILL)
@@ -74,9 +73,9 @@ def test_a_rouge_study_scores_each_trial_with_llamafactory_and_a_kill_during_an_
     print(f"\nkilled during trial-000's evaluation after {time.perf_counter() - start:.1f} s")
     assert not (first / "eval/lfgen_scores.json").exists(), "trial-000 was scored before the kill"
     deadline = time.monotonic() + 20
-    while _processes_of(project, "outputs/m/trial-000") and time.monotonic() < deadline:
+    while processes_of(project, "outputs/m/trial-000") and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert _processes_of(project, "outputs/m/trial-000") == []  # the predict run died with the tuner
+    assert processes_of(project, "outputs/m/trial-000") == []  # the predict run died with the tuner
     trained = {name: (first / name).stat().st_mtime_ns for name in ("all_results.json", "trainer_log.jsonl",
                                                                    "adapter_model.safetensors")}
 

@@ -17,7 +17,7 @@ import pytest
 from lfgen.builder.options import BuildOptions
 from lfgen.tuning.tuner import tune
 
-from ..training.test_faults import Recorder, calls, modes, project  # noqa: F401 - the project fixture
+from tests.helpers import Recorder, calls, modes
 
 pytest.importorskip("optuna")
 
@@ -68,7 +68,7 @@ def test_resume_after_kill_9_ends_with_exactly_n_trials_and_reruns_no_finished_o
     started = [Path(json.loads(json.dumps(c))["argv"][2]).parent.name for c in calls(project) if not c.get("finished")]
     assert sorted(set(started)) == ["trial-000", "trial-001", "trial-002", "trial-003"]
     assert started.count("trial-000") == 1 and started.count("trial-001") == 1  # finished trials never re-run
-    from lfgen.tuning.study import load_rows
+    from lfgen.runs.study import load_rows
 
     rows = load_rows(project / "experiments/t")
     assert [row["state"] for row in rows] == ["complete"] * 4

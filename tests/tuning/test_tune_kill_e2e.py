@@ -21,36 +21,13 @@ import pytest
 import yaml
 
 from ..conftest import needs_llamafactory
-from ..test_e2e import lfgen
+from tests.helpers import e2e_env, lfgen, processes_of
 
 pytestmark = [pytest.mark.slow, needs_llamafactory]
 pytest.importorskip("optuna")
 
 TRIALS, STEPS, SAVE = 4, 40, 10
 SPACE = "lora_rank: {choices: [4, 8, 16]}\nlearning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}\n"
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-
-
-def _processes_of(project: Path, folder: str) -> list[int]:
-    """Live processes of this project (their cwd) whose command line names *folder* (a run's output dir relative
-    to the project): the guard names its log by absolute path, llamafactory-cli its config relative to the
-    project. Zombies have no command line."""
-    found, project = [], project.resolve()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            cwd = os.readlink(entry / "cwd")
-        except OSError:
-            continue
-        if f"{folder}/".encode() in cmdline and (cwd == str(project) or str(project).encode() in cmdline):
-            found.append(int(entry.name))
-    return found
 
 
 def _steps(out: Path) -> list[int]:
@@ -85,8 +62,8 @@ def _snapshot(out: Path) -> dict[str, tuple[bytes, int]]:
 
 def test_kill_9_mid_trial_then_resume_ends_with_exactly_n_trials_and_retrains_no_finished_one(tmp_path):
     from lfgen.tiny import CPU_SETTINGS, make_dataset, make_model
-    from lfgen.training.state import read_rows
-    from lfgen.tuning.study import load_rows
+    from lfgen.runs.store import read_rows
+    from lfgen.runs.study import load_rows
 
     project = tmp_path
     make_model(project / "tiny-model")
@@ -102,7 +79,7 @@ def test_kill_9_mid_trial_then_resume_ends_with_exactly_n_trials_and_retrains_no
     outputs = project / "outputs/t"
     first, killed = outputs / "trial-000", outputs / "trial-001"
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=project, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    proc = subprocess.Popen(argv, cwd=project, env=e2e_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)  # its own group: the kill below reaches the tuner only
     try:
         deadline = time.monotonic() + 300
@@ -111,7 +88,7 @@ def test_kill_9_mid_trial_then_resume_ends_with_exactly_n_trials_and_retrains_no
                    and max(_steps(killed), default=0) >= SAVE + 3):
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
             time.sleep(0.05)
-        assert _processes_of(project, "outputs/t/trial-001"), "found no process of trial-001 to outlive the tuner"
+        assert processes_of(project, "outputs/t/trial-001"), "found no process of trial-001 to outlive the tuner"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     finally:
@@ -121,9 +98,9 @@ def test_kill_9_mid_trial_then_resume_ends_with_exactly_n_trials_and_retrains_no
     print(f"\nkilled after {time.perf_counter() - start:.1f} s")
     assert not (killed / "all_results.json").exists(), "trial-001 finished before the kill; raise STEPS"
     deadline = time.monotonic() + 20  # the guard hears of the kill (SIGTERM), stops the run, SIGKILL after grace
-    while _processes_of(project, "outputs/t/trial-001") and time.monotonic() < deadline:
+    while processes_of(project, "outputs/t/trial-001") and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert _processes_of(project, "outputs/t/trial-001") == []
+    assert processes_of(project, "outputs/t/trial-001") == []
 
     before = {row["run"]: row for row in load_rows(project / "experiments/t")}
     assert [(r["run"], r["state"]) for r in before.values()] == [("trial-000", "complete"), ("trial-001", "running")]
