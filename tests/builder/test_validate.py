@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lfgen import BuildOptions, build, render_build
 from lfgen.catalogs.presets import load_presets
@@ -273,3 +274,24 @@ def test_a_gpu_only_file_is_valid_but_said_not_to_run_here(tmp_path, monkeypatch
         cpu = write(tmp_path / "cpu.yaml", "model_name_or_path: m\nstage: sft\ndo_train: true\ndataset: my_sft\n"
                                            "template: qwen\nbf16: false\nuse_cpu: true\noutput_dir: o2\n")
         assert validate([cpu]).files[0].cannot_run_here == ""
+
+
+@pytest.mark.slow
+@needs_llamafactory
+def test_a_cpu_config_passes_llamafactorys_parser_and_runs_here(tmp_path, monkeypatch, runner, cli):
+    """Issue 21 item 8: `lfgen preset --gpu cpu` writes a file LlamaFactory's parser accepts as it is (no use_cpu
+    added by lfgen's probe), which this GPU-less machine can train; its template is the tiny model's (qwen)."""
+    from lfgen.tiny import make_dataset, make_model
+
+    monkeypatch.chdir(tmp_path)
+    make_model(tmp_path / "tiny-model")
+    make_dataset(tmp_path / "data")
+    out = tmp_path / "cpu.yaml"
+    made = runner.invoke(cli, ["preset", "lightweight", "--model", "./tiny-model", "--gpu", "cpu", "--dataset",
+                               "tiny_alpaca", "--dataset-dir", "data", "-o", str(out)])
+    assert made.exit_code == 0, made.stderr
+    config = yaml.safe_load(out.read_text())
+    assert (config["template"], config["bf16"], config["use_cpu"]) == ("qwen", False, True)
+    report = validate([str(out)])
+    assert report.ok, report.files[0].problems
+    assert report.files[0].cannot_run_here == ""
