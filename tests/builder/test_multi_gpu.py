@@ -118,3 +118,35 @@ def test_a_sweep_writes_one_json_and_its_runs_share_tokenized_data_per_data_sett
     assert len(paths) == 2  # another cutoff_len is other tokenized data
     small = make_sweep("rank", ["16"], base="a800", options=BuildOptions.parse(samples=1000), name="small")
     assert "tokenized_path" not in yaml.safe_load((small.path / small.manifest.runs[0].config).read_text())
+
+
+MULTI = {  # the multi-GPU scenarios of docs/rules.md's scale table, plus each --zero
+    "32B LoRA on 8 x H100": ("a800", dict(model=QWEN32, gpu="H100", num_gpus=8), "ds_z3_config.json"),
+    "7B full on 8 x H100": ("auto", dict(model="Qwen/Qwen2.5-7B-Instruct", gpu="H100", num_gpus=8, method="full"),
+                            "ds_z2_config.json"),
+    "70B QLoRA on 2 x A100-80, --zero 3": ("auto", dict(model="meta-llama/Llama-3.1-70B-Instruct", gpu="A100-80",
+                                                        num_gpus=2, quant=4, zero=3), "ds_z3_config.json"),
+    "7B LoRA on 4 x A100-80, --zero 2": ("a800", dict(model="Qwen/Qwen2.5-7B-Instruct", gpu="A100-80", num_gpus=4,
+                                                      zero=2), "ds_z2_config.json"),
+}
+
+
+@pytest.mark.parametrize("scenario", list(MULTI))
+def test_every_multi_gpu_config_points_at_a_file_that_exists_from_its_root(scenario, tmp_path, monkeypatch):
+    """Issue 20's done-when: a multi-GPU config names a DeepSpeed JSON that exists on a pip install, whichever folder
+    it is read from: written with -o, the JSON beside it, resolved from the config's own lfgen-root line; printed, lfgen's
+    packaged copy (inside the lfgen package, which the wheel ships whole)."""
+    import lfgen
+    from lfgen.paths import config_root
+
+    preset, options, name = MULTI[scenario]
+    monkeypatch.chdir(tmp_path)
+    result = build(preset, BuildOptions.parse(samples=20_000, **options))
+    path = write_preset(result, tmp_path / "configs" / "deep" / "run.yaml")
+    monkeypatch.chdir(tmp_path / "configs")  # read it from elsewhere
+    written = yaml.safe_load(path.read_text())
+    target = config_root(path) / written["deepspeed"]
+    assert target.is_file() and target.name == name and target.read_bytes() == packaged(name).read_bytes()
+    assert target.parent == path.parent  # beside the config
+    printed = Path(yaml.safe_load(render_build(result))["deepspeed"])
+    assert printed.is_absolute() and printed.is_file() and printed.is_relative_to(Path(lfgen.__file__).parent)
