@@ -31,6 +31,7 @@ from lfgen.catalogs.llamafactory import Catalog, find_python, probe, snapshot
 from lfgen.yamlio import load_config
 
 _UNUSED_KEYS = re.compile(r"Some keys are not used by the HfArgumentParser: \[(.*)\]")
+_NO_DEEPSPEED = re.compile(r"PackageNotFoundError.*'deepspeed[^']*' distribution was not found")
 
 
 @dataclass
@@ -190,13 +191,18 @@ def _check_file(report: FileReport, config: dict[str, Any], catalog: Catalog, da
         report.notes += notes
 
 
-def _parser_problem(message: str, already: list[str]) -> str | None:
-    """LlamaFactory's message, unless it only repeats unknown keys lfgen already reported."""
+def _parser_problem(message: str, already: list[str], config: dict[str, Any] | None = None) -> str | None:
+    """LlamaFactory's message, unless it only repeats unknown keys lfgen already reported; its refusal of a DeepSpeed
+    config where deepspeed is not installed (transformers' PackageNotFoundError) as one readable line."""
     unused = _UNUSED_KEYS.search(message)
     if unused:
         keys = re.findall(r"'([^']+)'", unused.group(1))
         if all(any(line.startswith(f"{key}:") for line in already) for key in keys):
             return None
+    if config and config.get("deepspeed") and _NO_DEEPSPEED.search(message):
+        return (f"deepspeed: LlamaFactory refuses a DeepSpeed config where the deepspeed package is not installed, so "
+                f"its parser could not check the rest (got {config['deepspeed']}); pip install deepspeed in "
+                "LlamaFactory's Python, as the machine that trains it needs")
     return f"LlamaFactory's parser: {message}"
 
 
@@ -262,7 +268,7 @@ def validate(paths: list[str], *, run_parser: bool = True, dataset_dir: str | No
         _check_file(report, config, catalog, dataset_dir)
         error = parser_errors.get(index)
         if error:
-            problem = _parser_problem(error, report.problems)
+            problem = _parser_problem(error, report.problems, config)
             if problem:
                 report.problems.append(problem)
     if python is not None and catalog.cuda is False:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -295,3 +296,21 @@ def test_a_cpu_config_passes_llamafactorys_parser_and_runs_here(tmp_path, monkey
     report = validate([str(out)])
     assert report.ok, report.files[0].problems
     assert report.files[0].cannot_run_here == ""
+
+
+@needs_llamafactory
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is not None, reason="deepspeed is installed here")
+def test_a_multi_gpu_file_where_deepspeed_is_missing_gets_one_readable_line(tmp_path, monkeypatch):
+    """LlamaFactory's parser refuses a deepspeed config without the package (transformers raises PackageNotFoundError
+    from TrainingArguments); validate says so in one line with the fix, not the exception's text."""
+    from lfgen.builder.render import write_preset
+
+    monkeypatch.chdir(tmp_path)
+    make_dataset_dir(tmp_path / "data")
+    result = build("a800", BuildOptions.parse(model="Qwen/Qwen2.5-32B-Instruct", gpu="H100", num_gpus=8,
+                                              dataset=["my_sft"], dataset_dir="data"))
+    path = write_preset(result, tmp_path / "configs" / "32b.yaml")
+    problems = validate([str(path)]).files[0].problems
+    assert problems == ["deepspeed: LlamaFactory refuses a DeepSpeed config where the deepspeed package is not "
+                        "installed, so its parser could not check the rest (got configs/ds_z3_config.json); pip install "
+                        "deepspeed in LlamaFactory's Python, as the machine that trains it needs"]
