@@ -62,9 +62,8 @@ def main() -> None:
     sets = [a for key, value in CPU_SETTINGS.items() for a in ("--set", f"{key}={value}")]
     ranks = [str(4 * (i + 1)) for i in range(args.runs)]
     for name in ("local", "ray"):
-        _lfgen(work, env, "sweep", "rank", *ranks, "--base", "lightweight", "--model", "./tiny-model", "--template",
-               "qwen", "--dataset", "tiny_alpaca", "--dataset-dir", "data", "--precision", "fp32", "--name", name,
-               *sets)
+        _lfgen(work, env, "sweep", "rank", *ranks, "--base", "lightweight", "--model", "./tiny-model", "--gpu", "cpu",
+               "--dataset", "tiny_alpaca", "--dataset-dir", "data", "--name", name, *sets)
     local = _lfgen(work, env, "run", "local", "--quiet")
     temp = tempfile.mkdtemp(prefix="lfb", dir="/tmp")
     with socket.socket() as sock:

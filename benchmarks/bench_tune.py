@@ -42,8 +42,8 @@ def study(project: Path, name: str, pruner: str, trials: int, steps: int) -> dic
     del settings["learning_rate"]  # the space searches it
     sets = [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
     start = time.perf_counter()
-    done = lfgen(project, "tune", name, "--base", "lightweight", "--model", "./model", "--template", "qwen",
-                 "--dataset", "tiny_alpaca", "--dataset-dir", "data", "--precision", "fp32", *sets,
+    done = lfgen(project, "tune", name, "--base", "lightweight", "--model", "./model", "--gpu", "cpu", "--dataset",
+                 "tiny_alpaca", "--dataset-dir", "data", *sets,
                  "--space", "space.yaml", "--trials", str(trials), "--sampler", "random", "--pruner", pruner,
                  "--seed", "0")
     wall = time.perf_counter() - start

@@ -72,8 +72,9 @@ def prepare(root: str | Path) -> DemoPaths:
         make_mapping_dataset(root / "data")
     paths = DemoPaths(root, root / "experiments" / NAME, root / "outputs" / NAME, root / "report.html")
     if not (paths.experiment / MANIFEST).is_file():
-        options = BuildOptions.parse(model="./tiny-model", template="qwen", dataset=["tiny_mapping"], dataset_dir="data",
-                                     precision="fp32", method="full", set=DEMO_SETTINGS)
+        # --gpu cpu: the demo trains on the CPU even on a machine with a GPU
+        options = BuildOptions.parse(model="./tiny-model", gpu="cpu", template="qwen", dataset=["tiny_mapping"],
+                                     dataset_dir="data", precision="fp32", method="full", set=DEMO_SETTINGS)
         with contextlib.chdir(root):  # the demo folder is the experiment's root: its paths are relative to it
             make_sweep("lr", list(RATES), base="auto", options=options, name=NAME)
     return paths

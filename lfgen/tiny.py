@@ -139,9 +139,10 @@ def make_text_dataset(out: str | Path, rows: int = 200, name: str = "tiny_text")
     return _register(out, name, records, {"columns": {"prompt": "text"}})
 
 
-# What a CPU run of the tiny model needs on top of a preset: short, logged every step, no GPU features.
+# What a quick CPU run of the tiny model sets on top of a preset: short, logged every step, a small batch and split.
+# The CPU itself (no bf16, no FlashAttention, use_cpu) is R-HW-CPU's: `--gpu cpu`, or no GPU here and none named.
 CPU_SETTINGS = {
     "max_steps": 10, "logging_steps": 1, "save_steps": 5, "eval_steps": 5, "per_device_train_batch_size": 2,
     "gradient_accumulation_steps": 2, "learning_rate": 1.0e-3, "val_size": 0.1, "preprocessing_num_workers": 1,
-    "dataloader_num_workers": 0, "overwrite_cache": True, "flash_attn": "auto", "cutoff_len": 128,
+    "dataloader_num_workers": 0, "overwrite_cache": True, "cutoff_len": 128,
 }

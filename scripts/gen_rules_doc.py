@@ -25,8 +25,11 @@ says, and what lfgen does with it. It is generated from `presets/rules.yaml`, wh
 |---|---|---|---|
 | LoRA dropout | seed 002: 0.1 in general, by data size 0.0-0.2; seed 003: 0.0 by default; seed 004: 0.3-0.5 on small data | seed 002's bands (the presets come from seed 002); explain shows seed 003's 0.0 as the alternative | `--dropout 0` |
 | rank for the data size | seed 002: bands 16-32 / 32-64 / 64-128; seed 003: start at 64, never above 64 under 1K samples; seed 004: start at 8 | the top of seed 002's band (auto preset); named presets keep their rank and warn | `--rank N` |
-| batch on an 80 GB GPU | seed 002 "总结": 4 x 8; seed 002 "显存 vs Batch Size": 8 x 4 | 4 x 8 when no GPU is given; 8 x 4 with `--gpu A800` | `--set per_device_train_batch_size=...` |
-| epochs for the data size | seed 002: ranges (5-10 under 5K samples ...) | the low end of each range; the eval split tells when to stop | `--epochs N` |
+| batch on an 80 GB GPU | seed 002 "总结": 4 x 8; seed 002 "显存 vs Batch Size": 8 x 4 | the largest micro-batch the estimate fits with `--gpu A800` (8 x 4 by the tier without a known model); with no GPU named, the GPU seen here, or a CPU run (2 x 16, R-HW-CPU) | `--set per_device_train_batch_size=...` |
+| epochs for the data size | seed 002: ranges (5-10 under 5K samples ...; 1-2 above 50K) | the low end of each range (1 above 50K, R-DATA-LARGE); the eval split tells when to stop | `--epochs N` |
+| warmup on large data | seed 002: 0.1-0.2 for large data | 0.03 and at most 500 steps above 50K rows (R-DATA-LARGE, QLoRA's 0.03) | `--set warmup_ratio=0.1` |
+| the eval split | seed 002's skeleton: val_size 0.05, eval_steps 200, at any size | at most 1,000 rows, 5-20 evaluations under a tenth of the training time (R-EVAL-SIZE) | `--set val_size=0.05 --set eval_steps=200` |
+| precision on a GPU without bf16 | seed 001: fp32 after fp16 went NaN | fp16 mixed precision (a loss scaler, fp32 trainable weights): LlamaFactory 0.9.5 has no fp32 training; with both flags off it trains in the checkpoint's half dtype unscaled (R-HW-FP16-AMP) | `--precision fp32` |
 | gradient checkpointing | seed 002 writes `gradient_checkpointing: true` | LlamaFactory's own `disable_gradient_checkpointing: false` (it enables checkpointing itself) | `--set disable_gradient_checkpointing=true` to turn it off |
 | LoRA bias | seed 000's schemes 2 and 3 ask for `lora_only` | not written: LlamaFactory has no LoRA bias option; a warning says so | - |
 | LoRA learning rate | seeds 001, 002, 004: 2e-4 at any rank (1e-4 to 5e-4) | R-LR-RANK x R-LR-SIZE: the model's best rate at alpha 32 x 32 / alpha (7.5e-5 for a800 on a 7B model, 3e-4 for lightweight); the seeds' 2e-4 is the alternative explain shows | `--lr 2e-4` |
@@ -45,6 +48,16 @@ def _table(rows: list[dict], first: str | None = None) -> str:
     return "\n" + "\n".join(lines) + "\n"
 
 
+def _scale_table() -> str:
+    """docs/rules.md's closing table (issue 20): scripts/gen_scale_table.py, loaded from beside this script."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gen_scale_table", ROOT / "scripts" / "gen_scale_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.render()
+
+
 def render() -> str:
     parts = [INTRO]
     for rule in registry().values():
@@ -60,6 +73,7 @@ def render() -> str:
         for name in ("rates", "betas"):  # keyed by stage
             if name in extra:
                 parts.append(_table([{"stage": stage, **row} for stage, row in extra[name].items()], first="stage"))
+    parts.append(_scale_table())
     return "".join(parts)
 
 

@@ -12,6 +12,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+# The hardware a build without --gpu is sized for: a CPU, on every machine the tests run on (a GPU box would
+# otherwise size every such config for its own GPU). tests/catalogs/test_machine.py tests the look itself.
+os.environ["LFGEN_GPU"] = "cpu"
+
 FIXTURES = Path(__file__).parent / "fixtures"
 LF_EXAMPLES = FIXTURES / "llamafactory_examples"
 GOLDEN = Path(__file__).parent / "golden"
@@ -116,6 +120,16 @@ def tiny_vlm(tmp_path_factory) -> TinyVLM:
     root = tmp_path_factory.mktemp("tiny_vlm")
     make_images_dataset(root / "data")
     return TinyVLM(root, root / "data", make_qwen2_vl(root / "tiny-qwen2-vl"), make_llava(root / "tiny-llava"))
+
+
+@pytest.fixture(autouse=True)
+def _no_optional_packages(monkeypatch):
+    """flash-attn, liger-kernel and deepspeed count as not installed (as in CI), whatever this Python has: the rules
+    that ask (R-HW-FA, R-HW-THROUGHPUT, R-MULTI-DS) give the same config everywhere; a test that wants one installed
+    patches ``installed`` itself."""
+    from lfgen.catalogs import machine
+
+    monkeypatch.setattr(machine, "installed", lambda package: False)
 
 
 @pytest.fixture

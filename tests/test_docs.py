@@ -21,6 +21,18 @@ def test_rules_md_matches_the_registry():
         "docs/rules.md is stale: run python scripts/gen_rules_doc.py"
 
 
+def test_the_scale_table_has_every_scenario_before_and_after():
+    """Issue 20's measure: at least 12 scenarios, each recorded from the code before the scale rules and built now."""
+    import json
+
+    module = _load("gen_scale_table")
+    before = json.loads(module.BEFORE.read_text(encoding="utf-8"))
+    assert set(before) == set(module.SCENARIOS) and len(module.SCENARIOS) >= 12
+    text = (ROOT / "docs" / "rules.md").read_text(encoding="utf-8").split("## The scale table (issue 20)")[1]
+    assert text.count("\n| ") == 1 + len(module.SCENARIOS)
+    assert "does NOT fit, exit 0" in text and "**exit 1**: cheapest fix" in text
+
+
 def test_shapes_md_is_current():
     """The table of each shape x model x GPU beside LlamaFactory's example (issue 19) is generated from builds."""
     text = (ROOT / "docs" / "shapes.md").read_text(encoding="utf-8")

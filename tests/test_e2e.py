@@ -35,8 +35,7 @@ def trained(tmp_path_factory):
     make_dataset(project / "data")
     sets = [arg for key, value in CPU_SETTINGS.items() for arg in ("--set", f"{key}={value}")]
     sweep = lfgen(project, "sweep", "rank", "4", "8", "--base", "lightweight", "--model", "./tiny-model",
-                  "--template", "qwen", "--dataset", "tiny_alpaca", "--dataset-dir", "data", "--precision", "fp32",
-                  "--name", "tiny", *sets)
+                  "--dataset", "tiny_alpaca", "--dataset-dir", "data", "--name", "tiny", *sets)
     assert sweep.returncode == 0, sweep.stderr
     start = time.perf_counter()
     result = lfgen(project, "run", "tiny", "--quiet")

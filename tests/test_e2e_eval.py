@@ -30,8 +30,7 @@ def test_eval_scores_ranks_and_resumes(tmp_path):
     make_dataset(project / "data")
     sets = [arg for key, value in SETTINGS.items() for arg in ("--set", f"{key}={value}")]
     assert lfgen(project, "sweep", "lr", "1e-5", "1e-2", "--base", "lightweight", "--model", "./tiny-model",
-                 "--template", "qwen", "--dataset", "tiny_alpaca", "--dataset-dir", "data", "--precision", "fp32",
-                 "--name", "tiny", *sets).returncode == 0
+                 "--dataset", "tiny_alpaca", "--dataset-dir", "data", "--name", "tiny", *sets).returncode == 0
     start = time.perf_counter()
     trained = lfgen(project, "run", "tiny", "--quiet")
     print(f"\ntrain 2 runs: {time.perf_counter() - start:.1f} s")
@@ -94,8 +93,7 @@ def test_run_with_eval_scores_each_run_as_it_finishes(tmp_path):
     make_dataset(project / "data")
     settings = {**SETTINGS, "max_steps": 10, "save_steps": 10, "eval_steps": 5}
     sets = [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
-    assert lfgen(project, "sweep", "lr", "2e-4", "--base", "lightweight", "--model", "./tiny-model", "--template",
-                 "qwen", "--dataset", "tiny_alpaca", "--dataset-dir", "data", "--precision", "fp32", "--name", "one",
+    assert lfgen(project, "sweep", "lr", "2e-4", "--base", "lightweight", "--model", "./tiny-model", "--dataset", "tiny_alpaca", "--dataset-dir", "data", "--name", "one",
                  *sets).returncode == 0
     start = time.perf_counter()
     done = lfgen(project, "run", "one", "--quiet", "--eval", "--max-new-tokens", "8")

@@ -24,11 +24,11 @@ pytestmark = [pytest.mark.slow, needs_llamafactory]
 # What a 6-step CPU run needs on top of the shape's own values (no learning rate: that is the shape's).
 CPU = {"max_steps": 6, "logging_steps": 1, "save_steps": 3, "eval_steps": 3, "per_device_train_batch_size": 2,
        "gradient_accumulation_steps": 1, "val_size": 0.1, "preprocessing_num_workers": 1, "dataloader_num_workers": 0,
-       "overwrite_cache": True, "flash_attn": "auto", "cutoff_len": 64}
+       "overwrite_cache": True, "cutoff_len": 64}
 SHAPES = {  # name -> (lfgen preset options, dataset)
-    "dpo": (["--stage", "dpo", "--rank", "8", "--template", "qwen"], "tiny_dpo"),
-    "kto": (["--stage", "kto", "--rank", "8", "--template", "qwen"], "tiny_kto"),
-    "full": (["--method", "full", "--template", "qwen"], "tiny_alpaca"),
+    "dpo": (["--stage", "dpo", "--rank", "8"], "tiny_dpo"),
+    "kto": (["--stage", "kto", "--rank", "8"], "tiny_kto"),
+    "full": (["--method", "full"], "tiny_alpaca"),
     "pt": (["--stage", "pt", "--rank", "8"], "tiny_text"),
 }
 
@@ -47,7 +47,7 @@ def shapes_project(tmp_path_factory):
     configs = {}
     for name, (options, dataset) in SHAPES.items():
         made = lfgen(project, "preset", "auto", *options, "--model", "./tiny-model", "--dataset", dataset,
-                     "--dataset-dir", "data", "--precision", "fp32", "--output-dir", f"outputs/{name}", *sets,
+                     "--dataset-dir", "data", "--output-dir", f"outputs/{name}", *sets,
                      "-o", f"{name}.yaml")
         assert made.returncode == 0, made.stderr
         configs[name] = yaml.safe_load((project / f"{name}.yaml").read_text())

@@ -26,14 +26,35 @@ def checks(ctx: Context) -> None:
         if not lo <= effective <= hi:
             ctx.warn("R-HW-BATCH", f"effective batch {micro} x {accumulation} x {ctx.options.num_gpus} GPU(s) = "
                                    f"{effective}; seed 002 keeps it at {lo}-{hi}")
-    if cfg.get("fp16") is True:
-        ctx.warn("R-HW-PRECISION", "fp16 is on: seed 001 saw LoRA training go NaN after the first batch in plain "
-                                   "fp16 and fixed it with float32; prefer bf16 (or fp32 where bf16 is missing)")
     gpu = ctx.hardware.gpu if ctx.hardware else None
+    if cfg.get("fp16") is True and (gpu is None or gpu.bf16 is not False) and not ctx.cpu:
+        where = f"{gpu.name} has bf16" if gpu is not None and gpu.bf16 else "bf16 is safer where the GPU has it"
+        ctx.warn("R-HW-PRECISION", f"fp16 is on ({where}): seed 001 saw LoRA training go NaN after the first batch "
+                                   "in plain fp16; prefer bf16 (fp16 mixed precision is the choice only on GPUs "
+                                   "without bf16, R-HW-FP16-AMP)")
     if gpu is not None and gpu.bf16 is False and cfg.get("bf16") is True:
-        ctx.warn("R-HW-PRECISION", f"bf16 is on but {gpu.name} has no bf16; set --precision fp32")
+        ctx.warn("R-HW-PRECISION", f"bf16 is on but {gpu.name} has no bf16 tensor cores (torch emulates it, slowly); "
+                                   "drop --precision bf16 for fp16 mixed precision (R-HW-FP16-AMP)")
+    if gpu is not None and cfg.get("bf16") is False and not cfg.get("fp16") and not cfg.get("pure_bf16"):
+        from lfgen.builder.estimates import checkpoint_dtype
+
+        if checkpoint_dtype(str(cfg.get("model_name_or_path", ""))) != "fp32":
+            ctx.warn("R-HW-FP16-AMP", "bf16 and fp16 are off: LlamaFactory 0.9.5 does not train in fp32 then: "
+                                      + rules.rule("R-HW-FP16-AMP").table("without_flags")
+                                      + f"; on {gpu.name} use " + ("bf16" if gpu.bf16 else "fp16: true (mixed "
+                                                                    "precision with a loss scaler)"))
     if gpu is not None and gpu.fa2 is False and cfg.get("flash_attn") in ("fa2", "fa3"):
         ctx.warn("R-HW-FA", f"flash_attn {cfg['flash_attn']} on {gpu.name}, which does not support it")
+    elif cfg.get("flash_attn") == "fa2" and (gpu is not None or ctx.cpu):
+        from lfgen.catalogs.machine import installed
+
+        if ctx.cpu or not installed("flash_attn"):
+            ctx.warn("R-HW-ATTN", "flash_attn fa2: " + ("a CPU run has no FlashAttention" if ctx.cpu else
+                                  "flash-attn is not installed here, so LlamaFactory warns and uses the default "
+                                  "attention (Gemma 2: eager); pip install flash-attn"))
+    from lfgen.builder.speed_rules import packing_advice
+
+    packing_advice(ctx)
     if ctx.from_file_only:
         for key in EXPLICIT_KEYS:  # a key the file sets is the file's, even where a rule the user asked replaced it
             if key in ctx.config and key not in ctx.fixed and key not in ctx.file_keys:

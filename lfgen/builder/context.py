@@ -57,6 +57,10 @@ class Build:
     seq_len: int | None = None  # the sequence length the memory estimate used (R-DATA-CUTOFF)
     headroom: float | None = None  # the share of GPU memory kept free (R-HW-HEADROOM or --headroom)
     shape: Any = None  # lfgen.builder.shapes.Shape: the stage x method this config trains
+    fit: Any = None  # lfgen.models.Fit: the micro-batch that fits, or the options that would (with a GPU and model)
+    files: dict[str, str] = field(default_factory=dict)  # name -> text: files the config points at, written beside it
+    fit_steps: list[Any] = field(default_factory=list)  # R-HW-FIT's steps (auto), in order
+    cpu: bool = False  # sized for a CPU run (R-HW-CPU)
 
     @property
     def skipped(self) -> dict[str, str]:
@@ -97,6 +101,11 @@ class Context:
         self.shape: Any = None  # lfgen.builder.shapes.Shape, resolved by the first step (shape_rules.shape)
         self.replaced: set[str] = set()  # skeleton keys the shape decides instead (learning_rate, stage, ...)
         self.rate: Any = None  # lfgen.builder.shapes.Rate: the learning rate the shape's rule gives
+        self.cpu = False  # the CPU target (R-HW-CPU): --gpu cpu, or no GPU here and none named
+        self.detected: Any = None  # lfgen.catalogs.machine.Target, when the hardware was looked up here
+        self.files: dict[str, str] = {}  # files the config points at by name (a DeepSpeed JSON), written beside it
+        self.zero_tries: list[Any] = []  # (ZeRO stage, lfgen.models.Fit) tried on several GPUs (R-MULTI-DS)
+        self.fit_steps: list[Any] = []  # the R-HW-FIT steps auto took to fit (lfgen.builder.fit_rules.Taken)
         # key -> (value, rule, where): the user's options win over the file's values.
         self.fixed: dict[str, tuple[Any, str, str]] = {k: (v, "FILE", f"set in {file_source}")
                                                       for k, v in file_values.items()}
@@ -158,12 +167,12 @@ class Context:
             if fixed_rule == "FILE" and same(fixed_value, value):
                 decision = Decision(key=key, value=fixed_value, rule=rule_id, reason=f"{reason} (as in the file)",
                                     source=source, alternative=alternative)
-            elif same(fixed_value, value):
-                decision = Decision(key=key, value=fixed_value, rule=fixed_rule, source=where,
-                                    reason=f"{where}; the same as {rule_id}: {reason}")
             else:
-                decision = Decision(key=key, value=fixed_value, rule=fixed_rule, source=where,
-                                    reason=f"{where}; overrides {rule_id}, which gives {fmt(value)}: {reason}")
+                # A rule that fixes a key before the others run (R-HW-FIT's steps) cites its own source.
+                cited = where if fixed_rule in ("USER", "FILE") else rules.rule(fixed_rule).source
+                how = f"the same as {rule_id}: {reason}" if same(fixed_value, value) else \
+                    f"overrides {rule_id}, which gives {fmt(value)}: {reason}"
+                decision = Decision(key=key, value=fixed_value, rule=fixed_rule, source=cited, reason=f"{where}; {how}")
             self.config[key] = fixed_value
             self.decisions[key] = decision
             return

@@ -7,7 +7,7 @@ import dataclasses
 import math
 from typing import Any
 
-from lfgen.builder import datasets
+from lfgen.builder import datasets, scale_rules
 from lfgen.builder.context import Context
 from lfgen.catalogs import rules
 from lfgen.errors import InputError
@@ -90,30 +90,6 @@ def data_cutoff(ctx: Context) -> None:
     ctx.seq_len = lengths.max  # the longest sample: a padded batch that holds it is the peak (estimates)
 
 
-def _optimizer_steps(ctx: Context, n: int) -> tuple[int, str]:
-    """Optimizer steps of the run as the Hugging Face Trainer counts them, and the arithmetic."""
-    val = ctx.get("val_size", 0) or 0
-    held = math.ceil(val * n) if 0 < val < 1 else int(val)
-    train = max(1, n - held)
-    micro = int(ctx.get("per_device_train_batch_size", 8))
-    accumulation = int(ctx.get("gradient_accumulation_steps", 1))
-    gpus = ctx.options.num_gpus
-    from lfgen.models.time import optimizer_steps  # the Trainer's arithmetic, one home (the time estimate's)
-
-    batches = math.ceil(train / (micro * gpus))
-    epochs = float(ctx.get("num_train_epochs", 3.0))
-    max_steps = ctx.get("max_steps")
-    max_steps = max_steps if isinstance(max_steps, int) and max_steps > 0 else None
-    total, per_epoch = optimizer_steps(train, micro, gpus, accumulation, epochs, max_steps)
-    split = f"{train:,} training samples ({n:,} - {held:,} for val_size {val:g})" if held else f"{train:,} samples"
-    gpu_text = f" x {gpus} GPUs" if gpus > 1 else ""
-    how = (f"{split} / micro-batch {micro}{gpu_text} = {batches:,} batches / accumulation {accumulation} = "
-           f"{per_epoch:,} steps per epoch")
-    if max_steps:
-        return max_steps, f"max_steps {max_steps:,} (instead of {how})"
-    return total, f"{how} x {epochs:g} epochs = {total:,} optimizer steps"
-
-
 def intervals(ctx: Context) -> None:
     """R-DATA-STEPS: every run evaluates at least min_evals times, saves before its end and logs often
     enough for the diagnosis; the seed's intervals stay where the run is long enough for them."""
@@ -122,24 +98,25 @@ def intervals(ctx: Context) -> None:
         return
     spec = rules.rule("R-DATA-STEPS")
     seed, min_evals, min_logs = spec.table("seed"), int(spec.table("min_evals")), int(spec.table("min_log_points"))
-    total, how = _optimizer_steps(ctx, n)
+    total, how = scale_rules.optimizer_steps_of(ctx, n)
     asked = "--samples" if ctx.options.samples else "--dataset-dir" if ctx.options.dataset_dir else None
     evaluates = ctx.get("eval_strategy", "no") == "steps" and (ctx.get("val_size") or ctx.get("eval_dataset"))
     eval_steps = int(seed["eval_steps"])
     if evaluates:
-        if total >= min_evals * eval_steps:
-            why = f"{how}: the seed's {eval_steps} evaluates {total // eval_steps} times"
-        else:
-            eval_steps = max(1, total // min_evals)
-            why = (f"{how}; {total:,} // {min_evals} = every {eval_steps} steps evaluates {total // eval_steps} times "
-                   f"(the seed's {seed['eval_steps']} needs {min_evals * seed['eval_steps']:,} steps)")
-        _choose(ctx, "eval_steps", eval_steps, why, asked)
+        eval_steps, why = scale_rules.evaluations(ctx, total, how, eval_steps)
+        _choose(ctx, "eval_steps", eval_steps, why, asked, "R-EVAL-SIZE" if eval_steps > seed["eval_steps"] else None)
     if evaluates and total // int(ctx.get("eval_steps", eval_steps)) < min_evals <= total:
         ctx.warn("R-DATA-STEPS", f"eval_steps {ctx.get('eval_steps')} evaluates {total // int(ctx.get('eval_steps'))} "
                                  f"time(s) in {total:,} optimizer steps; {total // min_evals} would evaluate "
                                  f"{min_evals} times")
     save = int(seed["save_steps"])
-    if total > save:
+    most_saves = int(rules.rule("R-DATA-LARGE").table("max_saves"))
+    save_rule = None
+    if evaluates and (total - 1) // save > most_saves:
+        save, save_rule = int(ctx.get("eval_steps", eval_steps)), "R-DATA-LARGE"
+        why = (f"{total:,} optimizer steps: the seed's {seed['save_steps']} would save {(total - 1) // seed['save_steps']:,} "
+               f"times; saving at each evaluation (every {save:,} steps) keeps {(total - 1) // save} checkpoints")
+    elif total > save:
         why = f"{total:,} optimizer steps: the seed's {save} saves {(total - 1) // save} time(s) before the end"
     else:
         step = int(ctx.get("eval_steps", eval_steps)) if evaluates else max(1, total // min_evals)
@@ -150,7 +127,7 @@ def intervals(ctx: Context) -> None:
                f"{seed['save_steps']} would save only the final model)")
         if save >= total:
             ctx.warn("R-DATA-STEPS", f"the run is only {total} optimizer step(s); it cannot save before its end")
-    _choose(ctx, "save_steps", save, why, asked)
+    _choose(ctx, "save_steps", save, why, asked, save_rule)
     log = int(seed["logging_steps"])
     if total < min_logs * log:
         log = max(1, total // min_logs)
@@ -162,17 +139,19 @@ def intervals(ctx: Context) -> None:
     if total < min_evals:
         ctx.warn("R-DATA-STEPS", f"{how}: too short to evaluate {min_evals} times; more data, epochs or a smaller "
                                  "batch make a run the eval loss can judge")
+    scale_rules.cap_warmup(ctx, total)
     _warmup_arithmetic(ctx, total)
 
 
-def _choose(ctx: Context, key: str, value: int, why: str, asked: str | None) -> None:
-    """R-DATA-STEPS' value; where the seed's value stays, its decision keeps its rule and gains the arithmetic."""
+def _choose(ctx: Context, key: str, value: int, why: str, asked: str | None, rule_id: str | None = None) -> None:
+    """R-DATA-STEPS' value (or *rule_id*'s); where the seed's value stays, its decision keeps its rule and gains the
+    arithmetic."""
     decision = ctx.decisions.get(key)
     if decision is not None and decision.rule != "R-DATA-STEPS" and decision.value == value \
             and key in ctx.config and key not in ctx.fixed:
         ctx.decisions[key] = dataclasses.replace(decision, reason=f"{decision.reason}; R-DATA-STEPS: {why}")
         return
-    ctx.choose(key, value, "R-DATA-STEPS", why, asked=asked)
+    ctx.choose(key, value, rule_id or "R-DATA-STEPS", why, asked=asked)
 
 
 def _warmup_arithmetic(ctx: Context, total: int) -> None:

@@ -105,12 +105,30 @@ def sequence_length(config: dict[str, Any], seq_len: int | None) -> int:
     return max(1, min(cutoff, int(seq_len)))
 
 
+_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32", "float": "fp32"}
+
+
+def checkpoint_dtype(model: str) -> str:
+    """The dtype LlamaFactory 0.9.5 loads *model*'s weights in (torch_dtype "auto": the checkpoint's own): a local
+    config.json's torch_dtype (transformers 5: dtype), a catalog entry's, else bf16 (nearly every published
+    checkpoint is 16-bit)."""
+    try:
+        config = spec_of(model).config
+    except (InputError, OSError):
+        return "bf16"
+    text = str(config.get("torch_dtype") or config.get("dtype") or "").removeprefix("torch.")
+    return _DTYPES.get(text, "bf16")
+
+
 def settings_for(config: dict[str, Any], num_gpus: int, seq_len: int | None = None,
                  images: tuple[int, int] | None = None) -> dict[str, Any]:
     """MemorySettings values from a LlamaFactory config (*seq_len*: the data's longest sample, see
     ``sequence_length``; *images*: the vision patches and image tokens of the peak sample, see ``image_load``)."""
     from lfgen.models.towers import FREEZE_KEYS
-    dtype = "bf16" if config.get("bf16") else "fp16" if config.get("fp16") else "fp32"
+
+    loaded = checkpoint_dtype(str(config.get("model_name_or_path", "")))
+    # bf16/fp16 autocast the forward; with neither, it runs in the dtype the weights load in (R-HW-FP16-AMP)
+    dtype = "bf16" if config.get("bf16") or config.get("pure_bf16") else "fp16" if config.get("fp16") else loaded
     values = {
         "micro_batch": config.get("per_device_train_batch_size", 8),
         "cutoff_len": sequence_length(config, seq_len),
@@ -120,6 +138,7 @@ def settings_for(config: dict[str, Any], num_gpus: int, seq_len: int | None = No
         "lora_dropout": config.get("lora_dropout", 0.0),
         "use_dora": bool(config.get("use_dora", False)),
         "compute_dtype": dtype,
+        "weights_dtype": loaded,
         "quantization_bit": config.get("quantization_bit"),
         "double_quantization": bool(config.get("double_quantization", True)),
         "gradient_checkpointing": not config.get("disable_gradient_checkpointing", False),

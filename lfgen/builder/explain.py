@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lfgen.builder.context import Build, Decision, same
 from lfgen.builder.kinds import Kind, classify
+from lfgen.builder.multi_gpu import same_file
 from lfgen.builder.options import BuildOptions
 from lfgen.builder.steps import build, is_file_base
 from lfgen.builder.recipe import read_recipe
@@ -39,6 +41,8 @@ class Explanation:
     lengths: Any = None  # the data's measured lengths (lfgen.builder.data_lengths.Lengths), for the time estimate
     run_cost: Any = None  # lfgen.builder.timing.RunCost: time and cost, when a model and GPU are known
     shape: Any = None  # lfgen.builder.shapes.Shape of a training config
+    fit_steps: list[Any] = field(default_factory=list)  # R-HW-FIT's steps auto took (lfgen.builder.fit_rules.Taken)
+    cpu: bool = False  # sized for a CPU run (R-HW-CPU)
 
     def shape_json(self) -> dict[str, Any] | None:
         """The run's shape and the rules whose premise does not hold for it (said once, here)."""
@@ -68,6 +72,9 @@ class Explanation:
             "suggestions": [d.to_json() for d in self.suggestions],
             "samples": self.samples,
             "gpu": extra.get("gpu", self.gpu),
+            "target": "cpu" if self.cpu else "gpu" if self.gpu else None,
+            "fit_steps": [{"key": t.key, "from": t.before, "to": t.value, "needed_gib": round(t.needed_gib, 2),
+                           "reason": t.reason} for t in self.fit_steps],
         }
 
 
@@ -85,7 +92,8 @@ def _from_build(source: str, result: Build, keys: list[str] | None = None) -> Ex
                        decisions=[result.decisions[k] for k in keys if k in result.decisions],
                        warnings=list(result.warnings), samples=result.samples, samples_note=result.samples_note,
                        gpu=_gpu(result), suggestions=list(result.not_applied), seq_len=result.seq_len,
-                       headroom=result.headroom, lengths=result.lengths, shape=result.shape)
+                       headroom=result.headroom, lengths=result.lengths, shape=result.shape,
+                       fit_steps=list(result.fit_steps), cpu=result.cpu)
 
 
 def _explain_generated(path: str, text: str, options: BuildOptions) -> Explanation | None:
@@ -102,7 +110,9 @@ def _explain_generated(path: str, text: str, options: BuildOptions) -> Explanati
     decisions, warnings = [], list(rebuilt.warnings)
     for key, value in values.items():
         chosen = rebuilt.decisions.get(key)
-        if chosen is not None and same(chosen.value, value):
+        if chosen is not None and same_file(key, chosen.value, value):  # a file lfgen wrote beside the config
+            decisions.append(dataclasses.replace(chosen, value=value))
+        elif chosen is not None and same(chosen.value, value):
             decisions.append(chosen)
         elif chosen is not None:
             decisions.append(Decision(key=key, value=value, rule="FILE", source=path,
@@ -117,7 +127,8 @@ def _explain_generated(path: str, text: str, options: BuildOptions) -> Explanati
     return Explanation(source=path, config=values, decisions=decisions, warnings=warnings, samples=rebuilt.samples,
                        samples_note=rebuilt.samples_note and "as recorded when the file was written",
                        gpu=_gpu(rebuilt), seq_len=rebuilt.seq_len, headroom=rebuilt.headroom,
-                       lengths=rebuilt.lengths, shape=rebuilt.shape)
+                       lengths=rebuilt.lengths, shape=rebuilt.shape, fit_steps=list(rebuilt.fit_steps),
+                       cpu=rebuilt.cpu)
 
 
 def _explain_as_is(path: str, values: dict[str, Any], kind: Kind) -> Explanation:

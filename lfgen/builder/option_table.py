@@ -62,12 +62,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("samples", int, "Number of training samples (instead of counting them).", constraints=_POSITIVE),
     Option("output_dir", str, "LlamaFactory output_dir (default: outputs/<model>-<preset>-r<rank>).",
            "output_dir", constraints=_NONEMPTY),
-    Option("gpu", str, "GPU name from the catalog: 4090, A100-80, H200, ... (see docs/cli.md).",
-           constraints=_NONEMPTY),
+    Option("gpu", str, "GPU name from the catalog: 4090, A100-80, H200, ... (see docs/cli.md), or cpu (default: the "
+           "GPU visible here, else a CPU run; $LFGEN_GPU replaces the look).", constraints=_NONEMPTY),
     Option("gpu_mem", float, "GPU memory in GB, when the GPU is not in the catalog.", constraints=_FINITE),
     Option("num_gpus", int, "GPUs the run uses.", default=1, constraints=_POSITIVE),
-    Option("precision", str, "Force a precision (default: bf16 where the GPU has it, else fp32).",
-           choices=("bf16", "fp16", "fp32")),
+    Option("zero", int, "DeepSpeed ZeRO stage across --num-gpus: 0 (plain DDP), 2 or 3 (default: the lowest the memory "
+           "estimate fits); lfgen writes the JSON beside the config.", choices=(0, 2, 3)),
+    Option("precision", str, "Force a precision (default: bf16 where the GPU has it, else fp16 mixed precision; fp32 "
+           "turns both off: LlamaFactory then trains in the checkpoint's own dtype).", choices=("bf16", "fp16", "fp32")),
     Option("quant", int, "Quantize the frozen model with bitsandbytes (QLoRA): 4 or 8 bits; the compute dtype "
            "follows the precision.", "quantization_bit", choices=(4, 8)),
     Option("headroom", float, "Percent of GPU memory to keep free (default: R-HW-HEADROOM's 15).",

@@ -45,7 +45,9 @@ def _field(option: Option) -> tuple[Any, Any]:
 # What a user can ask for; field names are the CLI options (``--gpu-mem`` is ``gpu_mem``).
 BuildOptions = create_model("BuildOptions", __base__=_Options, __module__=__name__,
                             **{o.name: _field(o) for o in OPTIONS},
-                            set=(dict[str, Any], Field(default={}, description=SET_HELP)))
+                            set=(dict[str, Any], Field(default={}, description=SET_HELP)),
+                            # Not a CLI option: lfgen sweep and tune set it, so a sweep's runs share tokenized data.
+                            tokenize_into=(str | None, Field(default=None, description="the sweep's outputs folder")))
 
 
 # YAML 1.1's other spellings of true and false: for a key LlamaFactory types as a string they are the string

@@ -32,6 +32,8 @@ def command_line(command: str, base: str, options: BuildOptions) -> str:
     argv = ["lfgen", command, base]
     for name, value in options.model_dump(exclude_defaults=True).items():
         flag = "--" + name.replace("_", "-")
+        if name == "tokenize_into":
+            continue  # lfgen sweep's own setting, not an option
         if name == "set":
             for key, item in value.items():
                 argv += ["--set", f"{key}={item}"]

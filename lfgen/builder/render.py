@@ -133,19 +133,44 @@ def render(config: dict[str, Any], header: list[str] | None = None, notes: dict[
                                                                sections=sections(config, notes))
 
 
-def render_build(result: Build, command: str = "preset", folder: str | Path | None = None) -> str:
+def render_build(result: Build, command: str = "preset", folder: str | Path | None = None,
+                 files_at: str | Path | None = None) -> str:
     """The YAML text of a build: recipe header, sections, the rule id after each value. A file written
-    into *folder* also records its root (``lfgen-root:``, the working directory, relative to *folder*)."""
+    into *folder* also records its root (``lfgen-root:``, the working directory, relative to *folder*); the files
+    the build carries (a DeepSpeed JSON) are pointed at in *files_at* (default *folder*), or at lfgen's own copies
+    when the text goes to stdout."""
+    from lfgen.builder.multi_gpu import place
     from lfgen.builder.recipe import header
     from lfgen.paths import root_line
 
+    result = place(result, files_at if files_at is not None else folder)
     notes = {key: decision.rule for key, decision in result.decisions.items()}
     lines = header(result, command) + (root_line(result.config, folder) if folder is not None else [])
     return render(result.config, header=lines, notes=notes)
 
 
 def write_preset(result: Build, path: str | Path, *, force: bool = False) -> Path:
-    """Write a build to *path* (recording its root); an existing file is kept unless *force*."""
-    from lfgen.yamlio import write_new
+    """Write a build to *path* (recording its root) and the files it carries beside it; an existing file is kept
+    unless *force* (a carried file with the same content is left as it is). Every check comes before any write."""
+    from lfgen.errors import InputError
+    from lfgen.yamlio import check_can_write, write_atomic, write_new
 
-    return write_new(path, render_build(result, folder=Path(path).parent), force=force)
+    path = Path(path)
+    check_can_write(path, "-o")
+    if (path.exists() or path.is_symlink()) and not force:
+        raise InputError(f"-o: {path} already exists; pass --force to overwrite it")
+    for name, text in result.files.items():
+        beside = path.parent / name
+        try:
+            differs = beside.exists() and beside.read_text(encoding="utf-8") != text
+        except (OSError, UnicodeDecodeError):
+            differs = True
+        if differs and not force:
+            raise InputError(f"-o: {beside} already exists with other content (lfgen writes its {name} beside the "
+                             "config); pass --force to overwrite it, or write the config into another folder")
+    text = render_build(result, folder=path.parent)
+    for name, body in result.files.items():
+        beside = path.parent / name
+        if not beside.exists() or beside.read_text(encoding="utf-8") != body:
+            write_atomic(beside, body)
+    return write_new(path, text, force=force)

@@ -12,11 +12,14 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
-from lfgen.builder import datasets
+from lfgen.builder import datasets, fit_rules, scale_rules
 from lfgen.builder.checks import checks
 from lfgen.builder.context import Build, Context, Decision, same
 from lfgen.builder.options import BuildOptions
 from lfgen.builder.data_rules import data_cutoff, intervals
+from lfgen.builder.multi_gpu import tokenized
+from lfgen.builder.scale_rules import eval_size
+from lfgen.builder.template_rules import template
 from lfgen.builder.shape_rules import data_fit, learning_rate, shape, unread_keys
 from lfgen.builder.sizing import estimate_memory, hardware, quantization, user_precision
 from lfgen.builder.targets import resolve_target
@@ -194,6 +197,10 @@ def _lora_data_rules(ctx: Context, n: int, count: str, asked: str | None) -> Non
 
 
 def _epoch_rules(ctx: Context, n: int, count: str, asked: str | None) -> None:
+    if scale_rules.epochs_and_warmup(ctx, n, count, asked):
+        decay = rules.band("R-DATA-WD", n)["value"]
+        ctx.choose("weight_decay", decay, "R-DATA-WD", f"{count}: weight decay {decay}", asked=asked)
+        return
     epochs = rules.band("R-DATA-EPOCHS", n)
     if ctx.shape.applies("R-DATA-EPOCHS"):
         ctx.choose("num_train_epochs", epochs["value"], "R-DATA-EPOCHS",
@@ -223,23 +230,6 @@ def _alpha(ctx: Context) -> None:
         return  # LlamaFactory's own default is alpha = 2 x rank: nothing to suggest
     ctx.choose("lora_alpha", round(ratio * rank), "R-ALPHA", f"alpha = {ratio:g} x rank {rank} ({whose})",
                asked="--rank" if ctx.options.rank is not None and ctx.options.alpha is None else None)
-
-
-def _template(ctx: Context) -> None:
-    from lfgen.catalogs.templates import table, template_for
-
-    if not ctx.shape.applies("LF-TEMPLATE"):
-        return  # pre-training reads raw text (R-STAGE-PT)
-    model = str(ctx.get("model_name_or_path", ""))
-    template = template_for(model)
-    if template is not None:
-        ctx.choose("template", template, "LF-TEMPLATE", f"{model} is a {template}-template model")
-        return
-    ctx.choose("template", table()["fallback"], "LF-TEMPLATE",
-               f"no family known for {model}; LlamaFactory's generic template")
-    if "template" not in ctx.fixed:
-        ctx.warn("LF-TEMPLATE", f"no chat template known for {model!r}; wrote template: default, pass --template "
-                                "NAME (see LlamaFactory's supported models table)")
 
 
 def _output(ctx: Context) -> None:
@@ -285,17 +275,18 @@ def _user_rest(ctx: Context) -> None:
     for key, (value, rule_id, where) in ctx.fixed.items():
         if key not in ctx.decisions:
             ctx.config[key] = value
-            ctx.decisions[key] = Decision(key=key, value=value, rule=rule_id, reason=where,
-                                          source=where if rule_id == "USER" else ctx.file_source or "")
+            source = where if rule_id == "USER" else ctx.file_source or "" if rule_id == "FILE" else \
+                rules.rule(rule_id).source
+            ctx.decisions[key] = Decision(key=key, value=value, rule=rule_id, reason=where, source=source)
 
 
 # The pipeline, in order: the user's fixed values first, then each rule's step; later steps read what
 # earlier ones chose (alpha reads the rank, the batch reads the precision, output_dir the rank).
 STEPS: tuple[Callable[[Context], None], ...] = (
     # the template before R-DATA-CUTOFF: the data's lengths are measured through it (its system prompt counts)
-    shape, user_precision, _skeleton, _user_target, _data_size, _template, data_cutoff, _lora, _data_rules, _alpha,
-    learning_rate, vision_keys, hardware, quantization, intervals, _output, _user_rest, unread_keys, _output_digest,
-    checks)
+    shape, user_precision, _skeleton, _user_target, _data_size, template, data_cutoff, _lora, _data_rules, _alpha,
+    learning_rate, vision_keys, hardware, quantization, eval_size, intervals, _output, _user_rest, unread_keys,
+    tokenized, _output_digest, checks)
 
 
 def is_file_base(base: str) -> bool:
@@ -318,7 +309,10 @@ def build(base: str = "a800", options: BuildOptions | None = None, *, check_data
           check_schema: bool = True, lengths: Any = None) -> Build:
     """Build one LlamaFactory train config from a preset name or a config file, plus options
     (*check_schema* False: explain reports the schema's problems itself instead of stopping on them;
-    *check_data* False with *lengths*: the data's lengths as a recipe recorded them, nothing is read)."""
+    *check_data* False with *lengths*: the data's lengths as a recipe recorded them, nothing is read).
+
+    A preset that steps down (auto) and does not fit its GPU is built again with R-HW-FIT's next step, until it fits
+    or no step is left (lfgen.builder.fit_rules)."""
     options = options or BuildOptions()
     preset: Preset | None = None
     file_values: dict[str, Any] = {}
@@ -327,13 +321,27 @@ def build(base: str = "a800", options: BuildOptions | None = None, *, check_data
         file_values, file_source = _load_base(base), base
     else:
         preset = get_preset(base)
-    ctx = Context(base, options, preset, file_values, file_source)
-    if not check_data and options.samples is not None:
-        ctx.samples, ctx.samples_note = options.samples, "as recorded when the file was written"
-    ctx.read_data, ctx.lengths = check_data, None if check_data else lengths
-    for step in STEPS:
-        if check_data or step is not _data_size:
-            step(ctx)
+    taken: list[fit_rules.Taken] = []
+    stepping = preset is not None and preset.steps_down
+    while True:
+        ctx = Context(base, options, preset, file_values, file_source)
+        for step in taken:  # in order: a later step on the same key (rank 64 -> 32) replaces the earlier one
+            if ctx.fixed.get(step.key, (None, "R-HW-FIT"))[1] == "R-HW-FIT":
+                ctx.fixed[step.key] = (step.value, "R-HW-FIT", step.reason)
+        if not check_data and options.samples is not None:
+            ctx.samples, ctx.samples_note = options.samples, "as recorded when the file was written"
+        ctx.read_data, ctx.lengths = check_data, None if check_data else lengths
+        for step in STEPS:
+            if check_data or step is not _data_size:
+                step(ctx)
+        following = fit_rules.next_step(ctx, taken) if stepping else None
+        if following is None:
+            if taken and ctx.fit is not None and not ctx.fit.fits:
+                taken, stepping = [], False  # no step reaches a fit: the config as it was, with its fixes named
+                continue
+            break
+        taken.append(following)
+    ctx.fit_steps = taken
     if ctx.model_spec is not None and ctx.hardware is not None and not ctx.no_estimate:
         estimate_memory(ctx)
     # Rule values are tested against LlamaFactory's parser; only raw values from --set or a base
@@ -345,8 +353,10 @@ def build(base: str = "a800", options: BuildOptions | None = None, *, check_data
         problems = check(ctx.config, snapshot())
         if problems:
             raise ProblemsFound(problems)
+    if ctx.detected is not None and ctx.detected.name is not None:  # the recipe names the hardware it was sized for
+        options = options.model_copy(update={"gpu": ctx.detected.name})
     return Build(base=base, options=options, config=ctx.config, decisions=ctx.decisions, warnings=ctx.warnings,
                  samples=ctx.samples, samples_note=ctx.samples_note, hardware=ctx.hardware, estimate=ctx.estimate,
                  preset=preset, not_applied=ctx.not_applied, lengths=ctx.lengths, seq_len=ctx.seq_len,
-                 headroom=ctx.headroom if ctx.hardware is not None else None, shape=ctx.shape)
-
+                 headroom=ctx.headroom if ctx.hardware is not None else None, shape=ctx.shape, fit=ctx.fit,
+                 files=dict(ctx.files), fit_steps=list(taken), cpu=ctx.cpu)

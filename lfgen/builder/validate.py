@@ -31,6 +31,7 @@ from lfgen.catalogs.llamafactory import Catalog, find_python, probe, snapshot
 from lfgen.yamlio import load_config
 
 _UNUSED_KEYS = re.compile(r"Some keys are not used by the HfArgumentParser: \[(.*)\]")
+_NO_DEEPSPEED = re.compile(r"PackageNotFoundError.*'deepspeed[^']*' distribution was not found")
 
 
 @dataclass
@@ -39,6 +40,7 @@ class FileReport:
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     kind: Kind | None = None  # None when the file could not be read
+    cannot_run_here: str = ""  # why this machine cannot train it (no GPU for bf16, fp16, 4-bit, DeepSpeed)
 
     @property
     def ok(self) -> bool:
@@ -51,7 +53,8 @@ class FileReport:
 
     def to_json(self) -> dict[str, Any]:
         return {"path": self.path, "ok": self.ok, "problems": self.problems, "notes": self.notes,
-                "kind": self.kind.to_json() if self.kind else None, "checked": self.checked}
+                "kind": self.kind.to_json() if self.kind else None, "checked": self.checked,
+                "runs_here": not self.cannot_run_here, "cannot_run_here": self.cannot_run_here}
 
 
 @dataclass
@@ -188,13 +191,18 @@ def _check_file(report: FileReport, config: dict[str, Any], catalog: Catalog, da
         report.notes += notes
 
 
-def _parser_problem(message: str, already: list[str]) -> str | None:
-    """LlamaFactory's message, unless it only repeats unknown keys lfgen already reported."""
+def _parser_problem(message: str, already: list[str], config: dict[str, Any] | None = None) -> str | None:
+    """LlamaFactory's message, unless it only repeats unknown keys lfgen already reported; its refusal of a DeepSpeed
+    config where deepspeed is not installed (transformers' PackageNotFoundError) as one readable line."""
     unused = _UNUSED_KEYS.search(message)
     if unused:
         keys = re.findall(r"'([^']+)'", unused.group(1))
         if all(any(line.startswith(f"{key}:") for line in already) for key in keys):
             return None
+    if config and config.get("deepspeed") and _NO_DEEPSPEED.search(message):
+        return (f"deepspeed: LlamaFactory refuses a DeepSpeed config where the deepspeed package is not installed, so "
+                f"its parser could not check the rest (got {config['deepspeed']}); pip install deepspeed in "
+                "LlamaFactory's Python, as the machine that trains it needs")
     return f"LlamaFactory's parser: {message}"
 
 
@@ -215,13 +223,27 @@ def _read(reports: list[FileReport]) -> dict[str, dict[str, Any]]:
     return configs
 
 
-def _gpu_note(configs: dict[str, dict[str, Any]], reports: list[FileReport]) -> str | None:
-    adjusted = [i for i, c in configs.items() if reports[int(i)].kind.parser == "train"
-                and any(c.get(k) is True for k in ("bf16", "pure_bf16")) and "use_cpu" not in c]
-    if not adjusted:
-        return None
-    return (f"no GPU here: LlamaFactory's parser refuses bf16 and pure_bf16 without one, so it ran with use_cpu: "
-            f"true added (and pure_bf16 read as bf16) for {len(adjusted)} such file(s); the files are unchanged")
+# Settings a machine without a GPU cannot train (LlamaFactory's parser refuses only bf16 and pure_bf16 there).
+_NEEDS_GPU = {"bf16": "bf16 (its parser refuses it without a GPU unless use_cpu is set: it was parsed as on a GPU, "
+                      "with use_cpu added)",
+              "pure_bf16": "pure_bf16 (parsed as bf16 with use_cpu added)",
+              "fp16": "fp16 (mixed precision needs a GPU)",
+              "quantization_bit": "quantization_bit (bitsandbytes needs a GPU)",
+              "deepspeed": "deepspeed (DeepSpeed needs GPUs)"}
+
+
+def _cannot_run_here(configs: dict[str, dict[str, Any]], reports: list[FileReport]) -> None:
+    """Say, per training file, what this GPU-less machine cannot train: the file is checked as on the GPU it is
+    written for, and is valid there, but `lfgen run` here would fail (R-HW-CPU)."""
+    for index, config in configs.items():
+        report = reports[int(index)]
+        if report.kind.parser != "train":
+            continue
+        cpu_ok = ("bf16", "pure_bf16") if config.get("use_cpu") is True else ()  # bf16 on a CPU with use_cpu runs
+        found = [why for key, why in _NEEDS_GPU.items() if key not in cpu_ok and config.get(key) not in (None, False, "", 0)]
+        if found:
+            report.cannot_run_here = (f"no GPU here, so this machine cannot train it: {'; '.join(found)}; it is checked "
+                                      "as on the GPU it is written for (for a CPU run: lfgen preset NAME --gpu cpu)")
 
 
 def validate(paths: list[str], *, run_parser: bool = True, dataset_dir: str | None = None) -> Report:
@@ -246,10 +268,9 @@ def validate(paths: list[str], *, run_parser: bool = True, dataset_dir: str | No
         _check_file(report, config, catalog, dataset_dir)
         error = parser_errors.get(index)
         if error:
-            problem = _parser_problem(error, report.problems)
+            problem = _parser_problem(error, report.problems, config)
             if problem:
                 report.problems.append(problem)
-    note = _gpu_note(configs, reports) if python is not None and catalog.cuda is False else None
-    if note:
-        lf_info["note"] = note
+    if python is not None and catalog.cuda is False:
+        _cannot_run_here(configs, reports)
     return Report(files=reports, llamafactory=lf_info)

@@ -55,6 +55,8 @@ class Preset(_Strict):
     # Settings a seed asks for that LlamaFactory has no key for (R-BIAS).
     unsupported: dict[str, str] = {}
     vision: VisionBlock | None = None  # on a vision-language model
+    # Takes R-HW-FIT's steps (Liger, rank, 4-bit, cutoff_len) until the estimate fits, instead of refusing.
+    steps_down: bool = False
 
 
 class Choice(_Strict):

@@ -58,11 +58,18 @@ def presets(as_json: bool) -> None:
 @build_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to FILE instead of stdout.")
 @click.option("--force", is_flag=True, help="Overwrite an existing -o FILE.")
-def preset(name: str, output: str | None, force: bool, **kwargs: Any) -> None:
+@click.option("--allow-unfit", is_flag=True, help="Write the config even when the memory estimate says it does not "
+              "fit the GPU (R-HW-FIT; default: exit 1 naming the cheapest fix).")
+def preset(name: str, output: str | None, force: bool, allow_unfit: bool, **kwargs: Any) -> None:
     """Write a LlamaFactory train YAML from preset NAME, sized for your GPU, model and data.
 
     Every value carries the id of the rule that chose it; `lfgen explain FILE` says why.
     Your options always win over the rules.
+
+    Without --gpu it sizes for the GPU visible here, or writes a CPU config when there is none (--gpu cpu asks
+    for one). With a GPU and a known model, a config the memory estimate says does not fit is an error naming the
+    cheapest fix (--allow-unfit writes it anyway); the auto preset steps down (Liger, rank, 4-bit, cutoff_len)
+    until it fits. With --num-gpus N the DeepSpeed JSON it picks is written beside -o FILE.
 
     --stage and --method pick the run's shape (DPO, KTO, ORPO, SimPO, reward model, pre-training; OFT, freeze,
     full): each has its own learning rate, keys, memory terms and data kind (docs/shapes.md).
@@ -75,18 +82,26 @@ def preset(name: str, output: str | None, force: bool, **kwargs: Any) -> None:
       lfgen preset lightweight --stage dpo --dataset my_pairs --dataset-dir data
       lfgen preset auto --method full --stage sft --gpu H100 --num-gpus 8
       lfgen preset auto --samples 3000 --gpu A100-40
+      lfgen preset auto --model ./tiny-model --gpu cpu --dataset my_sft --dataset-dir data
+      lfgen preset a800 --model Qwen/Qwen2.5-32B-Instruct --gpu H100 --num-gpus 8 -o configs/32b.yaml
       lfgen preset balanced --set seed=7 --set max_samples=1000
     """
     from lfgen.builder.render import render_build, write_preset
     from lfgen.builder.steps import build
 
     result = build(name, to_build_options(kwargs))
+    if not allow_unfit:
+        from lfgen.builder.fit_rules import require_fit
+
+        require_fit(result)
     if output:
         path = write_preset(result, output, force=force)
         click.echo(f"wrote {path}", err=True)
     else:
         click.echo(render_build(result), nl=False)
     print_warnings(result.warnings)
+    for step in result.fit_steps:
+        click.echo(f"fit: {step.reason}", err=True)
     if result.estimate is not None:
         click.echo(_estimate_line(result.estimate), err=True)
 
@@ -175,6 +190,8 @@ def explain(subject: str, as_json: bool, price: float | None, **kwargs: Any) -> 
         for d in result.suggestions:
             extra.add_row(d.key, show(d.value), d.rule, d.reason)
         out.print(extra)
+    for step in result.fit_steps:
+        out.print(f"fit: {step.reason}", markup=False)
     if result.estimate is not None:
         _print_estimate(out, result.estimate)
         _print_time(out, result.run_cost)
@@ -274,13 +291,18 @@ def validate(files: tuple[str, ...], no_parser: bool, dataset_dir: str | None, a
                 click.echo(f"{item.path}: {problem}")
             for note in item.notes:
                 click.echo(f"note: {item.path}: {note}", err=True)
+            if item.cannot_run_here:
+                click.echo(f"warning: {item.path}: {item.cannot_run_here}", err=True)
         if "note" in report.llamafactory:
             click.echo(f"note: {report.llamafactory['note']}", err=True)
         bad = [f for f in report.files if not f.ok]
         problems = sum(len(f.problems) for f in bad)
         skipped = sum(not f.checked for f in report.files)
+        elsewhere = sum(bool(f.cannot_run_here) for f in report.files if f.ok)
         summary = (f"{len(files)} file(s) valid" if not bad else
                    f"{len(bad)} of {len(files)} file(s) have problems ({problems} in all)")
+        if elsewhere:
+            summary += f"; {elsewhere} valid only on a GPU: this machine has none, so lfgen run here would fail"
         if skipped:
             summary += f"; {skipped} not a LlamaFactory config (skipped)"
         click.echo(summary, err=True)

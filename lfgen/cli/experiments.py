@@ -52,6 +52,8 @@ def sweep(axis: str, values: tuple[str, ...], base: str | None, from_: str | Non
     Writes experiments/<name>/experiment.yaml and runs/<run>.yaml; each run trains in its own
     outputs/<name>/<run>. With a known model and --gpu, each run is sized to fit (micro-batch down,
     accumulation up) and one that cannot fit is dropped with the reason (--no-prune keeps it).
+    With --num-gpus N the DeepSpeed JSON the runs use is written once in experiments/<name>/; runs on
+    more than 50,000 rows share one tokenized copy of their data (tokenized_path, per data setting).
     An existing experiment is kept unless --force. --dry-run shows the experiment's GPU-hours and
     cost first (each run's time on its --gpu, else on this machine; calibrated by lfgen calibrate).
 

@@ -24,12 +24,15 @@ from lfgen.runs.manifest import Experiment, Manifest, RunEntry, dump, save
 from lfgen.yamlio import replace_dir
 
 
-def merge_options(options: BuildOptions, overrides: dict[str, Any], output_dir: str) -> BuildOptions:
+def merge_options(options: BuildOptions, overrides: dict[str, Any], output_dir: str,
+                  tokenize_into: str | None = None) -> BuildOptions:
     values = options.model_dump(exclude_defaults=True)
     extra_set = {**values.get("set", {}), **overrides.get("set", {})}
     values.update({k: v for k, v in overrides.items() if k != "set"})
     values["set"] = extra_set
     values["output_dir"] = output_dir
+    if tokenize_into is not None:  # runs on large data share their tokenized copy (R-MULTI-KEYS)
+        values["tokenize_into"] = tokenize_into
     return BuildOptions.parse(**values)
 
 
@@ -41,7 +44,7 @@ def plan_runs(name: str, base: str, options: BuildOptions, runs: list[RunSpec], 
     built = []
     for run in runs:
         output_dir = f"{outputs_dir}/{name}/{run.name}"
-        built.append((run, build(base, merge_options(options, run.options, output_dir))))
+        built.append((run, build(base, merge_options(options, run.options, output_dir, f"{outputs_dir}/{name}"))))
     return base_build, built
 
 
@@ -131,7 +134,9 @@ def _contents(target: Path, name: str, base: str, options: BuildOptions, runs: l
             dropped.append({"name": run.name, "reason": why, "estimate": estimate})
             continue
         rel = f"{RUNS_DIR}/{run.name}.yaml"
-        files[rel] = render_build(result, folder=target.resolve() / RUNS_DIR)
+        # a DeepSpeed JSON the runs point at lies once in the experiment's folder (R-MULTI-DS)
+        files[rel] = render_build(result, folder=target.resolve() / RUNS_DIR, files_at=target.resolve())
+        files.update(result.files)
         entries.append(RunEntry(name=run.name, overrides=run.options,
                                 varies={k: result.config.get(k) for k in varying},
                                 config=rel, output_dir=result.config["output_dir"], estimate=estimate))
@@ -160,7 +165,11 @@ def add_runs(experiment: Experiment, runs: list[RunSpec], outputs_dir: str = "ou
     entries = list(manifest.runs)
     for run, result in built:
         rel = f"{RUNS_DIR}/{run.name}.yaml"
-        write_atomic(experiment.path / rel, render_build(result, folder=experiment.path.resolve() / RUNS_DIR))
+        for name, text in result.files.items():  # the experiment's own copy of a DeepSpeed JSON (R-MULTI-DS)
+            if not (experiment.path / name).is_file():
+                write_atomic(experiment.path / name, text)
+        write_atomic(experiment.path / rel, render_build(result, folder=experiment.path.resolve() / RUNS_DIR,
+                                                         files_at=experiment.path.resolve()))
         entries = [e for e in entries if e.name != run.name]
         entries.append(RunEntry(name=run.name, overrides=run.options, varies=_varies(run, result.config), config=rel,
                                 output_dir=result.config["output_dir"], estimate=_run_estimate(result)))

@@ -77,6 +77,9 @@ class MemorySettings(BaseModel):
     lora_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     use_dora: bool = False
     compute_dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+    # The dtype the frozen weights load in: LlamaFactory 0.9.5 loads the checkpoint's own (model/loader.py:155,
+    # torch_dtype "auto"), whatever bf16/fp16 say (R-HW-FP16-AMP). None: the compute dtype's width.
+    weights_dtype: Literal["bf16", "fp16", "fp32"] | None = None
     quantization_bit: Literal[4, 8] | None = None
     double_quantization: bool = True
     gradient_checkpointing: bool = True  # LlamaFactory: on unless disable_gradient_checkpointing
@@ -167,7 +170,7 @@ def _optimizer_bytes(optim: str, pure_bf16: bool) -> float:
 def _weights(spec: ModelSpec, s: MemorySettings, notes: list[str]) -> tuple[float, int]:
     """Bytes of the base weights on one GPU, and the largest quantized Linear (elements)."""
     inv = inventory(spec)
-    dense_bytes = 4 if s.compute_dtype == "fp32" and s.quantization_bit is None else 2
+    dense_bytes = 4 if (s.weights_dtype or s.compute_dtype) == "fp32" and s.quantization_bit is None else 2
     if s.quantization_bit is not None and s.kbit_fp32_upcast:
         dense_bytes = 4  # prepare_model_for_kbit_training upcasts what bitsandbytes left unquantized
     total, largest = 0.0, 0
@@ -233,7 +236,7 @@ def estimate_memory(model: ModelSpec | str, settings: MemorySettings | None = No
         if s.deepspeed:  # DeepSpeed trains 16-bit weights and keeps the fp32 master copy with the optimizer
             weight_bytes, grad_bytes, state_bytes = 2.0, 2.0, state_bytes + (0.0 if s.pure_bf16 else 4.0)
         # The trainable weights are the model's own: take them out of the 16-bit base and count them here.
-        dense = 4 if s.compute_dtype == "fp32" else 2
+        dense = 4 if (s.weights_dtype or s.compute_dtype) == "fp32" else 2
         weights -= trainable * dense / shard_params
     parts = {
         "weights": weights + reference + (trainable * weight_bytes / shard_params
@@ -300,21 +303,24 @@ def _divisors_descending(n: int) -> list[int]:
 
 
 def _options(spec: ModelSpec, s: MemorySettings, budget: float) -> list[Option]:
-    """Single changes that make micro-batch 1 fit; per kind, only the mildest one that fits."""
+    """Single changes that make micro-batch 1 fit; per kind, only the mildest one that fits; cheapest first (what the
+    run learns stays the same for the first three kinds; more GPUs cost money)."""
     kinds: list[list[tuple[str, dict[str, Any]]]] = []
     if not s.gradient_checkpointing:
         kinds.append([("turn gradient checkpointing back on", {"gradient_checkpointing": True})])
     if not s.enable_liger_kernel:
         kinds.append([("enable_liger_kernel: true (no full-vocab logits)", {"enable_liger_kernel": True})])
+    if s.num_gpus > 1 and s.zero_stage < 3:
+        # R-METHOD-ZERO, R-MULTI-DS: on the GPUs given first, before anything the run learns differently: shard the
+        # optimizer (ZeRO-2, full and freeze only: an adapter's states are tiny), then the weights too (ZeRO-3)
+        stages = (2, 3) if s.finetuning_type in ("full", "freeze") else (3,)
+        kinds.append([(f"DeepSpeed ZeRO-{z} on the {s.num_gpus} GPUs", {"zero_stage": z})
+                      for z in stages if z > s.zero_stage])
     if s.quantization_bit != 4 and s.finetuning_type in ("lora", "oft"):  # LlamaFactory quantizes adapters only
         kinds.append([("4-bit quantization (QLoRA: quantization_bit 4)", {"quantization_bit": 4})])
     # never at or below one sample's image tokens: a cut image span crashes LlamaFactory (R-VLM-TOKENS)
     cutoffs = [s.cutoff_len // 2**i for i in range(1, 8) if s.cutoff_len // 2**i >= max(128, s.image_tokens + 1)]
     kinds.append([(f"cutoff_len {c}", {"cutoff_len": c}) for c in cutoffs])  # longest first
-    if s.num_gpus > 1 and s.finetuning_type in ("full", "freeze") and s.zero_stage < 3:
-        # R-METHOD-ZERO: shard the optimizer (ZeRO-2), then the weights too (ZeRO-3), on the GPUs given first
-        kinds.append([(f"DeepSpeed ZeRO-{z} on the {s.num_gpus} GPUs", {"zero_stage": z})
-                      for z in (2, 3) if z > s.zero_stage])
     kinds.append([(f"{n} GPUs with DeepSpeed ZeRO-3", {"num_gpus": n, "zero_stage": 3})
                   for n in (2, 4, 8, 16) if n > s.num_gpus])  # fewest first
     found: list[Option] = []

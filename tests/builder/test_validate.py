@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lfgen import BuildOptions, build, render_build
 from lfgen.catalogs.presets import load_presets
@@ -46,7 +48,7 @@ def test_json_report(tmp_path, runner, cli):
     data = json.loads(result.stdout)
     assert result.exit_code == 1 and data["ok"] is False
     assert data["files"][0] == {"path": path, "ok": False, "problems": ["lora_rank: must be greater than 0 (got 0)"],
-                                "notes": [], "checked": True,
+                                "notes": [], "checked": True, "runs_here": True, "cannot_run_here": "",
                                 "kind": {"name": "train", "label": "LoRA SFT training config",
                                          "advice": "run it with `llamafactory-cli train FILE`"}}
     assert set(data["llamafactory"]) >= {"version", "parser_run"}
@@ -140,7 +142,11 @@ def test_llamafactorys_parser_errors_are_shown_cleanly(tmp_path, monkeypatch):
     monkeypatch.chdir(LF_EXAMPLES)
     report = validate(["examples/train_lora/qwen3_lora_sft_ds3.yaml"])  # DeepSpeed config; deepspeed is not installed
     problems = report.files[0].problems
-    assert len(problems) == 1 and problems[0].startswith("LlamaFactory's parser: ") and "deepspeed" in problems[0]
+    if importlib.util.find_spec("deepspeed") is None:  # LlamaFactory refuses it: one line with the fix, not the exception
+        assert len(problems) == 1 and problems[0].startswith("deepspeed: LlamaFactory refuses a DeepSpeed config where "
+                                                             "the deepspeed package is not installed"), problems
+        assert "(got examples/deepspeed/ds_z3_config.json); pip install deepspeed" in problems[0]
+        assert "PackageNotFoundError" not in problems[0] and "Traceback" not in problems[0]
     bad = write(tmp_path / "bad.yaml", "model_name_or_path: m\nfinetuning_type: lora\nquantization_bit: 4\n"
                                        "stage: sft\ndo_train: true\ndo_predict: true\n")
     problems = validate([bad]).files[0].problems
@@ -255,7 +261,9 @@ def test_the_parser_runs_from_the_users_directory_and_writes_nothing(tmp_path, m
 
 @pytest.mark.slow
 @needs_llamafactory
-def test_pure_bf16_gets_the_no_gpu_note(tmp_path, monkeypatch):
+def test_a_gpu_only_file_is_valid_but_said_not_to_run_here(tmp_path, monkeypatch, runner, cli):
+    """Issue 21 item 8: validate parses a bf16 file as on a GPU (use_cpu added for the parser only) and says loudly
+    that this GPU-less machine cannot train it, never that it is valid for a CPU run."""
     monkeypatch.chdir(tmp_path)
     make_dataset_dir(tmp_path / "data")
     path = write(tmp_path / "c.yaml", "model_name_or_path: m\nstage: sft\ndo_train: true\ndataset: my_sft\n"
@@ -263,4 +271,50 @@ def test_pure_bf16_gets_the_no_gpu_note(tmp_path, monkeypatch):
     report = validate([path])
     if report.llamafactory["cuda"] is False:
         assert report.ok, report.files[0].problems
-        assert "pure_bf16" in report.llamafactory["note"]
+        assert "pure_bf16" in report.files[0].cannot_run_here and "no GPU here" in report.files[0].cannot_run_here
+        result = runner.invoke(cli, ["validate", path])
+        assert result.exit_code == 0
+        assert f"warning: {path}: no GPU here, so this machine cannot train it: pure_bf16" in result.stderr
+        assert "1 valid only on a GPU: this machine has none, so lfgen run here would fail" in result.stderr
+        cpu = write(tmp_path / "cpu.yaml", "model_name_or_path: m\nstage: sft\ndo_train: true\ndataset: my_sft\n"
+                                           "template: qwen\nbf16: false\nuse_cpu: true\noutput_dir: o2\n")
+        assert validate([cpu]).files[0].cannot_run_here == ""
+
+
+@pytest.mark.slow
+@needs_llamafactory
+def test_a_cpu_config_passes_llamafactorys_parser_and_runs_here(tmp_path, monkeypatch, runner, cli):
+    """Issue 21 item 8: `lfgen preset --gpu cpu` writes a file LlamaFactory's parser accepts as it is (no use_cpu
+    added by lfgen's probe), which this GPU-less machine can train; its template is the tiny model's (qwen)."""
+    from lfgen.tiny import make_dataset, make_model
+
+    monkeypatch.chdir(tmp_path)
+    make_model(tmp_path / "tiny-model")
+    make_dataset(tmp_path / "data")
+    out = tmp_path / "cpu.yaml"
+    made = runner.invoke(cli, ["preset", "lightweight", "--model", "./tiny-model", "--gpu", "cpu", "--dataset",
+                               "tiny_alpaca", "--dataset-dir", "data", "-o", str(out)])
+    assert made.exit_code == 0, made.stderr
+    config = yaml.safe_load(out.read_text())
+    assert (config["template"], config["bf16"], config["use_cpu"]) == ("qwen", False, True)
+    report = validate([str(out)])
+    assert report.ok, report.files[0].problems
+    assert report.files[0].cannot_run_here == ""
+
+
+@needs_llamafactory
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is not None, reason="deepspeed is installed here")
+def test_a_multi_gpu_file_where_deepspeed_is_missing_gets_one_readable_line(tmp_path, monkeypatch):
+    """LlamaFactory's parser refuses a deepspeed config without the package (transformers raises PackageNotFoundError
+    from TrainingArguments); validate says so in one line with the fix, not the exception's text."""
+    from lfgen.builder.render import write_preset
+
+    monkeypatch.chdir(tmp_path)
+    make_dataset_dir(tmp_path / "data")
+    result = build("a800", BuildOptions.parse(model="Qwen/Qwen2.5-32B-Instruct", gpu="H100", num_gpus=8,
+                                              dataset=["my_sft"], dataset_dir="data"))
+    path = write_preset(result, tmp_path / "configs" / "32b.yaml")
+    problems = validate([str(path)]).files[0].problems
+    assert problems == ["deepspeed: LlamaFactory refuses a DeepSpeed config where the deepspeed package is not "
+                        "installed, so its parser could not check the rest (got configs/ds_z3_config.json); pip install "
+                        "deepspeed in LlamaFactory's Python, as the machine that trains it needs"]

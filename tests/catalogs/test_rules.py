@@ -93,28 +93,44 @@ def test_a_module_the_model_lacks_is_an_error():
         build("a800", BuildOptions.parse(model="Qwen/Qwen2.5-7B-Instruct", target="c_attn"))
 
 
-def test_no_bf16_gpu_trains_in_fp32_with_the_reason():
-    result = build("a800", BuildOptions.parse(gpu="T4"))
-    assert result.config["bf16"] is False and "fp16" not in result.config
-    assert "no bf16" in decided(result, "bf16").reason and "seed 001" in decided(result, "bf16").reason
+@pytest.mark.parametrize("gpu", ["T4", "V100-32", "RTX 2080 Ti"])
+def test_no_bf16_gpu_trains_in_fp16_mixed_precision_with_the_reason(gpu):
+    """R-HW-FP16-AMP: LlamaFactory 0.9.5 does not train in fp32 when bf16 and fp16 are off (it loads the checkpoint in
+    its own dtype, with no autocast and no loss scaling), so a GPU without bf16 gets fp16 AMP; seed 001's fp32 is
+    the alternative, and --precision fp32 is warned about."""
+    result = build("a800", BuildOptions.parse(gpu=gpu))
+    assert result.config["bf16"] is False and result.config["fp16"] is True
+    fp16 = decided(result, "fp16")
+    assert fp16.rule == "R-HW-FP16-AMP" and "no bf16" in fp16.reason and "loss scal" in fp16.reason
+    assert "seed 001" in fp16.alternative and "--precision fp32" in fp16.alternative
+    assert not any(w.startswith("R-HW-PRECISION") for w in result.warnings)  # fp16 is the rule here, not a risk
+    forced = build("a800", BuildOptions.parse(gpu=gpu, precision="fp32"))
+    assert forced.config["bf16"] is False and forced.config["fp16"] is False
+    assert any(w.startswith("R-HW-FP16-AMP") and "does not train in fp32" in w for w in forced.warnings)
 
 
-def test_fp16_only_when_forced_and_then_a_warning_citing_seed_001():
-    result = build("a800", BuildOptions.parse(gpu="T4", precision="fp16"))
+def test_fp16_on_a_gpu_with_bf16_is_a_warning_citing_seed_001():
+    result = build("a800", BuildOptions.parse(gpu="A100-80", precision="fp16"))
     assert result.config["fp16"] is True and result.config["bf16"] is False
     assert any(w.startswith("R-HW-PRECISION") and "seed 001" in w for w in result.warnings)
 
 
 @pytest.mark.parametrize("precision,bf16,fp16", [("fp32", False, False), ("fp16", False, True), ("bf16", True, False)])
-def test_precision_without_a_gpu(precision, bf16, fp16):
+def test_precision_on_a_cpu_run_is_yours(precision, bf16, fp16):
     result = build("a800", BuildOptions.parse(precision=precision))
     assert result.config["bf16"] is bf16 and result.config.get("fp16") is fp16
-    assert result.decisions["bf16"].rule == "USER"
+    assert result.decisions["bf16"].rule == "USER" and result.config["use_cpu"] is True
 
 
-@pytest.mark.parametrize("gpu,attention", [("T4", "sdpa"), ("V100-32", "sdpa"), ("RTX 3090", "fa2"), ("H100", "fa2")])
-def test_flash_attention_only_where_supported(gpu, attention):
+@pytest.mark.parametrize("gpu,attention", [("T4", "sdpa"), ("V100-32", "sdpa"), ("RTX 3090", "sdpa"), ("H100", "sdpa")])
+def test_flash_attention_only_where_supported_and_installed(gpu, attention, monkeypatch):
+    """R-HW-FA / R-HW-ATTN: fa2 needs the GPU and the flash-attn package; without the package, sdpa."""
     assert build("a800", BuildOptions.parse(gpu=gpu)).config["flash_attn"] == attention
+    from lfgen.catalogs import machine
+
+    monkeypatch.setattr(machine, "installed", lambda package: package == "flash_attn")
+    installed = build("a800", BuildOptions.parse(gpu=gpu))
+    assert installed.config["flash_attn"] == ("fa2" if gpu in ("RTX 3090", "H100") else "sdpa")
 
 
 def test_rank_moves_alpha_by_the_presets_ratio():
@@ -134,7 +150,7 @@ def test_user_value_wins_and_explain_names_the_overridden_rule():
 
 
 @pytest.mark.parametrize("samples,dropout,epochs,warmup", [(2000, 0.2, 5.0, 0.05), (8000, 0.1, 4.0, 0.1),
-                                                          (30000, 0.05, 3.0, 0.1), (60000, 0.0, 2.0, 0.1)])
+                                                          (30000, 0.05, 3.0, 0.1), (60000, 0.0, 1.0, 0.03)])
 def test_data_bands(samples, dropout, epochs, warmup):
     config = build("balanced", BuildOptions.parse(samples=samples)).config
     assert (config["lora_dropout"], config["num_train_epochs"], config["warmup_ratio"]) == (dropout, epochs, warmup)

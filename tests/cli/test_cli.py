@@ -165,10 +165,10 @@ def test_samples_with_registered_data_or_no_named_data_builds(runner, cli, datas
 
 
 def test_fp16_forced_is_a_warning_not_an_error(runner, cli):
-    result = runner.invoke(cli, ["preset", "a800", "--gpu", "4090", "--precision", "fp16"])
+    result = runner.invoke(cli, ["preset", "a800", "--gpu", "A100-80", "--precision", "fp16"])
     assert result.exit_code == 0
     assert yaml.safe_load(result.stdout)["fp16"] is True
-    assert "warning: R-HW-PRECISION: fp16 is on: seed 001" in result.stderr
+    assert "warning: R-HW-PRECISION: fp16 is on (A100-80 has bf16): seed 001" in result.stderr
 
 
 def test_nothing_written_on_error(runner, cli, tmp_path):

@@ -34,10 +34,13 @@ def test_report_refusal_names_the_option_it_has(runner, cli, tmp_path):
 
 
 def test_fit_sentences_use_one_unit(runner, cli):
-    result = runner.invoke(cli, ["preset", "a800", "--model", "meta-llama/Llama-2-70b-hf", "--gpu", "4090"])
+    result = runner.invoke(cli, ["preset", "a800", "--model", "meta-llama/Llama-2-70b-hf", "--gpu", "4090",
+                                 "--allow-unfit"])
     assert result.exit_code == 0, result.stderr
     line = next(w for w in result.stderr.splitlines() if "does not fit on" in w)
     assert "GiB" in line and " GB" not in line
+    refused = runner.invoke(cli, ["preset", "a800", "--model", "meta-llama/Llama-2-70b-hf", "--gpu", "4090"])
+    assert refused.exit_code == 1 and "GiB" in refused.stderr and " GB" not in refused.stderr
 
 
 def test_piped_tables_follow_columns(monkeypatch):

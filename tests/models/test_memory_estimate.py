@@ -258,3 +258,16 @@ def test_an_unpacked_config_is_estimated_with_varying_lengths():
     assert settings_for({"stage": "sft"}, 1)["variable_lengths"] is True
     assert settings_for({"stage": "sft", "packing": True}, 1)["variable_lengths"] is False
     assert settings_for({"stage": "pt"}, 1)["variable_lengths"] is False  # LlamaFactory packs pre-training
+
+
+def test_the_weights_are_counted_in_the_dtype_they_load_in():
+    """R-HW-FP16-AMP: LlamaFactory 0.9.5 loads the checkpoint's own dtype whatever bf16/fp16 say; an fp32 checkpoint
+    under bf16 autocast holds 4-byte weights, a 16-bit one under 'fp32' (no flags) 2-byte ones."""
+    bf16 = estimate_memory(QWEN, compute_dtype="bf16")
+    fp32_checkpoint = estimate_memory(QWEN, compute_dtype="bf16", weights_dtype="fp32")
+    assert fp32_checkpoint.breakdown["weights"] == pytest.approx(2 * bf16.breakdown["weights"], rel=0.01)
+    assert fp32_checkpoint.breakdown["activations"] == bf16.breakdown["activations"]  # autocast stays 16-bit
+    no_flags = estimate_memory(QWEN, compute_dtype="bf16", weights_dtype="bf16")
+    assert no_flags.breakdown["weights"] == bf16.breakdown["weights"]
+    assert estimate_memory(QWEN, compute_dtype="fp32").breakdown["weights"] == pytest.approx(
+        fp32_checkpoint.breakdown["weights"])  # no weights_dtype: the compute dtype's width, as before

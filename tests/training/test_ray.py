@@ -254,9 +254,8 @@ def test_two_runs_train_for_real_at_once_and_compare_reads_the_copies(on_cluster
         return subprocess.run([sys.executable, "-m", "lfgen", *args], cwd=tmp_path, capture_output=True, text=True,
                               env=env, timeout=600)
 
-    sweep = lfgen("sweep", "rank", "4", "8", "--base", "lightweight", "--model", "./tiny-model", "--template",
-                  "qwen", "--dataset", "tiny_alpaca", "--dataset-dir", "data", "--precision", "fp32",
-                  "--name", "tiny", *sets)
+    sweep = lfgen("sweep", "rank", "4", "8", "--base", "lightweight", "--model", "./tiny-model", "--dataset",
+                  "tiny_alpaca", "--dataset-dir", "data", "--name", "tiny", *sets)
     assert sweep.returncode == 0, sweep.stderr
     started = time.perf_counter()
     result = lfgen("run", "tiny", "--ray", address, "--quiet")

@@ -185,8 +185,7 @@ def _tiny_project(tmp_path, monkeypatch, *runs):
         return done
 
     sets = [arg for key, value in CPU_SETTINGS.items() for arg in ("--set", f"{key}={value}")]
-    sweep = lfgen("sweep", "rank", *runs, "--base", "lightweight", "--model", "./tiny-model", "--template", "qwen",
-                  "--dataset", "tiny_alpaca", "--dataset-dir", "data", "--precision", "fp32", "--name", "tiny", *sets)
+    sweep = lfgen("sweep", "rank", *runs, "--base", "lightweight", "--model", "./tiny-model", "--dataset", "tiny_alpaca", "--dataset-dir", "data", "--name", "tiny", *sets)
     assert sweep.returncode == 0, sweep.stderr
     return lfgen
 

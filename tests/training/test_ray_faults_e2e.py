@@ -95,8 +95,7 @@ def _sweep(project: Path, name: str, ranks: tuple[str, ...], **settings) -> None
     make_model(project / "tiny-model")
     make_dataset(project / "data")
     sets = [arg for key, value in {**CPU_SETTINGS, **settings}.items() for arg in ("--set", f"{key}={value}")]
-    sweep = lfgen(project, "sweep", "rank", *ranks, "--base", "lightweight", "--model", "./tiny-model", "--template",
-                  "qwen", "--dataset", "tiny_alpaca", "--dataset-dir", "data", "--precision", "fp32", "--name", name,
+    sweep = lfgen(project, "sweep", "rank", *ranks, "--base", "lightweight", "--model", "./tiny-model", "--dataset", "tiny_alpaca", "--dataset-dir", "data", "--name", name,
                   *sets)
     assert sweep.returncode == 0, sweep.stderr
 

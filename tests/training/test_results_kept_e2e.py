@@ -25,8 +25,7 @@ def test_the_run_config_of_a_live_real_run_is_refused(tmp_path):
     make_dataset(tmp_path / "data")
     settings = {**CPU_SETTINGS, "max_steps": 400, "save_steps": 50}
     sets = [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
-    sweep = lfgen(tmp_path, "sweep", "rank", "4", "--base", "lightweight", "--model", "./tiny-model", "--template",
-                  "qwen", "--dataset", "tiny_alpaca", "--dataset-dir", "data", "--precision", "fp32", "--name", "tiny",
+    sweep = lfgen(tmp_path, "sweep", "rank", "4", "--base", "lightweight", "--model", "./tiny-model", "--dataset", "tiny_alpaca", "--dataset-dir", "data", "--name", "tiny",
                   *sets)
     assert sweep.returncode == 0, sweep.stderr
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",

@@ -40,8 +40,7 @@ def test_sigterm_then_a_broken_newest_checkpoint_resumes_from_the_previous_one(t
     make_dataset(project / "data")
     settings = {**CPU_SETTINGS, "max_steps": STEPS, "save_steps": SAVE, "eval_steps": STEPS, "logging_steps": 1}
     sets = [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
-    sweep = lfgen(project, "sweep", "rank", "4", "--base", "lightweight", "--model", "./tiny-model", "--template",
-                  "qwen", "--dataset", "tiny_alpaca", "--dataset-dir", "data", "--precision", "fp32", "--name", "r",
+    sweep = lfgen(project, "sweep", "rank", "4", "--base", "lightweight", "--model", "./tiny-model", "--dataset", "tiny_alpaca", "--dataset-dir", "data", "--name", "r",
                   *sets)
     assert sweep.returncode == 0, sweep.stderr
     out = project / "outputs/r/rank-4"

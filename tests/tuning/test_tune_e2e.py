@@ -31,8 +31,7 @@ def test_a_pruned_study_finishes_and_its_best_config_validates(tmp_path):
     sets = [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
     (tmp_path / "space.yaml").write_text("lora_rank: {choices: [4, 8, 16]}\n"
                                          "learning_rate: {low: 1.0e-5, high: 1.0e-2, log: true}\n")
-    tuned = lfgen(tmp_path, "tune", "t", "--base", "lightweight", "--model", "./tiny-model", "--template", "qwen",
-                  "--dataset", "tiny_alpaca", "--dataset-dir", "data", "--precision", "fp32", *sets,
+    tuned = lfgen(tmp_path, "tune", "t", "--base", "lightweight", "--model", "./tiny-model", "--dataset", "tiny_alpaca", "--dataset-dir", "data", *sets,
                   "--space", "space.yaml", "--trials", str(TRIALS), "--pruner", "asha", "--seed", "0", timeout=1200)
     assert tuned.returncode == 0, tuned.stderr[-4000:]
     assert "Traceback" not in tuned.stderr

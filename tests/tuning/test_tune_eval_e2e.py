@@ -50,7 +50,7 @@ def test_a_rouge_study_scores_each_trial_with_llamafactory_and_a_kill_during_an_
     (project / "space.yaml").write_text(SPACE)
     sets = [arg for key, value in SETTINGS.items() for arg in ("--set", f"{key}={value}")]
     argv = [sys.executable, "-m", "lfgen", "tune", "m", "--base", "lightweight", "--model", "./tiny-model",
-            "--template", "qwen", "--dataset", "tiny_alpaca", "--dataset-dir", "data", "--precision", "fp32", *sets,
+            "--dataset", "tiny_alpaca", "--dataset-dir", "data", *sets,
             "--space", "space.yaml", "--trials", "3", "--sampler", "grid", "--pruner", "asha",
             "--metric", "predict_rouge-l", "--max-new-tokens", str(NEW_TOKENS)]
     outputs = project / "outputs/m"

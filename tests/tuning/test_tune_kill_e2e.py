@@ -74,7 +74,7 @@ def test_kill_9_mid_trial_then_resume_ends_with_exactly_n_trials_and_retrains_no
     sets = [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
     (project / "space.yaml").write_text(SPACE)
     argv = [sys.executable, "-m", "lfgen", "tune", "t", "--base", "lightweight", "--model", "./tiny-model",
-            "--template", "qwen", "--dataset", "tiny_alpaca", "--dataset-dir", "data", "--precision", "fp32", *sets,
+            "--dataset", "tiny_alpaca", "--dataset-dir", "data", *sets,
             "--space", "space.yaml", "--trials", str(TRIALS), "--pruner", "none", "--seed", "0"]
     outputs = project / "outputs/t"
     first, killed = outputs / "trial-000", outputs / "trial-001"
