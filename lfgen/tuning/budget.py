@@ -117,13 +117,16 @@ class Gate:
                   if (planned := self.cost_of(run, configs[run])) is not None and planned.wall_s > 0
                   and spends[run].wall_s > 0]
         ratio = max(ratios) if ratios else 1.0
+        # Each trial, running or to start, also keeps spent_out's stop margin: a trial admitted here is never stopped
+        # by that margin before its high estimate ends.
+        margin = STOP_MARGIN_S / 3600
         committed = 0.0
         for run in running & set(spends):
             planned = self.cost_of(run, configs[run])
             if planned is not None:  # what it planned at the high end, less what it has run
-                committed += max(0.0, planned.high_s * ratio - spends[run].wall_s) * spends[run].devices / 3600
+                committed += max(0.0, planned.high_s * ratio - spends[run].wall_s) * spends[run].devices / 3600 + margin
         had = spends[name].wall_s if name in spends else 0.0
-        need = max(0.0, cost.high_s * ratio - had) * cost.num_gpus / 3600
+        need = max(0.0, cost.high_s * ratio - had) * cost.num_gpus / 3600 + margin
         figures = {"budget_gpu_hours": self.gpu_hours, "spent_gpu_hours": round(spent, 6),
                    "running_gpu_hours": round(committed, 6), "next_gpu_hours": round(need, 6),
                    "study_ratio": round(ratio, 4), "measured_trials": len(ratios)}

@@ -12,7 +12,7 @@ import pytest
 from lfgen.errors import InputError
 from lfgen.runs.states import RunState
 from lfgen.runs.store import Store
-from lfgen.tuning.budget import MAX_GPU_HOURS, Gate, TrialCost, check_budget
+from lfgen.tuning.budget import MAX_GPU_HOURS, STOP_MARGIN_S, Gate, TrialCost, check_budget
 
 ARGS = ["--base", "lightweight", "--model", "Qwen/Qwen2.5-0.5B-Instruct", "--gpu", "A100-80", "--samples", "400"]
 
@@ -74,19 +74,22 @@ def test_the_next_trial_fits_beside_what_is_spent_and_what_the_running_trial_sti
     gate = _gate(tmp_path, 1.0)
     new = TrialCost(100.0, 124.0, 1)
     # spent: 150 s (trial-000) + ~50 s (trial-001, running); trial-000 took 1.5 x its estimate: the running trial
-    # still needs 124 x 1.5 - 50 = 136 s, the new one 124 x 1.5 = 186 s: 522 s in all
+    # still needs 124 x 1.5 - 50 = 136 s, the new one 124 x 1.5 = 186 s, each with the 10 s kept for stopping it
+    # (STOP_MARGIN_S, what spent_out keeps): 542 s in all
+    m = STOP_MARGIN_S
     ok, figures = gate.affordable(new, runs, {"trial-001"}, {"trial-000"})
     assert figures["study_ratio"] == pytest.approx(1.5) and figures["measured_trials"] == 1
     assert figures["spent_gpu_hours"] * 3600 == pytest.approx(200.0, abs=3.0)
-    assert figures["running_gpu_hours"] * 3600 == pytest.approx(136.0, abs=3.0)
-    assert figures["next_gpu_hours"] * 3600 == pytest.approx(186.0, abs=0.1)
+    assert figures["running_gpu_hours"] * 3600 == pytest.approx(136.0 + m, abs=3.0)
+    assert figures["next_gpu_hours"] * 3600 == pytest.approx(186.0 + m, abs=0.1)
     assert ok
-    # 522 s in all (a few more while the test runs): 510 s of budget cannot afford it, 560 s can
-    assert not _gate(tmp_path, 510 / 3600).affordable(new, runs, {"trial-001"}, {"trial-000"})[0]
-    assert _gate(tmp_path, 560 / 3600).affordable(new, runs, {"trial-001"}, {"trial-000"})[0]
+    # 542 s in all (a few more while the test runs): 530 s of budget cannot afford it, 580 s can; without the stop
+    # margins (522 s) a trial admitted at 530 s would be stopped by spent_out before its estimate ends
+    assert not _gate(tmp_path, 530 / 3600).affordable(new, runs, {"trial-001"}, {"trial-000"})[0]
+    assert _gate(tmp_path, 580 / 3600).affordable(new, runs, {"trial-001"}, {"trial-000"})[0]
     # a trial to resume has its spend counted already: trial-001 needs only what it has left
     _, resumed = _gate(tmp_path, 1.0).affordable(new, runs, set(), {"trial-000"}, "trial-001")
-    assert resumed["next_gpu_hours"] * 3600 == pytest.approx(136.0, abs=3.0)
+    assert resumed["next_gpu_hours"] * 3600 == pytest.approx(136.0 + m, abs=3.0)
 
 
 def test_the_budget_stops_running_trials_once_it_is_spent(tmp_path):
