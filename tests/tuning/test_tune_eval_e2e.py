@@ -126,7 +126,8 @@ def test_a_rouge_study_scores_each_trial_with_llamafactory_and_a_kill_during_an_
     text = (project / "experiments/m/best.yaml").read_text()
     assert "the best trial, trial-001 (predict_rouge-l 16.66" in text
     config = yaml.safe_load(text)
-    assert config["output_dir"] == "outputs/m/trial-001" and config["learning_rate"] == pytest.approx(1e-2)
+    # best.yaml trains again in outputs/m/best (issue 21: the trial's folder holds its finished results)
+    assert config["output_dir"] == "outputs/m/best" and config["learning_rate"] == pytest.approx(1e-2)
     validated = lfgen(project, "validate", "experiments/m/best.yaml")
     assert validated.returncode == 0, validated.stdout + validated.stderr
     status = {s["run"]: s["state"] for s in json.loads(lfgen(project, "status", "m", "--json").stdout)}

@@ -147,6 +147,9 @@ def test_kill_9_mid_trial_then_resume_ends_with_exactly_n_trials_and_retrains_no
 
     best = yaml.safe_load((project / "experiments/t/best.yaml").read_text())
     winner = min(rows, key=lambda r: r["value"])
-    assert best["output_dir"] == f"outputs/t/{winner['run']}"
+    # best.yaml trains again in outputs/t/best (issue 21: the trial's folder holds its finished results), and names
+    # the winner in its header
+    assert best["output_dir"] == "outputs/t/best"
+    assert f"the best trial, {winner['run']} " in (project / "experiments/t/best.yaml").read_text()
     validated = lfgen(project, "validate", "experiments/t/best.yaml")
     assert validated.returncode == 0, validated.stdout + validated.stderr
