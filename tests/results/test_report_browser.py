@@ -60,6 +60,7 @@ document.body.setAttribute('data-measured', JSON.stringify({width, named, off, o
 
 def test_at_1400_px_every_column_is_on_screen_and_answers_do_not_overlap(tmp_path):
     """Issue 21: the sample table overlapped its columns and the metrics were off-screen at 1400 px."""
+    import markupsafe
     import json
     import re
 
@@ -82,8 +83,11 @@ def test_at_1400_px_every_column_is_on_screen_and_answers_do_not_overlap(tmp_pat
              "label": "unbroken" * 40}) + "\n" for i in range(3)))
     from lfgen.results import compare
 
-    columns = set(compare(tmp_path / "outputs").columns) - {"path", "experiment_verdict"}  # a tooltip; the section
+    df = compare(tmp_path / "outputs")
+    # the path is a tooltip, the verdict the experiment's section, the price source a sentence under the table
+    columns = set(df.columns) - {"path", "experiment_verdict", "price_source"}
     report = write_report(tmp_path / "outputs", tmp_path / "report.html")
+    assert f"cost at {markupsafe.escape(df['price_source'].iloc[0])}." in report.read_text(encoding="utf-8")
     probe = tmp_path / "probe.html"
     probe.write_text(report.read_text(encoding="utf-8").replace("</body>", _MEASURE + "</body>"), encoding="utf-8")
     dom = subprocess.run([CHROMIUM, *FLAGS, "--user-data-dir=" + str(tmp_path / "profile"), "--window-size=1400,900",
