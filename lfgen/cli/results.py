@@ -111,13 +111,20 @@ def print_frame(df) -> None:
 
     columns = [c for c in _TABLE_COLUMNS if c in df.columns] + \
         [c for c in df.columns if c not in _TABLE_COLUMNS and c not in _HIDDEN]
-    table = Table(title=f"{len(df)} run(s)", title_justify="left")
     cells = [["-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in row]
              for row in df[columns].astype(object).where(df[columns].notna(), None).itertuples(index=False)]
     out = console()
-    from lfgen.results.table import LABELS
+    from lfgen.results.table import LABELS, SAID_ONCE
 
     labels = [LABELS.get(column, column) for column in columns]
+    # A setting every run shares is said once in the title (as the report does): the columns that differ fit.
+    same = {i for i, column in enumerate(columns) if column in SAID_ONCE and len(cells) > 1
+            and len({row[i] for row in cells}) == 1}
+    title = f"{len(df)} run(s)" + ("; in every run: " + ", ".join(f"{labels[i]} {cells[0][i]}" for i in sorted(same))
+                                   if same else "")
+    table = Table(title=title, title_justify="left")
+    labels = [label for i, label in enumerate(labels) if i not in same]
+    cells = [[cell for i, cell in enumerate(row) if i not in same] for row in cells]
     natural = [max([len(row[i]) for row in cells] + [max(map(len, label.split()))]) for i, label in enumerate(labels)]
     # When every cell fits on one line, keep it there (a folded q_proj,v_proj is hard to read); else rich folds.
     fits = sum(natural) + 3 * len(natural) + 1 <= (out.width or 140)

@@ -18,7 +18,7 @@ from lfgen.results.captions import with_thumbnails
 from lfgen.results.diagnosis import HEALTHY
 from lfgen.runs.scoring import examples
 from lfgen.runs.environment import setup
-from lfgen.results.table import ENV_COLUMNS, KEY_COLUMNS, LABELS, Comparison, collect, frame
+from lfgen.results.table import LABELS, SAID_ONCE, Comparison, collect, frame
 
 TEMPLATE = "report.html.j2"
 ANSWERS_SHOWN = 3  # per run: enough to see garbage or repetition, few enough to read
@@ -26,8 +26,6 @@ PLOT_MAX_RUNS = 40  # per experiment figure; beyond that the lines are unreadabl
 _CODE = re.compile(r"`([^`]+)`")
 # the verdict's sentence is the experiment's section, not a cell; the price sources are said once under the table
 _NOT_SHOWN = ("path", "experiment_verdict", "price_source")
-# What describes a run rather than measures it: said once above the table when every run has the same value.
-_SAID_ONCE = ("experiment", *KEY_COLUMNS, "state", *ENV_COLUMNS)
 
 
 def render_report(comparison: Comparison, *, sort: str | None = None,
@@ -47,7 +45,7 @@ def render_report(comparison: Comparison, *, sort: str | None = None,
     shown_df = df[columns].astype(object).where(df[columns].notna(), None)  # NaN, <NA> -> None
     # A setting that is the same in every run is said once above the table rather than repeated in a column (the
     # table then fits a 1400 px window with every metric on screen).
-    same = [column for column in columns if column in _SAID_ONCE and len(df) > 1
+    same = [column for column in columns if column in SAID_ONCE and len(df) > 1
             and len({_format(column, value) for value in shown_df[column]}) == 1]
     said_once = [(LABELS.get(column, column), column, _format(column, shown_df[column].iloc[0])) for column in same]
     columns = [column for column in columns if column not in same]

@@ -46,6 +46,9 @@ METRIC_COLUMNS = ("final_train_loss", "best_eval_loss", "best_eval_step", "final
 COST_COLUMNS = ("cost", "price_source")
 # From the runs' lfgen_env.json; shown when a run compared has one.
 ENV_COLUMNS = ("device", "llamafactory_version")
+# What describes a run rather than measures it: said once above a table (the terminal's, the report's) when every
+# run has the same value, so that the columns that differ fit the width.
+SAID_ONCE = ("experiment", *KEY_COLUMNS, "state", *ENV_COLUMNS)
 # Keys that differ between any two runs by construction; a column of them says nothing.
 _NOT_COMPARED = frozenset({"output_dir", "logging_dir", "run_name"})
 _INTEGER_COLUMNS = ("lora_rank", "lora_alpha", "effective_batch", "best_eval_step")
