@@ -26,7 +26,7 @@ from lfgen.layout import CONSOLE_LOG
 from lfgen.runs.lock import Busy, CannotLock, Lock
 from lfgen.runs.states import RunState
 from lfgen.runs.store import RunRow, Store
-from lfgen.training import attempt, changes, failures, outputs, pruning, requeue, rundir
+from lfgen.training import attempt, changes, failures, outputs, pruning, requeue, rundir, tokenized
 from lfgen.training.executor import Executor, LocalExecutor, RunHandle, Slot
 from lfgen.training.failures import NAN_ADVICE, OOM_ADVICE, classify_failure
 from lfgen.training.signals import Terminated
@@ -94,6 +94,7 @@ class Runner:
         self.output_locks: dict[str, Lock] = {}  # held while a run trains (one lock per output dir)
         self.queue: deque[str] = deque()  # the experiment's runs to start or resume
         self.again: deque[str] = deque()  # runs to start again before anything else (OOM retry, lost worker)
+        self.shared = tokenized.Shared(target.root)  # one run at a time writes a tokenized_path others share
         self.to_evaluate: deque[str] = deque()  # trained runs whose evaluation is still to do (a resumed tune)
         self.free: list[Slot] = []
         self.busy: dict[str, Slot] = {}
@@ -301,8 +302,11 @@ class Runner:
 
     def _fill(self) -> None:
         """Start work in every free slot, as long as there is work."""
+        self.again.extend(self.shared.ready(self.active))  # their tokenized_path is written, or its writer ended
         while self.free and not self.stopping and (work := self._next()) is not None:
             kind, name = work
+            if kind == "train" and self.shared.hold(self.store, name, self.active, self.reporter.message):
+                continue  # another run is writing its tokenized_path: it waits, the slot takes the next work
             slot = self.free.pop(0)
             if kind == "eval":
                 started = self._evaluate(self.store.get(name), slot)
