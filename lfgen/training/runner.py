@@ -296,7 +296,7 @@ class Runner:
         while self.queue:  # its source may hold a queued run back (lfgen tune's --budget): it stays as it is
             if (name := self.queue.popleft()) and (self.source is None or self.source.admit(name)):
                 return "train", name
-        if self.source is not None and (name := self.source.next(self.store)) is not None:
+        if self.source is not None and not self.shared.waiting and (name := self.source.next(self.store)) is not None:
             return "train", name
         return None
 

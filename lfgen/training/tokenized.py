@@ -6,7 +6,9 @@ and trains on, in the same process. Two runs started on one unwritten path would
 same folder, and a run started while the first is still saving would load a half-written folder. So the runner
 starts one run per unwritten path (its *writer*); the others wait, their slot taking other work, until the folder is
 whole (``written``) or the writer has ended. A writer that ended without writing it hands the path to the next run,
-after a half-written save it left is removed (LlamaFactory would load it as it is).
+after a half-written save it left is removed (LlamaFactory would load it as it is). While a run waits, the runner
+asks its source (lfgen tune's Optuna) for no new run: the next trial would share the path and wait too, and asking
+for trials before any has a result would turn Optuna's one-at-a-time sampling into a batch.
 """
 
 from __future__ import annotations

@@ -92,3 +92,49 @@ def test_a_folder_that_is_not_a_save_is_left_alone(tmp_path, store):
     (tmp_path / "tok" / "mine.txt").write_text("user data", encoding="utf-8")
     assert not Shared(tmp_path).hold(store, "a", set(), print)
     assert (tmp_path / "tok" / "mine.txt").read_text(encoding="utf-8") == "user data"
+
+
+class _Asked:
+    """A run source (lfgen tune's place in the runner) that counts how often it is asked and has nothing to give."""
+
+    def __init__(self):
+        self.asked = 0
+
+    def next(self, store):
+        self.asked += 1
+        return None
+
+    def admit(self, name):
+        return True
+
+
+def test_while_a_run_waits_the_runner_asks_its_source_for_no_new_run(project):
+    """A sweep on 100,000 rows: both runs share tokenized_path (R-MULTI-KEYS). While rank-16 waits for rank-8 to
+    write it, the runner does not ask its source (tune's Optuna) for another trial, which would wait too."""
+    from collections import deque
+
+    import yaml
+
+    from lfgen.training.runner import Runner
+    from lfgen.training.target import resolve
+    from tests.helpers import Recorder, experiment
+
+    made = experiment(runs=("8", "16"), samples=100_000)
+    paths = {yaml.safe_load((made.path / entry.config).read_text())["tokenized_path"] for entry in made.manifest.runs}
+    assert len(paths) == 1
+    runner = Runner(resolve("exp"), Recorder())
+    runner.store = Store(runner.target.state_path)
+    try:
+        runner.store.sync_runs(runner.target.runs)
+        runner.source, runner.queue = _Asked(), deque(["rank-8", "rank-16"])
+        say = runner.reporter.message
+        assert runner._next() == ("train", "rank-8")
+        assert not runner.shared.hold(runner.store, "rank-8", set(), say)  # started: it writes the folder
+        assert runner._next() == ("train", "rank-16")
+        assert runner.shared.hold(runner.store, "rank-16", {"rank-8"}, say)
+        assert runner._next() is None and runner.source.asked == 0
+        _save(project / paths.pop())
+        assert runner.shared.ready({"rank-8"}) == ["rank-16"]  # written: rank-16 may start, the source is asked again
+        assert runner._next() is None and runner.source.asked == 1
+    finally:
+        runner.store.close()
