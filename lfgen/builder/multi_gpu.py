@@ -168,4 +168,4 @@ def tokenized(ctx: Context) -> None:
     digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:8]
     ctx.choose("tokenized_path", f"{root}/tokenized-{digest}", "R-MULTI-KEYS",
                f"N = {ctx.samples:,} rows: the sweep's runs with the same data keys share one tokenized copy (the first "
-               "run to start writes it, the others load it); start one run first when several run at once")
+               "run to start writes it; lfgen run starts the others once it is written, and they load it)")

@@ -26,7 +26,7 @@ from lfgen.layout import CONSOLE_LOG
 from lfgen.runs.lock import Busy, CannotLock, Lock
 from lfgen.runs.states import RunState
 from lfgen.runs.store import RunRow, Store
-from lfgen.training import attempt, changes, failures, outputs, pruning, requeue, rundir
+from lfgen.training import attempt, changes, failures, outputs, pruning, requeue, rundir, tokenized
 from lfgen.training.executor import Executor, LocalExecutor, RunHandle, Slot
 from lfgen.training.failures import NAN_ADVICE, OOM_ADVICE, classify_failure
 from lfgen.training.signals import Terminated
@@ -94,6 +94,7 @@ class Runner:
         self.output_locks: dict[str, Lock] = {}  # held while a run trains (one lock per output dir)
         self.queue: deque[str] = deque()  # the experiment's runs to start or resume
         self.again: deque[str] = deque()  # runs to start again before anything else (OOM retry, lost worker)
+        self.shared = tokenized.Shared(target.root)  # one run at a time writes a tokenized_path others share
         self.to_evaluate: deque[str] = deque()  # trained runs whose evaluation is still to do (a resumed tune)
         self.free: list[Slot] = []
         self.busy: dict[str, Slot] = {}
@@ -295,14 +296,17 @@ class Runner:
         while self.queue:  # its source may hold a queued run back (lfgen tune's --budget): it stays as it is
             if (name := self.queue.popleft()) and (self.source is None or self.source.admit(name)):
                 return "train", name
-        if self.source is not None and (name := self.source.next(self.store)) is not None:
+        if self.source is not None and not self.shared.waiting and (name := self.source.next(self.store)) is not None:
             return "train", name
         return None
 
     def _fill(self) -> None:
         """Start work in every free slot, as long as there is work."""
+        self.again.extend(self.shared.ready(self.active))  # their tokenized_path is written, or its writer ended
         while self.free and not self.stopping and (work := self._next()) is not None:
             kind, name = work
+            if kind == "train" and self.shared.hold(self.store, name, self.active, self.reporter.message):
+                continue  # another run is writing its tokenized_path: it waits, the slot takes the next work
             slot = self.free.pop(0)
             if kind == "eval":
                 started = self._evaluate(self.store.get(name), slot)
