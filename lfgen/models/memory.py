@@ -275,8 +275,8 @@ def estimate_memory(model: ModelSpec | str, settings: MemorySettings | None = No
     if s.compute_dtype == "fp16":
         notes.append("fp16 LoRA training can overflow to NaN; prefer bf16 where the GPU has it")
     notes += _shape_notes(s, reference / GIB)
-    # what offload moves to CPU RAM; with offload_param every 16-bit weight at the size it loads in
-    whole = _weights(spec, s.model_copy(update={"zero_stage": 0}), [])[0] if off_params else 0.0
+    # every weight at the size it loads in: what offload_param moves, and what each rank loads before ZeRO-2 shards
+    whole = _weights(spec, s.model_copy(update={"zero_stage": 0}), [])[0] if off_params or off_optimizer else 0.0
     cpu = cpu_bytes(s, trainable, state_bytes, whole, notes) / GIB
     return MemoryEstimate(spec.name, s, breakdown, trainable, tuple(notes), transient / GIB, ratchet / GIB, cpu)
 

@@ -36,13 +36,16 @@ def cpu_bytes(s: Any, trainable: int, state_bytes: float, whole_weights: float, 
     moved = trainable * (FP32_GRAD_BYTES + state_bytes) if off_optimizer else 0.0  # DeepSpeed's 16 B/param with Adam
     if off_params:  # the 16-bit weights, and an adapter's own (LlamaFactory keeps it in fp32; DeepSpeed in 16-bit)
         moved += whole_weights + (trainable * 2.0 if s.finetuning_type not in ("full", "freeze") else 0.0)
+    peak = moved
+    if s.zero_stage < 3:  # below ZeRO-3 (no zero.Init) every rank loads the whole model into RAM before DeepSpeed
+        peak = max(moved, whole_weights * s.num_gpus)  # moves it: DeepSpeed's max(4 x GPUs, 16) B, at the 16-bit load
     what = "optimizer states, fp32 master weights and gradient partitions" + (", and the weights," if off_params else "")
     devices = {s.offload_optimizer if off_optimizer else "none", s.offload_param if off_params else "none"} - {"none"}
     if devices == {"nvme"}:
         notes.append(f"ZeRO-{s.zero_stage} offload to NVMe: the {what} ({moved / GIB:.0f} GiB) live on the disk; every "
                      "step reads and writes them there, far slower than training on GPUs with room")
         return 0.0
-    notes.append(f"ZeRO-{s.zero_stage} CPU offload: the {what} live in CPU RAM, ~{moved * CPU_BUFFER / GIB:.0f} GiB on "
+    notes.append(f"ZeRO-{s.zero_stage} CPU offload: the {what} live in CPU RAM, ~{peak * CPU_BUFFER / GIB:.0f} GiB on "
                  f"the node (x {CPU_BUFFER} for pinned buffers, as DeepSpeed's estimator); every step copies them over "
                  "PCIe and runs Adam on the CPU: slower than training on GPUs with room")
-    return moved * CPU_BUFFER
+    return peak * CPU_BUFFER

@@ -27,6 +27,10 @@ def test_zero2_offload_moves_the_gradients_and_optimizer_states_off_the_gpu():
     # DeepSpeed's 16 B per parameter (fp32 gradient, master weight, Adam's m and v) x its 1.5 buffer factor
     assert offloaded.cpu_gib == pytest.approx(plain.trainable_params * 16 * CPU_BUFFER / GIB)
     assert plain.cpu_gib == 0.0 and any("CPU RAM" in note and "slower" in note for note in offloaded.notes)
+    # below ZeRO-3 each rank first loads the whole 16-bit model into RAM: on 16 GPUs that is the larger (DeepSpeed's
+    # max(4 x GPUs, 16) B per parameter, at LlamaFactory's 16-bit load)
+    sixteen = estimate_memory(QWEN7, zero_stage=2, offload_optimizer="cpu", **{**FULL, "num_gpus": 16})
+    assert sixteen.cpu_gib == pytest.approx(plain.trainable_params * 2 * 16 * CPU_BUFFER / GIB)
 
 
 def test_zero3_offload_also_moves_the_weight_partitions_leaving_the_gathered_layers():
