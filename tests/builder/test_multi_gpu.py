@@ -145,6 +145,15 @@ def test_a_lora_run_that_does_not_fit_at_zero3_gets_zero3_offload_beside_the_con
     assert again.fits and again.memory_gib["optimizer"] == 0.0 and any("CPU offload" in n for n in again.notes)
 
 
+def test_explain_of_a_written_offload_config_shows_the_cpu_ram(tmp_path, monkeypatch, runner, cli):
+    monkeypatch.chdir(tmp_path)
+    write_preset(build("auto", BuildOptions.parse(model=LLAMA70, gpu="4090", num_gpus=4)), tmp_path / "c" / "70b.yaml")
+    shown = runner.invoke(cli, ["explain", "c/70b.yaml", "--gpu", "4090", "--num-gpus", "4"])
+    assert shown.exit_code == 0, shown.output
+    text = " ".join(shown.stdout.split())  # rich wraps the notes at the terminal's width
+    assert "note: ZeRO-3 CPU offload:" in text and "GiB on the node" in text and ": fits" in text
+
+
 def test_a_full_fine_tune_tries_zero2_offload_before_zero3_offload():
     """ZeRO-2 offload keeps the 16-bit weights on each GPU (no per-layer gathering over PCIe): on 2 GPUs where neither
     ZeRO stage fits, it is the faster of the two offloads and fits."""
