@@ -16,7 +16,8 @@ the worst case: LlamaFactory pads each batch to its longest sample, at most cuto
   states, the fp32 master weights and the gradient partitions leave the GPU for CPU RAM (Adam runs on the CPU);
   with ``offload_param`` (ZeRO-3 only) the 16-bit weight partitions too, leaving the gathered working set. The CPU
   RAM of the node is ``cpu_gib``: 4 B of fp32 gradient + the optimizer's bytes per trainable parameter, + 2 B per
-  weight with offload_param, x DeepSpeed's own estimators' additional_buffer_factor 1.5 (pinned buffers).
+  weight with offload_param (below ZeRO-3, every rank's 16-bit copy of the model at load when that is larger),
+  x DeepSpeed's own estimators' additional_buffer_factor 1.5 (pinned buffers): lfgen/models/offload.py.
 * activations and logits: lfgen/models/activations.py (per-layer elements, eager scores, the loss
   buffers at 14 B per token x vocabulary with a 16-bit head and 16 B with an fp32 one, Liger's chunks,
   and a peak of checkpoints + max(loss, recomputed layer): the two do not coincide).
@@ -44,8 +45,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from lfgen.errors import InputError, validation_problems
 from lfgen.models.activations import activation_peak
 from lfgen.models.catalog import ModelSpec, load_model
-from lfgen.models.offload import cpu_bytes, offloads
 from lfgen.models.modules import inventory
+from lfgen.models.offload import cpu_bytes, offloads
 from lfgen.models.trainable import count_trainable
 
 GIB = 2**30
