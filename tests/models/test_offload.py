@@ -66,6 +66,15 @@ def test_llamafactory_6755_a_32b_full_fine_tune_with_ds_z3_offload_outgrows_744_
     assert e.needed < 94 * (1 - 0.1)
 
 
+def test_the_zero_offload_papers_13b_on_one_32gb_v100_fits():
+    """Ren et al. 2021: ZeRO-Offload trains a 13B model on a single 32 GB V100 (the 16-bit weights stay on the GPU)."""
+    e = estimate_memory("meta-llama/Llama-2-13b-hf", finetuning_type="full", deepspeed=True, zero_stage=2,
+                        offload_optimizer="cpu", micro_batch=1, cutoff_len=1024, compute_dtype="fp16")
+    plain = estimate_memory("meta-llama/Llama-2-13b-hf", finetuning_type="full", deepspeed=True, zero_stage=2,
+                            micro_batch=1, cutoff_len=1024, compute_dtype="fp16")
+    assert e.needed <= 32 * 0.85 < plain.needed
+
+
 def test_offload_where_deepspeed_ignores_it_changes_nothing():
     for stage, keys in ((0, BOTH), (2, dict(offload_param="cpu"))):
         plain = estimate_memory(QWEN7, zero_stage=stage, **FULL)
