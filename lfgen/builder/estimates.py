@@ -30,6 +30,39 @@ def _zero_stage(config: dict[str, Any]) -> int:
     return 3 if "full_shard" in fsdp else 2 if "shard_grad_op" in fsdp else 0
 
 
+_DEVICES = ("none", "cpu", "nvme")
+
+
+def _deepspeed_json(value: Any) -> dict[str, Any] | None:
+    """The DeepSpeed config *value* names (a dict as given; a path from the working directory, as LlamaFactory reads
+    it), or None when it cannot be read: the stage and offload then come from the name, as LlamaFactory's files (and
+    lfgen's copies, lfgen/data/deepspeed) are named."""
+    if isinstance(value, dict):
+        return value
+    try:
+        found = json.loads(Path(str(value)).read_text(encoding="utf-8")) if value else None
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def zero_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """zero_stage, offload_optimizer and offload_param (R-MULTI-DS) from the config's deepspeed file: its
+    zero_optimization.stage and offload_*.device where the file can be read, else the name's z2/z3 and "offload"
+    (LlamaFactory's ds_z3_offload_config.json offloads both, ds_z2_offload_config.json the optimizer)."""
+    stage, name = _zero_stage(config), str(config.get("deepspeed") or "")
+    offload = "cpu" if "offload" in Path(name).name else "none"
+    values = {"zero_stage": stage, "offload_optimizer": offload, "offload_param": offload if stage == 3 else "none"}
+    zero = (_deepspeed_json(config.get("deepspeed")) or {}).get("zero_optimization")
+    if isinstance(zero, dict):
+        if zero.get("stage") in (0, 1, 2, 3):
+            values["zero_stage"] = zero["stage"]
+        for key in ("offload_optimizer", "offload_param"):
+            device = zero.get(key).get("device", "none") if isinstance(zero.get(key), dict) else "none"
+            values[key] = str(device).lower() if str(device).lower() in _DEVICES else "none"
+    return values
+
+
 # Settings whose memory lfgen does not model: the estimate would be a wrong number, so it says so instead.
 _UNMODELLED = {
     "use_galore": "GaLore projects the optimizer state", "use_apollo": "APOLLO keeps a low-rank optimizer state",
@@ -55,8 +88,9 @@ def cannot_estimate(config: dict[str, Any]) -> str:
     for key, why in _UNMODELLED.items():
         if config.get(key):
             return f"{key}: {why}; lfgen does not estimate its memory"
-    if "offload" in str(config.get("deepspeed") or "") or "offload" in str(config.get("fsdp") or ""):
-        return "CPU offload moves the optimizer state off the GPU; lfgen does not estimate it"
+    if "offload" in str(config.get("fsdp") or ""):  # DeepSpeed's offload is estimated (R-MULTI-DS), FSDP's is not
+        return ("FSDP's CPU offload moves the weights and optimizer state off the GPU; lfgen does not estimate it "
+                "(it estimates DeepSpeed's: ds_z3_offload_config.json)")
     bits = config.get("quantization_bit")
     if bits is not None and (bits not in (4, 8) or config.get("quantization_method", "bnb") != "bnb"):
         return f"quantization_bit {bits} ({config.get('quantization_method', 'bnb')}): the estimate covers " \
@@ -144,7 +178,7 @@ def settings_for(config: dict[str, Any], num_gpus: int, seq_len: int | None = No
         "gradient_checkpointing": not config.get("disable_gradient_checkpointing", False),
         "pure_bf16": bool(config.get("pure_bf16", False)),
         "optim": config.get("optim", "adamw_torch"),
-        "zero_stage": _zero_stage(config),
+        **zero_settings(config),  # the stage and CPU offload of the deepspeed file (R-MULTI-DS)
         "num_gpus": num_gpus,
         "flash_attn": config.get("flash_attn", "auto"),
         "enable_liger_kernel": bool(config.get("enable_liger_kernel", False)),

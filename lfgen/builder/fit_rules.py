@@ -128,11 +128,32 @@ def require_fit(result: Any) -> None:
     where = f"{gpu.name}" + (f" x {hardware.num_gpus}" if hardware.num_gpus > 1 else "")
     fixes = [f"{flag_for(o.changes, o.description)} (~{o.estimate.needed:.1f} GiB: {o.description})"
              for o in fit.options]
-    offload = ""
-    if hardware.num_gpus > 1 or result.shape is not None and result.shape.method.family == "full":
-        offload = "; ZeRO-3 with CPU offload is another way (lfgen does not estimate it)"
     fix = (f"cheapest fix: {fixes[0]}" + (f"; also {'; '.join(fixes[1:])}" if fixes[1:] else "")
            if fixes else "none of lfgen's single changes fits")
+    at, offload = _offload_advice(result)
     raise InputError(f"--gpu: {model} does not fit on {where}{stepped}: {fit.estimate.needed:.1f} GiB at "
-                     f"micro-batch 1, {fit.budget_gib:.1f} usable with R-HW-HEADROOM's share kept free "
+                     f"micro-batch 1{at}, {fit.budget_gib:.1f} usable with R-HW-HEADROOM's share kept free "
                      f"(got {gpu.memory_gb:g} GiB); {fix}{offload}; or --allow-unfit to write it anyway")
+
+
+def _offload_advice(result: Any) -> tuple[str, str]:
+    """(where the figure was estimated, the CPU offload alternative) for an unfit build (R-MULTI-DS): when the ladder
+    ended at CPU offload, the figure is with it; when offload was not tried (one GPU, or a stage you chose), its
+    estimate, for a full fine-tune or several GPUs."""
+    from lfgen.builder.model import spec_of
+    from lfgen.models import estimate_memory
+    from lfgen.models.offload import offloads
+
+    fit, num = result.fit, result.hardware.num_gpus
+    settings = fit.estimate.settings
+    if any(offloads(settings)):
+        return (f" with ZeRO-{settings.zero_stage} CPU offload (R-MULTI-DS's last stage; ~{fit.estimate.cpu_gib:.0f} "
+                "GiB of CPU RAM)"), ""
+    if num < 2 and (result.shape is None or result.shape.method.family != "full"):
+        return "", ""
+    offloaded = estimate_memory(spec_of(str(result.config.get("model_name_or_path"))), settings, micro_batch=1,
+                                zero_stage=3, deepspeed=True, offload_optimizer="cpu", offload_param="cpu")
+    how = ("lfgen's ladder writes it when nothing lighter fits, unless --zero or deepspeed is set" if num > 1 else
+           "lfgen writes it on several GPUs (--num-gpus 2 or more) when nothing lighter fits")
+    return "", (f"; DeepSpeed ZeRO-3 with CPU offload would need ~{offloaded.needed:.1f} GiB per GPU and "
+                f"~{offloaded.cpu_gib:.0f} GiB of CPU RAM, and train slower ({how})")

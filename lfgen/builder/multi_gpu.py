@@ -20,7 +20,9 @@ from lfgen.builder.context import Context
 from lfgen.catalogs import machine, rules
 from lfgen.errors import InputError
 
-DS_FILES = {2: "ds_z2_config.json", 3: "ds_z3_config.json"}
+# The ladder's stages: 0 plain DDP, 2 and 3 ZeRO, then ZeRO with CPU offload (R-MULTI-DS) -> LlamaFactory's file
+DS_FILES: dict[int | str, str] = {2: "ds_z2_config.json", 3: "ds_z3_config.json",
+                                  "2-offload": "ds_z2_offload_config.json", "3-offload": "ds_z3_offload_config.json"}
 FILE_KEYS = ("deepspeed",)  # config keys whose value can name a file of Build.files
 _PACKAGED = Path(__file__).resolve().parents[1] / "data" / "deepspeed"
 
@@ -39,8 +41,17 @@ def keys(ctx: Context) -> None:
         ctx.choose(key, row["value"], "R-MULTI-KEYS", f"{ctx.options.num_gpus} GPUs: {row['why']}")
 
 
-def _ladder(ctx: Context) -> list[int | None]:
-    """The ZeRO stages to try, lowest first (R-METHOD-ZERO); [None]: keep the config's own (one GPU, or the user's)."""
+def label(stage: int | str) -> str:
+    """A stage of the ladder in words: plain DDP, ZeRO-2, ZeRO-3 with CPU offload."""
+    if not stage:
+        return "plain DDP"
+    return f"ZeRO-{stage}" if isinstance(stage, int) else f"ZeRO-{str(stage)[0]} with CPU offload"
+
+
+def _ladder(ctx: Context) -> list[int | str | None]:
+    """The ZeRO stages to try, lowest first (R-METHOD-ZERO); [None]: keep the config's own (one GPU, or the user's).
+    CPU offload comes after every stage on the GPUs alone fails and before more GPUs are advised (R-MULTI-DS): it fits
+    far more, but each step moves the states over PCIe and runs Adam on the CPU."""
     fixed = ctx.fixed.get("deepspeed")
     if ctx.options.zero is not None:
         if fixed is not None and fixed[1] == "USER":
@@ -51,10 +62,12 @@ def _ladder(ctx: Context) -> list[int | None]:
     # ZeRO-2 shards gradients and optimizer states: for a full fine-tune it costs what DDP's all-reduce costs. An
     # adapter's states are tiny, so a LoRA run either fits whole on each GPU (0: plain DDP) or needs its frozen weights
     # sharded (3).
-    return [2, 3] if ctx.shape.method.family == "full" else [0, 3]
+    # ZeRO-2 offload keeps the 16-bit weights on each GPU and moves only the optimizer: faster than ZeRO-3 offload,
+    # and for an adapter (tiny states) it buys nothing, so a LoRA run goes from ZeRO-3 to ZeRO-3 offload.
+    return [2, 3, "2-offload", "3-offload"] if ctx.shape.method.family == "full" else [0, 3, "3-offload"]
 
 
-def at_stage(config: dict[str, Any], stage: int | None) -> dict[str, Any]:
+def at_stage(config: dict[str, Any], stage: int | str | None) -> dict[str, Any]:
     """*config* at ZeRO *stage* (0: plain DDP; None: as the config has it)."""
     config = dict(config)
     if stage is not None:
@@ -65,7 +78,7 @@ def at_stage(config: dict[str, Any], stage: int | None) -> dict[str, Any]:
 
 
 def fit_across(ctx: Context, gpu: Any, merged: dict[str, Any],
-               images: tuple[int, int] | None = None) -> tuple[Any, int | None]:
+               images: tuple[int, int] | None = None) -> tuple[Any, int | str | None]:
     """The largest micro-batch that fits at the lowest ZeRO stage that fits; (the last try, its stage) when none does.
     *images*: a vision-language run's peak vision patches and image tokens (sizing.images)."""
     from lfgen.builder.estimates import fit
@@ -82,7 +95,7 @@ def fit_across(ctx: Context, gpu: Any, merged: dict[str, Any],
     return result, stage
 
 
-def choose_zero(ctx: Context, stage: int | None, fit: Any = None) -> None:
+def choose_zero(ctx: Context, stage: int | str | None, fit: Any = None) -> None:
     """R-MULTI-DS: write the stage that fits (or, with no estimate, LlamaFactory's example's: ZeRO-3 for a full
     fine-tune) and carry its JSON; plain DDP writes nothing."""
     num = ctx.options.num_gpus
@@ -101,24 +114,36 @@ def choose_zero(ctx: Context, stage: int | None, fit: Any = None) -> None:
         rule_id, reason = "R-MULTI-DS", _why(ctx, stage, fit)
     ctx.choose("deepspeed", name, rule_id, reason, asked="--zero" if ctx.options.zero is not None else None)
     ctx.files[name] = packaged(name).read_text(encoding="utf-8")
+    if isinstance(stage, str) and fit is not None and ctx.options.zero is None:
+        ctx.warn("R-MULTI-DS", f"{label(stage)}: needs ~{fit.estimate.cpu_gib:.0f} GiB of free CPU RAM on the node "
+                               f"and trains slower than on GPUs with room (every step moves the states over PCIe, "
+                               "Adam runs on the CPU); more GPUs (--num-gpus) with ZeRO-3 avoid it")
     if not machine.installed("deepspeed"):
         ctx.warn("R-MULTI-DS", "deepspeed is not installed here, and LlamaFactory refuses a deepspeed config without "
                                "it: pip install deepspeed where the run trains")
 
 
-def _why(ctx: Context, stage: int, fit: Any) -> str:
+_WHAT = {2: "shards gradients and Adam's states across the GPUs", 3: "also shards the weights, gathered layer by layer",
+         "2-offload": "moves Adam's states, the fp32 master weights and the gradient partitions to CPU RAM",
+         "3-offload": "moves Adam's states, the fp32 master weights, the gradient partitions and the weights to CPU RAM"}
+
+
+def _why(ctx: Context, stage: int | str, fit: Any) -> str:
     num = ctx.options.num_gpus
     where = f"LlamaFactory's {DS_FILES[stage]}, written beside the config (its examples/deepspeed/ is not in the wheel)"
     if fit is None:
         return f"{ctx.shape.method.label} on {num} GPUs with no memory estimate: ZeRO-{stage}, as LlamaFactory's " \
                f"full-parameter example; {where}"
-    tried = "; ".join(f"{'plain DDP' if s == 0 else f'ZeRO-{s}'} needs {r.estimate.needed:.1f} GiB at micro-batch 1"
+    tried = "; ".join(f"{label(s)} needs {r.estimate.needed:.1f} GiB at micro-batch 1"
                       for s, r in getattr(ctx, "zero_tries", [])[:-1] if not r.fits)
-    what = ("shards gradients and Adam's states across the GPUs" if stage == 2 else
-            "also shards the weights, gathered layer by layer")
     verdict = (f"fits at micro-batch {fit.micro_batch} ({fit.estimate.needed:.1f} GiB per GPU)" if fit.fits else
-               "the lowest stage lfgen estimates; it does not fit either")
-    return f"ZeRO-{stage} {what} of {num} GPUs: {verdict}" + (f" ({tried})" if tried else "") + f"; {where}"
+               "the last stage lfgen estimates; it does not fit either")
+    head = f"{label(stage)} {_WHAT[stage]} of {num} GPUs"
+    if isinstance(stage, str):  # offload: what it costs besides the GPU memory it saves
+        head = f"{label(stage)} on {num} GPUs {_WHAT[stage]}"
+        verdict += (f", with ~{fit.estimate.cpu_gib:.0f} GiB of CPU RAM on the node (DeepSpeed's x 1.5 buffers "
+                    "included); slower: every step moves the states over PCIe and runs Adam on the CPU")
+    return f"{head}: {verdict}" + (f" ({tried})" if tried else "") + f"; {where}"
 
 
 def place(result: Any, folder: str | Path | None) -> Any:

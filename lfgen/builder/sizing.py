@@ -169,6 +169,8 @@ _FLAGS = {
     "zero_stage": lambda v: f"--zero {v}",
     "enable_liger_kernel": lambda v: f"--set enable_liger_kernel={str(v).lower()}",
     "gradient_checkpointing": lambda v: f"--set disable_gradient_checkpointing={str(not v).lower()}",
+    # no flag of their own: --zero 3 names ds_z3_config.json (no offload); --num-gpus N alone tries offload last
+    "offload_optimizer": lambda v: "", "offload_param": lambda v: "",
 }
 
 
@@ -177,7 +179,7 @@ def flag_for(changes: dict[str, Any], description: str = "") -> str:
     that needs a package this Python lacks says so (``--set enable_liger_kernel=true (after pip install ...)``)."""
     if not changes or any(key not in _FLAGS for key in changes):
         return description or str(changes)
-    flags = " ".join(_FLAGS[key](value) for key, value in changes.items())
+    flags = " ".join(filter(None, (_FLAGS[key](value) for key, value in changes.items())))
     missing = [machine.PACKAGES[p] for key, p in _NEEDS.items() if changes.get(key) and not machine.installed(p)]
     return f"{flags} (after pip install {' '.join(missing)})" if missing else flags
 

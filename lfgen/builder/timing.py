@@ -145,6 +145,7 @@ def estimate_config_time(model: str, config: dict[str, Any], gpu: Any, num_gpus:
     """Time and cost of training *config* on *num_gpus* x *gpu*; missing parts come back None with the reason.
     The stored throughput correction for the GPU and method applies unless not *calibrated* (lfgen calibrate's
     own comparison)."""
+    from lfgen.builder.estimates import zero_settings
     from lfgen.builder.model import spec_of
     from lfgen.catalogs.prices import price_for
     from lfgen.models.time import estimate_time
@@ -169,6 +170,10 @@ def estimate_config_time(model: str, config: dict[str, Any], gpu: Any, num_gpus:
     if spec_of(model).composite:  # the language model's steps only (R-TIME); image tokens are in its sequence
         basis["notes"] = [*basis["notes"], "vision-language model: the vision tower's and projector's compute is not "
                           "counted (the language model's, with the image tokens in its sequence, is)"]
+    offload = zero_settings(config)
+    if offload["zero_stage"] and "cpu" in (offload["offload_optimizer"], offload["offload_param"]):  # R-MULTI-DS
+        basis["notes"] = [*basis["notes"], "CPU offload: the states' trips over PCIe and Adam's step on the CPU each "
+                          "step are not counted: the run is slower than this"]
     result = RunCost(time, None, basis, num_gpus=num_gpus)
     known = price_for(gpu.name, price)
     if known is None:

@@ -12,6 +12,12 @@ the worst case: LlamaFactory pads each batch to its longest sample, at most cuto
 * lora / gradients / optimizer: 4 + 4 + 8 B per trainable parameter (LlamaFactory upcasts
   trainable params to fp32; AdamW keeps m and v). pure_bf16 halves each; 8-bit optimizers keep
   2 B of state. ZeRO-2 shards gradients and optimizer state, ZeRO-3 all three.
+* CPU offload (DeepSpeed's ``offload_optimizer`` / ``offload_param``, ZeRO-Offload: Ren et al. 2021): the optimizer
+  states, the fp32 master weights and the gradient partitions leave the GPU for CPU RAM (Adam runs on the CPU);
+  with ``offload_param`` (ZeRO-3 only) the 16-bit weight partitions too, leaving the gathered working set. The CPU
+  RAM of the node is ``cpu_gib``: 4 B of fp32 gradient + the optimizer's bytes per trainable parameter, + 2 B per
+  weight with offload_param (below ZeRO-3, every rank's 16-bit copy of the model at load when that is larger),
+  x DeepSpeed's own estimators' additional_buffer_factor 1.5 (pinned buffers): lfgen/models/offload.py.
 * activations and logits: lfgen/models/activations.py (per-layer elements, eager scores, the loss
   buffers at 14 B per token x vocabulary with a 16-bit head and 16 B with an fp32 one, Liger's chunks,
   and a peak of checkpoints + max(loss, recomputed layer): the two do not coincide).
@@ -40,6 +46,7 @@ from lfgen.errors import InputError, validation_problems
 from lfgen.models.activations import activation_peak
 from lfgen.models.catalog import ModelSpec, load_model
 from lfgen.models.modules import inventory
+from lfgen.models.offload import cpu_bytes, offloads
 from lfgen.models.trainable import count_trainable
 
 GIB = 2**30
@@ -61,6 +68,7 @@ VARIABLE_LENGTH_FRAGMENTATION = 1.0
 CUDA_OVERHEAD_GIB = CUDA_CONTEXT_GIB  # the old name, for callers
 NF4_BITS = 4.5  # 4-bit codes + one fp32 absmax per 64-block
 NF4_DOUBLE_QUANT_BITS = 4 + 8 / 64 + 32 / (64 * 256)  # absmax quantized to 8 bits per 256 blocks
+NO_OFFLOAD = {"offload_optimizer": "none", "offload_param": "none"}
 BREAKDOWN_KEYS = ("weights", "lora", "gradients", "optimizer", "activations", "logits", "overhead", "total")
 
 
@@ -86,6 +94,11 @@ class MemorySettings(BaseModel):
     pure_bf16: bool = False
     optim: str = "adamw_torch"
     zero_stage: Literal[0, 1, 2, 3] = 0
+    # DeepSpeed's zero_optimization.offload_optimizer / offload_param device (ZeRO-Offload, ZeRO-Infinity): "cpu"
+    # moves the optimizer states, fp32 master weights and gradient partitions (offload_param: the weights, ZeRO-3
+    # only) to CPU RAM; "nvme" to a disk. Offload without a stage that supports it is ignored, as DeepSpeed does.
+    offload_optimizer: Literal["none", "cpu", "nvme"] = "none"
+    offload_param: Literal["none", "cpu", "nvme"] = "none"
     num_gpus: int = Field(default=1, ge=1)
     flash_attn: Literal["auto", "sdpa", "fa2", "fa3", "disabled"] = "auto"
     enable_liger_kernel: bool = False
@@ -141,6 +154,7 @@ class MemoryEstimate:
     # Of that, the cached blocks the caching allocator frees and retries with before it raises an out-of-memory
     # (the varying-length ratchet): nvidia-smi shows them on a GPU with room, they never cause an OOM.
     releasable_gib: float = 0.0
+    cpu_gib: float = 0.0  # CPU RAM of the node the offloaded states need (all its GPUs together; 0 without offload)
     measure: str = ("the process's peak as nvidia-smi shows it (allocator pool + CUDA context), "
                     "which is what decides an out-of-memory")
 
@@ -193,7 +207,8 @@ def _weights(spec: ModelSpec, s: MemorySettings, notes: list[str]) -> tuple[floa
     if s.zero_stage == 3:
         layer = sum(g.count * g.params_each for g in inv.groups if ".layers." in g.path) / spec.num_hidden_layers
         head = spec.vocab_size * spec.hidden_size
-        total = total / s.num_gpus + max(2 * layer, head) * 2  # partition + gathered working set
+        # partition (in CPU RAM with offload_param) + gathered working set
+        total = (0.0 if offloads(s)[1] else total / s.num_gpus) + max(2 * layer, head) * 2
     return total, largest
 
 
@@ -216,7 +231,7 @@ def estimate_memory(model: ModelSpec | str, settings: MemorySettings | None = No
                                                            else NF4_BITS)
         trainable_towers = vision.trained(spec, s)
         if s.zero_stage == 3:
-            tower_weights /= s.num_gpus
+            tower_weights = 0.0 if offloads(s)[1] else tower_weights / s.num_gpus
         weights, largest = weights + tower_weights, max(largest, tower_largest)
         vision_activations = vision.activation_bytes(spec, s, trainable_towers)
         notes += vision.notes(spec, s, trainable_towers)
@@ -232,18 +247,21 @@ def estimate_memory(model: ModelSpec | str, settings: MemorySettings | None = No
     shard_grads = s.num_gpus if s.zero_stage >= 2 else 1
     shard_params = s.num_gpus if s.zero_stage == 3 else 1
     weight_bytes, grad_bytes, state_bytes = half, half, _optimizer_bytes(s.optim, s.pure_bf16)
+    off_optimizer, off_params = offloads(s)
+    on_gpu = 0.0 if off_params else 1.0  # the trainable weights' partitions live in CPU RAM with offload_param
     if s.finetuning_type in ("full", "freeze"):
         if s.deepspeed:  # DeepSpeed trains 16-bit weights and keeps the fp32 master copy with the optimizer
             weight_bytes, grad_bytes, state_bytes = 2.0, 2.0, state_bytes + (0.0 if s.pure_bf16 else 4.0)
         # The trainable weights are the model's own: take them out of the 16-bit base and count them here.
         dense = 4 if (s.weights_dtype or s.compute_dtype) == "fp32" else 2
-        weights -= trainable * dense / shard_params
+        weights -= on_gpu * trainable * dense / shard_params
     parts = {
-        "weights": weights + reference + (trainable * weight_bytes / shard_params
+        "weights": weights + reference + (on_gpu * trainable * weight_bytes / shard_params
                                           if s.finetuning_type in ("full", "freeze") else 0.0),
-        "lora": 0.0 if s.finetuning_type in ("full", "freeze") else trainable * half / shard_params,
-        "gradients": trainable * grad_bytes / shard_grads,
-        "optimizer": trainable * state_bytes / shard_state,
+        "lora": 0.0 if s.finetuning_type in ("full", "freeze") else on_gpu * trainable * half / shard_params,
+        # ZeRO-Offload: the gradient partitions go to CPU RAM as they are reduced, Adam and its states live there
+        "gradients": 0.0 if off_optimizer else trainable * grad_bytes / shard_grads,
+        "optimizer": 0.0 if off_optimizer else trainable * state_bytes / shard_state,
         "activations": activations + vision_activations,
         "logits": logits,
         "overhead": s.cuda_context_gib * GIB + transient + largest * 2,
@@ -258,7 +276,10 @@ def estimate_memory(model: ModelSpec | str, settings: MemorySettings | None = No
     if s.compute_dtype == "fp16":
         notes.append("fp16 LoRA training can overflow to NaN; prefer bf16 where the GPU has it")
     notes += _shape_notes(s, reference / GIB)
-    return MemoryEstimate(spec.name, s, breakdown, trainable, tuple(notes), transient / GIB, ratchet / GIB)
+    # every weight at the size it loads in: what offload_param moves, and what each rank loads before ZeRO-2 shards
+    whole = _weights(spec, s.model_copy(update={"zero_stage": 0}), [])[0] if off_params or off_optimizer else 0.0
+    cpu = cpu_bytes(s, trainable, state_bytes, whole, notes) / GIB
+    return MemoryEstimate(spec.name, s, breakdown, trainable, tuple(notes), transient / GIB, ratchet / GIB, cpu)
 
 
 def _shape_notes(s: MemorySettings, reference_gib: float) -> list[str]:
@@ -321,7 +342,8 @@ def _options(spec: ModelSpec, s: MemorySettings, budget: float) -> list[Option]:
     # never at or below one sample's image tokens: a cut image span crashes LlamaFactory (R-VLM-TOKENS)
     cutoffs = [s.cutoff_len // 2**i for i in range(1, 8) if s.cutoff_len // 2**i >= max(128, s.image_tokens + 1)]
     kinds.append([(f"cutoff_len {c}", {"cutoff_len": c}) for c in cutoffs])  # longest first
-    kinds.append([(f"{n} GPUs with DeepSpeed ZeRO-3", {"num_gpus": n, "zero_stage": 3})
+    # more GPUs: ZeRO-3 without CPU offload (what more GPUs buy: the speed offload gives up)
+    kinds.append([(f"{n} GPUs with DeepSpeed ZeRO-3", {"num_gpus": n, "zero_stage": 3, **NO_OFFLOAD})
                   for n in (2, 4, 8, 16) if n > s.num_gpus])  # fewest first
     found: list[Option] = []
     for kind in kinds:

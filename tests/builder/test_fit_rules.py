@@ -80,8 +80,10 @@ def test_a_step_never_changes_a_value_you_set():
 def test_when_no_step_reaches_a_fit_auto_keeps_the_config_and_names_the_fixes():
     result = build("auto", BuildOptions.parse(model=QWEN7, gpu="4090", method="full"))
     assert not result.fit.fits and result.fit_steps == [] and result.config["cutoff_len"] == 2048
-    with pytest.raises(InputError, match=r"cheapest fix: --num-gpus 16 --zero 3 .*CPU offload"):
+    with pytest.raises(InputError, match=r"cheapest fix: --num-gpus 16 --zero 3 .*CPU offload would need ~[\d.]+ GiB "
+                                         r"per GPU and ~\d+ GiB of CPU RAM") as error:
         require_fit(result)
+    assert "does not estimate" not in str(error.value)  # R-MULTI-DS: lfgen estimates DeepSpeed's offload
 
 
 def test_a_new_step_is_one_registry_entry(monkeypatch):

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from lfgen import BuildOptions, build
+from lfgen.builder.fit_rules import require_fit
 from lfgen.builder.multi_gpu import DS_FILES, packaged
 from lfgen.builder.render import render_build, write_preset
 from lfgen.errors import InputError
@@ -120,6 +121,64 @@ def test_a_sweep_writes_one_json_and_its_runs_share_tokenized_data_per_data_sett
     assert "tokenized_path" not in yaml.safe_load((small.path / small.manifest.runs[0].config).read_text())
 
 
+LLAMA70 = "meta-llama/Llama-3.1-70B-Instruct"
+
+
+def test_a_lora_run_that_does_not_fit_at_zero3_gets_zero3_offload_beside_the_config(tmp_path, monkeypatch):
+    """R-MULTI-DS: CPU offload after ZeRO-3 on the GPUs given fails, before more GPUs are advised; explain's reason
+    names it, says it is slower and the CPU RAM it needs."""
+    monkeypatch.chdir(tmp_path)
+    result = build("auto", BuildOptions.parse(model=LLAMA70, gpu="4090", num_gpus=4))
+    assert result.fit.fits and result.config["deepspeed"] == "ds_z3_offload_config.json"
+    assert result.fit.estimate.settings.offload_param == "cpu" and result.fit.estimate.cpu_gib > 100
+    reason = result.decisions["deepspeed"].reason
+    assert reason.startswith("ZeRO-3 with CPU offload on 4 GPUs") and "slower" in reason and "GiB of CPU RAM" in reason
+    assert "ZeRO-3 needs" in reason and "plain DDP needs" in reason  # what it tried first, on the GPUs given
+    assert any("CPU RAM" in w and "--num-gpus" in w for w in result.warnings)
+    path = write_preset(result, tmp_path / "configs" / "70b.yaml")
+    written = yaml.safe_load(path.read_text())
+    assert written["deepspeed"] == "configs/ds_z3_offload_config.json"
+    assert (tmp_path / written["deepspeed"]).read_bytes() == packaged("ds_z3_offload_config.json").read_bytes()
+    from lfgen.builder.estimates import estimate
+
+    again = estimate(LLAMA70, written, "RTX 4090", 24, 4)  # the written config is estimated with its offload
+    assert again.fits and again.memory_gib["optimizer"] == 0.0 and any("CPU offload" in n for n in again.notes)
+
+
+def test_explain_of_a_written_offload_config_shows_the_cpu_ram(tmp_path, monkeypatch, runner, cli):
+    monkeypatch.chdir(tmp_path)
+    write_preset(build("auto", BuildOptions.parse(model=LLAMA70, gpu="4090", num_gpus=4)), tmp_path / "c" / "70b.yaml")
+    shown = runner.invoke(cli, ["explain", "c/70b.yaml", "--gpu", "4090", "--num-gpus", "4"])
+    assert shown.exit_code == 0, shown.output
+    text = " ".join(shown.stdout.split())  # rich wraps the notes at the terminal's width
+    assert "note: ZeRO-3 CPU offload:" in text and "GiB on the node" in text and ": fits" in text
+
+
+def test_a_full_fine_tune_tries_zero2_offload_before_zero3_offload():
+    """ZeRO-2 offload keeps the 16-bit weights on each GPU (no per-layer gathering over PCIe): on 2 GPUs where neither
+    ZeRO stage fits, it is the faster of the two offloads and fits."""
+    result = build("auto", BuildOptions.parse(model="Qwen/Qwen2.5-7B-Instruct", gpu="4090", num_gpus=2, method="full"))
+    assert result.config["deepspeed"] == "ds_z2_offload_config.json" and result.fit.fits
+    reason = result.decisions["deepspeed"].reason
+    assert "ZeRO-2 needs" in reason and "ZeRO-3 needs" in reason and "ZeRO-2 with CPU offload on 2 GPUs" in reason
+
+
+def test_when_even_offload_does_not_fit_the_error_names_it_and_the_fix():
+    with pytest.raises(InputError) as error:
+        require_fit(build("auto", BuildOptions.parse(model=LLAMA70, gpu="T4", num_gpus=2, method="full",
+                                                     cutoff_len=8192)))
+    assert "with ZeRO-3 CPU offload (R-MULTI-DS's last stage" in str(error.value)
+    assert "cheapest fix: --cutoff-len" in str(error.value) and "does not estimate" not in str(error.value)
+
+
+def test_a_stage_you_chose_gets_the_offload_estimate_in_the_error():
+    with pytest.raises(InputError) as error:
+        require_fit(build("a800", BuildOptions.parse(model=LLAMA70, gpu="4090", num_gpus=4, zero=3)))
+    message = str(error.value)
+    assert "DeepSpeed ZeRO-3 with CPU offload would need ~" in message and "GiB of CPU RAM" in message
+    assert "does not estimate" not in message
+
+
 MULTI = {  # the multi-GPU scenarios of docs/rules.md's scale table, plus each --zero
     "32B LoRA on 8 x H100": ("a800", dict(model=QWEN32, gpu="H100", num_gpus=8), "ds_z3_config.json"),
     "7B full on 8 x H100": ("auto", dict(model="Qwen/Qwen2.5-7B-Instruct", gpu="H100", num_gpus=8, method="full"),
@@ -128,6 +187,10 @@ MULTI = {  # the multi-GPU scenarios of docs/rules.md's scale table, plus each -
                                                         num_gpus=2, quant=4, zero=3), "ds_z3_config.json"),
     "7B LoRA on 4 x A100-80, --zero 2": ("a800", dict(model="Qwen/Qwen2.5-7B-Instruct", gpu="A100-80", num_gpus=4,
                                                       zero=2), "ds_z2_config.json"),
+    "70B LoRA on 4 x RTX 4090 (ZeRO-3 offload)": ("auto", dict(model=LLAMA70, gpu="4090", num_gpus=4),
+                                                 "ds_z3_offload_config.json"),
+    "7B full on 2 x RTX 4090 (ZeRO-2 offload)": ("auto", dict(model="Qwen/Qwen2.5-7B-Instruct", gpu="4090",
+                                                             num_gpus=2, method="full"), "ds_z2_offload_config.json"),
 }
 
 

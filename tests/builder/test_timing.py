@@ -54,6 +54,15 @@ def test_time_and_cost_of_a_config():
     assert any("upper bound" in n for n in unmeasured.basis["notes"])
 
 
+def test_a_cpu_offload_config_says_its_time_leaves_the_offload_out():
+    """R-MULTI-DS: the step time does not model offload's PCIe trips and CPU Adam step; the basis says so."""
+    offload = estimate_config_time(MODEL, {**CONFIG, "deepspeed": "ds_z3_offload_config.json"}, find_gpu("L40S"), 2,
+                                   2000, LENGTHS)
+    assert any("CPU offload" in n and "slower" in n for n in offload.basis["notes"])
+    plain = estimate_config_time(MODEL, {**CONFIG, "deepspeed": "ds_z3_config.json"}, find_gpu("L40S"), 2, 2000, LENGTHS)
+    assert not any("CPU offload" in n for n in plain.basis["notes"])
+
+
 def test_a_known_price_is_used_and_a_missing_one_is_said():
     priced = estimate_config_time(MODEL, CONFIG, find_gpu("V100-32"), 1, 2000, LENGTHS, price=0.9)
     assert priced.cost["usd_per_gpu_hour"] == 0.9 and priced.cost["price_source"] == "--price"
