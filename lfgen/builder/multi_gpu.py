@@ -117,7 +117,9 @@ def choose_zero(ctx: Context, stage: int | str | None, fit: Any = None) -> None:
     if isinstance(stage, str) and fit is not None and ctx.options.zero is None:
         ctx.warn("R-MULTI-DS", f"{label(stage)}: needs ~{fit.estimate.cpu_gib:.0f} GiB of free CPU RAM on the node "
                                f"and trains slower than on GPUs with room (every step moves the states over PCIe, "
-                               "Adam runs on the CPU); more GPUs (--num-gpus) with ZeRO-3 avoid it")
+                               "Adam runs on the CPU); its GPU figure leaves out DeepSpeed's own buffers, and "
+                               "LlamaFactory users measured 2.4-3x it (#5977, #7282), so leave room or try a short "
+                               "run first; more GPUs (--num-gpus) with ZeRO-3 avoid it")
     if not machine.installed("deepspeed"):
         ctx.warn("R-MULTI-DS", "deepspeed is not installed here, and LlamaFactory refuses a deepspeed config without "
                                "it: pip install deepspeed where the run trains")
