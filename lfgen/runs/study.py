@@ -219,7 +219,9 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
             step = max(losses)
             why = f"pruned at step {step} (eval_loss {losses[step]:.4g})"
         if state == "running" and stop.get("trial") == run_name(trial.number):
-            why = "waiting: the budget stopped the study before it (it starts first when the study goes on)"
+            why = ("interrupted: the budget was spent while it trained (it resumes from its checkpoint first when the "
+                   "study goes on)" if stop.get("interrupted") else
+                   "waiting: the budget stopped the study before it (it starts first when the study goes on)")
         rows.append({"number": trial.number, "run": run_name(trial.number), "state": state, "params": trial.params,
                      "value": trial.value if trial.values and state == "complete" else None,
                      "steps": trial.user_attrs.get("steps"), "why": why, "intermediate": losses})

@@ -65,7 +65,7 @@ def experiment_status(path: Path) -> dict[str, Any]:
 
 def _trials(target: Target) -> dict[str, dict[str, Any]]:
     """A tune experiment's trials by run name (their parameters and value, from its study); {} for a sweep, or when
-    the study cannot be read (status still lists the runs)."""
+    Optuna is not installed (status still lists the runs; a broken study.db is status's error before this)."""
     from lfgen.layout import STUDY
 
     folder = target.state_path.parent

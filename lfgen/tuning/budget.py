@@ -8,15 +8,17 @@ start-up included), scaled by this study's own measured / estimated ratio once a
 a trial slower than its estimate widens what the next is allowed). When it does not, no trial starts, and the study
 stops resumable, recorded as stopped by budget in study.db (``lfgen tune NAME --budget MORE`` goes on). Estimates
 can be wrong, measurements are not: a running trial that would take the spend past the budget is stopped, recorded
-interrupted, and resumes from its checkpoint when the study goes on (held back until the budget allows it). The
-budget is recorded with the study, so a resume without --budget keeps it.
+interrupted, and resumes from its checkpoint when the study goes on (held back until the budget allows it); that
+stop keeps STOP_MARGIN_S per running trial, and admission reserves the same margin for each running trial and the new
+one, so a trial admitted is never stopped by the margin before its estimate ends. The budget is recorded with the
+study, so a resume without --budget keeps it.
 """
 
 from __future__ import annotations
 
 import math
-import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,6 +83,7 @@ class Gate:
         self.gpu_hours, self.root, self.state_path, self.price = gpu_hours, root, state_path, price
         self.estimates: dict[str, TrialCost | None] = {}  # trial run -> its estimate (None: none could be made)
         self._checked = -math.inf  # when spent_out last measured
+        self.stopped: dict[str, float] | None = None  # spent_out's figures when it last said stop
 
     def cost_of(self, name: str, config: Path) -> TrialCost | None:
         """A laid-out trial's estimate (from its written config, where it trained or will), computed once."""
@@ -120,11 +123,11 @@ class Gate:
         # Each trial, running or to start, also keeps spent_out's stop margin: a trial admitted here is never stopped
         # by that margin before its high estimate ends.
         margin = STOP_MARGIN_S / 3600
-        committed = 0.0
+        committed = margin * len(running)
         for run in running & set(spends):
             planned = self.cost_of(run, configs[run])
             if planned is not None:  # what it planned at the high end, less what it has run
-                committed += max(0.0, planned.high_s * ratio - spends[run].wall_s) * spends[run].devices / 3600 + margin
+                committed += max(0.0, planned.high_s * ratio - spends[run].wall_s) * spends[run].devices / 3600
         had = spends[name].wall_s if name in spends else 0.0
         need = max(0.0, cost.high_s * ratio - had) * cost.num_gpus / 3600 + margin
         figures = {"budget_gpu_hours": self.gpu_hours, "spent_gpu_hours": round(spent, 6),
@@ -132,9 +135,10 @@ class Gate:
                    "study_ratio": round(ratio, 4), "measured_trials": len(ratios)}
         return spent + committed + need <= self.gpu_hours, figures
 
-    def spent_out(self, runs: list[tuple[str, str]], running: int) -> str | None:
-        """Why the running trials must stop now (the budget is spent, measured up to now, with a few seconds per
-        running trial kept for stopping it), or None; checked at most every CHECK_S seconds."""
+    def spent_out(self, runs: list[tuple[str, str]], running: Callable[[], int]) -> str | None:
+        """Why the running trials must stop now (the budget is spent, measured up to now, with STOP_MARGIN_S per
+        running trial kept for stopping it: *running* counts them), or None; checked at most every CHECK_S seconds.
+        When it says stop, ``stopped`` holds the figures for study.db."""
         from lfgen.runs.spend import experiment_spend
 
         now = time.monotonic()
@@ -142,8 +146,10 @@ class Gate:
             return None
         self._checked = now
         spent = sum(s.gpu_hours for s in experiment_spend(self.state_path, self.root, runs).values())
-        if spent + running * STOP_MARGIN_S / 3600 < self.gpu_hours:
+        if spent + running() * STOP_MARGIN_S / 3600 < self.gpu_hours:
             return None
+        self.stopped = {"budget_gpu_hours": self.gpu_hours, "spent_gpu_hours": round(spent, 6),
+                        "running_gpu_hours": 0.0, "next_gpu_hours": 0.0}
         return (f"the budget is spent ({spent:.3g} of {self.gpu_hours:g} GPU-hours, measured): stopped, resumable "
                 f"(lfgen tune NAME --budget MORE resumes it from its last checkpoint)")
 

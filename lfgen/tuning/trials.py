@@ -247,6 +247,12 @@ class Trials:
             budget.record_stop(self.study, self.budget_stop, figures, name)
         return ok
 
+    def _running(self) -> int:
+        """How many trials train now (a trial evaluating, or held back, has no process to stop)."""
+        if self._store is None:
+            return len(self.trials)
+        return sum(row.state is RunState.RUNNING for row in self._store.runs())
+
     def _runs(self) -> list[tuple[str, Path, str]]:
         return [(run.name, self.experiment.path / run.config, run.output_dir) for run in self.experiment.manifest.runs]
 
@@ -255,7 +261,13 @@ class Trials:
         """Report a new eval loss at its step; True when the pruner gives the run up; a text when the budget is spent
         (the run stops resumable)."""
         if self.gate is not None and (why := self.gate.spent_out([(n, o) for n, _, o in self._runs()],
-                                                                 len(self.trials))):
+                                                                 self._running)):
+            if not self.budget_stop:  # said after the trials table and recorded, as a refusal to start one is
+                from lfgen.tuning import budget
+
+                self.budget_stop = f"stopped by budget: {why}"
+                figures = {**(self.gate.stopped or {}), "interrupted": True}
+                budget.record_stop(self.study, self.budget_stop, figures, name)
             return why
         trial = self.trials.get(name)
         value = finite(progress.eval_loss)

@@ -95,6 +95,6 @@ def test_the_next_trial_fits_beside_what_is_spent_and_what_the_running_trial_sti
 def test_the_budget_stops_running_trials_once_it_is_spent(tmp_path):
     now = time.time()
     runs = [(name, out) for name, _, out in _state(tmp_path, now)]
-    assert Gate(1.0, tmp_path, tmp_path / "state.sqlite").spent_out(runs, 1) is None
-    why = Gate(200 / 3600, tmp_path, tmp_path / "state.sqlite").spent_out(runs, 1)
+    assert Gate(1.0, tmp_path, tmp_path / "state.sqlite").spent_out(runs, lambda: 1) is None
+    why = Gate(200 / 3600, tmp_path, tmp_path / "state.sqlite").spent_out(runs, lambda: 1)
     assert why.startswith("the budget is spent") and "resumable" in why
