@@ -107,6 +107,7 @@ def experiments_under(folder: Path) -> Source:
         merged.experiments += found.experiments
         merged.planned += found.planned
         merged.states += found.states
+        merged.spends += found.spends
         merged.notes += found.notes
     if not merged.dirs:
         raise InputError(f"{folder}: no experiment there could be read ({'; '.join(merged.notes)})")
