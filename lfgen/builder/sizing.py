@@ -158,7 +158,7 @@ def _fit_to_gpu(ctx: Context, gpu: Gpu, asked: str | None, seed_way: str) -> Non
     ctx.choose("gradient_accumulation_steps", result.gradient_accumulation_steps, "R-HW-BATCH",
                f"{result.micro_batch} x {result.gradient_accumulation_steps}{gpus} = effective batch "
                f"{result.effective_batch} (seed 002 keeps it at 32-64)", asked=asked)
-    speed_rules.checkpointing(ctx, gpu, result)
+    speed_rules.checkpointing(ctx, gpu, result, images(ctx))
 
 
 # A fit option's change -> the flag that asks for it (the advice is a command line the user can pass back).

@@ -66,9 +66,10 @@ def liger(ctx: Context) -> None:
                "chunked cross-entropy that never holds the full-vocabulary logits (the same loss, less memory)")
 
 
-def checkpointing(ctx: Context, gpu: Gpu, fit: Any) -> None:
+def checkpointing(ctx: Context, gpu: Gpu, fit: Any, images: tuple[int, int] | None = None) -> None:
     """Gradient checkpointing off when the same micro-batch still fits without it: the recompute costs about a fifth
-    of the step (torchtune's ablation), and the run learns the same."""
+    of the step (torchtune's ablation), and the run learns the same. *images*: the peak sample's measured vision
+    load, as the fit had it (sizing.images)."""
     if "disable_gradient_checkpointing" in ctx.fixed:
         return
     from lfgen.builder.estimates import estimate
@@ -76,7 +77,7 @@ def checkpointing(ctx: Context, gpu: Gpu, fit: Any) -> None:
     config = {**{k: v[0] for k, v in ctx.fixed.items()}, **ctx.config,
               "per_device_train_batch_size": fit.micro_batch, "disable_gradient_checkpointing": True}
     found = estimate(str(ctx.model_name), config, gpu.name, gpu.memory_gb, ctx.options.num_gpus, ctx.headroom,
-                     seq_len=ctx.seq_len)
+                     seq_len=ctx.seq_len, images=images)
     if not found.fits:
         return
     needed = found.memory_gib.get("calibrated_total", found.memory_gib["total"]) - found.memory_gib.get(
