@@ -154,15 +154,16 @@ def measure_time(run_dir: str | Path, gpu: str | None = None) -> MeasuredTime:
 
     run_dir = Path(run_dir)
     written, environment, where = _read(run_dir, gpu, placed=False)
-    if where is None:
-        values = _reserved(run_dir / TRAINER_LOG)
-        if not values or peak_vram_gib(values) is not None:
-            _read(run_dir, gpu)  # a GPU run that does not say which: --gpu names it
+    # What was measured decides before --gpu: a run that trained on the CPU (lfgen_env.json says so, or LlamaFactory
+    # logged no GPU memory at any step) times the CPU, whichever GPU --gpu names for the other runs.
+    values = _reserved(run_dir / TRAINER_LOG)
+    if environment.get("device") == "cpu" or (values and peak_vram_gib(values) is None):
         from lfgen.builder.run_estimate import Placement
         from lfgen.catalogs.gpus import cpu_device
 
-        # LlamaFactory logged no GPU memory at any step: the run trained on the CPU, which times like any device
-        where = Placement(cpu_device(), 1, f"{TRAINER_LOG}: no GPU memory at any step")
+        where = Placement(cpu_device(), 1, "trained on the CPU")
+    elif where is None:
+        _read(run_dir, gpu)  # a GPU run that does not say which: --gpu names it
     speed = measured_throughput(run_dir)
     if not speed.finished or speed.runtime_s is None or speed.runtime_s <= 0:
         raise InputError(f"{run_dir}: not finished (no train_runtime in all_results.json yet); calibrate finished runs")
