@@ -93,7 +93,7 @@ def prepare_vlm(root: str | Path) -> DemoPaths:
         make_images_dataset(root / "data", rows=VLM_ROWS)
     paths = DemoPaths(root, root / "experiments" / VLM_NAME, root / "outputs" / VLM_NAME, root / "report.html")
     if not (paths.experiment / MANIFEST).is_file():
-        options = BuildOptions.parse(model="./tiny-qwen2-vl", dataset=[CAPTIONS], dataset_dir="data",
+        options = BuildOptions.parse(model="./tiny-qwen2-vl", gpu="cpu", dataset=[CAPTIONS], dataset_dir="data",
                                      precision="fp32", set=VLM_SETTINGS)
         with contextlib.chdir(root):
             make_sweep("vision", [], base="caption", options=options, name=VLM_NAME)
