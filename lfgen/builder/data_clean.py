@@ -1,11 +1,11 @@
 """``lfgen data NAME --drop-empty --dedupe -o FILE``: a cleaned copy of a dataset, registered beside it.
 
 A row is *empty* when a prompt or an answer holds nothing but whitespace (``Sample.empty``): LlamaFactory keeps it
-and the model learns to stop at once; a *duplicate* repeats an earlier row's prompt and answer exactly (with
-val_size it can land on both sides of the split). The copy keeps every other row as it was (its columns, in
-order), in JSON (``.json``) or JSON lines (``.jsonl``), and ``dataset_info.json`` gains an entry for it: the
-original's registration (formatting, columns, tags) with the new file_name. The same count of usable rows sizes
-``lfgen preset``, sweep and tune (R-DATA-CUTOFF's reading, lfgen.builder.data_rules).
+and the model learns to stop at once; a *duplicate* repeats an earlier row's prompt and answer exactly, with the
+same images or videos (with val_size it can land on both sides of the split). The copy keeps every other row as it
+was (its columns, in order), in JSON (``.json``) or JSON lines (``.jsonl``), and ``dataset_info.json`` gains an
+entry for it: the original's registration (formatting, columns, tags) with the new file_name. The same count of
+usable rows sizes ``lfgen preset``, sweep and tune (R-DATA-CUTOFF's reading, lfgen.builder.data_rules).
 
 Every check (the file, the name, the folder) comes before anything is written; nothing is replaced without --force.
 """
@@ -27,7 +27,7 @@ SUFFIXES = (".json", ".jsonl")
 
 
 def key(text: str) -> bytes:
-    """A row's identity for duplicates (its prompt and answer), as lfgen data counts them."""
+    """A compact form of a row's identity (data_rows.Sample.identity) for counting duplicates."""
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
 
 
@@ -51,7 +51,7 @@ def usable(samples: list[data_rows.Sample | None]) -> Usable:
         if sample.empty:
             empty += 1
             continue
-        identity = key(sample.text)
+        identity = key(sample.identity)
         if identity in seen:
             duplicates += 1
             continue
@@ -122,7 +122,7 @@ def _filter(records: list[Any], read: list[data_rows.Sample | None], drop_empty:
             empty += 1
             continue
         if sample is not None and dedupe:
-            identity = key(sample.text)
+            identity = key(sample.identity)
             if identity in seen:
                 duplicates += 1
                 continue

@@ -103,8 +103,8 @@ def _read(name: str, entry: dict[str, Any], dataset_dir: str | Path) -> _Read:
             continue
         texts.append(sample.text)
         read.append(sample)
-        prompts.append(_key(sample.prompt))
-        fulls.append(_key(sample.text))
+        prompts.append(_key(sample.asks))
+        fulls.append(_key(sample.identity))
         if columns:
             media_rows.append(sample)
     return _Read(name, entry.get("formatting", "alpaca"), files, texts, prompts, fulls, problems, count, columns,

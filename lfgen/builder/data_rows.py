@@ -44,6 +44,26 @@ class Sample:
         return f"{self.prompt}\n{self.answer}"
 
     @property
+    def identity(self) -> str:
+        """What makes two rows the same row (duplicates, train/eval overlap): the text and, on a vision-language
+        row, its media, so one question asked of many images is not a repeat. An embedded image (bytes, not a
+        path) cannot be compared: its row is its own."""
+        return self._with_media(self.text)
+
+    @property
+    def asks(self) -> str:
+        """What makes two rows ask the same (the prompt and its media)."""
+        return self._with_media(self.prompt)
+
+    def _with_media(self, text: str) -> str:
+        if not (self.images or self.videos):
+            return text
+        media = [m if isinstance(m, str) else repr(m) for m in (*self.images, *self.videos)]
+        if any(m == b"" for m in self.images):
+            media.append(self.where)
+        return "\0".join([text, *media])
+
+    @property
     def empty(self) -> bool:
         """A prompt or an answer with nothing but whitespace in it: the row teaches nothing, or to stop at once."""
         if not self.turns:

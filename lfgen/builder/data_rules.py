@@ -16,6 +16,7 @@ from lfgen.errors import InputError
 # (names, dataset_dir, model, chat, the files' sizes and times) -> (Lengths, every length, (empty rows, duplicates)):
 # a sweep builds many configs from the same data, and tokenizing it once is enough.
 _MEASURED: dict[tuple[Any, ...], tuple[Any, list[int], tuple[int, int]]] = {}
+_UNUSABLE: dict[tuple[Any, ...], tuple[int, int]] = {}  # the same (empty rows, duplicates) for vision-language data
 
 
 def _measure(ctx: Context):
@@ -43,6 +44,22 @@ def _measure(ctx: Context):
     return lengths, every
 
 
+def _unusable(names: list[str], dataset_dir: str) -> tuple[int, int]:
+    """(empty rows, duplicates) of the training data, read once per data set: a vision-language run's lengths come
+    from vlm_rules, not from _measure, and its rows are counted here."""
+    from lfgen.builder.data_report import samples_of
+
+    key = datasets.stamp(names, dataset_dir)
+    if key not in _UNUSABLE:
+        try:
+            read = samples_of(names, dataset_dir)
+        except InputError:
+            return 0, 0  # the data's own problems are said by the rules that read it
+        _UNUSABLE.clear()
+        _UNUSABLE[key] = (read.empty, read.duplicates)
+    return _UNUSABLE[key]
+
+
 def _usable_rows(ctx: Context, names: list[str], dataset_dir: str, empty: int, duplicates: int) -> None:
     """R-DATA-USABLE: the data size counts the rows that teach something (the rules after this one read it)."""
     if not (empty or duplicates) or ctx.samples is None or "capped by max_samples" in ctx.samples_note:
@@ -65,8 +82,11 @@ def data_cutoff(ctx: Context) -> None:
         return  # packed pre-training truncates no sample (R-STAGE-PT)
     from lfgen.builder import vlm_rules
 
-    if vlm_rules.image_cutoff(ctx):
-        return  # text + image tokens at the run's image_max_pixels (R-VLM-PIXELS, R-VLM-TOKENS)
+    if vlm_rules.image_cutoff(ctx):  # text + image tokens at the run's image_max_pixels (R-VLM-PIXELS, R-VLM-TOKENS)
+        if ctx.read_data and ctx.options.samples is None and ctx.samples is not None:
+            names, dataset_dir = datasets.split_names(ctx.get("dataset")), str(ctx.get("dataset_dir", "data"))
+            _usable_rows(ctx, names, dataset_dir, *_unusable(names, dataset_dir))
+        return
     if lengths is None:
         if not ctx.read_data or ctx.options.samples is not None or ctx.samples is None:
             return  # --samples: no files to read; or the rows were not counted from local files

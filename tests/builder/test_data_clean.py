@@ -88,3 +88,33 @@ def test_the_command_cleans_registers_and_checks_the_copy(tmp_path, runner, cli,
                            (["other", "-o", "x.json", "--dedupe"], "cleans one dataset at a time")):
         result = runner.invoke(cli, ["data", "mine", *args])
         assert result.exit_code == 1 and fragment in result.stderr and "Traceback" not in result.output
+
+
+def _one_question_of_every_picture(project: Path) -> Path:
+    """The caption set's 12 pictures, each asked the same question with the same answer, and one row repeated whole
+    (the same picture too): a VQA set's shape, where the text alone repeats on every row."""
+    from lfgen.tiny_vlm import CAPTIONS
+
+    data = project / "data"
+    pictures = [row["images"] for row in json.loads((data / f"{CAPTIONS}.json").read_text())]
+    rows = [{"messages": [{"role": "user", "content": "<image>Is there a shape?"},
+                          {"role": "assistant", "content": "yes"}], "images": images} for images in pictures]
+    (data / "asked.json").write_text(json.dumps([*rows, rows[3]]))
+    info = json.loads((data / "dataset_info.json").read_text())
+    info["asked"] = {**info[CAPTIONS], "file_name": "asked.json"}
+    (data / "dataset_info.json").write_text(json.dumps(info))
+    return data
+
+
+def test_one_question_of_many_pictures_is_not_a_repeat(vlm_project, monkeypatch):
+    from lfgen.builder.data_report import report
+
+    data = _one_question_of_every_picture(vlm_project)
+    (found,) = report(["asked"], data).datasets
+    assert found.duplicates == 1  # the text repeats on all 13 rows; only the row with the same picture repeats
+    done = clean("asked", data, data / "asked_clean.json", drop_empty=False, dedupe=True)
+    assert (done.rows, done.kept, done.duplicates) == (13, 12, 1)
+    monkeypatch.chdir(vlm_project)  # a vision-language run is sized by its usable rows too (R-DATA-USABLE)
+    result = build("caption", BuildOptions.parse(model="./tiny-qwen2-vl", dataset=["asked"], dataset_dir="data"))
+    assert result.samples == 12 and "12 usable (1 repeating an earlier row not counted" in result.samples_note
+    assert any(w.startswith("R-DATA-USABLE") for w in result.warnings)
