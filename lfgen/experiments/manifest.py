@@ -63,7 +63,10 @@ def _run_estimate(result: Build) -> dict[str, Any] | None:
     if found is None:
         found = estimates.estimate(model, result.config, None, None, result.options.num_gpus)
     memory = found.memory_gib.get("calibrated_total", found.memory_gib["total"])
-    return {"trainable_params": found.trainable_params, "memory_gib": round(memory, 2), "fits": found.fits}
+    estimate = {"trainable_params": found.trainable_params, "memory_gib": round(memory, 2), "fits": found.fits}
+    if found.memory_gib.get("releasable_cache"):  # the peak nvidia-smi shows; the fit is decided on the rest
+        estimate["fit_gib"] = round(memory - found.memory_gib["releasable_cache"], 2)
+    return estimate
 
 
 def write(name: str, base: str, options: BuildOptions, runs: list[RunSpec], sweep: dict[str, Any], *,

@@ -261,6 +261,17 @@ def test_runs_that_cannot_fit_are_resized_or_dropped_with_the_reason():
     assert everything.manifest.runs[1].estimate["fits"] is False
 
 
+def test_a_peak_above_the_card_that_fits_says_what_must_fit(runner, cli):
+    # varying lengths leave the longest batch's loss buffers cached: nvidia-smi shows them, the allocator frees them
+    # before an out-of-memory, so the fit is decided without them; the table must not read "90 GiB ... fits" on 80
+    result = runner.invoke(cli, ["sweep", "rank", "64", "--gpu", "A100-80", "--samples", "20000", "--name", "peak"])
+    assert result.exit_code == 0, result.stderr
+    (run,) = load(Path("experiments/peak")).manifest.runs
+    card = 80
+    assert run.estimate["fits"] and run.estimate["fit_gib"] <= card * 0.85 < card < run.estimate["memory_gib"]
+    assert f"{run.estimate['memory_gib']:.1f} GiB ({run.estimate['fit_gib']:.1f} must fit)" in result.stdout
+
+
 @pytest.mark.parametrize("stage,betas", [("dpo", [0.01, 0.03, 0.1, 0.3]), ("orpo", [0.05, 0.1, 0.25]),
                                          ("simpo", [2.0, 2.5, 5.0, 10.0])])
 def test_sweep_beta_is_log_spaced_over_the_stages_band(stage, betas):
