@@ -110,15 +110,18 @@ class Gate:
         """Whether a trial at *cost* fits beside what the trials *runs* (name, config, output dir) have spent and what
         the *running* ones still need; *done*: the trials that trained to the end (this study's measured / estimated
         ratio: the largest of theirs, so a trial slower than its estimate widens what the next is allowed).
-        *name*: a laid-out trial to resume (what it has spent is already counted)."""
+        *name*: a laid-out trial to resume (what it has spent is counted; it needs what its newest whole checkpoint
+        does not save)."""
         from lfgen.runs.spend import experiment_spend
 
         spends = experiment_spend(self.state_path, self.root, [(run, out) for run, _, out in runs])
         configs = {run: config for run, config, _ in runs}
+        outputs = {run: out for run, _, out in runs}
         spent = sum(s.gpu_hours for s in spends.values())
-        ratios = [spends[run].wall_s / planned.wall_s for run in done & set(spends)
+        # a trial not done that has already run longer than its estimate counts too: its ratio is at least that
+        ratios = [spends[run].wall_s / planned.wall_s for run in spends
                   if (planned := self.cost_of(run, configs[run])) is not None and planned.wall_s > 0
-                  and spends[run].wall_s > 0]
+                  and spends[run].wall_s > 0 and (run in done or spends[run].wall_s > planned.wall_s)]
         ratio = max(ratios) if ratios else 1.0
         # Each trial, running or to start, also keeps spent_out's stop margin: a trial admitted here is never stopped
         # by that margin before its high estimate ends.
@@ -128,8 +131,8 @@ class Gate:
             planned = self.cost_of(run, configs[run])
             if planned is not None:  # what it planned at the high end, less what it has run
                 committed += max(0.0, planned.high_s * ratio - spends[run].wall_s) * spends[run].devices / 3600
-        had = spends[name].wall_s if name in spends else 0.0
-        need = max(0.0, cost.high_s * ratio - had) * cost.num_gpus / 3600 + margin
+        kept = kept_share(self.root / outputs[name]) if name in outputs else 0.0  # what its checkpoint saves
+        need = cost.high_s * ratio * (1 - kept) * cost.num_gpus / 3600 + margin
         figures = {"budget_gpu_hours": self.gpu_hours, "spent_gpu_hours": round(spent, 6),
                    "running_gpu_hours": round(committed, 6), "next_gpu_hours": round(need, 6),
                    "study_ratio": round(ratio, 4), "measured_trials": len(ratios)}
@@ -149,9 +152,26 @@ class Gate:
         if spent + running() * STOP_MARGIN_S / 3600 < self.gpu_hours:
             return None
         self.stopped = {"budget_gpu_hours": self.gpu_hours, "spent_gpu_hours": round(spent, 6),
-                        "running_gpu_hours": 0.0, "next_gpu_hours": 0.0}
+                        "running_gpu_hours": round(running() * STOP_MARGIN_S / 3600, 6), "next_gpu_hours": 0.0}
         return (f"the budget is spent ({spent:.3g} of {self.gpu_hours:g} GPU-hours, measured): stopped, resumable "
                 f"(lfgen tune NAME --budget MORE resumes it from its last checkpoint)")
+
+
+def kept_share(output_dir: Path) -> float:
+    """The share of its steps an interrupted trial resumes with: its newest whole checkpoint's global_step over
+    max_steps (0 without one: it trains again from the start, and its earlier attempt's time is spent for nothing)."""
+    import json
+
+    from lfgen.layout import TRAINER_STATE
+    from lfgen.training.rundir import broken, checkpoints
+
+    for checkpoint in reversed(checkpoints(output_dir)):
+        if broken(checkpoint) is None:
+            state = json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))
+            steps, total = state.get("global_step"), state.get("max_steps")
+            ok = all(isinstance(v, int) and not isinstance(v, bool) for v in (steps, total)) and total > 0
+            return min(1.0, max(0.0, steps / total)) if ok else 0.0
+    return 0.0
 
 
 def stop_message(study_name: str, trial: str, figures: dict[str, float]) -> str:

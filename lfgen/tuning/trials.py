@@ -70,6 +70,7 @@ class Trials:
         self.gate, self.price = gate, price  # --budget (lfgen.tuning.budget.Gate), the price its estimates use
         self.deferred: list[Any] = []  # trials asked but never laid out: the next to start (the budget checks them)
         self.budget_stop: str | None = None  # why the budget lets no trial start (said once, recorded in study.db)
+        self.spent = False  # the measured spend reached the budget: the running trials stop, no trial is asked
         self._checked: tuple | None = None  # the runs' states the last refusal saw: nothing changed, no new check
         self._store: Store | None = None
         manifest = experiment.manifest
@@ -168,7 +169,7 @@ class Trials:
         optuna = studies.optuna_module()
         waiting = optuna.trial.TrialState.WAITING  # a trial enqueued (a grid point, a retry) and not yet asked
         asked = len([t for t in self.study.trials if t.state != waiting and not t.user_attrs.get(RETRIED)])
-        if self.hopeless or self.disk_full or (not self.deferred and asked >= self.settings["trials"]):
+        if self.hopeless or self.disk_full or self.spent or (not self.deferred and asked >= self.settings["trials"]):
             return None
         if self.deadline is not None and time.monotonic() >= self.deadline:
             if not self.timed_out:
@@ -247,6 +248,17 @@ class Trials:
             budget.record_stop(self.study, self.budget_stop, figures, name)
         return ok
 
+    def _resume_figures(self, name: str) -> dict[str, float]:
+        """What the interrupted trial *name* needs to go on (next_gpu_hours, with this study's ratio so far), as
+        admit() will reckon it when the study goes on; none without an estimate."""
+        entry = next((run for run in self.experiment.manifest.runs if run.name == name), None)
+        cost = self.gate.cost_of(name, self.experiment.path / entry.config) if entry is not None else None
+        if cost is None:
+            return {}
+        done = {row.name for row in self._store.runs() if row.state is RunState.DONE} if self._store else set()
+        figures = self.gate.affordable(cost, self._runs(), set(), done, name)[1]
+        return {key: figures[key] for key in ("next_gpu_hours", "study_ratio", "measured_trials")}
+
     def _running(self) -> int:
         """How many trials train now (a trial evaluating, or held back, has no process to stop)."""
         if self._store is None:
@@ -262,11 +274,12 @@ class Trials:
         (the run stops resumable)."""
         if self.gate is not None and (why := self.gate.spent_out([(n, o) for n, _, o in self._runs()],
                                                                  self._running)):
+            self.spent = True
             if not self.budget_stop:  # said after the trials table and recorded, as a refusal to start one is
                 from lfgen.tuning import budget
 
                 self.budget_stop = f"stopped by budget: {why}"
-                figures = {**(self.gate.stopped or {}), "interrupted": True}
+                figures = {**(self.gate.stopped or {}), **self._resume_figures(name), "interrupted": True}
                 budget.record_stop(self.study, self.budget_stop, figures, name)
             return why
         trial = self.trials.get(name)

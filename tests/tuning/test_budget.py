@@ -4,7 +4,9 @@ study's measured ratio). The budget stopping a real study is tests/tuning/test_t
 
 from __future__ import annotations
 
+import json
 import os
+import struct
 import time
 
 import pytest
@@ -87,14 +89,35 @@ def test_the_next_trial_fits_beside_what_is_spent_and_what_the_running_trial_sti
     # margins (522 s) a trial admitted at 530 s would be stopped by spent_out before its estimate ends
     assert not _gate(tmp_path, 530 / 3600).affordable(new, runs, {"trial-001"}, {"trial-000"})[0]
     assert _gate(tmp_path, 580 / 3600).affordable(new, runs, {"trial-001"}, {"trial-000"})[0]
-    # a trial to resume has its spend counted already: trial-001 needs only what it has left
+    # a trial to resume needs what its newest whole checkpoint does not save: without one, all of its 186 s again
+    # (what it ran is spent for nothing); from step 3 of 4, a quarter
     _, resumed = _gate(tmp_path, 1.0).affordable(new, runs, set(), {"trial-000"}, "trial-001")
-    assert resumed["next_gpu_hours"] * 3600 == pytest.approx(136.0 + m, abs=3.0)
+    assert resumed["next_gpu_hours"] * 3600 == pytest.approx(186.0 + m, abs=0.1)
+    checkpoint = tmp_path / "out/1/checkpoint-3"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 3, "max_steps": 4}))
+    (checkpoint / "adapter_model.safetensors").write_bytes(struct.pack("<Q", 2) + b"{}")  # whole: empty header
+    _, resumed = _gate(tmp_path, 1.0).affordable(new, runs, set(), {"trial-000"}, "trial-001")
+    assert resumed["next_gpu_hours"] * 3600 == pytest.approx(186.0 / 4 + m, abs=0.1)
+
+
+def test_a_trial_running_past_its_estimate_widens_the_next_ones_room(tmp_path):
+    # trial-001 has run 50 s of an estimated 20 (unfinished): the study's ratio is at least 2.5, not trial-000's 1.5
+    runs = _state(tmp_path, time.time())
+    gate = _gate(tmp_path, 1.0)
+    gate.estimates["trial-001"] = TrialCost(20.0, 25.0, 1)
+    _, figures = gate.affordable(TrialCost(100.0, 124.0, 1), runs, {"trial-001"}, {"trial-000"})
+    assert figures["study_ratio"] == pytest.approx(2.5, abs=0.1) and figures["measured_trials"] == 2
+    assert figures["next_gpu_hours"] * 3600 == pytest.approx(124.0 * figures["study_ratio"] + STOP_MARGIN_S, abs=0.01)
 
 
 def test_the_budget_stops_running_trials_once_it_is_spent(tmp_path):
     now = time.time()
     runs = [(name, out) for name, _, out in _state(tmp_path, now)]
     assert Gate(1.0, tmp_path, tmp_path / "state.sqlite").spent_out(runs, lambda: 1) is None
-    why = Gate(200 / 3600, tmp_path, tmp_path / "state.sqlite").spent_out(runs, lambda: 1)
+    gate = Gate(200 / 3600, tmp_path, tmp_path / "state.sqlite")
+    why = gate.spent_out(runs, lambda: 1)
     assert why.startswith("the budget is spent") and "resumable" in why
+    # what study.db records: the spend, and the margin kept for the trial stopped (spent + margin reached the budget)
+    assert gate.stopped["running_gpu_hours"] * 3600 == pytest.approx(STOP_MARGIN_S, abs=0.01)
+    assert gate.stopped["spent_gpu_hours"] + gate.stopped["running_gpu_hours"] >= 200 / 3600
