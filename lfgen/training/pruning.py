@@ -7,10 +7,12 @@ The runner asks its run source at each poll of a running run (``RunSource.progre
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from lfgen.runs.states import RunState
 from lfgen.runs.store import Store
+from lfgen.training.outputs import trained
 from lfgen.training.watch import Progress
 
 
@@ -28,13 +30,19 @@ def record(store: Store, name: str, progress: Progress) -> str:
     return why
 
 
-def stop(store: Store, name: str, handle: Any, progress: Progress, verdict: bool | str) -> tuple[str, str, str]:
-    """Stop run *name* (its RunHandle) as its source said: *verdict* True prunes it, a text interrupts it with that
-    reason, resumable. (state, reason, detail) for the reporter."""
-    handle.stop()  # local or on a Ray worker: stopped and waited for
-    handle.tail()  # read what is left of its console and close it
+def stop(store: Store, active: Any, progress: Progress, verdict: bool | str,
+         root: Path) -> tuple[str, str | None, str | None]:
+    """Stop the runner's *active* run (its row and RunHandle) as its source said: *verdict* True prunes it, a text
+    interrupts it with that reason, resumable; one whose files under *root* show its training ended before the stop
+    landed is done, as it is. (state, reason, detail) for the reporter."""
+    name = active.row.name
+    active.handle.stop()  # local or on a Ray worker: stopped and waited for
+    active.handle.tail()  # read what is left of its console and close it
     if verdict is True:
         return "pruned", "pruned", record(store, name, progress)
+    if trained(root, active.row):  # a budget stop measured at the last evaluation can land after LF wrote its results
+        store.transition(name, RunState.DONE, event=("recognised", f"finished as the stop came ({verdict})"))
+        return "done", None, None
     store.transition(name, RunState.INTERRUPTED, reason="budget", detail=str(verdict),
                      event=("interrupted", str(verdict)))
     return "interrupted", "budget", str(verdict)

@@ -189,7 +189,7 @@ class Runner:
                 f"the loss went NaN ({progress.nan}); stopped at once. {NAN_ADVICE}", log))
             return True
         if rc is None and self.source is not None and (verdict := self.source.progress(name, progress)):
-            self.reporter.finished(name, *pruning.stop(self.store, name, active.handle, progress, verdict))
+            self.reporter.finished(name, *pruning.stop(self.store, active, progress, verdict, self.target.root))
             return True
         if rc is None:
             return False
