@@ -241,9 +241,13 @@ class Trials:
         states = {row.name: row.state for row in self._store.runs()} if self._store is not None else {}
         ok, figures = self.gate.affordable(cost, self._runs(), {n for n, s in states.items() if s is RunState.RUNNING},
                                            {n for n, s in states.items() if s is RunState.DONE}, name)
-        if not ok and not self.budget_stop:
-            from lfgen.tuning import budget
+        from lfgen.tuning import budget
 
+        if ok:  # it goes on: the stop recorded before (it, interrupted or waiting) no longer stands
+            self.gate.admit(name, entry.output_dir)
+            budget.clear_stop(self.study)
+            self.budget_stop = None
+        elif not self.budget_stop:
             self.budget_stop = budget.stop_message(self.experiment.manifest.name, name, figures)
             budget.record_stop(self.study, self.budget_stop, figures, name)
         return ok
