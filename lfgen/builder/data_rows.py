@@ -46,8 +46,8 @@ class Sample:
     @property
     def identity(self) -> str:
         """What makes two rows the same row (duplicates, train/eval overlap): the text and, on a vision-language
-        row, its media, so one question asked of many images is not a repeat. An embedded image (bytes, not a
-        path) cannot be compared: its row is its own."""
+        row, its media, so one question asked of many images is not a repeat. An embedded image or video (bytes,
+        not a path) cannot be compared: its row is its own."""
         return self._with_media(self.text)
 
     @property
@@ -59,7 +59,7 @@ class Sample:
         if not (self.images or self.videos):
             return text
         media = [m if isinstance(m, str) else repr(m) for m in (*self.images, *self.videos)]
-        if any(m == b"" for m in self.images):
+        if any(m == b"" for m in (*self.images, *self.videos)):
             media.append(self.where)
         return "\0".join([text, *media])
 

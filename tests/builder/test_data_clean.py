@@ -118,3 +118,14 @@ def test_one_question_of_many_pictures_is_not_a_repeat(vlm_project, monkeypatch)
     result = build("caption", BuildOptions.parse(model="./tiny-qwen2-vl", dataset=["asked"], dataset_dir="data"))
     assert result.samples == 12 and "12 usable (1 repeating an earlier row not counted" in result.samples_note
     assert any(w.startswith("R-DATA-USABLE") for w in result.warnings)
+
+
+def test_rows_with_embedded_media_are_never_counted_as_repeats():
+    from lfgen.builder.data_rows import Sample
+
+    # embedded bytes are read as b"" (no path to compare): two such rows with the same text may differ in their media
+    for media in ({"images": (b"",)}, {"videos": (b"",)}):
+        first, second = (Sample("<image>what is it?", "a cat", where=f"file row {i}", **media) for i in (1, 2))
+        assert first.identity != second.identity and first.asks != second.asks
+    same = [Sample("<image>what is it?", "a cat", images=("a.png",), where=f"file row {i}") for i in (1, 2)]
+    assert same[0].identity == same[1].identity  # the same picture: a repeat
