@@ -154,10 +154,10 @@ def measure_time(run_dir: str | Path, gpu: str | None = None) -> MeasuredTime:
 
     run_dir = Path(run_dir)
     written, environment, where = _read(run_dir, gpu, placed=False)
-    # What was measured decides before --gpu: a run that trained on the CPU (lfgen_env.json says so, or LlamaFactory
-    # logged no GPU memory at any step) times the CPU, whichever GPU --gpu names for the other runs.
+    # What was measured decides before --gpu: a run that trained on the CPU (lfgen_env.json says so, or names no GPU
+    # and LlamaFactory logged no GPU memory at any step) times the CPU, whichever GPU --gpu names for the other runs.
     values = _reserved(run_dir / TRAINER_LOG)
-    if environment.get("device") == "cpu" or (values and peak_vram_gib(values) is None):
+    if environment.get("device") == "cpu" or (where is None and values and peak_vram_gib(values) is None):
         from lfgen.builder.run_estimate import Placement
         from lfgen.catalogs.gpus import cpu_device
 

@@ -110,7 +110,7 @@ def _print_experiment(experiment, costs: dict[str, Any] | None = None) -> None:
         varies = ", ".join(f"{k}={show(v)}" for k, v in run.varies.items()) or "(the base)"
         params = f"{estimate['trainable_params']:,}" if "trainable_params" in estimate else "-"
         memory = f"{estimate['memory_gib']:.1f} GiB" if "memory_gib" in estimate else "-"
-        if "fit_gib" in estimate:  # a peak above the card that fits: the allocator's releasable cache is in it
+        if "fit_gib" in estimate:  # the peak holds the allocator's releasable cache; the fit is decided without it
             memory += f" ({estimate['fit_gib']:.1f} must fit)"
         fits = {True: "yes", False: "no"}.get(estimate.get("fits"), "?")
         cells = []

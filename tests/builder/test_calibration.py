@@ -148,6 +148,16 @@ def test_cpu_runs_calibrate_time_without_asking_for_a_gpu(tmp_path):
     assert entry["startup_s"] == pytest.approx(30.0)
 
 
+def test_a_cpu_run_is_timed_on_the_cpu_whatever_gpu_is_named(tmp_path):
+    # --gpu names the card for runs that do not say theirs; a run that says it trained on the CPU was measured there
+    from tests.helpers import timed_run_dir
+
+    one, _ = timed_run_dir(tmp_path, "a", train_s=120.0, eval_s=6.0, startup_s=25.0)
+    found = calibrate([str(one)], gpu="A100-80")
+    assert [(t.gpu, t.measured_s) for t in found.times] == [("CPU", 126.0)]
+    assert "time|CPU|lora" in load_calibration() and not any("A100" in key for key in load_calibration())
+
+
 def test_later_estimates_use_the_correction_and_say_so(tmp_path):
     from lfgen.builder.run_estimate import estimate_written, placement, read_written
     from tests.helpers import timed_run_dir
