@@ -234,8 +234,7 @@ class Trials:
         left; one held back stays as it is, for the next lfgen tune."""
         if self.gate is None:
             return True
-        entry = next((run for run in self.experiment.manifest.runs if run.name == name), None)
-        cost = self.gate.cost_of(name, self.experiment.path / entry.config) if entry is not None else None
+        entry, cost = self._laid_out_cost(name)
         if cost is None:
             return True  # no estimate of it: its spend so far is measured, and spent_out stops it at the budget
         states = {row.name: row.state for row in self._store.runs()} if self._store is not None else {}
@@ -252,11 +251,15 @@ class Trials:
             budget.record_stop(self.study, self.budget_stop, figures, name)
         return ok
 
+    def _laid_out_cost(self, name: str) -> tuple[Any, Any]:
+        """A laid-out trial's manifest entry and the budget's estimate of it (None when there is none)."""
+        entry = next((run for run in self.experiment.manifest.runs if run.name == name), None)
+        return entry, self.gate.cost_of(name, self.experiment.path / entry.config) if entry is not None else None
+
     def _resume_figures(self, name: str) -> dict[str, float]:
         """What the interrupted trial *name* needs to go on (next_gpu_hours, with this study's ratio so far), as
         admit() will reckon it when the study goes on; none without an estimate."""
-        entry = next((run for run in self.experiment.manifest.runs if run.name == name), None)
-        cost = self.gate.cost_of(name, self.experiment.path / entry.config) if entry is not None else None
+        _, cost = self._laid_out_cost(name)
         if cost is None:
             return {}
         done = {row.name for row in self._store.runs() if row.state is RunState.DONE} if self._store else set()
