@@ -262,6 +262,16 @@ class Estimate:
     calibration: float | None = None
     finetuning_type: str = "lora"
 
+    @property
+    def peak_gib(self) -> float:
+        """The peak per GPU, as nvidia-smi would show it (calibrated when a factor is stored)."""
+        return self.memory_gib.get("calibrated_total", self.memory_gib["total"])
+
+    @property
+    def fit_gib(self) -> float:
+        """What must fit: the peak less the cache the allocator releases before an out-of-memory."""
+        return self.peak_gib - self.memory_gib.get("releasable_cache", 0.0)
+
     def to_json(self) -> dict[str, Any]:
         return {"model": self.model, "finetuning_type": self.finetuning_type, "target_modules": self.target_modules,
                 "trainable_params": self.trainable_params,

@@ -107,10 +107,8 @@ def preset(name: str, output: str | None, force: bool, allow_unfit: bool, **kwar
 
 
 def _estimate_line(estimate) -> str:
-    memory, gpu = estimate.memory_gib, estimate.gpu or {}
-    total = memory.get("calibrated_total", memory["total"])
-    releasable = memory.get("releasable_cache", 0.0)
-    must = f", {total - releasable:.1f} GiB of it must fit" if releasable else ""
+    gpu, total = estimate.gpu or {}, estimate.peak_gib
+    must = f", {estimate.fit_gib:.1f} GiB of it must fit" if estimate.fit_gib < total else ""
     where = f" on {gpu['name']}" if gpu else ""
     verdict = "" if estimate.fits is None else (
         f" of {gpu['memory_gib']:g} GiB: fits" if estimate.fits else f" of {gpu['memory_gib']:g} GiB: does NOT fit")
@@ -226,10 +224,8 @@ def _print_estimate(out, estimate) -> None:
                   markup=False)
     gpu = estimate.gpu
     if gpu is not None:
-        total = estimate.memory_gib.get("calibrated_total", estimate.memory_gib["total"])
-        total -= estimate.memory_gib.get("releasable_cache", 0.0)
         verdict = "fits" if estimate.fits else "does not fit"
-        out.print(f"verdict: {total:.1f} GiB on {gpu['name']} ({gpu['memory_gib']:g} GiB, "
+        out.print(f"verdict: {estimate.fit_gib:.1f} GiB on {gpu['name']} ({gpu['memory_gib']:g} GiB, "
                   f"{gpu.get('headroom', headroom()):.0%} kept free): {verdict}")
     for note in estimate.notes:
         out.print(f"note: {note}", markup=False)

@@ -62,10 +62,9 @@ def _run_estimate(result: Build) -> dict[str, Any] | None:
     found = result.estimate
     if found is None:
         found = estimates.estimate(model, result.config, None, None, result.options.num_gpus)
-    memory = found.memory_gib.get("calibrated_total", found.memory_gib["total"])
-    estimate = {"trainable_params": found.trainable_params, "memory_gib": round(memory, 2), "fits": found.fits}
-    if found.memory_gib.get("releasable_cache"):  # the peak nvidia-smi shows; the fit is decided on the rest
-        estimate["fit_gib"] = round(memory - found.memory_gib["releasable_cache"], 2)
+    estimate = {"trainable_params": found.trainable_params, "memory_gib": round(found.peak_gib, 2), "fits": found.fits}
+    if found.fit_gib < found.peak_gib:  # the peak nvidia-smi shows holds releasable cache; the fit is decided without
+        estimate["fit_gib"] = round(found.fit_gib, 2)
     return estimate
 
 
