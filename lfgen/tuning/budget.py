@@ -175,10 +175,11 @@ class Gate:
             return None
         self._checked = now
         spent = sum(s.gpu_hours for s in experiment_spend(self.state_path, self.root, runs).values())
-        if spent + running() * STOP_MARGIN_S / 3600 < self.gpu_hours:
+        kept = running() * STOP_MARGIN_S / 3600
+        if spent + kept < self.gpu_hours:
             return None
         self.stopped = {"budget_gpu_hours": self.gpu_hours, "spent_gpu_hours": round(spent, 6),
-                        "running_gpu_hours": round(running() * STOP_MARGIN_S / 3600, 6), "next_gpu_hours": 0.0}
+                        "running_gpu_hours": round(kept, 6), "next_gpu_hours": 0.0}
         return (f"the budget is spent ({spent:.3g} of {self.gpu_hours:g} GPU-hours, measured): stopped, resumable "
                 f"(lfgen tune NAME --budget MORE resumes it from its last checkpoint)")
 
