@@ -1,6 +1,6 @@
 """lfgen's and fitcheck-llm's peak-memory estimates next to published measurements, per split.
 
-Run: ``python benchmarks/memory_reference.py [--fit]``. The points, their sources and every setting
+Run: ``python benchmarks/memory_reference.py [--fit] [--range [--write]]``. The points, their sources and every setting
 they state are in ``benchmarks/memory_reference.yaml``; its ``split`` was fixed before any constant
 was fitted: lfgen's only fitted constant (memory.FRAGMENTATION) comes from the ``fit`` rows
 (``--fit`` prints the least-squares value), the ``holdout`` rows are scored only.
@@ -13,6 +13,10 @@ is downloaded. Each estimator is compared with the number the source measured: t
 same 0.5 GiB CUDA context (lfgen's default cuda_context_gib, fitcheck's base_context_mib off T4);
 else torch's allocated peak, against which both drop their context/fragmentation term (fitcheck:
 its overhead; lfgen: context + fragmentation).
+
+``--range`` derives the range explain states beside the peak (lfgen/models/memory_range.py): per regime, the
+10th and 90th percentile of measured / estimated over the ``holdout`` and ``holdout22`` rows, then checks it on
+the ``fresh`` rows, which nothing used; ``--write`` stores it in presets/memory_range.yaml.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from lfgen.models import (
     memory,
 )
 from lfgen.models.catalog import spec_from_config
+from lfgen.models.memory_range import REGIMES, regime
 
 HERE = Path(__file__).resolve().parent
 FITCHECK_CONTEXT_MIB = 500.0  # fitcheck-llm 0.3.1 DEFAULT_OVERHEAD_PROFILE.base_context_mib (every GPU but its T4 rows)
@@ -115,6 +120,59 @@ def lfgen_estimate(models: dict, point: dict) -> float:
     if kind == "reserved":
         return e.total - e.settings.cuda_context_gib
     return e.total
+
+
+RANGE_FROM = ("holdout", "holdout22")  # published peaks never fitted: the range's rows
+RANGE_CHECK = "fresh"  # scored once before any change and used for nothing: where the range is checked
+
+
+def ratios(reference: dict) -> list[tuple[str, str, str, float]]:
+    """(split, id, range regime, measured / lfgen's estimate) for every point."""
+    out = []
+    for p in reference["points"]:
+        measured = _measured(p)[0]
+        out.append((p["split"], p["id"], regime(settings_of(p)["variable_lengths"]),
+                    measured / lfgen_estimate(reference["models"], p)))
+    return out
+
+
+def peak_ranges(reference: dict) -> dict[str, dict]:
+    """Per regime: the 10th and 90th percentile of measured / estimated over RANGE_FROM (linear interpolation)."""
+    import statistics
+
+    rows = ratios(reference)
+    out = {}
+    for name in REGIMES:
+        found = [r for split, _, reg, r in rows if split in RANGE_FROM and reg == name]
+        deciles = statistics.quantiles(found, n=10, method="inclusive")
+        out[name] = {"low": round(deciles[0], 2), "high": round(deciles[-1], 2), "rows": len(found)}
+    return out
+
+
+def range_check(reference: dict, ranges: dict[str, dict]) -> list[str]:
+    """How the fresh rows fall against the range: inside, below (overestimated) or above (underestimated)."""
+    lines = []
+    for name in REGIMES:
+        band = ranges[name]
+        found = [(pid, r) for split, pid, reg, r in ratios(reference) if split == RANGE_CHECK and reg == name]
+        below = [f"{pid} {r:.2f}" for pid, r in found if r < band["low"]]
+        above = [f"{pid} {r:.2f}" for pid, r in found if r > band["high"]]
+        lines.append(f"{name}: {band['low']:.2f}x to {band['high']:.2f}x of the estimate from {band['rows']} rows; "
+                     f"{RANGE_CHECK}: {len(found) - len(below) - len(above)} of {len(found)} inside, "
+                     f"{len(below)} below {below}, {len(above)} above {above}")
+    return lines
+
+
+def write_ranges(ranges: dict[str, dict]) -> Path:
+    path = HERE.parent / "presets" / "memory_range.yaml"
+    head = ("# The range explain states beside the peak-memory estimate (lfgen/models/memory_range.py).\n"
+            "# Written by python benchmarks/memory_reference.py --range --write; a test keeps it equal to what\n"
+            "# benchmarks/memory_reference.yaml gives. low/high: the 10th and 90th percentile of measured / estimated\n"
+            f"# over the {' and '.join(RANGE_FROM)} rows (published peaks the model was never fitted to), per regime:\n"
+            "# variable = real data padded per batch, fixed = fixed shapes or packed batches. Checked on the\n"
+            f"# {RANGE_CHECK} rows, which nothing used (docs/estimates.md).\n")
+    path.write_text(head + yaml.safe_dump({"regimes": ranges}, sort_keys=False), encoding="utf-8")
+    return path
 
 
 def _fitcheck_cli() -> str | None:
@@ -204,6 +262,13 @@ def main() -> None:
         loss, scores = fit_fragmentation(reference)
         print(f"fitted on the fit rows: FRAGMENTATION {loss:.2f}, FRAGMENTATION_SCORES {scores:.2f} "
               f"(shipped {memory.FRAGMENTATION}, {memory.FRAGMENTATION_SCORES})")
+    if "--range" in sys.argv:
+        ranges = peak_ranges(reference)
+        for line in range_check(reference, ranges):
+            print(line)
+        if "--write" in sys.argv:
+            print(f"wrote {write_ranges(ranges)}")
+        return
     cli = None if "--no-fitcheck" in sys.argv else _fitcheck_cli()
     home = Path(tempfile.mkdtemp(prefix="lfgen-hf-"))
     try:

@@ -261,6 +261,7 @@ class Estimate:
     notes: list[str] = field(default_factory=list)
     calibration: float | None = None
     finetuning_type: str = "lora"
+    variable_lengths: bool = True  # real data padded per batch (not packed): the range's wider regime
 
     @property
     def peak_gib(self) -> float:
@@ -272,11 +273,18 @@ class Estimate:
         """What must fit: the peak less the cache the allocator releases before an out-of-memory."""
         return self.peak_gib - self.memory_gib.get("releasable_cache", 0.0)
 
+    @property
+    def peak_range(self):
+        """Where the peak likely lies: the range published peaks of runs like this one showed (memory_range)."""
+        from lfgen.models.memory_range import peak_range
+
+        return peak_range(self.peak_gib, self.fit_gib, self.variable_lengths)
+
     def to_json(self) -> dict[str, Any]:
         return {"model": self.model, "finetuning_type": self.finetuning_type, "target_modules": self.target_modules,
                 "trainable_params": self.trainable_params,
-                "memory_gib": self.memory_gib, "gpu": self.gpu, "fits": self.fits, "notes": self.notes,
-                "calibration": self.calibration}
+                "memory_gib": self.memory_gib, "memory_range_gib": self.peak_range.to_json(), "gpu": self.gpu,
+                "fits": self.fits, "notes": self.notes, "calibration": self.calibration}
 
 
 def estimate(model: str, config: dict[str, Any], gpu_name: str | None, gpu_gib: float | None, num_gpus: int,
@@ -318,7 +326,7 @@ def estimate(model: str, config: dict[str, Any], gpu_name: str | None, gpu_gib: 
                     gpu=None if gpu_name is None else {"name": gpu_name, "memory_gib": gpu_gib, "num_gpus": num_gpus,
                                                        "headroom": headroom},
                     fits=fits, notes=list(dict.fromkeys(notes)), calibration=factor,
-                    finetuning_type=values["finetuning_type"])
+                    finetuning_type=values["finetuning_type"], variable_lengths=values["variable_lengths"])
 
 
 def factor_for(gpu_name: str | None, model: str) -> float | None:
