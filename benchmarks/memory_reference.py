@@ -44,8 +44,10 @@ from lfgen.models.memory_range import REGIMES, regime
 HERE = Path(__file__).resolve().parent
 FITCHECK_CONTEXT_MIB = 500.0  # fitcheck-llm 0.3.1 DEFAULT_OVERHEAD_PROFILE.base_context_mib (every GPU but its T4 rows)
 T4_CONTEXT_GIB = 140.875 / 1024  # measured by fitcheck-llm on every T4 row (its manifest.json, cuda_context_mib)
-SPLITS = ("fit", "holdout", "holdout22", "fresh")  # holdout22: issue 22's independent set, scored before any change;
-# fresh: issue 22's second independent set (LitGPT's config-hub table, the LlamaFactory paper), scored before the second pass
+SPLITS = ("fit", "holdout", "holdout22", "fresh", "independent")  # holdout22: issue 22's independent set, scored
+# before any change; fresh: issue 22's second independent set (LitGPT's config-hub table, the LlamaFactory paper), scored
+# before the second pass; independent: Qwen's README profiling table, which issue 22 kept out of everything fitted or
+# held out for an independent check, scored once with the model and range as they were
 SHORT = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj", "gate": "gate_proj", "up": "up_proj",
          "down": "down_proj"}
 
@@ -65,8 +67,10 @@ def settings_of(point: dict) -> dict:
     """lfgen MemorySettings for a point: the settings it states, LlamaFactory's defaults for the rest."""
     pid = point["id"]
     values = {"micro_batch": point["micro_batch"], "cutoff_len": point["seq_len"], "lora_rank": point["rank"] or 8,
-              # real data padded per batch (not fitcheck's fixed random tokens, not torchtune's packing)
-              "variable_lengths": point.get("padding") not in (False, None) and not point.get("packing")}
+              # real data padded per batch (not fitcheck's fixed random tokens, not torchtune's packing, not padding
+              # every sample to max_length as Qwen's finetune.py does)
+              "variable_lengths": point.get("padding") not in (False, None) and not point.get("packing")
+              and not str(point.get("padding")).startswith("to max_length")}
     if pid.startswith("fitcheck"):
         targets = [SHORT.get(t, t) for t in point["targets"].split(",")]
         values.update(lora_target=",".join(targets), compute_dtype="fp16", double_quantization=False,
@@ -101,6 +105,13 @@ def settings_of(point: dict) -> dict:
                       gradient_checkpointing=True, finetuning_type=point["method"])
         if point["method"] == "freeze":
             values.update(freeze_trainable_layers=point["freeze_layers"])
+    elif pid.startswith("qwen-readme-"):  # Qwen's finetune.py of 2023: HF Trainer, bf16 model (the rows say why)
+        values.update(compute_dtype="bf16", flash_attn="fa2", gradient_checkpointing=point["gradient_checkpointing"])
+        if point["method"] == "full":  # DeepSpeed ZeRO-2 on one GPU: bf16 weights and grads, fp32 master and AdamW
+            values.update(finetuning_type="full", deepspeed=True, zero_stage=point["zero"])
+        else:  # LoRA cast to the bf16 base's dtype by PEFT of 2023: bf16 LoRA, gradients and AdamW states
+            values.update(lora_target=point["targets"], additional_target=point.get("additional_target"),
+                          lora_dropout=point["lora_dropout"], pure_bf16=True)
     return values
 
 
@@ -123,7 +134,7 @@ def lfgen_estimate(models: dict, point: dict) -> float:
 
 
 RANGE_FROM = ("holdout", "holdout22")  # published peaks never fitted: the range's rows
-RANGE_CHECK = "fresh"  # scored once before any change and used for nothing: where the range is checked
+RANGE_CHECK = ("fresh", "independent")  # used for nothing: where the range is checked
 
 
 def ratios(reference: dict) -> list[tuple[str, str, str, float]]:
@@ -150,16 +161,17 @@ def peak_ranges(reference: dict) -> dict[str, dict]:
 
 
 def range_check(reference: dict, ranges: dict[str, dict]) -> list[str]:
-    """How the fresh rows fall against the range: inside, below (overestimated) or above (underestimated)."""
-    lines = []
+    """How each RANGE_CHECK split's rows fall against the range: inside, below (overestimated) or above (under)."""
+    rows, lines = ratios(reference), []
     for name in REGIMES:
         band = ranges[name]
-        found = [(pid, r) for split, pid, reg, r in ratios(reference) if split == RANGE_CHECK and reg == name]
-        below = [f"{pid} {r:.2f}" for pid, r in found if r < band["low"]]
-        above = [f"{pid} {r:.2f}" for pid, r in found if r > band["high"]]
-        lines.append(f"{name}: {band['low']:.2f}x to {band['high']:.2f}x of the estimate from {band['rows']} rows; "
-                     f"{RANGE_CHECK}: {len(found) - len(below) - len(above)} of {len(found)} inside, "
-                     f"{len(below)} below {below}, {len(above)} above {above}")
+        lines.append(f"{name}: {band['low']:.2f}x to {band['high']:.2f}x of the estimate from {band['rows']} rows")
+        for check in RANGE_CHECK:
+            found = [(pid, r) for split, pid, reg, r in rows if split == check and reg == name]
+            below = [f"{pid} {r:.2f}" for pid, r in found if r < band["low"]]
+            above = [f"{pid} {r:.2f}" for pid, r in found if r > band["high"]]
+            lines.append(f"  {check}: {len(found) - len(below) - len(above)} of {len(found)} inside, "
+                         f"{len(below)} below {below}, {len(above)} above {above}")
     return lines
 
 
@@ -170,7 +182,7 @@ def write_ranges(ranges: dict[str, dict]) -> Path:
             "# benchmarks/memory_reference.yaml gives. low/high: the 10th and 90th percentile of measured / estimated\n"
             f"# over the {' and '.join(RANGE_FROM)} rows (published peaks the model was never fitted to), per regime:\n"
             "# variable = real data padded per batch, fixed = fixed shapes or packed batches. Checked on the\n"
-            f"# {RANGE_CHECK} rows, which nothing used (docs/estimates.md).\n")
+            f"# {' and '.join(RANGE_CHECK)} rows, which nothing used (docs/estimates.md).\n")
     path.write_text(head + yaml.safe_dump({"regimes": ranges}, sort_keys=False), encoding="utf-8")
     return path
 
@@ -282,7 +294,7 @@ def main() -> None:
             theirs = fitcheck_estimate(cli, home, p) if cli else None
             e_ours = 100 * (ours - measured) / measured
             errors.setdefault((p["split"], "lfgen"), []).append(e_ours)
-            if p["split"] in ("holdout22", "fresh"):
+            if p["split"] in ("holdout22", "fresh", "independent"):
                 by_source.setdefault(f"{p['split']} lfgen, {p['id'].split('-')[0]}", []).append(e_ours)
             line = f"{p['split']:9} {p['id']:42} {kind:9} {measured:8.2f} {ours:7.2f} {e_ours:+6.1f}%"
             if theirs is not None:
