@@ -14,9 +14,8 @@ same 0.5 GiB CUDA context (lfgen's default cuda_context_gib, fitcheck's base_con
 else torch's allocated peak, against which both drop their context/fragmentation term (fitcheck:
 its overhead; lfgen: context + fragmentation).
 
-``--range`` derives the range explain states beside the peak (lfgen/models/memory_range.py): per regime, the
-10th and 90th percentile of measured / estimated over the ``holdout`` and ``holdout22`` rows, then checks it on
-the ``fresh`` rows, which nothing used; ``--write`` stores it in presets/memory_range.yaml.
+``--range`` derives the range explain states beside the peak (lfgen/models/memory_range.py): the 10th and 90th
+percentile of measured / estimated over every split but ``fit``; ``--write`` stores it in presets/memory_range.yaml.
 """
 
 from __future__ import annotations
@@ -39,7 +38,6 @@ from lfgen.models import (
     memory,
 )
 from lfgen.models.catalog import spec_from_config
-from lfgen.models.memory_range import REGIMES, regime
 
 HERE = Path(__file__).resolve().parent
 FITCHECK_CONTEXT_MIB = 500.0  # fitcheck-llm 0.3.1 DEFAULT_OVERHEAD_PROFILE.base_context_mib (every GPU but its T4 rows)
@@ -133,57 +131,43 @@ def lfgen_estimate(models: dict, point: dict) -> float:
     return e.total
 
 
-RANGE_FROM = ("holdout", "holdout22")  # published peaks never fitted: the range's rows
-RANGE_CHECK = ("fresh", "independent")  # used for nothing: where the range is checked
+RANGE_FROM = SPLITS[1:]  # every published peak no constant was fitted to
 
 
-def ratios(reference: dict) -> list[tuple[str, str, str, float]]:
-    """(split, id, range regime, measured / lfgen's estimate) for every point."""
-    out = []
-    for p in reference["points"]:
-        measured = _measured(p)[0]
-        out.append((p["split"], p["id"], regime(settings_of(p)["variable_lengths"]),
-                    measured / lfgen_estimate(reference["models"], p)))
-    return out
+def ratios(reference: dict) -> list[tuple[str, str, float]]:
+    """(split, id, measured / lfgen's estimate) for every point."""
+    return [(p["split"], p["id"], _measured(p)[0] / lfgen_estimate(reference["models"], p))
+            for p in reference["points"]]
 
 
-def peak_ranges(reference: dict) -> dict[str, dict]:
-    """Per regime: the 10th and 90th percentile of measured / estimated over RANGE_FROM (linear interpolation)."""
+def peak_range(reference: dict) -> dict:
+    """The 10th and 90th percentile of measured / estimated over RANGE_FROM (linear interpolation)."""
     import statistics
 
+    found = [r for split, _, r in ratios(reference) if split in RANGE_FROM]
+    deciles = statistics.quantiles(found, n=10, method="inclusive")
+    return {"low": round(deciles[0], 2), "high": round(deciles[-1], 2), "rows": len(found)}
+
+
+def range_lines(reference: dict, band: dict) -> list[str]:
+    """The range, and per split how its rows fall: inside, below (overestimated) or above (underestimated)."""
+    lines = [f"range: {band['low']:.2f}x to {band['high']:.2f}x of the estimate from {band['rows']} rows"]
     rows = ratios(reference)
-    out = {}
-    for name in REGIMES:
-        found = [r for split, _, reg, r in rows if split in RANGE_FROM and reg == name]
-        deciles = statistics.quantiles(found, n=10, method="inclusive")
-        out[name] = {"low": round(deciles[0], 2), "high": round(deciles[-1], 2), "rows": len(found)}
-    return out
-
-
-def range_check(reference: dict, ranges: dict[str, dict]) -> list[str]:
-    """How each RANGE_CHECK split's rows fall against the range: inside, below (overestimated) or above (under)."""
-    rows, lines = ratios(reference), []
-    for name in REGIMES:
-        band = ranges[name]
-        lines.append(f"{name}: {band['low']:.2f}x to {band['high']:.2f}x of the estimate from {band['rows']} rows")
-        for check in RANGE_CHECK:
-            found = [(pid, r) for split, pid, reg, r in rows if split == check and reg == name]
-            below = [f"{pid} {r:.2f}" for pid, r in found if r < band["low"]]
-            above = [f"{pid} {r:.2f}" for pid, r in found if r > band["high"]]
-            lines.append(f"  {check}: {len(found) - len(below) - len(above)} of {len(found)} inside, "
-                         f"{len(below)} below {below}, {len(above)} above {above}")
+    for split in SPLITS:
+        found = [r for s, _, r in rows if s == split]
+        below, above = sum(r < band["low"] for r in found), sum(r > band["high"] for r in found)
+        lines.append(f"  {split}: {len(found) - below - above} of {len(found)} inside, {below} below, {above} above")
     return lines
 
 
-def write_ranges(ranges: dict[str, dict]) -> Path:
+def write_range(band: dict) -> Path:
     path = HERE.parent / "presets" / "memory_range.yaml"
     head = ("# The range explain states beside the peak-memory estimate (lfgen/models/memory_range.py).\n"
             "# Written by python benchmarks/memory_reference.py --range --write; a test keeps it equal to what\n"
             "# benchmarks/memory_reference.yaml gives. low/high: the 10th and 90th percentile of measured / estimated\n"
-            f"# over the {' and '.join(RANGE_FROM)} rows (published peaks the model was never fitted to), per regime:\n"
-            "# variable = real data padded per batch, fixed = fixed shapes or packed batches. Checked on the\n"
-            f"# {' and '.join(RANGE_CHECK)} rows, which nothing used (docs/estimates.md).\n")
-    path.write_text(head + yaml.safe_dump({"regimes": ranges}, sort_keys=False), encoding="utf-8")
+            f"# over the {', '.join(RANGE_FROM)} rows: every published peak no constant was fitted to\n"
+            "# (docs/estimates.md).\n")
+    path.write_text(head + yaml.safe_dump(band, sort_keys=False), encoding="utf-8")
     return path
 
 
@@ -275,11 +259,11 @@ def main() -> None:
         print(f"fitted on the fit rows: FRAGMENTATION {loss:.2f}, FRAGMENTATION_SCORES {scores:.2f} "
               f"(shipped {memory.FRAGMENTATION}, {memory.FRAGMENTATION_SCORES})")
     if "--range" in sys.argv:
-        ranges = peak_ranges(reference)
-        for line in range_check(reference, ranges):
+        band = peak_range(reference)
+        for line in range_lines(reference, band):
             print(line)
         if "--write" in sys.argv:
-            print(f"wrote {write_ranges(ranges)}")
+            print(f"wrote {write_range(band)}")
         return
     cli = None if "--no-fitcheck" in sys.argv else _fitcheck_cli()
     home = Path(tempfile.mkdtemp(prefix="lfgen-hf-"))

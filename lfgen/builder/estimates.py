@@ -261,7 +261,6 @@ class Estimate:
     notes: list[str] = field(default_factory=list)
     calibration: float | None = None
     finetuning_type: str = "lora"
-    variable_lengths: bool = True  # real data padded per batch (not packed): the range's wider regime
 
     @property
     def peak_gib(self) -> float:
@@ -275,10 +274,10 @@ class Estimate:
 
     @property
     def peak_range(self):
-        """Where the peak likely lies: the range published peaks of runs like this one showed (memory_range)."""
+        """Where the peak likely lies: the range of measured / estimated on published peaks (memory_range)."""
         from lfgen.models.memory_range import peak_range
 
-        return peak_range(self.peak_gib, self.fit_gib, self.variable_lengths)
+        return peak_range(self.peak_gib, self.fit_gib)
 
     def to_json(self) -> dict[str, Any]:
         return {"model": self.model, "finetuning_type": self.finetuning_type, "target_modules": self.target_modules,
@@ -326,7 +325,7 @@ def estimate(model: str, config: dict[str, Any], gpu_name: str | None, gpu_gib: 
                     gpu=None if gpu_name is None else {"name": gpu_name, "memory_gib": gpu_gib, "num_gpus": num_gpus,
                                                        "headroom": headroom},
                     fits=fits, notes=list(dict.fromkeys(notes)), calibration=factor,
-                    finetuning_type=values["finetuning_type"], variable_lengths=values["variable_lengths"])
+                    finetuning_type=values["finetuning_type"])
 
 
 def factor_for(gpu_name: str | None, model: str) -> float | None:

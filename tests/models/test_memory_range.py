@@ -1,5 +1,5 @@
-"""The range explain states beside the peak-memory estimate (lfgen/models/memory_range.py): derived from published
-peaks the model was not fitted to, checked on the set nothing used (benchmarks/memory_reference.py --range)."""
+"""The range explain states beside the peak-memory estimate (lfgen/models/memory_range.py): the 10th-90th percentile
+of measured / estimated over every published peak no constant was fitted to (benchmarks/memory_reference.py --range)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lfgen.builder.estimates import estimate
-from lfgen.models.memory_range import peak_range, regime
+from lfgen.models.memory_range import peak_range
 from lfgen.resources import load_data
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
@@ -27,37 +27,31 @@ def bench():
 
 def test_the_shipped_range_is_what_the_reference_set_gives(bench):
     module, reference = bench
-    assert load_data("memory_range.yaml")["regimes"] == module.peak_ranges(reference)
+    assert module.RANGE_FROM == ("holdout", "holdout22", "fresh", "independent")  # never the fit rows
+    band = module.peak_range(reference)
+    assert load_data("memory_range.yaml") == band
+    # docs/estimates.md states these figures
+    assert band == {"low": 0.94, "high": 1.32, "rows": 148}
+    lines = module.range_lines(reference, band)
+    assert "  independent: 33 of 42 inside, 1 below, 8 above" in lines
+    assert "  fit: 44 of 49 inside, 5 below, 0 above" in lines
 
 
-def test_the_range_holds_on_the_rows_nothing_used(bench):
-    """docs/estimates.md states these figures: no fresh peak lies above the range's high end."""
-    module, reference = bench
-    lines = module.range_check(reference, module.peak_ranges(reference))
-    assert lines[0].startswith("fixed: 0.96x to 1.09x of the estimate from 24 rows; fresh: 5 of 5 inside")
-    assert lines[1].startswith("variable: 0.85x to 1.34x of the estimate from 55 rows; fresh: 20 of 22 inside, 2 below")
-    assert all(line.endswith("0 above []") for line in lines)
+def test_the_range_scales_the_peak_and_what_must_fit():
+    span = peak_range(10.0, 8.0)
+    assert span.low < 1.0 < span.high
+    data = span.to_json()
+    assert data["low"] == pytest.approx(10.0 * span.low, abs=0.01)
+    assert data["high"] == pytest.approx(10.0 * span.high, abs=0.01)
+    assert data["fit_high"] == pytest.approx(8.0 * span.high, abs=0.01)
+    assert f"{span.rows} published peaks" in data["basis"]
 
 
-def test_real_padded_data_gets_the_wider_range():
-    fixed, variable = peak_range(10.0, 8.0, False), peak_range(10.0, 8.0, True)
-    assert (fixed.regime, variable.regime) == (regime(False), regime(True)) == ("fixed", "variable")
-    assert variable.low < fixed.low <= 1.0 <= fixed.high < variable.high
-    span = variable.to_json()
-    assert span["low"] == pytest.approx(10.0 * variable.low, abs=0.01)
-    assert span["fit_high"] == pytest.approx(8.0 * variable.high, abs=0.01)
-    assert f"{variable.rows} published peaks" in span["basis"]
-
-
-def test_a_packed_config_is_in_the_fixed_regime():
-    unpacked = estimate(MODEL, {"stage": "sft", "finetuning_type": "lora", "cutoff_len": 1024}, "A100-80", 80.0, 1)
-    packed = estimate(MODEL, {"stage": "sft", "finetuning_type": "lora", "cutoff_len": 1024, "packing": True},
-                      "A100-80", 80.0, 1)
-    assert unpacked.to_json()["memory_range_gib"]["regime"] == "variable"
-    assert packed.to_json()["memory_range_gib"]["regime"] == "fixed"
-    span = unpacked.to_json()["memory_range_gib"]
-    assert span["low"] < unpacked.peak_gib < span["high"]
-    assert span["fit_low"] < unpacked.fit_gib < span["fit_high"]
+def test_explain_json_carries_the_range():
+    found = estimate(MODEL, {"stage": "sft", "finetuning_type": "lora", "cutoff_len": 1024}, "A100-80", 80.0, 1)
+    span = found.to_json()["memory_range_gib"]
+    assert span["low"] < found.peak_gib < span["high"]
+    assert span["fit_low"] < found.fit_gib < span["fit_high"]
 
 
 def test_explain_states_the_range_and_warns_when_its_high_end_does_not_fit(runner, cli):
@@ -66,10 +60,10 @@ def test_explain_states_the_range_and_warns_when_its_high_end_does_not_fit(runne
 
     roomy = _explain("--gpu", "A100-80")
     assert roomy.exit_code == 0, roomy.output
-    assert "range: 0.85x to 1.34x of the estimate" in roomy.output
+    assert "range: 0.94x to 1.32x of the estimate" in roomy.output
     assert "fits at the estimate, not at the range's high end" not in roomy.output
-    tight = _explain("--gpu", "4090")  # 20.0 GiB must fit at the estimate, 26.9 GiB at the high end, on 24 GiB
+    tight = _explain("--gpu", "4090")  # 20.0 GiB must fit at the estimate, 26.4 GiB at the high end, on 24 GiB
     assert tight.exit_code == 0, tight.output
-    assert "fits at the estimate, not at the range's high end (26.9 GiB)" in " ".join(tight.output.split())
+    assert "fits at the estimate, not at the range's high end (26.4 GiB)" in " ".join(tight.output.split())
     data = json.loads(_explain("--gpu", "4090", "--json").output)
     assert data["fits"] is True and data["memory_range_gib"]["fit_high"] > 24
