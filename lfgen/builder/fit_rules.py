@@ -142,7 +142,7 @@ def _offload_advice(result: Any) -> tuple[str, str]:
     estimate, for a full fine-tune or several GPUs."""
     from lfgen.builder.model import spec_of
     from lfgen.models import estimate_memory
-    from lfgen.models.offload import offloads
+    from lfgen.models.zero import offloads
 
     fit, num = result.fit, result.hardware.num_gpus
     settings = fit.estimate.settings

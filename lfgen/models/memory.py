@@ -17,7 +17,7 @@ the worst case: LlamaFactory pads each batch to its longest sample, at most cuto
   with ``offload_param`` (ZeRO-3 only) the 16-bit weight partitions too, leaving the gathered working set. The CPU
   RAM of the node is ``cpu_gib``: 4 B of fp32 gradient + the optimizer's bytes per trainable parameter, + 2 B per
   weight with offload_param (below ZeRO-3, every rank's 16-bit copy of the model at load when that is larger),
-  x DeepSpeed's own estimators' additional_buffer_factor 1.5 (pinned buffers): lfgen/models/offload.py.
+  x DeepSpeed's own estimators' additional_buffer_factor 1.5 (pinned buffers): lfgen/models/zero.py.
 * activations and logits: lfgen/models/activations.py (per-layer elements, eager scores, the loss
   buffers at 14 B per token x vocabulary with a 16-bit head and 16 B with an fp32 one, Liger's chunks,
   and a peak of checkpoints + max(loss, recomputed layer): the two do not coincide).
@@ -26,7 +26,8 @@ the worst case: LlamaFactory pads each batch to its longest sample, at most cuto
   (FRAGMENTATION x the loss buffers + FRAGMENTATION_SCORES x one layer's eager scores, both fitted on
   the fit rows of benchmarks/memory_reference.yaml only; with ``variable_lengths``, real data padded
   per batch, one more set of loss buffers: VARIABLE_LENGTH_FRAGMENTATION) + for quantized models one dequantized
-  16-bit copy of the largest Linear. NCCL and DeepSpeed buckets are not modelled. The total is the
+  16-bit copy of the largest Linear. NCCL and DeepSpeed buckets are not modelled; DeepSpeed's optimizer step
+  (its fp32 gradient partition, lfgen/models/zero.py) counts where it exceeds the activations. The total is the
   process's peak as nvidia-smi shows it, which is what decides an OOM.
 
 Not modelled: fragmentation beyond the constant, autocast weight copies (<= 2 B per trainable
@@ -46,7 +47,7 @@ from lfgen.errors import InputError, validation_problems
 from lfgen.models.activations import activation_peak
 from lfgen.models.catalog import ModelSpec, load_model
 from lfgen.models.modules import inventory
-from lfgen.models.offload import cpu_bytes, offloads
+from lfgen.models.zero import cpu_bytes, offloads, step_bytes
 from lfgen.models.trainable import count_trainable
 
 GIB = 2**30
@@ -266,6 +267,7 @@ def estimate_memory(model: ModelSpec | str, settings: MemorySettings | None = No
         "logits": logits,
         "overhead": s.cuda_context_gib * GIB + transient + largest * 2,
     }
+    parts["optimizer"] += max(0.0, step_bytes(s, trainable, off_optimizer) - parts["activations"] - logits)
     breakdown = {key: value / GIB for key, value in parts.items()}
     breakdown["total"] = sum(breakdown.values())
     if s.flash_attn == "disabled":

@@ -1,4 +1,4 @@
-"""DeepSpeed CPU offload in the memory estimate (R-MULTI-DS, lfgen/models/offload.py): the GPU share falls by exactly
+"""DeepSpeed CPU offload in the memory estimate (R-MULTI-DS, lfgen/models/zero.py): the GPU share falls by exactly
 the terms offload moves, the CPU RAM it takes follows DeepSpeed's own estimator, and LlamaFactory #6755's CPU OOM is
 predicted."""
 
@@ -8,7 +8,7 @@ import pytest
 
 from lfgen.models import estimate_memory
 from lfgen.models.memory import GIB
-from lfgen.models.offload import CPU_BUFFER
+from lfgen.models.zero import CPU_BUFFER
 
 QWEN7 = "Qwen/Qwen2.5-7B-Instruct"
 FULL = dict(finetuning_type="full", deepspeed=True, num_gpus=8, micro_batch=1)
@@ -84,3 +84,28 @@ def test_offload_where_deepspeed_ignores_it_changes_nothing():
 def test_nvme_offload_takes_no_cpu_ram_and_says_where_the_states_went():
     e = estimate_memory(QWEN7, zero_stage=3, offload_optimizer="nvme", offload_param="nvme", **FULL)
     assert e.cpu_gib == 0.0 and e.breakdown["optimizer"] == 0.0 and any("NVMe" in note for note in e.notes)
+
+
+def test_deepspeeds_step_builds_an_fp32_gradient_partition_where_activations_are_small():
+    """stage_1_and_2.py step(): flatten(averaged_gradients).to(fp32), 2 + 4 B per parameter of the partition; it counts
+    only beyond the activations and logits, which the step has freed."""
+    from lfgen.models.zero import DEEPSPEED_STEP_BYTES, DEEPSPEED_SUB_GROUP, step_bytes
+
+    short = dict(finetuning_type="full", deepspeed=True, num_gpus=2, micro_batch=1, cutoff_len=128)
+    plain = estimate_memory(QWEN7, **{**short, "deepspeed": False}, zero_stage=2)  # the same bytes without the step
+    ds = estimate_memory(QWEN7, **short, zero_stage=2)
+    step = DEEPSPEED_STEP_BYTES[2] * ds.trainable_params / 2 / GIB
+    assert step > 10
+    transient = ds.breakdown["activations"] + ds.breakdown["logits"]
+    grown = ds.breakdown["optimizer"] - plain.breakdown["optimizer"] - 4 * ds.trainable_params / 2 / GIB  # less master
+    assert grown == pytest.approx(step - transient)
+    # long sequences: the activations exceed the step's buffers, which then add nothing
+    long = estimate_memory(QWEN7, **{**short, "cutoff_len": 32768, "micro_batch": 8}, zero_stage=2)
+    assert long.breakdown["activations"] + long.breakdown["logits"] > step
+    assert long.breakdown["optimizer"] == pytest.approx(ds.breakdown["optimizer"] - grown)
+    # ZeRO-3 converts one sub_group_size group at a time; offload runs the step on the CPU; LoRA has no fp32 master
+    s3 = estimate_memory(QWEN7, **{**short, "num_gpus": 1}, zero_stage=3).settings
+    assert step_bytes(s3, 7_000_000_000, False) == DEEPSPEED_STEP_BYTES[3] * DEEPSPEED_SUB_GROUP
+    assert step_bytes(s3, 7_000_000_000, True) == 0.0
+    lora = estimate_memory(QWEN7, deepspeed=True, zero_stage=2, num_gpus=2, cutoff_len=128).settings
+    assert step_bytes(lora, 7_000_000_000, False) == 0.0

@@ -1,4 +1,5 @@
-"""DeepSpeed's CPU offload in the memory estimate (R-MULTI-DS): what leaves the GPU and the CPU RAM it takes.
+"""DeepSpeed ZeRO in the memory estimate (R-MULTI-DS): the optimizer step's buffers, and CPU offload (what leaves the
+GPU and the CPU RAM it takes).
 
 ZeRO-Offload (Ren et al. 2021, "ZeRO-Offload: Democratizing Billion-Scale Model Training"; DeepSpeed's
 zero_optimization.offload_optimizer) keeps the fp32 master weights, Adam's states and the gradient partitions in CPU
@@ -18,6 +19,13 @@ GIB = 2**30
 # (885 GB) does.
 CPU_BUFFER = 1.5
 FP32_GRAD_BYTES = 4.0  # the gradient partitions Adam reads on the CPU are fp32
+# DeepSpeed's optimizer step builds an fp32 copy of the gradient partition before Adam runs: ZeRO-2 flattens the
+# 16-bit gradients into a new buffer and converts it (stage_1_and_2.py step(): flatten(averaged_gradients)
+# .to(fp32), 2 + 4 B per parameter of the partition); ZeRO-3 converts one sub_group_size group at a time
+# (stage3.py _prepare_fp32_grad_for_sub_group, 4 B; LlamaFactory's ds_z3 files: sub_group_size 1e9). First
+# principles, not fitted. Activations are freed by then, so the step's buffers count only beyond the backward's.
+DEEPSPEED_STEP_BYTES = {2: 6.0, 3: 4.0}
+DEEPSPEED_SUB_GROUP = 1e9
 
 
 def offloads(s: Any) -> tuple[bool, bool]:
@@ -49,3 +57,12 @@ def cpu_bytes(s: Any, trainable: int, state_bytes: float, whole_weights: float, 
                  f"the node (x {CPU_BUFFER} for pinned buffers, as DeepSpeed's estimator); every step copies them over "
                  "PCIe and runs Adam on the CPU: slower than training on GPUs with room")
     return peak * CPU_BUFFER
+
+
+def step_bytes(s: Any, trainable: int, off_optimizer: bool) -> float:
+    """Bytes of the fp32 gradient partition (and ZeRO-2's 16-bit flat copy) DeepSpeed's step builds."""
+    per = DEEPSPEED_STEP_BYTES.get(s.zero_stage) if s.deepspeed and s.finetuning_type in ("full", "freeze") else None
+    if per is None or off_optimizer:  # offload: the step runs on the CPU, from gradients already moved there
+        return 0.0
+    partition = trainable / s.num_gpus
+    return per * (min(partition, DEEPSPEED_SUB_GROUP) if s.zero_stage == 3 else partition)
