@@ -133,7 +133,8 @@ def explain(subject: str, as_json: bool, price: float | None, **kwargs: Any) -> 
     FILE may be any LlamaFactory train YAML: for one lfgen wrote, hand edits are named;
     for others, explain says which rules the file follows and which it does not.
     With a PRESET name, explain shows what `lfgen preset` would write with the same options.
-    With a known model, a GPU and the data size it also estimates the run's time and cost.
+    With a known model it shows the peak memory per GPU with its range (measured on published
+    peaks); with a GPU and the data size it also estimates the run's time and cost.
 
     \b
     Examples:
