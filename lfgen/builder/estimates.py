@@ -274,15 +274,17 @@ class Estimate:
 
     @property
     def peak_range(self):
-        """Where the peak likely lies: the range of measured / estimated on published peaks (memory_range)."""
+        """Where the peak likely lies: the range of measured / estimated on published peaks (memory_range); None
+        once a calibration factor from the user's own runs has corrected the estimate the range describes."""
         from lfgen.models.memory_range import peak_range
 
-        return peak_range(self.peak_gib, self.fit_gib)
+        return None if self.calibration else peak_range(self.peak_gib, self.fit_gib)
 
     def to_json(self) -> dict[str, Any]:
+        span = self.peak_range
         return {"model": self.model, "finetuning_type": self.finetuning_type, "target_modules": self.target_modules,
-                "trainable_params": self.trainable_params,
-                "memory_gib": self.memory_gib, "memory_range_gib": self.peak_range.to_json(), "gpu": self.gpu,
+                "trainable_params": self.trainable_params, "memory_gib": self.memory_gib,
+                "memory_range_gib": span.to_json() if span else None, "gpu": self.gpu,
                 "fits": self.fits, "notes": self.notes, "calibration": self.calibration}
 
 

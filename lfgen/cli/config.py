@@ -112,9 +112,9 @@ def _estimate_line(estimate) -> str:
     where = f" on {gpu['name']}" if gpu else ""
     verdict = "" if estimate.fits is None else (
         f" of {gpu['memory_gib']:g} GiB: fits" if estimate.fits else f" of {gpu['memory_gib']:g} GiB: does NOT fit")
-    high = estimate.peak_range.to_json()["fit_high"]
-    if estimate.fits and high > gpu["memory_gib"]:  # the dangerous direction: "fits", then an out-of-memory
-        verdict += f" at the estimate, not at its range's high end ({high:.1f} GiB)"
+    span = estimate.peak_range
+    if estimate.fits and span and span.fit_gib * span.high > gpu["memory_gib"]:  # "fits", then an out-of-memory
+        verdict += f" at the estimate, not at its range's high end ({span.fit_gib * span.high:.1f} GiB)"
     return (f"estimate for {estimate.model['id']}{where}: {estimate.trainable_params:,} trainable parameters, "
             f"peak ~{total:.1f} GiB per GPU{must}{verdict} (lfgen explain shows the breakdown)")
 
@@ -226,15 +226,20 @@ def _print_estimate(out, estimate) -> None:
                   "releasable cache): nvidia-smi shows them, but the allocator frees them before an out-of-memory, "
                   "so the fit does not count them (PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True avoids them)",
                   markup=False)
-    span = estimate.peak_range.to_json()
-    releasable = estimate.fit_gib < estimate.peak_gib
-    out.print(f"range: {span['basis']}: " + (f"must fit {span['fit_low']:.1f}-{span['fit_high']:.1f} GiB, "
-                                              if releasable else "")
-              + f"peak {span['low']:.1f}-{span['high']:.1f} GiB", markup=False)
+    found = estimate.peak_range
+    span = found.to_json() if found else None
+    if span:
+        releasable = estimate.fit_gib < estimate.peak_gib
+        out.print(f"range: {span['basis']}: " + (f"must fit {span['fit_low']:.1f}-{span['fit_high']:.1f} GiB, "
+                                                  if releasable else "")
+                  + f"peak {span['low']:.1f}-{span['high']:.1f} GiB", markup=False)
+    else:
+        out.print("range: the estimate is calibrated from your own runs (lfgen calibrate), so the range measured on "
+                  "published peaks no longer applies", markup=False)
     gpu = estimate.gpu
     if gpu is not None:
         verdict = "fits" if estimate.fits else "does not fit"
-        if estimate.fits and span["fit_high"] > gpu["memory_gib"]:  # the dangerous direction: "fits", then OOM
+        if estimate.fits and span and span["fit_high"] > gpu["memory_gib"]:  # the dangerous direction: "fits", then OOM
             verdict += (f" at the estimate, not at the range's high end ({span['fit_high']:.1f} GiB): check with a "
                         "short first run (lfgen calibrate stores what it measured)")
         out.print(f"verdict: {estimate.fit_gib:.1f} GiB on {gpu['name']} ({gpu['memory_gib']:g} GiB, "

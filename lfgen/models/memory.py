@@ -267,7 +267,8 @@ def estimate_memory(model: ModelSpec | str, settings: MemorySettings | None = No
         "logits": logits,
         "overhead": s.cuda_context_gib * GIB + transient + largest * 2,
     }
-    parts["optimizer"] += max(0.0, step_bytes(s, trainable, off_optimizer) - parts["activations"] - logits)
+    step = step_bytes(s, trainable, off_optimizer, spec.vocab_size * spec.hidden_size)
+    parts["optimizer"] += max(0.0, step - parts["activations"] - logits)
     breakdown = {key: value / GIB for key, value in parts.items()}
     breakdown["total"] = sum(breakdown.values())
     if s.flash_attn == "disabled":

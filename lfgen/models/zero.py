@@ -19,12 +19,14 @@ GIB = 2**30
 # (885 GB) does.
 CPU_BUFFER = 1.5
 FP32_GRAD_BYTES = 4.0  # the gradient partitions Adam reads on the CPU are fp32
-# DeepSpeed's optimizer step builds an fp32 copy of the gradient partition before Adam runs: ZeRO-2 flattens the
-# 16-bit gradients into a new buffer and converts it (stage_1_and_2.py step(): flatten(averaged_gradients)
-# .to(fp32), 2 + 4 B per parameter of the partition); ZeRO-3 converts one sub_group_size group at a time
-# (stage3.py _prepare_fp32_grad_for_sub_group, 4 B; LlamaFactory's ds_z3 files: sub_group_size 1e9). First
-# principles, not fitted. Activations are freed by then, so the step's buffers count only beyond the backward's.
-DEEPSPEED_STEP_BYTES = {2: 6.0, 3: 4.0}
+# DeepSpeed's optimizer step builds an fp32 copy of the gradient partition before Adam runs: it flattens the 16-bit
+# gradients into a new buffer and converts that (ZeRO-2: stage_1_and_2.py step(), flatten(averaged_gradients)
+# .to(fp32); ZeRO-3: stage3.py _prepare_fp32_grad_for_sub_group, the same, one sub_group_size group at a time):
+# 2 + 4 B per parameter. LlamaFactory's ds_z3 files set sub_group_size 1e9; a group closes once it reaches that,
+# so it can run over by one parameter's partition. First principles, not fitted. ZeRO-1 is left out: with bf16
+# DeepSpeed gives it to BF16_Optimizer, whose buffers differ. Activations are freed by the step, so its buffers
+# count only beyond the backward's.
+DEEPSPEED_STEP_BYTES = {2: 6.0, 3: 6.0}
 DEEPSPEED_SUB_GROUP = 1e9
 
 
@@ -59,10 +61,13 @@ def cpu_bytes(s: Any, trainable: int, state_bytes: float, whole_weights: float, 
     return peak * CPU_BUFFER
 
 
-def step_bytes(s: Any, trainable: int, off_optimizer: bool) -> float:
-    """Bytes of the fp32 gradient partition (and ZeRO-2's 16-bit flat copy) DeepSpeed's step builds."""
+def step_bytes(s: Any, trainable: int, off_optimizer: bool, largest_param: int) -> float:
+    """Bytes of the flat 16-bit and fp32 gradient partition DeepSpeed's step builds; *largest_param*: the elements
+    of the model's largest parameter (a ZeRO-3 sub-group can run over by its partition)."""
     per = DEEPSPEED_STEP_BYTES.get(s.zero_stage) if s.deepspeed and s.finetuning_type in ("full", "freeze") else None
     if per is None or off_optimizer:  # offload: the step runs on the CPU, from gradients already moved there
         return 0.0
     partition = trainable / s.num_gpus
-    return per * (min(partition, DEEPSPEED_SUB_GROUP) if s.zero_stage == 3 else partition)
+    if s.zero_stage == 3:
+        partition = min(partition, DEEPSPEED_SUB_GROUP + largest_param / s.num_gpus)
+    return per * partition

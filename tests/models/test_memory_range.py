@@ -67,3 +67,23 @@ def test_explain_states_the_range_and_warns_when_its_high_end_does_not_fit(runne
     assert "fits at the estimate, not at the range's high end (25.4 GiB)" in " ".join(tight.output.split())
     data = json.loads(_explain("--gpu", "4090", "--json").output)
     assert data["fits"] is True and data["memory_range_gib"]["fit_high"] > 24
+
+
+def test_a_calibrated_estimate_carries_no_published_range(runner, cli, tmp_path, monkeypatch):
+    """The range describes the uncalibrated model's error: once the user's own run has corrected the estimate
+    (lfgen calibrate), the range and its warning would add back a bias the factor removed."""
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps({"RTX 4090|qwen2": {"factor": 1.0, "runs": 1, "updated": "2026-12-07"}}))
+    monkeypatch.setenv("LFGEN_CALIBRATION", str(path))
+    args = ["balanced", "--model", MODEL, "--samples", "20000", "--gpu", "4090"]
+    shown = runner.invoke(cli, ["explain", *args])
+    assert shown.exit_code == 0, shown.output
+    text = " ".join(shown.output.split())
+    assert "range: the estimate is calibrated from your own runs" in text
+    assert "not at the range's high end" not in text
+    data = json.loads(runner.invoke(cli, ["explain", *args, "--json"]).output)
+    assert data["calibration"] == 1.0 and data["memory_range_gib"] is None
+    written = runner.invoke(cli, ["preset", *args])
+    assert written.exit_code == 0 and "not at its range's high end" not in written.output
+    uncalibrated = runner.invoke(cli, ["preset", *args], env={"LFGEN_CALIBRATION": str(tmp_path / "none.json")})
+    assert "fits at the estimate, not at its range's high end (25.4 GiB)" in uncalibrated.output

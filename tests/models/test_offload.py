@@ -105,7 +105,20 @@ def test_deepspeeds_step_builds_an_fp32_gradient_partition_where_activations_are
     assert long.breakdown["optimizer"] == pytest.approx(ds.breakdown["optimizer"] - grown)
     # ZeRO-3 converts one sub_group_size group at a time; offload runs the step on the CPU; LoRA has no fp32 master
     s3 = estimate_memory(QWEN7, **{**short, "num_gpus": 1}, zero_stage=3).settings
-    assert step_bytes(s3, 7_000_000_000, False) == DEEPSPEED_STEP_BYTES[3] * DEEPSPEED_SUB_GROUP
-    assert step_bytes(s3, 7_000_000_000, True) == 0.0
+    assert step_bytes(s3, 7_000_000_000, False, 0) == DEEPSPEED_STEP_BYTES[3] * DEEPSPEED_SUB_GROUP
+    assert step_bytes(s3, 7_000_000_000, True, 0) == 0.0
     lora = estimate_memory(QWEN7, deepspeed=True, zero_stage=2, num_gpus=2, cutoff_len=128).settings
-    assert step_bytes(lora, 7_000_000_000, False) == 0.0
+    assert step_bytes(lora, 7_000_000_000, False, 0) == 0.0
+    zero1 = estimate_memory(QWEN7, **short, zero_stage=1).settings  # bf16 ZeRO-1 is BF16_Optimizer's: not counted
+    assert step_bytes(zero1, 7_000_000_000, False, 0) == 0.0
+
+
+def test_a_zero3_sub_group_can_run_over_by_one_parameters_partition():
+    """stage3.py closes a sub-group once it reaches sub_group_size: the largest can hold one more parameter."""
+    from lfgen.models.zero import DEEPSPEED_STEP_BYTES, DEEPSPEED_SUB_GROUP, step_bytes
+
+    s = estimate_memory(QWEN7, finetuning_type="full", deepspeed=True, zero_stage=3, num_gpus=2).settings
+    embedding = 152064 * 3584
+    assert step_bytes(s, 7_000_000_000, False, embedding) == pytest.approx(
+        DEEPSPEED_STEP_BYTES[3] * (DEEPSPEED_SUB_GROUP + embedding / 2))
+    assert step_bytes(s, 1_000_000_000, False, embedding) == DEEPSPEED_STEP_BYTES[3] * 1_000_000_000 / 2
