@@ -290,7 +290,10 @@ def _first_fit(ctx: Context, current: int, try_fit: Fitter) -> tuple[int, AtPixe
     (patches, tokens)) fits: (cap, the data at it, the fit); each step with the data's image tokens, cutoff and patches
     recounted (a cutoff_len the user set stays theirs); None when none does."""
     for pixels in (int(v) for v in rules.rule("R-VLM-PIXELS").table("ladder") if v < current):
-        found = at_pixels(ctx, pixels) if ctx.read_data else None
+        try:
+            found = at_pixels(ctx, pixels) if ctx.read_data else None
+        except InputError:  # data that cannot be read: R-VLM-TOKENS says so; the ladder goes on by the cap alone
+            found = None
         changes: dict[str, Any] = {"image_max_pixels": pixels}
         if found is not None and "cutoff_len" not in ctx.fixed:
             changes["cutoff_len"] = found.cutoff
