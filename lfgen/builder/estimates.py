@@ -280,6 +280,14 @@ class Estimate:
 
         return None if self.calibration else peak_range(self.peak_gib, self.fit_gib)
 
+    @property
+    def unsure_fit_gib(self) -> float | None:
+        """What must fit at the range's high end, when the run fits at the estimate but not there (the dangerous
+        direction: "fits", then an out-of-memory); None otherwise."""
+        span = self.peak_range
+        high = span.fit_gib * span.high if span and self.fits and self.gpu else None
+        return high if high is not None and high > self.gpu["memory_gib"] else None
+
     def to_json(self) -> dict[str, Any]:
         span = self.peak_range
         return {"model": self.model, "finetuning_type": self.finetuning_type, "target_modules": self.target_modules,

@@ -112,9 +112,8 @@ def _estimate_line(estimate) -> str:
     where = f" on {gpu['name']}" if gpu else ""
     verdict = "" if estimate.fits is None else (
         f" of {gpu['memory_gib']:g} GiB: fits" if estimate.fits else f" of {gpu['memory_gib']:g} GiB: does NOT fit")
-    span = estimate.peak_range
-    if estimate.fits and span and span.fit_gib * span.high > gpu["memory_gib"]:  # "fits", then an out-of-memory
-        verdict += f" at the estimate, not at its range's high end ({span.fit_gib * span.high:.1f} GiB)"
+    if estimate.unsure_fit_gib:
+        verdict += f" at the estimate, not at its range's high end ({estimate.unsure_fit_gib:.1f} GiB)"
     return (f"estimate for {estimate.model['id']}{where}: {estimate.trainable_params:,} trainable parameters, "
             f"peak ~{total:.1f} GiB per GPU{must}{verdict} (lfgen explain shows the breakdown)")
 
@@ -239,9 +238,9 @@ def _print_estimate(out, estimate) -> None:
     gpu = estimate.gpu
     if gpu is not None:
         verdict = "fits" if estimate.fits else "does not fit"
-        if estimate.fits and span and span["fit_high"] > gpu["memory_gib"]:  # the dangerous direction: "fits", then OOM
-            verdict += (f" at the estimate, not at the range's high end ({span['fit_high']:.1f} GiB): check with a "
-                        "short first run (lfgen calibrate stores what it measured)")
+        if estimate.unsure_fit_gib:
+            verdict += (f" at the estimate, not at the range's high end ({estimate.unsure_fit_gib:.1f} GiB): check "
+                        "with a short first run (lfgen calibrate stores what it measured)")
         out.print(f"verdict: {estimate.fit_gib:.1f} GiB on {gpu['name']} ({gpu['memory_gib']:g} GiB, "
                   f"{gpu.get('headroom', headroom()):.0%} kept free): {verdict}")
     for note in estimate.notes:
