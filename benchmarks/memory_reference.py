@@ -140,19 +140,18 @@ def ratios(reference: dict) -> list[tuple[str, str, float]]:
             for p in reference["points"]]
 
 
-def peak_range(reference: dict) -> dict:
-    """The 10th and 90th percentile of measured / estimated over RANGE_FROM (linear interpolation)."""
+def peak_range(rows: list[tuple[str, str, float]]) -> dict:
+    """The 10th and 90th percentile of measured / estimated (*rows*: ratios()) over RANGE_FROM (linear interpolation)."""
     import statistics
 
-    found = [r for split, _, r in ratios(reference) if split in RANGE_FROM]
+    found = [r for split, _, r in rows if split in RANGE_FROM]
     deciles = statistics.quantiles(found, n=10, method="inclusive")
     return {"low": round(deciles[0], 2), "high": round(deciles[-1], 2), "rows": len(found)}
 
 
-def range_lines(reference: dict, band: dict) -> list[str]:
+def range_lines(rows: list[tuple[str, str, float]], band: dict) -> list[str]:
     """The range, and per split how its rows fall: inside, below (overestimated) or above (underestimated)."""
     lines = [f"range: {band['low']:.2f}x to {band['high']:.2f}x of the estimate from {band['rows']} rows"]
-    rows = ratios(reference)
     for split in SPLITS:
         found = [r for s, _, r in rows if s == split]
         below, above = sum(r < band["low"] for r in found), sum(r > band["high"] for r in found)
@@ -259,8 +258,9 @@ def main() -> None:
         print(f"fitted on the fit rows: FRAGMENTATION {loss:.2f}, FRAGMENTATION_SCORES {scores:.2f} "
               f"(shipped {memory.FRAGMENTATION}, {memory.FRAGMENTATION_SCORES})")
     if "--range" in sys.argv:
-        band = peak_range(reference)
-        for line in range_lines(reference, band):
+        rows = ratios(reference)
+        band = peak_range(rows)
+        for line in range_lines(rows, band):
             print(line)
         if "--write" in sys.argv:
             print(f"wrote {write_range(band)}")
