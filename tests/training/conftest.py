@@ -2,8 +2,8 @@
 
 One head, not one per test module: Ray reads its auth token once per process, so a second head with a token
 of its own refuses the test process's ``ray.init`` ("Failed to connect to Ray cluster"), which the Ray test
-modules run in-process. The head's processes are stopped by pid at the end of the session, even after a
-failure (never ``ray stop``, which would stop every cluster on the machine).
+modules run in-process. The head's processes (found by its temp dir and its process group) are stopped by pid at the
+end of the session, even after a failure (never ``ray stop``, which would stop every cluster on the machine).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import tempfile
 
 import pytest
 
-from .ray_head import RAY_BIN, free_port, pids_of, stop_pids
+from .ray_head import RAY_BIN, free_port, groups_of, pids_in, pids_of, stop_pids
 
 
 @pytest.fixture(scope="session")
@@ -32,12 +32,15 @@ def cluster(tmp_path_factory):
            "HF_HUB_OFFLINE": "1", "PATH": f"{RAY_BIN.parent}{os.pathsep}{os.environ['PATH']}"}
     start = subprocess.run([str(RAY_BIN), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
                             "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats",
-                            f"--temp-dir={temp}"], env=env, capture_output=True, text=True, timeout=120)
+                            f"--temp-dir={temp}"], env=env, capture_output=True, text=True, timeout=120,
+                           start_new_session=True)  # the head's processes in a group of their own (groups_of)
+    groups: set[int] = set()
     try:
         assert start.returncode == 0, start.stderr
+        groups = groups_of(temp)  # the head's own process group: its processes that do not name the temp dir too
         yield f"127.0.0.1:{port}", workers, token
     finally:
-        stop_pids(pids_of(temp))
+        stop_pids(sorted({*pids_of(temp), *pids_in(groups)}))
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ import yaml
 
 from ..conftest import needs_llamafactory
 from tests.helpers import lfgen
-from .ray_head import RAY_BIN, pids_of, stop_pids  # the one-node `cluster` fixture is conftest's
+from .ray_head import RAY_BIN, groups_of, pids_in, pids_of, stop_pids  # the one-node `cluster` fixture is conftest's
 
 pytestmark = [pytest.mark.slow, needs_llamafactory]
 
@@ -160,10 +160,13 @@ def two_nodes(tmp_path):
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("ray_two_nodes.py")),
                              str(folders["head"]), str(folders["worker"])], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)  # its nodes' processes in a group of their own (groups_of)
+    groups: set[int] = set()
     try:
         line = proc.stdout.readline()
         assert line.startswith("{"), f"the two Ray nodes did not start (rc {proc.poll()})"
+        groups = groups_of(temp)  # each node's process group: its processes that do not name the temp dir too
         yield TwoNodes(proc, json.loads(line), folders)
     finally:
         proc.stdin.close()  # it shuts its nodes down
@@ -172,7 +175,7 @@ def two_nodes(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        stop_pids(pids_of(temp))  # whatever the shutdown left
+        stop_pids(sorted({*pids_of(temp), *pids_in(groups)}))  # whatever the shutdown left
         shutil.rmtree(temp, ignore_errors=True)
 
 
