@@ -139,7 +139,8 @@ def test_tensorboard_serves_the_runs(trained):
         port = probe.getsockname()[1]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     server = subprocess.Popen([sys.executable, "-m", "lfgen", "tensorboard", "outputs/tiny", "--port", str(port)],
-                              cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                              cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)  # a group of its own: stopped whole if Ctrl-C does not stop it
     try:
         deadline = time.monotonic() + 90
         runs = None
@@ -158,7 +159,12 @@ def test_tensorboard_serves_the_runs(trained):
         assert {r.split("/")[0] for r in runs} >= {"rank-4", "rank-8"}, runs
     finally:
         server.send_signal(2)
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=30)
+        finally:
+            if server.poll() is None:  # Ctrl-C did not stop it (the test fails): stop it and its TensorBoard child
+                os.killpg(server.pid, 9)
+                server.wait()
 
 
 def test_the_demo_names_a_real_winner_and_its_next_step_works_from_where_it_ran(tmp_path):
