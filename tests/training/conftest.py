@@ -15,7 +15,7 @@ import tempfile
 
 import pytest
 
-from .ray_head import RAY_BIN, free_port, groups_of, pids_in, pids_of, stop_pids
+from .ray_head import RAY_BIN, free_port, groups_of, node_pids, stop_pids
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +40,7 @@ def cluster(tmp_path_factory):
         groups = groups_of(temp)  # the head's own process group: its processes that do not name the temp dir too
         yield f"127.0.0.1:{port}", workers, token
     finally:
-        stop_pids(sorted({*pids_of(temp), *pids_in(groups)}))
+        stop_pids(node_pids(temp, groups))
 
 
 @pytest.fixture

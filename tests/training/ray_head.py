@@ -7,6 +7,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 RAY_BIN = Path(sys.executable).parent / "ray"
@@ -19,24 +20,29 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def pids_of(marker: str) -> list[int]:
-    """Processes whose command line holds *marker* (a cluster's own --temp-dir), this one excluded."""
+def _processes(match: Callable[[int, Path], bool]) -> list[int]:
+    """Processes for which *match(pid, its /proc entry)* holds, this one excluded (one that ends meanwhile is not)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and int(entry.name) != os.getpid():
             try:
-                if marker.encode() in (entry / "cmdline").read_bytes():
+                if match(int(entry.name), entry):
                     found.append(int(entry.name))
             except OSError:
                 pass
     return found
 
 
+def pids_of(marker: str) -> list[int]:
+    """Processes whose command line holds *marker* (a cluster's own --temp-dir), this one excluded."""
+    return _processes(lambda _, entry: marker.encode() in (entry / "cmdline").read_bytes())
+
+
 def groups_of(marker: str) -> set[int]:
     """The process groups of the processes *marker* finds, this process's own left out. `ray start` puts every
     process of a node in one group of its own, and some of them never name the temp dir: the Ray client server, and
     ray::DashboardAgent and ray::RuntimeEnvAgent, which rewrite their command line. Take the groups while the node
-    runs; stop_pids(pids_in(groups)) then stops them all."""
+    runs; node_pids(marker, groups) then finds them all."""
     groups = set()
     for pid in pids_of(marker):
         try:
@@ -46,17 +52,10 @@ def groups_of(marker: str) -> set[int]:
     return groups - {os.getpgrp()}
 
 
-def pids_in(groups: set[int]) -> list[int]:
-    """Processes of the process *groups*, this one excluded."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                if os.getpgid(int(entry.name)) in groups:
-                    found.append(int(entry.name))
-            except OSError:
-                pass
-    return found
+def node_pids(marker: str, groups: set[int]) -> list[int]:
+    """Every process of the Ray nodes started with temp dir *marker*: by their command line or their *groups*."""
+    return _processes(lambda pid, entry: marker.encode() in (entry / "cmdline").read_bytes()
+                      or os.getpgid(pid) in groups)
 
 
 def stop_pids(pids: list[int]) -> None:

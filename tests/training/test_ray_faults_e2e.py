@@ -32,7 +32,7 @@ import yaml
 
 from ..conftest import needs_llamafactory
 from tests.helpers import lfgen
-from .ray_head import RAY_BIN, groups_of, pids_in, pids_of, stop_pids  # the one-node `cluster` fixture is conftest's
+from .ray_head import RAY_BIN, groups_of, node_pids, pids_of, stop_pids  # the one-node `cluster` fixture is conftest's
 
 pytestmark = [pytest.mark.slow, needs_llamafactory]
 
@@ -175,7 +175,7 @@ def two_nodes(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        stop_pids(sorted({*pids_of(temp), *pids_in(groups)}))  # whatever the shutdown left
+        stop_pids(node_pids(temp, groups))  # whatever the shutdown left
         shutil.rmtree(temp, ignore_errors=True)
 
 
