@@ -285,8 +285,7 @@ class Estimate:
         """What must fit at the range's high end, when the run fits at the estimate but not there (the dangerous
         direction: "fits", then an out-of-memory); None otherwise."""
         span = self.peak_range
-        high = span.fit_gib * span.high if span and self.fits and self.gpu else None
-        return high if high is not None and high > self.gpu["memory_gib"] else None
+        return span.fit_high if span and self.fits and span.fit_high > self.gpu["memory_gib"] else None
 
     def to_json(self) -> dict[str, Any]:
         span = self.peak_range

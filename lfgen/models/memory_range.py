@@ -24,13 +24,18 @@ class PeakRange:
     fit_gib: float
 
     @property
+    def fit_high(self) -> float:
+        """What must fit at the range's high end."""
+        return self.fit_gib * self.high
+
+    @property
     def basis(self) -> str:
         return (f"{self.low:g}x to {self.high:g}x of the estimate: the 10th-90th percentile of measured / estimated "
                 f"over {self.rows} published peaks the model was not fitted to (docs/estimates.md)")
 
     def to_json(self) -> dict[str, object]:
         return {"low": round(self.peak_gib * self.low, 2), "high": round(self.peak_gib * self.high, 2),
-                "fit_low": round(self.fit_gib * self.low, 2), "fit_high": round(self.fit_gib * self.high, 2),
+                "fit_low": round(self.fit_gib * self.low, 2), "fit_high": round(self.fit_high, 2),
                 "ratio_low": self.low, "ratio_high": self.high, "basis": self.basis}
 
 
